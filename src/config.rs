@@ -1,0 +1,763 @@
+//! Configuration: TOML file plus `ORDERSYNC__SECTION__KEY` environment
+//! overrides, merged by the `config` crate, then checked here so that every
+//! error names the key (`sources[1].page_size`) and unknown keys are refused.
+//! Secrets are only referenced here (`X_file` / `X_env`); they are read when
+//! a component is built, never stored in this struct.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+
+use crate::secret::{SecretRef, resolve_path};
+
+/// Default config path when neither `--config` nor `$ORDERSYNC_CONFIG` is set.
+pub const DEFAULT_PATH: &str = "/etc/ordersync/ordersync.toml";
+
+/// A configuration error: the message names the key, value or path.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+impl From<String> for ConfigError {
+    fn from(s: String) -> Self {
+        ConfigError(s)
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// The file it was loaded from; relative paths inside are relative to its directory.
+    pub path: PathBuf,
+    pub daemon: DaemonConfig,
+    pub erp: ErpConfig,
+    pub sources: Vec<SourceConfig>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    #[default]
+    Text,
+    Json,
+}
+
+#[derive(Clone, Debug)]
+pub struct DaemonConfig {
+    pub state_dir: PathBuf,
+    pub log_format: LogFormat,
+    pub shipments_schedule: String,
+    /// How long in-flight calls may run after SIGTERM before they are cut.
+    pub shutdown_grace: Duration,
+    pub request_timeout: Duration,
+    /// Cap on any response body we read (SPEC guarantee 6).
+    pub max_body_bytes: usize,
+    /// Attempts before a job is parked.
+    pub max_attempts: u32,
+    pub retry_initial: Duration,
+    pub retry_max: Duration,
+}
+
+impl DaemonConfig {
+    pub fn db_path(&self) -> PathBuf {
+        self.state_dir.join("ordersync.db")
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErpKind {
+    Http,
+    Tryton,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum UnknownProduct {
+    #[default]
+    Park,
+    Create,
+}
+
+#[derive(Clone, Debug)]
+pub struct ErpConfig {
+    pub kind: ErpKind,
+    pub url: String,
+    pub user: Option<String>,
+    /// tryton: the password; http: the bearer token.
+    pub credential: SecretRef,
+    pub confirm: bool,
+    pub unknown_product: UnknownProduct,
+    pub max_in_flight: usize,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SourceKind {
+    Cloudsuite,
+    Mplus,
+    Retailys,
+    Titelive,
+    Vinou,
+}
+
+impl SourceKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SourceKind::Cloudsuite => "cloudsuite",
+            SourceKind::Mplus => "mplus",
+            SourceKind::Retailys => "retailys",
+            SourceKind::Titelive => "titelive",
+            SourceKind::Vinou => "vinou",
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub struct SourceConfig {
+    pub name: String,
+    pub kind: SourceKind,
+    pub base_url: String,
+    pub schedule: String,
+    pub lookback: Duration,
+    pub page_size: u32,
+    pub max_in_flight: usize,
+    pub rate_limit_per_sec: u32,
+    pub enabled: bool,
+    pub settings: SourceSettings,
+}
+
+/// The kind-specific part of a source, chosen by `kind`.
+#[derive(Clone, Debug)]
+pub enum SourceSettings {
+    CloudSuite(CloudSuiteSettings),
+}
+
+#[derive(Clone, Debug)]
+pub enum CloudSuiteAuth {
+    /// OAuth2 client credentials (the current method).
+    OAuth2 {
+        token_url: String,
+        client_id: String,
+        client_secret: SecretRef,
+    },
+    /// `Authorization: Token …` (deprecated by CloudSuite since 2024-02-01).
+    LegacyToken(SecretRef),
+}
+
+#[derive(Clone, Debug)]
+pub struct CloudSuiteSettings {
+    pub auth: CloudSuiteAuth,
+    pub webshop: Option<i64>,
+    pub payment_ok: Vec<String>,
+    pub timezone: chrono_tz::Tz,
+}
+
+// ---------------------------------------------------------------------------
+// Raw, serde-facing shapes. `deny_unknown_fields` everywhere.
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    daemon: RawDaemon,
+    erp: RawErp,
+    #[serde(default)]
+    sources: Vec<serde_json::Value>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDaemon {
+    state_dir: PathBuf,
+    #[serde(default)]
+    log_format: LogFormat,
+    #[serde(default = "default_shipments_schedule")]
+    shipments_schedule: String,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace: HumanDuration,
+    #[serde(default = "default_request_timeout")]
+    request_timeout: HumanDuration,
+    #[serde(default = "default_max_body_bytes")]
+    max_body_bytes: u64,
+    #[serde(default = "default_max_attempts")]
+    max_attempts: u32,
+    #[serde(default = "default_retry_initial")]
+    retry_initial: HumanDuration,
+    #[serde(default = "default_retry_max")]
+    retry_max: HumanDuration,
+}
+
+fn default_shipments_schedule() -> String {
+    "0 * * * * *".into()
+}
+fn default_shutdown_grace() -> HumanDuration {
+    HumanDuration(Duration::from_secs(10))
+}
+fn default_request_timeout() -> HumanDuration {
+    HumanDuration(Duration::from_secs(30))
+}
+fn default_max_body_bytes() -> u64 {
+    16 * 1024 * 1024
+}
+fn default_max_attempts() -> u32 {
+    12
+}
+fn default_retry_initial() -> HumanDuration {
+    HumanDuration(Duration::from_secs(2))
+}
+fn default_retry_max() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawErp {
+    kind: ErpKind,
+    url: String,
+    user: Option<String>,
+    password_file: Option<PathBuf>,
+    password_env: Option<String>,
+    token_file: Option<PathBuf>,
+    token_env: Option<String>,
+    confirm: Option<bool>,
+    unknown_product: Option<UnknownProduct>,
+    #[serde(default = "default_erp_in_flight")]
+    max_in_flight: usize,
+}
+
+fn default_erp_in_flight() -> usize {
+    4
+}
+
+const COMMON_SOURCE_KEYS: &[&str] = &[
+    "name",
+    "kind",
+    "base_url",
+    "schedule",
+    "lookback",
+    "page_size",
+    "max_in_flight",
+    "rate_limit_per_sec",
+    "enabled",
+];
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCommonSource {
+    name: String,
+    kind: SourceKind,
+    base_url: String,
+    #[serde(default = "default_schedule")]
+    schedule: String,
+    #[serde(default = "default_lookback")]
+    lookback: HumanDuration,
+    #[serde(default = "default_page_size")]
+    page_size: u32,
+    #[serde(default = "default_source_in_flight")]
+    max_in_flight: usize,
+    #[serde(default = "default_rate")]
+    rate_limit_per_sec: u32,
+    #[serde(default = "default_true")]
+    enabled: bool,
+}
+
+fn default_schedule() -> String {
+    "0 */2 * * * *".into()
+}
+fn default_lookback() -> HumanDuration {
+    HumanDuration(Duration::from_secs(15 * 60))
+}
+fn default_page_size() -> u32 {
+    100
+}
+fn default_source_in_flight() -> usize {
+    4
+}
+fn default_rate() -> u32 {
+    10
+}
+fn default_true() -> bool {
+    true
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCloudSuite {
+    token_url: Option<String>,
+    client_id: Option<String>,
+    client_secret_file: Option<PathBuf>,
+    client_secret_env: Option<String>,
+    api_token_file: Option<PathBuf>,
+    api_token_env: Option<String>,
+    webshop: Option<i64>,
+    #[serde(default = "default_payment_ok")]
+    payment_ok: Vec<String>,
+    #[serde(default = "default_timezone")]
+    timezone: String,
+}
+
+fn default_payment_ok() -> Vec<String> {
+    ["closed_success", "paid", "account", "none"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+}
+fn default_timezone() -> String {
+    "Europe/Amsterdam".into()
+}
+
+pub const CLOUDSUITE_TOKEN_URL: &str =
+    "https://id.cloudsuite.io/realms/CloudSuite/protocol/openid-connect/token";
+
+/// `"90s"`, `"15m"`, `"2h"`, `"7d"`, `"500ms"`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct HumanDuration(pub Duration);
+
+impl<'de> Deserialize<'de> for HumanDuration {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        parse_duration(&text)
+            .map(HumanDuration)
+            .map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a duration like `90s`, `15m`, `2h`, `7d`, `250ms`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("invalid duration {text:?}: missing unit (ms, s, m, h, d)"))?;
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("invalid duration {text:?}: expected a whole number and a unit, like \"90s\""))?;
+    let secs = match unit {
+        "ms" => return Ok(Duration::from_millis(n)),
+        "s" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
+            ));
+        }
+    };
+    Ok(Duration::from_secs(secs))
+}
+
+/// Deserializes `value` into `T`, prefixing any error with the key path.
+fn typed<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let inner = e.path().to_string();
+        let key = match (prefix.is_empty(), inner.as_str()) {
+            (true, ".") => String::new(),
+            (true, p) => p.to_string(),
+            (false, ".") => prefix.to_string(),
+            (false, p) => format!("{prefix}.{p}"),
+        };
+        let msg = e.into_inner().to_string();
+        if key.is_empty() {
+            ConfigError(msg)
+        } else {
+            ConfigError(format!("{key}: {msg}"))
+        }
+    })
+}
+
+/// Picks the config path: `--config`, else `$ORDERSYNC_CONFIG`, else the default.
+pub fn choose_path(flag: Option<&Path>) -> PathBuf {
+    if let Some(p) = flag {
+        return p.to_path_buf();
+    }
+    match std::env::var_os("ORDERSYNC_CONFIG") {
+        Some(p) if !p.is_empty() => PathBuf::from(p),
+        _ => PathBuf::from(DEFAULT_PATH),
+    }
+}
+
+impl Config {
+    /// Loads, merges environment overrides and validates. Does not read secrets.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        if !path.exists() {
+            return Err(ConfigError(format!(
+                "config file {} does not exist (set --config or ORDERSYNC_CONFIG)",
+                path.display()
+            )));
+        }
+        let merged = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("ORDERSYNC")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .try_parsing(true),
+            )
+            .build()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let value: serde_json::Value = merged
+            .try_deserialize()
+            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+        let base_dir = path
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_else(|| PathBuf::from("."));
+        Self::from_value(path, &base_dir, value)
+    }
+
+    pub fn from_value(
+        path: &Path,
+        base_dir: &Path,
+        value: serde_json::Value,
+    ) -> Result<Config, ConfigError> {
+        let raw: RawConfig = typed("", value)?;
+        let daemon = build_daemon(raw.daemon, base_dir)?;
+        let erp = build_erp(raw.erp, base_dir)?;
+        let mut sources = Vec::new();
+        for (i, v) in raw.sources.into_iter().enumerate() {
+            sources.push(build_source(i, v, base_dir)?);
+        }
+        for (i, s) in sources.iter().enumerate() {
+            if sources[..i].iter().any(|o| o.name == s.name) {
+                return Err(ConfigError(format!(
+                    "sources[{i}].name: {:?} is used by another source; names must be unique",
+                    s.name
+                )));
+            }
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            daemon,
+            erp,
+            sources,
+        })
+    }
+
+    pub fn source(&self, name: &str) -> Option<&SourceConfig> {
+        self.sources.iter().find(|s| s.name == name)
+    }
+}
+
+fn check_schedule(key: &str, expr: &str) -> Result<(), ConfigError> {
+    // The same parser the scheduler uses, so what passes here runs there.
+    tokio_cron_scheduler::Job::new_async(expr, |_, _| Box::pin(async {}))
+        .map(|_| ())
+        .map_err(|e| {
+            ConfigError(format!(
+                "{key}: invalid cron expression {expr:?} (six fields, seconds first, e.g. \"0 */2 * * * *\"): {e}"
+            ))
+        })
+}
+
+fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+    match reqwest::Url::parse(url) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
+        Ok(_) => Err(ConfigError(format!(
+            "{key}: {url:?} is not an http(s) URL with a host"
+        ))),
+        Err(e) => Err(ConfigError(format!("{key}: {url:?} is not a valid URL: {e}"))),
+    }
+}
+
+fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigError> {
+    check_schedule("daemon.shipments_schedule", &raw.shipments_schedule)?;
+    if raw.max_attempts == 0 {
+        return Err(ConfigError("daemon.max_attempts: must be at least 1".into()));
+    }
+    if raw.retry_initial.0 > raw.retry_max.0 {
+        return Err(ConfigError(
+            "daemon.retry_initial: must not be larger than daemon.retry_max".into(),
+        ));
+    }
+    if raw.request_timeout.0.is_zero() {
+        return Err(ConfigError("daemon.request_timeout: must be more than 0".into()));
+    }
+    Ok(DaemonConfig {
+        state_dir: resolve_path(&raw.state_dir, base_dir),
+        log_format: raw.log_format,
+        shipments_schedule: raw.shipments_schedule,
+        shutdown_grace: raw.shutdown_grace.0,
+        request_timeout: raw.request_timeout.0,
+        max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
+        max_attempts: raw.max_attempts,
+        retry_initial: raw.retry_initial.0,
+        retry_max: raw.retry_max.0,
+    })
+}
+
+fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
+    check_url("erp.url", &raw.url)?;
+    if raw.max_in_flight == 0 || raw.max_in_flight > 64 {
+        return Err(ConfigError("erp.max_in_flight: must be between 1 and 64".into()));
+    }
+    let password = SecretRef::from_pair("erp.password", raw.password_file, raw.password_env, base_dir)?;
+    let token = SecretRef::from_pair("erp.token", raw.token_file, raw.token_env, base_dir)?;
+    let only_tryton = |key: &str| {
+        ConfigError(format!(
+            "erp.{key}: only used with erp.kind = \"tryton\" (this ERP is kind = \"http\")"
+        ))
+    };
+    let credential = match raw.kind {
+        ErpKind::Http => {
+            if raw.user.is_some() {
+                return Err(only_tryton("user"));
+            }
+            if password.is_some() {
+                return Err(only_tryton("password_file / password_env"));
+            }
+            if raw.confirm.is_some() {
+                return Err(only_tryton("confirm"));
+            }
+            if raw.unknown_product.is_some() {
+                return Err(only_tryton("unknown_product"));
+            }
+            token.ok_or_else(|| {
+                ConfigError("erp.token_file: the http ERP needs token_file or token_env".into())
+            })?
+        }
+        ErpKind::Tryton => {
+            if token.is_some() {
+                return Err(ConfigError(
+                    "erp.token_file / erp.token_env: only used with erp.kind = \"http\"; tryton uses user + password_file".into(),
+                ));
+            }
+            if raw.user.as_deref().unwrap_or("").is_empty() {
+                return Err(ConfigError("erp.user: required for erp.kind = \"tryton\"".into()));
+            }
+            password.ok_or_else(|| {
+                ConfigError("erp.password_file: tryton needs password_file or password_env".into())
+            })?
+        }
+    };
+    Ok(ErpConfig {
+        kind: raw.kind,
+        url: raw.url,
+        user: raw.user,
+        credential,
+        confirm: raw.confirm.unwrap_or(true),
+        unknown_product: raw.unknown_product.unwrap_or_default(),
+        max_in_flight: raw.max_in_flight,
+    })
+}
+
+fn build_source(
+    index: usize,
+    value: serde_json::Value,
+    base_dir: &Path,
+) -> Result<SourceConfig, ConfigError> {
+    let prefix = format!("sources[{index}]");
+    let serde_json::Value::Object(map) = value else {
+        return Err(ConfigError(format!("{prefix}: must be a table ([[sources]])")));
+    };
+    let (common, specific): (serde_json::Map<_, _>, serde_json::Map<_, _>) = map
+        .into_iter()
+        .partition(|(k, _)| COMMON_SOURCE_KEYS.contains(&k.as_str()));
+    let c: RawCommonSource = typed(&prefix, serde_json::Value::Object(common))?;
+    if c.name.is_empty()
+        || !c
+            .name
+            .chars()
+            .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
+    {
+        return Err(ConfigError(format!(
+            "{prefix}.name: {:?} must be non-empty and use only letters, digits, '-', '_' or '.' (it is part of every order key)",
+            c.name
+        )));
+    }
+    check_url(&format!("{prefix}.base_url"), &c.base_url)?;
+    check_schedule(&format!("{prefix}.schedule"), &c.schedule)?;
+    if !(1..=1000).contains(&c.page_size) {
+        return Err(ConfigError(format!("{prefix}.page_size: must be between 1 and 1000")));
+    }
+    if !(1..=64).contains(&c.max_in_flight) {
+        return Err(ConfigError(format!("{prefix}.max_in_flight: must be between 1 and 64")));
+    }
+    if c.rate_limit_per_sec == 0 {
+        return Err(ConfigError(format!("{prefix}.rate_limit_per_sec: must be at least 1")));
+    }
+    let settings = match c.kind {
+        SourceKind::Cloudsuite => {
+            let raw: RawCloudSuite = typed(&prefix, serde_json::Value::Object(specific))?;
+            SourceSettings::CloudSuite(build_cloudsuite(&prefix, raw, base_dir)?)
+        }
+        other => {
+            return Err(ConfigError(format!(
+                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\")",
+                other.as_str()
+            )));
+        }
+    };
+    Ok(SourceConfig {
+        name: c.name,
+        kind: c.kind,
+        base_url: c.base_url.trim_end_matches('/').to_string(),
+        schedule: c.schedule,
+        lookback: c.lookback.0,
+        page_size: c.page_size,
+        max_in_flight: c.max_in_flight,
+        rate_limit_per_sec: c.rate_limit_per_sec,
+        enabled: c.enabled,
+        settings,
+    })
+}
+
+fn build_cloudsuite(
+    prefix: &str,
+    raw: RawCloudSuite,
+    base_dir: &Path,
+) -> Result<CloudSuiteSettings, ConfigError> {
+    let secret = SecretRef::from_pair(
+        &format!("{prefix}.client_secret"),
+        raw.client_secret_file,
+        raw.client_secret_env,
+        base_dir,
+    )?;
+    let legacy = SecretRef::from_pair(
+        &format!("{prefix}.api_token"),
+        raw.api_token_file,
+        raw.api_token_env,
+        base_dir,
+    )?;
+    let auth = match (raw.client_id, secret, legacy) {
+        (Some(client_id), Some(client_secret), None) => {
+            let token_url = raw.token_url.unwrap_or_else(|| CLOUDSUITE_TOKEN_URL.to_string());
+            check_url(&format!("{prefix}.token_url"), &token_url)?;
+            CloudSuiteAuth::OAuth2 {
+                token_url,
+                client_id,
+                client_secret,
+            }
+        }
+        (None, None, Some(token)) if raw.token_url.is_none() => CloudSuiteAuth::LegacyToken(token),
+        (None, None, None) => {
+            return Err(ConfigError(format!(
+                "{prefix}: cloudsuite needs client_id + client_secret_file (OAuth2) or api_token_file (legacy)"
+            )));
+        }
+        (Some(_), None, _) => {
+            return Err(ConfigError(format!(
+                "{prefix}.client_secret_file: client_id is set but no client_secret_file / client_secret_env"
+            )));
+        }
+        (None, Some(_), _) => {
+            return Err(ConfigError(format!(
+                "{prefix}.client_id: client_secret is set but client_id is missing"
+            )));
+        }
+        _ => {
+            return Err(ConfigError(format!(
+                "{prefix}.api_token_file: use either OAuth2 (token_url, client_id, client_secret_*) or the legacy api_token_*, not both"
+            )));
+        }
+    };
+    if raw.payment_ok.is_empty() {
+        return Err(ConfigError(format!(
+            "{prefix}.payment_ok: must list at least one payment_status"
+        )));
+    }
+    let timezone: chrono_tz::Tz = raw.timezone.parse().map_err(|_| {
+        ConfigError(format!(
+            "{prefix}.timezone: {:?} is not an IANA time zone (e.g. \"Europe/Amsterdam\")",
+            raw.timezone
+        ))
+    })?;
+    Ok(CloudSuiteSettings {
+        auth,
+        webshop: raw.webshop,
+        payment_ok: raw.payment_ok,
+        timezone,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(toml_text: &str) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, toml_text).unwrap();
+        Config::load(&p)
+    }
+
+    const MINIMAL: &str = r#"
+[daemon]
+state_dir = "state"
+[erp]
+kind = "http"
+url = "http://127.0.0.1:9/"
+token_env = "X_TOKEN"
+[[sources]]
+name = "webshop-nl"
+kind = "cloudsuite"
+base_url = "http://127.0.0.1:8/"
+client_id = "ordersync"
+client_secret_env = "X_SECRET"
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.daemon.shipments_schedule, "0 * * * * *");
+        assert_eq!(c.sources[0].page_size, 100);
+        assert_eq!(c.sources[0].lookback, Duration::from_secs(900));
+        assert!(c.daemon.state_dir.is_absolute());
+    }
+
+    #[test]
+    fn unknown_source_key_is_named() {
+        let err = parse(&format!("{MINIMAL}\npagesize = 5\n")).unwrap_err().0;
+        assert!(err.contains("sources[0]"), "{err}");
+        assert!(err.contains("pagesize"), "{err}");
+    }
+
+    #[test]
+    fn unknown_daemon_key_is_named() {
+        let text = MINIMAL.replace("[daemon]\n", "[daemon]\nstate_dri = \"x\"\n");
+        let err = parse(&text).unwrap_err().0;
+        assert!(err.contains("state_dri"), "{err}");
+    }
+
+    #[test]
+    fn bad_duration_names_key_and_value() {
+        let err = parse(&format!("{MINIMAL}\nlookback = \"15 minutes\"\n"))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("sources[0].lookback"), "{err}");
+        assert!(err.contains("15 minutes"), "{err}");
+    }
+
+    #[test]
+    fn bad_cron_is_named() {
+        let err = parse(&format!("{MINIMAL}\nschedule = \"every minute\"\n"))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("sources[0].schedule"), "{err}");
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
+        assert_eq!(parse_duration("2h").unwrap(), Duration::from_secs(7200));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert!(parse_duration("2 hours").is_err());
+        assert!(parse_duration("h").is_err());
+    }
+
+    #[test]
+    fn http_erp_rejects_tryton_keys() {
+        let text = MINIMAL.replace("token_env = \"X_TOKEN\"", "token_env = \"X_TOKEN\"\nuser = \"admin\"");
+        let err = parse(&text).unwrap_err().0;
+        assert!(err.contains("erp.user"), "{err}");
+    }
+
+    #[test]
+    fn duplicate_source_names_are_refused() {
+        let second = MINIMAL.split("[[sources]]").nth(1).unwrap();
+        let err = parse(&format!("{MINIMAL}[[sources]]{second}")).unwrap_err().0;
+        assert!(err.contains("sources[1].name"), "{err}");
+    }
+}

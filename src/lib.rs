@@ -1,0 +1,21 @@
+//! ordersync: moves webshop and point-of-sale orders into an ERP and writes
+//! the ERP's answer back to where each order came from.
+//!
+//! The flow, one source at a time:
+//! 1. [`sources`] poll a source with its own incremental mechanism;
+//! 2. [`store`] records the orders of a page and the cursor in ONE SQLite transaction;
+//! 3. [`outbox`] runs durable jobs: push to the [`erp`], write "accepted" back;
+//! 4. [`daemon`] polls the ERP for shipments and queues the "shipped" write-backs;
+//! 5. every job retries with backoff and is parked, visible in `status`, when it cannot succeed.
+//!
+//! Modules: [`config`] (TOML + env, validated), [`secret`] (secrets that never print),
+//! [`model`] (the canonical order and conversions), [`store`] (the ledger),
+//! [`outbox`] (retry policy, error classes, workers), [`sources`] (connectors and
+//! their shared HTTP client), [`erp`] (ERP adapters), [`daemon`] (scheduling and
+//! shutdown), [`commands`] (the CLI's commands), [`sandbox`] (simulators of every
+//! API, for tests, `demo` and benchmarks), [`telemetry`] (logs).
+
+pub mod config;
+pub mod model;
+pub mod secret;
+pub mod store;

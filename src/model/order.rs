@@ -1,0 +1,299 @@
+//! The canonical order and its JSON (SPEC §3). Absent optional fields are
+//! omitted, never `null` or `""`; decimals are strings; times RFC 3339 UTC.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize, Serializer};
+use sha2::{Digest, Sha256};
+
+/// `SOURCE_NAME:EXTERNAL_ID`, the identity of an order everywhere.
+pub fn order_key(source: &str, external_id: &str) -> String {
+    format!("{source}:{external_id}")
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    pub order_key: String,
+    pub source: String,
+    pub source_kind: String,
+    pub external_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<String>,
+    #[serde(serialize_with = "ser_time")]
+    pub ordered_at: DateTime<Utc>,
+    pub currency: String,
+    pub prices_include_tax: bool,
+    pub customer: Customer,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub billing_address: Option<Address>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping_address: Option<Address>,
+    pub lines: Vec<OrderLine>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipping: Option<Shipping>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub discounts: Vec<Discount>,
+    pub totals: Totals,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub payment: Option<Payment>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Customer {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub phone: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub company: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vat_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_customer_id: Option<String>,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Address {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub street: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub postcode: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub city: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub country: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub source_line_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sku: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ean: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(serialize_with = "ser_plain")]
+    pub quantity: Decimal,
+    #[serde(serialize_with = "ser_money")]
+    pub unit_price: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_plain")]
+    pub tax_rate: Option<Decimal>,
+    #[serde(serialize_with = "ser_money")]
+    pub line_total: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Shipping {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(serialize_with = "ser_money")]
+    pub amount: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Discount {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Positive: the amount taken off.
+    #[serde(serialize_with = "ser_money")]
+    pub amount: Decimal,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Totals {
+    #[serde(serialize_with = "ser_money")]
+    pub net: Decimal,
+    #[serde(serialize_with = "ser_money")]
+    pub tax: Decimal,
+    #[serde(serialize_with = "ser_money")]
+    pub gross: Decimal,
+}
+
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Payment {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub method: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub status: Option<String>,
+}
+
+fn ser_time<S: Serializer>(t: &DateTime<Utc>, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&t.to_rfc3339_opts(SecondsFormat::AutoSi, true))
+}
+
+/// Quantities and rates: no trailing zeros ("2", "0.53", "21").
+fn ser_plain<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&d.normalize().to_string())
+}
+
+fn ser_opt_plain<S: Serializer>(d: &Option<Decimal>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => ser_plain(d, s),
+        None => s.serialize_none(),
+    }
+}
+
+/// Money: at least two decimals ("5.00", "19.99", "0.1234" stays as is).
+fn ser_money<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+    let mut v = d.normalize();
+    if v.scale() < 2 {
+        v.rescale(2);
+    }
+    s.serialize_str(&v.to_string())
+}
+
+impl Order {
+    /// The canonical JSON text sent to the ERP and stored in the ledger.
+    pub fn to_json(&self) -> String {
+        // Serializing plain structs of strings and decimals cannot fail.
+        serde_json::to_string(self).unwrap_or_default()
+    }
+
+    /// Hash of the business content, used to tell a real change at the source
+    /// from an echo of our own write-back (which changes no business field).
+    pub fn content_hash(&self) -> String {
+        let digest = Sha256::digest(self.to_json().as_bytes());
+        digest.iter().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// SPEC §3: lines + shipping − discounts must equal gross (prices with tax)
+    /// or net (without), within one cent per line. Returns the difference
+    /// named when the source's own numbers do not add up.
+    pub fn check_totals(&self) -> Result<(), String> {
+        let lines: Decimal = self.lines.iter().map(|l| l.line_total).sum();
+        let shipping = self.shipping.as_ref().map(|s| s.amount).unwrap_or_default();
+        let discounts: Decimal = self.discounts.iter().map(|d| d.amount).sum();
+        let computed = lines + shipping - discounts;
+        let (label, expected) = if self.prices_include_tax {
+            ("gross", self.totals.gross)
+        } else {
+            ("net", self.totals.net)
+        };
+        let tolerance = Decimal::new(1, 2) * Decimal::from(self.lines.len().max(1) as u64);
+        let diff = expected - computed;
+        if diff.abs() > tolerance {
+            return Err(format!(
+                "totals do not add up: lines {lines} + shipping {shipping} - discounts {discounts} = {computed}, but the order's {label} total is {expected} (difference {diff})"
+            ));
+        }
+        for line in &self.lines {
+            let expect = (line.quantity * line.unit_price).round_dp(2);
+            if (expect - line.line_total).abs() > Decimal::new(1, 2) {
+                return Err(format!(
+                    "line {}: quantity {} x unit price {} = {}, but line total is {}",
+                    line.source_line_id, line.quantity, line.unit_price, expect, line.line_total
+                ));
+            }
+        }
+        if self.lines.is_empty() {
+            return Err("order has no lines".into());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    pub(crate) fn sample() -> Order {
+        Order {
+            order_key: order_key("webshop-nl", "48193"),
+            source: "webshop-nl".into(),
+            source_kind: "cloudsuite".into(),
+            external_id: "48193".into(),
+            reference: Some("CS48193".into()),
+            ordered_at: "2024-06-29T08:15:00Z".parse().unwrap(),
+            currency: "EUR".into(),
+            prices_include_tax: false,
+            customer: Customer {
+                name: Some("Jan de Vries".into()),
+                source_customer_id: Some("1324".into()),
+                ..Default::default()
+            },
+            billing_address: None,
+            shipping_address: Some(Address {
+                country: Some("NL".into()),
+                ..Default::default()
+            }),
+            lines: vec![OrderLine {
+                source_line_id: "11".into(),
+                sku: Some("124_STUK".into()),
+                ean: None,
+                description: None,
+                quantity: d("2.000"),
+                unit_price: d("19.99"),
+                tax_rate: Some(d("21.00")),
+                line_total: d("39.98"),
+            }],
+            shipping: Some(Shipping {
+                method: None,
+                amount: d("4.95"),
+            }),
+            discounts: vec![Discount {
+                description: None,
+                amount: d("5"),
+            }],
+            totals: Totals {
+                net: d("39.93"),
+                tax: d("8.39"),
+                gross: d("48.32"),
+            },
+            payment: None,
+        }
+    }
+
+    #[test]
+    fn json_matches_the_contract_shape() {
+        let v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        assert_eq!(v["order_key"], "webshop-nl:48193");
+        assert_eq!(v["ordered_at"], "2024-06-29T08:15:00Z");
+        assert_eq!(v["lines"][0]["quantity"], "2");
+        assert_eq!(v["lines"][0]["unit_price"], "19.99");
+        assert_eq!(v["lines"][0]["tax_rate"], "21");
+        assert_eq!(v["discounts"][0]["amount"], "5.00");
+        assert_eq!(v["shipping"]["amount"], "4.95");
+        // Absent optional fields are omitted, never null.
+        assert!(v.get("billing_address").is_none());
+        assert!(v["customer"].get("email").is_none());
+        assert!(v["lines"][0].get("ean").is_none());
+        assert!(!sample().to_json().contains("null"));
+        assert!(!sample().to_json().contains("\"\""));
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let o = sample();
+        let back: Order = serde_json::from_str(&o.to_json()).unwrap();
+        assert_eq!(back.to_json(), o.to_json());
+    }
+
+    #[test]
+    fn totals_check_names_the_difference() {
+        let mut o = sample();
+        assert!(o.check_totals().is_ok());
+        o.totals.net = d("49.93");
+        let err = o.check_totals().unwrap_err();
+        assert!(err.contains("difference 10.00"), "{err}");
+    }
+
+    #[test]
+    fn content_hash_changes_with_business_fields_only() {
+        let a = sample();
+        let mut b = sample();
+        assert_eq!(a.content_hash(), b.content_hash());
+        b.lines[0].quantity = d("3");
+        assert_ne!(a.content_hash(), b.content_hash());
+    }
+}

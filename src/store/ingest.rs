@@ -1,0 +1,533 @@
+//! Recording what a poll saw. The orders of a page and the cursor that covers
+//! them commit in ONE transaction (SPEC guarantee 4); seeing an order again
+//! never creates a second one, and a change after the push is recorded, not
+//! pushed (guarantee 2).
+
+use rusqlite::{OptionalExtension, Transaction, params};
+use sha2::{Digest, Sha256};
+
+use super::{Store, now_ms};
+use crate::model::{Order, order_key};
+
+/// What the connector decided about an order it could map.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Disposition {
+    /// Goes to the ERP.
+    Push,
+    /// Not yet (e.g. payment still open); looked at again on later polls.
+    Hold(String),
+    /// Cancelled at the source before the push: never pushed.
+    Cancel(String),
+}
+
+#[derive(Clone, Debug)]
+pub struct MappedOrder {
+    pub order: Order,
+    pub disposition: Disposition,
+}
+
+/// One order as a poll saw it.
+#[derive(Clone, Debug)]
+pub struct IncomingOrder {
+    pub external_id: String,
+    /// The payload exactly as received, kept for operators and re-mapping.
+    pub raw: String,
+    /// The source's own change marker (modified date, sync marker...).
+    pub version: Option<String>,
+    /// The canonical order, or why it could not be mapped (the order is then
+    /// recorded and parked: poison isolation, guarantee 5).
+    pub mapped: Result<MappedOrder, String>,
+}
+
+/// What happened to an order in this ingest, for the log.
+#[derive(Clone, Debug, PartialEq)]
+pub enum OrderNote {
+    Queued(String),
+    Held { order_key: String, reason: String },
+    Cancelled { order_key: String, reason: String },
+    Invalid { order_key: String, reason: String },
+    ChangedAfterPush { order_key: String, what: String },
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct IngestReport {
+    pub notes: Vec<OrderNote>,
+    pub unchanged: usize,
+}
+
+impl IngestReport {
+    pub fn queued(&self) -> usize {
+        self.notes
+            .iter()
+            .filter(|n| matches!(n, OrderNote::Queued(_)))
+            .count()
+    }
+}
+
+fn sha256_hex(text: &str) -> String {
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+impl Store {
+    /// Records a page of orders and, in the same transaction, the cursor that
+    /// covers them (`scope` is `live` or `backfill:<run>`).
+    pub fn ingest(
+        &self,
+        source: &str,
+        recorded_by: &str,
+        orders: &[IncomingOrder],
+        cursor: Option<(&str, &str)>,
+    ) -> anyhow::Result<IngestReport> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut report = IngestReport::default();
+        for incoming in orders {
+            ingest_one(&tx, source, recorded_by, incoming, now, &mut report)?;
+        }
+        if let Some((scope, value)) = cursor {
+            tx.execute(
+                "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                params![source, scope, value, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(report)
+    }
+
+    pub fn cursor(&self, source: &str, scope: &str) -> anyhow::Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT value FROM cursors WHERE source = ?1 AND scope = ?2",
+                params![source, scope],
+                |r| r.get(0),
+            )
+            .optional()?)
+    }
+
+    /// The source version we last recorded for an order, if we know it: lets a
+    /// connector skip fetching details that cannot have changed.
+    pub fn known_version(&self, order_key: &str) -> anyhow::Result<Option<String>> {
+        let conn = self.lock();
+        Ok(conn
+            .query_row(
+                "SELECT source_version FROM orders WHERE order_key = ?1",
+                params![order_key],
+                |r| r.get::<_, Option<String>>(0),
+            )
+            .optional()?
+            .flatten())
+    }
+
+    /// External ids of this source's orders in `states` (oldest first): the
+    /// ones a connector looks at again (held, not yet final).
+    pub fn external_ids_in_states(
+        &self,
+        source: &str,
+        states: &[&str],
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        let conn = self.lock();
+        let placeholders = vec!["?"; states.len()].join(",");
+        let sql = format!(
+            "SELECT external_id FROM orders WHERE source = ? AND state IN ({placeholders})
+             ORDER BY updated_at LIMIT ?"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let mut args: Vec<rusqlite::types::Value> = vec![source.to_string().into()];
+        args.extend(states.iter().map(|s| s.to_string().into()));
+        args.push((limit as i64).into());
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Notes the outcome of a poll for `status` (last poll, last error).
+    pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
+        let conn = self.lock();
+        let now = now_ms();
+        conn.execute(
+            "INSERT INTO source_status (source, last_poll_at, last_success_at, last_error)
+             VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3)
+             ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at,
+               last_success_at = COALESCE(excluded.last_success_at, source_status.last_success_at),
+               last_error = excluded.last_error",
+            params![source, now, error],
+        )?;
+        Ok(())
+    }
+}
+
+fn disposition_tag(d: &Disposition) -> &'static str {
+    match d {
+        Disposition::Push => "push",
+        Disposition::Hold(_) => "hold",
+        Disposition::Cancel(_) => "cancel",
+    }
+}
+
+fn add_event(tx: &Transaction, key: &str, at: i64, kind: &str, detail: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![key, at, kind, detail],
+    )?;
+    Ok(())
+}
+
+/// Queues (or re-queues) the push job of an order.
+fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+         VALUES (?1, 'push', ?2, '', 'pending', 0, ?3, ?3, ?3)
+         ON CONFLICT(order_key, kind, ref) DO UPDATE SET state = 'pending', attempts = 0,
+           next_attempt_at = excluded.next_attempt_at, parked_reason = NULL, parked_at = NULL,
+           last_error = NULL, updated_at = excluded.updated_at
+         WHERE jobs.state IN ('parked', 'cancelled')",
+        params![source, key, now],
+    )?;
+    Ok(())
+}
+
+/// Parks the push job of an order that cannot be mapped, so `status` shows it.
+fn park_push(tx: &Transaction, source: &str, key: &str, reason: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at,
+                           parked_reason, parked_at, last_error, created_at, updated_at)
+         VALUES (?1, 'push', ?2, '', 'parked', 0, ?3, ?4, ?3, ?4, ?3, ?3)
+         ON CONFLICT(order_key, kind, ref) DO UPDATE SET state = 'parked',
+           parked_reason = excluded.parked_reason, parked_at = excluded.parked_at,
+           last_error = excluded.last_error, updated_at = excluded.updated_at
+         WHERE jobs.state != 'done'",
+        params![source, key, now, reason],
+    )?;
+    Ok(())
+}
+
+/// Stops a push that has not happened (held again, or cancelled).
+fn cancel_push(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "UPDATE jobs SET state = 'cancelled', updated_at = ?2
+         WHERE order_key = ?1 AND kind = 'push' AND state IN ('pending', 'parked')",
+        params![key, now],
+    )?;
+    Ok(())
+}
+
+fn ingest_one(
+    tx: &Transaction,
+    source: &str,
+    recorded_by: &str,
+    incoming: &IncomingOrder,
+    now: i64,
+    report: &mut IngestReport,
+) -> anyhow::Result<()> {
+    let key = order_key(source, &incoming.external_id);
+    let (hash, canonical) = match &incoming.mapped {
+        // The disposition is part of the content: a cancellation may change
+        // nothing in the canonical order but the source's state.
+        Ok(m) => (
+            format!("{}:{}", disposition_tag(&m.disposition), m.order.content_hash()),
+            Some(m.order.to_json()),
+        ),
+        Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
+    };
+    let existing: Option<(String, String, Option<String>, Option<String>)> = tx
+        .query_row(
+            "SELECT state, content_hash, pushed_hash, canonical_json FROM orders WHERE order_key = ?1",
+            params![key],
+            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+        )
+        .optional()?;
+
+    let Some((state, old_hash, pushed_hash, old_canonical)) = existing else {
+        let (state, note) = pre_push_state(&key, &incoming.mapped);
+        tx.execute(
+            "INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
+                                 content_hash, source_version, note, recorded_by, first_seen_at, updated_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
+            params![
+                key,
+                source,
+                incoming.external_id,
+                state,
+                canonical,
+                incoming.raw,
+                hash,
+                incoming.version,
+                note_reason(&note),
+                recorded_by,
+                now
+            ],
+        )?;
+        add_event(tx, &key, now, "recorded", &format!("state {state}; by {recorded_by}"))?;
+        apply_pre_push_jobs(tx, source, &key, &note, now)?;
+        report.notes.push(note);
+        return Ok(());
+    };
+
+    if old_hash == hash {
+        // Same business content: an echo of our own write-back, or nothing new.
+        tx.execute(
+            "UPDATE orders SET source_version = ?2 WHERE order_key = ?1",
+            params![key, incoming.version],
+        )?;
+        report.unchanged += 1;
+        return Ok(());
+    }
+
+    let pushed = matches!(state.as_str(), "pushed" | "accepted" | "shipped" | "completed");
+    if !pushed {
+        // Not in the ERP yet: the latest version is the one to push.
+        let (new_state, note) = pre_push_state(&key, &incoming.mapped);
+        tx.execute(
+            "UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
+                               source_version = ?6, note = ?7, updated_at = ?8
+             WHERE order_key = ?1",
+            params![
+                key,
+                new_state,
+                canonical,
+                incoming.raw,
+                hash,
+                incoming.version,
+                note_reason(&note),
+                now
+            ],
+        )?;
+        add_event(tx, &key, now, "changed", &format!("{state} -> {new_state}"))?;
+        apply_pre_push_jobs(tx, source, &key, &note, now)?;
+        report.notes.push(note);
+        return Ok(());
+    }
+
+    if pushed_hash.as_deref() == Some(hash.as_str()) {
+        // Back to exactly what the ERP has.
+        tx.execute(
+            "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5 WHERE order_key = ?1",
+            params![key, incoming.raw, hash, incoming.version, now],
+        )?;
+        report.unchanged += 1;
+        return Ok(());
+    }
+    // A real change of an order the ERP already has: record, warn, never push again.
+    let what = describe_change(old_canonical.as_deref(), &incoming.mapped);
+    tx.execute(
+        "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
+                           changed_after_push_at = ?5, updated_at = ?5
+         WHERE order_key = ?1",
+        params![key, incoming.raw, hash, incoming.version, now],
+    )?;
+    add_event(tx, &key, now, "changed_after_push", &what)?;
+    report.notes.push(OrderNote::ChangedAfterPush {
+        order_key: key,
+        what,
+    });
+    Ok(())
+}
+
+fn pre_push_state(key: &str, mapped: &Result<MappedOrder, String>) -> (&'static str, OrderNote) {
+    match mapped {
+        Ok(m) => match &m.disposition {
+            Disposition::Push => ("queued", OrderNote::Queued(key.to_string())),
+            Disposition::Hold(reason) => (
+                "held",
+                OrderNote::Held {
+                    order_key: key.to_string(),
+                    reason: reason.clone(),
+                },
+            ),
+            Disposition::Cancel(reason) => (
+                "cancelled",
+                OrderNote::Cancelled {
+                    order_key: key.to_string(),
+                    reason: reason.clone(),
+                },
+            ),
+        },
+        Err(reason) => (
+            "invalid",
+            OrderNote::Invalid {
+                order_key: key.to_string(),
+                reason: reason.clone(),
+            },
+        ),
+    }
+}
+
+fn note_reason(note: &OrderNote) -> Option<&str> {
+    match note {
+        OrderNote::Held { reason, .. }
+        | OrderNote::Cancelled { reason, .. }
+        | OrderNote::Invalid { reason, .. } => Some(reason),
+        _ => None,
+    }
+}
+
+fn apply_pre_push_jobs(
+    tx: &Transaction,
+    source: &str,
+    key: &str,
+    note: &OrderNote,
+    now: i64,
+) -> rusqlite::Result<()> {
+    match note {
+        OrderNote::Queued(_) => queue_push(tx, source, key, now),
+        OrderNote::Invalid { reason, .. } => park_push(tx, source, key, reason, now),
+        OrderNote::Held { .. } | OrderNote::Cancelled { .. } => cancel_push(tx, key, now),
+        OrderNote::ChangedAfterPush { .. } => Ok(()),
+    }
+}
+
+fn describe_change(old_canonical: Option<&str>, new: &Result<MappedOrder, String>) -> String {
+    let new = match new {
+        Err(reason) => return format!("the source's new version cannot be mapped: {reason}"),
+        Ok(m) => m,
+    };
+    if let Disposition::Cancel(reason) = &new.disposition {
+        return format!("cancelled at the source after the push ({reason})");
+    }
+    let Some(old) = old_canonical.and_then(|t| serde_json::from_str::<Order>(t).ok()) else {
+        return "the order changed at the source after the push".into();
+    };
+    let mut parts = Vec::new();
+    if old.lines != new.order.lines {
+        parts.push(format!(
+            "lines changed ({} -> {} lines)",
+            old.lines.len(),
+            new.order.lines.len()
+        ));
+    }
+    if old.totals != new.order.totals {
+        parts.push(format!(
+            "totals changed (gross {} -> {})",
+            old.totals.gross, new.order.totals.gross
+        ));
+    }
+    if parts.is_empty() {
+        parts.push("other fields changed".into());
+    }
+    format!("{} after the push; the ERP keeps the pushed version", parts.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::testutil::temp_store;
+
+    pub(crate) fn incoming(ext: &str, disposition: Disposition, qty: &str) -> IncomingOrder {
+        let mut order: Order = serde_json::from_value(serde_json::json!({
+            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
+            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": false, "customer": {},
+            "lines": [{"source_line_id": "1", "quantity": qty, "unit_price": "10.00", "line_total": "10.00"}],
+            "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
+        }))
+        .unwrap();
+        order.lines[0].line_total = order.lines[0].quantity * order.lines[0].unit_price;
+        IncomingOrder {
+            external_id: ext.into(),
+            raw: format!("{{\"id\":{ext},\"q\":\"{qty}\"}}"),
+            version: Some("v1".into()),
+            mapped: Ok(MappedOrder { order, disposition }),
+        }
+    }
+
+    fn state_of(store: &Store, key: &str) -> String {
+        store
+            .lock()
+            .query_row("SELECT state FROM orders WHERE order_key = ?1", [key], |r| r.get(0))
+            .unwrap()
+    }
+
+    fn push_jobs(store: &Store, key: &str) -> Vec<String> {
+        let conn = store.lock();
+        let mut stmt = conn
+            .prepare("SELECT state FROM jobs WHERE order_key = ?1 AND kind = 'push'")
+            .unwrap();
+        stmt.query_map([key], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
+
+    #[test]
+    fn seeing_an_order_twice_records_it_once() {
+        let (_d, store) = temp_store();
+        let o = incoming("1", Disposition::Push, "1");
+        let r = store.ingest("shop", "live", &[o.clone()], Some(("live", "c1"))).unwrap();
+        assert_eq!(r.queued(), 1);
+        let r = store.ingest("shop", "live", &[o], Some(("live", "c2"))).unwrap();
+        assert_eq!(r.queued(), 0);
+        assert_eq!(r.unchanged, 1);
+        assert_eq!(push_jobs(&store, "shop:1"), vec!["pending"]);
+        assert_eq!(store.cursor("shop", "live").unwrap().as_deref(), Some("c2"));
+    }
+
+    #[test]
+    fn held_order_is_queued_when_it_becomes_pushable() {
+        let (_d, store) = temp_store();
+        let mut held = incoming("2", Disposition::Hold("payment started".into()), "1");
+        if let Ok(m) = &mut held.mapped {
+            m.order.payment = Some(crate::model::Payment { method: None, status: Some("started".into()) });
+        }
+        store.ingest("shop", "live", &[held], None).unwrap();
+        assert_eq!(state_of(&store, "shop:2"), "held");
+        assert!(push_jobs(&store, "shop:2").is_empty());
+        let paid = incoming("2", Disposition::Push, "1");
+        let r = store.ingest("shop", "live", &[paid], None).unwrap();
+        assert_eq!(r.queued(), 1);
+        assert_eq!(state_of(&store, "shop:2"), "queued");
+    }
+
+    #[test]
+    fn invalid_order_is_parked_and_others_flow() {
+        let (_d, store) = temp_store();
+        let bad = IncomingOrder {
+            external_id: "3".into(),
+            raw: "{}".into(),
+            version: None,
+            mapped: Err("line 7: quantity \"abc\" is not a decimal".into()),
+        };
+        let good = incoming("4", Disposition::Push, "1");
+        let r = store.ingest("shop", "live", &[bad, good], None).unwrap();
+        assert_eq!(r.queued(), 1);
+        assert_eq!(push_jobs(&store, "shop:3"), vec!["parked"]);
+        assert_eq!(push_jobs(&store, "shop:4"), vec!["pending"]);
+    }
+
+    #[test]
+    fn change_after_push_is_recorded_not_queued() {
+        let (_d, store) = temp_store();
+        store.ingest("shop", "live", &[incoming("5", Disposition::Push, "1")], None).unwrap();
+        store
+            .lock()
+            .execute(
+                "UPDATE orders SET state = 'pushed', pushed_hash = content_hash WHERE order_key = 'shop:5'",
+                [],
+            )
+            .unwrap();
+        store.lock().execute("UPDATE jobs SET state = 'done'", []).unwrap();
+        let r = store.ingest("shop", "live", &[incoming("5", Disposition::Push, "2")], None).unwrap();
+        assert!(matches!(&r.notes[..], [OrderNote::ChangedAfterPush { what, .. }] if what.contains("lines changed")));
+        assert_eq!(push_jobs(&store, "shop:5"), vec!["done"]);
+        assert_eq!(state_of(&store, "shop:5"), "pushed");
+        // The same change seen again is not reported again.
+        let r = store.ingest("shop", "live", &[incoming("5", Disposition::Push, "2")], None).unwrap();
+        assert!(r.notes.is_empty());
+    }
+
+    #[test]
+    fn cancelled_before_push_is_never_pushed() {
+        let (_d, store) = temp_store();
+        store.ingest("shop", "live", &[incoming("6", Disposition::Push, "1")], None).unwrap();
+        store
+            .ingest("shop", "live", &[incoming("6", Disposition::Cancel("state cancel".into()), "1")], None)
+            .unwrap();
+        assert_eq!(state_of(&store, "shop:6"), "cancelled");
+        assert_eq!(push_jobs(&store, "shop:6"), vec!["cancelled"]);
+    }
+}

@@ -1,0 +1,668 @@
+//! Durable jobs: push to the ERP, write "accepted" back, write "shipped" back.
+//! Retry state lives in the row (attempts, next_attempt_at, last_error); a
+//! lease (owner + deadline) makes sure only one process works on a job at a
+//! time, so the daemon, `backfill` and `retry` can run together (guarantee 9).
+
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use rusqlite::{OptionalExtension, Transaction, params};
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+use super::{Store, now_ms};
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum JobKind {
+    Push,
+    WriteAccepted,
+    WriteShipped,
+}
+
+impl JobKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobKind::Push => "push",
+            JobKind::WriteAccepted => "write_accepted",
+            JobKind::WriteShipped => "write_shipped",
+        }
+    }
+
+    fn parse(s: &str) -> Option<JobKind> {
+        match s {
+            "push" => Some(JobKind::Push),
+            "write_accepted" => Some(JobKind::WriteAccepted),
+            "write_shipped" => Some(JobKind::WriteShipped),
+            _ => None,
+        }
+    }
+}
+
+/// A claimed job: ours until the lease runs out.
+#[derive(Clone, Debug)]
+pub struct Job {
+    pub id: i64,
+    pub source: String,
+    pub kind: JobKind,
+    pub order_key: String,
+    pub job_ref: String,
+    /// Including this one.
+    pub attempts: u32,
+    pub payload: Option<String>,
+}
+
+/// An ERP line number for a source line (ERPs use numbers or ids: kept as text).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct LineNumber {
+    pub source_line_id: String,
+    pub erp_line_number: String,
+}
+
+/// What the ERP answered to a push.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ErpAccepted {
+    pub erp_order_number: String,
+    pub lines: Vec<LineNumber>,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ShippedLine {
+    pub source_line_id: String,
+    pub quantity: Decimal,
+}
+
+/// A shipment the ERP reported (the http contract's shape).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct ErpShipment {
+    pub order_key: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_order_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shipped_at: Option<DateTime<Utc>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub carrier: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_number: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tracking_url: Option<String>,
+    #[serde(default)]
+    pub lines: Vec<ShippedLine>,
+}
+
+impl ErpShipment {
+    /// Tells two shipments of one order apart.
+    fn job_ref(&self) -> String {
+        self.tracking_number
+            .clone()
+            .or_else(|| self.shipped_at.map(|t| t.to_rfc3339()))
+            .unwrap_or_else(|| "shipment".into())
+    }
+}
+
+/// What a job needs to know about its order.
+#[derive(Clone, Debug)]
+pub struct OrderForJob {
+    pub state: String,
+    pub canonical_json: Option<String>,
+    pub raw_payload: String,
+    pub content_hash: String,
+    pub external_id: String,
+    pub erp_order_number: Option<String>,
+    pub note: Option<String>,
+    pub lines: Vec<LineNumber>,
+}
+
+/// Which jobs a worker may take.
+#[derive(Clone, Copy, Debug)]
+pub enum ClaimFilter<'a> {
+    All,
+    /// Only these orders (a backfill run works on what it recorded).
+    Orders(&'a [String]),
+}
+
+/// This process's identity for leases: host, pid and a random nonce.
+pub fn lease_owner() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into());
+    format!("{host}/{}/{:08x}", std::process::id(), rand::random::<u32>())
+}
+
+fn attempt_row(tx: &Transaction, job: &Job, outcome: &str, error: Option<&str>, now: i64) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO job_attempts (job_id, attempt, at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![job.id, job.attempts, now, outcome, error],
+    )?;
+    Ok(())
+}
+
+fn event(tx: &Transaction, key: &str, at: i64, kind: &str, detail: &str) -> rusqlite::Result<()> {
+    tx.execute(
+        "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        params![key, at, kind, detail],
+    )?;
+    Ok(())
+}
+
+/// Ends our lease on a job with a new state. False when the lease is no
+/// longer ours (it expired and another process took the job).
+fn settle(tx: &Transaction, job: &Job, owner: &str, sql_set: &str, args: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<bool> {
+    let sql = format!(
+        "UPDATE jobs SET {sql_set}, lease_owner = NULL, lease_until = NULL, updated_at = ?1
+         WHERE id = ?2 AND lease_owner = ?3"
+    );
+    let now = now_ms();
+    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&now, &job.id, &owner];
+    all.extend_from_slice(args);
+    Ok(tx.execute(&sql, all.as_slice())? == 1)
+}
+
+/// Makes shipment write-backs runnable once the accepted write-back is done.
+fn release_waiting(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<usize> {
+    tx.execute(
+        "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
+         WHERE order_key = ?1 AND kind = 'write_shipped' AND state = 'waiting'",
+        params![key, now],
+    )
+}
+
+impl Store {
+    /// Leases up to `limit` due jobs of `source`.
+    pub fn claim(
+        &self,
+        source: &str,
+        owner: &str,
+        lease: Duration,
+        limit: usize,
+        filter: ClaimFilter<'_>,
+    ) -> anyhow::Result<Vec<Job>> {
+        if limit == 0 {
+            return Ok(Vec::new());
+        }
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let lease_until = now + lease.as_millis() as i64;
+        let mut jobs = Vec::new();
+        {
+            let mut stmt = tx.prepare_cached(
+                "SELECT id, kind, order_key, ref, attempts, payload FROM jobs
+                 WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+                   AND (lease_until IS NULL OR lease_until < ?2)
+                 ORDER BY next_attempt_at, id LIMIT ?3",
+            )?;
+            // With a filter we may have to look past jobs of other orders.
+            let scan = match filter {
+                ClaimFilter::All => limit,
+                ClaimFilter::Orders(_) => 10_000,
+            };
+            let rows = stmt.query_map(params![source, now, scan as i64], |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                ))
+            })?;
+            for row in rows {
+                let (id, kind, order_key, job_ref, attempts, payload) = row?;
+                if let ClaimFilter::Orders(keys) = filter
+                    && !keys.contains(&order_key)
+                {
+                    continue;
+                }
+                let Some(kind) = JobKind::parse(&kind) else { continue };
+                jobs.push(Job {
+                    id,
+                    source: source.to_string(),
+                    kind,
+                    order_key,
+                    job_ref,
+                    attempts: attempts + 1,
+                    payload,
+                });
+                if jobs.len() == limit {
+                    break;
+                }
+            }
+        }
+        for job in &jobs {
+            // The attempt counts from the claim: a job that crashes the
+            // process every time still runs out of attempts and is parked.
+            tx.execute(
+                "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1, updated_at = ?4
+                 WHERE id = ?1",
+                params![job.id, owner, lease_until, now],
+            )?;
+        }
+        tx.commit()?;
+        Ok(jobs)
+    }
+
+    pub fn order_for_job(&self, order_key: &str) -> anyhow::Result<Option<OrderForJob>> {
+        let conn = self.lock();
+        let row = conn
+            .query_row(
+                "SELECT state, canonical_json, raw_payload, content_hash, external_id, erp_order_number, note
+                 FROM orders WHERE order_key = ?1",
+                params![order_key],
+                |r| {
+                    Ok(OrderForJob {
+                        state: r.get(0)?,
+                        canonical_json: r.get(1)?,
+                        raw_payload: r.get(2)?,
+                        content_hash: r.get(3)?,
+                        external_id: r.get(4)?,
+                        erp_order_number: r.get(5)?,
+                        note: r.get(6)?,
+                        lines: Vec::new(),
+                    })
+                },
+            )
+            .optional()?;
+        let Some(mut order) = row else { return Ok(None) };
+        let mut stmt = conn.prepare_cached(
+            "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY rowid",
+        )?;
+        order.lines = stmt
+            .query_map(params![order_key], |r| {
+                Ok(LineNumber {
+                    source_line_id: r.get(0)?,
+                    erp_line_number: r.get(1)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(order))
+    }
+
+    /// The ERP accepted the order: record its number and line numbers and
+    /// queue the accepted write-back, all in one transaction.
+    pub fn finish_push(
+        &self,
+        job: &Job,
+        owner: &str,
+        accepted: &ErpAccepted,
+        pushed_hash: &str,
+        write_back: bool,
+    ) -> anyhow::Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        if !settle(&tx, job, owner, "state = 'done', last_error = NULL", &[])? {
+            return Ok(false);
+        }
+        let new_state = if write_back { "pushed" } else { "accepted" };
+        tx.execute(
+            "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
+                               erp_order_number = ?3, pushed_at = ?4, pushed_hash = ?5, updated_at = ?4,
+                               accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END
+             WHERE order_key = ?1",
+            params![job.order_key, new_state, accepted.erp_order_number, now, pushed_hash, write_back],
+        )?;
+        for line in &accepted.lines {
+            tx.execute(
+                "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(order_key, source_line_id) DO UPDATE SET erp_line_number = excluded.erp_line_number",
+                params![job.order_key, line.source_line_id, line.erp_line_number],
+            )?;
+        }
+        if write_back {
+            tx.execute(
+                "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+                 VALUES (?1, 'write_accepted', ?2, '', 'pending', 0, ?3, ?3, ?3)
+                 ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                params![job.source, job.order_key, now],
+            )?;
+        } else {
+            release_waiting(&tx, &job.order_key, now)?;
+        }
+        attempt_row(&tx, job, "done", None, now)?;
+        event(&tx, &job.order_key, now, "pushed", &format!("ERP order {}", accepted.erp_order_number))?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// A write-back (or a push that turned out not to be needed) is done.
+    pub fn finish_job(&self, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        if !settle(&tx, job, owner, "state = 'done', last_error = NULL", &[])? {
+            return Ok(false);
+        }
+        match job.kind {
+            JobKind::Push => {}
+            JobKind::WriteAccepted => {
+                let shipped = release_waiting(&tx, &job.order_key, now)? > 0
+                    || tx.query_row(
+                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'",
+                        params![job.order_key],
+                        |r| r.get::<_, i64>(0),
+                    )? > 0;
+                tx.execute(
+                    "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
+                                       accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
+                    params![job.order_key, if shipped { "shipped" } else { "accepted" }, now],
+                )?;
+            }
+            JobKind::WriteShipped => {
+                let open: i64 = tx.query_row(
+                    "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                     AND state IN ('pending', 'waiting')",
+                    params![job.order_key],
+                    |r| r.get(0),
+                )?;
+                if open == 0 {
+                    tx.execute(
+                        "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2 WHERE order_key = ?1",
+                        params![job.order_key, now],
+                    )?;
+                }
+            }
+        }
+        attempt_row(&tx, job, "done", None, now)?;
+        event(&tx, &job.order_key, now, job.kind.as_str(), detail)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// A retryable failure: try again at `next_at_ms`.
+    pub fn retry_later(&self, job: &Job, owner: &str, error: &str, next_at_ms: i64) -> anyhow::Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        if !settle(&tx, job, owner, "last_error = ?4, next_attempt_at = ?5", &[&error, &next_at_ms])? {
+            return Ok(false);
+        }
+        attempt_row(&tx, job, "retry", Some(error), now)?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// A permanent failure, or attempts exhausted: only an operator retries it.
+    pub fn park(&self, job: &Job, owner: &str, reason: &str) -> anyhow::Result<bool> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        if !settle(
+            &tx,
+            job,
+            owner,
+            "state = 'parked', last_error = ?4, parked_reason = ?4, parked_at = ?1",
+            &[&reason],
+        )? {
+            return Ok(false);
+        }
+        attempt_row(&tx, job, "parked", Some(reason), now)?;
+        event(&tx, &job.order_key, now, "parked", &format!("{}: {reason}", job.kind.as_str()))?;
+        tx.commit()?;
+        Ok(true)
+    }
+
+    /// Records shipments the ERP reported and the shipments cursor in one
+    /// transaction; queues a "shipped" write-back per new shipment of an order
+    /// we know. Returns the sources that got new work.
+    pub fn record_shipments(&self, shipments: &[ErpShipment], cursor: &str) -> anyhow::Result<Vec<(String, String)>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let mut queued = Vec::new();
+        for s in shipments {
+            let row: Option<(String, String)> = tx
+                .query_row(
+                    "SELECT source, state FROM orders WHERE order_key = ?1",
+                    params![s.order_key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?;
+            let Some((source, state)) = row else { continue };
+            let ready = matches!(state.as_str(), "accepted" | "shipped" | "completed");
+            let payload = serde_json::to_string(s)?;
+            let inserted = tx.execute(
+                "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
+                 VALUES (?1, 'write_shipped', ?2, ?3, ?4, 0, ?5, ?6, ?5, ?5)
+                 ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                params![source, s.order_key, s.job_ref(), if ready { "pending" } else { "waiting" }, now, payload],
+            )?;
+            if inserted == 1 {
+                tx.execute(
+                    "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
+                       state = CASE WHEN state IN ('accepted', 'completed') THEN 'shipped' ELSE state END
+                     WHERE order_key = ?1",
+                    params![s.order_key, now],
+                )?;
+                event(
+                    &tx,
+                    &s.order_key,
+                    now,
+                    "shipment",
+                    &format!(
+                        "carrier {}, tracking {}",
+                        s.carrier.as_deref().unwrap_or("-"),
+                        s.tracking_number.as_deref().unwrap_or("-")
+                    ),
+                )?;
+                queued.push((source, s.order_key.clone()));
+            }
+        }
+        tx.execute(
+            "INSERT INTO cursors (source, scope, value, updated_at) VALUES ('_erp', 'shipments', ?1, ?2)
+             ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![cursor, now],
+        )?;
+        tx.commit()?;
+        Ok(queued)
+    }
+
+    /// `retry KEY`: parked jobs of one order go back in the queue.
+    pub fn requeue_order(&self, order_key: &str) -> anyhow::Result<usize> {
+        let conn = self.lock();
+        let now = now_ms();
+        Ok(conn.execute(
+            "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, parked_reason = NULL,
+                             parked_at = NULL, updated_at = ?2
+             WHERE order_key = ?1 AND state = 'parked'",
+            params![order_key, now],
+        )?)
+    }
+
+    /// `retry --parked`: every parked job goes back in the queue.
+    pub fn requeue_all_parked(&self) -> anyhow::Result<usize> {
+        let conn = self.lock();
+        let now = now_ms();
+        Ok(conn.execute(
+            "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?1, parked_reason = NULL,
+                             parked_at = NULL, updated_at = ?1
+             WHERE state = 'parked'",
+            params![now],
+        )?)
+    }
+
+    /// Gives up our own leases (clean shutdown): the jobs are due again at once.
+    pub fn release_leases(&self, owner: &str) -> anyhow::Result<usize> {
+        let conn = self.lock();
+        Ok(conn.execute(
+            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+            params![owner],
+        )?)
+    }
+
+    /// Frees leases held by processes of this host that no longer exist
+    /// (killed with SIGKILL), so a restart does not wait for them to expire.
+    pub fn release_dead_leases(&self) -> anyhow::Result<usize> {
+        let me = lease_owner();
+        let host = me.split('/').next().unwrap_or_default().to_string();
+        let conn = self.lock();
+        let mut stmt = conn.prepare("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")?;
+        let owners: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut freed = 0;
+        for owner in owners {
+            let mut parts = owner.split('/');
+            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else { continue };
+            if h != host {
+                continue;
+            }
+            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                freed += conn.execute(
+                    "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+                    params![owner],
+                )?;
+            }
+        }
+        Ok(freed)
+    }
+
+    /// When the next job of `source` is due (for the worker's sleep).
+    pub fn next_due_ms(&self, source: &str) -> anyhow::Result<Option<i64>> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT min(max(next_attempt_at, COALESCE(lease_until, 0))) FROM jobs WHERE source = ?1 AND state = 'pending'",
+            params![source],
+            |r| r.get(0),
+        )?)
+    }
+
+    /// How many jobs of these orders are still to do (pending or waiting).
+    pub fn open_jobs_for(&self, keys: &[String]) -> anyhow::Result<usize> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT count(*) FROM jobs WHERE order_key = ?1 AND state = 'pending' AND kind != 'write_shipped'",
+        )?;
+        let mut n = 0usize;
+        for k in keys {
+            n += stmt.query_row(params![k], |r| r.get::<_, i64>(0))? as usize;
+        }
+        Ok(n)
+    }
+
+    /// Parked jobs among these orders.
+    pub fn parked_among(&self, keys: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT order_key, COALESCE(parked_reason, '') FROM jobs WHERE order_key = ?1 AND state = 'parked'",
+        )?;
+        let mut out = Vec::new();
+        for k in keys {
+            let rows = stmt.query_map(params![k], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            for row in rows {
+                out.push(row?);
+            }
+        }
+        Ok(out)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::ingest::{Disposition, IncomingOrder, MappedOrder};
+    use crate::store::testutil::temp_store;
+
+    fn seed(store: &Store, ext: &str) {
+        let order: crate::model::Order = serde_json::from_value(serde_json::json!({
+            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
+            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": false, "customer": {},
+            "lines": [{"source_line_id": "1", "quantity": "1", "unit_price": "10.00", "line_total": "10.00"}],
+            "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
+        }))
+        .unwrap();
+        let inc = IncomingOrder {
+            external_id: ext.into(),
+            raw: "{}".into(),
+            version: None,
+            mapped: Ok(MappedOrder { order, disposition: Disposition::Push }),
+        };
+        store.ingest("shop", "live", &[inc], None).unwrap();
+    }
+
+    fn accepted() -> ErpAccepted {
+        ErpAccepted {
+            erp_order_number: "SO1".into(),
+            lines: vec![LineNumber { source_line_id: "1".into(), erp_line_number: "10".into() }],
+        }
+    }
+
+    #[test]
+    fn a_leased_job_is_not_claimed_twice() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let a = store.claim("shop", "a/1/x", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let b = store.claim("shop", "b/2/y", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert_eq!(a.len(), 1);
+        assert!(b.is_empty(), "a second worker must not get a leased job");
+        // The other worker cannot settle a job it does not hold.
+        assert!(!store.finish_push(&a[0], "b/2/y", &accepted(), "h", true).unwrap());
+        assert!(store.finish_push(&a[0], "a/1/x", &accepted(), "h", true).unwrap());
+        let next = store.claim("shop", "b/2/y", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert_eq!(next.len(), 1);
+        assert_eq!(next[0].kind, JobKind::WriteAccepted);
+    }
+
+    #[test]
+    fn an_expired_lease_can_be_taken_over() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let a = store.claim("shop", "a/1/x", Duration::from_millis(0), 10, ClaimFilter::All).unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        let b = store.claim("shop", "b/2/y", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert_eq!(b.len(), 1);
+        assert_eq!(b[0].attempts, 2);
+        assert!(!store.retry_later(&a[0], "a/1/x", "late", 0).unwrap(), "the old owner lost it");
+    }
+
+    #[test]
+    fn dead_owners_leases_are_released() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let host = lease_owner().split('/').next().unwrap().to_string();
+        // PID 0 never names a live process in /proc.
+        let dead = format!("{host}/999999999/dead");
+        store.claim("shop", &dead, Duration::from_secs(600), 10, ClaimFilter::All).unwrap();
+        assert!(store.claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All).unwrap().is_empty());
+        assert_eq!(store.release_dead_leases().unwrap(), 1);
+        assert_eq!(store.claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn shipment_waits_for_the_accepted_write_back() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        store.finish_push(&j[0], "o", &accepted(), "h", true).unwrap();
+        let ship = ErpShipment {
+            order_key: "shop:1".into(),
+            erp_order_number: Some("SO1".into()),
+            shipped_at: None,
+            carrier: Some("PostNL".into()),
+            tracking_number: Some("3S1".into()),
+            tracking_url: None,
+            lines: vec![],
+        };
+        assert_eq!(store.record_shipments(&[ship.clone()], "5").unwrap().len(), 1);
+        // Seen again: nothing new.
+        assert!(store.record_shipments(&[ship], "5").unwrap().is_empty());
+        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert_eq!(j.len(), 1, "only the accepted write-back is runnable");
+        assert_eq!(j[0].kind, JobKind::WriteAccepted);
+        store.finish_job(&j[0], "o", "ok").unwrap();
+        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert_eq!(j[0].kind, JobKind::WriteShipped);
+        store.finish_job(&j[0], "o", "ok").unwrap();
+        assert_eq!(store.order_for_job("shop:1").unwrap().unwrap().state, "completed");
+    }
+
+    #[test]
+    fn parked_jobs_come_back_with_retry() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        store.park(&j[0], "o", "422 unknown product").unwrap();
+        assert!(store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap().is_empty());
+        assert_eq!(store.requeue_order("shop:1").unwrap(), 1);
+        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert_eq!(j[0].attempts, 1);
+    }
+}

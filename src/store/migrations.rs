@@ -1,0 +1,153 @@
+//! Schema migrations keyed by `PRAGMA user_version`: append, never edit.
+
+use rusqlite::Connection;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial ledger.
+    r#"
+CREATE TABLE orders (
+    order_key TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    -- held | queued | pushed | accepted | shipped | completed | cancelled | invalid | skipped
+    state TEXT NOT NULL,
+    canonical_json TEXT,            -- NULL while the order cannot be mapped
+    raw_payload TEXT NOT NULL,      -- latest payload seen at the source
+    content_hash TEXT NOT NULL,     -- business content of the latest payload
+    pushed_hash TEXT,               -- business content that went to the ERP
+    source_version TEXT,            -- the source's own change marker, if any
+    erp_order_number TEXT,
+    note TEXT,                      -- why held / invalid / skipped
+    recorded_by TEXT NOT NULL,      -- 'live' or 'backfill:<run>'
+    first_seen_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    pushed_at INTEGER,
+    accepted_at INTEGER,
+    shipped_at INTEGER,
+    completed_at INTEGER,
+    changed_after_push_at INTEGER
+);
+CREATE INDEX orders_by_source_state ON orders(source, state);
+
+CREATE TABLE order_lines (
+    order_key TEXT NOT NULL REFERENCES orders(order_key),
+    source_line_id TEXT NOT NULL,
+    erp_line_number TEXT NOT NULL,
+    PRIMARY KEY (order_key, source_line_id)
+);
+
+CREATE TABLE cursors (
+    source TEXT NOT NULL,
+    scope TEXT NOT NULL,            -- 'live' or 'backfill:<run>'
+    value TEXT NOT NULL,
+    updated_at INTEGER NOT NULL,
+    PRIMARY KEY (source, scope)
+);
+
+CREATE TABLE source_status (
+    source TEXT PRIMARY KEY,
+    last_poll_at INTEGER,
+    last_success_at INTEGER,
+    last_error TEXT
+);
+
+CREATE TABLE jobs (
+    id INTEGER PRIMARY KEY,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,             -- push | write_accepted | write_shipped
+    order_key TEXT NOT NULL REFERENCES orders(order_key),
+    ref TEXT NOT NULL DEFAULT '',   -- tells several jobs of one kind apart (shipments)
+    state TEXT NOT NULL,            -- pending | waiting | done | parked | cancelled
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at INTEGER NOT NULL,
+    lease_owner TEXT,
+    lease_until INTEGER,
+    last_error TEXT,
+    parked_reason TEXT,
+    parked_at INTEGER,
+    payload TEXT,
+    created_at INTEGER NOT NULL,
+    updated_at INTEGER NOT NULL,
+    UNIQUE (order_key, kind, ref)
+);
+CREATE INDEX jobs_due ON jobs(source, state, next_attempt_at);
+
+CREATE TABLE job_attempts (
+    id INTEGER PRIMARY KEY,
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    attempt INTEGER NOT NULL,
+    at INTEGER NOT NULL,
+    outcome TEXT NOT NULL,          -- done | retry | parked
+    error TEXT
+);
+CREATE INDEX job_attempts_by_job ON job_attempts(job_id);
+
+CREATE TABLE events (
+    id INTEGER PRIMARY KEY,
+    order_key TEXT NOT NULL,
+    at INTEGER NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX events_by_order ON events(order_key);
+"#,
+];
+
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
+    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    if current > latest() {
+        anyhow::bail!(
+            "schema version {current} is newer than this ordersync knows ({}): refusing to touch it",
+            latest()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let tx = conn.transaction()?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        conn.execute(
+            "INSERT INTO cursors (source, scope, value, updated_at) VALUES ('a','live','1',0)",
+            [],
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        drop(conn);
+        let mut conn = Connection::open(&path).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, latest());
+        let n: i64 = conn
+            .query_row("SELECT count(*) FROM cursors", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(n, 1, "data survives a second migration run");
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut conn = Connection::open(dir.path().join("db")).unwrap();
+        conn.pragma_update(None, "user_version", latest() + 1).unwrap();
+        assert!(migrate(&mut conn).is_err());
+    }
+}

@@ -1,0 +1,133 @@
+//! The ledger: one SQLite file (`state_dir/ordersync.db`) holding orders,
+//! cursors, jobs and their history. WAL mode with a busy timeout, so `status`,
+//! `backfill` and `retry` can work beside the running daemon. Every method
+//! is one short transaction; none is ever held across a network call.
+
+mod ingest;
+mod jobs;
+mod migrations;
+mod status;
+
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use anyhow::Context;
+use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
+use rusqlite::{Connection, OpenFlags};
+
+pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote};
+pub use jobs::{ErpAccepted, ErpShipment, Job, JobKind, LineNumber, ShippedLine};
+pub use status::{
+    AttemptRow, EventRow, JobRow, OrderDetail, OrderRow, ParkedRow, SourceStatusRow, StatusReport,
+};
+
+pub struct Store {
+    conn: Mutex<Connection>,
+    path: PathBuf,
+}
+
+/// Milliseconds since the epoch, the unit of every time column.
+pub fn now_ms() -> i64 {
+    Utc::now().timestamp_millis()
+}
+
+/// A stored time for people: RFC 3339 UTC.
+pub fn fmt_ms(ms: i64) -> String {
+    match Utc.timestamp_millis_opt(ms) {
+        chrono::LocalResult::Single(t) => t.to_rfc3339_opts(SecondsFormat::Secs, true),
+        _ => ms.to_string(),
+    }
+}
+
+pub fn ms_to_time(ms: i64) -> Option<DateTime<Utc>> {
+    Utc.timestamp_millis_opt(ms).single()
+}
+
+impl Store {
+    /// Opens (creating if needed) the ledger and runs pending migrations.
+    pub fn open(path: &Path) -> anyhow::Result<Store> {
+        if let Some(dir) = path.parent() {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create state directory {}", dir.display()))?;
+        }
+        let mut conn = Connection::open(path)
+            .with_context(|| format!("cannot open ledger {}", path.display()))?;
+        configure(&conn)?;
+        migrations::migrate(&mut conn)
+            .with_context(|| format!("cannot migrate ledger {}", path.display()))?;
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Opens an existing ledger for reading only (`status`, `orders`): never
+    /// creates or migrates, so it cannot disturb a running daemon.
+    pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
+        if !path.exists() {
+            anyhow::bail!(
+                "no ledger at {} yet: the daemon has not run with this state_dir",
+                path.display()
+            );
+        }
+        let conn = Connection::open_with_flags(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .with_context(|| format!("cannot open ledger {}", path.display()))?;
+        conn.busy_timeout(Duration::from_secs(10))?;
+        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        if version != migrations::latest() {
+            anyhow::bail!(
+                "ledger {} has schema version {version}, this ordersync expects {}: run the daemon once to migrate",
+                path.display(),
+                migrations::latest()
+            );
+        }
+        Ok(Store {
+            conn: Mutex::new(conn),
+            path: path.to_path_buf(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Connection> {
+        // A panic while holding the lock leaves SQLite consistent (the
+        // transaction rolls back on drop), so a poisoned lock is still usable.
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the live database with SQLite's online backup API.
+    pub fn backup_to(&self, dest: &Path) -> anyhow::Result<()> {
+        let conn = self.lock();
+        let mut out = Connection::open(dest)
+            .with_context(|| format!("cannot create backup {}", dest.display()))?;
+        let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
+        backup.run_to_completion(256, Duration::from_millis(5), None)?;
+        Ok(())
+    }
+}
+
+fn configure(conn: &Connection) -> anyhow::Result<()> {
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only
+    // an OS crash or power loss can lose the last commits.
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(())
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    use super::*;
+    pub fn temp_store() -> (tempfile::TempDir, Store) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("ordersync.db")).unwrap();
+        (dir, store)
+    }
+}

@@ -1,0 +1,278 @@
+//! Read-only queries for operators: `status`, `orders list`, `orders show`.
+
+use std::collections::BTreeMap;
+
+use rusqlite::{OptionalExtension, params};
+use serde::Serialize;
+
+use super::{Store, fmt_ms};
+
+#[derive(Clone, Debug, Serialize)]
+pub struct SourceStatusRow {
+    pub name: String,
+    pub cursor: Option<String>,
+    pub last_poll_at: Option<String>,
+    pub last_success_at: Option<String>,
+    pub last_error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ParkedRow {
+    pub order_key: String,
+    pub job: String,
+    pub reason: String,
+    pub attempts: u32,
+    pub parked_at: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct StatusReport {
+    pub sources: Vec<SourceStatusRow>,
+    /// Orders per state; an order with a parked job counts as `parked`.
+    pub orders: BTreeMap<String, i64>,
+    pub parked: Vec<ParkedRow>,
+    pub jobs_due: i64,
+    pub shipments_cursor: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderRow {
+    pub order_key: String,
+    pub state: String,
+    pub erp_order_number: Option<String>,
+    pub first_seen_at: String,
+    pub updated_at: String,
+    pub note: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct AttemptRow {
+    pub attempt: u32,
+    pub at: String,
+    pub outcome: String,
+    pub error: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct JobRow {
+    pub kind: String,
+    pub job_ref: String,
+    pub state: String,
+    pub attempts: u32,
+    pub next_attempt_at: String,
+    pub last_error: Option<String>,
+    pub parked_reason: Option<String>,
+    pub history: Vec<AttemptRow>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct EventRow {
+    pub at: String,
+    pub kind: String,
+    pub detail: Option<String>,
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct OrderDetail {
+    #[serde(flatten)]
+    pub row: OrderRow,
+    pub source: String,
+    pub external_id: String,
+    pub recorded_by: String,
+    pub changed_after_push_at: Option<String>,
+    pub canonical: Option<serde_json::Value>,
+    pub erp_lines: Vec<super::LineNumber>,
+    pub jobs: Vec<JobRow>,
+    pub events: Vec<EventRow>,
+}
+
+fn opt_time(v: Option<i64>) -> Option<String> {
+    v.map(fmt_ms)
+}
+
+impl Store {
+    /// `sources` gives the configured names in order; sources the ledger knows
+    /// but the config no longer lists are left out.
+    pub fn status(&self, sources: &[String]) -> anyhow::Result<StatusReport> {
+        let conn = self.lock();
+        let mut rows = Vec::new();
+        for name in sources {
+            let cursor: Option<String> = conn
+                .query_row(
+                    "SELECT value FROM cursors WHERE source = ?1 AND scope = 'live'",
+                    params![name],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let st: Option<(Option<i64>, Option<i64>, Option<String>)> = conn
+                .query_row(
+                    "SELECT last_poll_at, last_success_at, last_error FROM source_status WHERE source = ?1",
+                    params![name],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .optional()?;
+            let (poll, success, error) = st.unwrap_or((None, None, None));
+            rows.push(SourceStatusRow {
+                name: name.clone(),
+                cursor,
+                last_poll_at: opt_time(poll),
+                last_success_at: opt_time(success),
+                last_error: error,
+            });
+        }
+        let mut orders = BTreeMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
+                         THEN 'parked' ELSE o.state END AS s, count(*)
+             FROM orders o GROUP BY s",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (state, n) = row?;
+            orders.insert(state, n);
+        }
+        let mut stmt = conn.prepare(
+            "SELECT order_key, kind, COALESCE(parked_reason, ''), attempts, parked_at FROM jobs
+             WHERE state = 'parked' ORDER BY parked_at, id",
+        )?;
+        let parked = stmt
+            .query_map([], |r| {
+                Ok(ParkedRow {
+                    order_key: r.get(0)?,
+                    job: r.get(1)?,
+                    reason: r.get(2)?,
+                    attempts: r.get(3)?,
+                    parked_at: opt_time(r.get(4)?),
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        let jobs_due: i64 = conn.query_row(
+            "SELECT count(*) FROM jobs WHERE state = 'pending'",
+            [],
+            |r| r.get(0),
+        )?;
+        let shipments_cursor = conn
+            .query_row(
+                "SELECT value FROM cursors WHERE source = '_erp' AND scope = 'shipments'",
+                [],
+                |r| r.get(0),
+            )
+            .optional()?;
+        Ok(StatusReport {
+            sources: rows,
+            orders,
+            parked,
+            jobs_due,
+            shipments_cursor,
+        })
+    }
+
+    pub fn list_orders(
+        &self,
+        source: Option<&str>,
+        state: Option<&str>,
+        limit: usize,
+    ) -> anyhow::Result<Vec<OrderRow>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare(
+            "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note FROM orders
+             WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR state = ?2)
+             ORDER BY first_seen_at DESC, order_key LIMIT ?3",
+        )?;
+        let rows = stmt.query_map(params![source, state, limit as i64], |r| {
+            Ok(OrderRow {
+                order_key: r.get(0)?,
+                state: r.get(1)?,
+                erp_order_number: r.get(2)?,
+                first_seen_at: fmt_ms(r.get(3)?),
+                updated_at: fmt_ms(r.get(4)?),
+                note: r.get(5)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    pub fn order_detail(&self, order_key: &str) -> anyhow::Result<Option<OrderDetail>> {
+        let lines = match self.order_for_job(order_key)? {
+            Some(o) => o.lines,
+            None => return Ok(None),
+        };
+        let conn = self.lock();
+        let detail = conn.query_row(
+            "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note, source, external_id,
+                    recorded_by, changed_after_push_at, canonical_json
+             FROM orders WHERE order_key = ?1",
+            params![order_key],
+            |r| {
+                let canonical: Option<String> = r.get(10)?;
+                Ok(OrderDetail {
+                    row: OrderRow {
+                        order_key: r.get(0)?,
+                        state: r.get(1)?,
+                        erp_order_number: r.get(2)?,
+                        first_seen_at: fmt_ms(r.get(3)?),
+                        updated_at: fmt_ms(r.get(4)?),
+                        note: r.get(5)?,
+                    },
+                    source: r.get(6)?,
+                    external_id: r.get(7)?,
+                    recorded_by: r.get(8)?,
+                    changed_after_push_at: opt_time(r.get(9)?),
+                    canonical: canonical.and_then(|t| serde_json::from_str(&t).ok()),
+                    erp_lines: Vec::new(),
+                    jobs: Vec::new(),
+                    events: Vec::new(),
+                })
+            },
+        )?;
+        let mut detail = detail;
+        detail.erp_lines = lines;
+        let mut stmt = conn.prepare(
+            "SELECT id, kind, ref, state, attempts, next_attempt_at, last_error, parked_reason
+             FROM jobs WHERE order_key = ?1 ORDER BY id",
+        )?;
+        let jobs: Vec<(i64, JobRow)> = stmt
+            .query_map(params![order_key], |r| {
+                Ok((
+                    r.get(0)?,
+                    JobRow {
+                        kind: r.get(1)?,
+                        job_ref: r.get(2)?,
+                        state: r.get(3)?,
+                        attempts: r.get(4)?,
+                        next_attempt_at: fmt_ms(r.get(5)?),
+                        last_error: r.get(6)?,
+                        parked_reason: r.get(7)?,
+                        history: Vec::new(),
+                    },
+                ))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut att = conn.prepare(
+            "SELECT attempt, at, outcome, error FROM job_attempts WHERE job_id = ?1 ORDER BY id",
+        )?;
+        for (id, mut job) in jobs {
+            job.history = att
+                .query_map(params![id], |r| {
+                    Ok(AttemptRow {
+                        attempt: r.get(0)?,
+                        at: fmt_ms(r.get(1)?),
+                        outcome: r.get(2)?,
+                        error: r.get(3)?,
+                    })
+                })?
+                .collect::<Result<_, _>>()?;
+            detail.jobs.push(job);
+        }
+        let mut ev = conn.prepare("SELECT at, kind, detail FROM events WHERE order_key = ?1 ORDER BY id")?;
+        detail.events = ev
+            .query_map(params![order_key], |r| {
+                Ok(EventRow {
+                    at: fmt_ms(r.get(0)?),
+                    kind: r.get(1)?,
+                    detail: r.get(2)?,
+                })
+            })?
+            .collect::<Result<_, _>>()?;
+        Ok(Some(detail))
+    }
+}
