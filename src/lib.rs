@@ -19,3 +19,7 @@ pub mod config;
 pub mod model;
 pub mod secret;
 pub mod store;
+pub mod erp;
+pub mod http;
+pub mod outbox;
+pub mod sources;

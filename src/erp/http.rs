@@ -1,0 +1,158 @@
+//! The `http` ERP contract (SPEC §3, docs/erp-http-contract.md): POST the
+//! canonical order with `Idempotency-Key`, page shipments with `after`/`next`.
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
+use serde::Deserialize;
+
+use super::ShipmentPage;
+use crate::config::{Config, ConfigError};
+use crate::http::{Endpoint, Failure};
+use crate::secret::Secret;
+use crate::store::{ErpAccepted, ErpShipment, LineNumber};
+
+pub struct HttpErp {
+    base: String,
+    token: Secret,
+    endpoint: Endpoint,
+}
+
+#[derive(Deserialize)]
+struct PushAnswer {
+    erp_order_number: String,
+    #[serde(default)]
+    lines: Vec<PushLine>,
+}
+
+#[derive(Deserialize)]
+struct PushLine {
+    source_line_id: String,
+    erp_line_number: serde_json::Value,
+}
+
+#[derive(Deserialize)]
+struct ShipmentsAnswer {
+    shipments: Vec<ErpShipment>,
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct OrdersAnswer {
+    orders: Vec<OrdersItem>,
+}
+
+#[derive(Deserialize)]
+struct OrdersItem {
+    erp_order_number: String,
+}
+
+#[derive(Deserialize)]
+struct ErrorAnswer {
+    error: String,
+}
+
+impl HttpErp {
+    pub fn new(config: &Config) -> Result<HttpErp, ConfigError> {
+        let token = config.erp.credential.load("erp.token")?;
+        let endpoint = Endpoint::new(
+            "erp",
+            config.daemon.request_timeout,
+            config.erp.max_in_flight,
+            None,
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| ConfigError(format!("erp: cannot build HTTP client: {e}")))?;
+        Ok(HttpErp {
+            base: config.erp.url.trim_end_matches('/').to_string(),
+            token,
+            endpoint,
+        })
+    }
+
+    fn bearer(&self) -> String {
+        format!("Bearer {}", self.token.expose())
+    }
+
+    pub async fn push(&self, order_key: &str, canonical_json: &str) -> Result<ErpAccepted, Failure> {
+        let req = self
+            .endpoint
+            .client()
+            .post(format!("{}/orders", self.base))
+            .header(AUTHORIZATION, self.bearer())
+            .header(CONTENT_TYPE, "application/json")
+            .header("Idempotency-Key", order_key)
+            .body(canonical_json.to_string());
+        let reply = match self.endpoint.send(req).await {
+            Ok(r) => r,
+            Err(Failure::Permanent { message, status: Some(s) }) if s == 409 || s == 422 => {
+                return Err(Failure::Permanent {
+                    message: format!("the ERP refused the order ({s}): {}", refusal_text(&message)),
+                    status: Some(s),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let answer: PushAnswer = reply.json()?;
+        if answer.erp_order_number.is_empty() {
+            return Err(Failure::retry(format!("{} answered without an erp_order_number", reply.what)));
+        }
+        Ok(ErpAccepted {
+            erp_order_number: answer.erp_order_number,
+            lines: answer
+                .lines
+                .into_iter()
+                .map(|l| LineNumber {
+                    source_line_id: l.source_line_id,
+                    erp_line_number: match l.erp_line_number {
+                        serde_json::Value::String(s) => s,
+                        other => other.to_string(),
+                    },
+                })
+                .collect(),
+        })
+    }
+
+    pub async fn shipments(&self, after: Option<&str>, limit: u32) -> Result<ShipmentPage, Failure> {
+        let mut req = self
+            .endpoint
+            .client()
+            .get(format!("{}/shipments", self.base))
+            .header(AUTHORIZATION, self.bearer())
+            .query(&[("limit", limit.to_string())]);
+        if let Some(after) = after {
+            req = req.query(&[("after", after)]);
+        }
+        let answer: ShipmentsAnswer = self.endpoint.send(req).await?.json()?;
+        Ok(ShipmentPage {
+            shipments: answer.shipments,
+            next: answer.next,
+        })
+    }
+
+    pub async fn orders_for_key(&self, order_key: &str) -> Result<Vec<String>, Failure> {
+        let req = self
+            .endpoint
+            .client()
+            .get(format!("{}/orders", self.base))
+            .header(AUTHORIZATION, self.bearer())
+            .query(&[("order_key", order_key)]);
+        let answer: OrdersAnswer = self.endpoint.send(req).await?.json()?;
+        Ok(answer.orders.into_iter().map(|o| o.erp_order_number).collect())
+    }
+
+    pub async fn check(&self) -> Result<String, Failure> {
+        let page = self.shipments(None, 1).await?;
+        Ok(format!(
+            "http ERP at {} answered; shipments cursor starts at {:?}",
+            self.base, page.next
+        ))
+    }
+}
+
+/// The `error` text of a refusal body, else the whole message.
+fn refusal_text(message: &str) -> String {
+    message
+        .split_once(": ")
+        .and_then(|(_, body)| serde_json::from_str::<ErrorAnswer>(body).ok())
+        .map(|e| e.error)
+        .unwrap_or_else(|| message.to_string())
+}

@@ -1,0 +1,107 @@
+//! When to try a failed job again. The delay policy (exponential, jitter,
+//! capped) comes from the `backoff` crate, kept behind this one module so a
+//! move to `backon` touches only this file (see README, dependency notes).
+//! The delay derives from the attempt counter stored in the job row, so it
+//! survives restarts.
+
+use std::time::Duration;
+
+use backoff::backoff::Backoff;
+
+use crate::http::Failure;
+
+#[derive(Clone, Copy, Debug)]
+pub struct RetryPolicy {
+    pub initial: Duration,
+    pub max: Duration,
+    pub max_attempts: u32,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub enum Decision {
+    RetryIn(Duration),
+    Park(String),
+}
+
+impl RetryPolicy {
+    /// Delay after failed attempt `attempt` (1-based): initial × 2^(n-1),
+    /// ±30 % jitter, never above `max`.
+    pub fn delay(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1).min(30));
+        let base = self.initial.saturating_mul(factor).min(self.max);
+        let mut b = backoff::ExponentialBackoff {
+            current_interval: base,
+            initial_interval: self.initial,
+            randomization_factor: 0.3,
+            multiplier: 2.0,
+            max_interval: self.max,
+            max_elapsed_time: None,
+            ..Default::default()
+        };
+        b.next_backoff().unwrap_or(base).min(self.max)
+    }
+
+    /// Retry or park, after `attempts` attempts (including the failed one).
+    /// A server's `Retry-After` wins when it asks for longer than our delay.
+    pub fn decide(&self, attempts: u32, failure: &Failure) -> Decision {
+        match failure {
+            Failure::Permanent { message, .. } => Decision::Park(message.clone()),
+            Failure::Retryable { message, .. } if attempts >= self.max_attempts => Decision::Park(
+                format!("gave up after {attempts} attempts; last error: {message}"),
+            ),
+            Failure::Retryable { retry_after, .. } => {
+                let ours = self.delay(attempts);
+                let theirs = retry_after.unwrap_or_default().min(Duration::from_secs(3600));
+                Decision::RetryIn(ours.max(theirs))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> RetryPolicy {
+        RetryPolicy {
+            initial: Duration::from_secs(2),
+            max: Duration::from_secs(60),
+            max_attempts: 5,
+        }
+    }
+
+    #[test]
+    fn grows_exponentially_with_jitter_and_a_cap() {
+        let p = policy();
+        for (attempt, base) in [(1u32, 2.0f64), (2, 4.0), (3, 8.0), (4, 16.0)] {
+            for _ in 0..50 {
+                let d = p.delay(attempt).as_secs_f64();
+                assert!(d >= base * 0.69 && d <= base * 1.31, "attempt {attempt}: {d}");
+            }
+        }
+        for _ in 0..50 {
+            assert!(p.delay(30) <= Duration::from_secs(60));
+        }
+    }
+
+    #[test]
+    fn retry_after_is_honoured() {
+        let f = Failure::Retryable {
+            message: "429".into(),
+            retry_after: Some(Duration::from_secs(30)),
+            status: Some(429),
+        };
+        assert_eq!(policy().decide(1, &f), Decision::RetryIn(Duration::from_secs(30)));
+    }
+
+    #[test]
+    fn permanent_parks_at_once_and_attempts_run_out() {
+        let p = policy();
+        assert!(matches!(p.decide(1, &Failure::permanent("422")), Decision::Park(_)));
+        assert!(matches!(p.decide(4, &Failure::retry("503")), Decision::RetryIn(_)));
+        match p.decide(5, &Failure::retry("503")) {
+            Decision::Park(reason) => assert!(reason.contains("after 5 attempts") && reason.contains("503")),
+            other => panic!("{other:?}"),
+        }
+    }
+}

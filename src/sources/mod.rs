@@ -1,0 +1,125 @@
+//! Source connectors, chosen by `kind`. A connector knows how to walk its
+//! API's pages (`begin` + `next_page`), look at one order again (`recheck`)
+//! and write back what the ERP did (`write_accepted`, `write_shipped`).
+//! Polling, retries, logging and the ledger are written once, in
+//! [`crate::daemon`] and [`crate::outbox`].
+
+pub mod cloudsuite;
+
+use chrono::{DateTime, Utc};
+
+use crate::config::{Config, ConfigError, SourceConfig, SourceSettings};
+use crate::http::Failure;
+use crate::store::{ErpShipment, IncomingOrder, LineNumber, Store};
+
+/// What part of the source's history a walk reads.
+#[derive(Clone, Debug)]
+pub enum Window {
+    /// The daemon's incremental read from the stored live cursor.
+    Live { cursor: Option<String> },
+    /// `backfill --since/--until`: a fixed window with its own cursor.
+    Backfill {
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+        cursor: Option<String>,
+    },
+}
+
+/// One page of a walk: its orders, and the cursor to store with them when
+/// (and only when) the walk is at a point where everything before it is recorded.
+pub struct Page {
+    pub orders: Vec<IncomingOrder>,
+    pub cursor: Option<String>,
+}
+
+/// What a write-back needs to know about an order.
+#[derive(Clone, Debug)]
+pub struct WriteBack {
+    pub order_key: String,
+    pub external_id: String,
+    pub erp_order_number: String,
+    pub lines: Vec<LineNumber>,
+}
+
+pub enum Connector {
+    CloudSuite(cloudsuite::CloudSuite),
+}
+
+pub enum Walk {
+    CloudSuite(cloudsuite::Walk),
+}
+
+impl Connector {
+    /// Builds the connector; reads its secrets now, so a missing secret file
+    /// stops startup with the key and path named.
+    pub fn from_config(config: &Config, source: &SourceConfig) -> Result<Connector, ConfigError> {
+        match &source.settings {
+            SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(cloudsuite::CloudSuite::new(
+                config, source, s,
+            )?)),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Connector::CloudSuite(c) => c.name(),
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Connector::CloudSuite(_) => "cloudsuite",
+        }
+    }
+
+    pub fn begin(&self, window: Window) -> Walk {
+        match self {
+            Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
+        }
+    }
+
+    /// The next page of the walk, or `None` when it is complete.
+    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+        match (self, walk) {
+            (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
+        }
+    }
+
+    /// Reads one order again (held orders, orders not yet final).
+    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+        match self {
+            Connector::CloudSuite(c) => c.recheck(external_id).await,
+        }
+    }
+
+    /// States of ledger orders this source wants looked at again each poll.
+    pub fn recheck_states(&self) -> &'static [&'static str] {
+        match self {
+            Connector::CloudSuite(_) => &["held"],
+        }
+    }
+
+    /// Whether the source takes an "accepted" write-back at all.
+    pub fn writes_accepted(&self) -> bool {
+        true
+    }
+
+    pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
+        match self {
+            Connector::CloudSuite(c) => c.write_accepted(wb).await,
+        }
+    }
+
+    pub async fn write_shipped(&self, wb: &WriteBack, shipment: &ErpShipment) -> Result<String, Failure> {
+        match self {
+            Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
+        }
+    }
+
+    /// A harmless authenticated read that proves URL and credentials work.
+    pub async fn check(&self) -> Result<String, Failure> {
+        match self {
+            Connector::CloudSuite(c) => c.check().await,
+        }
+    }
+}
