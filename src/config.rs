@@ -330,9 +330,9 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !c.is_ascii_digit())
         .ok_or_else(|| format!("invalid duration {text:?}: missing unit (ms, s, m, h, d)"))?;
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid duration {text:?}: expected a whole number and a unit, like \"90s\""))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid duration {text:?}: expected a whole number and a unit, like \"90s\"")
+    })?;
     let secs = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
         "s" => n,
@@ -457,14 +457,18 @@ fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
         Ok(_) => Err(ConfigError(format!(
             "{key}: {url:?} is not an http(s) URL with a host"
         ))),
-        Err(e) => Err(ConfigError(format!("{key}: {url:?} is not a valid URL: {e}"))),
+        Err(e) => Err(ConfigError(format!(
+            "{key}: {url:?} is not a valid URL: {e}"
+        ))),
     }
 }
 
 fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigError> {
     check_schedule("daemon.shipments_schedule", &raw.shipments_schedule)?;
     if raw.max_attempts == 0 {
-        return Err(ConfigError("daemon.max_attempts: must be at least 1".into()));
+        return Err(ConfigError(
+            "daemon.max_attempts: must be at least 1".into(),
+        ));
     }
     if raw.retry_initial.0 > raw.retry_max.0 {
         return Err(ConfigError(
@@ -472,7 +476,9 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
         ));
     }
     if raw.request_timeout.0.is_zero() {
-        return Err(ConfigError("daemon.request_timeout: must be more than 0".into()));
+        return Err(ConfigError(
+            "daemon.request_timeout: must be more than 0".into(),
+        ));
     }
     Ok(DaemonConfig {
         state_dir: resolve_path(&raw.state_dir, base_dir),
@@ -490,9 +496,16 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
 fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
     check_url("erp.url", &raw.url)?;
     if raw.max_in_flight == 0 || raw.max_in_flight > 64 {
-        return Err(ConfigError("erp.max_in_flight: must be between 1 and 64".into()));
+        return Err(ConfigError(
+            "erp.max_in_flight: must be between 1 and 64".into(),
+        ));
     }
-    let password = SecretRef::from_pair("erp.password", raw.password_file, raw.password_env, base_dir)?;
+    let password = SecretRef::from_pair(
+        "erp.password",
+        raw.password_file,
+        raw.password_env,
+        base_dir,
+    )?;
     let token = SecretRef::from_pair("erp.token", raw.token_file, raw.token_env, base_dir)?;
     let only_tryton = |key: &str| {
         ConfigError(format!(
@@ -524,7 +537,9 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
                 ));
             }
             if raw.user.as_deref().unwrap_or("").is_empty() {
-                return Err(ConfigError("erp.user: required for erp.kind = \"tryton\"".into()));
+                return Err(ConfigError(
+                    "erp.user: required for erp.kind = \"tryton\"".into(),
+                ));
             }
             password.ok_or_else(|| {
                 ConfigError("erp.password_file: tryton needs password_file or password_env".into())
@@ -549,7 +564,9 @@ fn build_source(
 ) -> Result<SourceConfig, ConfigError> {
     let prefix = format!("sources[{index}]");
     let serde_json::Value::Object(map) = value else {
-        return Err(ConfigError(format!("{prefix}: must be a table ([[sources]])")));
+        return Err(ConfigError(format!(
+            "{prefix}: must be a table ([[sources]])"
+        )));
     };
     let (common, specific): (serde_json::Map<_, _>, serde_json::Map<_, _>) = map
         .into_iter()
@@ -569,13 +586,19 @@ fn build_source(
     check_url(&format!("{prefix}.base_url"), &c.base_url)?;
     check_schedule(&format!("{prefix}.schedule"), &c.schedule)?;
     if !(1..=1000).contains(&c.page_size) {
-        return Err(ConfigError(format!("{prefix}.page_size: must be between 1 and 1000")));
+        return Err(ConfigError(format!(
+            "{prefix}.page_size: must be between 1 and 1000"
+        )));
     }
     if !(1..=64).contains(&c.max_in_flight) {
-        return Err(ConfigError(format!("{prefix}.max_in_flight: must be between 1 and 64")));
+        return Err(ConfigError(format!(
+            "{prefix}.max_in_flight: must be between 1 and 64"
+        )));
     }
     if c.rate_limit_per_sec == 0 {
-        return Err(ConfigError(format!("{prefix}.rate_limit_per_sec: must be at least 1")));
+        return Err(ConfigError(format!(
+            "{prefix}.rate_limit_per_sec: must be at least 1"
+        )));
     }
     let settings = match c.kind {
         SourceKind::Cloudsuite => {
@@ -622,7 +645,9 @@ fn build_cloudsuite(
     )?;
     let auth = match (raw.client_id, secret, legacy) {
         (Some(client_id), Some(client_secret), None) => {
-            let token_url = raw.token_url.unwrap_or_else(|| CLOUDSUITE_TOKEN_URL.to_string());
+            let token_url = raw
+                .token_url
+                .unwrap_or_else(|| CLOUDSUITE_TOKEN_URL.to_string());
             check_url(&format!("{prefix}.token_url"), &token_url)?;
             CloudSuiteAuth::OAuth2 {
                 token_url,
@@ -749,7 +774,10 @@ client_secret_env = "X_SECRET"
 
     #[test]
     fn http_erp_rejects_tryton_keys() {
-        let text = MINIMAL.replace("token_env = \"X_TOKEN\"", "token_env = \"X_TOKEN\"\nuser = \"admin\"");
+        let text = MINIMAL.replace(
+            "token_env = \"X_TOKEN\"",
+            "token_env = \"X_TOKEN\"\nuser = \"admin\"",
+        );
         let err = parse(&text).unwrap_err().0;
         assert!(err.contains("erp.user"), "{err}");
     }
@@ -757,7 +785,9 @@ client_secret_env = "X_SECRET"
     #[test]
     fn duplicate_source_names_are_refused() {
         let second = MINIMAL.split("[[sources]]").nth(1).unwrap();
-        let err = parse(&format!("{MINIMAL}[[sources]]{second}")).unwrap_err().0;
+        let err = parse(&format!("{MINIMAL}[[sources]]{second}"))
+            .unwrap_err()
+            .0;
         assert!(err.contains("sources[1].name"), "{err}");
     }
 }

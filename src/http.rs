@@ -26,7 +26,10 @@ pub enum Failure {
     },
     /// Trying again cannot help (other 4xx, data the ERP or source refuses).
     #[error("{message}")]
-    Permanent { message: String, status: Option<u16> },
+    Permanent {
+        message: String,
+        status: Option<u16>,
+    },
 }
 
 impl Failure {
@@ -147,9 +150,11 @@ impl Endpoint {
             .build()?;
         // Burst of one: requests are spread evenly, so no one-second window
         // ever sees more than the configured rate (plus the one at its edge).
-        let limiter = rate_limit_per_sec
-            .and_then(NonZeroU32::new)
-            .map(|r| Arc::new(RateLimiter::direct(Quota::per_second(r).allow_burst(NonZeroU32::MIN))));
+        let limiter = rate_limit_per_sec.and_then(NonZeroU32::new).map(|r| {
+            Arc::new(RateLimiter::direct(
+                Quota::per_second(r).allow_burst(NonZeroU32::MIN),
+            ))
+        });
         Ok(Endpoint {
             name: name.to_string(),
             client,
@@ -167,7 +172,11 @@ impl Endpoint {
     /// Any non-2xx status becomes a [`Failure`] per [`status_is_retryable`].
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
         let request = request.build().map_err(|e| {
-            Failure::permanent(format!("{}: cannot build request: {}", self.name, e.without_url()))
+            Failure::permanent(format!(
+                "{}: cannot build request: {}",
+                self.name,
+                e.without_url()
+            ))
         })?;
         let url = request.url();
         let what = format!(
@@ -248,7 +257,11 @@ impl Endpoint {
 
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let value = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?.trim();
+    let value = headers
+        .get(reqwest::header::RETRY_AFTER)?
+        .to_str()
+        .ok()?
+        .trim();
     if let Ok(secs) = value.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
@@ -295,14 +308,19 @@ mod tests {
         let later = (chrono::Utc::now() + chrono::Duration::seconds(30)).to_rfc2822();
         h.insert("retry-after", later.parse().unwrap());
         let d = retry_after(&h).unwrap();
-        assert!(d <= Duration::from_secs(30) && d >= Duration::from_secs(25), "{d:?}");
+        assert!(
+            d <= Duration::from_secs(30) && d >= Duration::from_secs(25),
+            "{d:?}"
+        );
     }
 
     #[tokio::test]
     async fn errors_never_carry_the_query_string() {
         // Nothing listens on port 9 of loopback: a connect error.
         let ep = Endpoint::new("shop", Duration::from_secs(2), 1, None, 1024).unwrap();
-        let req = ep.client().post("http://127.0.0.1:9/soap?ident=me&secret=s3cr3t-value");
+        let req = ep
+            .client()
+            .post("http://127.0.0.1:9/soap?ident=me&secret=s3cr3t-value");
         let err = ep.send(req).await.unwrap_err();
         let text = err.to_string();
         assert!(matches!(err, Failure::Retryable { .. }));

@@ -15,11 +15,17 @@
 //! shutdown), [`commands`] (the CLI's commands), [`sandbox`] (simulators of every
 //! API, for tests, `demo` and benchmarks), [`telemetry`] (logs).
 
+pub mod cli;
+pub mod commands;
 pub mod config;
-pub mod model;
-pub mod secret;
-pub mod store;
+pub mod daemon;
 pub mod erp;
 pub mod http;
+pub mod model;
 pub mod outbox;
+pub mod sandbox;
+pub mod secret;
+pub mod shutdown;
 pub mod sources;
+pub mod store;
+pub mod telemetry;

@@ -1,1 +1,72 @@
-fn main() {}
+//! The `ordersync` binary: parse the command line, load the config, start
+//! logging, dispatch, and turn the outcome into an exit code (SPEC §4).
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use ordersync::cli::{Cli, Command};
+use ordersync::commands::{self, EXIT_CONFIG, exit_for};
+use ordersync::config::{Config, LogFormat, choose_path};
+use ordersync::{daemon, shutdown, telemetry};
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("ordersync: cannot start the async runtime: {e}");
+            return ExitCode::from(commands::EXIT_RUNTIME);
+        }
+    };
+    runtime.block_on(dispatch(cli))
+}
+
+async fn dispatch(cli: Cli) -> ExitCode {
+    match cli.command {
+        Command::Sandbox(args) => {
+            telemetry::init(LogFormat::Text);
+            return report(commands::sandbox(&args, shutdown::on_signals()).await);
+        }
+        Command::Demo(args) => {
+            telemetry::init(LogFormat::Text);
+            return report(commands::demo(&args, shutdown::on_signals()).await);
+        }
+        _ => {}
+    }
+    let path = choose_path(cli.config.as_deref());
+    let config = match Config::load(&path) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("ordersync: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    telemetry::init(config.daemon.log_format);
+    let outcome = match &cli.command {
+        Command::Run => daemon::run(config, shutdown::on_signals())
+            .await
+            .map(|_| ExitCode::SUCCESS),
+        Command::Backfill(args) => commands::backfill(&config, args, shutdown::on_signals()).await,
+        Command::Status { json } => commands::status(&config, *json),
+        Command::Orders(cmd) => commands::orders(&config, cmd),
+        Command::Retry(args) => commands::retry(&config, args),
+        Command::CheckConfig => commands::check_config(&config).await,
+        Command::Sandbox(_) | Command::Demo(_) => unreachable!("handled above"),
+    };
+    report(outcome)
+}
+
+fn report(outcome: anyhow::Result<ExitCode>) -> ExitCode {
+    match outcome {
+        Ok(code) => code,
+        Err(e) => {
+            let code = exit_for(&e);
+            if code == ExitCode::from(EXIT_CONFIG) {
+                eprintln!("ordersync: configuration error: {e:#}");
+            } else {
+                eprintln!("ordersync: {e:#}");
+            }
+            code
+        }
+    }
+}

@@ -64,11 +64,17 @@ impl SecretRef {
         match self {
             SecretRef::File(path) => {
                 let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("{key}_file: cannot read secret file {}: {e}", path.display())
+                    format!(
+                        "{key}_file: cannot read secret file {}: {e}",
+                        path.display()
+                    )
                 })?;
                 let value = text.trim_end_matches(['\n', '\r']).to_string();
                 if value.is_empty() {
-                    return Err(format!("{key}_file: secret file {} is empty", path.display()));
+                    return Err(format!(
+                        "{key}_file: secret file {} is empty",
+                        path.display()
+                    ));
                 }
                 Ok(Secret(value))
             }

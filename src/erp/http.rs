@@ -72,7 +72,11 @@ impl HttpErp {
         format!("Bearer {}", self.token.expose())
     }
 
-    pub async fn push(&self, order_key: &str, canonical_json: &str) -> Result<ErpAccepted, Failure> {
+    pub async fn push(
+        &self,
+        order_key: &str,
+        canonical_json: &str,
+    ) -> Result<ErpAccepted, Failure> {
         let req = self
             .endpoint
             .client()
@@ -83,9 +87,15 @@ impl HttpErp {
             .body(canonical_json.to_string());
         let reply = match self.endpoint.send(req).await {
             Ok(r) => r,
-            Err(Failure::Permanent { message, status: Some(s) }) if s == 409 || s == 422 => {
+            Err(Failure::Permanent {
+                message,
+                status: Some(s),
+            }) if s == 409 || s == 422 => {
                 return Err(Failure::Permanent {
-                    message: format!("the ERP refused the order ({s}): {}", refusal_text(&message)),
+                    message: format!(
+                        "the ERP refused the order ({s}): {}",
+                        refusal_text(&message)
+                    ),
                     status: Some(s),
                 });
             }
@@ -93,7 +103,10 @@ impl HttpErp {
         };
         let answer: PushAnswer = reply.json()?;
         if answer.erp_order_number.is_empty() {
-            return Err(Failure::retry(format!("{} answered without an erp_order_number", reply.what)));
+            return Err(Failure::retry(format!(
+                "{} answered without an erp_order_number",
+                reply.what
+            )));
         }
         Ok(ErpAccepted {
             erp_order_number: answer.erp_order_number,
@@ -111,7 +124,11 @@ impl HttpErp {
         })
     }
 
-    pub async fn shipments(&self, after: Option<&str>, limit: u32) -> Result<ShipmentPage, Failure> {
+    pub async fn shipments(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ShipmentPage, Failure> {
         let mut req = self
             .endpoint
             .client()
@@ -136,7 +153,11 @@ impl HttpErp {
             .header(AUTHORIZATION, self.bearer())
             .query(&[("order_key", order_key)]);
         let answer: OrdersAnswer = self.endpoint.send(req).await?.json()?;
-        Ok(answer.orders.into_iter().map(|o| o.erp_order_number).collect())
+        Ok(answer
+            .orders
+            .into_iter()
+            .map(|o| o.erp_order_number)
+            .collect())
     }
 
     pub async fn check(&self) -> Result<String, Failure> {

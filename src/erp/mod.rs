@@ -32,13 +32,21 @@ impl Erp {
     }
 
     /// Pushes one canonical order; the same key twice gives the same answer.
-    pub async fn push(&self, order_key: &str, canonical_json: &str) -> Result<ErpAccepted, Failure> {
+    pub async fn push(
+        &self,
+        order_key: &str,
+        canonical_json: &str,
+    ) -> Result<ErpAccepted, Failure> {
         match self {
             Erp::Http(e) => e.push(order_key, canonical_json).await,
         }
     }
 
-    pub async fn shipments(&self, after: Option<&str>, limit: u32) -> Result<ShipmentPage, Failure> {
+    pub async fn shipments(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<ShipmentPage, Failure> {
         match self {
             Erp::Http(e) => e.shipments(after, limit).await,
         }

@@ -67,7 +67,11 @@ fn local_to_utc(naive: NaiveDateTime, tz: chrono_tz::Tz) -> Option<DateTime<Utc>
 /// Parses `2024-06-29T10:15:00.123456`, `2024-06-29 10:15:00` or `2024-06-29`.
 pub fn parse_naive(text: &str) -> Result<NaiveDateTime, String> {
     let t = text.trim();
-    for fmt in ["%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M"] {
+    for fmt in [
+        "%Y-%m-%dT%H:%M:%S%.f",
+        "%Y-%m-%d %H:%M:%S%.f",
+        "%Y-%m-%dT%H:%M",
+    ] {
         if let Ok(v) = NaiveDateTime::parse_from_str(t, fmt) {
             return Ok(v);
         }
@@ -75,7 +79,9 @@ pub fn parse_naive(text: &str) -> Result<NaiveDateTime, String> {
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
         return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default());
     }
-    Err(format!("{text:?} is not a timestamp like 2024-06-29T10:15:00"))
+    Err(format!(
+        "{text:?} is not a timestamp like 2024-06-29T10:15:00"
+    ))
 }
 
 /// UTC as a naive local timestamp in `tz` (for APIs that filter in local time).
@@ -93,9 +99,15 @@ mod tests {
 
     #[test]
     fn floats_convert_exactly_from_their_text() {
-        assert_eq!(decimal_from_json(&json!(19.99)).unwrap().to_string(), "19.99");
+        assert_eq!(
+            decimal_from_json(&json!(19.99)).unwrap().to_string(),
+            "19.99"
+        );
         assert_eq!(decimal_from_json(&json!(0.1)).unwrap().to_string(), "0.1");
-        assert_eq!(decimal_from_json(&json!(1234.5)).unwrap().to_string(), "1234.5");
+        assert_eq!(
+            decimal_from_json(&json!(1234.5)).unwrap().to_string(),
+            "1234.5"
+        );
         // 0.1 + 0.2 in f64 is 0.30000000000000004; we never add floats.
         let sum = decimal_from_json(&json!(0.1)).unwrap() + decimal_from_json(&json!(0.2)).unwrap();
         assert_eq!(sum.to_string(), "0.3");
@@ -104,8 +116,14 @@ mod tests {
 
     #[test]
     fn decimal_strings_keep_their_scale() {
-        assert_eq!(decimal_from_json(&json!("2.000")).unwrap().to_string(), "2.000");
-        assert_eq!(decimal_from_json(&json!("-5.00")).unwrap().to_string(), "-5.00");
+        assert_eq!(
+            decimal_from_json(&json!("2.000")).unwrap().to_string(),
+            "2.000"
+        );
+        assert_eq!(
+            decimal_from_json(&json!("-5.00")).unwrap().to_string(),
+            "-5.00"
+        );
         assert!(decimal_from_json(&json!("abc")).is_err());
         assert!(decimal_from_json(&json!("")).is_err());
         assert!(decimal_from_json(&json!(null)).is_err());

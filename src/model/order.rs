@@ -82,7 +82,11 @@ pub struct OrderLine {
     pub quantity: Decimal,
     #[serde(serialize_with = "ser_money")]
     pub unit_price: Decimal,
-    #[serde(default, skip_serializing_if = "Option::is_none", serialize_with = "ser_opt_plain")]
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "ser_opt_plain"
+    )]
     pub tax_rate: Option<Decimal>,
     #[serde(serialize_with = "ser_money")]
     pub line_total: Decimal,

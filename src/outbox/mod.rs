@@ -1,1 +1,8 @@
+//! The durable retry machinery: jobs are claimed from the ledger with a
+//! lease, run against the ERP or the source, and settled as done, retry later
+//! or parked (the three outcomes). Retry state lives in the job row.
+
 pub mod policy;
+mod worker;
+
+pub use worker::{Engine, Outcome};

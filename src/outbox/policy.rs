@@ -51,7 +51,9 @@ impl RetryPolicy {
             ),
             Failure::Retryable { retry_after, .. } => {
                 let ours = self.delay(attempts);
-                let theirs = retry_after.unwrap_or_default().min(Duration::from_secs(3600));
+                let theirs = retry_after
+                    .unwrap_or_default()
+                    .min(Duration::from_secs(3600));
                 Decision::RetryIn(ours.max(theirs))
             }
         }
@@ -76,7 +78,10 @@ mod tests {
         for (attempt, base) in [(1u32, 2.0f64), (2, 4.0), (3, 8.0), (4, 16.0)] {
             for _ in 0..50 {
                 let d = p.delay(attempt).as_secs_f64();
-                assert!(d >= base * 0.69 && d <= base * 1.31, "attempt {attempt}: {d}");
+                assert!(
+                    d >= base * 0.69 && d <= base * 1.31,
+                    "attempt {attempt}: {d}"
+                );
             }
         }
         for _ in 0..50 {
@@ -91,16 +96,27 @@ mod tests {
             retry_after: Some(Duration::from_secs(30)),
             status: Some(429),
         };
-        assert_eq!(policy().decide(1, &f), Decision::RetryIn(Duration::from_secs(30)));
+        assert_eq!(
+            policy().decide(1, &f),
+            Decision::RetryIn(Duration::from_secs(30))
+        );
     }
 
     #[test]
     fn permanent_parks_at_once_and_attempts_run_out() {
         let p = policy();
-        assert!(matches!(p.decide(1, &Failure::permanent("422")), Decision::Park(_)));
-        assert!(matches!(p.decide(4, &Failure::retry("503")), Decision::RetryIn(_)));
+        assert!(matches!(
+            p.decide(1, &Failure::permanent("422")),
+            Decision::Park(_)
+        ));
+        assert!(matches!(
+            p.decide(4, &Failure::retry("503")),
+            Decision::RetryIn(_)
+        ));
         match p.decide(5, &Failure::retry("503")) {
-            Decision::Park(reason) => assert!(reason.contains("after 5 attempts") && reason.contains("503")),
+            Decision::Park(reason) => {
+                assert!(reason.contains("after 5 attempts") && reason.contains("503"))
+            }
             other => panic!("{other:?}"),
         }
     }

@@ -54,9 +54,9 @@ impl Connector {
     /// stops startup with the key and path named.
     pub fn from_config(config: &Config, source: &SourceConfig) -> Result<Connector, ConfigError> {
         match &source.settings {
-            SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(cloudsuite::CloudSuite::new(
-                config, source, s,
-            )?)),
+            SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(
+                cloudsuite::CloudSuite::new(config, source, s)?,
+            )),
         }
     }
 
@@ -92,10 +92,13 @@ impl Connector {
         }
     }
 
-    /// States of ledger orders this source wants looked at again each poll.
+    /// States of ledger orders this source wants looked at again each poll:
+    /// held ones (CloudSuite's list no longer shows them once they age out of
+    /// the window) and unmappable ones (a fix at the source need not change
+    /// the fields the list shows).
     pub fn recheck_states(&self) -> &'static [&'static str] {
         match self {
-            Connector::CloudSuite(_) => &["held"],
+            Connector::CloudSuite(_) => &["held", "invalid"],
         }
     }
 
@@ -110,7 +113,11 @@ impl Connector {
         }
     }
 
-    pub async fn write_shipped(&self, wb: &WriteBack, shipment: &ErpShipment) -> Result<String, Failure> {
+    pub async fn write_shipped(
+        &self,
+        wb: &WriteBack,
+        shipment: &ErpShipment,
+    ) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
         }

@@ -170,7 +170,13 @@ fn disposition_tag(d: &Disposition) -> &'static str {
     }
 }
 
-fn add_event(tx: &Transaction, key: &str, at: i64, kind: &str, detail: &str) -> rusqlite::Result<()> {
+fn add_event(
+    tx: &Transaction,
+    key: &str,
+    at: i64,
+    kind: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![key, at, kind, detail],
@@ -193,7 +199,13 @@ fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::
 }
 
 /// Parks the push job of an order that cannot be mapped, so `status` shows it.
-fn park_push(tx: &Transaction, source: &str, key: &str, reason: &str, now: i64) -> rusqlite::Result<()> {
+fn park_push(
+    tx: &Transaction,
+    source: &str,
+    key: &str,
+    reason: &str,
+    now: i64,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at,
                            parked_reason, parked_at, last_error, created_at, updated_at)
@@ -230,7 +242,11 @@ fn ingest_one(
         // The disposition is part of the content: a cancellation may change
         // nothing in the canonical order but the source's state.
         Ok(m) => (
-            format!("{}:{}", disposition_tag(&m.disposition), m.order.content_hash()),
+            format!(
+                "{}:{}",
+                disposition_tag(&m.disposition),
+                m.order.content_hash()
+            ),
             Some(m.order.to_json()),
         ),
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
@@ -263,7 +279,13 @@ fn ingest_one(
                 now
             ],
         )?;
-        add_event(tx, &key, now, "recorded", &format!("state {state}; by {recorded_by}"))?;
+        add_event(
+            tx,
+            &key,
+            now,
+            "recorded",
+            &format!("state {state}; by {recorded_by}"),
+        )?;
         apply_pre_push_jobs(tx, source, &key, &note, now)?;
         report.notes.push(note);
         return Ok(());
@@ -279,7 +301,10 @@ fn ingest_one(
         return Ok(());
     }
 
-    let pushed = matches!(state.as_str(), "pushed" | "accepted" | "shipped" | "completed");
+    let pushed = matches!(
+        state.as_str(),
+        "pushed" | "accepted" | "shipped" | "completed"
+    );
     if !pushed {
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
@@ -410,7 +435,10 @@ fn describe_change(old_canonical: Option<&str>, new: &Result<MappedOrder, String
     if parts.is_empty() {
         parts.push("other fields changed".into());
     }
-    format!("{} after the push; the ERP keeps the pushed version", parts.join(", "))
+    format!(
+        "{} after the push; the ERP keeps the pushed version",
+        parts.join(", ")
+    )
 }
 
 #[cfg(test)]
@@ -439,7 +467,11 @@ mod tests {
     fn state_of(store: &Store, key: &str) -> String {
         store
             .lock()
-            .query_row("SELECT state FROM orders WHERE order_key = ?1", [key], |r| r.get(0))
+            .query_row(
+                "SELECT state FROM orders WHERE order_key = ?1",
+                [key],
+                |r| r.get(0),
+            )
             .unwrap()
     }
 
@@ -458,9 +490,18 @@ mod tests {
     fn seeing_an_order_twice_records_it_once() {
         let (_d, store) = temp_store();
         let o = incoming("1", Disposition::Push, "1");
-        let r = store.ingest("shop", "live", &[o.clone()], Some(("live", "c1"))).unwrap();
+        let r = store
+            .ingest(
+                "shop",
+                "live",
+                std::slice::from_ref(&o),
+                Some(("live", "c1")),
+            )
+            .unwrap();
         assert_eq!(r.queued(), 1);
-        let r = store.ingest("shop", "live", &[o], Some(("live", "c2"))).unwrap();
+        let r = store
+            .ingest("shop", "live", &[o], Some(("live", "c2")))
+            .unwrap();
         assert_eq!(r.queued(), 0);
         assert_eq!(r.unchanged, 1);
         assert_eq!(push_jobs(&store, "shop:1"), vec!["pending"]);
@@ -472,7 +513,10 @@ mod tests {
         let (_d, store) = temp_store();
         let mut held = incoming("2", Disposition::Hold("payment started".into()), "1");
         if let Ok(m) = &mut held.mapped {
-            m.order.payment = Some(crate::model::Payment { method: None, status: Some("started".into()) });
+            m.order.payment = Some(crate::model::Payment {
+                method: None,
+                status: Some("started".into()),
+            });
         }
         store.ingest("shop", "live", &[held], None).unwrap();
         assert_eq!(state_of(&store, "shop:2"), "held");
@@ -502,7 +546,14 @@ mod tests {
     #[test]
     fn change_after_push_is_recorded_not_queued() {
         let (_d, store) = temp_store();
-        store.ingest("shop", "live", &[incoming("5", Disposition::Push, "1")], None).unwrap();
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("5", Disposition::Push, "1")],
+                None,
+            )
+            .unwrap();
         store
             .lock()
             .execute(
@@ -510,22 +561,57 @@ mod tests {
                 [],
             )
             .unwrap();
-        store.lock().execute("UPDATE jobs SET state = 'done'", []).unwrap();
-        let r = store.ingest("shop", "live", &[incoming("5", Disposition::Push, "2")], None).unwrap();
-        assert!(matches!(&r.notes[..], [OrderNote::ChangedAfterPush { what, .. }] if what.contains("lines changed")));
+        store
+            .lock()
+            .execute("UPDATE jobs SET state = 'done'", [])
+            .unwrap();
+        let r = store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("5", Disposition::Push, "2")],
+                None,
+            )
+            .unwrap();
+        assert!(
+            matches!(&r.notes[..], [OrderNote::ChangedAfterPush { what, .. }] if what.contains("lines changed"))
+        );
         assert_eq!(push_jobs(&store, "shop:5"), vec!["done"]);
         assert_eq!(state_of(&store, "shop:5"), "pushed");
         // The same change seen again is not reported again.
-        let r = store.ingest("shop", "live", &[incoming("5", Disposition::Push, "2")], None).unwrap();
+        let r = store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("5", Disposition::Push, "2")],
+                None,
+            )
+            .unwrap();
         assert!(r.notes.is_empty());
     }
 
     #[test]
     fn cancelled_before_push_is_never_pushed() {
         let (_d, store) = temp_store();
-        store.ingest("shop", "live", &[incoming("6", Disposition::Push, "1")], None).unwrap();
         store
-            .ingest("shop", "live", &[incoming("6", Disposition::Cancel("state cancel".into()), "1")], None)
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("6", Disposition::Push, "1")],
+                None,
+            )
+            .unwrap();
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming(
+                    "6",
+                    Disposition::Cancel("state cancel".into()),
+                    "1",
+                )],
+                None,
+            )
             .unwrap();
         assert_eq!(state_of(&store, "shop:6"), "cancelled");
         assert_eq!(push_jobs(&store, "shop:6"), vec!["cancelled"]);

@@ -125,10 +125,20 @@ pub fn lease_owner() -> String {
     let host = std::fs::read_to_string("/etc/hostname")
         .map(|h| h.trim().to_string())
         .unwrap_or_else(|_| "localhost".into());
-    format!("{host}/{}/{:08x}", std::process::id(), rand::random::<u32>())
+    format!(
+        "{host}/{}/{:08x}",
+        std::process::id(),
+        rand::random::<u32>()
+    )
 }
 
-fn attempt_row(tx: &Transaction, job: &Job, outcome: &str, error: Option<&str>, now: i64) -> rusqlite::Result<()> {
+fn attempt_row(
+    tx: &Transaction,
+    job: &Job,
+    outcome: &str,
+    error: Option<&str>,
+    now: i64,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO job_attempts (job_id, attempt, at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job.id, job.attempts, now, outcome, error],
@@ -146,7 +156,13 @@ fn event(tx: &Transaction, key: &str, at: i64, kind: &str, detail: &str) -> rusq
 
 /// Ends our lease on a job with a new state. False when the lease is no
 /// longer ours (it expired and another process took the job).
-fn settle(tx: &Transaction, job: &Job, owner: &str, sql_set: &str, args: &[&dyn rusqlite::ToSql]) -> rusqlite::Result<bool> {
+fn settle(
+    tx: &Transaction,
+    job: &Job,
+    owner: &str,
+    sql_set: &str,
+    args: &[&dyn rusqlite::ToSql],
+) -> rusqlite::Result<bool> {
     let sql = format!(
         "UPDATE jobs SET {sql_set}, lease_owner = NULL, lease_until = NULL, updated_at = ?1
          WHERE id = ?2 AND lease_owner = ?3"
@@ -213,7 +229,9 @@ impl Store {
                 {
                     continue;
                 }
-                let Some(kind) = JobKind::parse(&kind) else { continue };
+                let Some(kind) = JobKind::parse(&kind) else {
+                    continue;
+                };
                 jobs.push(Job {
                     id,
                     source: source.to_string(),
@@ -262,7 +280,9 @@ impl Store {
                 },
             )
             .optional()?;
-        let Some(mut order) = row else { return Ok(None) };
+        let Some(mut order) = row else {
+            return Ok(None);
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY rowid",
         )?;
@@ -319,7 +339,13 @@ impl Store {
             release_waiting(&tx, &job.order_key, now)?;
         }
         attempt_row(&tx, job, "done", None, now)?;
-        event(&tx, &job.order_key, now, "pushed", &format!("ERP order {}", accepted.erp_order_number))?;
+        event(
+            &tx,
+            &job.order_key,
+            now,
+            "pushed",
+            &format!("ERP order {}", accepted.erp_order_number),
+        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -344,7 +370,11 @@ impl Store {
                 tx.execute(
                     "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
                                        accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
-                    params![job.order_key, if shipped { "shipped" } else { "accepted" }, now],
+                    params![
+                        job.order_key,
+                        if shipped { "shipped" } else { "accepted" },
+                        now
+                    ],
                 )?;
             }
             JobKind::WriteShipped => {
@@ -369,11 +399,23 @@ impl Store {
     }
 
     /// A retryable failure: try again at `next_at_ms`.
-    pub fn retry_later(&self, job: &Job, owner: &str, error: &str, next_at_ms: i64) -> anyhow::Result<bool> {
+    pub fn retry_later(
+        &self,
+        job: &Job,
+        owner: &str,
+        error: &str,
+        next_at_ms: i64,
+    ) -> anyhow::Result<bool> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
-        if !settle(&tx, job, owner, "last_error = ?4, next_attempt_at = ?5", &[&error, &next_at_ms])? {
+        if !settle(
+            &tx,
+            job,
+            owner,
+            "last_error = ?4, next_attempt_at = ?5",
+            &[&error, &next_at_ms],
+        )? {
             return Ok(false);
         }
         attempt_row(&tx, job, "retry", Some(error), now)?;
@@ -396,7 +438,13 @@ impl Store {
             return Ok(false);
         }
         attempt_row(&tx, job, "parked", Some(reason), now)?;
-        event(&tx, &job.order_key, now, "parked", &format!("{}: {reason}", job.kind.as_str()))?;
+        event(
+            &tx,
+            &job.order_key,
+            now,
+            "parked",
+            &format!("{}: {reason}", job.kind.as_str()),
+        )?;
         tx.commit()?;
         Ok(true)
     }
@@ -404,7 +452,11 @@ impl Store {
     /// Records shipments the ERP reported and the shipments cursor in one
     /// transaction; queues a "shipped" write-back per new shipment of an order
     /// we know. Returns the sources that got new work.
-    pub fn record_shipments(&self, shipments: &[ErpShipment], cursor: &str) -> anyhow::Result<Vec<(String, String)>> {
+    pub fn record_shipments(
+        &self,
+        shipments: &[ErpShipment],
+        cursor: &str,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
@@ -495,12 +547,17 @@ impl Store {
         let me = lease_owner();
         let host = me.split('/').next().unwrap_or_default().to_string();
         let conn = self.lock();
-        let mut stmt = conn.prepare("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")?;
-        let owners: Vec<String> = stmt.query_map([], |r| r.get(0))?.collect::<Result<_, _>>()?;
+        let mut stmt =
+            conn.prepare("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")?;
+        let owners: Vec<String> = stmt
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
         let mut freed = 0;
         for owner in owners {
             let mut parts = owner.split('/');
-            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else { continue };
+            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+                continue;
+            };
             if h != host {
                 continue;
             }
@@ -535,6 +592,16 @@ impl Store {
             n += stmt.query_row(params![k], |r| r.get::<_, i64>(0))? as usize;
         }
         Ok(n)
+    }
+
+    /// Pending jobs of a source, due now or later.
+    pub fn open_jobs(&self, source: &str) -> anyhow::Result<usize> {
+        let conn = self.lock();
+        Ok(conn.query_row(
+            "SELECT count(*) FROM jobs WHERE source = ?1 AND state = 'pending'",
+            params![source],
+            |r| r.get::<_, i64>(0),
+        )? as usize)
     }
 
     /// Parked jobs among these orders.
@@ -573,7 +640,10 @@ mod tests {
             external_id: ext.into(),
             raw: "{}".into(),
             version: None,
-            mapped: Ok(MappedOrder { order, disposition: Disposition::Push }),
+            mapped: Ok(MappedOrder {
+                order,
+                disposition: Disposition::Push,
+            }),
         };
         store.ingest("shop", "live", &[inc], None).unwrap();
     }
@@ -581,7 +651,10 @@ mod tests {
     fn accepted() -> ErpAccepted {
         ErpAccepted {
             erp_order_number: "SO1".into(),
-            lines: vec![LineNumber { source_line_id: "1".into(), erp_line_number: "10".into() }],
+            lines: vec![LineNumber {
+                source_line_id: "1".into(),
+                erp_line_number: "10".into(),
+            }],
         }
     }
 
@@ -589,14 +662,46 @@ mod tests {
     fn a_leased_job_is_not_claimed_twice() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let a = store.claim("shop", "a/1/x", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
-        let b = store.claim("shop", "b/2/y", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let a = store
+            .claim(
+                "shop",
+                "a/1/x",
+                Duration::from_secs(60),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
+        let b = store
+            .claim(
+                "shop",
+                "b/2/y",
+                Duration::from_secs(60),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
         assert_eq!(a.len(), 1);
         assert!(b.is_empty(), "a second worker must not get a leased job");
         // The other worker cannot settle a job it does not hold.
-        assert!(!store.finish_push(&a[0], "b/2/y", &accepted(), "h", true).unwrap());
-        assert!(store.finish_push(&a[0], "a/1/x", &accepted(), "h", true).unwrap());
-        let next = store.claim("shop", "b/2/y", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        assert!(
+            !store
+                .finish_push(&a[0], "b/2/y", &accepted(), "h", true)
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish_push(&a[0], "a/1/x", &accepted(), "h", true)
+                .unwrap()
+        );
+        let next = store
+            .claim(
+                "shop",
+                "b/2/y",
+                Duration::from_secs(60),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].kind, JobKind::WriteAccepted);
     }
@@ -605,12 +710,31 @@ mod tests {
     fn an_expired_lease_can_be_taken_over() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let a = store.claim("shop", "a/1/x", Duration::from_millis(0), 10, ClaimFilter::All).unwrap();
+        let a = store
+            .claim(
+                "shop",
+                "a/1/x",
+                Duration::from_millis(0),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
         std::thread::sleep(Duration::from_millis(5));
-        let b = store.claim("shop", "b/2/y", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let b = store
+            .claim(
+                "shop",
+                "b/2/y",
+                Duration::from_secs(60),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].attempts, 2);
-        assert!(!store.retry_later(&a[0], "a/1/x", "late", 0).unwrap(), "the old owner lost it");
+        assert!(
+            !store.retry_later(&a[0], "a/1/x", "late", 0).unwrap(),
+            "the old owner lost it"
+        );
     }
 
     #[test]
@@ -620,18 +744,41 @@ mod tests {
         let host = lease_owner().split('/').next().unwrap().to_string();
         // PID 0 never names a live process in /proc.
         let dead = format!("{host}/999999999/dead");
-        store.claim("shop", &dead, Duration::from_secs(600), 10, ClaimFilter::All).unwrap();
-        assert!(store.claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All).unwrap().is_empty());
+        store
+            .claim(
+                "shop",
+                &dead,
+                Duration::from_secs(600),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
+        assert!(
+            store
+                .claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.release_dead_leases().unwrap(), 1);
-        assert_eq!(store.claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All)
+                .unwrap()
+                .len(),
+            1
+        );
     }
 
     #[test]
     fn shipment_waits_for_the_accepted_write_back() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
-        store.finish_push(&j[0], "o", &accepted(), "h", true).unwrap();
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        store
+            .finish_push(&j[0], "o", &accepted(), "h", true)
+            .unwrap();
         let ship = ErpShipment {
             order_key: "shop:1".into(),
             erp_order_number: Some("SO1".into()),
@@ -641,28 +788,50 @@ mod tests {
             tracking_url: None,
             lines: vec![],
         };
-        assert_eq!(store.record_shipments(&[ship.clone()], "5").unwrap().len(), 1);
+        assert_eq!(
+            store
+                .record_shipments(std::slice::from_ref(&ship), "5")
+                .unwrap()
+                .len(),
+            1
+        );
         // Seen again: nothing new.
         assert!(store.record_shipments(&[ship], "5").unwrap().is_empty());
-        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
         assert_eq!(j.len(), 1, "only the accepted write-back is runnable");
         assert_eq!(j[0].kind, JobKind::WriteAccepted);
         store.finish_job(&j[0], "o", "ok").unwrap();
-        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
         assert_eq!(j[0].kind, JobKind::WriteShipped);
         store.finish_job(&j[0], "o", "ok").unwrap();
-        assert_eq!(store.order_for_job("shop:1").unwrap().unwrap().state, "completed");
+        assert_eq!(
+            store.order_for_job("shop:1").unwrap().unwrap().state,
+            "completed"
+        );
     }
 
     #[test]
     fn parked_jobs_come_back_with_retry() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
         store.park(&j[0], "o", "422 unknown product").unwrap();
-        assert!(store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap().is_empty());
+        assert!(
+            store
+                .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+                .unwrap()
+                .is_empty()
+        );
         assert_eq!(store.requeue_order("shop:1").unwrap(), 1);
-        let j = store.claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All).unwrap();
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
         assert_eq!(j[0].attempts, 1);
     }
 }

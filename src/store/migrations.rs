@@ -147,7 +147,8 @@ mod tests {
     fn a_newer_schema_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let mut conn = Connection::open(dir.path().join("db")).unwrap();
-        conn.pragma_update(None, "user_version", latest() + 1).unwrap();
+        conn.pragma_update(None, "user_version", latest() + 1)
+            .unwrap();
         assert!(migrate(&mut conn).is_err());
     }
 }

@@ -17,7 +17,10 @@ use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags};
 
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote};
-pub use jobs::{ErpAccepted, ErpShipment, Job, JobKind, LineNumber, ShippedLine};
+pub use jobs::{
+    ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, ShippedLine,
+    lease_owner,
+};
 pub use status::{
     AttemptRow, EventRow, JobRow, OrderDetail, OrderRow, ParkedRow, SourceStatusRow, StatusReport,
 };

@@ -263,7 +263,8 @@ impl Store {
                 .collect::<Result<_, _>>()?;
             detail.jobs.push(job);
         }
-        let mut ev = conn.prepare("SELECT at, kind, detail FROM events WHERE order_key = ?1 ORDER BY id")?;
+        let mut ev =
+            conn.prepare("SELECT at, kind, detail FROM events WHERE order_key = ?1 ORDER BY id")?;
         detail.events = ev
             .query_map(params![order_key], |r| {
                 Ok(EventRow {

@@ -6,7 +6,9 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
-use crate::model::{Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key};
+use crate::model::{
+    Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
+};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 pub struct MapContext<'a> {
@@ -28,7 +30,8 @@ pub fn incoming(ctx: &MapContext<'_>, raw: &str, v: &Value) -> Result<IncomingOr
         external_id: id.clone(),
         raw: raw.to_string(),
         version: text(&v["modified_date"]),
-        mapped: map_order(ctx, &id, v).map_err(|e| format!("cannot map CloudSuite order {id}: {e}")),
+        mapped: map_order(ctx, &id, v)
+            .map_err(|e| format!("cannot map CloudSuite order {id}: {e}")),
     })
 }
 
@@ -62,8 +65,14 @@ fn map_address(v: &Value, what: &str) -> Result<Option<Address>, String> {
         (None, _) => None,
     };
     let country = match text(&v["country"]) {
-        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => Some(c.to_ascii_uppercase()),
-        Some(c) => return Err(format!("{what}.country {c:?} is not an ISO 3166-1 alpha-2 code")),
+        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
+            Some(c.to_ascii_uppercase())
+        }
+        Some(c) => {
+            return Err(format!(
+                "{what}.country {c:?} is not an ISO 3166-1 alpha-2 code"
+            ));
+        }
         None => None,
     };
     Ok(Some(Address {
@@ -222,12 +231,19 @@ mod tests {
     }
 
     fn ctx() -> (Vec<String>, chrono_tz::Tz) {
-        (vec!["paid".into(), "closed_success".into()], chrono_tz::Europe::Amsterdam)
+        (
+            vec!["paid".into(), "closed_success".into()],
+            chrono_tz::Europe::Amsterdam,
+        )
     }
 
     fn map(v: &Value) -> IncomingOrder {
         let (ok, tz) = ctx();
-        let c = MapContext { source: "webshop-nl", timezone: tz, payment_ok: &ok };
+        let c = MapContext {
+            source: "webshop-nl",
+            timezone: tz,
+            payment_ok: &ok,
+        };
         incoming(&c, &v.to_string(), v).unwrap()
     }
 
@@ -238,18 +254,28 @@ mod tests {
         let o = &m.order;
         assert_eq!(m.disposition, Disposition::Push);
         assert_eq!(o.order_key, "webshop-nl:48193");
-        assert_eq!(o.ordered_at.to_rfc3339(), "2024-06-29T08:15:00.123456+00:00");
+        assert_eq!(
+            o.ordered_at.to_rfc3339(),
+            "2024-06-29T08:15:00.123456+00:00"
+        );
         assert_eq!(o.lines.len(), 2);
         assert_eq!(o.lines[0].line_total.to_string(), "39.98");
         // 0.530 kg x 12.99 = 6.8847 -> 6.88
         assert_eq!(o.lines[1].line_total.to_string(), "6.88");
-        assert_eq!(o.lines[1].sku.as_deref(), Some("KAAS-KG"), "falls back to the product key");
+        assert_eq!(
+            o.lines[1].sku.as_deref(),
+            Some("KAAS-KG"),
+            "falls back to the product key"
+        );
         assert_eq!(o.discounts[0].amount.to_string(), "5.00");
         assert_eq!(o.shipping.as_ref().unwrap().amount.to_string(), "4.95");
         let addr = o.billing_address.as_ref().unwrap();
         assert_eq!(addr.street.as_deref(), Some("Keizersgracht 12A"));
         assert!(o.shipping_address.is_none());
-        assert_eq!(o.customer.company, None, "empty strings are absent, not \"\"");
+        assert_eq!(
+            o.customer.company, None,
+            "empty strings are absent, not \"\""
+        );
         assert_eq!(o.customer.source_customer_id.as_deref(), Some("1324"));
         assert_eq!(inc.version.as_deref(), Some("2024-06-29T10:15:00.123456"));
     }
@@ -258,12 +284,20 @@ mod tests {
     fn payment_gate() {
         let mut v = detail();
         v["payment_status"] = json!("started");
-        assert!(matches!(map(&v).mapped.unwrap().disposition, Disposition::Hold(r) if r.contains("started")));
+        assert!(
+            matches!(map(&v).mapped.unwrap().disposition, Disposition::Hold(r) if r.contains("started"))
+        );
         v["payment_status"] = json!("closed_canceled");
-        assert!(matches!(map(&v).mapped.unwrap().disposition, Disposition::Cancel(_)));
+        assert!(matches!(
+            map(&v).mapped.unwrap().disposition,
+            Disposition::Cancel(_)
+        ));
         v["payment_status"] = json!("paid");
         v["state"] = json!("cancel");
-        assert!(matches!(map(&v).mapped.unwrap().disposition, Disposition::Cancel(_)));
+        assert!(matches!(
+            map(&v).mapped.unwrap().disposition,
+            Disposition::Cancel(_)
+        ));
     }
 
     #[test]
@@ -271,7 +305,10 @@ mod tests {
         let mut v = detail();
         v["order_lines"][1]["quantity"] = json!("abc");
         let err = map(&v).mapped.unwrap_err();
-        assert!(err.contains("48193") && err.contains("order line 13") && err.contains("abc"), "{err}");
+        assert!(
+            err.contains("48193") && err.contains("order line 13") && err.contains("abc"),
+            "{err}"
+        );
     }
 
     #[test]
@@ -285,7 +322,11 @@ mod tests {
     #[test]
     fn without_id_it_cannot_be_keyed() {
         let (ok, tz) = ctx();
-        let c = MapContext { source: "s", timezone: tz, payment_ok: &ok };
+        let c = MapContext {
+            source: "s",
+            timezone: tz,
+            payment_ok: &ok,
+        };
         assert!(incoming(&c, "{}", &json!({})).is_err());
     }
 }

@@ -96,6 +96,9 @@ struct TokenAnswer {
 
 const MAX_RESTARTS: u32 = 2;
 
+/// An order detail as read: the raw reply (kept verbatim) and its JSON.
+type DetailResult = Result<(Reply, Value), Failure>;
+
 impl CloudSuite {
     pub fn new(
         config: &Config,
@@ -113,7 +116,9 @@ impl CloudSuite {
                 client_id: client_id.clone(),
                 client_secret: client_secret.load(&format!("{prefix}: client_secret"))?,
             },
-            CloudSuiteAuth::LegacyToken(r) => Auth::Legacy(r.load(&format!("{prefix}: api_token"))?),
+            CloudSuiteAuth::LegacyToken(r) => {
+                Auth::Legacy(r.load(&format!("{prefix}: api_token"))?)
+            }
         };
         let endpoint = Endpoint::new(
             &source.name,
@@ -197,10 +202,16 @@ impl CloudSuite {
     /// Sends with authentication; on 401 fetches a new OAuth2 token once.
     async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Reply, Failure> {
         let header = self.auth_header(false).await?;
-        match self.endpoint.send(build().header(AUTHORIZATION, header)).await {
+        match self
+            .endpoint
+            .send(build().header(AUTHORIZATION, header))
+            .await
+        {
             Err(f) if f.status() == Some(401) && matches!(self.auth, Auth::OAuth2 { .. }) => {
                 let header = self.auth_header(true).await?;
-                self.endpoint.send(build().header(AUTHORIZATION, header)).await
+                self.endpoint
+                    .send(build().header(AUTHORIZATION, header))
+                    .await
             }
             other => other,
         }
@@ -228,17 +239,25 @@ impl CloudSuite {
         let mut query: Vec<(&str, String)> = Vec::new();
         let (backfill, old_cursor) = match &window {
             Window::Live { cursor } => {
-                let cursor = cursor.as_deref().and_then(|c| c.parse::<DateTime<Utc>>().ok());
+                let cursor = cursor
+                    .as_deref()
+                    .and_then(|c| c.parse::<DateTime<Utc>>().ok());
                 query.push(("state", "confirmed".into()));
                 if let Some(c) = cursor {
                     query.push(("confirm_date__gte", self.local(c - lookback)));
                 }
                 (false, cursor)
             }
-            Window::Backfill { since, until, cursor } => {
+            Window::Backfill {
+                since,
+                until,
+                cursor,
+            } => {
                 // Backfill replays history: every state, within the window;
                 // its own cursor lets an interrupted run resume.
-                let resume = cursor.as_deref().and_then(|c| c.parse::<DateTime<Utc>>().ok());
+                let resume = cursor
+                    .as_deref()
+                    .and_then(|c| c.parse::<DateTime<Utc>>().ok());
                 let from = match resume {
                     Some(c) if c - lookback > *since => c - lookback,
                     _ => *since,
@@ -279,7 +298,10 @@ impl CloudSuite {
         }
         let path = walk.next.clone().unwrap_or_else(|| walk.first_path.clone());
         let url = format!("{}{path}", self.base);
-        let page: ListPage = self.send(|| self.endpoint.client().get(&url)).await?.json()?;
+        let page: ListPage = self
+            .send(|| self.endpoint.client().get(&url))
+            .await?
+            .json()?;
         // From here on the walk moves: nothing below returns early with an error.
         walk.first_count.get_or_insert(page.count);
         let mut wanted = Vec::new();
@@ -294,7 +316,11 @@ impl CloudSuite {
                 }
             };
             walk.seen.insert(id.clone());
-            if let Some(t) = s.confirm_date.as_deref().and_then(|c| naive_local_to_utc(c, self.timezone).ok()) {
+            if let Some(t) = s
+                .confirm_date
+                .as_deref()
+                .and_then(|c| naive_local_to_utc(c, self.timezone).ok())
+            {
                 walk.max_confirm = walk.max_confirm.max(Some(t));
             }
             if walk.backfill && matches!(s.state.as_deref(), Some("draft" | "quotation")) {
@@ -309,7 +335,7 @@ impl CloudSuite {
             }
             wanted.push(id);
         }
-        let fetched: Vec<(String, Result<(Reply, Value), Failure>)> = stream::iter(wanted)
+        let fetched: Vec<(String, DetailResult)> = stream::iter(wanted)
             .map(|id| async move {
                 let r = self.detail_with_retry(&id).await;
                 (id, r)
@@ -444,7 +470,11 @@ impl CloudSuite {
 
     /// `shipment_state=sent`. CloudSuite has no tracking field on the order
     /// (tracking travels in a DESADV message, not sent by this version).
-    pub async fn write_shipped(&self, wb: &WriteBack, shipment: &ErpShipment) -> Result<String, Failure> {
+    pub async fn write_shipped(
+        &self,
+        wb: &WriteBack,
+        shipment: &ErpShipment,
+    ) -> Result<String, Failure> {
         let (_, current) = self.get_detail(&wb.external_id).await?;
         if current["shipment_state"].as_str() == Some("sent") {
             return Ok("already sent".into());
@@ -467,7 +497,10 @@ impl CloudSuite {
 
     pub async fn check(&self) -> Result<String, Failure> {
         let url = format!("{}/api/order/?state=confirmed&limit=1", self.base);
-        let page: ListPage = self.send(|| self.endpoint.client().get(&url)).await?.json()?;
+        let page: ListPage = self
+            .send(|| self.endpoint.client().get(&url))
+            .await?
+            .json()?;
         Ok(format!(
             "CloudSuite at {} answered; {} confirmed order(s) waiting",
             host_of(&self.base),
@@ -525,7 +558,9 @@ fn host_of(url: &str) -> String {
 fn urlencode(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
@@ -550,16 +585,25 @@ mod tests {
             order_key: "s:1".into(),
             external_id: "1".into(),
             erp_order_number: "SO1".into(),
-            lines: vec![crate::store::LineNumber { source_line_id: "11".into(), erp_line_number: "10".into() }],
+            lines: vec![crate::store::LineNumber {
+                source_line_id: "11".into(),
+                erp_line_number: "10".into(),
+            }],
         };
         assert!(set_line_numbers(&mut v, &wb));
         assert_eq!(v["order_lines"][0]["erp_line_number"], 10);
         assert!(v["order_lines"][1]["erp_line_number"].is_null());
-        assert!(!set_line_numbers(&mut v, &wb), "a second pass changes nothing");
+        assert!(
+            !set_line_numbers(&mut v, &wb),
+            "a second pass changes nothing"
+        );
     }
 
     #[test]
     fn query_values_are_encoded() {
-        assert_eq!(urlencode("2024-06-29T10:15:00.000000"), "2024-06-29T10%3A15%3A00.000000");
+        assert_eq!(
+            urlencode("2024-06-29T10:15:00.000000"),
+            "2024-06-29T10%3A15%3A00.000000"
+        );
     }
 }

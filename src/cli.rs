@@ -1,0 +1,185 @@
+//! The command line (SPEC §4). Parsing only; the work is in `commands`.
+
+use std::path::PathBuf;
+
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{Args, Parser, Subcommand};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "ordersync",
+    version,
+    about = "Moves shop and till orders into the ERP and writes the ERP's answer back"
+)]
+pub struct Cli {
+    /// Config file [default: $ORDERSYNC_CONFIG, else /etc/ordersync/ordersync.toml]
+    #[arg(long, global = true, value_name = "PATH")]
+    pub config: Option<PathBuf>,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run the daemon; stops cleanly on SIGTERM/SIGINT
+    Run,
+    /// Replay a window of source history into the ERP (may run beside the daemon)
+    Backfill(BackfillArgs),
+    /// Cursors, last poll, counts per state, parked jobs
+    Status {
+        #[arg(long)]
+        json: bool,
+    },
+    /// Inspect recorded orders and their jobs
+    #[command(subcommand)]
+    Orders(OrdersCommand),
+    /// Re-queue parked work
+    Retry(RetryArgs),
+    /// Validate the configuration and secrets, and reach every remote, without side effects
+    CheckConfig,
+    /// Serve the simulators (CloudSuite + http ERP) on loopback
+    Sandbox(SandboxArgs),
+    /// Sandbox + daemon on a throwaway ledger: watch orders flow
+    Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BackfillArgs {
+    /// Start of the window: 2024-06-29, 2024-06-29T00:00:00Z or a duration like 7d
+    #[arg(long, value_parser = parse_when)]
+    pub since: DateTime<Utc>,
+    /// End of the window (same forms); default: now
+    #[arg(long, value_parser = parse_when)]
+    pub until: Option<DateTime<Utc>>,
+    /// Only these sources (repeatable); default: every enabled source
+    #[arg(long = "source", value_name = "NAME")]
+    pub sources: Vec<String>,
+    /// List what would be recorded and pushed; change nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OrdersCommand {
+    /// Recorded orders, newest first
+    List {
+        #[arg(long)]
+        source: Option<String>,
+        #[arg(long)]
+        state: Option<String>,
+        #[arg(long, default_value_t = 50)]
+        limit: usize,
+        #[arg(long)]
+        json: bool,
+    },
+    /// One order: its canonical form, ERP numbers, jobs and their attempts, events
+    Show {
+        order_key: String,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Args)]
+#[group(required = true, multiple = false)]
+pub struct RetryArgs {
+    /// The order key (SOURCE:EXTERNAL_ID) whose parked jobs to re-queue
+    pub order_key: Option<String>,
+    /// Re-queue every parked job
+    #[arg(long)]
+    pub parked: bool,
+}
+
+#[derive(Debug, Args, Clone)]
+pub struct SandboxArgs {
+    /// Address for the CloudSuite simulator
+    #[arg(long, default_value = "127.0.0.1:7401")]
+    pub cloudsuite_listen: std::net::SocketAddr,
+    /// Address for the http ERP simulator
+    #[arg(long, default_value = "127.0.0.1:7402")]
+    pub erp_listen: std::net::SocketAddr,
+    /// Orders to seed
+    #[arg(long, default_value_t = 50)]
+    pub orders: usize,
+    /// Latency added to every request, like "20ms"
+    #[arg(long, value_parser = parse_duration_arg, default_value = "0ms")]
+    pub latency: std::time::Duration,
+    /// Share of requests answered 5xx (0..1)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_5xx: f64,
+    /// Share of requests answered 429 with Retry-After (0..1)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_429: f64,
+    /// Share of requests whose connection drops after the change is applied (0..1)
+    #[arg(long, default_value_t = 0.0)]
+    pub fault_drop: f64,
+    /// Seconds after an ERP order is created before it ships
+    #[arg(long, default_value_t = 5)]
+    pub ship_after_secs: u64,
+}
+
+#[derive(Debug, Args)]
+pub struct DemoArgs {
+    /// Where the demo keeps its config, secrets and ledger
+    #[arg(long, default_value = ".ordersync-demo")]
+    pub dir: PathBuf,
+    /// Orders in the sandbox at the start (more arrive while it runs)
+    #[arg(long, default_value_t = 30)]
+    pub orders: usize,
+}
+
+fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
+    crate::config::parse_duration(s)
+}
+
+/// `WHEN`: a date (midnight UTC), an RFC 3339 time, or a duration back from now.
+pub fn parse_when(s: &str) -> Result<DateTime<Utc>, String> {
+    let t = s.trim();
+    if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
+        return Ok(d.and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+    }
+    if let Ok(ts) = DateTime::parse_from_rfc3339(t) {
+        return Ok(ts.with_timezone(&Utc));
+    }
+    if t.chars().next().is_some_and(|c| c.is_ascii_digit())
+        && let Ok(d) = crate::config::parse_duration(t)
+        && let Ok(d) = chrono::Duration::from_std(d)
+    {
+        return Ok(Utc::now() - d);
+    }
+    Err(format!(
+        "{s:?} is not a date (2024-06-29), an RFC 3339 time (2024-06-29T00:00:00Z) or a duration (7d, 12h)"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn when_forms() {
+        assert_eq!(
+            parse_when("2024-06-29").unwrap().to_rfc3339(),
+            "2024-06-29T00:00:00+00:00"
+        );
+        assert_eq!(
+            parse_when("2024-06-29T10:00:00+02:00")
+                .unwrap()
+                .to_rfc3339(),
+            "2024-06-29T08:00:00+00:00"
+        );
+        let week = parse_when("7d").unwrap();
+        let expect = Utc::now() - chrono::Duration::days(7);
+        assert!((week - expect).num_seconds().abs() < 5);
+        for bad in ["yesterday", "2024-13-45", "7 days", ""] {
+            let err = parse_when(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn cli_is_consistent() {
+        use clap::CommandFactory;
+        Cli::command().debug_assert();
+    }
+}

@@ -1,0 +1,220 @@
+//! `status`, `orders list|show`, `retry`: read (or re-queue) the ledger while
+//! the daemon runs. They never need secrets.
+
+use std::process::ExitCode;
+
+use crate::config::Config;
+use crate::store::{StatusReport, Store};
+
+fn dash(v: &Option<String>) -> &str {
+    v.as_deref().unwrap_or("-")
+}
+
+pub fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let store = Store::open_read_only(&config.daemon.db_path())?;
+    let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    let report = store.status(&names)?;
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&status_json(config, &report))?
+        );
+    } else {
+        print_status(config, &report);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
+    let sources: Vec<serde_json::Value> = r
+        .sources
+        .iter()
+        .map(|s| {
+            let kind = config
+                .source(&s.name)
+                .map(|c| c.kind.as_str())
+                .unwrap_or("?");
+            serde_json::json!({
+                "name": s.name, "kind": kind, "enabled": config.source(&s.name).map(|c| c.enabled),
+                "cursor": s.cursor, "last_poll_at": s.last_poll_at,
+                "last_success_at": s.last_success_at, "last_error": s.last_error,
+            })
+        })
+        .collect();
+    serde_json::json!({
+        "sources": sources,
+        "orders": r.orders,
+        "parked": r.parked,
+        "jobs_due": r.jobs_due,
+        "shipments_cursor": r.shipments_cursor,
+    })
+}
+
+fn print_status(config: &Config, r: &StatusReport) {
+    println!(
+        "{:<20} {:<11} {:<21} {:<30} LAST ERROR",
+        "SOURCE", "KIND", "LAST POLL", "CURSOR"
+    );
+    for s in &r.sources {
+        let kind = config
+            .source(&s.name)
+            .map(|c| c.kind.as_str())
+            .unwrap_or("?");
+        println!(
+            "{:<20} {:<11} {:<21} {:<30} {}",
+            s.name,
+            kind,
+            dash(&s.last_poll_at),
+            dash(&s.cursor),
+            dash(&s.last_error)
+        );
+    }
+    println!();
+    let counts: Vec<String> = r.orders.iter().map(|(k, v)| format!("{k} {v}")).collect();
+    println!(
+        "ORDERS: {}",
+        if counts.is_empty() {
+            "none yet".to_string()
+        } else {
+            counts.join(", ")
+        }
+    );
+    println!(
+        "JOBS DUE: {}    ERP SHIPMENTS CURSOR: {}",
+        r.jobs_due,
+        dash(&r.shipments_cursor)
+    );
+    if r.parked.is_empty() {
+        println!("PARKED: none");
+    } else {
+        println!(
+            "\nPARKED ({}): re-queue with `ordersync retry KEY` once the cause is fixed",
+            r.parked.len()
+        );
+        println!(
+            "{:<30} {:<15} {:>8} {:<21} REASON",
+            "ORDER KEY", "JOB", "ATTEMPTS", "PARKED AT"
+        );
+        for p in &r.parked {
+            println!(
+                "{:<30} {:<15} {:>8} {:<21} {}",
+                p.order_key,
+                p.job,
+                p.attempts,
+                dash(&p.parked_at),
+                p.reason
+            );
+        }
+    }
+}
+
+pub fn orders(config: &Config, cmd: &crate::cli::OrdersCommand) -> anyhow::Result<ExitCode> {
+    let store = Store::open_read_only(&config.daemon.db_path())?;
+    match cmd {
+        crate::cli::OrdersCommand::List {
+            source,
+            state,
+            limit,
+            json,
+        } => {
+            let rows = store.list_orders(source.as_deref(), state.as_deref(), *limit)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&rows)?);
+            } else {
+                println!(
+                    "{:<30} {:<10} {:<14} {:<21} NOTE",
+                    "ORDER KEY", "STATE", "ERP ORDER", "FIRST SEEN"
+                );
+                for o in rows {
+                    println!(
+                        "{:<30} {:<10} {:<14} {:<21} {}",
+                        o.order_key,
+                        o.state,
+                        dash(&o.erp_order_number),
+                        o.first_seen_at,
+                        dash(&o.note)
+                    );
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        crate::cli::OrdersCommand::Show { order_key, json } => {
+            let Some(d) = store.order_detail(order_key)? else {
+                eprintln!(
+                    "no order {order_key:?} in the ledger (keys look like SOURCE:EXTERNAL_ID)"
+                );
+                return Ok(ExitCode::from(super::EXIT_RUNTIME));
+            };
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&d)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            println!("order        {}", d.row.order_key);
+            println!("state        {}", d.row.state);
+            println!("erp order    {}", dash(&d.row.erp_order_number));
+            println!("recorded     {} by {}", d.row.first_seen_at, d.recorded_by);
+            if let Some(n) = &d.row.note {
+                println!("note         {n}");
+            }
+            if let Some(c) = &d.changed_after_push_at {
+                println!("CHANGED AT THE SOURCE AFTER THE PUSH: {c} (see events)");
+            }
+            for l in &d.erp_lines {
+                println!(
+                    "line         {} -> ERP line {}",
+                    l.source_line_id, l.erp_line_number
+                );
+            }
+            println!("\njobs:");
+            for j in &d.jobs {
+                println!(
+                    "  {} {} [{}] attempts {} next {}{}",
+                    j.kind,
+                    j.job_ref,
+                    j.state,
+                    j.attempts,
+                    j.next_attempt_at,
+                    j.parked_reason
+                        .as_deref()
+                        .map(|r| format!(" parked: {r}"))
+                        .unwrap_or_default()
+                );
+                for a in &j.history {
+                    println!(
+                        "    #{} {} {} {}",
+                        a.attempt,
+                        a.at,
+                        a.outcome,
+                        dash(&a.error)
+                    );
+                }
+            }
+            println!("\nevents:");
+            for e in &d.events {
+                println!("  {} {} {}", e.at, e.kind, dash(&e.detail));
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn retry(config: &Config, args: &crate::cli::RetryArgs) -> anyhow::Result<ExitCode> {
+    let store = Store::open(&config.daemon.db_path())?;
+    if args.parked {
+        let n = store.requeue_all_parked()?;
+        println!("re-queued {n} parked job(s)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let key = args.order_key.as_deref().unwrap_or_default();
+    if store.order_for_job(key)?.is_none() {
+        eprintln!("no order {key:?} in the ledger (keys look like SOURCE:EXTERNAL_ID)");
+        return Ok(ExitCode::from(super::EXIT_RUNTIME));
+    }
+    let n = store.requeue_order(key)?;
+    if n == 0 {
+        println!("{key}: nothing parked");
+    } else {
+        println!("{key}: re-queued {n} job(s); a running daemon picks them up within a second");
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,361 @@
+//! The long-running process: a poller per source and one for ERP shipments,
+//! fired by tokio-cron-scheduler (cron jobs only: its interval jobs can stop
+//! firing under load, issue #113), and a job worker per source. Shutdown is
+//! a `CancellationToken`: no new polls or jobs, in-flight calls get the grace
+//! period, everything already committed stays committed.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio_cron_scheduler::{Job as CronJob, JobScheduler};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::{Config, ConfigError};
+use crate::erp::Erp;
+use crate::http::Failure;
+use crate::outbox::Engine;
+use crate::outbox::policy::RetryPolicy;
+use crate::sources::{Connector, Window};
+use crate::store::{OrderNote, Store, lease_owner};
+
+/// Builds the engine: opens the ledger, reads every secret, builds every
+/// connector. Config problems come back as [`ConfigError`] (exit code 2).
+pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<Engine>> {
+    let erp = Erp::from_config(config)?;
+    let mut connectors = HashMap::new();
+    let mut wake = HashMap::new();
+    for source in config.sources.iter().filter(|s| s.enabled) {
+        let c = Connector::from_config(config, source)?;
+        connectors.insert(source.name.clone(), Arc::new(c));
+        wake.insert(source.name.clone(), Arc::new(Notify::new()));
+    }
+    Ok(Arc::new(Engine {
+        store,
+        erp: Arc::new(erp),
+        connectors,
+        policy: RetryPolicy {
+            initial: config.daemon.retry_initial,
+            max: config.daemon.retry_max,
+            max_attempts: config.daemon.max_attempts,
+        },
+        owner: lease_owner(),
+        // A job's calls are bounded by the request timeout; a few of them
+        // (read, patch, put) plus slack.
+        lease: config.daemon.request_timeout * 4 + Duration::from_secs(30),
+        wake,
+    }))
+}
+
+/// What one poll did.
+#[derive(Debug, Default, Clone)]
+pub struct PollSummary {
+    pub pages: usize,
+    pub seen: usize,
+    pub queued: Vec<String>,
+    pub parked: usize,
+}
+
+fn log_notes(source: &str, notes: &[OrderNote]) {
+    for note in notes {
+        match note {
+            OrderNote::Queued(key) => {
+                tracing::info!(source, order_key = %key, "order recorded; queued for the ERP")
+            }
+            OrderNote::Held { order_key, reason } => {
+                tracing::info!(source, order_key = %order_key, reason = %reason, "order recorded; held")
+            }
+            OrderNote::Cancelled { order_key, reason } => {
+                tracing::info!(source, order_key = %order_key, reason = %reason, "order cancelled at the source; not pushed")
+            }
+            OrderNote::Invalid { order_key, reason } => {
+                tracing::error!(source, order_key = %order_key, reason = %reason, "order parked: it cannot be mapped")
+            }
+            OrderNote::ChangedAfterPush { order_key, what } => {
+                tracing::warn!(source, order_key = %order_key, change = %what, "order changed at the source after it was pushed; not pushed again")
+            }
+        }
+    }
+}
+
+/// Walks one source's window page by page, recording each page (and the
+/// cursor, when the connector gives one) in one transaction. `scope` is the
+/// cursor's scope (`live` or `backfill:<run>`).
+pub async fn poll_source(
+    engine: &Engine,
+    connector: &Connector,
+    window: Window,
+    scope: &str,
+    shutdown: &CancellationToken,
+) -> Result<PollSummary, Failure> {
+    let source = connector.name();
+    let store = &engine.store;
+    let live = matches!(window, Window::Live { .. });
+    let mut walk = connector.begin(window);
+    let mut summary = PollSummary::default();
+    let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+    loop {
+        // A failed page is read again a few times before the poll gives up;
+        // the walk does not move until a page has been read.
+        let mut attempt = 0;
+        let page = loop {
+            attempt += 1;
+            match connector.next_page(&mut walk, store).await {
+                Err(Failure::Retryable {
+                    message,
+                    retry_after,
+                    ..
+                }) if attempt < 4 && !shutdown.is_cancelled() => {
+                    let wait = retry_after
+                        .unwrap_or_else(|| engine.policy.delay(attempt))
+                        .min(Duration::from_secs(10));
+                    tracing::warn!(source, attempt, retry_in_s = wait.as_secs_f32(), error = %message, "reading the order list failed; will retry");
+                    tokio::time::sleep(wait).await;
+                }
+                other => break other?,
+            }
+        };
+        let Some(page) = page else { break };
+        summary.pages += 1;
+        summary.seen += page.orders.len();
+        let report = store
+            .ingest(
+                source,
+                scope,
+                &page.orders,
+                page.cursor.as_deref().map(|c| (scope, c)),
+            )
+            .map_err(ledger)?;
+        log_notes(source, &report.notes);
+        for note in &report.notes {
+            match note {
+                OrderNote::Queued(k) => summary.queued.push(k.clone()),
+                OrderNote::Invalid { .. } => summary.parked += 1,
+                _ => {}
+            }
+        }
+        if report.queued() > 0 {
+            engine.wake(source);
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    if live {
+        recheck(engine, connector, &mut summary, shutdown).await?;
+    }
+    Ok(summary)
+}
+
+/// Looks again at orders the list will not show us again (held ones).
+async fn recheck(
+    engine: &Engine,
+    connector: &Connector,
+    summary: &mut PollSummary,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let source = connector.name();
+    let ids = engine
+        .store
+        .external_ids_in_states(source, connector.recheck_states(), 200)
+        .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+    let mut batch = Vec::new();
+    for id in ids {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match connector.recheck(&id).await {
+            Ok(order) => batch.push(order),
+            Err(e) => {
+                tracing::warn!(source, external_id = %id, error = %e, "re-reading a held order failed; next poll tries again")
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let report = engine
+            .store
+            .ingest(source, "live", &batch, None)
+            .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+        log_notes(source, &report.notes);
+        summary
+            .queued
+            .extend(report.notes.iter().filter_map(|n| match n {
+                OrderNote::Queued(k) => Some(k.clone()),
+                _ => None,
+            }));
+        if report.queued() > 0 {
+            engine.wake(source);
+        }
+    }
+    Ok(())
+}
+
+/// One live poll of a source, with its outcome noted for `status`.
+pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &CancellationToken) {
+    let source = connector.name();
+    let cursor = match engine.store.cursor(source, "live") {
+        Ok(c) => c,
+        Err(e) => {
+            tracing::error!(source, error = %format!("{e:#}"), "cannot read the cursor from the ledger");
+            return;
+        }
+    };
+    let result = poll_source(engine, connector, Window::Live { cursor }, "live", shutdown).await;
+    let error = result.as_ref().err().map(|e| e.to_string());
+    if let Err(e) = engine.store.record_poll(source, error.as_deref()) {
+        tracing::error!(source, error = %format!("{e:#}"), "cannot record the poll in the ledger");
+    }
+    match result {
+        Ok(s) => tracing::debug!(
+            source,
+            pages = s.pages,
+            seen = s.seen,
+            queued = s.queued.len(),
+            "poll done"
+        ),
+        Err(e) => {
+            tracing::warn!(source, error = %e, "poll failed; the next scheduled poll tries again")
+        }
+    }
+}
+
+/// Reads new ERP shipments and queues the "shipped" write-backs.
+pub async fn poll_shipments(
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> Result<usize, Failure> {
+    let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+    let mut total = 0;
+    for _ in 0..1000 {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let after = engine.store.cursor("_erp", "shipments").map_err(ledger)?;
+        let page = engine.erp.shipments(after.as_deref(), 100).await?;
+        let queued = engine
+            .store
+            .record_shipments(&page.shipments, &page.next)
+            .map_err(ledger)?;
+        for (source, key) in &queued {
+            tracing::info!(source = %source, order_key = %key, "shipment reported by the ERP; queued for write-back");
+            engine.wake(source);
+        }
+        total += queued.len();
+        if page.shipments.is_empty() || Some(page.next.as_str()) == after.as_deref() {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// A task that runs `work` each time `trigger` fires, one run at a time.
+fn spawn_triggered<F, Fut>(
+    trigger: Arc<Notify>,
+    shutdown: CancellationToken,
+    mut work: F,
+) -> tokio::task::JoinHandle<()>
+where
+    F: FnMut() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                _ = trigger.notified() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            work().await;
+        }
+    })
+}
+
+async fn cron(scheduler: &JobScheduler, expr: &str, trigger: Arc<Notify>) -> anyhow::Result<()> {
+    let job = CronJob::new_async(expr, move |_, _| {
+        let t = Arc::clone(&trigger);
+        Box::pin(async move { t.notify_one() })
+    })
+    .map_err(|e| ConfigError(format!("invalid schedule {expr:?}: {e}")))?;
+    scheduler.add(job).await?;
+    Ok(())
+}
+
+/// Runs the daemon until `shutdown` is cancelled.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    let store = Arc::new(Store::open(&config.daemon.db_path())?);
+    let freed = store.release_dead_leases()?;
+    if freed > 0 {
+        tracing::info!(
+            jobs = freed,
+            "released leases of a previous run that did not stop cleanly"
+        );
+    }
+    let engine = build_engine(&config, Arc::clone(&store))?;
+    let mut scheduler = JobScheduler::new().await?;
+    let mut tasks = Vec::new();
+    let grace = config.daemon.shutdown_grace;
+    let work_stop = CancellationToken::new();
+
+    for source in config.sources.iter().filter(|s| s.enabled) {
+        let Some(connector) = engine.connectors.get(&source.name).cloned() else {
+            continue;
+        };
+        let trigger = Arc::new(Notify::new());
+        cron(&scheduler, &source.schedule, Arc::clone(&trigger)).await?;
+        let (e, sd) = (Arc::clone(&engine), shutdown.clone());
+        tasks.push(spawn_triggered(
+            Arc::clone(&trigger),
+            shutdown.clone(),
+            move || {
+                let (e, c, sd) = (Arc::clone(&e), Arc::clone(&connector), sd.clone());
+                async move { poll_live(&e, &c, &sd).await }
+            },
+        ));
+        trigger.notify_one(); // first poll at startup, not at the first tick
+        tasks.push(tokio::spawn(Arc::clone(&engine).work(
+            source.name.clone(),
+            source.max_in_flight,
+            work_stop.clone(),
+            grace,
+        )));
+        tracing::info!(source = %source.name, kind = source.kind.as_str(), schedule = %source.schedule, "source enabled");
+    }
+    let ship_trigger = Arc::new(Notify::new());
+    cron(
+        &scheduler,
+        &config.daemon.shipments_schedule,
+        Arc::clone(&ship_trigger),
+    )
+    .await?;
+    {
+        let (e, sd) = (Arc::clone(&engine), shutdown.clone());
+        tasks.push(spawn_triggered(Arc::clone(&ship_trigger), shutdown.clone(), move || {
+            let (e, sd) = (Arc::clone(&e), sd.clone());
+            async move {
+                if let Err(err) = poll_shipments(&e, &sd).await {
+                    tracing::warn!(error = %err, "reading ERP shipments failed; the next scheduled poll tries again");
+                }
+            }
+        }));
+    }
+    scheduler.start().await?;
+    tracing::info!(ledger = %store.path().display(), sources = engine.connectors.len(), "ordersync running");
+
+    shutdown.cancelled().await;
+    tracing::info!(
+        grace_s = grace.as_secs(),
+        "shutting down: no new polls or jobs; letting in-flight work finish"
+    );
+    let _ = scheduler.shutdown().await;
+    work_stop.cancel();
+    let all = futures_util::future::join_all(tasks);
+    if tokio::time::timeout(grace + Duration::from_secs(1), all)
+        .await
+        .is_err()
+    {
+        tracing::warn!("some tasks did not stop within the grace period");
+    }
+    let released = store.release_leases(&engine.owner)?;
+    tracing::info!(released_leases = released, "ordersync stopped");
+    Ok(())
+}

@@ -1,0 +1,320 @@
+//! Runs jobs: per source, at most `max_in_flight` at a time. A job's network
+//! call happens with no transaction open; its result is settled in one.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::policy::{Decision, RetryPolicy};
+use crate::erp::Erp;
+use crate::http::Failure;
+use crate::sources::{Connector, WriteBack};
+use crate::store::{ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, Store, now_ms};
+
+/// Everything a job needs, shared by the workers, the pollers and the CLI.
+pub struct Engine {
+    pub store: Arc<Store>,
+    pub erp: Arc<Erp>,
+    pub connectors: HashMap<String, Arc<Connector>>,
+    pub policy: RetryPolicy,
+    /// Our lease identity (host/pid/nonce).
+    pub owner: String,
+    /// How long a claimed job stays ours; longer than any call can take.
+    pub lease: Duration,
+    /// Poked when new work is queued for a source.
+    pub wake: HashMap<String, Arc<Notify>>,
+}
+
+/// A successful job.
+pub enum Outcome {
+    Pushed { accepted: ErpAccepted, hash: String },
+    Done(String),
+}
+
+impl Engine {
+    pub fn wake(&self, source: &str) {
+        if let Some(n) = self.wake.get(source) {
+            n.notify_one();
+        }
+    }
+
+    async fn execute(&self, job: &Job) -> Result<Outcome, Failure> {
+        let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+        let order = self
+            .store
+            .order_for_job(&job.order_key)
+            .map_err(ledger)?
+            .ok_or_else(|| Failure::permanent("the order is not in the ledger"))?;
+        let connector = self.connectors.get(&job.source).ok_or_else(|| {
+            Failure::retry(format!(
+                "source {} is not configured or not enabled",
+                job.source
+            ))
+        })?;
+        match job.kind {
+            JobKind::Push => {
+                if order.state == "cancelled" {
+                    return Ok(Outcome::Done(
+                        "cancelled at the source before the push; not pushed".into(),
+                    ));
+                }
+                let Some(canonical) = order.canonical_json.as_deref() else {
+                    return Err(Failure::permanent(
+                        order
+                            .note
+                            .unwrap_or_else(|| "the order could not be mapped".into()),
+                    ));
+                };
+                let accepted = self
+                    .erp
+                    .push(&job.order_key, canonical)
+                    .await
+                    .map_err(|f| f.context("ERP push"))?;
+                Ok(Outcome::Pushed {
+                    accepted,
+                    hash: order.content_hash,
+                })
+            }
+            JobKind::WriteAccepted | JobKind::WriteShipped => {
+                let Some(erp_order_number) = order.erp_order_number.clone() else {
+                    return Err(Failure::permanent(
+                        "no ERP order number recorded for this order",
+                    ));
+                };
+                let wb = WriteBack {
+                    order_key: job.order_key.clone(),
+                    external_id: order.external_id.clone(),
+                    erp_order_number,
+                    lines: order.lines.clone(),
+                };
+                let detail = if job.kind == JobKind::WriteAccepted {
+                    connector.write_accepted(&wb).await
+                } else {
+                    let shipment: ErpShipment = job
+                        .payload
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str(p).ok())
+                        .ok_or_else(|| {
+                            Failure::permanent("shipment job without a readable shipment")
+                        })?;
+                    connector.write_shipped(&wb, &shipment).await
+                };
+                detail
+                    .map(Outcome::Done)
+                    .map_err(|f| f.context(&format!("write-back to {}", job.source)))
+            }
+        }
+    }
+
+    /// Runs one claimed job and settles it. A panic counts as a failure.
+    pub async fn run_job(self: &Arc<Self>, job: Job) {
+        let me = Arc::clone(self);
+        let j = job.clone();
+        let result = match tokio::spawn(async move { me.execute(&j).await }).await {
+            Ok(r) => r,
+            Err(e) => Err(Failure::retry(format!(
+                "internal error while running the job: {e}"
+            ))),
+        };
+        self.settle(&job, result);
+    }
+
+    fn settle(&self, job: &Job, result: Result<Outcome, Failure>) {
+        let store = &self.store;
+        let kept = match result {
+            Ok(Outcome::Pushed { accepted, hash }) => {
+                let connector_writes = self
+                    .connectors
+                    .get(&job.source)
+                    .map(|c| c.writes_accepted())
+                    .unwrap_or(true);
+                let r = store.finish_push(job, &self.owner, &accepted, &hash, connector_writes);
+                if matches!(r, Ok(true)) {
+                    tracing::info!(
+                        source = %job.source, order_key = %job.order_key,
+                        erp_order_number = %accepted.erp_order_number,
+                        lines = accepted.lines.len(), attempt = job.attempts,
+                        "order pushed to ERP"
+                    );
+                    self.wake(&job.source);
+                }
+                r
+            }
+            Ok(Outcome::Done(detail)) => {
+                let r = store.finish_job(job, &self.owner, &detail);
+                if matches!(r, Ok(true)) {
+                    let what = match job.kind {
+                        JobKind::Push => "order not pushed",
+                        JobKind::WriteAccepted => "accepted written back to source",
+                        JobKind::WriteShipped => "shipped written back to source",
+                    };
+                    tracing::info!(source = %job.source, order_key = %job.order_key, detail = %detail, "{what}");
+                    self.wake(&job.source);
+                }
+                r
+            }
+            Err(failure) => match self.policy.decide(job.attempts, &failure) {
+                Decision::RetryIn(delay) => {
+                    let r = store.retry_later(
+                        job,
+                        &self.owner,
+                        failure.message(),
+                        now_ms() + delay.as_millis() as i64,
+                    );
+                    if matches!(r, Ok(true)) {
+                        tracing::warn!(
+                            source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                            attempt = job.attempts, retry_in_s = delay.as_secs_f32(), error = %failure,
+                            "job failed; will retry"
+                        );
+                    }
+                    r
+                }
+                Decision::Park(reason) => {
+                    let r = store.park(job, &self.owner, &reason);
+                    if matches!(r, Ok(true)) {
+                        tracing::error!(
+                            source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                            attempts = job.attempts, reason = %reason,
+                            "job parked; an operator must look at it (ordersync retry {})", job.order_key
+                        );
+                    }
+                    r
+                }
+            },
+        };
+        match kept {
+            Ok(true) => {}
+            Ok(false) => tracing::warn!(
+                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                "lease expired before the job finished; another process has it now"
+            ),
+            Err(e) => tracing::error!(
+                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(), error = %format!("{e:#}"),
+                "cannot record the job's result in the ledger; it will run again when its lease expires"
+            ),
+        }
+    }
+
+    /// The daemon's worker for one source: keeps up to `slots` jobs running
+    /// until shutdown, then gives in-flight jobs `grace` to finish.
+    pub async fn work(
+        self: Arc<Self>,
+        source: String,
+        slots: usize,
+        shutdown: CancellationToken,
+        grace: Duration,
+    ) {
+        let wake = self.wake.get(&source).cloned().unwrap_or_default();
+        let mut tasks = JoinSet::new();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = slots.saturating_sub(tasks.len());
+            let claimed = match self.store.claim(
+                &source,
+                &self.owner,
+                self.lease,
+                free,
+                ClaimFilter::All,
+            ) {
+                Ok(jobs) => jobs,
+                Err(e) => {
+                    tracing::error!(source = %source, error = %format!("{e:#}"), "cannot read jobs from the ledger");
+                    Vec::new()
+                }
+            };
+            let got = claimed.len();
+            for job in claimed {
+                let me = Arc::clone(&self);
+                tasks.spawn(async move { me.run_job(job).await });
+            }
+            if got > 0 && tasks.len() < slots {
+                continue;
+            }
+            let idle = self.idle_wait(&source);
+            tokio::select! {
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                _ = wake.notified() => {}
+                _ = tokio::time::sleep(idle) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+        if !tasks.is_empty() {
+            tracing::info!(source = %source, in_flight = tasks.len(), "waiting for in-flight jobs to finish");
+            let drained =
+                tokio::time::timeout(grace, async { while tasks.join_next().await.is_some() {} })
+                    .await;
+            if drained.is_err() {
+                tracing::warn!(source = %source, "in-flight jobs cut after the shutdown grace period; they run again at the next start");
+                tasks.abort_all();
+            }
+        }
+    }
+
+    /// How long to sleep when there is nothing to do: until the next job is
+    /// due, at most a second (another process may queue work meanwhile).
+    fn idle_wait(&self, source: &str) -> Duration {
+        let due = self.store.next_due_ms(source).ok().flatten();
+        match due {
+            Some(at) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
+            None => Duration::from_secs(1),
+        }
+    }
+
+    /// Runs jobs to the end (done or parked) — those of `keys`, or all of the
+    /// source's when `None` — sharing leases with any running daemon.
+    /// `backfill` and the tests use it; the daemon uses [`Engine::work`].
+    pub async fn drain(
+        self: &Arc<Self>,
+        source: &str,
+        keys: Option<&[String]>,
+        slots: usize,
+        shutdown: &CancellationToken,
+    ) -> anyhow::Result<()> {
+        let filter = match keys {
+            Some(k) => ClaimFilter::Orders(k),
+            None => ClaimFilter::All,
+        };
+        let mut tasks = JoinSet::new();
+        loop {
+            if shutdown.is_cancelled() {
+                break;
+            }
+            let free = slots.saturating_sub(tasks.len());
+            for job in self
+                .store
+                .claim(source, &self.owner, self.lease, free, filter)?
+            {
+                let me = Arc::clone(self);
+                tasks.spawn(async move { me.run_job(job).await });
+            }
+            if tasks.is_empty() {
+                let open = match keys {
+                    Some(k) => self.store.open_jobs_for(k)?,
+                    None => self.store.open_jobs(source)?,
+                };
+                if open == 0 {
+                    break;
+                }
+                let idle = self.idle_wait(source);
+                tokio::select! {
+                    _ = tokio::time::sleep(idle) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            } else {
+                tokio::select! {
+                    _ = tasks.join_next() => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+        while tasks.join_next().await.is_some() {}
+        Ok(())
+    }
+}

@@ -1,0 +1,211 @@
+//! HTTP surface of the ERP simulator. Check order per request: bearer auth,
+//! Idempotency-Key presence, idempotent replay, then contract validation, so a
+//! replayed key always gets its first answer back.
+
+use std::collections::HashMap;
+use std::time::Instant;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::middleware::from_fn_with_state;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use chrono::{SecondsFormat, Utc};
+use serde_json::{Value, json};
+
+use super::{ErpOrder, ErpSim, Stored, validate};
+use crate::sandbox::faults::inject;
+
+const DEFAULT_LIMIT: usize = 100;
+const MAX_LIMIT: usize = 500;
+
+pub(super) fn router(sim: ErpSim) -> Router {
+    let faults = sim.inner.faults.clone();
+    Router::new()
+        .route("/orders", get(find_orders).post(create_order))
+        .route("/shipments", get(shipments))
+        .method_not_allowed_fallback(|| async {
+            error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
+        })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not found") })
+        .layer(from_fn_with_state(faults, inject))
+        .with_state(sim)
+}
+
+fn error(status: StatusCode, msg: impl Into<String>) -> Response {
+    (status, axum::Json(json!({"error": msg.into()}))).into_response()
+}
+
+/// `Some(401 response)` unless the bearer token is right.
+fn unauthorized(sim: &ErpSim, headers: &HeaderMap) -> Option<Response> {
+    let expected = format!("Bearer {}", sim.state().token);
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok());
+    (given != Some(expected.as_str())).then(|| error(StatusCode::UNAUTHORIZED, "unauthorized"))
+}
+
+async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(denied) = unauthorized(&sim, &headers) {
+        return denied;
+    }
+    let key = headers
+        .get("idempotency-key")
+        .and_then(|v| v.to_str().ok())
+        .map(str::trim)
+        .filter(|k| !k.is_empty());
+    let Some(key) = key else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "Idempotency-Key header is required",
+        );
+    };
+
+    let mut st = sim.state();
+    *st.posts.entry(key.to_string()).or_default() += 1;
+    if let Some(&i) = st.by_key.get(key) {
+        return (
+            StatusCode::OK,
+            axum::Json(st.orders[i].order.response.clone()),
+        )
+            .into_response();
+    }
+    let order: Value = match serde_json::from_slice(&body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("body must be a JSON object ({e})"),
+            );
+        }
+    };
+    if let Err(msg) = validate::validate(&order, key, &st.unknown_skus) {
+        return error(StatusCode::UNPROCESSABLE_ENTITY, msg);
+    }
+
+    let erp_order_number = format!("SO{:06}", st.orders.len() + 1);
+    let lines: Vec<Value> = order
+        .get("lines")
+        .and_then(Value::as_array)
+        .map(|lines| {
+            lines
+                .iter()
+                .enumerate()
+                .map(|(i, l)| {
+                    json!({"source_line_id": l.get("source_line_id"), "erp_line_number": (i + 1) * 10})
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    let response = json!({"erp_order_number": erp_order_number, "lines": lines});
+    let index = st.orders.len();
+    st.orders.push(Stored {
+        order: ErpOrder {
+            order_key: key.to_string(),
+            erp_order_number,
+            body: order,
+            created_at: Utc::now(),
+            response: response.clone(),
+        },
+        created: Instant::now(),
+        shipped: false,
+    });
+    st.by_key.insert(key.to_string(), index);
+    (StatusCode::CREATED, axum::Json(response)).into_response()
+}
+
+async fn find_orders(
+    State(sim): State<ErpSim>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    if let Some(denied) = unauthorized(&sim, &headers) {
+        return denied;
+    }
+    let Some(key) = query.ok().and_then(|Query(q)| q.get("order_key").cloned()) else {
+        return error(
+            StatusCode::BAD_REQUEST,
+            "order_key query parameter is required",
+        );
+    };
+    let orders: Vec<Value> = sim
+        .erp_orders_for(&key)
+        .into_iter()
+        .map(|o| json!({"order_key": o.order_key, "erp_order_number": o.erp_order_number}))
+        .collect();
+    (StatusCode::OK, axum::Json(json!({"orders": orders}))).into_response()
+}
+
+async fn shipments(
+    State(sim): State<ErpSim>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    if let Some(denied) = unauthorized(&sim, &headers) {
+        return denied;
+    }
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "invalid query string");
+    };
+    let after = match query.get("after") {
+        None => None,
+        Some(a) => match a.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => return error(StatusCode::BAD_REQUEST, format!("invalid cursor \"{a}\"")),
+        },
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got \"{l}\""),
+                );
+            }
+        },
+    };
+
+    let mut st = sim.state();
+    st.release_due_shipments();
+    let from = after.unwrap_or(0);
+    let page: Vec<Value> = st
+        .shipments
+        .iter()
+        .filter(|s| s.seq > from)
+        .take(limit)
+        .map(|s| {
+            json!({
+                "order_key": s.order_key,
+                "erp_order_number": s.erp_order_number,
+                "shipped_at": s.shipped_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "carrier": s.carrier,
+                "tracking_number": s.tracking_number,
+                "tracking_url": s.tracking_url,
+                "lines": s.lines,
+            })
+        })
+        .collect();
+    let last_seq = st
+        .shipments
+        .iter()
+        .filter(|s| s.seq > from)
+        .take(limit)
+        .last()
+        .map(|s| s.seq);
+    // Echo the caller's cursor verbatim when nothing is new: it is opaque.
+    let next = match (last_seq, query.get("after")) {
+        (Some(seq), _) => seq.to_string(),
+        (None, Some(a)) => a.clone(),
+        (None, None) => "0".to_string(),
+    };
+    (
+        StatusCode::OK,
+        axum::Json(json!({"shipments": page, "next": next})),
+    )
+        .into_response()
+}

@@ -1,0 +1,276 @@
+//! Simulator of the "http ERP contract": idempotent `POST /orders` keyed by the
+//! `Idempotency-Key` header, `GET /orders?order_key=`, and a cursor-paged
+//! `GET /shipments` feed whose shipments appear `ship_after` an order's creation.
+
+mod api;
+mod validate;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use serde::Serialize;
+use serde_json::Value;
+
+use super::faults::{ErrorStyle, FaultState, Faults};
+use super::lock;
+
+#[derive(Clone, Debug)]
+pub struct ErpOptions {
+    /// Expected `Authorization: Bearer <token>`.
+    pub token: String,
+    /// Shipments appear this long after their order was created; None = only
+    /// via `ship_now`.
+    pub ship_after: Option<Duration>,
+    /// SKUs the ERP does not know: POSTing a line with one gives 422.
+    pub unknown_skus: Vec<String>,
+    pub faults: Faults,
+}
+
+impl Default for ErpOptions {
+    fn default() -> Self {
+        ErpOptions {
+            token: "sandbox-erp-token".into(),
+            ship_after: None,
+            unknown_skus: Vec::new(),
+            faults: Faults::default(),
+        }
+    }
+}
+
+#[derive(Clone, Debug, Serialize)]
+pub struct ErpOrder {
+    /// The body's `order_key` (always equal to the Idempotency-Key it came with).
+    pub order_key: String,
+    pub erp_order_number: String,
+    /// The canonical order JSON as received on the first successful POST.
+    pub body: Value,
+    pub created_at: DateTime<Utc>,
+    /// What the 201 (and every idempotent repeat) answered.
+    pub response: Value,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct ShipmentLine {
+    pub source_line_id: String,
+    pub quantity: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Shipment {
+    /// Cursor position; `next` in the feed is this as decimal text.
+    pub seq: u64,
+    pub order_key: String,
+    pub erp_order_number: String,
+    pub shipped_at: DateTime<Utc>,
+    pub carrier: String,
+    pub tracking_number: String,
+    pub tracking_url: String,
+    pub lines: Vec<ShipmentLine>,
+}
+
+/// Cheap handle to one simulator instance.
+#[derive(Clone)]
+pub struct ErpSim {
+    inner: Arc<Shared>,
+}
+
+struct Shared {
+    faults: Arc<FaultState>,
+    state: Mutex<State>,
+}
+
+struct Stored {
+    order: ErpOrder,
+    created: Instant,
+    shipped: bool,
+}
+
+struct State {
+    token: String,
+    ship_after: Option<Duration>,
+    unknown_skus: Vec<String>,
+    orders: Vec<Stored>,
+    by_key: HashMap<String, usize>,
+    posts: HashMap<String, u64>,
+    shipments: Vec<Shipment>,
+    /// Orders before this index have all shipped.
+    first_unshipped: usize,
+}
+
+impl State {
+    /// Makes due shipments visible. Doing this lazily under the lock
+    /// guarantees a shipment gets a higher seq than anything a client has
+    /// already been shown, so following `next` never misses one. Orders are
+    /// stored in creation order, so due ones form a prefix of the unshipped.
+    fn release_due_shipments(&mut self) {
+        let Some(after) = self.ship_after else { return };
+        let now = Instant::now();
+        while self
+            .orders
+            .get(self.first_unshipped)
+            .is_some_and(|s| s.shipped)
+        {
+            self.first_unshipped += 1;
+        }
+        let delay = chrono::Duration::from_std(after).unwrap_or_default();
+        let mut i = self.first_unshipped;
+        while i < self.orders.len() && self.orders[i].created + after <= now {
+            if !self.orders[i].shipped {
+                let at = self.orders[i].order.created_at + delay;
+                self.ship(i, at);
+            }
+            i += 1;
+        }
+    }
+
+    fn ship(&mut self, index: usize, at: DateTime<Utc>) {
+        let seq = self.shipments.len() as u64 + 1;
+        let stored = &mut self.orders[index];
+        stored.shipped = true;
+        let order = &stored.order;
+        let lines = order
+            .body
+            .get("lines")
+            .and_then(Value::as_array)
+            .map(|lines| {
+                lines
+                    .iter()
+                    .map(|l| ShipmentLine {
+                        source_line_id: text(l.get("source_line_id")),
+                        quantity: text(l.get("quantity")),
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        // Deterministic but scattered, like real barcodes.
+        let tracking_number = format!("3SORD{:09}", (seq * 7_919_113 + 104_729) % 1_000_000_000);
+        self.shipments.push(Shipment {
+            seq,
+            order_key: order.order_key.clone(),
+            erp_order_number: order.erp_order_number.clone(),
+            shipped_at: at,
+            carrier: "PostNL".into(),
+            tracking_url: format!("https://jouw.postnl.nl/track-and-trace/{tracking_number}"),
+            tracking_number,
+            lines,
+        });
+    }
+}
+
+fn text(v: Option<&Value>) -> String {
+    match v {
+        Some(Value::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+        None => String::new(),
+    }
+}
+
+impl ErpSim {
+    pub fn new(opts: ErpOptions) -> Self {
+        ErpSim {
+            inner: Arc::new(Shared {
+                faults: FaultState::new(opts.faults, ErrorStyle::Plain),
+                state: Mutex::new(State {
+                    token: opts.token,
+                    ship_after: opts.ship_after,
+                    unknown_skus: opts.unknown_skus,
+                    orders: Vec::new(),
+                    by_key: HashMap::new(),
+                    posts: HashMap::new(),
+                    shipments: Vec::new(),
+                    first_unshipped: 0,
+                }),
+            }),
+        }
+    }
+
+    /// The HTTP API with the fault layer, for serving on any listener.
+    /// (`Faults::slow_body` needs `Sandbox`'s listener.)
+    pub fn router(&self) -> Router {
+        api::router(self.clone())
+    }
+
+    pub fn set_faults(&self, faults: Faults) {
+        self.inner.faults.set(faults);
+    }
+
+    pub fn faults(&self) -> Faults {
+        self.inner.faults.get()
+    }
+
+    pub fn request_count(&self) -> u64 {
+        self.inner.faults.request_count()
+    }
+
+    pub fn fault_count(&self) -> u64 {
+        self.inner.faults.fault_count()
+    }
+
+    pub fn peak_requests_per_sec(&self) -> u32 {
+        self.inner.faults.peak_requests_per_sec()
+    }
+
+    pub fn set_ship_after(&self, ship_after: Option<Duration>) {
+        self.state().ship_after = ship_after;
+    }
+
+    pub fn set_unknown_skus(&self, skus: Vec<String>) {
+        self.state().unknown_skus = skus;
+    }
+
+    /// All created ERP orders, oldest first.
+    pub fn orders(&self) -> Vec<ErpOrder> {
+        self.state()
+            .orders
+            .iter()
+            .map(|s| s.order.clone())
+            .collect()
+    }
+
+    /// ERP orders whose body `order_key` is `order_key` (tests expect one).
+    pub fn erp_orders_for(&self, order_key: &str) -> Vec<ErpOrder> {
+        self.state()
+            .orders
+            .iter()
+            .filter(|s| s.order.order_key == order_key)
+            .map(|s| s.order.clone())
+            .collect()
+    }
+
+    /// POSTs with this Idempotency-Key that reached the handler (valid or
+    /// not; injected 5xx/429 never get there).
+    pub fn post_requests(&self, key: &str) -> u64 {
+        self.state().posts.get(key).copied().unwrap_or(0)
+    }
+
+    /// Ships the order now (if it exists and has not shipped yet).
+    pub fn ship_now(&self, order_key: &str) -> bool {
+        let mut st = self.state();
+        st.release_due_shipments();
+        let index = st
+            .orders
+            .iter()
+            .position(|s| s.order.order_key == order_key && !s.shipped);
+        match index {
+            Some(i) => {
+                st.ship(i, Utc::now());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Every visible shipment, in feed order.
+    pub fn shipments(&self) -> Vec<Shipment> {
+        let mut st = self.state();
+        st.release_due_shipments();
+        st.shipments.clone()
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, State> {
+        lock(&self.inner.state)
+    }
+}

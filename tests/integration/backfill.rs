@@ -1,0 +1,106 @@
+//! `backfill --since/--until` through the real binary: exactly the orders in
+//! the window, the live cursor untouched, a second run adds nothing.
+
+use chrono::Duration as Days;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_pushes_exactly_the_window_and_leaves_the_live_cursor() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let now = cs.now_local();
+    let old = cs.seed_orders_between(15, 1, now - Days::days(10), now - Days::days(8));
+    let window = cs.seed_orders_between(25, 2, now - Days::days(5), now - Days::days(3));
+    let recent = cs.seed_orders_between(10, 3, now - Days::minutes(20), now - Days::minutes(1));
+    let pushable = |ids: &[i64]| -> Vec<i64> {
+        ids.iter()
+            .copied()
+            .filter(|id| pushable(&cs.order(*id).unwrap()))
+            .collect()
+    };
+
+    // The daemon started recently: its live cursor is half an hour ago, so
+    // it only sees the recent orders (lookback 15 m).
+    let engine = app.engine();
+    let cursor = (chrono::Utc::now() - Days::minutes(30)).to_rfc3339();
+    engine
+        .store
+        .ingest(SOURCE, "live", &[], Some(("live", &cursor)))
+        .unwrap();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+    engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+    let live_cursor = engine.store.cursor(SOURCE, "live").unwrap();
+    let recent_ok = pushable(&recent);
+    assert_eq!(app.sandbox.erp.orders().len(), recent_ok.len());
+
+    let run = |args: &[&str]| {
+        let out = app
+            .run_binary()
+            .arg("backfill")
+            .args(args)
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, stdout, stderr) = run(&["--since", "6d", "--until", "2d", "--dry-run"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    assert_eq!(
+        app.sandbox.erp.orders().len(),
+        recent_ok.len(),
+        "a dry run changes nothing"
+    );
+    assert!(stdout.contains("would be recorded and pushed"), "{stdout}");
+
+    let (code, stdout, stderr) = run(&["--since", "6d", "--until", "2d"]);
+    assert_eq!(code, Some(0), "{stdout}{stderr}");
+    let window_ok = pushable(&window);
+    assert!(
+        stdout.contains(&format!("{} new to push", window_ok.len())),
+        "{stdout}"
+    );
+    for id in &window_ok {
+        assert_eq!(
+            app.sandbox.erp.erp_orders_for(&key(*id)).len(),
+            1,
+            "window order {id} pushed once"
+        );
+        assert_eq!(
+            cs.order(*id).unwrap()["state"],
+            "processing",
+            "accepted written back for {id}"
+        );
+    }
+    for id in &old {
+        assert!(
+            app.sandbox.erp.erp_orders_for(&key(*id)).is_empty(),
+            "order {id} is outside the window"
+        );
+    }
+    assert_eq!(
+        app.sandbox.erp.orders().len(),
+        recent_ok.len() + window_ok.len()
+    );
+    assert_eq!(
+        engine.store.cursor(SOURCE, "live").unwrap(),
+        live_cursor,
+        "live cursor untouched"
+    );
+
+    let (code, stdout, _) = run(&["--since", "6d", "--until", "2d"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        stdout.contains(" 0 new to push"),
+        "a second run adds nothing: {stdout}"
+    );
+    assert_eq!(
+        app.sandbox.erp.orders().len(),
+        recent_ok.len() + window_ok.len()
+    );
+}

@@ -1,0 +1,241 @@
+//! The real binary: exit codes and messages for bad input, clean shutdown,
+//! and secrets that never reach logs or `status`.
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::common::*;
+
+fn ordersync() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_ordersync"));
+    c.env_remove("ORDERSYNC_CONFIG");
+    c
+}
+
+fn write_config(
+    dir: &std::path::Path,
+    extra_source: &str,
+    secret_line: &str,
+) -> std::path::PathBuf {
+    let p = dir.join("c.toml");
+    std::fs::write(
+        &p,
+        format!(
+            r#"
+[daemon]
+state_dir = "state"
+[erp]
+kind = "http"
+url = "http://127.0.0.1:9"
+token_env = "ORDERSYNC_TEST_ERP_TOKEN"
+[[sources]]
+name = "shop"
+kind = "cloudsuite"
+base_url = "http://127.0.0.1:9"
+client_id = "me"
+{secret_line}
+{extra_source}
+"#
+        ),
+    )
+    .unwrap();
+    p
+}
+
+#[test]
+fn an_unknown_config_key_exits_2_naming_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "pagesize = 10", "client_secret_env = \"X\"");
+    let out = ordersync()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("sources[0]") && err.contains("pagesize"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_missing_secret_file_exits_2_naming_the_path_not_a_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "",
+        "client_secret_file = \"/nonexistent/cs-secret\"",
+    );
+    let out = ordersync()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .env("ORDERSYNC_TEST_ERP_TOKEN", "erp-token-value-123")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("/nonexistent/cs-secret") && err.contains("client_secret_file"),
+        "{err}"
+    );
+    assert!(!err.contains("erp-token-value-123"));
+}
+
+#[test]
+fn a_bad_since_exits_2_naming_the_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "", "client_secret_env = \"X\"");
+    let out = ordersync()
+        .arg("--config")
+        .arg(&cfg)
+        .args(["backfill", "--since", "last-tuesday"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("last-tuesday"), "{err}");
+}
+
+#[test]
+fn a_missing_config_file_exits_2_naming_it() {
+    let out = ordersync()
+        .args(["--config", "/nonexistent/ordersync.toml", "status"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/ordersync.toml"));
+}
+
+#[test]
+fn env_overrides_are_checked_too() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "", "client_secret_env = \"X\"");
+    let out = ordersync()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .env("ORDERSYNC__DAEMON__LOG_FORMAT", "xml")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("log_format") && err.contains("xml"), "{err}");
+}
+
+/// Runs the daemon against the sandbox until `done` or a deadline, then
+/// SIGTERM; returns its exit status and everything it logged.
+pub fn run_daemon_until(
+    app: &App,
+    env: &[(&str, &str)],
+    done: impl Fn() -> bool,
+) -> (Option<i32>, String) {
+    let log = app.dir.path().join(format!("daemon-{}.log", rand_suffix()));
+    let file = std::fs::File::create(&log).unwrap();
+    let mut cmd = app.run_binary();
+    cmd.arg("run").stdout(Stdio::null()).stderr(file);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while !done() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    terminate(&mut child);
+    let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+    let mut text = String::new();
+    std::fs::File::open(&log)
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    (status, text)
+}
+
+fn rand_suffix() -> u32 {
+    rand::random()
+}
+
+pub fn terminate(child: &mut std::process::Child) {
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+}
+
+pub fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(s) = child.try_wait().unwrap() {
+            return s.code();
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not stop within {limit:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn all_done(app: &App, ids: &[i64]) -> bool {
+    ids.iter().all(|id| {
+        app.sandbox
+            .cloudsuite
+            .order(*id)
+            .is_some_and(|o| o["shipment_state"] == "sent")
+    })
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn secrets_never_reach_logs_or_status() {
+    let mut opts = AppOptions::default();
+    // Short tokens: several are issued during the run, all must stay hidden.
+    opts.sandbox.cloudsuite.token_ttl = Duration::from_secs(2);
+    opts.sandbox.cloudsuite.client_secret = "cs-secret-7f3a9c-do-not-print".into();
+    opts.sandbox.erp.token = "erp-token-51d2e8-do-not-print".into();
+    // Some failures, so error paths get logged too.
+    opts.sandbox.cloudsuite.faults.error_5xx_rate = 0.1;
+    let app = spawn_app(opts).await;
+    let ids = app
+        .sandbox
+        .cloudsuite
+        .seed_orders(30, 5, Duration::from_secs(600));
+    let ids: Vec<i64> = ids
+        .into_iter()
+        .filter(|i| pushable(&app.sandbox.cloudsuite.order(*i).unwrap()))
+        .collect();
+    let (status, log) = tokio::task::block_in_place(|| {
+        run_daemon_until(&app, &[("RUST_LOG", "debug")], || all_done(&app, &ids))
+    });
+    assert_eq!(status, Some(0), "clean exit on SIGTERM; log:\n{log}");
+    assert!(
+        log.contains("order pushed to ERP"),
+        "the run did work:\n{log}"
+    );
+    let status_text = {
+        let out = app.run_binary().arg("status").output().unwrap();
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    let status_json = status_json(&app).to_string();
+    let tokens = app.sandbox.cloudsuite.issued_tokens();
+    assert!(tokens.len() >= 2, "tokens were renewed during the run");
+    let mut secrets: Vec<String> = tokens;
+    secrets.push("cs-secret-7f3a9c-do-not-print".into());
+    secrets.push("erp-token-51d2e8-do-not-print".into());
+    for s in &secrets {
+        for (name, text) in [
+            ("log", &log),
+            ("status", &status_text),
+            ("status --json", &status_json),
+        ] {
+            assert!(
+                !text.contains(s.as_str()),
+                "a secret appears in the {name} output"
+            );
+        }
+    }
+    assert_converged(&app, &ids);
+}

@@ -1,0 +1,62 @@
+//! The documented example config (and the demo config) must parse.
+
+use ordersync::config::{Config, SourceSettings};
+
+#[test]
+fn example_config_parses_and_documents_every_key() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
+    let config = Config::load(&path).expect("config/ordersync.example.toml must parse");
+    assert_eq!(config.sources.len(), 1);
+    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings;
+    assert_eq!(cs.timezone, chrono_tz::Europe::Amsterdam);
+    let text = std::fs::read_to_string(&path).unwrap();
+    // Every key the loader accepts appears in the example (set or commented).
+    for key in [
+        "state_dir",
+        "log_format",
+        "shipments_schedule",
+        "shutdown_grace",
+        "request_timeout",
+        "max_body_bytes",
+        "max_attempts",
+        "retry_initial",
+        "retry_max",
+        "kind",
+        "url",
+        "token_file",
+        "token_env",
+        "max_in_flight",
+        "user",
+        "password_file",
+        "confirm",
+        "unknown_product",
+        "name",
+        "base_url",
+        "schedule",
+        "lookback",
+        "page_size",
+        "rate_limit_per_sec",
+        "enabled",
+        "token_url",
+        "client_id",
+        "client_secret_file",
+        "client_secret_env",
+        "api_token_file",
+        "webshop",
+        "payment_ok",
+        "timezone",
+    ] {
+        assert!(
+            text.contains(&format!("{key} =")),
+            "example config does not document {key}"
+        );
+    }
+}
+
+#[test]
+fn demo_config_parses() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
+    let config = Config::load(&path).expect("config/demo.toml must parse");
+    assert_eq!(config.sources[0].name, "webshop-nl");
+}

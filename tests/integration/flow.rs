@@ -1,0 +1,179 @@
+//! The whole flow in-process: sandbox CloudSuite → ledger → http ERP →
+//! write-backs, with faults and a poisoned order.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use ordersync::sandbox::Faults;
+use ordersync::sandbox::cloudsuite::{LineSpec, OrderSpec};
+use rust_decimal::Decimal;
+
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_orders_reach_the_erp_once_and_every_write_back_lands() {
+    let app = spawn_app(AppOptions::default()).await;
+    app.sandbox
+        .cloudsuite
+        .seed_orders(240, 7, Duration::from_secs(3 * 3600));
+    let ids = app.pushable_ids();
+    assert!(
+        ids.len() >= 200,
+        "only {} pushable orders seeded",
+        ids.len()
+    );
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+
+    // Amounts arrive right to the cent: the ERP got what CloudSuite says.
+    for &id in ids.iter().take(50) {
+        let cs = app.sandbox.cloudsuite.order(id).unwrap();
+        let erp = &app.sandbox.erp.erp_orders_for(&key(id))[0].body;
+        assert_eq!(erp["totals"]["net"], cs["total_excl"], "order {id} net");
+        assert_eq!(erp["totals"]["gross"], cs["total_incl"], "order {id} gross");
+    }
+    // Held and cancelled orders stayed out of the ERP and are visible as such.
+    let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
+    assert_eq!(
+        status.orders.get("completed").copied().unwrap_or(0) as usize,
+        ids.len()
+    );
+    assert!(status.parked.is_empty(), "{:?}", status.parked);
+    // A second round changes nothing (echoes of our write-backs are not news).
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
+    let mut opts = AppOptions {
+        rate_limit_per_sec: 40,
+        max_in_flight: 4,
+        ..Default::default()
+    };
+    let faults = Faults {
+        error_5xx_rate: 0.2,
+        rate_429: 0.05,
+        retry_after_secs: 1,
+        drop_rate: 0.05,
+        ..Default::default()
+    };
+    opts.sandbox.cloudsuite.faults = faults.clone();
+    opts.sandbox.erp.faults = faults;
+    let app = spawn_app(opts).await;
+    app.sandbox
+        .cloudsuite
+        .seed_orders(60, 11, Duration::from_secs(3600));
+    let ids = app.pushable_ids();
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+    assert!(
+        app.sandbox.cloudsuite.fault_count() > 10,
+        "the faults were actually injected"
+    );
+    assert!(app.sandbox.erp.fault_count() > 0);
+    let peak = app.sandbox.cloudsuite.peak_requests_per_sec();
+    assert!(peak <= 41, "rate limit 40/s exceeded: peak {peak}/s");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_malformed_order_is_parked_with_its_reason_and_the_others_flow() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let mut ids = Vec::new();
+    for _ in 0..12 {
+        ids.push(cs.add_order(OrderSpec::default()));
+    }
+    let poisoned = ids[4];
+    cs.poison_quantity(poisoned);
+    let engine = app.engine();
+    app.sync(&engine).await;
+    let good: Vec<i64> = ids.iter().copied().filter(|i| *i != poisoned).collect();
+    assert_converged(&app, &good);
+    let status = status_json(&app);
+    let parked = status["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1, "{status}");
+    assert_eq!(parked[0]["order_key"], key(poisoned));
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("quantity") && reason.contains("abc"),
+        "reason should say what is wrong: {reason}"
+    );
+    assert_eq!(status["orders"]["parked"], 1);
+
+    // Fixed at the source: the next poll sees the change and pushes it.
+    cs.unpoison(poisoned);
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let paid = cs.add_order(OrderSpec::default());
+    let started = cs.add_order(OrderSpec {
+        payment_status: "started".into(),
+        ..Default::default()
+    });
+    let cancelled = cs.add_order(OrderSpec {
+        payment_status: "closed_canceled".into(),
+        ..Default::default()
+    });
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &[paid]);
+    let detail = engine.store.order_detail(&key(started)).unwrap().unwrap();
+    assert_eq!(detail.row.state, "held");
+    assert!(detail.row.note.unwrap().contains("started"));
+    assert_eq!(
+        engine
+            .store
+            .order_detail(&key(cancelled))
+            .unwrap()
+            .unwrap()
+            .row
+            .state,
+        "cancelled"
+    );
+
+    cs.set_payment_status(started, "paid");
+    app.sync(&engine).await;
+    assert_converged(&app, &[paid, started]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_change_after_the_push_is_recorded_and_never_pushed_again() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let id = cs.add_order(OrderSpec {
+        lines: vec![LineSpec::new("301_KG", Decimal::from_str("0.530").unwrap())],
+        ..Default::default()
+    });
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &[id]);
+    let erp = &app.sandbox.erp.erp_orders_for(&key(id))[0].body;
+    assert_eq!(
+        erp["lines"][0]["quantity"], "0.53",
+        "decimal quantities survive"
+    );
+
+    // The shop edits the order after it went to the ERP (back office).
+    cs.set_payment_status(id, "closed_success");
+    cs.set_state(id, "confirmed");
+    app.sync(&engine).await;
+    assert_eq!(
+        app.sandbox.erp.erp_orders_for(&key(id)).len(),
+        1,
+        "not pushed twice"
+    );
+    let detail = engine.store.order_detail(&key(id)).unwrap().unwrap();
+    assert!(
+        detail.changed_after_push_at.is_some(),
+        "the change is recorded"
+    );
+    assert!(detail.events.iter().any(|e| e.kind == "changed_after_push"));
+}

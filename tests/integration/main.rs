@@ -1,0 +1,11 @@
+//! Integration tests: the daemon's pieces (and the real binary) against the
+//! sandbox simulators over real HTTP, with real SQLite files. One test
+//! binary, so it links once.
+
+mod common;
+
+mod backfill;
+mod binary;
+mod config;
+mod crash;
+mod flow;
