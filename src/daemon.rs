@@ -110,7 +110,7 @@ pub async fn poll_source(
                     let wait = retry_after
                         .unwrap_or_else(|| engine.policy.delay(attempt))
                         .min(Duration::from_secs(10));
-                    tracing::warn!(source, attempt, retry_in_s = wait.as_secs_f32(), error = %message, "reading the order list failed; will retry");
+                    tracing::warn!(source, attempt, retry_in = %format_args!("{:.1}s", wait.as_secs_f32()), error = %message, "reading the order list failed; will retry");
                     tokio::time::sleep(wait).await;
                 }
                 other => break other?,

@@ -238,8 +238,16 @@ impl Endpoint {
                 what,
             });
         }
-        let snippet: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-        let message = format!("{what} answered {status}: {}", snippet.trim());
+        // One line, short: error pages are often HTML spread over many lines.
+        let text = String::from_utf8_lossy(&body);
+        let snippet: String = text
+            .split_whitespace()
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(300)
+            .collect();
+        let message = format!("{what} answered {status}: {snippet}");
         if status_is_retryable(status) {
             Err(Failure::Retryable {
                 message,

@@ -168,7 +168,7 @@ impl Engine {
                     if matches!(r, Ok(true)) {
                         tracing::warn!(
                             source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
-                            attempt = job.attempts, retry_in_s = delay.as_secs_f32(), error = %failure,
+                            attempt = job.attempts, retry_in = %format_args!("{:.1}s", delay.as_secs_f32()), error = %failure,
                             "job failed; will retry"
                         );
                     }
