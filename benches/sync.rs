@@ -16,8 +16,8 @@ use ordersync::sandbox::{Sandbox, SandboxOptions};
 const LATENCY: Duration = Duration::from_millis(20);
 const MAX_IN_FLIGHT: usize = 8;
 
-/// (user + system CPU seconds, peak RSS in kB) of a live process.
-fn proc_usage(pid: u32) -> (f64, u64) {
+/// (user + system CPU seconds, peak RSS in kB, system CPU seconds) of a live process.
+fn proc_usage(pid: u32) -> (f64, u64, f64) {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     // Fields after the command name (which may contain spaces) start at ')'.
     let after = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
@@ -36,11 +36,11 @@ fn proc_usage(pid: u32) -> (f64, u64) {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    (cpu, hwm)
+    (cpu, hwm, ticks(12) / 100.0)
 }
 
-fn peak(a: (f64, u64), b: (f64, u64)) -> (f64, u64) {
-    (a.0.max(b.0), a.1.max(b.1))
+fn peak(a: (f64, u64, f64), b: (f64, u64, f64)) -> (f64, u64, f64) {
+    (a.0.max(b.0), a.1.max(b.1), a.2.max(b.2))
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -118,7 +118,7 @@ rate_limit_per_sec = 100000
         .spawn()
         .expect("start ordersync");
     let pid = child.id();
-    let mut usage = (0.0, 0);
+    let mut usage = (0.0, 0, 0.0);
     loop {
         tokio::time::sleep(Duration::from_millis(250)).await;
         usage = peak(usage, proc_usage(pid));
@@ -167,9 +167,15 @@ rate_limit_per_sec = 100000
         usage.1 as f64 / 1024.0
     );
     println!(
-        "CPU time of the daemon:     {:.2} s = {:.0} us per order",
+        "CPU time of the daemon:     {:.2} s = {:.0} us per order ({:.2} s of it in the kernel)",
         usage.0,
-        usage.0 / n * 1e6
+        usage.0 / n * 1e6,
+        usage.2
+    );
+    println!(
+        "CPU per HTTP request:       {:.0} us ({} requests to the source and the ERP)",
+        usage.0 / (cs_requests + erp_requests) * 1e6,
+        cs_requests + erp_requests
     );
     sb.shutdown().await;
 }

@@ -237,7 +237,13 @@ impl Engine {
             if got > 0 && tasks.len() < slots {
                 continue;
             }
-            let idle = self.idle_wait(&source);
+            // All slots busy: the next thing worth doing comes when one frees
+            // up. Only an idle worker needs to know when work is next due.
+            let idle = if tasks.len() >= slots {
+                Duration::from_secs(1)
+            } else {
+                self.idle_wait(&source)
+            };
             tokio::select! {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
                 _ = wake.notified() => {}

@@ -6,7 +6,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
-use super::{Store, now_ms};
+use super::{Store, exec, now_ms};
 use crate::model::{Order, order_key};
 
 /// What the connector decided about an order it could map.
@@ -89,7 +89,8 @@ impl Store {
             ingest_one(&tx, source, recorded_by, incoming, now, &mut report)?;
         }
         if let Some((scope, value)) = cursor {
-            tx.execute(
+            exec(
+            &tx,
                 "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, ?2, ?3, ?4)
                  ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 params![source, scope, value, now],
@@ -114,12 +115,10 @@ impl Store {
     /// connector skip fetching details that cannot have changed.
     pub fn known_version(&self, order_key: &str) -> anyhow::Result<Option<String>> {
         let conn = self.lock();
-        Ok(conn
-            .query_row(
-                "SELECT source_version FROM orders WHERE order_key = ?1",
-                params![order_key],
-                |r| r.get::<_, Option<String>>(0),
-            )
+        let mut stmt =
+            conn.prepare_cached("SELECT source_version FROM orders WHERE order_key = ?1")?;
+        Ok(stmt
+            .query_row(params![order_key], |r| r.get::<_, Option<String>>(0))
             .optional()?
             .flatten())
     }
@@ -150,7 +149,8 @@ impl Store {
     pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
         let conn = self.lock();
         let now = now_ms();
-        conn.execute(
+        exec(
+            &conn,
             "INSERT INTO source_status (source, last_poll_at, last_success_at, last_error)
              VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3)
              ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at,
@@ -177,7 +177,8 @@ fn add_event(
     kind: &str,
     detail: &str,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![key, at, kind, detail],
     )?;
@@ -186,7 +187,8 @@ fn add_event(
 
 /// Queues (or re-queues) the push job of an order.
 fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+            &tx,
         "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
          VALUES (?1, 'push', ?2, '', 'pending', 0, ?3, ?3, ?3)
          ON CONFLICT(order_key, kind, ref) DO UPDATE SET state = 'pending', attempts = 0,
@@ -206,7 +208,8 @@ fn park_push(
     reason: &str,
     now: i64,
 ) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        &tx,
         "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at,
                            parked_reason, parked_at, last_error, created_at, updated_at)
          VALUES (?1, 'push', ?2, '', 'parked', 0, ?3, ?4, ?3, ?4, ?3, ?3)
@@ -221,7 +224,8 @@ fn park_push(
 
 /// Stops a push that has not happened (held again, or cancelled).
 fn cancel_push(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE jobs SET state = 'cancelled', updated_at = ?2
          WHERE order_key = ?1 AND kind = 'push' AND state IN ('pending', 'parked')",
         params![key, now],
@@ -261,7 +265,8 @@ fn ingest_one(
 
     let Some((state, old_hash, pushed_hash, old_canonical)) = existing else {
         let (state, note) = pre_push_state(&key, &incoming.mapped);
-        tx.execute(
+        exec(
+            &tx,
             "INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
                                  content_hash, source_version, note, recorded_by, first_seen_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
@@ -293,7 +298,8 @@ fn ingest_one(
 
     if old_hash == hash {
         // Same business content: an echo of our own write-back, or nothing new.
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE orders SET source_version = ?2 WHERE order_key = ?1",
             params![key, incoming.version],
         )?;
@@ -308,7 +314,8 @@ fn ingest_one(
     if !pushed {
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
                                source_version = ?6, note = ?7, updated_at = ?8
              WHERE order_key = ?1",
@@ -331,7 +338,8 @@ fn ingest_one(
 
     if pushed_hash.as_deref() == Some(hash.as_str()) {
         // Back to exactly what the ERP has.
-        tx.execute(
+        exec(
+            &tx,
             "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5 WHERE order_key = ?1",
             params![key, incoming.raw, hash, incoming.version, now],
         )?;
@@ -340,7 +348,8 @@ fn ingest_one(
     }
     // A real change of an order the ERP already has: record, warn, never push again.
     let what = describe_change(old_canonical.as_deref(), &incoming.mapped);
-    tx.execute(
+    exec(
+        &tx,
         "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
                            changed_after_push_at = ?5, updated_at = ?5
          WHERE order_key = ?1",

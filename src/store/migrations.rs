@@ -97,20 +97,23 @@ pub fn latest() -> i64 {
     MIGRATIONS.len() as i64
 }
 
+/// Brings the schema up to date. The version is read inside a write
+/// transaction, so two processes starting at once on a new ledger (the
+/// daemon and a backfill) cannot both apply the same migration.
 pub fn migrate(conn: &mut Connection) -> anyhow::Result<()> {
-    let current: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let current: i64 = tx.pragma_query_value(None, "user_version", |r| r.get(0))?;
     if current > latest() {
         anyhow::bail!(
             "schema version {current} is newer than this ordersync knows ({}): refusing to touch it",
             latest()
         );
     }
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
-        let tx = conn.transaction()?;
+    for sql in MIGRATIONS.iter().skip(current as usize) {
         tx.execute_batch(sql)?;
-        tx.pragma_update(None, "user_version", (i + 1) as i64)?;
-        tx.commit()?;
     }
+    tx.pragma_update(None, "user_version", latest())?;
+    tx.commit()?;
     Ok(())
 }
 
@@ -141,6 +144,23 @@ mod tests {
             .query_row("SELECT count(*) FROM cursors", [], |r| r.get(0))
             .unwrap();
         assert_eq!(n, 1, "data survives a second migration run");
+    }
+
+    #[test]
+    fn two_processes_migrating_a_new_ledger_at_once_both_succeed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let p = path.clone();
+                std::thread::spawn(move || crate::store::Store::open(&p).map(|_| ()))
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .unwrap()
+                .expect("every opener migrates or finds it done");
+        }
     }
 
     #[test]

@@ -80,6 +80,7 @@ impl Store {
         )
         .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
+        conn.set_prepared_statement_cache_capacity(64);
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != migrations::latest() {
             anyhow::bail!(
@@ -115,8 +116,19 @@ impl Store {
     }
 }
 
+/// Runs a statement through the connection's statement cache: the daemon
+/// runs the same few statements for every order.
+pub(crate) fn exec<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
 fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(64);
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only
     // an OS crash or power loss can lose the last commits.

@@ -104,3 +104,42 @@ async fn backfill_pushes_exactly_the_window_and_leaves_the_live_cursor() {
         recent_ok.len() + window_ok.len()
     );
 }
+
+/// Guarantee 9: the daemon and a backfill over the same orders share the job
+/// leases, so nothing is pushed or written back twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_beside_the_running_daemon_doubles_nothing() {
+    let mut opts = AppOptions::default();
+    opts.sandbox.cloudsuite.faults.latency = std::time::Duration::from_millis(5);
+    opts.sandbox.erp.faults.latency = std::time::Duration::from_millis(5);
+    let app = spawn_app(opts).await;
+    let cs = &app.sandbox.cloudsuite;
+    let now = cs.now_local();
+    let ids = cs.seed_orders_between(120, 4, now - Days::days(3), now - Days::hours(1));
+    let ids: Vec<i64> = ids
+        .into_iter()
+        .filter(|id| pushable(&cs.order(*id).unwrap()))
+        .collect();
+    let (status, log) = tokio::task::block_in_place(|| {
+        let mut backfill = None;
+        let result = crate::binary::run_daemon_until(&app, &[], || {
+            if backfill.is_none() {
+                backfill = Some(
+                    app.run_binary()
+                        .args(["backfill", "--since", "4d"])
+                        .stdout(std::process::Stdio::null())
+                        .stderr(std::process::Stdio::null())
+                        .spawn()
+                        .unwrap(),
+                );
+            }
+            ids.iter()
+                .all(|id| cs.order(*id).is_some_and(|o| o["shipment_state"] == "sent"))
+        });
+        let code = backfill.unwrap().wait().unwrap().code();
+        assert_eq!(code, Some(0), "backfill beside the daemon");
+        result
+    });
+    assert_eq!(status, Some(0), "{log}");
+    assert_converged(&app, &ids);
+}

@@ -94,7 +94,10 @@ struct TokenAnswer {
     expires_in: Option<u64>,
 }
 
-const MAX_RESTARTS: u32 = 2;
+/// Walks again at once when the list changed under us. None: under a backlog
+/// the queue shrinks on every page (our own write-backs), and re-walking only
+/// re-reads it; the cursor simply stays until a poll finds the list still.
+const MAX_RESTARTS: u32 = 0;
 
 /// An order detail as read: the raw reply (kept verbatim) and its JSON.
 type DetailResult = Result<(Reply, Value), Failure>;
