@@ -178,7 +178,7 @@ fn add_event(
     detail: &str,
 ) -> rusqlite::Result<()> {
     exec(
-        &tx,
+        tx,
         "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![key, at, kind, detail],
     )?;
@@ -188,7 +188,7 @@ fn add_event(
 /// Queues (or re-queues) the push job of an order.
 fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::Result<()> {
     exec(
-            &tx,
+            tx,
         "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
          VALUES (?1, 'push', ?2, '', 'pending', 0, ?3, ?3, ?3)
          ON CONFLICT(order_key, kind, ref) DO UPDATE SET state = 'pending', attempts = 0,
@@ -209,7 +209,7 @@ fn park_push(
     now: i64,
 ) -> rusqlite::Result<()> {
     exec(
-        &tx,
+        tx,
         "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at,
                            parked_reason, parked_at, last_error, created_at, updated_at)
          VALUES (?1, 'push', ?2, '', 'parked', 0, ?3, ?4, ?3, ?4, ?3, ?3)
@@ -225,7 +225,7 @@ fn park_push(
 /// Stops a push that has not happened (held again, or cancelled).
 fn cancel_push(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
     exec(
-        &tx,
+        tx,
         "UPDATE jobs SET state = 'cancelled', updated_at = ?2
          WHERE order_key = ?1 AND kind = 'push' AND state IN ('pending', 'parked')",
         params![key, now],
@@ -266,7 +266,7 @@ fn ingest_one(
     let Some((state, old_hash, pushed_hash, old_canonical)) = existing else {
         let (state, note) = pre_push_state(&key, &incoming.mapped);
         exec(
-            &tx,
+            tx,
             "INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
                                  content_hash, source_version, note, recorded_by, first_seen_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
@@ -299,7 +299,7 @@ fn ingest_one(
     if old_hash == hash {
         // Same business content: an echo of our own write-back, or nothing new.
         exec(
-            &tx,
+            tx,
             "UPDATE orders SET source_version = ?2 WHERE order_key = ?1",
             params![key, incoming.version],
         )?;
@@ -315,7 +315,7 @@ fn ingest_one(
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
         exec(
-            &tx,
+            tx,
             "UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
                                source_version = ?6, note = ?7, updated_at = ?8
              WHERE order_key = ?1",
@@ -339,7 +339,7 @@ fn ingest_one(
     if pushed_hash.as_deref() == Some(hash.as_str()) {
         // Back to exactly what the ERP has.
         exec(
-            &tx,
+            tx,
             "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5 WHERE order_key = ?1",
             params![key, incoming.raw, hash, incoming.version, now],
         )?;
@@ -349,7 +349,7 @@ fn ingest_one(
     // A real change of an order the ERP already has: record, warn, never push again.
     let what = describe_change(old_canonical.as_deref(), &incoming.mapped);
     exec(
-        &tx,
+        tx,
         "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
                            changed_after_push_at = ?5, updated_at = ?5
          WHERE order_key = ?1",

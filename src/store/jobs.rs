@@ -140,7 +140,7 @@ fn attempt_row(
     now: i64,
 ) -> rusqlite::Result<()> {
     exec(
-        &tx,
+        tx,
         "INSERT INTO job_attempts (job_id, attempt, at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job.id, job.attempts, now, outcome, error],
     )?;
@@ -149,7 +149,7 @@ fn attempt_row(
 
 fn event(tx: &Transaction, key: &str, at: i64, kind: &str, detail: &str) -> rusqlite::Result<()> {
     exec(
-        &tx,
+        tx,
         "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
         params![key, at, kind, detail],
     )?;
@@ -172,13 +172,13 @@ fn settle(
     let now = now_ms();
     let mut all: Vec<&dyn rusqlite::ToSql> = vec![&now, &job.id, &owner];
     all.extend_from_slice(args);
-    Ok(exec(&tx, &sql, all.as_slice())? == 1)
+    Ok(exec(tx, &sql, all.as_slice())? == 1)
 }
 
 /// Makes shipment write-backs runnable once the accepted write-back is done.
 fn release_waiting(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<usize> {
     exec(
-        &tx,
+        tx,
         "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
          WHERE order_key = ?1 AND kind = 'write_shipped' AND state = 'waiting'",
         params![key, now],

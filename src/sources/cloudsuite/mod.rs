@@ -65,7 +65,6 @@ pub struct Walk {
     max_confirm: Option<DateTime<Utc>>,
     /// A detail could not be read this walk: do not move the cursor past it.
     incomplete: bool,
-    restarts: u32,
     done: bool,
 }
 
@@ -93,11 +92,6 @@ struct TokenAnswer {
     #[serde(default)]
     expires_in: Option<u64>,
 }
-
-/// Walks again at once when the list changed under us. None: under a backlog
-/// the queue shrinks on every page (our own write-backs), and re-walking only
-/// re-reads it; the cursor simply stays until a poll finds the list still.
-const MAX_RESTARTS: u32 = 0;
 
 /// An order detail as read: the raw reply (kept verbatim) and its JSON.
 type DetailResult = Result<(Reply, Value), Failure>;
@@ -290,7 +284,6 @@ impl CloudSuite {
             seen: HashSet::new(),
             max_confirm: None,
             incomplete: false,
-            restarts: 0,
             done: false,
         }
     }
@@ -378,20 +371,15 @@ impl CloudSuite {
                 let consistent = !walk.incomplete
                     && walk.first_count == Some(page.count)
                     && walk.seen.len() as u64 == page.count;
+                // If not, the cursor stays: walking again at once would only
+                // re-read a queue that our own write-backs are shrinking.
                 if consistent {
                     let new = walk.old_cursor.max(walk.max_confirm);
                     cursor = new.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
-                    walk.done = true;
-                } else if walk.restarts < MAX_RESTARTS && !walk.incomplete {
-                    tracing::debug!(source = %self.name, "order list changed while walking; walking it again");
-                    walk.restarts += 1;
-                    walk.next = None;
-                    walk.first_count = None;
-                    walk.seen.clear();
                 } else {
-                    tracing::info!(source = %self.name, "walk not complete; the cursor stays where it was");
-                    walk.done = true;
+                    tracing::debug!(source = %self.name, "order list changed while walking; the cursor stays where it was");
                 }
+                walk.done = true;
             }
         }
         Ok(Some(Page { orders, cursor }))
