@@ -58,7 +58,10 @@ install -d -m 0755 "$bin_dir" "$unit_dir"
 install -d -m 0750 "$conf_dir"
 install -d -m 0700 "$cred_dir" "$state_dir"
 install -m 0755 "$binary" "$bin_dir/ordersync"
-install -m 0644 "$here/systemd/ordersync.service" "$unit_dir/ordersync.service"
+# The unit names the packaged path (/usr/bin); this script installs to /usr/local/bin.
+sed 's|^ExecStart=/usr/bin/ordersync|ExecStart=/usr/local/bin/ordersync|' \
+  "$here/systemd/ordersync.service" > "$unit_dir/ordersync.service"
+chmod 0644 "$unit_dir/ordersync.service"
 # The config is the operator's: never overwrite it on upgrade.
 if [ ! -e "$conf_dir/ordersync.toml" ]; then
   install -m 0640 "$here/config/ordersync.example.toml" "$conf_dir/ordersync.toml"

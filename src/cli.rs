@@ -29,14 +29,38 @@ pub enum Command {
     Status {
         #[arg(long)]
         json: bool,
+        /// Exit 1 when a job is parked or a source has not polled for three
+        /// schedule periods (for cron and monitoring)
+        #[arg(long)]
+        check: bool,
     },
     /// Inspect recorded orders and their jobs
     #[command(subcommand)]
     Orders(OrdersCommand),
     /// Re-queue parked work
     Retry(RetryArgs),
+    /// Stop working on an order on purpose (recorded with the reason)
+    Skip {
+        order_key: String,
+        #[arg(long)]
+        reason: String,
+    },
+    /// The ledger
+    #[command(subcommand)]
+    Db(DbCommand),
     /// Validate the configuration and secrets, and reach every remote, without side effects
     CheckConfig,
+    /// Sources vs ERP for a window: missing, orphaned and doubled orders (read-only)
+    Reconcile {
+        /// Start of the window: 2024-06-29, 2024-06-29T00:00:00Z or a duration like 7d
+        #[arg(long, value_parser = parse_when)]
+        since: DateTime<Utc>,
+        /// Only these sources (repeatable)
+        #[arg(long = "source", value_name = "NAME")]
+        sources: Vec<String>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the simulators (CloudSuite + http ERP) on loopback
     Sandbox(SandboxArgs),
     /// Sandbox + daemon on a throwaway ledger: watch orders flow
@@ -78,6 +102,12 @@ pub enum OrdersCommand {
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum DbCommand {
+    /// Copy the ledger with SQLite's online backup (safe while the daemon runs)
+    Backup { path: std::path::PathBuf },
 }
 
 #[derive(Debug, Args)]

@@ -57,6 +57,8 @@ pub struct DaemonConfig {
     pub max_attempts: u32,
     pub retry_initial: Duration,
     pub retry_max: Duration,
+    /// Where `/metrics` and `/healthz` are served; off when unset.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl DaemonConfig {
@@ -186,6 +188,7 @@ struct RawDaemon {
     retry_initial: HumanDuration,
     #[serde(default = "default_retry_max")]
     retry_max: HumanDuration,
+    metrics_listen: Option<String>,
 }
 
 fn default_shipments_schedule() -> String {
@@ -490,6 +493,13 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
         max_attempts: raw.max_attempts,
         retry_initial: raw.retry_initial.0,
         retry_max: raw.retry_max.0,
+        metrics_listen: match raw.metrics_listen.as_deref() {
+            None => None,
+            Some(text) => Some(
+                crate::metrics::parse_listen(text)
+                    .map_err(|e| ConfigError(format!("daemon.metrics_listen: {e}")))?,
+            ),
+        },
     })
 }
 

@@ -14,6 +14,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, ConfigError};
 use crate::erp::Erp;
+use crate::health;
 use crate::http::Failure;
 use crate::outbox::Engine;
 use crate::outbox::policy::RetryPolicy;
@@ -45,6 +46,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         // (read, patch, put) plus slack.
         lease: config.daemon.request_timeout * 4 + Duration::from_secs(30),
         wake,
+        heartbeat: Arc::new(crate::health::Heartbeat::default()),
     }))
 }
 
@@ -280,6 +282,72 @@ async fn cron(scheduler: &JobScheduler, expr: &str, trigger: Arc<Notify>) -> any
     Ok(())
 }
 
+/// Checks health on the watchdog's beat: WATCHDOG=1 only while healthy, so
+/// systemd restarts a daemon whose engine is stuck or whose sources stopped
+/// polling. Also keeps `STATUS=` current and the ledger heartbeat fresh.
+fn spawn_watchdog(
+    engine: Arc<Engine>,
+    config: Config,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    let started = crate::store::now_ms();
+    let every = health::notify::watchdog_interval()
+        .map(|d| d / 2)
+        .unwrap_or(Duration::from_secs(10))
+        .clamp(Duration::from_millis(100), Duration::from_secs(10));
+    tokio::spawn(async move {
+        let mut was_healthy = true;
+        loop {
+            let (e, c) = (Arc::clone(&engine), config.clone());
+            let verdict = tokio::task::spawn_blocking(move || {
+                health::check(&e.heartbeat, &e.store, &c, started).map(|_| status_line(&e, &c))
+            })
+            .await
+            .unwrap_or_else(|e| Err(format!("health check failed: {e}")));
+            match verdict {
+                Ok(line) => {
+                    health::notify::watchdog();
+                    health::notify::status(&line);
+                    if !was_healthy {
+                        tracing::info!("healthy again");
+                    }
+                    was_healthy = true;
+                }
+                Err(reason) => {
+                    health::notify::status(&format!("UNHEALTHY: {reason}"));
+                    if was_healthy {
+                        tracing::error!(reason = %reason, "unhealthy; the systemd watchdog will restart the daemon if this lasts");
+                    }
+                    was_healthy = false;
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = shutdown.cancelled() => break,
+            }
+        }
+    })
+}
+
+/// One line for `systemctl status`: queue and parked counts.
+fn status_line(engine: &Engine, config: &Config) -> String {
+    let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    match engine.store.status(&names) {
+        Ok(r) => {
+            let get = |k: &str| r.orders.get(k).copied().unwrap_or(0);
+            format!(
+                "{} source(s); {} queued, {} in flight to the source, {} completed, {} parked",
+                engine.connectors.len(),
+                get("queued"),
+                get("pushed") + get("accepted") + get("shipped"),
+                get("completed"),
+                r.parked.len()
+            )
+        }
+        Err(e) => format!("status unavailable: {e:#}"),
+    }
+}
+
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
     let store = Arc::new(Store::open(&config.daemon.db_path())?);
@@ -339,9 +407,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         }));
     }
     scheduler.start().await?;
+    engine.heartbeat.beat();
+    if let Some(addr) = config.daemon.metrics_listen {
+        let (bound, handle) = crate::metrics::serve(
+            addr,
+            Arc::clone(&engine),
+            Arc::new(config.clone()),
+            shutdown.clone(),
+        )
+        .await?;
+        tracing::info!(listen = %bound, "serving /metrics and /healthz");
+        tasks.push(handle);
+    }
+    tasks.push(spawn_watchdog(
+        Arc::clone(&engine),
+        config.clone(),
+        shutdown.clone(),
+    ));
+    // Config loaded, ledger open and migrated, every secret read: ready.
+    health::notify::ready();
     tracing::info!(ledger = %store.path().display(), sources = engine.connectors.len(), "ordersync running");
 
     shutdown.cancelled().await;
+    health::notify::stopping();
     tracing::info!(
         grace_s = grace.as_secs(),
         "shutting down: no new polls or jobs; letting in-flight work finish"

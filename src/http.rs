@@ -196,7 +196,11 @@ impl Endpoint {
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
-        let mut response = self.client.execute(request).await.map_err(|e| {
+        let host = url.host_str().unwrap_or("?").to_string();
+        let sent = self.client.execute(request).await;
+        crate::metrics::global()
+            .http_request(&host, sent.as_ref().ok().map(|r| r.status().as_u16()));
+        let mut response = sent.map_err(|e| {
             let kind = if e.is_timeout() {
                 "timed out"
             } else if e.is_connect() {

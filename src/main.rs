@@ -47,9 +47,16 @@ async fn dispatch(cli: Cli) -> ExitCode {
             .await
             .map(|_| ExitCode::SUCCESS),
         Command::Backfill(args) => commands::backfill(&config, args, shutdown::on_signals()).await,
-        Command::Status { json } => commands::status(&config, *json),
+        Command::Status { json, check } => commands::status(&config, *json, *check),
+        Command::Skip { order_key, reason } => commands::skip(&config, order_key, reason),
+        Command::Db(cmd) => commands::db(&config, cmd),
         Command::Orders(cmd) => commands::orders(&config, cmd),
         Command::Retry(args) => commands::retry(&config, args),
+        Command::Reconcile {
+            since,
+            sources,
+            json,
+        } => commands::reconcile(&config, *since, sources, *json).await,
         Command::CheckConfig => commands::check_config(&config).await,
         Command::Sandbox(_) | Command::Demo(_) => unreachable!("handled above"),
     };

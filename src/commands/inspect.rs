@@ -10,19 +10,69 @@ fn dash(v: &Option<String>) -> &str {
     v.as_deref().unwrap_or("-")
 }
 
-pub fn status(config: &Config, json: bool) -> anyhow::Result<ExitCode> {
+pub fn status(config: &Config, json: bool, check: bool) -> anyhow::Result<ExitCode> {
     let store = Store::open_read_only(&config.daemon.db_path())?;
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let report = store.status(&names)?;
+    let stale = crate::health::stale_sources(&store, config, None)?;
     if json {
-        println!(
-            "{}",
-            serde_json::to_string_pretty(&status_json(config, &report))?
-        );
+        let mut v = status_json(config, &report);
+        v["stale_sources"] = serde_json::json!(stale);
+        println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(config, &report);
+        for s in &stale {
+            println!("STALE: {s}");
+        }
+    }
+    if check && (!report.parked.is_empty() || !stale.is_empty()) {
+        eprintln!(
+            "status --check: {} parked job(s), {} source(s) not polling",
+            report.parked.len(),
+            stale.len()
+        );
+        return Ok(ExitCode::from(super::EXIT_RUNTIME));
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `skip KEY --reason`: the operator decides this order is not to be worked
+/// on (handled by hand, a test order...). Recorded; `retry` does not undo it.
+pub fn skip(config: &Config, key: &str, reason: &str) -> anyhow::Result<ExitCode> {
+    if reason.trim().is_empty() {
+        return Err(
+            crate::config::ConfigError("--reason: say why the order is skipped".into()).into(),
+        );
+    }
+    let store = Store::open(&config.daemon.db_path())?;
+    match store.skip_order(key, reason)? {
+        None => {
+            eprintln!("no order {key:?} in the ledger (keys look like SOURCE:EXTERNAL_ID)");
+            Ok(ExitCode::from(super::EXIT_RUNTIME))
+        }
+        Some(n) => {
+            println!("{key}: skipped ({n} open job(s) stopped): {reason}");
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+pub fn db(config: &Config, cmd: &crate::cli::DbCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        crate::cli::DbCommand::Backup { path } => {
+            if path.exists() {
+                return Err(crate::config::ConfigError(format!(
+                    "db backup: {} already exists; choose a new path",
+                    path.display()
+                ))
+                .into());
+            }
+            let store = Store::open_read_only(&config.daemon.db_path())?;
+            store.backup_to(path)?;
+            println!("ledger copied to {}", path.display());
+            Ok(ExitCode::SUCCESS)
+        }
+    }
 }
 
 fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
@@ -44,9 +94,11 @@ fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
     serde_json::json!({
         "sources": sources,
         "orders": r.orders,
+        "orders_by_source": r.orders_by_source,
         "parked": r.parked,
         "jobs_due": r.jobs_due,
         "shipments_cursor": r.shipments_cursor,
+        "daemon_alive_at": r.daemon_alive_at,
     })
 }
 
@@ -69,7 +121,12 @@ fn print_status(config: &Config, r: &StatusReport) {
             dash(&s.last_error)
         );
     }
+    for (source, states) in &r.orders_by_source {
+        let counts: Vec<String> = states.iter().map(|(k, v)| format!("{k} {v}")).collect();
+        println!("  {source}: {}", counts.join(", "));
+    }
     println!();
+    println!("DAEMON LAST ALIVE: {}", dash(&r.daemon_alive_at));
     let counts: Vec<String> = r.orders.iter().map(|(k, v)| format!("{k} {v}")).collect();
     println!(
         "ORDERS: {}",

@@ -6,11 +6,13 @@ mod backfill;
 mod check;
 mod demo;
 mod inspect;
+mod reconcile;
 
 pub use backfill::backfill;
 pub use check::check_config;
 pub use demo::{demo, sandbox};
-pub use inspect::{orders, retry, status};
+pub use inspect::{db, orders, retry, skip, status};
+pub use reconcile::reconcile;
 
 use std::process::ExitCode;
 

@@ -27,6 +27,8 @@ pub struct Engine {
     pub lease: Duration,
     /// Poked when new work is queued for a source.
     pub wake: HashMap<String, Arc<Notify>>,
+    /// Turned by every worker loop: proof for the watchdog that the engine runs.
+    pub heartbeat: Arc<crate::health::Heartbeat>,
 }
 
 /// A successful job.
@@ -69,11 +71,10 @@ impl Engine {
                             .unwrap_or_else(|| "the order could not be mapped".into()),
                     ));
                 };
-                let accepted = self
-                    .erp
-                    .push(&job.order_key, canonical)
-                    .await
-                    .map_err(|f| f.context("ERP push"))?;
+                let started = std::time::Instant::now();
+                let pushed = self.erp.push(&job.order_key, canonical).await;
+                crate::metrics::global().erp_push(started.elapsed());
+                let accepted = pushed.map_err(|f| f.context("ERP push"))?;
                 Ok(Outcome::Pushed {
                     accepted,
                     hash: order.content_hash,
@@ -165,6 +166,7 @@ impl Engine {
                         failure.message(),
                         now_ms() + delay.as_millis() as i64,
                     );
+                    crate::metrics::global().retry(&job.source, job.kind.as_str());
                     if matches!(r, Ok(true)) {
                         tracing::warn!(
                             source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
@@ -215,6 +217,7 @@ impl Engine {
             if shutdown.is_cancelled() {
                 break;
             }
+            self.heartbeat.beat();
             let free = slots.saturating_sub(tasks.len());
             let claimed = match self.store.claim(
                 &source,

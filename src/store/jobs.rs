@@ -532,6 +532,32 @@ impl Store {
         )?)
     }
 
+    /// `skip KEY --reason`: stops every open job of the order on purpose.
+    /// `None` when there is no such order.
+    pub fn skip_order(&self, order_key: &str, reason: &str) -> anyhow::Result<Option<usize>> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let now = now_ms();
+        let found = exec(
+            &tx,
+            "UPDATE orders SET state = 'skipped', note = ?2, updated_at = ?3 WHERE order_key = ?1",
+            params![order_key, format!("skipped by an operator: {reason}"), now],
+        )?;
+        if found == 0 {
+            return Ok(None);
+        }
+        let stopped = exec(
+            &tx,
+            "UPDATE jobs SET state = 'cancelled', parked_reason = NULL, lease_owner = NULL, lease_until = NULL,
+                             last_error = ?2, updated_at = ?3
+             WHERE order_key = ?1 AND state IN ('pending', 'waiting', 'parked')",
+            params![order_key, format!("skipped: {reason}"), now],
+        )?;
+        event(&tx, order_key, now, "skipped", reason)?;
+        tx.commit()?;
+        Ok(Some(stopped))
+    }
+
     /// `retry --parked`: every parked job goes back in the queue.
     pub fn requeue_all_parked(&self) -> anyhow::Result<usize> {
         let conn = self.lock();

@@ -91,6 +91,14 @@ CREATE TABLE events (
 );
 CREATE INDEX events_by_order ON events(order_key);
 "#,
+    // 2: the daemon's own heartbeat (health checks prove the ledger takes writes).
+    r#"
+CREATE TABLE daemon_state (
+    key TEXT PRIMARY KEY,
+    value TEXT,
+    updated_at INTEGER NOT NULL
+);
+"#,
 ];
 
 pub fn latest() -> i64 {

@@ -22,7 +22,8 @@ pub use jobs::{
     lease_owner,
 };
 pub use status::{
-    AttemptRow, EventRow, JobRow, OrderDetail, OrderRow, ParkedRow, SourceStatusRow, StatusReport,
+    AttemptRow, EventRow, JobRow, OrderDetail, OrderRow, ParkedRow, SourceNumbers, SourceStatusRow,
+    StatusReport,
 };
 
 pub struct Store {

@@ -10,6 +10,8 @@ use super::{Store, fmt_ms};
 #[derive(Clone, Debug, Serialize)]
 pub struct SourceStatusRow {
     pub name: String,
+    #[serde(skip)]
+    pub last_poll_ms: Option<i64>,
     pub cursor: Option<String>,
     pub last_poll_at: Option<String>,
     pub last_success_at: Option<String>,
@@ -33,6 +35,19 @@ pub struct StatusReport {
     pub parked: Vec<ParkedRow>,
     pub jobs_due: i64,
     pub shipments_cursor: Option<String>,
+    /// When a running daemon last proved it could write the ledger.
+    pub daemon_alive_at: Option<String>,
+    /// Orders per source and state (same rule for `parked` as `orders`).
+    pub orders_by_source: BTreeMap<String, BTreeMap<String, i64>>,
+}
+
+#[derive(Clone, Debug, Default)]
+pub struct SourceNumbers {
+    pub seen: i64,
+    pub pushed: i64,
+    pub parked: i64,
+    pub queued_jobs: i64,
+    pub oldest_due_ms: Option<i64>,
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -114,6 +129,7 @@ impl Store {
             let (poll, success, error) = st.unwrap_or((None, None, None));
             rows.push(SourceStatusRow {
                 name: name.clone(),
+                last_poll_ms: poll,
                 cursor,
                 last_poll_at: opt_time(poll),
                 last_success_at: opt_time(success),
@@ -157,13 +173,97 @@ impl Store {
                 |r| r.get(0),
             )
             .optional()?;
+        let daemon_alive_at = conn
+            .query_row(
+                "SELECT updated_at FROM daemon_state WHERE key = 'heartbeat'",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+            .optional()?
+            .map(fmt_ms);
+        let mut orders_by_source: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+        let mut stmt = conn.prepare(
+            "SELECT o.source, CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
+                         THEN 'parked' ELSE o.state END AS s, count(*)
+             FROM orders o GROUP BY o.source, s",
+        )?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (source, state, n) = row?;
+            orders_by_source.entry(source).or_default().insert(state, n);
+        }
         Ok(StatusReport {
             sources: rows,
             orders,
             parked,
             jobs_due,
             shipments_cursor,
+            daemon_alive_at,
+            orders_by_source,
         })
+    }
+
+    /// Per-source numbers for `/metrics`.
+    pub fn source_numbers(&self) -> anyhow::Result<BTreeMap<String, SourceNumbers>> {
+        let conn = self.lock();
+        let mut out: BTreeMap<String, SourceNumbers> = BTreeMap::new();
+        let mut stmt =
+            conn.prepare("SELECT source, count(*), count(pushed_at) FROM orders GROUP BY source")?;
+        for row in stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+            ))
+        })? {
+            let (s, seen, pushed) = row?;
+            let e = out.entry(s).or_default();
+            e.seen = seen;
+            e.pushed = pushed;
+        }
+        let mut stmt = conn.prepare(
+            "SELECT source, count(DISTINCT order_key) FROM jobs WHERE state = 'parked' GROUP BY source",
+        )?;
+        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (s, n) = row?;
+            out.entry(s).or_default().parked = n;
+        }
+        let now = super::now_ms();
+        let mut stmt = conn.prepare(
+            "SELECT source, count(*), min(CASE WHEN next_attempt_at <= ?1 THEN next_attempt_at END)
+             FROM jobs WHERE state = 'pending' GROUP BY source",
+        )?;
+        for row in stmt.query_map(params![now], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, Option<i64>>(2)?,
+            ))
+        })? {
+            let (s, n, oldest) = row?;
+            let e = out.entry(s).or_default();
+            e.queued_jobs = n;
+            e.oldest_due_ms = oldest;
+        }
+        Ok(out)
+    }
+
+    /// Proves the ledger takes writes (health checks) and tells `status`
+    /// when a daemon was last alive.
+    pub fn write_heartbeat(&self) -> anyhow::Result<()> {
+        let conn = self.lock();
+        super::exec(
+            &conn,
+            "INSERT INTO daemon_state (key, value, updated_at) VALUES ('heartbeat', ?1, ?2)
+             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![std::process::id().to_string(), super::now_ms()],
+        )?;
+        Ok(())
     }
 
     pub fn list_orders(

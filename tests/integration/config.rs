@@ -22,6 +22,7 @@ fn example_config_parses_and_documents_every_key() {
         "max_attempts",
         "retry_initial",
         "retry_max",
+        "metrics_listen",
         "kind",
         "url",
         "token_file",

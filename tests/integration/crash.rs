@@ -12,11 +12,15 @@ use crate::common::*;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
-    let mut opts = AppOptions::default();
+    // Slow enough that the sync outlasts 20 kills even on a loaded machine.
+    let mut opts = AppOptions {
+        max_in_flight: 4,
+        ..Default::default()
+    };
     // A little latency so kills land in the middle of calls, and dropped
     // answers: the ERP applied the order but the daemon never heard.
-    opts.sandbox.cloudsuite.faults.latency = Duration::from_millis(8);
-    opts.sandbox.erp.faults.latency = Duration::from_millis(8);
+    opts.sandbox.cloudsuite.faults.latency = Duration::from_millis(15);
+    opts.sandbox.erp.faults.latency = Duration::from_millis(15);
     opts.sandbox.erp.faults.drop_rate = 0.02;
     let app = spawn_app(opts).await;
     let seeded = app
@@ -59,7 +63,7 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
                 .stderr(log)
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.random_range(80..600)));
+            std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
             if !finished() {
                 mid_sync_kills += 1;
             }

@@ -1,0 +1,310 @@
+//! Operations: systemd notifications, journald priorities, status --check,
+//! metrics and health, reconcile, skip, db backup.
+
+use std::os::unix::net::UnixDatagram;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use ordersync::sandbox::cloudsuite::OrderSpec;
+
+use crate::binary::{terminate, wait_with_timeout};
+use crate::common::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_daemon_tells_systemd_ready_watchdog_and_stopping() {
+    let app = spawn_app(AppOptions::default()).await;
+    app.sandbox.cloudsuite.add_order(OrderSpec::default());
+    let sock_path = app.dir.path().join("notify.sock");
+    let sock = UnixDatagram::bind(&sock_path).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let mut child = app
+        .run_binary()
+        .arg("run")
+        .env("NOTIFY_SOCKET", &sock_path)
+        .env("WATCHDOG_USEC", "400000")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    let read_until = |seen: &mut String, buf: &mut [u8], want: &str| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !seen.contains(want) && Instant::now() < deadline {
+            if let Ok(n) = sock.recv(buf) {
+                seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+                seen.push('\n');
+            }
+        }
+    };
+    tokio::task::block_in_place(|| {
+        read_until(&mut seen, &mut buf, "READY=1");
+        read_until(&mut seen, &mut buf, "WATCHDOG=1");
+        terminate(&mut child);
+        read_until(&mut seen, &mut buf, "STOPPING=1");
+        assert_eq!(
+            wait_with_timeout(&mut child, Duration::from_secs(20)),
+            Some(0)
+        );
+    });
+    for want in ["READY=1", "WATCHDOG=1", "STATUS=", "STOPPING=1"] {
+        assert!(seen.contains(want), "{want} missing from {seen:?}");
+    }
+    let ready = seen.find("READY=1").unwrap();
+    assert!(seen.find("STOPPING=1").unwrap() > ready);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn journald_lines_carry_their_syslog_priority() {
+    use std::os::unix::fs::MetadataExt;
+    let app = spawn_app(AppOptions::default()).await;
+    app.sandbox.cloudsuite.add_order(OrderSpec::default());
+    // Every ERP call fails: WARN lines (retries) next to INFO lines.
+    app.sandbox.erp.set_faults(ordersync::sandbox::Faults {
+        error_5xx_rate: 1.0,
+        ..Default::default()
+    });
+    let log = app.dir.path().join("journal.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let meta = file.metadata().unwrap();
+    let mut child = app
+        .run_binary()
+        .arg("run")
+        .env("JOURNAL_STREAM", format!("{}:{}", meta.dev(), meta.ino()))
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap();
+    let text = tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            if text.contains("<4>") || Instant::now() > deadline {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        terminate(&mut child);
+        wait_with_timeout(&mut child, Duration::from_secs(20));
+        std::fs::read_to_string(&log).unwrap_or_default()
+    });
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<6>") && l.contains("ordersync running")),
+        "{text}"
+    );
+    assert!(
+        text.lines()
+            .any(|l| l.starts_with("<4>") && l.contains("will retry")),
+        "{text}"
+    );
+    for line in text.lines() {
+        assert!(line.starts_with('<'), "every line has a priority: {line:?}");
+        assert!(!line.contains('\u{1b}'), "no colour codes: {line:?}");
+        assert!(
+            !line.contains(&format!("{}-", chrono::Utc::now().format("%Y"))),
+            "no timestamp of our own: {line:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_parked_order_fails_status_check_until_retried_after_the_fix() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let good = cs.add_order(OrderSpec::default());
+    let bad = cs.add_order(OrderSpec {
+        lines: vec![ordersync::sandbox::cloudsuite::LineSpec::new(
+            "124_STUK",
+            1.into(),
+        )],
+        ..Default::default()
+    });
+    // The ERP does not know the product: 422, parked at once.
+    app.sandbox.erp.set_unknown_skus(vec!["124_STUK".into()]);
+    let engine = app.engine();
+    app.sync(&engine).await;
+    let check = || {
+        app.run_binary()
+            .args(["status", "--check"])
+            .output()
+            .unwrap()
+    };
+    let out = check();
+    assert_eq!(out.status.code(), Some(1), "parked work fails the check");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains(&key(bad)) && text.contains("124_STUK"),
+        "{text}"
+    );
+
+    // The product is created in the ERP; the operator re-queues the order.
+    app.sandbox.erp.set_unknown_skus(vec![]);
+    let out = app
+        .run_binary()
+        .args(["retry", &key(bad)])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    app.sync(&engine).await;
+    assert_converged(&app, &[good, bad]);
+    let out = check();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_and_health_are_served() {
+    let app = spawn_app(AppOptions::default()).await;
+    let ids: Vec<i64> = (0..5)
+        .map(|_| app.sandbox.cloudsuite.add_order(OrderSpec::default()))
+        .collect();
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+    let stop = tokio_util::sync::CancellationToken::new();
+    let (addr, _h) = ordersync::metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        std::sync::Arc::new(app.config.clone()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    engine.heartbeat.beat();
+    let client = reqwest::Client::new();
+    let metrics = client
+        .get(format!("http://{addr}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for want in [
+        "ordersync_orders_seen_total{source=\"webshop-nl\"} 5",
+        "ordersync_orders_pushed_total{source=\"webshop-nl\"} 5",
+        "ordersync_orders_parked{source=\"webshop-nl\"} 0",
+        "ordersync_jobs_queued",
+        "ordersync_last_poll_success_timestamp_seconds{source=\"webshop-nl\"}",
+        "ordersync_http_requests_total{host=\"127.0.0.1\",status=\"200\"}",
+        "ordersync_erp_push_duration_seconds_count",
+    ] {
+        assert!(metrics.contains(want), "{want} missing:\n{metrics}");
+    }
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+    // A stuck engine loop is unhealthy, with the reason.
+    let stuck = ordersync::health::Heartbeat::default();
+    let reason = ordersync::health::check(&stuck, &engine.store, &app.config, 0).unwrap_err();
+    assert!(reason.contains("engine loop stuck"), "{reason}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconcile_finds_what_is_missing_and_passes_when_nothing_is() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let ids: Vec<i64> = (0..6).map(|_| cs.add_order(OrderSpec::default())).collect();
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+    let run = || {
+        app.run_binary()
+            .args(["reconcile", "--since", "1d", "--json"])
+            .output()
+            .unwrap()
+    };
+    let out = run();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sources"][0]["checked"], 6);
+
+    // An order the daemon has not seen yet is missing from the ERP.
+    let late = cs.add_order(OrderSpec::default());
+    let out = run();
+    assert_eq!(out.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["sources"][0]["missing"][0]["order_key"], key(late));
+    assert!(
+        app.sandbox.erp.erp_orders_for(&key(late)).is_empty(),
+        "reconcile is read-only"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skip_stops_an_order_and_backup_copies_the_ledger() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let id = cs.add_order(OrderSpec::default());
+    app.sandbox.erp.set_faults(ordersync::sandbox::Faults {
+        error_5xx_rate: 1.0,
+        ..Default::default()
+    });
+    let engine = app.engine();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+    let out = app
+        .run_binary()
+        .args(["skip", &key(id), "--reason", "entered by hand in the ERP"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    app.sandbox
+        .erp
+        .set_faults(ordersync::sandbox::Faults::default());
+    engine.drain(SOURCE, None, 4, &stop).await.unwrap();
+    assert!(
+        app.sandbox.erp.orders().is_empty(),
+        "a skipped order is not pushed"
+    );
+    let d = engine.store.order_detail(&key(id)).unwrap().unwrap();
+    assert_eq!(d.row.state, "skipped");
+    assert!(d.events.iter().any(|e| e.kind == "skipped"));
+
+    let backup = app.dir.path().join("backup.db");
+    let out = app
+        .run_binary()
+        .arg("db")
+        .arg("backup")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let copy = ordersync::store::Store::open_read_only(&backup).unwrap();
+    assert_eq!(
+        copy.order_detail(&key(id)).unwrap().unwrap().row.state,
+        "skipped"
+    );
+    let again = app
+        .run_binary()
+        .arg("db")
+        .arg("backup")
+        .arg(&backup)
+        .output()
+        .unwrap();
+    assert_eq!(again.status.code(), Some(2), "never overwrites a file");
+}
