@@ -6,7 +6,7 @@
 use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
-use super::{Store, exec, now_ms};
+use super::{Store, event, exec, now_ms};
 use crate::model::{Order, order_key};
 
 /// What the connector decided about an order it could map.
@@ -170,21 +170,6 @@ fn disposition_tag(d: &Disposition) -> &'static str {
     }
 }
 
-fn add_event(
-    tx: &Transaction,
-    key: &str,
-    at: i64,
-    kind: &str,
-    detail: &str,
-) -> rusqlite::Result<()> {
-    exec(
-        tx,
-        "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![key, at, kind, detail],
-    )?;
-    Ok(())
-}
-
 /// Queues (or re-queues) the push job of an order.
 fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::Result<()> {
     exec(
@@ -284,7 +269,7 @@ fn ingest_one(
                 now
             ],
         )?;
-        add_event(
+        event(
             tx,
             &key,
             now,
@@ -330,7 +315,7 @@ fn ingest_one(
                 now
             ],
         )?;
-        add_event(tx, &key, now, "changed", &format!("{state} -> {new_state}"))?;
+        event(tx, &key, now, "changed", &format!("{state} -> {new_state}"))?;
         apply_pre_push_jobs(tx, source, &key, &note, now)?;
         report.notes.push(note);
         return Ok(());
@@ -355,7 +340,7 @@ fn ingest_one(
          WHERE order_key = ?1",
         params![key, incoming.raw, hash, incoming.version, now],
     )?;
-    add_event(tx, &key, now, "changed_after_push", &what)?;
+    event(tx, &key, now, "changed_after_push", &what)?;
     report.notes.push(OrderNote::ChangedAfterPush {
         order_key: key,
         what,

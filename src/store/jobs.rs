@@ -10,7 +10,7 @@ use rusqlite::{OptionalExtension, Transaction, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 
-use super::{Store, exec, now_ms};
+use super::{Store, event, exec, now_ms};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobKind {
@@ -143,15 +143,6 @@ fn attempt_row(
         tx,
         "INSERT INTO job_attempts (job_id, attempt, at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5)",
         params![job.id, job.attempts, now, outcome, error],
-    )?;
-    Ok(())
-}
-
-fn event(tx: &Transaction, key: &str, at: i64, kind: &str, detail: &str) -> rusqlite::Result<()> {
-    exec(
-        tx,
-        "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        params![key, at, kind, detail],
     )?;
     Ok(())
 }

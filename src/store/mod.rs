@@ -127,6 +127,22 @@ pub(crate) fn exec<P: rusqlite::Params>(
     conn.prepare_cached(sql)?.execute(params)
 }
 
+/// Adds a line to an order's history (`orders show`).
+pub(crate) fn event(
+    conn: &Connection,
+    key: &str,
+    at: i64,
+    kind: &str,
+    detail: &str,
+) -> rusqlite::Result<()> {
+    exec(
+        conn,
+        "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
+        rusqlite::params![key, at, kind, detail],
+    )?;
+    Ok(())
+}
+
 fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(64);
