@@ -33,8 +33,15 @@ pub struct Engine {
 
 /// A successful job.
 pub enum Outcome {
-    Pushed { accepted: ErpAccepted, hash: String },
-    Done(String),
+    Pushed {
+        accepted: ErpAccepted,
+        hash: String,
+    },
+    /// A write-back took effect (or a push turned out not to be needed).
+    Done {
+        detail: String,
+        erp_order_number: Option<String>,
+    },
 }
 
 impl Engine {
@@ -60,9 +67,10 @@ impl Engine {
         match job.kind {
             JobKind::Push => {
                 if order.state == "cancelled" {
-                    return Ok(Outcome::Done(
-                        "cancelled at the source before the push; not pushed".into(),
-                    ));
+                    return Ok(Outcome::Done {
+                        detail: "cancelled at the source before the push; not pushed".into(),
+                        erp_order_number: None,
+                    });
                 }
                 let Some(canonical) = order.canonical_json.as_deref() else {
                     return Err(Failure::permanent(
@@ -105,7 +113,10 @@ impl Engine {
                     connector.write_shipped(&wb, &shipment).await
                 };
                 detail
-                    .map(Outcome::Done)
+                    .map(|detail| Outcome::Done {
+                        detail,
+                        erp_order_number: Some(wb.erp_order_number.clone()),
+                    })
                     .map_err(|f| f.context(&format!("write-back to {}", job.source)))
             }
         }
@@ -145,7 +156,10 @@ impl Engine {
                 }
                 r
             }
-            Ok(Outcome::Done(detail)) => {
+            Ok(Outcome::Done {
+                detail,
+                erp_order_number,
+            }) => {
                 let r = store.finish_job(job, &self.owner, &detail);
                 if matches!(r, Ok(true)) {
                     let what = match job.kind {
@@ -153,7 +167,11 @@ impl Engine {
                         JobKind::WriteAccepted => "accepted written back to source",
                         JobKind::WriteShipped => "shipped written back to source",
                     };
-                    tracing::info!(source = %job.source, order_key = %job.order_key, detail = %detail, "{what}");
+                    tracing::info!(
+                        source = %job.source, order_key = %job.order_key,
+                        erp_order_number = erp_order_number.as_deref().unwrap_or("-"),
+                        detail = %detail, "{what}"
+                    );
                     self.wake(&job.source);
                 }
                 r
