@@ -54,8 +54,8 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
             if mid_sync_kills >= 20 {
                 break;
             }
-            let log =
-                std::fs::File::create(app.dir.path().join(format!("crash-{round}.log"))).unwrap();
+            let log_path = app.dir.path().join(format!("crash-{round}.log"));
+            let log = std::fs::File::create(&log_path).unwrap();
             let mut child = app
                 .run_binary()
                 .arg("run")
@@ -63,7 +63,17 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
                 .stderr(log)
                 .spawn()
                 .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.random_range(50..400)));
+            // The kill clock starts once the daemon runs, so a slow start on
+            // a loaded machine does not turn every kill into a kill at start-up.
+            let deadline = Instant::now() + Duration::from_secs(20);
+            while !std::fs::read_to_string(&log_path)
+                .unwrap_or_default()
+                .contains("ordersync running")
+                && Instant::now() < deadline
+            {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            std::thread::sleep(Duration::from_millis(rng.random_range(30..1200)));
             if !finished() {
                 mid_sync_kills += 1;
             }
