@@ -7,8 +7,9 @@ fn example_config_parses_and_documents_every_key() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
     let config = Config::load(&path).expect("config/ordersync.example.toml must parse");
-    assert_eq!(config.sources.len(), 1);
-    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings;
+    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings else {
+        panic!("the example's first source is CloudSuite");
+    };
     assert_eq!(cs.timezone, chrono_tz::Europe::Amsterdam);
     let text = std::fs::read_to_string(&path).unwrap();
     // Every key the loader accepts appears in the example (set or commented).
