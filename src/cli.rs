@@ -37,7 +37,7 @@ pub enum Command {
     Retry(RetryArgs),
     /// Validate the configuration and secrets, and reach every remote, without side effects
     CheckConfig,
-    /// Serve the simulators (CloudSuite + http ERP) on loopback
+    /// Serve the simulators (CloudSuite, Titelive, http ERP) on loopback
     Sandbox(SandboxArgs),
     /// Sandbox + daemon on a throwaway ledger: watch orders flow
     Demo(DemoArgs),
@@ -98,6 +98,9 @@ pub struct SandboxArgs {
     /// Address for the http ERP simulator
     #[arg(long, default_value = "127.0.0.1:7402")]
     pub erp_listen: std::net::SocketAddr,
+    /// Address for the Titelive MediaWeb simulator
+    #[arg(long, default_value = "127.0.0.1:7403")]
+    pub titelive_listen: std::net::SocketAddr,
     /// Orders to seed
     #[arg(long, default_value_t = 50)]
     pub orders: usize,
