@@ -219,6 +219,17 @@ impl TiteliveSim {
         self.state().tokens.retain(|k, _| Some(k) == keep.as_ref());
     }
 
+    /// Every issued token expires now (answers then say code 5), as if
+    /// `token_ttl` had passed.
+    pub fn expire_tokens(&self) {
+        let now = Instant::now();
+        for t in self.state().tokens.values_mut() {
+            if t.expires.is_some() {
+                t.expires = Some(now);
+            }
+        }
+    }
+
     /// The order exactly as `customer/order/{id}` shows it.
     pub fn order(&self, id: i64) -> Option<Value> {
         self.state().orders.get(&id).map(Order::json)
