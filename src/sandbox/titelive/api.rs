@@ -85,29 +85,32 @@ fn preamble(sim: &TiteliveSim, domain: &str) -> Option<Response> {
     None
 }
 
+/// A refusal: the code and message of a success=false answer.
+type Refusal = (i64, &'static str);
+
 /// The user the `token` header is bound to (None: a valid but anonymous token).
-fn token_user(sim: &TiteliveSim, headers: &HeaderMap) -> Result<Option<String>, Response> {
+fn token_user(sim: &TiteliveSim, headers: &HeaderMap) -> Result<Option<String>, Refusal> {
     let value = headers
         .get("token")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .unwrap_or_default();
     if value.is_empty() {
-        return Err(fail(3, "token empty"));
+        return Err((3, "token empty"));
     }
     let st = sim.state();
     match st.tokens.get(value) {
-        None => Err(fail(4, "no token with that key")),
-        Some(t) if t.expires.is_some_and(|e| e <= Instant::now()) => Err(fail(5, "invalid token")),
+        None => Err((4, "no token with that key")),
+        Some(t) if t.expires.is_some_and(|e| e <= Instant::now()) => Err((5, "invalid token")),
         Some(t) => Ok(t.user.clone()),
     }
 }
 
 /// Order calls need a token bound to a user; admin calls the SYSTEM user.
-fn require_user(sim: &TiteliveSim, headers: &HeaderMap, system: bool) -> Result<(), Response> {
+fn require_user(sim: &TiteliveSim, headers: &HeaderMap, system: bool) -> Result<(), Refusal> {
     match token_user(sim, headers)? {
         Some(u) if !system || u == sim.inner.opts.system_login => Ok(()),
-        _ => Err(fail(5, "invalid token")),
+        _ => Err((5, "invalid token")),
     }
 }
 
@@ -181,8 +184,8 @@ async fn login(
     if let Some(r) = preamble(&sim, &domain) {
         return r;
     }
-    if let Err(r) = token_user(&sim, &headers) {
-        return r;
+    if let Err((code, message)) = token_user(&sim, &headers) {
+        return fail(code, message);
     }
     let params = form_or_query(&headers, &body, query.as_deref());
     let opts = &sim.inner.opts;
@@ -221,8 +224,8 @@ async fn list(
     if let Some(r) = preamble(&sim, &domain) {
         return r;
     }
-    if let Err(r) = require_user(&sim, &headers, false) {
-        return r;
+    if let Err((code, message)) = require_user(&sim, &headers, false) {
+        return fail(code, message);
     }
     let mut orders: Vec<Value> = sim.state().orders.values().map(|o| o.json()).collect();
     let inner = match orders.len() {
@@ -241,8 +244,8 @@ async fn detail(
     if let Some(r) = preamble(&sim, &domain) {
         return r;
     }
-    if let Err(r) = require_user(&sim, &headers, false) {
-        return r;
+    if let Err((code, message)) = require_user(&sim, &headers, false) {
+        return fail(code, message);
     }
     let Ok(id) = id.parse::<i64>() else {
         return fail(9, "order not long");
@@ -273,8 +276,8 @@ async fn set_status(
     if method != Method::POST && method != Method::PUT {
         return fail(9, "method not allowed");
     }
-    if let Err(r) = require_user(&sim, &headers, true) {
-        return r;
+    if let Err((code, message)) = require_user(&sim, &headers, true) {
+        return fail(code, message);
     }
     let Ok(id) = id.parse::<i64>() else {
         return fail(9, "order not long");
