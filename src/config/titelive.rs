@@ -151,3 +151,83 @@ pub(super) fn build(
         country_map,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{Config, SourceSettings, TiteliveAuth};
+
+    fn parse(source: &str) -> Result<Config, String> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        let text = format!(
+            r#"
+[daemon]
+state_dir = "state"
+[erp]
+kind = "http"
+url = "http://127.0.0.1:9/"
+token_env = "X_TOKEN"
+[[sources]]
+name = "books"
+kind = "titelive"
+base_url = "https://wsmedia.tlsecure.com/"
+{source}
+"#
+        );
+        std::fs::write(&p, text).unwrap();
+        Config::load(&p).map_err(|e| e.0)
+    }
+
+    const LOGIN: &str = r#"
+domain_code = "00000"
+system_login = "SYSTEM"
+system_password_file = "pw"
+country_map = { "1" = "fr", "231" = "US" }
+"#;
+
+    #[test]
+    fn login_config_gets_defaults() {
+        let c = parse(LOGIN).unwrap();
+        let SourceSettings::Titelive(t) = &c.sources[0].settings else {
+            panic!("not titelive");
+        };
+        assert_eq!((t.processing_status, t.shipped_status), (7, 8));
+        assert_eq!(t.country_map["1"], "FR", "codes are upper-cased");
+        assert!(matches!(&t.auth, TiteliveAuth::Login { login, .. } if login == "SYSTEM"));
+    }
+
+    #[test]
+    fn each_mistake_names_its_key() {
+        let cases = [
+            (
+                LOGIN.replace("\"00000\"", "\"00/00\""),
+                "sources[0].domain_code",
+            ),
+            (
+                LOGIN.replace("system_login = \"SYSTEM\"\n", ""),
+                "sources[0].system_login",
+            ),
+            (format!("{LOGIN}token_env = \"T\""), "sources[0].token_file"),
+            (
+                LOGIN.replace("\"231\" = \"US\"", "\"231\" = \"USA\""),
+                "sources[0].country_map.231",
+            ),
+            (LOGIN.replace("\"231\"", "\"us\""), "sources[0].country_map"),
+            (
+                format!("{LOGIN}processing_status = 8"),
+                "sources[0].shipped_status",
+            ),
+            (
+                format!("{LOGIN}shipped_status = 100"),
+                "sources[0].shipped_status",
+            ),
+            (format!("{LOGIN}client_id = \"x\""), "client_id"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert!(err.contains(key), "expected {key} in: {err}");
+        }
+        let err = parse("domain_code = \"1\"\ntoken_env = \"T\"").unwrap_err();
+        assert!(err.contains("sources[0].country_map"), "{err}");
+    }
+}
