@@ -369,7 +369,7 @@ async fn an_unmapped_country_parks_only_that_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn codes_10_and_12_park_the_write_back_naming_the_cause() {
+async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_cause() {
     // 6 is not a Titelive status: code 12 is a configuration error.
     let opts = TlOptions {
         source_extra: "processing_status = 6".into(),
@@ -379,14 +379,17 @@ async fn codes_10_and_12_park_the_write_back_naming_the_cause() {
     let tl = &app.sandbox.titelive;
     let a = tl.add_order(OrderSpec::default());
     let b = tl.add_order(OrderSpec::default());
+    let c = tl.add_order(OrderSpec::default());
     let engine = app.engine();
     let stop = CancellationToken::new();
     let connector = engine.connectors.get(TL).unwrap().clone();
     poll_live(&engine, &connector, &stop).await;
-    // b disappears between the poll and the write-back: code 10.
+    // Between the poll and the write-back, b disappears (code 10) and c is
+    // cancelled in the shop's back office.
     tl.remove_order(b);
+    tl.set_status(c, 99);
     engine.drain(TL, None, 4, &stop).await.unwrap();
-    assert_eq!(app.sandbox.erp.orders().len(), 2, "both were pushed");
+    assert_eq!(app.sandbox.erp.orders().len(), 3, "all were pushed");
     let status = engine.store.status(&[TL.to_string()]).unwrap();
     let reason = |id: i64| {
         status
@@ -406,8 +409,27 @@ async fn codes_10_and_12_park_the_write_back_naming_the_cause() {
         "{:?}",
         status.parked
     );
+    let erp_c = &app.sandbox.erp.erp_orders_for(&tl_key(c))[0].erp_order_number;
+    assert!(
+        reason(c).contains("cancelled") && reason(c).contains(erp_c.as_str()),
+        "{:?}",
+        status.parked
+    );
     assert_eq!(tl.status(a), Some(5));
     assert_eq!(tl.status_posts(a), 1, "a permanent refusal is not repeated");
+    assert_eq!(
+        tl.status_posts(c),
+        0,
+        "nothing is written to a cancelled order"
+    );
+    // The next poll re-reads the pushed order and records the cancellation.
+    poll_live(&engine, &connector, &stop).await;
+    let detail = engine.store.order_detail(&tl_key(c)).unwrap().unwrap();
+    assert!(
+        detail.events.iter().any(|e| e.kind == "changed_after_push"),
+        "{:?}",
+        detail.events
+    );
 }
 
 fn all_shipped(app: &App, ids: &[i64]) -> bool {
