@@ -47,6 +47,13 @@ fn example_config_parses_and_documents_every_key() {
         "webshop",
         "payment_ok",
         "timezone",
+        "domain_code",
+        "system_login",
+        "system_password_file",
+        "system_password_env",
+        "processing_status",
+        "shipped_status",
+        "country_map",
     ] {
         assert!(
             text.contains(&format!("{key} =")),
@@ -60,4 +67,11 @@ fn demo_config_parses() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
     let config = Config::load(&path).expect("config/demo.toml must parse");
     assert_eq!(config.sources[0].name, "webshop-nl");
+    assert!(
+        config
+            .sources
+            .iter()
+            .any(|s| matches!(s.settings, SourceSettings::Titelive(_))),
+        "the demo shows the Titelive source too"
+    );
 }

@@ -64,7 +64,7 @@ pub fn incoming(ctx: &MapContext<'_>, v: &Value) -> Result<IncomingOrder, String
 
 /// What a re-read can show that the canonical order does not: the status,
 /// packages, cancelled and returned quantities. Kept as the order's source
-/// version, so `orders show` tells an operator where the shop stands.
+/// version in the ledger, so an operator can see where the shop stands.
 fn version(v: &Value) -> String {
     let packages = collection(v, "packages", "package");
     let (mut cancelled, mut returned) = (Decimal::ZERO, Decimal::ZERO);
