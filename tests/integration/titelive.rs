@@ -432,6 +432,79 @@ async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_
     );
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_replays_the_window_including_orders_processed_before() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    let tl = &app.sandbox.titelive;
+    let ids = tl.seed_orders(40, 12, Duration::from_secs(10 * 86_400));
+    // The shop processed some orders by hand before ordersync existed.
+    let by_hand: Vec<i64> = ids.iter().copied().step_by(4).collect();
+    for &id in &by_hand {
+        tl.set_status(id, 7);
+        tl.set_status(id, 8);
+    }
+    let since = chrono::Utc::now() - chrono::Duration::days(5);
+    let in_window: HashSet<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| {
+            let created = tl.order(*id).unwrap()["creationDate"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let naive =
+                chrono::NaiveDateTime::parse_from_str(&created, "%Y-%m-%d %H:%M:%S").unwrap();
+            use chrono::TimeZone;
+            chrono_tz::Europe::Paris
+                .from_local_datetime(&naive)
+                .earliest()
+                .unwrap()
+                >= since
+        })
+        .collect();
+    assert!(!in_window.is_empty() && in_window.len() < ids.len());
+    let out = app
+        .run_binary()
+        .args(["backfill", "--since", "5d"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_erp: HashSet<i64> = app
+        .sandbox
+        .erp
+        .orders()
+        .iter()
+        .map(|o| {
+            o.order_key
+                .trim_start_matches("boekhandel:")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(in_erp, in_window, "exactly the orders of the window");
+    for &id in &in_window {
+        let api = tl.history(id).iter().filter(|c| c.via == "API").count();
+        if by_hand.contains(&id) {
+            assert_eq!(
+                tl.status_posts(id),
+                0,
+                "order {id} was already past 7: nothing written"
+            );
+        } else {
+            assert_eq!(
+                (tl.status(id), api),
+                (Some(7), 1),
+                "order {id}: processing written once"
+            );
+        }
+    }
+}
+
 fn all_shipped(app: &App, ids: &[i64]) -> bool {
     ids.iter()
         .all(|id| app.sandbox.titelive.status(*id) == Some(8))
