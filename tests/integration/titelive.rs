@@ -505,6 +505,40 @@ async fn backfill_replays_the_window_including_orders_processed_before() {
     }
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reaches_titelive_and_names_a_wrong_login_without_the_password() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    app.sandbox
+        .titelive
+        .seed_orders(3, 1, Duration::from_secs(600));
+    let run =
+        || tokio::task::block_in_place(|| app.run_binary().arg("check-config").output().unwrap());
+    let out = run();
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("boekhandel: Titelive at 127.0.0.1 answered; 3 confirmed"),
+        "{text}"
+    );
+    let wrong = "0000000000000000000000000000000000000bad";
+    std::fs::write(app.dir.path().join("tl-password"), wrong).unwrap();
+    let out = run();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("check system_login and system_password_file"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(wrong),
+        "the password is never printed: {text}"
+    );
+}
+
 fn all_shipped(app: &App, ids: &[i64]) -> bool {
     ids.iter()
         .all(|id| app.sandbox.titelive.status(*id) == Some(8))

@@ -113,6 +113,9 @@ impl Answer {
             CodeClass::UnknownStatus => Failure::permanent(format!(
                 "{text}: configuration error: processing_status / shipped_status name a status this shop does not have"
             )),
+            CodeClass::Refused if self.code == Some(1) => {
+                Failure::permanent(format!("{text}: check domain_code"))
+            }
             CodeClass::AlreadyConfirmed | CodeClass::Refused => Failure::permanent(text),
         }
     }
