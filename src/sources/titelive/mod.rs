@@ -297,31 +297,12 @@ impl Titelive {
             answer.into_object("order list")?
         };
         walk.done = true;
-        // Dedupe by id: the last copy of an id wins.
-        let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
-        for item in wire::collection(&object, "orders", "order") {
-            let Some(id) = map::order_id(item) else {
-                tracing::warn!(source = %self.name, "order list item without an id; skipped");
-                continue;
-            };
-            let status = map::status(item);
-            let wanted = match walk.backfill {
-                None => status == Some(map::CONFIRMED),
-                // Backfill replays history: every real order (not carts)
-                // created in the window.
-                Some((since, until)) => {
-                    status.is_some_and(|s| s >= map::CONFIRMED)
-                        && created_at(item)
-                            .is_some_and(|t| t >= since && until.is_none_or(|u| t <= u))
-                }
-            };
-            if wanted {
-                by_id.insert(id, item);
-            }
-        }
+        let items = wire::collection(&object, "orders", "order");
+        let wanted = select(&items, walk.backfill);
+        tracing::debug!(source = %self.name, listed = items.len(), wanted = wanted.len(), "order list read");
         let ctx = self.map_context();
-        let orders = by_id
-            .into_values()
+        let orders = wanted
+            .into_iter()
             .filter_map(|item| map::incoming(&ctx, item).ok())
             .collect();
         Ok(Some(Page {
@@ -464,6 +445,34 @@ impl Titelive {
     }
 }
 
+/// The list items a walk records: status 5 (live), or every real order
+/// created in the window (backfill replays history, carts excluded);
+/// deduplicated by id, the last copy winning. Items without an id are skipped.
+fn select<'a>(
+    items: &[&'a Value],
+    backfill: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+) -> Vec<&'a Value> {
+    let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
+    for item in items {
+        let Some(id) = map::order_id(item) else {
+            tracing::warn!("Titelive order list item without an id; skipped");
+            continue;
+        };
+        let status = map::status(item);
+        let wanted = match backfill {
+            None => status == Some(map::CONFIRMED),
+            Some((since, until)) => {
+                status.is_some_and(|s| s >= map::CONFIRMED)
+                    && created_at(item).is_some_and(|t| t >= since && until.is_none_or(|u| t <= u))
+            }
+        };
+        if wanted {
+            by_id.insert(id, item);
+        }
+    }
+    by_id.into_values().collect()
+}
+
 fn created_at(order: &Value) -> Option<DateTime<Utc>> {
     naive_local_to_utc(order["creationDate"].as_str()?, map::TIMEZONE).ok()
 }
@@ -489,4 +498,36 @@ fn token_of(object: &Value) -> Option<CachedToken> {
         value: Secret::new(value),
         valid_until,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_walk_keeps_confirmed_orders_once() {
+        let list = json!({"orders": {"order": [
+            {"id": 1, "status": 5, "creationDate": "2024-06-01 10:00:00", "v": "old"},
+            {"id": 2, "status": 7, "creationDate": "2024-06-01 10:00:00"},
+            {"id": 3, "status": 1, "creationDate": "2024-06-01 10:00:00"},
+            {"id": 1, "status": 5, "creationDate": "2024-06-01 10:00:00", "v": "new"},
+            {"status": 5},
+            {"id": 4, "status": 99, "creationDate": "2024-05-01 10:00:00"}
+        ]}});
+        let items = wire::collection(&list, "orders", "order");
+        let live = select(&items, None);
+        assert_eq!(live.len(), 1, "{live:?}");
+        assert_eq!(live[0]["v"], "new", "the last copy of an id wins");
+        let since = "2024-05-15T00:00:00Z".parse().unwrap();
+        let ids: Vec<String> = select(&items, Some((since, None)))
+            .iter()
+            .filter_map(|o| map::order_id(o))
+            .collect();
+        assert_eq!(
+            ids,
+            ["1", "2"],
+            "backfill: real orders in the window, no carts"
+        );
+    }
 }
