@@ -176,9 +176,7 @@ impl Titelive {
             .map_err(|f| f.context(&format!("{}: getting a token failed", self.name)))?;
         let answer = wire::unwrap(&reply)?;
         if !answer.success {
-            return Err(Failure::retry(
-                answer.failure("getting a token").message().to_string(),
-            ));
+            return Err(Failure::retry(answer.describe("getting a token")));
         }
         let token = token_of(&answer.object).ok_or_else(|| {
             Failure::retry(format!(
@@ -205,7 +203,7 @@ impl Titelive {
             // daemon keeps going with backoff, like a 401.
             return Err(Failure::retry(format!(
                 "{}{hint}",
-                answer.failure("SYSTEM login").message()
+                answer.describe("SYSTEM login")
             )));
         }
         // Login answers with the token as bound; it may carry a new expiry.
@@ -230,7 +228,7 @@ impl Titelive {
             };
             return Err(Failure::retry(format!(
                 "{}; {hint}",
-                answer.failure("token rejected").message()
+                answer.describe("token rejected")
             )));
         }
         Ok(answer)

@@ -95,16 +95,21 @@ impl Answer {
         (!self.success).then(|| classify(self.code))
     }
 
-    /// The failure this answer stands for, per the table. `what` says which
-    /// order or call it was about.
-    pub fn failure(&self, what: &str) -> Failure {
+    /// "`what`: POST host/path answered success=false (code 5: "invalid token")".
+    pub fn describe(&self, what: &str) -> String {
         let code = self
             .code
             .map_or_else(|| "no code".to_string(), |c| format!("code {c}"));
-        let text = format!(
+        format!(
             "{what}: {} answered success=false ({code}: {:?})",
             self.what, self.message
-        );
+        )
+    }
+
+    /// The failure this answer stands for, per the table. `what` says which
+    /// order or call it was about.
+    pub fn failure(&self, what: &str) -> Failure {
+        let text = self.describe(what);
         match classify(self.code) {
             CodeClass::TokenRejected | CodeClass::Retry => Failure::retry(text),
             CodeClass::NotFound => {
