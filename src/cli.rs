@@ -61,7 +61,7 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the simulators (CloudSuite + http ERP) on loopback
+    /// Serve the simulators (every source kind + the http ERP) on loopback
     Sandbox(SandboxArgs),
     /// Sandbox + daemon on a throwaway ledger: watch orders flow
     Demo(DemoArgs),
@@ -128,6 +128,9 @@ pub struct SandboxArgs {
     /// Address for the http ERP simulator
     #[arg(long, default_value = "127.0.0.1:7402")]
     pub erp_listen: std::net::SocketAddr,
+    /// Address for the Titelive MediaWeb simulator
+    #[arg(long, default_value = "127.0.0.1:7403")]
+    pub titelive_listen: std::net::SocketAddr,
     /// Orders to seed
     #[arg(long, default_value_t = 50)]
     pub orders: usize,

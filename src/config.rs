@@ -12,6 +12,9 @@ use serde::de::DeserializeOwned;
 
 use crate::secret::{SecretRef, resolve_path};
 
+mod titelive;
+pub use titelive::{TiteliveAuth, TiteliveSettings};
+
 /// Default config path when neither `--config` nor `$ORDERSYNC_CONFIG` is set.
 pub const DEFAULT_PATH: &str = "/etc/ordersync/ordersync.toml";
 
@@ -134,6 +137,7 @@ pub struct SourceConfig {
 #[derive(Clone, Debug)]
 pub enum SourceSettings {
     CloudSuite(CloudSuiteSettings),
+    Titelive(TiteliveSettings),
 }
 
 #[derive(Clone, Debug)]
@@ -615,9 +619,13 @@ fn build_source(
             let raw: RawCloudSuite = typed(&prefix, serde_json::Value::Object(specific))?;
             SourceSettings::CloudSuite(build_cloudsuite(&prefix, raw, base_dir)?)
         }
+        SourceKind::Titelive => {
+            let raw: titelive::RawTitelive = typed(&prefix, serde_json::Value::Object(specific))?;
+            SourceSettings::Titelive(titelive::build(&prefix, raw, base_dir)?)
+        }
         other => {
             return Err(ConfigError(format!(
-                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\")",
+                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\", \"titelive\")",
                 other.as_str()
             )));
         }

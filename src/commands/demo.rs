@@ -12,7 +12,7 @@ use anyhow::Context;
 use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DemoArgs, SandboxArgs};
-use crate::config::Config;
+use crate::config::{Config, SourceKind};
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
 
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
@@ -21,6 +21,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     let mut opts = SandboxOptions {
         cloudsuite_listen: args.cloudsuite_listen,
         erp_listen: args.erp_listen,
+        titelive_listen: args.titelive_listen,
         ..Default::default()
     };
     let faults = Faults {
@@ -33,6 +34,8 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     };
     opts.cloudsuite.seed_orders = args.orders;
     opts.cloudsuite.faults = faults.clone();
+    opts.titelive.seed_orders = args.orders;
+    opts.titelive.faults = faults.clone();
     opts.erp.faults = faults;
     opts.erp.ship_after = Some(Duration::from_secs(args.ship_after_secs));
     opts
@@ -43,6 +46,11 @@ pub async fn sandbox(args: &SandboxArgs, shutdown: CancellationToken) -> anyhow:
     println!("CloudSuite simulator: {}", sb.cloudsuite_url);
     println!("  OAuth2 token URL:   {}", sb.token_url);
     println!("http ERP simulator:   {}", sb.erp_url);
+    println!(
+        "Titelive simulator:   {}/api/json/{}/",
+        sb.titelive_url,
+        sb.titelive.options().domain_code
+    );
     println!(
         "{} orders seeded; credentials are the sandbox defaults (see config/demo.toml). Ctrl-C stops.",
         args.orders
@@ -86,10 +94,19 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         .sources
         .first()
         .context("demo config has no source")?;
+    let titelive_listen = match config
+        .sources
+        .iter()
+        .find(|s| s.kind == SourceKind::Titelive)
+    {
+        Some(s) => port_of(&s.base_url)?,
+        None => SocketAddr::from(([127, 0, 0, 1], 7403)),
+    };
 
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
         erp_listen: port_of(&config.erp.url)?,
+        titelive_listen,
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.
@@ -104,16 +121,29 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         &opts.cloudsuite.client_secret,
     )?;
     write_secret(&dir.join("secrets/erp-token"), &opts.erp.token)?;
+    write_secret(
+        &dir.join("secrets/titelive-system-password"),
+        &opts.titelive.system_password,
+    )?;
+    opts.titelive.spread = Duration::from_secs(3600);
+    // Titelive answers trouble with HTTP 200 and a code, not a 5xx.
+    opts.titelive.code_fault_rate = opts.titelive.faults.error_5xx_rate;
+    opts.titelive.faults.error_5xx_rate = 0.0;
     let sb = Sandbox::start(opts)
         .await
         .context("cannot start the simulators (is another demo or `ordersync sandbox` running?)")?;
     sb.cloudsuite
         .confirm_new_orders_every(Duration::from_secs(4));
+    sb.titelive.confirm_new_orders_every(Duration::from_secs(7));
 
     let shown = config_path.display();
     eprintln!(
         "ordersync demo: CloudSuite simulator {} -> ordersync -> http ERP simulator {}",
         sb.cloudsuite_url, sb.erp_url
+    );
+    eprintln!(
+        "                Titelive simulator {} -> ordersync -> the same ERP",
+        sb.titelive_url
     );
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");

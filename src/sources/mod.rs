@@ -5,6 +5,7 @@
 //! [`crate::daemon`] and [`crate::outbox`].
 
 pub mod cloudsuite;
+pub mod titelive;
 
 use chrono::{DateTime, Utc};
 
@@ -43,10 +44,12 @@ pub struct WriteBack {
 
 pub enum Connector {
     CloudSuite(cloudsuite::CloudSuite),
+    Titelive(titelive::Titelive),
 }
 
 pub enum Walk {
     CloudSuite(cloudsuite::Walk),
+    Titelive(titelive::Walk),
 }
 
 impl Connector {
@@ -57,24 +60,30 @@ impl Connector {
             SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(
                 cloudsuite::CloudSuite::new(config, source, s)?,
             )),
+            SourceSettings::Titelive(s) => Ok(Connector::Titelive(titelive::Titelive::new(
+                config, source, s,
+            )?)),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Connector::CloudSuite(c) => c.name(),
+            Connector::Titelive(c) => c.name(),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Connector::CloudSuite(_) => "cloudsuite",
+            Connector::Titelive(_) => "titelive",
         }
     }
 
     pub fn begin(&self, window: Window) -> Walk {
         match self {
             Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
+            Connector::Titelive(c) => Walk::Titelive(c.begin(window)),
         }
     }
 
@@ -82,6 +91,10 @@ impl Connector {
     pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
         match (self, walk) {
             (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
+            (Connector::Titelive(c), Walk::Titelive(w)) => c.next_page(w, store).await,
+            _ => Err(Failure::permanent(
+                "internal error: a walk of another connector",
+            )),
         }
     }
 
@@ -89,6 +102,7 @@ impl Connector {
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
+            Connector::Titelive(c) => c.recheck(external_id).await,
         }
     }
 
@@ -99,6 +113,9 @@ impl Connector {
     pub fn recheck_states(&self) -> &'static [&'static str] {
         match self {
             Connector::CloudSuite(_) => &["held", "invalid"],
+            // Titelive's list shows only confirmed orders: everything not
+            // final is read again to see cancellations, packages and returns.
+            Connector::Titelive(_) => &["held", "invalid", "pushed", "accepted", "shipped"],
         }
     }
 
@@ -110,6 +127,7 @@ impl Connector {
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,
+            Connector::Titelive(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -120,6 +138,7 @@ impl Connector {
     ) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
+            Connector::Titelive(c) => c.write_shipped(wb, shipment).await,
         }
     }
 
@@ -127,6 +146,7 @@ impl Connector {
     pub async fn check(&self) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.check().await,
+            Connector::Titelive(c) => c.check().await,
         }
     }
 }

@@ -7,8 +7,9 @@ fn example_config_parses_and_documents_every_key() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
     let config = Config::load(&path).expect("config/ordersync.example.toml must parse");
-    assert_eq!(config.sources.len(), 1);
-    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings;
+    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings else {
+        panic!("the example's first source is CloudSuite");
+    };
     assert_eq!(cs.timezone, chrono_tz::Europe::Amsterdam);
     let text = std::fs::read_to_string(&path).unwrap();
     // Every key the loader accepts appears in the example (set or commented).
@@ -47,6 +48,13 @@ fn example_config_parses_and_documents_every_key() {
         "webshop",
         "payment_ok",
         "timezone",
+        "domain_code",
+        "system_login",
+        "system_password_file",
+        "system_password_env",
+        "processing_status",
+        "shipped_status",
+        "country_map",
     ] {
         assert!(
             text.contains(&format!("{key} =")),
@@ -60,4 +68,11 @@ fn demo_config_parses() {
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/demo.toml");
     let config = Config::load(&path).expect("config/demo.toml must parse");
     assert_eq!(config.sources[0].name, "webshop-nl");
+    assert!(
+        config
+            .sources
+            .iter()
+            .any(|s| matches!(s.settings, SourceSettings::Titelive(_))),
+        "the demo shows the Titelive source too"
+    );
 }

@@ -10,3 +10,4 @@ mod config;
 mod crash;
 mod flow;
 mod ops;
+mod titelive;

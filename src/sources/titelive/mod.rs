@@ -1,0 +1,531 @@
+//! Titelive MediaWeb ("MediaServices API", bookshop webshops).
+//! Read: `GET {base}/api/json/{domain}/customer/order` with the SYSTEM
+//! user's token, keeping status 5 (confirmed); ledger orders that are not
+//! final are read again with `customer/order/{id}`. Write back: a form POST
+//! to `admin/order/{id}/status` (7 processing with the ERP number, 8
+//! processed with the tracking), each after reading the order, so a repeat
+//! changes nothing. Every answer is HTTP 200 with a `success` flag: see [`wire`].
+
+mod map;
+mod wire;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::{Page, Window, WriteBack};
+use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
+use crate::http::{Endpoint, Failure};
+use crate::model::convert::naive_local_to_utc;
+use crate::secret::{Secret, SecretRef};
+use crate::store::{ErpShipment, IncomingOrder, Store};
+use wire::{Answer, CodeClass};
+
+enum Auth {
+    /// Re-read from its file or variable when Titelive rejects it, so an
+    /// operator can rotate it without a restart.
+    Given {
+        from: SecretRef,
+        key: String,
+    },
+    Login {
+        login: String,
+        password: Secret,
+    },
+}
+
+struct CachedToken {
+    value: Secret,
+    /// From `expirationDate` when it could be read; otherwise the token is
+    /// used until an answer rejects it.
+    valid_until: Option<Instant>,
+}
+
+pub struct Titelive {
+    name: String,
+    /// `{base_url}/api/json/{domain_code}`.
+    api: String,
+    endpoint: Endpoint,
+    auth: Auth,
+    token: Mutex<Option<CachedToken>>,
+    processing_status: i64,
+    shipped_status: i64,
+    country_map: BTreeMap<String, String>,
+    country_map_key: String,
+}
+
+/// The list is one call (Titelive documents no paging or date filter).
+pub struct Walk {
+    backfill: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    done: bool,
+}
+
+impl Titelive {
+    pub fn new(
+        config: &Config,
+        source: &SourceConfig,
+        settings: &TiteliveSettings,
+    ) -> Result<Titelive, ConfigError> {
+        let prefix = format!("source {}", source.name);
+        let index = config
+            .sources
+            .iter()
+            .position(|s| s.name == source.name)
+            .unwrap_or_default();
+        let auth = match &settings.auth {
+            TiteliveAuth::Token(r) => {
+                let key = format!("{prefix}: token");
+                // Read now, so a missing file stops startup naming it.
+                r.load(&key)?;
+                Auth::Given {
+                    from: r.clone(),
+                    key,
+                }
+            }
+            TiteliveAuth::Login { login, password } => Auth::Login {
+                login: login.clone(),
+                password: password.load(&format!("{prefix}: system_password"))?,
+            },
+        };
+        let endpoint = Endpoint::new(
+            &source.name,
+            config.daemon.request_timeout,
+            source.max_in_flight,
+            Some(source.rate_limit_per_sec),
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        Ok(Titelive {
+            name: source.name.clone(),
+            api: format!("{}/api/json/{}", source.base_url, settings.domain_code),
+            endpoint,
+            auth,
+            token: Mutex::new(None),
+            processing_status: settings.processing_status,
+            shipped_status: settings.shipped_status,
+            country_map: settings.country_map.clone(),
+            country_map_key: format!("sources[{index}].country_map"),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn map_context(&self) -> map::MapContext<'_> {
+        map::MapContext {
+            source: &self.name,
+            country_map_key: &self.country_map_key,
+            country_map: &self.country_map,
+        }
+    }
+
+    // --- the token ------------------------------------------------------
+
+    async fn current_token(&self) -> Result<Secret, Failure> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref()
+            && t.valid_until.is_none_or(|u| u > Instant::now())
+        {
+            return Ok(t.value.clone());
+        }
+        let fresh = self.obtain_token().await?;
+        let value = fresh.value.clone();
+        *cached = Some(fresh);
+        Ok(value)
+    }
+
+    /// Titelive rejected `rejected`: fetch another, unless a concurrent call
+    /// already did.
+    async fn renew_token(&self, rejected: &Secret) -> Result<Secret, Failure> {
+        let mut cached = self.token.lock().await;
+        if let Some(t) = cached.as_ref()
+            && &t.value != rejected
+        {
+            return Ok(t.value.clone());
+        }
+        *cached = None;
+        let fresh = self.obtain_token().await?;
+        let value = fresh.value.clone();
+        *cached = Some(fresh);
+        Ok(value)
+    }
+
+    async fn obtain_token(&self) -> Result<CachedToken, Failure> {
+        let (login, password) = match &self.auth {
+            Auth::Given { from, key } => {
+                // Failing to read it is the operator's to fix: retried, named.
+                let value = from.load(key).map_err(Failure::retry)?;
+                return Ok(CachedToken {
+                    value,
+                    valid_until: None,
+                });
+            }
+            Auth::Login { login, password } => (login, password),
+        };
+        let hint = "; check system_login and system_password_file";
+        // 1. A fresh, anonymous token.
+        let url = format!("{}/customer/token", self.api);
+        let reply = self
+            .endpoint
+            .send(self.endpoint.client().get(&url))
+            .await
+            .map_err(|f| f.context(&format!("{}: getting a token failed", self.name)))?;
+        let answer = wire::unwrap(&reply)?;
+        if !answer.success {
+            return Err(Failure::retry(answer.describe("getting a token")));
+        }
+        let token = token_of(&answer.object).ok_or_else(|| {
+            Failure::retry(format!(
+                "{}: customer/token answered without a token value",
+                self.name
+            ))
+        })?;
+        // 2. Bound to the SYSTEM user. The password is never in a URL.
+        let url = format!("{}/customer/login", self.api);
+        let req = self
+            .endpoint
+            .client()
+            .post(&url)
+            .header("token", token.value.expose())
+            .form(&[("login", login.as_str()), ("password", password.expose())]);
+        let reply = self
+            .endpoint
+            .send(req)
+            .await
+            .map_err(|f| f.context(&format!("{}: SYSTEM login failed", self.name)))?;
+        let answer = wire::unwrap(&reply)?;
+        if !answer.success {
+            // Wrong credentials are fixed by an operator, not per order: the
+            // daemon keeps going with backoff, like a 401.
+            return Err(Failure::retry(format!(
+                "{}{hint}",
+                answer.describe("SYSTEM login")
+            )));
+        }
+        // Login answers with the token as bound; it may carry a new expiry.
+        Ok(token_of(&answer.object).unwrap_or(token))
+    }
+
+    /// Sends with the token; an answer saying the token is empty, unknown or
+    /// invalid (3, 4, 5) gets a new token and one more try.
+    async fn call(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Answer, Failure> {
+        let token = self.current_token().await?;
+        let answer = self.send_once(&build, &token).await?;
+        if answer.class() != Some(CodeClass::TokenRejected) {
+            return Ok(answer);
+        }
+        tracing::debug!(source = %self.name, code = ?answer.code, "Titelive rejected the token; getting a new one");
+        let token = self.renew_token(&token).await?;
+        let answer = self.send_once(&build, &token).await?;
+        if answer.class() == Some(CodeClass::TokenRejected) {
+            let hint = match self.auth {
+                Auth::Given { .. } => "check token_file / token_env (the SYSTEM user's token)",
+                Auth::Login { .. } => "a freshly obtained token was rejected too",
+            };
+            return Err(Failure::retry(format!(
+                "{}; {hint}",
+                answer.describe("token rejected")
+            )));
+        }
+        Ok(answer)
+    }
+
+    async fn send_once(
+        &self,
+        build: &impl Fn() -> reqwest::RequestBuilder,
+        token: &Secret,
+    ) -> Result<Answer, Failure> {
+        let reply = self
+            .endpoint
+            .send(build().header("token", token.expose()))
+            .await?;
+        wire::unwrap(&reply)
+    }
+
+    fn order_url(&self, id: &str) -> String {
+        format!("{}/customer/order/{id}", self.api)
+    }
+
+    /// One order as Titelive has it now (`None`: it does not exist, code 10).
+    async fn get_order(&self, id: &str) -> Result<Option<Value>, Failure> {
+        let url = self.order_url(id);
+        let answer = self.call(|| self.endpoint.client().get(&url)).await?;
+        if answer.class() == Some(CodeClass::NotFound) {
+            return Ok(None);
+        }
+        let object = answer.into_object(&format!("order {id}"))?;
+        match &object["order"] {
+            Value::Object(_) => Ok(Some(object["order"].clone())),
+            _ => Err(Failure::retry(format!(
+                "order {id}: customer/order/{id} answered success without an order"
+            ))),
+        }
+    }
+
+    // --- reading -----------------------------------------------------------
+
+    pub fn begin(&self, window: Window) -> Walk {
+        Walk {
+            backfill: match window {
+                Window::Live { .. } => None,
+                Window::Backfill { since, until, .. } => Some((since, until)),
+            },
+            done: false,
+        }
+    }
+
+    pub async fn next_page(
+        &self,
+        walk: &mut Walk,
+        _store: &Store,
+    ) -> Result<Option<Page>, Failure> {
+        if walk.done {
+            return Ok(None);
+        }
+        let url = format!("{}/customer/order", self.api);
+        let answer = self.call(|| self.endpoint.client().get(&url)).await?;
+        // "no orders" is code 10 with success=false.
+        let object = if answer.class() == Some(CodeClass::NotFound) {
+            Value::Null
+        } else {
+            answer.into_object("order list")?
+        };
+        walk.done = true;
+        let items = wire::collection(&object, "orders", "order");
+        let wanted = select(&items, walk.backfill);
+        tracing::debug!(source = %self.name, listed = items.len(), wanted = wanted.len(), "order list read");
+        let ctx = self.map_context();
+        let orders = wanted
+            .into_iter()
+            .filter_map(|item| map::incoming(&ctx, item).ok())
+            .collect();
+        Ok(Some(Page {
+            orders,
+            cursor: None,
+        }))
+    }
+
+    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+        match self.get_order(external_id).await? {
+            Some(order) => map::incoming(&self.map_context(), &order).map_err(Failure::retry),
+            // Gone at Titelive: recorded as unmappable, so its push is parked
+            // and `status` shows why.
+            None => Ok(IncomingOrder {
+                external_id: external_id.to_string(),
+                raw: "{}".into(),
+                version: None,
+                mapped: Err(format!(
+                    "Titelive order {external_id} does not exist (code 10)"
+                )),
+            }),
+        }
+    }
+
+    // --- writing back ----------------------------------------------------------
+
+    /// The order's status now; `Err` (parked) when it is gone.
+    async fn status_now(&self, id: &str) -> Result<i64, Failure> {
+        let order = self.get_order(id).await?.ok_or_else(|| {
+            Failure::permanent(format!("order {id} does not exist at Titelive (code 10)"))
+        })?;
+        map::status(&order).ok_or_else(|| {
+            Failure::retry(format!("order {id}: Titelive answered without a status"))
+        })
+    }
+
+    async fn set_status(&self, id: &str, status: i64, message: &str) -> Result<String, Failure> {
+        let url = format!("{}/admin/order/{id}/status", self.api);
+        let form = [
+            ("status", status.to_string()),
+            ("message", message.to_string()),
+        ];
+        let answer = self
+            .call(|| self.endpoint.client().post(&url).form(&form))
+            .await?;
+        match answer.class() {
+            None => Ok(format!("status {status} ({message})")),
+            Some(CodeClass::AlreadyConfirmed) => Ok(format!(
+                "status {status}: Titelive says the order is already confirmed (code 13)"
+            )),
+            Some(_) => Err(answer.failure(&format!("setting order {id} to status {status}"))),
+        }
+    }
+
+    /// `processing_status` (7) with the ERP order number in `message`.
+    pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
+        let id = &wb.external_id;
+        let now = self.status_now(id).await?;
+        if now == self.processing_status || now == self.shipped_status || now == map::DONE {
+            return Ok(format!("already status {now}"));
+        }
+        if now == map::CANCELLED {
+            return Err(Failure::permanent(format!(
+                "order was cancelled at Titelive after the push: cancel ERP order {} by hand",
+                wb.erp_order_number
+            )));
+        }
+        if now != map::CONFIRMED {
+            return Err(Failure::permanent(format!(
+                "order {id} is in status {now} at Titelive; expected 5 (confirmed)"
+            )));
+        }
+        self.set_status(
+            id,
+            self.processing_status,
+            &format!("ERP order {}", wb.erp_order_number),
+        )
+        .await
+    }
+
+    /// `shipped_status` (8) with carrier and tracking in `message`. Titelive
+    /// documents no write for packages, so the message is where they go.
+    pub async fn write_shipped(
+        &self,
+        wb: &WriteBack,
+        shipment: &ErpShipment,
+    ) -> Result<String, Failure> {
+        let id = &wb.external_id;
+        let now = self.status_now(id).await?;
+        if now == self.shipped_status || now == map::DONE {
+            return Ok(format!(
+                "already status {now} (tracking {} kept in the ledger only)",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            ));
+        }
+        if now == map::CANCELLED {
+            return Err(Failure::permanent(format!(
+                "order was cancelled at Titelive after the push; ERP order {} shipped anyway",
+                wb.erp_order_number
+            )));
+        }
+        if now != self.processing_status {
+            return Err(Failure::retry(format!(
+                "order {id} is in status {now} at Titelive; it can be marked shipped once it is {}",
+                self.processing_status
+            )));
+        }
+        let mut message = format!("Shipped (ERP order {})", wb.erp_order_number);
+        if let Some(c) = &shipment.carrier {
+            message.push_str(&format!(" by {c}"));
+        }
+        if let Some(t) = &shipment.tracking_number {
+            message.push_str(&format!(", tracking {t}"));
+        }
+        if let Some(u) = &shipment.tracking_url {
+            message.push_str(&format!(" {u}"));
+        }
+        self.set_status(id, self.shipped_status, &message).await
+    }
+
+    pub async fn check(&self) -> Result<String, Failure> {
+        let url = format!("{}/customer/order", self.api);
+        let answer = self.call(|| self.endpoint.client().get(&url)).await?;
+        let waiting = if answer.class() == Some(CodeClass::NotFound) {
+            0
+        } else {
+            let object = answer.into_object("order list")?;
+            wire::collection(&object, "orders", "order")
+                .iter()
+                .filter(|o| map::status(o) == Some(map::CONFIRMED))
+                .count()
+        };
+        let host = reqwest::Url::parse(&self.api)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok(format!(
+            "Titelive at {host} answered; {waiting} confirmed order(s) waiting"
+        ))
+    }
+}
+
+/// The list items a walk records: status 5 (live), or every real order
+/// created in the window (backfill replays history, carts excluded);
+/// deduplicated by id, the last copy winning. Items without an id are skipped.
+fn select<'a>(
+    items: &[&'a Value],
+    backfill: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+) -> Vec<&'a Value> {
+    let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
+    for item in items {
+        let Some(id) = map::order_id(item) else {
+            tracing::warn!("Titelive order list item without an id; skipped");
+            continue;
+        };
+        let status = map::status(item);
+        let wanted = match backfill {
+            None => status == Some(map::CONFIRMED),
+            Some((since, until)) => {
+                status.is_some_and(|s| s >= map::CONFIRMED)
+                    && created_at(item).is_some_and(|t| t >= since && until.is_none_or(|u| t <= u))
+            }
+        };
+        if wanted {
+            by_id.insert(id, item);
+        }
+    }
+    by_id.into_values().collect()
+}
+
+fn created_at(order: &Value) -> Option<DateTime<Utc>> {
+    naive_local_to_utc(order["creationDate"].as_str()?, map::TIMEZONE).ok()
+}
+
+/// `{"token": {"value", "expirationDate", ...}}` (or the token object itself).
+fn token_of(object: &Value) -> Option<CachedToken> {
+    let t = if object["token"].is_object() {
+        &object["token"]
+    } else {
+        object
+    };
+    let value = t["value"].as_str().filter(|v| !v.trim().is_empty())?;
+    let valid_until = t["expirationDate"]
+        .as_str()
+        .and_then(|e| naive_local_to_utc(e, map::TIMEZONE).ok())
+        .and_then(|exp| (exp - Utc::now()).to_std().ok())
+        .map(|left| {
+            // Renew a little early so a token never expires in flight.
+            let margin = (left / 10).min(Duration::from_secs(60));
+            Instant::now() + left - margin
+        });
+    Some(CachedToken {
+        value: Secret::new(value),
+        valid_until,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn the_walk_keeps_confirmed_orders_once() {
+        let list = json!({"orders": {"order": [
+            {"id": 1, "status": 5, "creationDate": "2024-06-01 10:00:00", "v": "old"},
+            {"id": 2, "status": 7, "creationDate": "2024-06-01 10:00:00"},
+            {"id": 3, "status": 1, "creationDate": "2024-06-01 10:00:00"},
+            {"id": 1, "status": 5, "creationDate": "2024-06-01 10:00:00", "v": "new"},
+            {"status": 5},
+            {"id": 4, "status": 99, "creationDate": "2024-05-01 10:00:00"}
+        ]}});
+        let items = wire::collection(&list, "orders", "order");
+        let live = select(&items, None);
+        assert_eq!(live.len(), 1, "{live:?}");
+        assert_eq!(live[0]["v"], "new", "the last copy of an id wins");
+        let since = "2024-05-15T00:00:00Z".parse().unwrap();
+        let ids: Vec<String> = select(&items, Some((since, None)))
+            .iter()
+            .filter_map(|o| map::order_id(o))
+            .collect();
+        assert_eq!(
+            ids,
+            ["1", "2"],
+            "backfill: real orders in the window, no carts"
+        );
+    }
+}

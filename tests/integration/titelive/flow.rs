@@ -1,0 +1,225 @@
+//! Orders flowing: 200+ orders, tokens replaced mid-run, HTTP 200 failures,
+//! collapsed one-item lists, backfill.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_hundred_orders_reach_the_erp_once_with_status_written_back() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    let tl = &app.sandbox.titelive;
+    tl.seed_orders(220, 11, Duration::from_secs(6 * 3600));
+    // Orders the list must leave alone: a cart and a cancelled order.
+    let cart = tl.add_order(OrderSpec {
+        status: 1,
+        ..Default::default()
+    });
+    let cancelled = tl.add_order(OrderSpec {
+        status: 99,
+        ..Default::default()
+    });
+    let ids = pushable(&app);
+    assert!(ids.len() >= 200, "{} pushable", ids.len());
+    let engine = app.engine();
+    sync(&engine, &ids).await;
+    assert_converged(&app, &ids);
+    for id in [cart, cancelled] {
+        assert!(app.sandbox.erp.erp_orders_for(&tl_key(id)).is_empty());
+        assert!(tl.history(id).is_empty(), "order {id} was left alone");
+    }
+
+    // Money arrives to the cent, from floats; the quirks were met on the way.
+    let (mut single, mut misspelled, mut vouchers) = (0, 0, 0);
+    for &id in &ids {
+        let src = tl.order(id).unwrap();
+        let body = &app.sandbox.erp.erp_orders_for(&tl_key(id))[0].body;
+        assert_eq!(
+            body["totals"]["gross"]
+                .as_str()
+                .unwrap()
+                .parse::<f64>()
+                .unwrap(),
+            src["totalPrice"].as_f64().unwrap(),
+            "order {id} gross"
+        );
+        assert_eq!(body["prices_include_tax"], true);
+        let street = body["shipping_address"]["street"]
+            .as_str()
+            .unwrap_or_default();
+        assert!(
+            street.ends_with(&src["deliveryNumber"].to_string()),
+            "order {id}: {street}"
+        );
+        if src["lines"]["line"].is_object() {
+            single += 1;
+            assert_eq!(body["lines"].as_array().unwrap().len(), 1);
+        }
+        if src.get("deliveryAdressLine1").is_some() {
+            misspelled += 1;
+        }
+        if body.get("discounts").is_some() {
+            vouchers += 1;
+        }
+        let ean = body["lines"][0]["ean"].as_str().unwrap();
+        assert_eq!(ean.len(), 13, "order {id}: {ean}");
+    }
+    assert!(
+        single > 20 && misspelled > 20 && vouchers > 5,
+        "{single} {misspelled} {vouchers}"
+    );
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    assert!(status.parked.is_empty(), "{:?}", status.parked);
+    assert_eq!(
+        status.orders.get("completed").copied().unwrap_or(0) as usize,
+        ids.len()
+    );
+    // A second round changes nothing: status 7/8 echoes are not news.
+    sync(&engine, &ids).await;
+    assert_converged(&app, &ids);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_and_revoked_tokens_are_replaced_mid_run() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    let tl = &app.sandbox.titelive;
+    tl.seed_orders(60, 3, Duration::from_secs(3600));
+    let ids = pushable(&app);
+    let engine = app.engine();
+    let stop = CancellationToken::new();
+    let connector = engine.connectors.get(TL).unwrap().clone();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(tl.logins(), 1);
+    // Titelive forgets the token (code 4) while pushes and write-backs run...
+    tl.revoke_tokens();
+    engine.drain(TL, None, 8, &stop).await.unwrap();
+    assert_eq!(tl.logins(), 2, "one new token for all concurrent calls");
+    // ...then the new one expires (code 5).
+    tl.expire_tokens();
+    sync(&engine, &ids).await;
+    assert_converged(&app, &ids);
+    assert_eq!(tl.logins(), 3, "each rejected token was replaced once");
+    assert_eq!(
+        tl.token_requests(),
+        3,
+        "each new token was logged in as SYSTEM"
+    );
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    assert!(status.parked.is_empty(), "{:?}", status.parked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_200_failures_are_retried_by_their_code_without_doubles() {
+    let mut opts = TlOptions::default();
+    // One answer in five is HTTP 200 with success=false, code 2 or 99;
+    // some answers are lost after the change was applied.
+    opts.sandbox.titelive.code_fault_rate = 0.2;
+    opts.sandbox.titelive.faults.drop_rate = 0.03;
+    let app = spawn_titelive(opts).await;
+    app.sandbox
+        .titelive
+        .seed_orders(50, 8, Duration::from_secs(3600));
+    let ids = pushable(&app);
+    let engine = app.engine();
+    sync(&engine, &ids).await;
+    assert!(app.sandbox.titelive.code_fault_count() > 10);
+    assert_converged(&app, &ids);
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    assert!(status.parked.is_empty(), "{:?}", status.parked);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_order_with_one_line_arrives_through_both_collapsed_lists() {
+    let opts = TlOptions {
+        given_token: true,
+        ..Default::default()
+    };
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    let id = tl.add_order(OrderSpec {
+        lines: 1,
+        ..Default::default()
+    });
+    let src = tl.order(id).unwrap();
+    assert!(
+        src["lines"]["line"].is_object(),
+        "the simulator collapses one line: {src}"
+    );
+    let engine = app.engine();
+    sync(&engine, &[id]).await;
+    assert_converged(&app, &[id]);
+    let body = &app.sandbox.erp.erp_orders_for(&tl_key(id))[0].body;
+    assert_eq!(body["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(tl.token_requests(), 0, "the given SYSTEM token was used");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_replays_the_window_including_orders_processed_before() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    let tl = &app.sandbox.titelive;
+    let ids = tl.seed_orders(40, 12, Duration::from_secs(10 * 86_400));
+    // The shop processed some orders by hand before ordersync existed.
+    let by_hand: Vec<i64> = ids.iter().copied().step_by(4).collect();
+    for &id in &by_hand {
+        tl.set_status(id, 7);
+        tl.set_status(id, 8);
+    }
+    let since = chrono::Utc::now() - chrono::Duration::days(5);
+    let in_window: HashSet<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| {
+            let created = tl.order(*id).unwrap()["creationDate"]
+                .as_str()
+                .unwrap()
+                .to_string();
+            let naive =
+                chrono::NaiveDateTime::parse_from_str(&created, "%Y-%m-%d %H:%M:%S").unwrap();
+            use chrono::TimeZone;
+            chrono_tz::Europe::Paris
+                .from_local_datetime(&naive)
+                .earliest()
+                .unwrap()
+                >= since
+        })
+        .collect();
+    assert!(!in_window.is_empty() && in_window.len() < ids.len());
+    let out = app
+        .run_binary()
+        .args(["backfill", "--since", "5d"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let in_erp: HashSet<i64> = app
+        .sandbox
+        .erp
+        .orders()
+        .iter()
+        .map(|o| {
+            o.order_key
+                .trim_start_matches("boekhandel:")
+                .parse()
+                .unwrap()
+        })
+        .collect();
+    assert_eq!(in_erp, in_window, "exactly the orders of the window");
+    for &id in &in_window {
+        let api = tl.history(id).iter().filter(|c| c.via == "API").count();
+        if by_hand.contains(&id) {
+            assert_eq!(
+                tl.status_posts(id),
+                0,
+                "order {id} was already past 7: nothing written"
+            );
+        } else {
+            assert_eq!(
+                (tl.status(id), api),
+                (Some(7), 1),
+                "order {id}: processing written once"
+            );
+        }
+    }
+}

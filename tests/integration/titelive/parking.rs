@@ -1,0 +1,94 @@
+//! What parks, and only that: an unmapped country id, codes 10 and 12, a
+//! cancellation between poll and write-back.
+
+use super::*;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmapped_country_parks_only_that_order() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    let tl = &app.sandbox.titelive;
+    tl.seed_orders(20, 4, Duration::from_secs(3600));
+    let odd = tl.add_order(OrderSpec {
+        country: Some(999),
+        ..Default::default()
+    });
+    let ids = pushable(&app);
+    let engine = app.engine();
+    sync(&engine, &ids).await;
+    assert_converged(&app, &ids);
+    assert!(app.sandbox.erp.erp_orders_for(&tl_key(odd)).is_empty());
+    assert_eq!(tl.status(odd), Some(5), "nothing was written back");
+    let status = status_json(&app);
+    let parked = status["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1, "{status}");
+    assert_eq!(parked[0]["order_key"], tl_key(odd));
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("Country 999") && reason.contains("sources[0].country_map"),
+        "{reason}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_cause() {
+    // 6 is not a Titelive status: code 12 is a configuration error.
+    let opts = TlOptions {
+        source_extra: "processing_status = 6".into(),
+        ..Default::default()
+    };
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    let a = tl.add_order(OrderSpec::default());
+    let b = tl.add_order(OrderSpec::default());
+    let c = tl.add_order(OrderSpec::default());
+    let engine = app.engine();
+    let stop = CancellationToken::new();
+    let connector = engine.connectors.get(TL).unwrap().clone();
+    poll_live(&engine, &connector, &stop).await;
+    // Between the poll and the write-back, b disappears (code 10) and c is
+    // cancelled in the shop's back office.
+    tl.remove_order(b);
+    tl.set_status(c, 99);
+    engine.drain(TL, None, 4, &stop).await.unwrap();
+    assert_eq!(app.sandbox.erp.orders().len(), 3, "all were pushed");
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    let reason = |id: i64| {
+        status
+            .parked
+            .iter()
+            .find(|p| p.order_key == tl_key(id))
+            .map(|p| p.reason.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        reason(a).contains("code 12") && reason(a).contains("processing_status"),
+        "{:?}",
+        status.parked
+    );
+    assert!(
+        reason(b).contains("code 10") && reason(b).contains("does not exist"),
+        "{:?}",
+        status.parked
+    );
+    let erp_c = &app.sandbox.erp.erp_orders_for(&tl_key(c))[0].erp_order_number;
+    assert!(
+        reason(c).contains("cancelled") && reason(c).contains(erp_c.as_str()),
+        "{:?}",
+        status.parked
+    );
+    assert_eq!(tl.status(a), Some(5));
+    assert_eq!(tl.status_posts(a), 1, "a permanent refusal is not repeated");
+    assert_eq!(
+        tl.status_posts(c),
+        0,
+        "nothing is written to a cancelled order"
+    );
+    // The next poll re-reads the pushed order and records the cancellation.
+    poll_live(&engine, &connector, &stop).await;
+    let detail = engine.store.order_detail(&tl_key(c)).unwrap().unwrap();
+    assert!(
+        detail.events.iter().any(|e| e.kind == "changed_after_push"),
+        "{:?}",
+        detail.events
+    );
+}
