@@ -5,6 +5,7 @@
 //! [`crate::daemon`] and [`crate::outbox`].
 
 pub mod cloudsuite;
+pub mod retailys;
 
 use chrono::{DateTime, Utc};
 
@@ -43,10 +44,31 @@ pub struct WriteBack {
 
 pub enum Connector {
     CloudSuite(cloudsuite::CloudSuite),
+    Retailys(retailys::Retailys),
 }
 
 pub enum Walk {
     CloudSuite(cloudsuite::Walk),
+    Retailys(retailys::Walk),
+}
+
+/// Why a connector's start-up step failed: the configuration does not fit
+/// the remote (stop with exit 2), or the remote could not be asked (keep
+/// going; the connector tries again on first use).
+#[derive(Debug)]
+pub enum PrepareError {
+    Config(ConfigError),
+    Remote(Failure),
+}
+
+impl PrepareError {
+    /// As a job or poll failure: a configuration mismatch cannot heal by retrying.
+    pub fn into_failure(self) -> Failure {
+        match self {
+            PrepareError::Config(e) => Failure::permanent(e.0),
+            PrepareError::Remote(f) => f,
+        }
+    }
 }
 
 impl Connector {
@@ -57,24 +79,39 @@ impl Connector {
             SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(
                 cloudsuite::CloudSuite::new(config, source, s)?,
             )),
+            SourceSettings::Retailys(s) => Ok(Connector::Retailys(retailys::Retailys::new(
+                config, source, s,
+            )?)),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Connector::CloudSuite(c) => c.name(),
+            Connector::Retailys(c) => c.name(),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Connector::CloudSuite(_) => "cloudsuite",
+            Connector::Retailys(_) => "retailys",
+        }
+    }
+
+    /// An async start-up step before the first poll (Retailys resolves its
+    /// per-shop status names). Called by `run`, `backfill` and `check-config`.
+    pub async fn prepare(&self) -> Result<(), PrepareError> {
+        match self {
+            Connector::CloudSuite(_) => Ok(()),
+            Connector::Retailys(c) => c.prepare().await,
         }
     }
 
     pub fn begin(&self, window: Window) -> Walk {
         match self {
             Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
+            Connector::Retailys(c) => Walk::Retailys(c.begin(window)),
         }
     }
 
@@ -82,6 +119,8 @@ impl Connector {
     pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
         match (self, walk) {
             (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
+            (Connector::Retailys(c), Walk::Retailys(w)) => c.next_page(w, store).await,
+            _ => Err(Failure::permanent("a walk was given to another connector")),
         }
     }
 
@@ -89,16 +128,19 @@ impl Connector {
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
+            Connector::Retailys(c) => c.recheck(external_id).await,
         }
     }
 
     /// States of ledger orders this source wants looked at again each poll:
     /// held ones (CloudSuite's list no longer shows them once they age out of
     /// the window) and unmappable ones (a fix at the source need not change
-    /// the fields the list shows).
+    /// the fields the list shows). Retailys: every order not yet final, on
+    /// every Nth poll only (it has no "changed since" filter).
     pub fn recheck_states(&self) -> &'static [&'static str] {
         match self {
             Connector::CloudSuite(_) => &["held", "invalid"],
+            Connector::Retailys(c) => c.recheck_states(),
         }
     }
 
@@ -110,6 +152,7 @@ impl Connector {
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,
+            Connector::Retailys(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -120,6 +163,7 @@ impl Connector {
     ) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
+            Connector::Retailys(c) => c.write_shipped(wb, shipment).await,
         }
     }
 
@@ -127,6 +171,7 @@ impl Connector {
     pub async fn check(&self) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.check().await,
+            Connector::Retailys(c) => c.check().await,
         }
     }
 }
