@@ -7,6 +7,7 @@ pub mod cloudsuite;
 mod conn;
 pub mod erp_http;
 pub mod faults;
+pub mod retailys;
 #[cfg(test)]
 mod tests;
 
@@ -28,6 +29,8 @@ pub struct SandboxOptions {
     /// 127.0.0.1:0 in tests.
     pub cloudsuite_listen: SocketAddr,
     pub erp_listen: SocketAddr,
+    pub retailys: retailys::RetailysOptions,
+    pub retailys_listen: SocketAddr,
 }
 
 impl Default for SandboxOptions {
@@ -38,6 +41,8 @@ impl Default for SandboxOptions {
             erp: erp_http::ErpOptions::default(),
             cloudsuite_listen: any_port,
             erp_listen: any_port,
+            retailys: retailys::RetailysOptions::default(),
+            retailys_listen: any_port,
         }
     }
 }
@@ -52,6 +57,9 @@ pub struct Sandbox {
     pub erp_url: String,
     pub cloudsuite: cloudsuite::CloudSuiteSim,
     pub erp: erp_http::ErpSim,
+    /// e.g. "http://127.0.0.1:41236" (no trailing slash).
+    pub retailys_url: String,
+    pub retailys: retailys::RetailysSim,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -72,6 +80,15 @@ impl Sandbox {
                 return Err(e);
             }
         };
+        let retailys = retailys::RetailysSim::new(opts.retailys);
+        let (rt_addr, rt_server) =
+            match serve(opts.retailys_listen, retailys.router(), stop.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
         let cloudsuite_url = format!("http://{cs_addr}");
         Ok(Sandbox {
             token_url: format!("{cloudsuite_url}{}", cloudsuite::TOKEN_PATH),
@@ -79,8 +96,10 @@ impl Sandbox {
             erp_url: format!("http://{erp_addr}"),
             cloudsuite,
             erp,
+            retailys_url: format!("http://{rt_addr}"),
+            retailys,
             stop,
-            servers: vec![cs_server, erp_server],
+            servers: vec![cs_server, erp_server, rt_server],
         })
     }
 

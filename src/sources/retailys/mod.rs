@@ -5,7 +5,8 @@
 //! written only at the end of a walk in which every order could be keyed.
 //! Retailys has no "changed since" filter, so ledger orders that are not final
 //! are read again one by one on every [`RECHECK_EVERY`]th poll.
-//! Write-back: status + ERP number as a history record when the ERP accepts;
+//! Write-back: status, then the ERP number as a history record (at most
+//! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.
 
 mod map;
@@ -57,9 +58,10 @@ pub struct Retailys {
     /// be matched by name.
     shippings: Mutex<Option<Vec<(i64, String)>>>,
     polls: AtomicU64,
-    /// Orders whose ERP-number history record this process has posted: a
-    /// retry after a failed status PATCH must not post it again.
-    history_posted: std::sync::Mutex<HashSet<String>>,
+    /// Orders whose status this process set but whose ERP-number history
+    /// record is not yet written: a retry after a failed POST must still
+    /// write it, although the status already says "done".
+    history_due: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Where a walk is: page numbers of one `from`/`to` query.
@@ -152,7 +154,7 @@ impl Retailys {
             statuses: Mutex::new(None),
             shippings: Mutex::new(None),
             polls: AtomicU64::new(0),
-            history_posted: std::sync::Mutex::new(HashSet::new()),
+            history_due: std::sync::Mutex::new(HashSet::new()),
         })
     }
 
@@ -385,11 +387,14 @@ impl Retailys {
 
     // --- writing back -------------------------------------------------------
 
-    /// ERP number as a history record (type `apps`), then the status PATCH to
-    /// `processing_status`. The status is the read-back marker of the record:
-    /// an order already in that status is not given a second record. The
-    /// residual window: a crash between the record's POST and the PATCH
-    /// leaves a record without the status, and the retry posts it again.
+    /// The status PATCH to `processing_status`, then the ERP number as a
+    /// history record (type `apps`). The API cannot read history back, so the
+    /// record is written at most once: the status is its marker (an order
+    /// already in that status gets no record), and between the PATCH and the
+    /// POST this process remembers the record is due. Residual window: the
+    /// process dies between the two calls, or the POST's connection breaks
+    /// after sending; then the record is missing (never doubled) and the ERP
+    /// number is only in the ledger (`orders show`).
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         let table = self.statuses().await?;
         let (_, current) = self.get_order(&wb.external_id).await?;
@@ -400,49 +405,68 @@ impl Retailys {
             )));
         }
         let status = map::status_id(&current);
-        if status == Some(table.processing) || (status.is_some() && status == table.shipped) {
+        let ours =
+            status == Some(table.processing) || (status.is_some() && status == table.shipped);
+        let due = self.history_due(&wb.order_key, None);
+        let mut done = Vec::new();
+        if !ours {
+            if status
+                .and_then(|s| table.get(s))
+                .is_some_and(|s| s.complete_order)
+            {
+                // Never move an order the shop has completed back to processing.
+                return Ok(format!(
+                    "order is already {:?} at the shop; status and ERP-number record left alone",
+                    table.name(status.unwrap_or_default())
+                ));
+            }
+            let url = self.url(&format!("/System/Orders/{}/status", wb.external_id));
+            let body = json!({ "status_id": table.processing });
+            self.send(|| self.endpoint.client().patch(&url).json(&body))
+                .await?;
+            self.history_due(&wb.order_key, Some(true));
+            done.push(format!("status {}", table.name(table.processing)));
+        } else if !due {
             return Ok(format!(
                 "already written (status {})",
                 table.name(status.unwrap_or_default())
             ));
         }
-        let mut done = Vec::new();
-        let posted = self
-            .history_posted
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&wb.order_key);
-        if !posted {
-            let url = self.url(&format!("/System/Orders/{}/history", wb.external_id));
-            let body = json!({
-                "type": "apps",
-                "record": {"name": "ERP order number", "status": wb.erp_order_number},
-            });
-            self.send(|| self.endpoint.client().post(&url).json(&body))
-                .await?;
-            self.history_posted
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(wb.order_key.clone());
-            done.push(format!("history record ERP {}", wb.erp_order_number));
-        }
-        let finished = status
-            .and_then(|s| table.get(s))
-            .is_some_and(|s| s.complete_order);
-        if finished {
-            // Never move an order the shop has completed back to processing.
-            done.push(format!(
-                "status left at {}",
-                table.name(status.unwrap_or_default())
-            ));
-        } else {
-            let url = self.url(&format!("/System/Orders/{}/status", wb.external_id));
-            let body = json!({ "status_id": table.processing });
-            self.send(|| self.endpoint.client().patch(&url).json(&body))
-                .await?;
-            done.push(format!("status {}", table.name(table.processing)));
+        let url = self.url(&format!("/System/Orders/{}/history", wb.external_id));
+        let body = json!({
+            "type": "apps",
+            "record": {"name": "ERP order number", "status": wb.erp_order_number},
+        });
+        match self
+            .send(|| self.endpoint.client().post(&url).json(&body))
+            .await
+        {
+            Ok(_) => {
+                self.history_due(&wb.order_key, Some(false));
+                done.push(format!("history record ERP {}", wb.erp_order_number));
+            }
+            // The server answered, or no connection was made: not written,
+            // safe to try again.
+            Err(f) if f.status().is_some() || f.message().contains("could not connect") => {
+                return Err(f);
+            }
+            Err(f) => {
+                self.history_due(&wb.order_key, Some(false));
+                tracing::warn!(source = %self.name, order_key = %wb.order_key, error = %f, "the ERP-number history record may not have been written; not repeated, so it is never doubled");
+                done.push("history record outcome unknown (not repeated)".into());
+            }
         }
         Ok(done.join("; "))
+    }
+
+    /// Whether the ERP-number record of an order is due; `set` changes it.
+    fn history_due(&self, order_key: &str, set: Option<bool>) -> bool {
+        let mut due = self.history_due.lock().unwrap_or_else(|e| e.into_inner());
+        match set {
+            Some(true) => due.insert(order_key.to_string()),
+            Some(false) => due.remove(order_key),
+            None => due.contains(order_key),
+        }
     }
 
     /// Tracking (unless the order already lists that number), `sent`, and the
