@@ -32,13 +32,15 @@ pub fn status_id(v: &Value) -> Option<i64> {
         .or_else(|| v["status"]["id"].as_i64())
 }
 
-/// Maps one order. `Err` only when it cannot be keyed (no id); any other
-/// problem gives an `IncomingOrder` whose mapping failed (recorded, parked).
+/// Maps one order; `known`: the ledger already has it. `Err` only when it
+/// cannot be keyed (no id); any other problem gives an `IncomingOrder` whose
+/// mapping failed (recorded, parked).
 pub fn incoming(
     source: &str,
     statuses: &StatusTable,
     raw: &str,
     v: &Value,
+    known: bool,
 ) -> Result<IncomingOrder, String> {
     let id = id_of(v).ok_or("order has no id")?;
     Ok(IncomingOrder {
@@ -46,7 +48,7 @@ pub fn incoming(
         raw: raw.to_string(),
         // No modification stamp in the API; the status is what changes.
         version: status_id(v).map(|s| format!("status {s}")),
-        mapped: map_order(source, statuses, &id, v)
+        mapped: map_order(source, statuses, &id, v, known)
             .map_err(|e| format!("cannot map Retailys order {id}: {e}")),
     })
 }
@@ -90,7 +92,13 @@ fn address(v: &Value, prefix: &str) -> Result<Option<Address>, String> {
     Ok((a != Address::default()).then_some(a))
 }
 
-fn map_order(source: &str, st: &StatusTable, id: &str, v: &Value) -> Result<MappedOrder, String> {
+fn map_order(
+    source: &str,
+    st: &StatusTable,
+    id: &str,
+    v: &Value,
+    known: bool,
+) -> Result<MappedOrder, String> {
     let when = text(&v["date_order"]).ok_or("date_order is missing")?;
     let ordered_at = DateTime::parse_from_rfc3339(&when)
         .map_err(|e| format!("date_order {when:?} is not a date-time with offset: {e}"))?
@@ -222,7 +230,7 @@ fn map_order(source: &str, st: &StatusTable, id: &str, v: &Value) -> Result<Mapp
         Disposition::Cancel("cancelled at Retailys".into())
     } else if st.get(status).is_some_and(|s| s.cancel_order) {
         Disposition::Cancel(format!("status {name:?} cancels the order"))
-    } else if st.pushes(status) {
+    } else if st.pushes(status, known) {
         Disposition::Push
     } else {
         Disposition::Hold(format!(
@@ -295,7 +303,7 @@ mod tests {
     }
 
     fn map(v: &Value) -> IncomingOrder {
-        incoming("eshop-cz", &table(), &v.to_string(), v).unwrap()
+        incoming("eshop-cz", &table(), &v.to_string(), v, true).unwrap()
     }
 
     #[test]
@@ -393,6 +401,6 @@ mod tests {
         let mut v = order();
         v["items"][0]["count"] = json!(1.5);
         assert!(map(&v).mapped.unwrap_err().contains("count"));
-        assert!(incoming("s", &table(), "{}", &json!({})).is_err());
+        assert!(incoming("s", &table(), "{}", &json!({}), false).is_err());
     }
 }

@@ -25,6 +25,7 @@ use tokio::sync::Mutex;
 use super::{Page, PrepareError, Window, WriteBack};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
 use crate::http::{Endpoint, Failure, Reply};
+use crate::model::order_key;
 use crate::secret::Secret;
 use crate::store::{ErpShipment, IncomingOrder, Store};
 use statuses::{Status, StatusTable, Wanted};
@@ -304,11 +305,7 @@ impl Retailys {
         }
     }
 
-    pub async fn next_page(
-        &self,
-        walk: &mut Walk,
-        _store: &Store,
-    ) -> Result<Option<Page>, Failure> {
+    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
         if walk.done {
             return Ok(None);
         }
@@ -329,7 +326,18 @@ impl Retailys {
             {
                 walk.newest = walk.newest.max(Some(t.with_timezone(&Utc)));
             }
-            match map::incoming(&self.name, &table, &v.to_string(), v) {
+            let known = map::id_of(v).is_some_and(|id| {
+                store
+                    .known_version(&order_key(&self.name, &id))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            });
+            if !known && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
+                // Completed at the shop before we ever saw it: not ours to import.
+                continue;
+            }
+            match map::incoming(&self.name, &table, &v.to_string(), v, known) {
                 Ok(o) => orders.push(o),
                 Err(e) => {
                     walk.incomplete = true;
@@ -372,7 +380,8 @@ impl Retailys {
         let (reply, value) = self.get_order(external_id).await?;
         let table = self.statuses_for(std::slice::from_ref(&value)).await?;
         let raw = String::from_utf8_lossy(&reply.body);
-        map::incoming(&self.name, &table, &raw, &value).map_err(Failure::retry)
+        // Only ledger orders are re-checked.
+        map::incoming(&self.name, &table, &raw, &value, true).map_err(Failure::retry)
     }
 
     pub fn recheck_states(&self) -> &'static [&'static str] {

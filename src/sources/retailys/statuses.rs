@@ -106,10 +106,17 @@ impl StatusTable {
     }
 
     /// Whether an order in this status goes to the ERP: an imported status,
-    /// or one of the statuses our own write-backs set (so that reading the
-    /// order back after a write-back is not news).
-    pub fn pushes(&self, id: i64) -> bool {
-        self.import.contains(&id) || id == self.processing || Some(id) == self.shipped
+    /// or, for an order the ledger already has (`known`), one of the statuses
+    /// our own write-backs set, so reading it back after a write-back is not
+    /// news. An order first seen in such a status was never imported.
+    pub fn pushes(&self, id: i64, known: bool) -> bool {
+        self.import.contains(&id) || (known && (id == self.processing || Some(id) == self.shipped))
+    }
+
+    /// A status that completes the order and is not imported: such an order,
+    /// when the ledger does not have it, is not for us at all.
+    pub fn finished_elsewhere(&self, id: i64) -> bool {
+        !self.import.contains(&id) && self.get(id).is_some_and(|s| s.complete_order)
     }
 
     pub fn import_names(&self) -> String {
