@@ -1,5 +1,8 @@
 //! HTTP surface of the Retailys simulator. Errors are the API's `ErrorModel`
 //! (`{"message", "detail"}`); paths are case-sensitive like the real ones.
+// Helpers return the error response itself for handlers to send at once;
+// boxing it would only add noise to a test server.
+#![allow(clippy::result_large_err)]
 
 use std::collections::HashMap;
 

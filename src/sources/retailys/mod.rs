@@ -387,7 +387,11 @@ impl Retailys {
     pub fn recheck_states(&self) -> &'static [&'static str] {
         // Counted per live poll (the daemon asks once per poll); the first
         // poll after startup rechecks.
-        if self.polls.fetch_add(1, Ordering::Relaxed) % RECHECK_EVERY == 0 {
+        if self
+            .polls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(RECHECK_EVERY)
+        {
             RECHECK_STATES
         } else {
             &[]
