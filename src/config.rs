@@ -871,6 +871,40 @@ client_secret_env = "X_SECRET"
     }
 
     #[test]
+    fn retailys_keys_are_checked() {
+        let rt = |extra: &str| {
+            MINIMAL.replace(
+                "kind = \"cloudsuite\"\nbase_url = \"http://127.0.0.1:8/\"\nclient_id = \"ordersync\"\nclient_secret_env = \"X_SECRET\"",
+                &format!("kind = \"retailys\"\nbase_url = \"http://127.0.0.1:8/\"\ntoken_env = \"RT\"\n{extra}"),
+            )
+        };
+        let ok = parse(&rt(
+            "processing_status = \"Processing\"\nimport_statuses = [\"New\", 303]\npage_size = 250",
+        ))
+        .unwrap();
+        let SourceSettings::Retailys(s) = &ok.sources[0].settings else {
+            panic!("not retailys")
+        };
+        assert_eq!(
+            s.import_statuses.as_deref(),
+            Some(&[StatusRef::Name("New".into()), StatusRef::Id(303)][..])
+        );
+        let err = parse(&rt("")).unwrap_err().0;
+        assert!(err.contains("sources[0].processing_status"), "{err}");
+        let err = parse(&rt("processing_status = 3\npage_size = 500"))
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("sources[0].page_size") && err.contains("500"),
+            "{err}"
+        );
+        let err = parse(&rt("processing_status = 3\nclient_id = \"x\""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("client_id"), "{err}");
+    }
+
+    #[test]
     fn duplicate_source_names_are_refused() {
         let second = MINIMAL.split("[[sources]]").nth(1).unwrap();
         let err = parse(&format!("{MINIMAL}[[sources]]{second}"))

@@ -21,6 +21,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     let mut opts = SandboxOptions {
         cloudsuite_listen: args.cloudsuite_listen,
         erp_listen: args.erp_listen,
+        retailys_listen: args.retailys_listen,
         ..Default::default()
     };
     let faults = Faults {
@@ -33,6 +34,13 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     };
     opts.cloudsuite.seed_orders = args.orders;
     opts.cloudsuite.faults = faults.clone();
+    opts.retailys.seed_orders = args.orders;
+    opts.retailys.spread = Duration::from_secs(3600);
+    // Keep the API's own 100 requests/s limit on top of the chosen faults.
+    opts.retailys.faults = Faults {
+        max_requests_per_sec: opts.retailys.faults.max_requests_per_sec,
+        ..faults.clone()
+    };
     opts.erp.faults = faults;
     opts.erp.ship_after = Some(Duration::from_secs(args.ship_after_secs));
     opts
@@ -43,6 +51,7 @@ pub async fn sandbox(args: &SandboxArgs, shutdown: CancellationToken) -> anyhow:
     println!("CloudSuite simulator: {}", sb.cloudsuite_url);
     println!("  OAuth2 token URL:   {}", sb.token_url);
     println!("http ERP simulator:   {}", sb.erp_url);
+    println!("Retailys simulator:   {}", sb.retailys_url);
     println!(
         "{} orders seeded; credentials are the sandbox defaults (see config/demo.toml). Ctrl-C stops.",
         args.orders
@@ -87,9 +96,15 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         .first()
         .context("demo config has no source")?;
 
+    let retailys = config
+        .sources
+        .iter()
+        .find(|s| s.kind == crate::config::SourceKind::Retailys)
+        .context("demo config has no retailys source")?;
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
         erp_listen: port_of(&config.erp.url)?,
+        retailys_listen: port_of(&retailys.base_url)?,
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.
@@ -104,16 +119,31 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         &opts.cloudsuite.client_secret,
     )?;
     write_secret(&dir.join("secrets/erp-token"), &opts.erp.token)?;
+    write_secret(&dir.join("secrets/retailys-token"), &opts.retailys.token)?;
     let sb = Sandbox::start(opts)
         .await
         .context("cannot start the simulators (is another demo or `ordersync sandbox` running?)")?;
     sb.cloudsuite
         .confirm_new_orders_every(Duration::from_secs(4));
+    // New Retailys orders keep arriving too, until the demo stops.
+    let (shop, stop) = (sb.retailys.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    shop.add_order(crate::sandbox::retailys::RetailysOrderSpec::default());
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
 
     let shown = config_path.display();
     eprintln!(
-        "ordersync demo: CloudSuite simulator {} -> ordersync -> http ERP simulator {}",
-        sb.cloudsuite_url, sb.erp_url
+        "ordersync demo: CloudSuite simulator {} and Retailys simulator {} -> ordersync -> http ERP simulator {}",
+        sb.cloudsuite_url, sb.retailys_url, sb.erp_url
     );
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");

@@ -1,4 +1,4 @@
-//! In-process HTTP simulators of the CloudSuite webshop API and the http ERP
+//! In-process HTTP simulators of the CloudSuite and Retailys shop APIs and the http ERP
 //! contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
 

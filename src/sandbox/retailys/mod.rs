@@ -281,3 +281,149 @@ impl RetailysSim {
         seed::seed(&mut st, n, seed, spread)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::sandbox::{Sandbox, SandboxOptions};
+
+    async fn start(seed_orders: usize) -> (Sandbox, reqwest::Client, String) {
+        let _ = rustls::crypto::ring::default_provider().install_default();
+        let mut opts = SandboxOptions::default();
+        opts.retailys.seed_orders = seed_orders;
+        let sb = Sandbox::start(opts).await.expect("sandbox starts");
+        let key = sb.retailys.options().token.clone();
+        (sb, reqwest::Client::new(), key)
+    }
+
+    #[tokio::test]
+    async fn per_page_bounds_stubs_and_the_paginator() {
+        let (sb, c, key) = start(30).await;
+        let url = format!("{}/System/Orders", sb.retailys_url);
+        for bad in ["9", "251", "x"] {
+            let r = c
+                .get(&url)
+                .header("token", &key)
+                .query(&[("per_page", bad)])
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 400, "per_page={bad}");
+            let body: Value = r.json().await.unwrap();
+            assert!(
+                body["message"].is_string()
+                    && body["detail"].as_str().unwrap().contains("per_page")
+            );
+        }
+        let r = c.get(&url).header("token", "wrong").send().await.unwrap();
+        assert_eq!(r.status(), 401);
+        // Default page: 10 stubs; expanded: the full objects.
+        let page: Value = c
+            .get(&url)
+            .header("token", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["paginator"]["pages"], 3);
+        assert_eq!(page["orders"].as_array().unwrap().len(), 10);
+        assert!(page["orders"][0]["customer"]["api_link"].is_string());
+        assert!(page["orders"][0]["customer"].get("name").is_none());
+        let page: Value = c
+            .get(&url)
+            .header("token", &key)
+            .query(&[("expanded", "true"), ("per_page", "25"), ("page", "2")])
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(page["orders"].as_array().unwrap().len(), 5);
+        assert!(page["orders"][0]["customer"]["name"].is_string());
+        assert!(page["orders"][0]["money"].is_f64(), "money is a float");
+        // Statuses are paged too: 12 of them, 10 by default.
+        let st: Value = c
+            .get(format!("{}/System/Orders/Statuses", sb.retailys_url))
+            .header("token", &key)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(st["paginator"]["total"], 12);
+        assert_eq!(st["statuses"].as_array().unwrap().len(), 10);
+    }
+
+    #[tokio::test]
+    async fn write_bodies_are_validated() {
+        let (sb, c, key) = start(1).await;
+        let id = sb.retailys.orders()[0]["id"].as_i64().unwrap();
+        let base = format!("{}/System/Orders/{id}", sb.retailys_url);
+        let send = |method: reqwest::Method, path: &str, body: Value| {
+            c.request(method, format!("{base}/{path}"))
+                .header("token", &key)
+                .json(&body)
+                .send()
+        };
+        use reqwest::Method;
+        let r = send(
+            Method::PATCH,
+            "status",
+            serde_json::json!({"status_id": 999}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = send(
+            Method::PATCH,
+            "status",
+            serde_json::json!({"status": "Processing"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400);
+        let r = send(
+            Method::POST,
+            "tracking",
+            serde_json::json!({"shipper_id": 1, "tracking_number": "X"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400, "unknown shipper");
+        let r = send(
+            Method::POST,
+            "history",
+            serde_json::json!({"type": "note", "record": {"name": "x"}}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 400, "unknown history type");
+        assert!(
+            sb.retailys.writes(id).is_empty(),
+            "refused writes change nothing"
+        );
+        let r = send(
+            Method::POST,
+            "tracking",
+            serde_json::json!({"shipper_id": 7, "tracking_number": "X1"}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = send(
+            Method::PATCH,
+            "status",
+            serde_json::json!({"status_id": 315}),
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.status(), 200);
+        let o = sb.retailys.order(id).unwrap();
+        assert_eq!(o["canceled"], true, "a cancelling status cancels");
+        assert_eq!(o["trackings"][0]["tracking_number"], "X1");
+    }
+}
