@@ -428,9 +428,12 @@ async fn retailys_survives_sigkill_at_random_moments() {
     assert_eq!(status, Some(0), "{log}");
     let missing = assert_retailys_converged(&app, &ids, true);
     eprintln!("{mid_sync_kills} kills; {missing} ERP-number records lost in the residual window");
+    // Only a history POST in flight when the process dies is lost (at most
+    // once: never repeated blind), so at most one per job running at that
+    // moment (max_in_flight = 4). Doubles were ruled out above.
     assert!(
-        missing <= mid_sync_kills,
-        "at most one lost record per kill"
+        missing <= 4 * mid_sync_kills,
+        "{missing} lost records for {mid_sync_kills} kills: more than the jobs in flight"
     );
     let status = status_json(&app);
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");

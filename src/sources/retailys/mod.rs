@@ -405,9 +405,9 @@ impl Retailys {
     /// record is written at most once: the status is its marker (an order
     /// already in that status gets no record), and between the PATCH and the
     /// POST this process remembers the record is due. Residual window: the
-    /// process dies between the two calls, or the POST's connection breaks
-    /// after sending; then the record is missing (never doubled) and the ERP
-    /// number is only in the ledger (`orders show`).
+    /// process dies while the PATCH or the POST is in flight, or the POST's
+    /// connection breaks after sending; then the record is missing (never
+    /// doubled) and the ERP number is only in the ledger (`orders show`).
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         let table = self.statuses().await?;
         let (_, current) = self.get_order(&wb.external_id).await?;
