@@ -657,6 +657,13 @@ fn build_source(
                     c.page_size
                 )));
             }
+            // Beyond its documented 100 requests/s the API only answers 429.
+            if c.rate_limit_per_sec > 100 {
+                return Err(ConfigError(format!(
+                    "{prefix}.rate_limit_per_sec: retailys allows at most 100 requests per second, got {}",
+                    c.rate_limit_per_sec
+                )));
+            }
             SourceSettings::Retailys(build_retailys(&prefix, raw, base_dir)?)
         }
         other => {

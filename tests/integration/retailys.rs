@@ -519,3 +519,21 @@ async fn a_wrong_api_key_is_named_without_being_shown() {
     );
     assert!(!text.contains("wrong-key-s3cr3t"), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unreachable_shop_at_startup_does_not_stop_the_daemon() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let id = rt.add_order(RetailysOrderSpec::default());
+    rt.set_faults(Faults {
+        error_5xx_rate: 1.0,
+        ..Faults::default()
+    });
+    let engine = engine_of(&app);
+    // A remote failure is not a configuration error: startup goes on and
+    // the statuses are read on first use.
+    prepare_connectors(&engine).await.unwrap();
+    rt.set_faults(Faults::default());
+    sync_until_sent(&app, &engine, &[id]).await;
+    assert_eq!(assert_retailys_converged(&app, &[id], false), 0);
+}
