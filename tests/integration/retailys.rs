@@ -537,3 +537,59 @@ async fn an_unreachable_shop_at_startup_does_not_stop_the_daemon() {
     sync_until_sent(&app, &engine, &[id]).await;
     assert_eq!(assert_retailys_converged(&app, &[id], false), 0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_exactly_the_from_to_window() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let now = chrono::Utc::now();
+    let at = |days: i64| RetailysOrderSpec {
+        status: "Paid".into(),
+        date_order: Some(now - chrono::Duration::days(days)),
+        ..Default::default()
+    };
+    let old: Vec<i64> = (0..4).map(|_| rt.add_order(at(9))).collect();
+    let window: Vec<i64> = (0..6).map(|_| rt.add_order(at(4))).collect();
+    // The daemon started recently: its live cursor is half an hour ago.
+    let engine = engine_of(&app);
+    let cursor = (now - chrono::Duration::minutes(30)).to_rfc3339();
+    engine
+        .store
+        .ingest(RT, "live", &[], Some(("live", &cursor)))
+        .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        app.run_binary()
+            .args(["backfill", "--since", "6d", "--until", "2d"])
+            .output()
+            .unwrap()
+    });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    for id in &window {
+        assert_eq!(
+            app.sandbox.erp.erp_orders_for(&rkey(*id)).len(),
+            1,
+            "{id}: {text}"
+        );
+        assert_eq!(
+            rt.order(*id).unwrap()["status_id"],
+            rt.status_id("Processing").unwrap(),
+            "accepted written back for {id}"
+        );
+    }
+    for id in &old {
+        assert!(
+            app.sandbox.erp.erp_orders_for(&rkey(*id)).is_empty(),
+            "{id} is outside the window"
+        );
+    }
+    assert_eq!(
+        engine.store.cursor(RT, "live").unwrap().as_deref(),
+        Some(cursor.as_str()),
+        "live cursor untouched"
+    );
+}
