@@ -18,7 +18,7 @@ use crate::health;
 use crate::http::Failure;
 use crate::outbox::Engine;
 use crate::outbox::policy::RetryPolicy;
-use crate::sources::{Connector, Window};
+use crate::sources::{Connector, PrepareError, Window};
 use crate::store::{OrderNote, Store, lease_owner};
 
 /// Builds the engine: opens the ledger, reads every secret, builds every
@@ -48,6 +48,28 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         wake,
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
     }))
+}
+
+/// Runs every connector's start-up step (e.g. resolving per-shop status
+/// names). A configuration that does not fit the remote is a [`ConfigError`]
+/// (exit 2); a remote that cannot be reached is only logged: the connector
+/// tries again on first use, so the daemon keeps going with backoff.
+pub async fn prepare_connectors(engine: &Engine) -> Result<(), ConfigError> {
+    let mut names: Vec<&String> = engine.connectors.keys().collect();
+    names.sort();
+    for name in names {
+        let Some(connector) = engine.connectors.get(name) else {
+            continue;
+        };
+        match connector.prepare().await {
+            Ok(()) => {}
+            Err(PrepareError::Config(e)) => return Err(e),
+            Err(PrepareError::Remote(f)) => {
+                tracing::warn!(source = %name, error = %f, "start-up step failed; the source tries again when it is first used")
+            }
+        }
+    }
+    Ok(())
 }
 
 /// What one poll did.
@@ -359,6 +381,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
     let engine = build_engine(&config, Arc::clone(&store))?;
+    prepare_connectors(&engine).await?;
     let mut scheduler = JobScheduler::new().await?;
     let mut tasks = Vec::new();
     let grace = config.daemon.shutdown_grace;

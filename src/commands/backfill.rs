@@ -52,6 +52,7 @@ pub async fn backfill(
     }
     let store = Arc::new(Store::open(&config.daemon.db_path())?);
     let engine = build_engine(config, Arc::clone(&store))?;
+    crate::daemon::prepare_connectors(&engine).await?;
     let scope = format!(
         "backfill:{}..{}",
         args.since.to_rfc3339_opts(SecondsFormat::Secs, true),

@@ -13,6 +13,7 @@ pub async fn check_config(config: &Config) -> anyhow::Result<ExitCode> {
     let scratch = tempfile_dir()?;
     let store = Arc::new(Store::open(&scratch.join("check.db"))?);
     let engine = crate::daemon::build_engine(config, store)?;
+    crate::daemon::prepare_connectors(&engine).await?;
     println!(
         "config {}: ok ({} source(s))",
         config.path.display(),

@@ -22,6 +22,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
         cloudsuite_listen: args.cloudsuite_listen,
         erp_listen: args.erp_listen,
         titelive_listen: args.titelive_listen,
+        retailys_listen: args.retailys_listen,
         ..Default::default()
     };
     let faults = Faults {
@@ -36,6 +37,13 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     opts.cloudsuite.faults = faults.clone();
     opts.titelive.seed_orders = args.orders;
     opts.titelive.faults = faults.clone();
+    opts.retailys.seed_orders = args.orders;
+    opts.retailys.spread = Duration::from_secs(3600);
+    // Keep the API's own 100 requests/s limit on top of the chosen faults.
+    opts.retailys.faults = Faults {
+        max_requests_per_sec: opts.retailys.faults.max_requests_per_sec,
+        ..faults.clone()
+    };
     opts.erp.faults = faults;
     opts.erp.ship_after = Some(Duration::from_secs(args.ship_after_secs));
     opts
@@ -46,6 +54,7 @@ pub async fn sandbox(args: &SandboxArgs, shutdown: CancellationToken) -> anyhow:
     println!("CloudSuite simulator: {}", sb.cloudsuite_url);
     println!("  OAuth2 token URL:   {}", sb.token_url);
     println!("http ERP simulator:   {}", sb.erp_url);
+    println!("Retailys simulator:   {}", sb.retailys_url);
     println!(
         "Titelive simulator:   {}/api/json/{}/",
         sb.titelive_url,
@@ -103,10 +112,16 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         None => SocketAddr::from(([127, 0, 0, 1], 7403)),
     };
 
+    let retailys = config
+        .sources
+        .iter()
+        .find(|s| s.kind == crate::config::SourceKind::Retailys)
+        .context("demo config has no retailys source")?;
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
         erp_listen: port_of(&config.erp.url)?,
         titelive_listen,
+        retailys_listen: port_of(&retailys.base_url)?,
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.
@@ -129,17 +144,32 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     // Titelive answers trouble with HTTP 200 and a code, not a 5xx.
     opts.titelive.code_fault_rate = opts.titelive.faults.error_5xx_rate;
     opts.titelive.faults.error_5xx_rate = 0.0;
+    write_secret(&dir.join("secrets/retailys-token"), &opts.retailys.token)?;
     let sb = Sandbox::start(opts)
         .await
         .context("cannot start the simulators (is another demo or `ordersync sandbox` running?)")?;
     sb.cloudsuite
         .confirm_new_orders_every(Duration::from_secs(4));
     sb.titelive.confirm_new_orders_every(Duration::from_secs(7));
+    // New Retailys orders keep arriving too, until the demo stops.
+    let (shop, stop) = (sb.retailys.clone(), shutdown.clone());
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    shop.add_order(crate::sandbox::retailys::RetailysOrderSpec::default());
+                }
+                _ = stop.cancelled() => break,
+            }
+        }
+    });
 
     let shown = config_path.display();
     eprintln!(
-        "ordersync demo: CloudSuite simulator {} -> ordersync -> http ERP simulator {}",
-        sb.cloudsuite_url, sb.erp_url
+        "ordersync demo: CloudSuite simulator {} and Retailys simulator {} -> ordersync -> http ERP simulator {}",
+        sb.cloudsuite_url, sb.retailys_url, sb.erp_url
     );
     eprintln!(
         "                Titelive simulator {} -> ordersync -> the same ERP",

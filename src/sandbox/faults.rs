@@ -53,6 +53,8 @@ impl Faults {
 pub(crate) enum ErrorStyle {
     Drf,
     Plain,
+    /// Retailys `ErrorModel`: `{"message", "detail"}`.
+    Retailys,
 }
 
 /// Per-server fault settings plus counters; one instance per simulator.
@@ -235,6 +237,11 @@ fn server_error(style: ErrorStyle) -> Response {
                 axum::Json(serde_json::json!({"error": "internal server error"})),
             )
                 .into_response(),
+            ErrorStyle::Retailys => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                axum::Json(serde_json::json!({"message": "Internal server error", "detail": ""})),
+            )
+                .into_response(),
         },
         1 => html(StatusCode::BAD_GATEWAY, "Bad Gateway"),
         _ => html(
@@ -257,6 +264,10 @@ fn too_many_requests(style: ErrorStyle, retry_after: u64) -> Response {
             })
         }
         ErrorStyle::Plain => serde_json::json!({"error": "rate limited"}),
+        ErrorStyle::Retailys => serde_json::json!({
+            "message": "Too many requests",
+            "detail": format!("limit is 100 requests per second; retry after {retry_after} s")
+        }),
     };
     (
         StatusCode::TOO_MANY_REQUESTS,

@@ -1,5 +1,5 @@
-//! In-process HTTP simulators of the CloudSuite webshop API, Titelive's
-//! MediaWeb API and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
+//! In-process HTTP simulators of the CloudSuite, Retailys and Titelive
+//! MediaWeb shop APIs and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
 
 pub mod catalog;
@@ -7,6 +7,7 @@ pub mod cloudsuite;
 mod conn;
 pub mod erp_http;
 pub mod faults;
+pub mod retailys;
 #[cfg(test)]
 mod tests;
 pub mod titelive;
@@ -31,6 +32,8 @@ pub struct SandboxOptions {
     pub cloudsuite_listen: SocketAddr,
     pub erp_listen: SocketAddr,
     pub titelive_listen: SocketAddr,
+    pub retailys: retailys::RetailysOptions,
+    pub retailys_listen: SocketAddr,
 }
 
 impl Default for SandboxOptions {
@@ -43,6 +46,8 @@ impl Default for SandboxOptions {
             cloudsuite_listen: any_port,
             erp_listen: any_port,
             titelive_listen: any_port,
+            retailys: retailys::RetailysOptions::default(),
+            retailys_listen: any_port,
         }
     }
 }
@@ -60,6 +65,9 @@ pub struct Sandbox {
     pub cloudsuite: cloudsuite::CloudSuiteSim,
     pub erp: erp_http::ErpSim,
     pub titelive: titelive::TiteliveSim,
+    /// e.g. "http://127.0.0.1:41236" (no trailing slash).
+    pub retailys_url: String,
+    pub retailys: retailys::RetailysSim,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -89,6 +97,15 @@ impl Sandbox {
                     return Err(e);
                 }
             };
+        let retailys = retailys::RetailysSim::new(opts.retailys);
+        let (rt_addr, rt_server) =
+            match serve(opts.retailys_listen, retailys.router(), stop.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
         let cloudsuite_url = format!("http://{cs_addr}");
         Ok(Sandbox {
             token_url: format!("{cloudsuite_url}{}", cloudsuite::TOKEN_PATH),
@@ -98,8 +115,10 @@ impl Sandbox {
             cloudsuite,
             erp,
             titelive,
+            retailys_url: format!("http://{rt_addr}"),
+            retailys,
             stop,
-            servers: vec![cs_server, erp_server, tl_server],
+            servers: vec![cs_server, erp_server, tl_server, rt_server],
         })
     }
 

@@ -5,6 +5,7 @@
 //! [`crate::daemon`] and [`crate::outbox`].
 
 pub mod cloudsuite;
+pub mod retailys;
 pub mod titelive;
 
 use chrono::{DateTime, Utc};
@@ -45,11 +46,32 @@ pub struct WriteBack {
 pub enum Connector {
     CloudSuite(cloudsuite::CloudSuite),
     Titelive(titelive::Titelive),
+    Retailys(retailys::Retailys),
 }
 
 pub enum Walk {
     CloudSuite(cloudsuite::Walk),
     Titelive(titelive::Walk),
+    Retailys(retailys::Walk),
+}
+
+/// Why a connector's start-up step failed: the configuration does not fit
+/// the remote (stop with exit 2), or the remote could not be asked (keep
+/// going; the connector tries again on first use).
+#[derive(Debug)]
+pub enum PrepareError {
+    Config(ConfigError),
+    Remote(Failure),
+}
+
+impl PrepareError {
+    /// As a job or poll failure: a configuration mismatch cannot heal by retrying.
+    pub fn into_failure(self) -> Failure {
+        match self {
+            PrepareError::Config(e) => Failure::permanent(e.0),
+            PrepareError::Remote(f) => f,
+        }
+    }
 }
 
 impl Connector {
@@ -63,6 +85,9 @@ impl Connector {
             SourceSettings::Titelive(s) => Ok(Connector::Titelive(titelive::Titelive::new(
                 config, source, s,
             )?)),
+            SourceSettings::Retailys(s) => Ok(Connector::Retailys(retailys::Retailys::new(
+                config, source, s,
+            )?)),
         }
     }
 
@@ -70,6 +95,7 @@ impl Connector {
         match self {
             Connector::CloudSuite(c) => c.name(),
             Connector::Titelive(c) => c.name(),
+            Connector::Retailys(c) => c.name(),
         }
     }
 
@@ -77,6 +103,16 @@ impl Connector {
         match self {
             Connector::CloudSuite(_) => "cloudsuite",
             Connector::Titelive(_) => "titelive",
+            Connector::Retailys(_) => "retailys",
+        }
+    }
+
+    /// An async start-up step before the first poll (Retailys resolves its
+    /// per-shop status names). Called by `run`, `backfill` and `check-config`.
+    pub async fn prepare(&self) -> Result<(), PrepareError> {
+        match self {
+            Connector::CloudSuite(_) | Connector::Titelive(_) => Ok(()),
+            Connector::Retailys(c) => c.prepare().await,
         }
     }
 
@@ -84,6 +120,7 @@ impl Connector {
         match self {
             Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
             Connector::Titelive(c) => Walk::Titelive(c.begin(window)),
+            Connector::Retailys(c) => Walk::Retailys(c.begin(window)),
         }
     }
 
@@ -92,9 +129,8 @@ impl Connector {
         match (self, walk) {
             (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
             (Connector::Titelive(c), Walk::Titelive(w)) => c.next_page(w, store).await,
-            _ => Err(Failure::permanent(
-                "internal error: a walk of another connector",
-            )),
+            (Connector::Retailys(c), Walk::Retailys(w)) => c.next_page(w, store).await,
+            _ => Err(Failure::permanent("a walk was given to another connector")),
         }
     }
 
@@ -103,19 +139,22 @@ impl Connector {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
             Connector::Titelive(c) => c.recheck(external_id).await,
+            Connector::Retailys(c) => c.recheck(external_id).await,
         }
     }
 
     /// States of ledger orders this source wants looked at again each poll:
     /// held ones (CloudSuite's list no longer shows them once they age out of
     /// the window) and unmappable ones (a fix at the source need not change
-    /// the fields the list shows).
+    /// the fields the list shows). Retailys: every order not yet final, on
+    /// every Nth poll only (it has no "changed since" filter).
     pub fn recheck_states(&self) -> &'static [&'static str] {
         match self {
             Connector::CloudSuite(_) => &["held", "invalid"],
             // Titelive's list shows only confirmed orders: everything not
             // final is read again to see cancellations, packages and returns.
             Connector::Titelive(_) => &["held", "invalid", "pushed", "accepted", "shipped"],
+            Connector::Retailys(c) => c.recheck_states(),
         }
     }
 
@@ -128,6 +167,7 @@ impl Connector {
         match self {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,
             Connector::Titelive(c) => c.write_accepted(wb).await,
+            Connector::Retailys(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -139,6 +179,7 @@ impl Connector {
         match self {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
             Connector::Titelive(c) => c.write_shipped(wb, shipment).await,
+            Connector::Retailys(c) => c.write_shipped(wb, shipment).await,
         }
     }
 
@@ -147,6 +188,7 @@ impl Connector {
         match self {
             Connector::CloudSuite(c) => c.check().await,
             Connector::Titelive(c) => c.check().await,
+            Connector::Retailys(c) => c.check().await,
         }
     }
 }

@@ -7,10 +7,17 @@ fn example_config_parses_and_documents_every_key() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
     let config = Config::load(&path).expect("config/ordersync.example.toml must parse");
-    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings else {
-        panic!("the example's first source is CloudSuite");
+    let Some(SourceSettings::CloudSuite(cs)) = config.sources.first().map(|s| &s.settings) else {
+        panic!("the example's first source is the CloudSuite one");
     };
     assert_eq!(cs.timezone, chrono_tz::Europe::Amsterdam);
+    assert!(
+        config
+            .sources
+            .iter()
+            .any(|s| matches!(s.settings, SourceSettings::Retailys(_))),
+        "the example documents a retailys source"
+    );
     let text = std::fs::read_to_string(&path).unwrap();
     // Every key the loader accepts appears in the example (set or commented).
     for key in [
@@ -55,6 +62,9 @@ fn example_config_parses_and_documents_every_key() {
         "processing_status",
         "shipped_status",
         "country_map",
+        "channel_id",
+        "import_statuses",
+        "shipper_id",
     ] {
         assert!(
             text.contains(&format!("{key} =")),

@@ -10,4 +10,5 @@ mod config;
 mod crash;
 mod flow;
 mod ops;
+mod retailys;
 mod titelive;

@@ -1,0 +1,406 @@
+//! Retailys `OrderModel` (read with `expanded=true`) → canonical order.
+//! Prices arrive as JSON floats in currency units: each is read from the
+//! number's own text (`decimal_from_json`), never through f64 arithmetic.
+//! `final_price` includes VAT, so the canonical order has
+//! `prices_include_tax = true` and `money` is its gross total.
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+use serde_json::Value;
+
+use super::statuses::StatusTable;
+use crate::model::convert::decimal_from_json;
+use crate::model::{
+    Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
+};
+use crate::store::{Disposition, IncomingOrder, MappedOrder};
+
+/// The id of an order (or of anything with an `id`), as text.
+pub fn id_of(v: &Value) -> Option<String> {
+    match &v["id"] {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// The order's status id: `status_id`, or `status.id` when the status is
+/// inlined (expanded) or a stub.
+pub fn status_id(v: &Value) -> Option<i64> {
+    v["status_id"]
+        .as_i64()
+        .or_else(|| v["status"]["id"].as_i64())
+}
+
+/// Maps one order; `known`: the ledger already has it. `Err` only when it
+/// cannot be keyed (no id); any other problem gives an `IncomingOrder` whose
+/// mapping failed (recorded, parked).
+pub fn incoming(
+    source: &str,
+    statuses: &StatusTable,
+    raw: &str,
+    v: &Value,
+    known: bool,
+) -> Result<IncomingOrder, String> {
+    let id = id_of(v).ok_or("order has no id")?;
+    Ok(IncomingOrder {
+        external_id: id.clone(),
+        raw: raw.to_string(),
+        // No modification stamp in the API; the status is what changes.
+        version: status_id(v).map(|s| format!("status {s}")),
+        mapped: map_order(source, statuses, &id, v, known)
+            .map_err(|e| format!("cannot map Retailys order {id}: {e}")),
+    })
+}
+
+/// A string field, with `null` and `""` both meaning absent.
+fn text(v: &Value) -> Option<String> {
+    match v {
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
+    decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
+}
+
+fn country(v: &Value, what: &str) -> Result<Option<String>, String> {
+    match text(v) {
+        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
+            Ok(Some(c.to_ascii_uppercase()))
+        }
+        Some(c) => Err(format!("{what} {c:?} is not an ISO 3166-1 alpha-2 code")),
+        None => Ok(None),
+    }
+}
+
+/// Invoice (`prefix = ""`) or delivery (`prefix = "delivery_"`) address.
+fn address(v: &Value, prefix: &str) -> Result<Option<Address>, String> {
+    let f = |k: &str| text(&v[format!("{prefix}{k}")]);
+    let a = Address {
+        name: f("name"),
+        street: f("street"),
+        postcode: f("zip"),
+        city: f("city"),
+        country: country(
+            &v[format!("{prefix}state_code")],
+            &format!("{prefix}state_code"),
+        )?,
+    };
+    Ok((a != Address::default()).then_some(a))
+}
+
+fn map_order(
+    source: &str,
+    st: &StatusTable,
+    id: &str,
+    v: &Value,
+    known: bool,
+) -> Result<MappedOrder, String> {
+    let when = text(&v["date_order"]).ok_or("date_order is missing")?;
+    let ordered_at = DateTime::parse_from_rfc3339(&when)
+        .map_err(|e| format!("date_order {when:?} is not a date-time with offset: {e}"))?
+        .with_timezone(&Utc);
+    let currency = text(&v["order_currency_code"])
+        .or_else(|| text(&v["main_currency_code"]))
+        .ok_or("order_currency_code is missing")?;
+    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
+        return Err(format!("currency {currency:?} is not an ISO 4217 code"));
+    }
+    let company = &v["company"];
+    let customer = Customer {
+        name: text(&v["name"]),
+        email: text(&v["email"]),
+        phone: text(&v["phone"]),
+        company: text(&company["name"]),
+        vat_number: text(&v["company_vat"]),
+        source_customer_id: text(&v["customer"]["id"]),
+    };
+    let Some(items) = v["items"].as_array() else {
+        return Err("items is missing".into());
+    };
+    let mut lines = Vec::new();
+    let mut discounts = Vec::new();
+    let mut tax = Decimal::ZERO;
+    for item in items {
+        let line_id = id_of(item).ok_or("an item has no id")?;
+        let what = format!("item {line_id}");
+        let count = item["count"]
+            .as_i64()
+            .ok_or_else(|| format!("{what}: count {} is not a whole number", item["count"]))?;
+        let quantity = Decimal::from(count);
+        let price = &item["price"];
+        let unit_price = decimal(&price["final_price"], &format!("{what}: price.final_price"))?;
+        let base_price = decimal(&price["base_price"], &format!("{what}: price.base_price"))?;
+        let vat = match &price["vat"] {
+            Value::Null => None,
+            r => Some(decimal(r, &format!("{what}: price.vat"))?),
+        };
+        tax += ((unit_price - base_price) * quantity).round_dp(2);
+        let line_total = (quantity * unit_price).round_dp(2);
+        if line_total.is_sign_negative() {
+            // A negative line is how the shop grants a discount (voucher).
+            discounts.push(Discount {
+                description: text(&item["name"]),
+                amount: -line_total,
+            });
+            continue;
+        }
+        let article = &item["article"];
+        lines.push(OrderLine {
+            source_line_id: line_id,
+            sku: text(&article["code"]).or_else(|| text(&article["id"])),
+            ean: text(&article["ean"]),
+            description: text(&item["name"]),
+            quantity,
+            unit_price,
+            tax_rate: vat,
+            line_total,
+        });
+    }
+    // [inf] The expanded shipping object's price is not in the public models;
+    // read `price` (with VAT) when present.
+    let shipping = match &v["shipping"] {
+        s if s.is_object() && (s.get("name").is_some() || s.get("price").is_some()) => {
+            let amount = match &s["price"] {
+                Value::Null => Decimal::ZERO,
+                p => decimal(p, "shipping.price")?,
+            };
+            if let (Some(base), false) = (s.get("base_price"), amount.is_zero()) {
+                tax += amount - decimal(base, "shipping.base_price")?;
+            }
+            Some(Shipping {
+                method: text(&s["name"]),
+                amount,
+            })
+        }
+        _ => None,
+    };
+    let gross = decimal(&v["money"], "money")?;
+    let paid = match &v["paid"] {
+        Value::Null => Decimal::ZERO,
+        p => decimal(p, "paid")?,
+    };
+    let payment_status = if !paid.is_zero() && paid >= gross {
+        "paid"
+    } else if !paid.is_zero() {
+        "partially_paid"
+    } else {
+        "unpaid"
+    };
+    let reference = match (
+        text(&v["external_order_prefix"]),
+        text(&v["external_order_id"]),
+    ) {
+        (Some(p), Some(e)) => Some(format!("{p}{e}")),
+        (None, Some(e)) => Some(e),
+        _ => None,
+    };
+    let order = Order {
+        order_key: order_key(source, id),
+        source: source.to_string(),
+        source_kind: "retailys".into(),
+        external_id: id.to_string(),
+        reference,
+        ordered_at,
+        currency,
+        prices_include_tax: true,
+        customer,
+        billing_address: address(v, "")?,
+        shipping_address: address(v, "delivery_")?,
+        lines,
+        shipping,
+        discounts,
+        totals: Totals {
+            net: gross - tax,
+            tax,
+            gross,
+        },
+        payment: Some(Payment {
+            method: text(&v["payment"]["name"]),
+            status: Some(payment_status.into()),
+        }),
+    };
+    order.check_totals()?;
+    let status = status_id(v).ok_or("status_id is missing")?;
+    let name = st.name(status);
+    let disposition = if v["canceled"].as_bool() == Some(true) {
+        Disposition::Cancel("cancelled at Retailys".into())
+    } else if st.get(status).is_some_and(|s| s.cancel_order) {
+        Disposition::Cancel(format!("status {name:?} cancels the order"))
+    } else if st.pushes(status, known) {
+        Disposition::Push
+    } else {
+        Disposition::Hold(format!(
+            "status {name:?} is not imported (import_statuses: {})",
+            st.import_names()
+        ))
+    };
+    Ok(MappedOrder { order, disposition })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::statuses::{Status, StatusTable, Wanted};
+    use super::*;
+    use crate::config::StatusRef;
+    use serde_json::json;
+
+    fn table() -> StatusTable {
+        let s = |id, name: &str, c, x| Status {
+            id,
+            name: name.into(),
+            complete_order: c,
+            cancel_order: x,
+        };
+        StatusTable::resolve(
+            vec![
+                s(101, "New", false, false),
+                s(102, "Awaiting payment", false, false),
+                s(104, "Processing", false, false),
+                s(117, "Shipped", true, false),
+                s(120, "Cancelled", false, true),
+            ],
+            &Wanted {
+                import: Some(&[StatusRef::Name("New".into())]),
+                processing: &StatusRef::Name("Processing".into()),
+                shipped: Some(&StatusRef::Name("Shipped".into())),
+            },
+            "s",
+        )
+        .unwrap()
+    }
+
+    // The floats are chosen so that f64 arithmetic would be off by a cent
+    // or show binary noise: 3 x 0.1 and 1.005 are not what they look like.
+    pub(crate) fn order() -> Value {
+        json!({
+            "id": 90017, "status_id": 101, "date_order": "2024-06-29T10:15:30+02:00",
+            "customer": {"id": 5512, "name": "Jana Nováková"}, "company": {"id": 8, "name": "Nováková s.r.o."},
+            "channel": {"id": 1, "name": "E-shop"}, "payment": {"id": 3, "name": "Card"},
+            "shipping": {"id": 7, "name": "PPL", "price": 99.0, "base_price": 81.82, "vat": 21},
+            "email": "jana@example.cz", "phone": "+420 777 000 111", "name": "Jana Nováková",
+            "street": "Vinohradská 12", "city": "Praha", "zip": "120 00", "state_code": "cz",
+            "company_nr": "27074358", "company_vat": "CZ27074358",
+            "delivery_name": "", "delivery_street": null,
+            "order_currency_code": "CZK", "main_currency_code": "CZK", "currency_rate": 1.0,
+            "money": 1420.3, "paid": 1420.3,
+            "items": [
+                {"id": 1, "article": {"id": 44, "code": "TEA-01", "ean": "8594000000015"}, "name": "Čaj", "count": 3,
+                 "price": {"base_price": 0.08, "final_price": 0.1, "vat": 21}},
+                {"id": 2, "article": {"id": 45, "code": "MUG-02"}, "name": "Hrnek", "count": 2,
+                 "price": {"base_price": 549.59, "final_price": 665.0, "vat": 21}},
+                {"id": 3, "article": {"id": 46, "code": "SPOON"}, "name": "Lžička", "count": 1,
+                 "price": {"base_price": 0.83, "final_price": 1.005, "vat": 21}},
+                {"id": 4, "article": null, "name": "Sleva", "count": 1,
+                 "price": {"base_price": -8.27, "final_price": -10.0, "vat": 21}}
+            ],
+            "trackings": [], "sent": false, "done": false, "canceled": false,
+            "external_order_prefix": "EB-", "external_order_id": "5531"
+        })
+    }
+
+    fn map(v: &Value) -> IncomingOrder {
+        incoming("eshop-cz", &table(), &v.to_string(), v, true).unwrap()
+    }
+
+    #[test]
+    fn floats_arrive_to_the_cent() {
+        let m = map(&order()).mapped.unwrap();
+        let o = &m.order;
+        assert_eq!(m.disposition, Disposition::Push);
+        assert!(o.prices_include_tax);
+        assert_eq!(o.lines[0].unit_price.to_string(), "0.1");
+        assert_eq!(
+            o.lines[0].line_total.to_string(),
+            "0.3",
+            "3 x 0.1, not 0.30000000000000004"
+        );
+        assert_eq!(o.lines[1].line_total.to_string(), "1330.0");
+        assert_eq!(
+            o.lines[2].unit_price.to_string(),
+            "1.005",
+            "not 1.00499999999999989"
+        );
+        assert_eq!(
+            o.lines[2].line_total.to_string(),
+            "1.00",
+            "banker's rounding of 1.005"
+        );
+        assert_eq!(o.discounts[0].amount.to_string(), "10.0");
+        assert_eq!(o.shipping.as_ref().unwrap().amount.to_string(), "99.0");
+        assert_eq!(o.totals.gross.to_string(), "1420.3");
+        let v: Value = serde_json::from_str(&o.to_json()).unwrap();
+        assert_eq!(v["totals"]["gross"], "1420.30");
+        assert_eq!(v["lines"][0]["unit_price"], "0.10");
+        assert_eq!(v["lines"][0]["line_total"], "0.30");
+        assert_eq!(v["lines"][1]["tax_rate"], "21");
+    }
+
+    #[test]
+    fn contacts_company_and_reference() {
+        let o = map(&order()).mapped.unwrap().order;
+        assert_eq!(o.ordered_at.to_rfc3339(), "2024-06-29T08:15:30+00:00");
+        assert_eq!(o.currency, "CZK");
+        assert_eq!(o.reference.as_deref(), Some("EB-5531"));
+        assert_eq!(o.customer.vat_number.as_deref(), Some("CZ27074358"));
+        assert_eq!(o.customer.company.as_deref(), Some("Nováková s.r.o."));
+        assert_eq!(o.customer.source_customer_id.as_deref(), Some("5512"));
+        let bill = o.billing_address.as_ref().unwrap();
+        assert_eq!(bill.postcode.as_deref(), Some("120 00"));
+        assert_eq!(bill.country.as_deref(), Some("CZ"));
+        assert!(
+            o.shipping_address.is_none(),
+            "empty delivery fields are no address"
+        );
+        assert_eq!(o.lines[0].sku.as_deref(), Some("TEA-01"));
+        assert_eq!(o.payment.as_ref().unwrap().status.as_deref(), Some("paid"));
+    }
+
+    #[test]
+    fn statuses_decide_the_disposition() {
+        let mut v = order();
+        v["status_id"] = json!(102);
+        assert!(
+            matches!(map(&v).mapped.unwrap().disposition, Disposition::Hold(r) if r.contains("Awaiting payment"))
+        );
+        v["status_id"] = json!(104);
+        assert_eq!(
+            map(&v).mapped.unwrap().disposition,
+            Disposition::Push,
+            "our own processing status"
+        );
+        v["status_id"] = json!(120);
+        assert!(matches!(
+            map(&v).mapped.unwrap().disposition,
+            Disposition::Cancel(_)
+        ));
+        v["status_id"] = json!(101);
+        v["canceled"] = json!(true);
+        assert!(matches!(
+            map(&v).mapped.unwrap().disposition,
+            Disposition::Cancel(_)
+        ));
+    }
+
+    #[test]
+    fn bad_data_names_the_order_and_field() {
+        let mut v = order();
+        v["items"][1]["price"]["final_price"] = json!("abc");
+        let err = map(&v).mapped.unwrap_err();
+        assert!(
+            err.contains("90017") && err.contains("item 2") && err.contains("final_price"),
+            "{err}"
+        );
+        let mut v = order();
+        v["money"] = json!(1500.0);
+        let err = map(&v).mapped.unwrap_err();
+        assert!(err.contains("difference"), "{err}");
+        let mut v = order();
+        v["items"][0]["count"] = json!(1.5);
+        assert!(map(&v).mapped.unwrap_err().contains("count"));
+        assert!(incoming("s", &table(), "{}", &json!({}), false).is_err());
+    }
+}

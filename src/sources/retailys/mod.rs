@@ -1,0 +1,407 @@
+//! Retailys (Czech omnichannel e-commerce platform), REST JSON with the API
+//! key in the `token` header.
+//! Read: `GET /System/Orders?from=<cursor - lookback>&per_page=..&page=N&expanded=true`
+//! to the paginator's last page; the cursor is the newest `date_order` seen,
+//! written only at the end of a walk in which every order could be keyed.
+//! Retailys has no "changed since" filter, so ledger orders that are not final
+//! are read again one by one on every [`RECHECK_EVERY`]th poll.
+//! Write-back: status, then the ERP number as a history record (at most
+//! once) when the ERP accepts;
+//! tracking (read first), `sent` and the shipped status when it ships.
+
+mod map;
+mod statuses;
+mod writes;
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::Mutex;
+
+use super::{Page, PrepareError, Window};
+use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
+use crate::http::{Endpoint, Failure, Reply};
+use crate::model::order_key;
+use crate::secret::Secret;
+use crate::store::{IncomingOrder, Store};
+use statuses::{Status, StatusTable, Wanted};
+
+/// Ledger orders that are not final are read again on every Nth live poll
+/// only: one request per order, and the list already re-reads everything
+/// inside the lookback window on every poll.
+pub const RECHECK_EVERY: u64 = 5;
+
+/// States of ledger orders worth reading again: not yet pushed (a status
+/// change may release, hold or cancel them) and pushed but not shipped (a
+/// cancellation at the shop must reach an operator).
+const RECHECK_STATES: &[&str] = &["held", "invalid", "queued", "pushed", "accepted"];
+
+pub struct Retailys {
+    name: String,
+    /// Config key prefix for messages (`sources[2]`).
+    key: String,
+    base: String,
+    endpoint: Endpoint,
+    token: Secret,
+    channel_id: Option<i64>,
+    import_statuses: Option<Vec<StatusRef>>,
+    processing_status: StatusRef,
+    shipped_status: Option<StatusRef>,
+    shipper_id: Option<i64>,
+    page_size: u32,
+    lookback: Duration,
+    statuses: Mutex<Option<Arc<StatusTable>>>,
+    /// `(id, name)` of the shop's shippings, read once when a carrier must
+    /// be matched by name.
+    shippings: Mutex<Option<Vec<(i64, String)>>>,
+    polls: AtomicU64,
+    /// Orders whose status this process set but whose ERP-number history
+    /// record is not yet written: a retry after a failed POST must still
+    /// write it, although the status already says "done".
+    history_due: std::sync::Mutex<HashSet<String>>,
+}
+
+/// Where a walk is: page numbers of one `from`/`to` query.
+pub struct Walk {
+    query: Vec<(&'static str, String)>,
+    page: u32,
+    old_cursor: Option<DateTime<Utc>>,
+    newest: Option<DateTime<Utc>>,
+    /// An order could not even be keyed: keep the cursor where it was.
+    incomplete: bool,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+struct Paginator {
+    #[serde(default)]
+    pages: u32,
+}
+
+#[derive(Deserialize)]
+struct OrdersPage {
+    paginator: Paginator,
+    #[serde(default)]
+    orders: Vec<Value>,
+}
+
+#[derive(Deserialize)]
+struct StatusesPage {
+    paginator: Paginator,
+    #[serde(default)]
+    statuses: Vec<Status>,
+}
+
+impl Retailys {
+    pub fn new(
+        config: &Config,
+        source: &SourceConfig,
+        settings: &RetailysSettings,
+    ) -> Result<Retailys, ConfigError> {
+        let index = config
+            .sources
+            .iter()
+            .position(|s| s.name == source.name)
+            .unwrap_or_default();
+        let key = format!("sources[{index}]");
+        let token = settings
+            .token
+            .load(&format!("{key}.token"))
+            .map_err(|e| ConfigError(format!("source {}: {e}", source.name)))?;
+        let endpoint = Endpoint::new(
+            &source.name,
+            config.daemon.request_timeout,
+            source.max_in_flight,
+            Some(source.rate_limit_per_sec),
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| {
+            ConfigError(format!(
+                "source {}: cannot build HTTP client: {e}",
+                source.name
+            ))
+        })?;
+        Ok(Retailys {
+            name: source.name.clone(),
+            key,
+            base: source.base_url.clone(),
+            endpoint,
+            token,
+            channel_id: settings.channel_id,
+            import_statuses: settings.import_statuses.clone(),
+            processing_status: settings.processing_status.clone(),
+            shipped_status: settings.shipped_status.clone(),
+            shipper_id: settings.shipper_id,
+            page_size: source.page_size,
+            lookback: source.lookback,
+            statuses: Mutex::new(None),
+            shippings: Mutex::new(None),
+            polls: AtomicU64::new(0),
+            history_due: std::sync::Mutex::new(HashSet::new()),
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Reply, Failure> {
+        self.endpoint
+            .send(build().header("token", self.token.expose()))
+            .await
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}{path}", self.base)
+    }
+
+    // --- statuses ---------------------------------------------------------
+
+    /// Reads every page of the shop's statuses and resolves the configured ones.
+    async fn load_statuses(&self) -> Result<StatusTable, PrepareError> {
+        let url = self.url("/System/Orders/Statuses");
+        let mut all = Vec::new();
+        let mut page = 1u32;
+        loop {
+            let query = [("per_page", "250".to_string()), ("page", page.to_string())];
+            let answer: StatusesPage = self
+                .send(|| self.endpoint.client().get(&url).query(&query))
+                .await
+                .and_then(|r| r.json())
+                .map_err(|f| {
+                    PrepareError::Remote(
+                        f.context(&format!("{}: reading order statuses", self.name)),
+                    )
+                })?;
+            all.extend(answer.statuses);
+            // Bounded: a paginator that never ends must not loop forever.
+            if page >= answer.paginator.pages || page >= 100 {
+                break;
+            }
+            page += 1;
+        }
+        let wanted = Wanted {
+            import: self.import_statuses.as_deref(),
+            processing: &self.processing_status,
+            shipped: self.shipped_status.as_ref(),
+        };
+        StatusTable::resolve(all, &wanted, &self.key)
+            .map_err(|e| PrepareError::Config(ConfigError(format!("source {}: {e}", self.name))))
+    }
+
+    /// The status table, read on first use.
+    async fn statuses(&self) -> Result<Arc<StatusTable>, Failure> {
+        let mut cached = self.statuses.lock().await;
+        if let Some(t) = cached.as_ref() {
+            return Ok(Arc::clone(t));
+        }
+        let table = Arc::new(
+            self.load_statuses()
+                .await
+                .map_err(PrepareError::into_failure)?,
+        );
+        *cached = Some(Arc::clone(&table));
+        Ok(table)
+    }
+
+    /// Reads the table again because an order carries a status id it does not
+    /// know (the shop added a status since startup).
+    async fn refresh_statuses(&self, unknown: i64) -> Result<Arc<StatusTable>, Failure> {
+        tracing::info!(source = %self.name, status_id = unknown, "order with an unknown status id; reading the shop's statuses again");
+        let table = Arc::new(
+            self.load_statuses()
+                .await
+                .map_err(PrepareError::into_failure)?,
+        );
+        *self.statuses.lock().await = Some(Arc::clone(&table));
+        Ok(table)
+    }
+
+    /// The table, refreshed once if any of `orders` has a status it lacks.
+    async fn statuses_for(&self, orders: &[Value]) -> Result<Arc<StatusTable>, Failure> {
+        let table = self.statuses().await?;
+        match orders
+            .iter()
+            .filter_map(map::status_id)
+            .find(|id| table.get(*id).is_none())
+        {
+            Some(unknown) => self.refresh_statuses(unknown).await,
+            None => Ok(table),
+        }
+    }
+
+    pub async fn prepare(&self) -> Result<(), PrepareError> {
+        let table = Arc::new(self.load_statuses().await?);
+        tracing::info!(source = %self.name, processing = %table.name(table.processing), import = %table.import_names(), "order statuses resolved");
+        *self.statuses.lock().await = Some(table);
+        Ok(())
+    }
+
+    // --- reading ----------------------------------------------------------
+
+    pub fn begin(&self, window: Window) -> Walk {
+        let lookback = chrono::Duration::from_std(self.lookback).unwrap_or_default();
+        let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, false);
+        let mut query = Vec::new();
+        let old_cursor = match &window {
+            Window::Live { cursor } => {
+                let cursor = cursor
+                    .as_deref()
+                    .and_then(|c| c.parse::<DateTime<Utc>>().ok());
+                if let Some(c) = cursor {
+                    query.push(("from", stamp(c - lookback)));
+                }
+                cursor
+            }
+            Window::Backfill {
+                since,
+                until,
+                cursor,
+            } => {
+                let resume = cursor
+                    .as_deref()
+                    .and_then(|c| c.parse::<DateTime<Utc>>().ok());
+                let from = match resume {
+                    Some(c) if c - lookback > *since => c - lookback,
+                    _ => *since,
+                };
+                query.push(("from", stamp(from)));
+                if let Some(u) = until {
+                    query.push(("to", stamp(*u)));
+                }
+                resume
+            }
+        };
+        if let Some(ch) = self.channel_id {
+            query.push(("channel_id", ch.to_string()));
+        }
+        query.push(("per_page", self.page_size.to_string()));
+        query.push(("expanded", "true".into()));
+        Walk {
+            query,
+            page: 1,
+            old_cursor,
+            newest: None,
+            incomplete: false,
+            done: false,
+        }
+    }
+
+    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+        if walk.done {
+            return Ok(None);
+        }
+        let url = self.url("/System/Orders");
+        let mut query = walk.query.clone();
+        query.push(("page", walk.page.to_string()));
+        let answer: OrdersPage = self
+            .send(|| self.endpoint.client().get(&url).query(&query))
+            .await?
+            .json()?;
+        let table = self.statuses_for(&answer.orders).await?;
+        // From here on the walk moves: nothing below returns early.
+        let mut orders = Vec::new();
+        for v in &answer.orders {
+            if let Some(t) = v["date_order"]
+                .as_str()
+                .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
+            {
+                walk.newest = walk.newest.max(Some(t.with_timezone(&Utc)));
+            }
+            let known = map::id_of(v).is_some_and(|id| {
+                store
+                    .known_version(&order_key(&self.name, &id))
+                    .ok()
+                    .flatten()
+                    .is_some()
+            });
+            if !known && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
+                // Completed at the shop before we ever saw it: not ours to import.
+                continue;
+            }
+            match map::incoming(&self.name, &table, &v.to_string(), v, known) {
+                Ok(o) => orders.push(o),
+                Err(e) => {
+                    walk.incomplete = true;
+                    tracing::warn!(source = %self.name, page = walk.page, error = %e, "order list item unusable; the cursor will not move past it");
+                }
+            }
+        }
+        let mut cursor = None;
+        if walk.page >= answer.paginator.pages {
+            walk.done = true;
+            if walk.incomplete {
+                tracing::debug!(source = %self.name, "an order could not be keyed; the cursor stays where it was");
+            } else {
+                cursor = walk
+                    .old_cursor
+                    .max(walk.newest)
+                    .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
+            }
+        } else {
+            walk.page += 1;
+        }
+        Ok(Some(Page { orders, cursor }))
+    }
+
+    async fn get_order(&self, id: &str) -> Result<(Reply, Value), Failure> {
+        let url = self.url(&format!("/System/Orders/{id}"));
+        let reply = self
+            .send(|| {
+                self.endpoint
+                    .client()
+                    .get(&url)
+                    .query(&[("expanded", "true")])
+            })
+            .await?;
+        let value: Value = reply.json()?;
+        Ok((reply, value))
+    }
+
+    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+        let (reply, value) = self.get_order(external_id).await?;
+        let table = self.statuses_for(std::slice::from_ref(&value)).await?;
+        let raw = String::from_utf8_lossy(&reply.body);
+        // Only ledger orders are re-checked.
+        map::incoming(&self.name, &table, &raw, &value, true).map_err(Failure::retry)
+    }
+
+    pub fn recheck_states(&self) -> &'static [&'static str] {
+        // Counted per live poll (the daemon asks once per poll); the first
+        // poll after startup rechecks.
+        if self
+            .polls
+            .fetch_add(1, Ordering::Relaxed)
+            .is_multiple_of(RECHECK_EVERY)
+        {
+            RECHECK_STATES
+        } else {
+            &[]
+        }
+    }
+
+    pub async fn check(&self) -> Result<String, Failure> {
+        let table = Arc::new(
+            self.load_statuses()
+                .await
+                .map_err(PrepareError::into_failure)?,
+        );
+        let host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        let text = format!(
+            "Retailys at {host} answered; {} order statuses; processing = {:?}, importing {}",
+            table.all.len(),
+            table.name(table.processing),
+            table.import_names()
+        );
+        *self.statuses.lock().await = Some(table);
+        Ok(text)
+    }
+}
