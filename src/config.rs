@@ -132,6 +132,26 @@ pub struct SourceConfig {
 #[derive(Clone, Debug)]
 pub enum SourceSettings {
     CloudSuite(CloudSuiteSettings),
+    Mplus(MplusSettings),
+}
+
+/// Where a new MplusKASSA source starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MplusStart {
+    /// Sync marker 1: every order the till has.
+    Beginning,
+    /// The till's current order marker: only orders added or changed from now on.
+    Now,
+}
+
+#[derive(Clone, Debug)]
+pub struct MplusSettings {
+    pub ident: String,
+    pub secret: SecretRef,
+    pub start: MplusStart,
+    /// Write the ERP order number into the order's `reference`.
+    pub write_reference: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -305,6 +325,22 @@ fn default_payment_ok() -> Vec<String> {
 }
 fn default_timezone() -> String {
     "Europe/Amsterdam".into()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMplus {
+    ident: String,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    #[serde(default = "default_mplus_start")]
+    start: MplusStart,
+    #[serde(default = "default_true")]
+    write_reference: bool,
+}
+
+fn default_mplus_start() -> MplusStart {
+    MplusStart::Beginning
 }
 
 pub const CLOUDSUITE_TOKEN_URL: &str =
@@ -605,9 +641,13 @@ fn build_source(
             let raw: RawCloudSuite = typed(&prefix, serde_json::Value::Object(specific))?;
             SourceSettings::CloudSuite(build_cloudsuite(&prefix, raw, base_dir)?)
         }
+        SourceKind::Mplus => {
+            let raw: RawMplus = typed(&prefix, serde_json::Value::Object(specific))?;
+            SourceSettings::Mplus(build_mplus(&prefix, raw, base_dir)?)
+        }
         other => {
             return Err(ConfigError(format!(
-                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\")",
+                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\", \"mplus\")",
                 other.as_str()
             )));
         }
@@ -623,6 +663,29 @@ fn build_source(
         rate_limit_per_sec: c.rate_limit_per_sec,
         enabled: c.enabled,
         settings,
+    })
+}
+
+fn build_mplus(prefix: &str, raw: RawMplus, base_dir: &Path) -> Result<MplusSettings, ConfigError> {
+    if raw.ident.trim().is_empty() {
+        return Err(ConfigError(format!("{prefix}.ident: must not be empty")));
+    }
+    let secret = SecretRef::from_pair(
+        &format!("{prefix}.secret"),
+        raw.secret_file,
+        raw.secret_env,
+        base_dir,
+    )?
+    .ok_or_else(|| {
+        ConfigError(format!(
+            "{prefix}.secret_file: mplus needs secret_file or secret_env"
+        ))
+    })?;
+    Ok(MplusSettings {
+        ident: raw.ident,
+        secret,
+        start: raw.start,
+        write_reference: raw.write_reference,
     })
 }
 
@@ -780,6 +843,36 @@ client_secret_env = "X_SECRET"
         );
         let err = parse(&text).unwrap_err().0;
         assert!(err.contains("erp.user"), "{err}");
+    }
+
+    #[test]
+    fn mplus_source_parses_and_names_its_keys() {
+        let mplus = MINIMAL.replace(
+            "kind = \"cloudsuite\"\nbase_url = \"http://127.0.0.1:8/\"\nclient_id = \"ordersync\"\nclient_secret_env = \"X_SECRET\"",
+            "kind = \"mplus\"\nbase_url = \"http://127.0.0.1:8/\"\nident = \"till\"\nsecret_env = \"X_SECRET\"",
+        );
+        let c = parse(&format!(
+            "{mplus}start = \"now\"\nwrite_reference = false\n"
+        ))
+        .unwrap();
+        let SourceSettings::Mplus(m) = &c.sources[0].settings else {
+            panic!("not mplus");
+        };
+        assert_eq!(m.start, MplusStart::Now);
+        assert!(!m.write_reference);
+        let err = parse(&format!("{mplus}start = \"yesterday\"\n"))
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("sources[0]") && err.contains("yesterday"),
+            "{err}"
+        );
+        let err = parse(&mplus.replace("secret_env = \"X_SECRET\"", ""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("sources[0].secret_file"), "{err}");
+        let err = parse(&format!("{mplus}client_id = \"x\"\n")).unwrap_err().0;
+        assert!(err.contains("client_id"), "{err}");
     }
 
     #[test]

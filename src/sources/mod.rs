@@ -5,6 +5,7 @@
 //! [`crate::daemon`] and [`crate::outbox`].
 
 pub mod cloudsuite;
+pub mod mplus;
 
 use chrono::{DateTime, Utc};
 
@@ -43,10 +44,12 @@ pub struct WriteBack {
 
 pub enum Connector {
     CloudSuite(cloudsuite::CloudSuite),
+    Mplus(mplus::Mplus),
 }
 
 pub enum Walk {
     CloudSuite(cloudsuite::Walk),
+    Mplus(mplus::Walk),
 }
 
 impl Connector {
@@ -57,24 +60,28 @@ impl Connector {
             SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(
                 cloudsuite::CloudSuite::new(config, source, s)?,
             )),
+            SourceSettings::Mplus(s) => Ok(Connector::Mplus(mplus::Mplus::new(config, source, s)?)),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Connector::CloudSuite(c) => c.name(),
+            Connector::Mplus(c) => c.name(),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Connector::CloudSuite(_) => "cloudsuite",
+            Connector::Mplus(_) => "mplus",
         }
     }
 
     pub fn begin(&self, window: Window) -> Walk {
         match self {
             Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
+            Connector::Mplus(c) => Walk::Mplus(c.begin(window)),
         }
     }
 
@@ -82,6 +89,10 @@ impl Connector {
     pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
         match (self, walk) {
             (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
+            (Connector::Mplus(c), Walk::Mplus(w)) => c.next_page(w, store).await,
+            _ => Err(Failure::permanent(
+                "internal error: a walk of another connector",
+            )),
         }
     }
 
@@ -89,6 +100,7 @@ impl Connector {
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
+            Connector::Mplus(c) => c.recheck(external_id).await,
         }
     }
 
@@ -99,17 +111,24 @@ impl Connector {
     pub fn recheck_states(&self) -> &'static [&'static str] {
         match self {
             Connector::CloudSuite(_) => &["held", "invalid"],
+            // A fix at the till bumps the order's sync marker: the list
+            // brings it back by itself.
+            Connector::Mplus(_) => &[],
         }
     }
 
     /// Whether the source takes an "accepted" write-back at all.
     pub fn writes_accepted(&self) -> bool {
-        true
+        match self {
+            Connector::CloudSuite(_) => true,
+            Connector::Mplus(c) => c.writes_accepted(),
+        }
     }
 
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,
+            Connector::Mplus(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -120,6 +139,7 @@ impl Connector {
     ) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
+            Connector::Mplus(c) => c.write_shipped(wb, shipment).await,
         }
     }
 
@@ -127,6 +147,7 @@ impl Connector {
     pub async fn check(&self) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.check().await,
+            Connector::Mplus(c) => c.check().await,
         }
     }
 }
