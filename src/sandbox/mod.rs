@@ -1,5 +1,5 @@
-//! In-process HTTP simulators of the CloudSuite webshop API and the http ERP
-//! contract, with fault knobs. Used by integration tests (port 0), by
+//! In-process HTTP simulators of the CloudSuite webshop API, the MplusKASSA
+//! SOAP API and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
 
 pub mod catalog;
@@ -7,6 +7,7 @@ pub mod cloudsuite;
 mod conn;
 pub mod erp_http;
 pub mod faults;
+pub mod mplus;
 #[cfg(test)]
 mod tests;
 
@@ -25,9 +26,11 @@ pub use faults::Faults;
 pub struct SandboxOptions {
     pub cloudsuite: cloudsuite::CloudSuiteOptions,
     pub erp: erp_http::ErpOptions,
+    pub mplus: mplus::MplusOptions,
     /// 127.0.0.1:0 in tests.
     pub cloudsuite_listen: SocketAddr,
     pub erp_listen: SocketAddr,
+    pub mplus_listen: SocketAddr,
 }
 
 impl Default for SandboxOptions {
@@ -36,8 +39,10 @@ impl Default for SandboxOptions {
         SandboxOptions {
             cloudsuite: cloudsuite::CloudSuiteOptions::default(),
             erp: erp_http::ErpOptions::default(),
+            mplus: mplus::MplusOptions::default(),
             cloudsuite_listen: any_port,
             erp_listen: any_port,
+            mplus_listen: any_port,
         }
     }
 }
@@ -50,8 +55,11 @@ pub struct Sandbox {
     /// `cloudsuite_url` + "/realms/CloudSuite/protocol/openid-connect/token".
     pub token_url: String,
     pub erp_url: String,
+    /// The MplusKASSA SOAP endpoint (credentials go in its query string).
+    pub mplus_url: String,
     pub cloudsuite: cloudsuite::CloudSuiteSim,
     pub erp: erp_http::ErpSim,
+    pub mplus: mplus::MplusSim,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -72,15 +80,26 @@ impl Sandbox {
                 return Err(e);
             }
         };
+        let mplus = mplus::MplusSim::new(opts.mplus);
+        let (mplus_addr, mplus_server) =
+            match serve(opts.mplus_listen, mplus.router(), stop.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
         let cloudsuite_url = format!("http://{cs_addr}");
         Ok(Sandbox {
             token_url: format!("{cloudsuite_url}{}", cloudsuite::TOKEN_PATH),
             cloudsuite_url,
             erp_url: format!("http://{erp_addr}"),
+            mplus_url: format!("http://{mplus_addr}"),
             cloudsuite,
             erp,
+            mplus,
             stop,
-            servers: vec![cs_server, erp_server],
+            servers: vec![cs_server, erp_server, mplus_server],
         })
     }
 

@@ -8,7 +8,9 @@ fn example_config_parses_and_documents_every_key() {
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
     let config = Config::load(&path).expect("config/ordersync.example.toml must parse");
     assert_eq!(config.sources.len(), 1);
-    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings;
+    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings else {
+        panic!("the example's first source is CloudSuite");
+    };
     assert_eq!(cs.timezone, chrono_tz::Europe::Amsterdam);
     let text = std::fs::read_to_string(&path).unwrap();
     // Every key the loader accepts appears in the example (set or commented).
@@ -46,6 +48,11 @@ fn example_config_parses_and_documents_every_key() {
         "webshop",
         "payment_ok",
         "timezone",
+        "ident",
+        "secret_file",
+        "secret_env",
+        "start",
+        "write_reference",
     ] {
         assert!(
             text.contains(&format!("{key} =")),
