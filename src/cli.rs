@@ -98,6 +98,9 @@ pub struct SandboxArgs {
     /// Address for the http ERP simulator
     #[arg(long, default_value = "127.0.0.1:7402")]
     pub erp_listen: std::net::SocketAddr,
+    /// Address for the MplusKASSA (SOAP) simulator
+    #[arg(long, default_value = "127.0.0.1:7403")]
+    pub mplus_listen: std::net::SocketAddr,
     /// Orders to seed
     #[arg(long, default_value_t = 50)]
     pub orders: usize,

@@ -21,6 +21,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     let mut opts = SandboxOptions {
         cloudsuite_listen: args.cloudsuite_listen,
         erp_listen: args.erp_listen,
+        mplus_listen: args.mplus_listen,
         ..Default::default()
     };
     let faults = Faults {
@@ -33,6 +34,8 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     };
     opts.cloudsuite.seed_orders = args.orders;
     opts.cloudsuite.faults = faults.clone();
+    opts.mplus.seed_orders = args.orders;
+    opts.mplus.faults = faults.clone();
     opts.erp.faults = faults;
     opts.erp.ship_after = Some(Duration::from_secs(args.ship_after_secs));
     opts
@@ -43,6 +46,7 @@ pub async fn sandbox(args: &SandboxArgs, shutdown: CancellationToken) -> anyhow:
     println!("CloudSuite simulator: {}", sb.cloudsuite_url);
     println!("  OAuth2 token URL:   {}", sb.token_url);
     println!("http ERP simulator:   {}", sb.erp_url);
+    println!("MplusKASSA simulator: {} (SOAP)", sb.mplus_url);
     println!(
         "{} orders seeded; credentials are the sandbox defaults (see config/demo.toml). Ctrl-C stops.",
         args.orders
@@ -87,9 +91,15 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         .first()
         .context("demo config has no source")?;
 
+    let till = config
+        .sources
+        .iter()
+        .find(|s| s.kind == crate::config::SourceKind::Mplus)
+        .context("demo config has no mplus source")?;
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
         erp_listen: port_of(&config.erp.url)?,
+        mplus_listen: port_of(&till.base_url)?,
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.
@@ -104,16 +114,30 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         &opts.cloudsuite.client_secret,
     )?;
     write_secret(&dir.join("secrets/erp-token"), &opts.erp.token)?;
+    write_secret(&dir.join("secrets/mplus-secret"), &opts.mplus.secret)?;
     let sb = Sandbox::start(opts)
         .await
         .context("cannot start the simulators (is another demo or `ordersync sandbox` running?)")?;
     sb.cloudsuite
         .confirm_new_orders_every(Duration::from_secs(4));
+    // The till rings up an order now and then too.
+    let till_sim = sb.mplus.clone();
+    let till_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = till_stop.cancelled() => return,
+                _ = tick.tick() => { till_sim.add_order(); }
+            }
+        }
+    });
 
     let shown = config_path.display();
     eprintln!(
-        "ordersync demo: CloudSuite simulator {} -> ordersync -> http ERP simulator {}",
-        sb.cloudsuite_url, sb.erp_url
+        "ordersync demo: CloudSuite simulator {} and MplusKASSA simulator {} -> ordersync -> http ERP simulator {}",
+        sb.cloudsuite_url, sb.mplus_url, sb.erp_url
     );
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");

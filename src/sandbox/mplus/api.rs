@@ -108,9 +108,10 @@ async fn endpoint(
     }
 }
 
-fn parse<T: serde::de::DeserializeOwned>(op: &str, body: &str) -> Result<T, Response> {
+/// The operation element of a request, or the text of the Client fault.
+fn parse<T: serde::de::DeserializeOwned>(op: &str, body: &str) -> Result<T, String> {
     soap::parse_answer::<T>(op, body)
-        .map_err(|e| client_fault(&format!("Validation constraint violation: {}", e.message())))
+        .map_err(|e| format!("Validation constraint violation: {}", e.message()))
 }
 
 /// One `<order>` as the till writes it; a poisoned order gets a quantity
@@ -127,7 +128,7 @@ fn order_xml(o: &wire::Order) -> String {
 fn get_orders(sim: &MplusSim, body: &str) -> Response {
     let op: wire::GetOrders = match parse("getOrders", body) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(e) => return client_fault(&e),
     };
     let req = op.request;
     // Required by the XSD even when empty: a real gSOAP server refuses the
@@ -184,7 +185,7 @@ fn get_orders(sim: &MplusSim, body: &str) -> Response {
 fn get_order(sim: &MplusSim, body: &str) -> Response {
     let op: wire::GetOrder = match parse("getOrder", body) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(e) => return client_fault(&e),
     };
     let order = sim
         .state()
@@ -218,7 +219,7 @@ fn update_order(sim: &MplusSim, body: &str) -> Response {
     const NAME: &str = "updateOrderResponse";
     let op: wire::UpdateOrder = match parse("updateOrder", body) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(e) => return client_fault(&e),
     };
     let incoming = op.order;
     let mut st = sim.state();
@@ -340,7 +341,7 @@ fn deliver_v2(sim: &MplusSim, body: &str) -> Response {
     const NAME: &str = "deliverOrderV2Response";
     let op: wire::DeliverOrderV2 = match parse("deliverOrderV2", body) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(e) => return client_fault(&e),
     };
     let d = op.order_delivery;
     let lines: Vec<(String, Decimal)> = d
@@ -369,7 +370,7 @@ fn deliver_all(sim: &MplusSim, body: &str) -> Response {
     const NAME: &str = "deliverOrderResponse";
     let op: wire::DeliverOrder = match parse("deliverOrder", body) {
         Ok(op) => op,
-        Err(r) => return r,
+        Err(e) => return client_fault(&e),
     };
     let id = op.request.order_id;
     let mut st = sim.state();

@@ -103,7 +103,11 @@ impl Mplus {
             .header("SOAPAction", operation)
             .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
             .body(envelope);
-        let reply = self.endpoint.exchange(request).await?;
+        let reply = self
+            .endpoint
+            .exchange(request)
+            .await
+            .map_err(|f| f.context(&format!("MplusKASSA {operation}")))?;
         let body = String::from_utf8_lossy(&reply.body).into_owned();
         if (200..300).contains(&reply.status) {
             return Ok(body);
@@ -122,7 +126,7 @@ impl Mplus {
         if let Some(fault) = soap::parse_fault(&body) {
             return Err(soap::fault_failure(operation, &fault).context(&self.name));
         }
-        Err(crate::http::status_failure(&reply))
+        Err(crate::http::status_failure(&reply).context(&format!("MplusKASSA {operation}")))
     }
 
     async fn get_order(&self, order_id: &str) -> Result<(String, wire::Order), Failure> {
