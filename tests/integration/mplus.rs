@@ -457,6 +457,18 @@ async fn the_secret_never_reaches_logs_errors_or_status() {
     assert!(!log.contains("secret="), "a URL with its query in the log");
     let status = crate::common::status_json(&app);
     assert!(!status.to_string().contains(&secret));
+    let out = app.run_binary().arg("check-config").output().unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("till: MplusKASSA at 127.0.0.1 answered"),
+        "{text}"
+    );
+    assert!(!text.contains(&secret), "{text}");
 
     // Wrong secret: a clear error naming the source, not the secret.
     std::fs::write(app.dir.path().join("mplus-secret"), "wrong-s3cret-value\n").unwrap();
@@ -621,4 +633,51 @@ async fn the_simulator_behaves_like_the_documented_api() {
     }
     assert!(!sorted_every_time, "the simulator always answered sorted");
     sb.shutdown().await;
+}
+
+/// reqwest prints a failed request's URL, query string included: the
+/// secret must not come out that way either.
+#[test]
+fn an_unreachable_till_is_named_without_its_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("c.toml");
+    std::fs::write(
+        &cfg,
+        r#"
+[daemon]
+state_dir = "state"
+request_timeout = "2s"
+[erp]
+kind = "http"
+url = "http://127.0.0.1:9"
+token_env = "ORDERSYNC_TEST_ERP_TOKEN"
+[[sources]]
+name = "till"
+kind = "mplus"
+base_url = "http://127.0.0.1:9"
+ident = "ordersync"
+secret_env = "ORDERSYNC_TEST_MPLUS_SECRET"
+"#,
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ordersync"))
+        .env_remove("ORDERSYNC_CONFIG")
+        .env("ORDERSYNC_TEST_ERP_TOKEN", "t")
+        .env("ORDERSYNC_TEST_MPLUS_SECRET", "hunter2-mplus-secret")
+        .arg("--config")
+        .arg(&cfg)
+        .arg("check-config")
+        .output()
+        .unwrap();
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("till: FAILED"), "{text}");
+    assert!(text.contains("getCurrentSyncMarkersV2"), "{text}");
+    assert!(text.contains("127.0.0.1:9/ could not connect"), "{text}");
+    assert!(!text.contains("hunter2-mplus-secret"), "{text}");
+    assert!(!text.contains("secret="), "{text}");
 }

@@ -234,6 +234,12 @@ impl Mplus {
             walk.done = true;
             return Ok(None);
         }
+        if max <= cursor {
+            // Nothing above the bound we asked for: asking again would
+            // return the same batch forever.
+            tracing::warn!(source = %self.name, cursor, "getOrders returned only orders at or below the requested syncMarker; stopping this walk");
+            walk.done = true;
+        }
         let next = max.max(cursor);
         walk.cursor = Some(next);
         Ok(Some(Page {
