@@ -19,12 +19,11 @@ use rust_decimal::Decimal;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, MplusSettings, MplusStart, SourceConfig};
 use crate::http::{Endpoint, Failure};
+use crate::model::convert::from_scaled;
 use crate::secret::Secret;
 use crate::store::{ErpShipment, IncomingOrder, Store};
 use map::MapContext;
 use wire::NAMESPACE;
-
-pub use map::{OrderIdentity, map_order};
 
 /// How many times a reference write reads and writes again when the till
 /// keeps editing the order in between.
@@ -424,7 +423,7 @@ fn lines_to_deliver(
             )));
         };
         let d = &line.data;
-        let scaled = |v, p| map_err_scaled(crate::model::convert::from_scaled(v, p));
+        let scaled = |v, p| from_scaled(v, p).map_err(Failure::permanent);
         let open = scaled(d.quantity, d.decimal_places)?
             - scaled(d.cancelled_quantity, d.cancelled_decimal_places)?
             - scaled(d.delivered_quantity, d.delivered_decimal_places)?;
@@ -440,10 +439,6 @@ fn lines_to_deliver(
         });
     }
     Ok(out)
-}
-
-fn map_err_scaled(r: Result<Decimal, String>) -> Result<Decimal, Failure> {
-    r.map_err(Failure::permanent)
 }
 
 fn find_line<'a>(list: &'a wire::LineList, id: &str) -> Option<&'a wire::Line> {
@@ -484,10 +479,7 @@ mod tests {
         let q: Decimal = "0.530".parse().unwrap();
         assert_eq!(to_scaled(q).unwrap(), (53, 2));
         assert_eq!(to_scaled(Decimal::from(2)).unwrap(), (2, 0));
-        assert_eq!(
-            crate::model::convert::from_scaled(53, 2).unwrap(),
-            q.normalize()
-        );
+        assert_eq!(from_scaled(53, 2).unwrap(), q.normalize());
     }
 
     #[test]
