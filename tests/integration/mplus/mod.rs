@@ -7,7 +7,6 @@ mod flow;
 mod quirks;
 mod safety;
 
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,7 +16,7 @@ use ordersync::outbox::Engine;
 use ordersync::sandbox::{Faults, Sandbox, SandboxOptions};
 use ordersync::sources::Window;
 use ordersync::store::Store;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use rust_decimal::Decimal;
 use tokio_util::sync::CancellationToken;
 

@@ -75,28 +75,8 @@ async fn sigkill_at_random_moments_with_the_till_loses_and_doubles_nothing() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let till = app.sandbox.mplus.clone();
     let finished = || ids.iter().all(|id| till.deliveries(id) >= 1);
-    let mut kills = 0;
-    tokio::task::block_in_place(|| {
-        for round in 0..40 {
-            if kills >= 12 {
-                break;
-            }
-            let log =
-                std::fs::File::create(app.dir.path().join(format!("kill-{round}.log"))).unwrap();
-            let mut child = app
-                .run_binary()
-                .arg("run")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.random_range(80..500)));
-            if !finished() {
-                kills += 1;
-            }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
+    let kills = tokio::task::block_in_place(|| {
+        crate::crash::kill_at_random_moments(&app, &mut rng, 12, 40, finished)
     });
     assert!(kills >= 12, "only {kills} kills landed while work was left");
     let (status, log) = tokio::task::block_in_place(|| run_daemon_until(&app, &[], finished));
