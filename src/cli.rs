@@ -134,6 +134,9 @@ pub struct SandboxArgs {
     /// Address for the Retailys simulator
     #[arg(long, default_value = "127.0.0.1:7404")]
     pub retailys_listen: std::net::SocketAddr,
+    /// Address for the MplusKASSA (SOAP) simulator
+    #[arg(long, default_value = "127.0.0.1:7405")]
+    pub mplus_listen: std::net::SocketAddr,
     /// Orders to seed
     #[arg(long, default_value_t = 50)]
     pub orders: usize,

@@ -139,6 +139,26 @@ pub enum SourceSettings {
     CloudSuite(CloudSuiteSettings),
     Titelive(TiteliveSettings),
     Retailys(RetailysSettings),
+    Mplus(MplusSettings),
+}
+
+/// Where a new MplusKASSA source starts reading.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum MplusStart {
+    /// Sync marker 1: every order the till has.
+    Beginning,
+    /// The till's current order marker: only orders added or changed from now on.
+    Now,
+}
+
+#[derive(Clone, Debug)]
+pub struct MplusSettings {
+    pub ident: String,
+    pub secret: SecretRef,
+    pub start: MplusStart,
+    /// Write the ERP order number into the order's `reference`.
+    pub write_reference: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -355,6 +375,22 @@ struct RawRetailys {
     processing_status: Option<StatusRef>,
     shipped_status: Option<StatusRef>,
     shipper_id: Option<i64>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMplus {
+    ident: String,
+    secret_file: Option<PathBuf>,
+    secret_env: Option<String>,
+    #[serde(default = "default_mplus_start")]
+    start: MplusStart,
+    #[serde(default = "default_true")]
+    write_reference: bool,
+}
+
+fn default_mplus_start() -> MplusStart {
+    MplusStart::Beginning
 }
 
 pub const CLOUDSUITE_TOKEN_URL: &str =
@@ -684,9 +720,13 @@ fn build_source(
             }
             SourceSettings::Retailys(build_retailys(&prefix, raw, base_dir)?)
         }
+        SourceKind::Mplus => {
+            let raw: RawMplus = typed(&prefix, serde_json::Value::Object(specific))?;
+            SourceSettings::Mplus(build_mplus(&prefix, raw, base_dir)?)
+        }
         other => {
             return Err(ConfigError(format!(
-                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\", \"titelive\", \"retailys\")",
+                "{prefix}.kind: {:?} is not available in this version of ordersync (available: \"cloudsuite\", \"titelive\", \"retailys\", \"mplus\")",
                 other.as_str()
             )));
         }
@@ -702,6 +742,29 @@ fn build_source(
         rate_limit_per_sec: c.rate_limit_per_sec,
         enabled: c.enabled,
         settings,
+    })
+}
+
+fn build_mplus(prefix: &str, raw: RawMplus, base_dir: &Path) -> Result<MplusSettings, ConfigError> {
+    if raw.ident.trim().is_empty() {
+        return Err(ConfigError(format!("{prefix}.ident: must not be empty")));
+    }
+    let secret = SecretRef::from_pair(
+        &format!("{prefix}.secret"),
+        raw.secret_file,
+        raw.secret_env,
+        base_dir,
+    )?
+    .ok_or_else(|| {
+        ConfigError(format!(
+            "{prefix}.secret_file: mplus needs secret_file or secret_env"
+        ))
+    })?;
+    Ok(MplusSettings {
+        ident: raw.ident,
+        secret,
+        start: raw.start,
+        write_reference: raw.write_reference,
     })
 }
 
@@ -926,6 +989,36 @@ client_secret_env = "X_SECRET"
         let err = parse(&rt("processing_status = 3\nclient_id = \"x\""))
             .unwrap_err()
             .0;
+        assert!(err.contains("client_id"), "{err}");
+    }
+
+    #[test]
+    fn mplus_source_parses_and_names_its_keys() {
+        let mplus = MINIMAL.replace(
+            "kind = \"cloudsuite\"\nbase_url = \"http://127.0.0.1:8/\"\nclient_id = \"ordersync\"\nclient_secret_env = \"X_SECRET\"",
+            "kind = \"mplus\"\nbase_url = \"http://127.0.0.1:8/\"\nident = \"till\"\nsecret_env = \"X_SECRET\"",
+        );
+        let c = parse(&format!(
+            "{mplus}start = \"now\"\nwrite_reference = false\n"
+        ))
+        .unwrap();
+        let SourceSettings::Mplus(m) = &c.sources[0].settings else {
+            panic!("not mplus");
+        };
+        assert_eq!(m.start, MplusStart::Now);
+        assert!(!m.write_reference);
+        let err = parse(&format!("{mplus}start = \"yesterday\"\n"))
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("sources[0]") && err.contains("yesterday"),
+            "{err}"
+        );
+        let err = parse(&mplus.replace("secret_env = \"X_SECRET\"", ""))
+            .unwrap_err()
+            .0;
+        assert!(err.contains("sources[0].secret_file"), "{err}");
+        let err = parse(&format!("{mplus}client_id = \"x\"\n")).unwrap_err().0;
         assert!(err.contains("client_id"), "{err}");
     }
 

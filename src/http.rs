@@ -171,6 +171,18 @@ impl Endpoint {
     /// Sends a request within the limits and reads the whole (capped) body.
     /// Any non-2xx status becomes a [`Failure`] per [`status_is_retryable`].
     pub async fn send(&self, request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
+        let reply = self.exchange(request).await?;
+        if (200..300).contains(&reply.status) {
+            Ok(reply)
+        } else {
+            Err(status_failure(&reply))
+        }
+    }
+
+    /// Like [`Endpoint::send`], but hands back answers of any status: for
+    /// protocols whose error bodies decide more than the status does (SOAP
+    /// 1.1 sends `Client` and `Server` faults alike with HTTP 500).
+    pub async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
         let request = request.build().map_err(|e| {
             Failure::permanent(format!(
                 "{}: cannot build request: {}",
@@ -234,35 +246,38 @@ impl Endpoint {
                 }
             }
         }
-        if (200..300).contains(&status) {
-            return Ok(Reply {
-                status,
-                headers,
-                body: Bytes::from(body),
-                what,
-            });
+        Ok(Reply {
+            status,
+            headers,
+            body: Bytes::from(body),
+            what,
+        })
+    }
+}
+
+/// The [`Failure`] for a non-2xx answer, per [`status_is_retryable`].
+pub fn status_failure(reply: &Reply) -> Failure {
+    let (status, what) = (reply.status, &reply.what);
+    // One line, short: error pages are often HTML spread over many lines.
+    let text = String::from_utf8_lossy(&reply.body);
+    let snippet: String = text
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .chars()
+        .take(300)
+        .collect();
+    let message = format!("{what} answered {status}: {snippet}");
+    if status_is_retryable(status) {
+        Failure::Retryable {
+            message,
+            retry_after: retry_after(&reply.headers),
+            status: Some(status),
         }
-        // One line, short: error pages are often HTML spread over many lines.
-        let text = String::from_utf8_lossy(&body);
-        let snippet: String = text
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ")
-            .chars()
-            .take(300)
-            .collect();
-        let message = format!("{what} answered {status}: {snippet}");
-        if status_is_retryable(status) {
-            Err(Failure::Retryable {
-                message,
-                retry_after: retry_after(&headers),
-                status: Some(status),
-            })
-        } else {
-            Err(Failure::Permanent {
-                message,
-                status: Some(status),
-            })
+    } else {
+        Failure::Permanent {
+            message,
+            status: Some(status),
         }
     }
 }

@@ -23,6 +23,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
         erp_listen: args.erp_listen,
         titelive_listen: args.titelive_listen,
         retailys_listen: args.retailys_listen,
+        mplus_listen: args.mplus_listen,
         ..Default::default()
     };
     let faults = Faults {
@@ -44,6 +45,8 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
         max_requests_per_sec: opts.retailys.faults.max_requests_per_sec,
         ..faults.clone()
     };
+    opts.mplus.seed_orders = args.orders;
+    opts.mplus.faults = faults.clone();
     opts.erp.faults = faults;
     opts.erp.ship_after = Some(Duration::from_secs(args.ship_after_secs));
     opts
@@ -60,6 +63,7 @@ pub async fn sandbox(args: &SandboxArgs, shutdown: CancellationToken) -> anyhow:
         sb.titelive_url,
         sb.titelive.options().domain_code
     );
+    println!("MplusKASSA simulator: {} (SOAP)", sb.mplus_url);
     println!(
         "{} orders seeded; credentials are the sandbox defaults (see config/demo.toml). Ctrl-C stops.",
         args.orders
@@ -117,11 +121,17 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         .iter()
         .find(|s| s.kind == crate::config::SourceKind::Retailys)
         .context("demo config has no retailys source")?;
+    let till = config
+        .sources
+        .iter()
+        .find(|s| s.kind == crate::config::SourceKind::Mplus)
+        .context("demo config has no mplus source")?;
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
         erp_listen: port_of(&config.erp.url)?,
         titelive_listen,
         retailys_listen: port_of(&retailys.base_url)?,
+        mplus_listen: port_of(&till.base_url)?,
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.
@@ -145,6 +155,7 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     opts.titelive.code_fault_rate = opts.titelive.faults.error_5xx_rate;
     opts.titelive.faults.error_5xx_rate = 0.0;
     write_secret(&dir.join("secrets/retailys-token"), &opts.retailys.token)?;
+    write_secret(&dir.join("secrets/mplus-secret"), &opts.mplus.secret)?;
     let sb = Sandbox::start(opts)
         .await
         .context("cannot start the simulators (is another demo or `ordersync sandbox` running?)")?;
@@ -165,6 +176,19 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
             }
         }
     });
+    // The till rings up an order now and then too.
+    let till_sim = sb.mplus.clone();
+    let till_stop = shutdown.clone();
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(5));
+        tick.tick().await;
+        loop {
+            tokio::select! {
+                _ = till_stop.cancelled() => return,
+                _ = tick.tick() => { till_sim.add_order(); }
+            }
+        }
+    });
 
     let shown = config_path.display();
     eprintln!(
@@ -174,6 +198,10 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     eprintln!(
         "                Titelive simulator {} -> ordersync -> the same ERP",
         sb.titelive_url
+    );
+    eprintln!(
+        "                MplusKASSA simulator {} -> ordersync -> the same ERP",
+        sb.mplus_url
     );
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");

@@ -1,5 +1,5 @@
-//! In-process HTTP simulators of the CloudSuite, Retailys and Titelive
-//! MediaWeb shop APIs and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
+//! In-process HTTP simulators of the CloudSuite, Retailys, Titelive MediaWeb
+//! and MplusKASSA (SOAP) shop APIs and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
 
 pub mod catalog;
@@ -7,6 +7,7 @@ pub mod cloudsuite;
 mod conn;
 pub mod erp_http;
 pub mod faults;
+pub mod mplus;
 pub mod retailys;
 #[cfg(test)]
 mod tests;
@@ -34,6 +35,8 @@ pub struct SandboxOptions {
     pub titelive_listen: SocketAddr,
     pub retailys: retailys::RetailysOptions,
     pub retailys_listen: SocketAddr,
+    pub mplus: mplus::MplusOptions,
+    pub mplus_listen: SocketAddr,
 }
 
 impl Default for SandboxOptions {
@@ -48,6 +51,8 @@ impl Default for SandboxOptions {
             titelive_listen: any_port,
             retailys: retailys::RetailysOptions::default(),
             retailys_listen: any_port,
+            mplus: mplus::MplusOptions::default(),
+            mplus_listen: any_port,
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct Sandbox {
     /// e.g. "http://127.0.0.1:41236" (no trailing slash).
     pub retailys_url: String,
     pub retailys: retailys::RetailysSim,
+    /// The MplusKASSA SOAP endpoint (credentials go in its query string).
+    pub mplus_url: String,
+    pub mplus: mplus::MplusSim,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -106,6 +114,15 @@ impl Sandbox {
                     return Err(e);
                 }
             };
+        let mplus = mplus::MplusSim::new(opts.mplus);
+        let (mplus_addr, mplus_server) =
+            match serve(opts.mplus_listen, mplus.router(), stop.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
         let cloudsuite_url = format!("http://{cs_addr}");
         Ok(Sandbox {
             token_url: format!("{cloudsuite_url}{}", cloudsuite::TOKEN_PATH),
@@ -117,8 +134,10 @@ impl Sandbox {
             titelive,
             retailys_url: format!("http://{rt_addr}"),
             retailys,
+            mplus_url: format!("http://{mplus_addr}"),
+            mplus,
             stop,
-            servers: vec![cs_server, erp_server, tl_server, rt_server],
+            servers: vec![cs_server, erp_server, tl_server, rt_server, mplus_server],
         })
     }
 

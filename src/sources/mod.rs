@@ -5,6 +5,7 @@
 //! [`crate::daemon`] and [`crate::outbox`].
 
 pub mod cloudsuite;
+pub mod mplus;
 pub mod retailys;
 pub mod titelive;
 
@@ -47,12 +48,14 @@ pub enum Connector {
     CloudSuite(cloudsuite::CloudSuite),
     Titelive(titelive::Titelive),
     Retailys(retailys::Retailys),
+    Mplus(mplus::Mplus),
 }
 
 pub enum Walk {
     CloudSuite(cloudsuite::Walk),
     Titelive(titelive::Walk),
     Retailys(retailys::Walk),
+    Mplus(mplus::Walk),
 }
 
 /// Why a connector's start-up step failed: the configuration does not fit
@@ -88,6 +91,7 @@ impl Connector {
             SourceSettings::Retailys(s) => Ok(Connector::Retailys(retailys::Retailys::new(
                 config, source, s,
             )?)),
+            SourceSettings::Mplus(s) => Ok(Connector::Mplus(mplus::Mplus::new(config, source, s)?)),
         }
     }
 
@@ -96,6 +100,7 @@ impl Connector {
             Connector::CloudSuite(c) => c.name(),
             Connector::Titelive(c) => c.name(),
             Connector::Retailys(c) => c.name(),
+            Connector::Mplus(c) => c.name(),
         }
     }
 
@@ -104,6 +109,7 @@ impl Connector {
             Connector::CloudSuite(_) => "cloudsuite",
             Connector::Titelive(_) => "titelive",
             Connector::Retailys(_) => "retailys",
+            Connector::Mplus(_) => "mplus",
         }
     }
 
@@ -111,7 +117,7 @@ impl Connector {
     /// per-shop status names). Called by `run`, `backfill` and `check-config`.
     pub async fn prepare(&self) -> Result<(), PrepareError> {
         match self {
-            Connector::CloudSuite(_) | Connector::Titelive(_) => Ok(()),
+            Connector::CloudSuite(_) | Connector::Titelive(_) | Connector::Mplus(_) => Ok(()),
             Connector::Retailys(c) => c.prepare().await,
         }
     }
@@ -121,6 +127,7 @@ impl Connector {
             Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
             Connector::Titelive(c) => Walk::Titelive(c.begin(window)),
             Connector::Retailys(c) => Walk::Retailys(c.begin(window)),
+            Connector::Mplus(c) => Walk::Mplus(c.begin(window)),
         }
     }
 
@@ -130,7 +137,10 @@ impl Connector {
             (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
             (Connector::Titelive(c), Walk::Titelive(w)) => c.next_page(w, store).await,
             (Connector::Retailys(c), Walk::Retailys(w)) => c.next_page(w, store).await,
-            _ => Err(Failure::permanent("a walk was given to another connector")),
+            (Connector::Mplus(c), Walk::Mplus(w)) => c.next_page(w, store).await,
+            _ => Err(Failure::permanent(
+                "internal error: a walk of another connector",
+            )),
         }
     }
 
@@ -140,6 +150,7 @@ impl Connector {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
             Connector::Titelive(c) => c.recheck(external_id).await,
             Connector::Retailys(c) => c.recheck(external_id).await,
+            Connector::Mplus(c) => c.recheck(external_id).await,
         }
     }
 
@@ -155,12 +166,18 @@ impl Connector {
             // final is read again to see cancellations, packages and returns.
             Connector::Titelive(_) => &["held", "invalid", "pushed", "accepted", "shipped"],
             Connector::Retailys(c) => c.recheck_states(),
+            // A fix at the till bumps the order's sync marker: the list
+            // brings it back by itself.
+            Connector::Mplus(_) => &[],
         }
     }
 
     /// Whether the source takes an "accepted" write-back at all.
     pub fn writes_accepted(&self) -> bool {
-        true
+        match self {
+            Connector::CloudSuite(_) | Connector::Titelive(_) | Connector::Retailys(_) => true,
+            Connector::Mplus(c) => c.writes_accepted(),
+        }
     }
 
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
@@ -168,6 +185,7 @@ impl Connector {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,
             Connector::Titelive(c) => c.write_accepted(wb).await,
             Connector::Retailys(c) => c.write_accepted(wb).await,
+            Connector::Mplus(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -180,6 +198,7 @@ impl Connector {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
             Connector::Titelive(c) => c.write_shipped(wb, shipment).await,
             Connector::Retailys(c) => c.write_shipped(wb, shipment).await,
+            Connector::Mplus(c) => c.write_shipped(wb, shipment).await,
         }
     }
 
@@ -189,6 +208,7 @@ impl Connector {
             Connector::CloudSuite(c) => c.check().await,
             Connector::Titelive(c) => c.check().await,
             Connector::Retailys(c) => c.check().await,
+            Connector::Mplus(c) => c.check().await,
         }
     }
 }

@@ -65,6 +65,11 @@ fn example_config_parses_and_documents_every_key() {
         "channel_id",
         "import_statuses",
         "shipper_id",
+        "ident",
+        "secret_file",
+        "secret_env",
+        "start",
+        "write_reference",
     ] {
         assert!(
             text.contains(&format!("{key} =")),

@@ -104,3 +104,37 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     let status = status_json(&app);
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
 }
+
+/// Starts `ordersync run` again and again and SIGKILLs it after a random
+/// 80–500 ms, until `wanted` kills have landed while `finished()` was still
+/// false (or `max_rounds` runs). Returns the number of such kills. For
+/// crash tests of any source; each run's log is kept in the app's directory.
+pub fn kill_at_random_moments(
+    app: &App,
+    rng: &mut rand::rngs::StdRng,
+    wanted: usize,
+    max_rounds: usize,
+    finished: impl Fn() -> bool,
+) -> usize {
+    let mut kills = 0;
+    for round in 0..max_rounds {
+        if kills >= wanted {
+            break;
+        }
+        let log = std::fs::File::create(app.dir.path().join(format!("kill-{round}.log"))).unwrap();
+        let mut child = app
+            .run_binary()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(rng.random_range(80..500)));
+        if !finished() {
+            kills += 1;
+        }
+        child.kill().unwrap(); // SIGKILL
+        child.wait().unwrap();
+    }
+    kills
+}

@@ -9,6 +9,7 @@ mod binary;
 mod config;
 mod crash;
 mod flow;
+mod mplus;
 mod ops;
 mod retailys;
 mod titelive;

@@ -1,0 +1,228 @@
+//! Each conversion checked against XML as the till sends it (prefixed
+//! elements, one-element lists).
+
+use super::*;
+
+const CTX: MapContext<'static> = MapContext { source: "till" };
+
+/// An `<order>` element with the given lines and totals.
+fn order_xml(extra: &str, lines: &str, incl: i64, excl: i64) -> String {
+    format!(
+        r#"<ns:order xmlns:ns="urn:mplusqapi">
+  <ns:orderId>5F3A-0001</ns:orderId><ns:extOrderId>web-77</ns:extOrderId><ns:syncMarker>812</ns:syncMarker>
+  <ns:entryTimestamp><ns:sec>5</ns:sec><ns:min>15</ns:min><ns:hour>10</ns:hour><ns:day>29</ns:day><ns:mon>6</ns:mon><ns:year>2024</ns:year><ns:isdst>true</ns:isdst><ns:timezone>120</ns:timezone></ns:entryTimestamp>
+  <ns:relationNumber>1324</ns:relationNumber><ns:relationName>Bakkerij De Korf</ns:relationName>
+  <ns:invoiceAddress><ns:name>De Korf</ns:name><ns:address>Dorpsstraat 1</ns:address><ns:zipcode>1234 AB</ns:zipcode><ns:city>Utrecht</ns:city><ns:country>nl</ns:country><ns:companyName>De Korf BV</ns:companyName></ns:invoiceAddress>
+  <ns:reference>SO-OLD</ns:reference>
+  <ns:totalInclAmount>{incl}</ns:totalInclAmount><ns:totalExclAmount>{excl}</ns:totalExclAmount>
+  {extra}
+  <ns:changeCounter>3</ns:changeCounter><ns:versionNumber>7</ns:versionNumber>
+  <ns:orderNumber><ns:year>2024</ns:year><ns:number>311</ns:number></ns:orderNumber>
+  <ns:lineList>{lines}</ns:lineList>
+</ns:order>"#
+    )
+}
+
+fn line_xml(id: &str, qty: i64, places: u32, price: i64, extra: &str) -> String {
+    format!(
+        r#"<ns:line><ns:lineId>{id}</ns:lineId><ns:articleNumber>301</ns:articleNumber><ns:text>Kaas {id}</ns:text>{extra}
+  <ns:data><ns:quantity>{qty}</ns:quantity><ns:decimalPlaces>{places}</ns:decimalPlaces><ns:price>{price}</ns:price><ns:vatPercentage>9</ns:vatPercentage></ns:data></ns:line>"#
+    )
+}
+
+fn map(xml: &str) -> MappedOrder {
+    let (_, o) = incoming(&CTX, xml).unwrap();
+    o.mapped.unwrap()
+}
+
+#[test]
+fn one_element_list_and_scaled_quantity_in_cents() {
+    // 0.530 kg at 12.99 = 6.8847, the till rounds the total to 6.88.
+    let xml = order_xml("", &line_xml("L1", 530, 3, 1299, ""), 688, 631);
+    let (marker, inc) = incoming(&CTX, &xml).unwrap();
+    assert_eq!(marker, 812);
+    assert_eq!(inc.external_id, "5F3A-0001");
+    assert_eq!(inc.version.as_deref(), Some("812"));
+    let m = inc.mapped.unwrap();
+    assert_eq!(m.disposition, Disposition::Push);
+    let o = &m.order;
+    assert_eq!(o.lines.len(), 1);
+    assert_eq!(o.lines[0].quantity.to_string(), "0.530");
+    assert_eq!(o.lines[0].unit_price.to_string(), "12.99");
+    assert_eq!(o.lines[0].tax_rate.unwrap().to_string(), "9");
+    assert_eq!(o.lines[0].sku.as_deref(), Some("301"));
+    assert_eq!(o.totals.gross.to_string(), "6.88");
+    assert_eq!(o.totals.net.to_string(), "6.31");
+    assert_eq!(o.totals.tax.to_string(), "0.57");
+    assert!(o.prices_include_tax, "no vatMethod: inclusive");
+}
+
+#[test]
+fn order_number_relation_address_and_time() {
+    let xml = order_xml("", &line_xml("L1", 2, 0, 500, ""), 1000, 917);
+    let o = map(&xml).order;
+    assert_eq!(
+        o.reference.as_deref(),
+        Some("2024-311"),
+        "never the reference field"
+    );
+    assert_eq!(o.customer.name.as_deref(), Some("Bakkerij De Korf"));
+    assert_eq!(o.customer.company.as_deref(), Some("De Korf BV"));
+    assert_eq!(o.customer.source_customer_id.as_deref(), Some("1324"));
+    let a = o.billing_address.unwrap();
+    assert_eq!(a.street.as_deref(), Some("Dorpsstraat 1"));
+    assert_eq!(a.postcode.as_deref(), Some("1234 AB"));
+    assert_eq!(a.country.as_deref(), Some("NL"));
+    assert!(o.shipping_address.is_none());
+    // 10:15:05 at UTC+120 minutes.
+    assert_eq!(o.ordered_at.to_rfc3339(), "2024-06-29T08:15:05+00:00");
+}
+
+#[test]
+fn time_without_timezone_is_amsterdam_wall_clock() {
+    let t = wire::SoapDateTime {
+        sec: 0,
+        min: 0,
+        hour: 9,
+        day: 15,
+        mon: 1,
+        year: 2024,
+        isdst: None,
+        timezone: None,
+    };
+    assert_eq!(
+        date_time(&t).unwrap().to_rfc3339(),
+        "2024-01-15T08:00:00+00:00"
+    );
+    let bad = wire::SoapDateTime { mon: 13, ..t };
+    assert!(date_time(&bad).unwrap_err().contains("not a valid time"));
+}
+
+#[test]
+fn vat_method_exclusive_uses_prices_excl() {
+    let line = r#"<ns:line><ns:lineId>L1</ns:lineId><ns:articleNumber>9</ns:articleNumber>
+      <ns:data><ns:quantity>3</ns:quantity><ns:price>1210</ns:price><ns:priceExcl>1000</ns:priceExcl></ns:data></ns:line>"#;
+    let xml = order_xml(
+        "<ns:vatMethod>VAT-METHOD-EXCLUSIVE</ns:vatMethod>",
+        line,
+        3630,
+        3000,
+    );
+    let o = map(&xml).order;
+    assert!(!o.prices_include_tax);
+    assert_eq!(o.lines[0].unit_price.to_string(), "10.00");
+    assert_eq!(o.lines[0].line_total.to_string(), "30.00");
+    let xml = order_xml(
+        "<ns:vatMethod>VAT-METHOD-WHATEVER</ns:vatMethod>",
+        line,
+        3630,
+        3000,
+    );
+    let (_, inc) = incoming(&CTX, &xml).unwrap();
+    assert!(inc.mapped.unwrap_err().contains("vatMethod"));
+}
+
+#[test]
+fn preparations_fold_into_their_parent_and_priced_components_stay() {
+    let lines = format!(
+        "{}{}",
+        line_xml(
+            "L1",
+            1,
+            0,
+            850,
+            r#"<ns:preparationList><ns:line><ns:lineId>P1</ns:lineId><ns:articleNumber>0</ns:articleNumber><ns:text>zonder ui</ns:text><ns:data><ns:quantity>1</ns:quantity><ns:price>0</ns:price></ns:data></ns:line><ns:line><ns:lineId>P2</ns:lineId><ns:articleNumber>77</ns:articleNumber><ns:text>extra kaas</ns:text><ns:data><ns:quantity>1</ns:quantity><ns:price>150</ns:price></ns:data></ns:line></ns:preparationList>"#
+        ),
+        r#"<ns:line><ns:lineId>C1</ns:lineId><ns:articleNumber>5</ns:articleNumber><ns:text>saus</ns:text><ns:lineType>LINE-TYPE-COMPONENT</ns:lineType><ns:data><ns:quantity>1</ns:quantity><ns:price>0</ns:price></ns:data></ns:line>"#
+    );
+    let o = map(&order_xml("", &lines, 1000, 900)).order;
+    let ids: Vec<_> = o.lines.iter().map(|l| l.source_line_id.as_str()).collect();
+    assert_eq!(ids, ["L1", "P2"]);
+    assert_eq!(
+        o.lines[0].description.as_deref(),
+        Some("Kaas L1 + zonder ui + saus")
+    );
+}
+
+#[test]
+fn line_discount_and_cancelled_quantity() {
+    let discounted = r#"<ns:line><ns:lineId>L1</ns:lineId><ns:articleNumber>9</ns:articleNumber>
+      <ns:data><ns:quantity>2</ns:quantity><ns:price>1000</ns:price><ns:totalInclAmount>1800</ns:totalInclAmount></ns:data></ns:line>"#;
+    let m = map(&order_xml("", discounted, 1800, 1652));
+    assert_eq!(m.order.discounts.len(), 1);
+    assert_eq!(m.order.discounts[0].amount.to_string(), "2.00");
+    let partly = r#"<ns:line><ns:lineId>L1</ns:lineId><ns:articleNumber>9</ns:articleNumber>
+      <ns:data><ns:quantity>3</ns:quantity><ns:cancelledQuantity>1</ns:cancelledQuantity><ns:price>1000</ns:price></ns:data></ns:line>"#;
+    let m = map(&order_xml(
+        "<ns:cancelState>ORDER-CANCEL-STATE-PARTIAL</ns:cancelState>",
+        partly,
+        2000,
+        1835,
+    ));
+    assert_eq!(m.order.lines[0].quantity.to_string(), "2");
+    assert_eq!(m.disposition, Disposition::Push);
+}
+
+#[test]
+fn complete_cancellation_is_a_cancel_disposition() {
+    let xml = order_xml(
+        "<ns:cancelState>ORDER-CANCEL-STATE-COMPLETE</ns:cancelState>",
+        &line_xml("L1", 1, 0, 500, ""),
+        500,
+        459,
+    );
+    assert!(matches!(map(&xml).disposition, Disposition::Cancel(_)));
+}
+
+#[test]
+fn totals_that_do_not_add_up_are_named() {
+    let xml = order_xml("", &line_xml("L1", 2, 0, 500, ""), 1100, 1000);
+    let (_, inc) = incoming(&CTX, &xml).unwrap();
+    let e = inc.mapped.unwrap_err();
+    assert!(
+        e.contains("5F3A-0001") && e.contains("difference -1.00"),
+        "{e}"
+    );
+}
+
+#[test]
+fn echo_of_our_write_back_hashes_the_same() {
+    let lines = line_xml("L1", 2, 0, 500, "");
+    let before = map(&order_xml("", &lines, 1000, 917)).order;
+    // What the till shows after updateOrder + deliverOrderV2.
+    let after_lines = lines.replace(
+        "<ns:price>",
+        "<ns:deliveredQuantity>2</ns:deliveredQuantity><ns:price>",
+    );
+    let after_xml = order_xml(
+        "<ns:deliveryState>ORDER-DELIVERY-STATE-COMPLETE</ns:deliveryState>",
+        &after_lines,
+        1000,
+        917,
+    )
+    .replace("SO-OLD", "SO-10001")
+    .replace("<ns:syncMarker>812", "<ns:syncMarker>990")
+    .replace("<ns:changeCounter>3", "<ns:changeCounter>5");
+    let after = map(&after_xml).order;
+    assert_eq!(before.content_hash(), after.content_hash());
+    // A real change does not.
+    let changed = map(&order_xml("", &line_xml("L1", 3, 0, 500, ""), 1500, 1376)).order;
+    assert_ne!(before.content_hash(), changed.content_hash());
+}
+
+#[test]
+fn malformed_order_is_keyed_and_parked_not_dropped() {
+    let xml = order_xml("", &line_xml("L1", 2, 0, 500, ""), 1000, 917).replace(
+        "<ns:quantity>2</ns:quantity>",
+        "<ns:quantity>2,5</ns:quantity>",
+    );
+    let (marker, inc) = incoming(&CTX, &xml).unwrap();
+    assert_eq!(marker, 812);
+    assert_eq!(inc.external_id, "5F3A-0001");
+    assert!(
+        inc.mapped
+            .unwrap_err()
+            .contains("cannot read MplusKASSA order 5F3A-0001")
+    );
+    assert!(incoming(&CTX, "<ns:order><ns:foo/></ns:order>").is_err());
+}

@@ -1,0 +1,536 @@
+//! MplusKASSA (Dutch POS), SOAP 1.1 over HTTP, `ident`/`secret` in the URL.
+//! Read: `getOrders` from `syncMarker = stored + 1` (inclusive lower bound),
+//! `syncMarkerLimit = page_size`, answers unsorted, so the cursor is the
+//! largest marker of the batch; read until an empty list. Every change bumps
+//! an order's marker, our own write-backs included: the echo comes back and
+//! the ledger's content hash tells it from a real change.
+//! Write-back: the ERP number into `reference` (getOrder → updateOrder with
+//! the counters just read, again on ORDER-HAS-CHANGED) and `deliverOrderV2`
+//! for shipped lines. The secret is in every URL, so no URL of this source is
+//! ever put in a message: errors name the operation and the source.
+
+mod map;
+pub mod soap;
+pub mod wire;
+
+use chrono::{DateTime, Utc};
+use rust_decimal::Decimal;
+
+use super::{Page, Window, WriteBack};
+use crate::config::{Config, ConfigError, MplusSettings, MplusStart, SourceConfig};
+use crate::http::{Endpoint, Failure};
+use crate::model::convert::from_scaled;
+use crate::secret::Secret;
+use crate::store::{ErpShipment, IncomingOrder, Store};
+use map::MapContext;
+use wire::NAMESPACE;
+
+/// How many times a reference write reads and writes again when the till
+/// keeps editing the order in between.
+const UPDATE_ATTEMPTS: u32 = 5;
+
+pub struct Mplus {
+    name: String,
+    base: String,
+    ident: String,
+    secret: Secret,
+    endpoint: Endpoint,
+    start: MplusStart,
+    write_reference: bool,
+    page_size: u32,
+}
+
+/// Where a walk is: the marker of the last order recorded (or to be
+/// recorded with the page just returned).
+pub struct Walk {
+    cursor: Option<i64>,
+    live: bool,
+    from: Option<wire::SoapDate>,
+    through: Option<wire::SoapDate>,
+    done: bool,
+}
+
+impl Mplus {
+    pub fn new(
+        config: &Config,
+        source: &SourceConfig,
+        settings: &MplusSettings,
+    ) -> Result<Mplus, ConfigError> {
+        let prefix = format!("source {}", source.name);
+        let secret = settings.secret.load(&format!("{prefix}: secret"))?;
+        let endpoint = Endpoint::new(
+            &source.name,
+            config.daemon.request_timeout,
+            source.max_in_flight,
+            Some(source.rate_limit_per_sec),
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        Ok(Mplus {
+            name: source.name.clone(),
+            base: source.base_url.clone(),
+            ident: settings.ident.clone(),
+            secret,
+            endpoint,
+            start: settings.start,
+            write_reference: settings.write_reference,
+            page_size: source.page_size,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn writes_accepted(&self) -> bool {
+        self.write_reference
+    }
+
+    /// One SOAP call; the answer's body text. The URL (with the secret) is
+    /// built here and handed to the Endpoint, whose messages drop the query.
+    async fn call(&self, operation: &str, envelope: String) -> Result<String, Failure> {
+        let mut url = reqwest::Url::parse(&format!("{}/", self.base)).map_err(|_| {
+            Failure::permanent(format!("{}: base_url is not a valid URL", self.name))
+        })?;
+        url.query_pairs_mut()
+            .append_pair("ident", &self.ident)
+            .append_pair("secret", self.secret.expose());
+        let request = self
+            .endpoint
+            .client()
+            .post(url)
+            .header("SOAPAction", operation)
+            .header(reqwest::header::CONTENT_TYPE, "text/xml; charset=utf-8")
+            .body(envelope);
+        let reply = self
+            .endpoint
+            .exchange(request)
+            .await
+            .map_err(|f| f.context(&format!("MplusKASSA {operation}")))?;
+        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        if (200..300).contains(&reply.status) {
+            return Ok(body);
+        }
+        // SOAP 1.1 sends faults with HTTP 500: the fault says more than the status.
+        if matches!(reply.status, 401 | 403) {
+            return Err(Failure::Retryable {
+                message: format!(
+                    "{}: MplusKASSA refused ident {:?} and the secret ({operation} answered {}); check ident and secret_file/secret_env",
+                    self.name, self.ident, reply.status
+                ),
+                retry_after: None,
+                status: Some(reply.status),
+            });
+        }
+        if let Some(fault) = soap::parse_fault(&body) {
+            return Err(soap::fault_failure(operation, &fault).context(&self.name));
+        }
+        Err(crate::http::status_failure(&reply).context(&format!("MplusKASSA {operation}")))
+    }
+
+    async fn get_order(&self, order_id: &str) -> Result<(String, wire::Order), Failure> {
+        let op = wire::GetOrder {
+            xmlns: NAMESPACE.into(),
+            order_id: order_id.to_string(),
+        };
+        let body = self
+            .call("getOrder", soap::envelope("getOrder", &op)?)
+            .await?;
+        let answer: wire::GetOrderResponse = soap::parse_answer("getOrder", &body)?;
+        match (answer.result.as_str(), answer.order) {
+            ("GET-ORDER-RESULT-OK", Some(order)) => Ok((body, order)),
+            ("GET-ORDER-RESULT-NOT-FOUND", _) => Err(Failure::permanent(format!(
+                "MplusKASSA has no order {order_id} (GET-ORDER-RESULT-NOT-FOUND)"
+            ))),
+            (other, _) => Err(Failure::retry(format!(
+                "MplusKASSA getOrder {order_id} answered {other} without an order"
+            ))),
+        }
+    }
+
+    async fn current_order_marker(&self) -> Result<i64, Failure> {
+        let op = wire::GetCurrentSyncMarkersV2 {
+            xmlns: NAMESPACE.into(),
+        };
+        let body = self
+            .call(
+                "getCurrentSyncMarkersV2",
+                soap::envelope("getCurrentSyncMarkersV2", &op)?,
+            )
+            .await?;
+        let answer: wire::GetCurrentSyncMarkersV2Response =
+            soap::parse_answer("getCurrentSyncMarkersV2", &body)?;
+        Ok(answer.order_sync_marker)
+    }
+
+    // --- reading ----------------------------------------------------------
+
+    pub fn begin(&self, window: Window) -> Walk {
+        let parse = |c: Option<String>| c.and_then(|c| c.parse::<i64>().ok());
+        match window {
+            Window::Live { cursor } => Walk {
+                cursor: parse(cursor),
+                live: true,
+                from: None,
+                through: None,
+                done: false,
+            },
+            // Backfill reads all history from marker 1 within the financial
+            // dates, with its own cursor so an interrupted run resumes.
+            Window::Backfill {
+                since,
+                until,
+                cursor,
+            } => Walk {
+                cursor: Some(parse(cursor).unwrap_or(0)),
+                live: false,
+                from: Some(financial_date(since)),
+                through: until.map(financial_date),
+                done: false,
+            },
+        }
+    }
+
+    pub async fn next_page(
+        &self,
+        walk: &mut Walk,
+        _store: &Store,
+    ) -> Result<Option<Page>, Failure> {
+        if walk.done {
+            return Ok(None);
+        }
+        let cursor = match walk.cursor {
+            Some(c) => c,
+            None if walk.live && self.start == MplusStart::Now => {
+                // First poll of a new source with start = "now": begin at
+                // the head, recorded at once so history is never replayed.
+                let head = self.current_order_marker().await?;
+                walk.cursor = Some(head);
+                return Ok(Some(Page {
+                    orders: Vec::new(),
+                    cursor: Some(head.to_string()),
+                }));
+            }
+            None => 0,
+        };
+        let op = wire::GetOrders {
+            xmlns: NAMESPACE.into(),
+            request: wire::GetOrdersRequest {
+                sync_marker: cursor + 1,
+                sync_marker_limit: Some(self.page_size),
+                from_financial_date: walk.from.clone(),
+                through_financial_date: walk.through.clone(),
+                article_plu_numbers: Some(wire::Empty {}),
+                article_barcodes: Some(wire::Empty {}),
+                include_line_list: Some(true),
+            },
+        };
+        let body = self
+            .call("getOrders", soap::envelope("getOrders", &op)?)
+            .await?;
+        let (orders, max) = self.parse_orders(&body)?;
+        if orders.is_empty() {
+            walk.done = true;
+            return Ok(None);
+        }
+        if max <= cursor {
+            // Nothing above the bound we asked for: asking again would
+            // return the same batch forever.
+            tracing::warn!(source = %self.name, cursor, "getOrders returned only orders at or below the requested syncMarker; stopping this walk");
+            walk.done = true;
+        }
+        let next = max.max(cursor);
+        walk.cursor = Some(next);
+        Ok(Some(Page {
+            orders,
+            cursor: Some(next.to_string()),
+        }))
+    }
+
+    /// The orders of a getOrders answer and the largest marker among them.
+    /// An order that cannot even be keyed fails the page: committing a
+    /// cursor past it would lose it.
+    pub fn parse_orders(&self, body: &str) -> Result<(Vec<IncomingOrder>, i64), Failure> {
+        parse_orders(&self.name, body)
+    }
+
+    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+        let (body, _) = self.get_order(external_id).await?;
+        let slices = soap::order_elements(&body, "getOrderResponse")
+            .map_err(|e| Failure::retry(format!("MplusKASSA getOrder {external_id}: {e}")))?;
+        let raw = slices
+            .first()
+            .ok_or_else(|| Failure::retry(format!("getOrder {external_id} holds no order")))?;
+        map::incoming(&MapContext { source: &self.name }, raw)
+            .map(|(_, o)| o)
+            .map_err(Failure::retry)
+    }
+
+    // --- writing back -------------------------------------------------------
+
+    /// The ERP number into `reference`: getOrder, then updateOrder with the
+    /// whole order as just read (counters included). When the till changed
+    /// the order in between (ORDER-HAS-CHANGED), read and apply again.
+    pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
+        for attempt in 1..=UPDATE_ATTEMPTS {
+            let (body, order) = self.get_order(&wb.external_id).await?;
+            if order.reference.as_deref().map(str::trim) == Some(wb.erp_order_number.as_str()) {
+                return Ok(format!("reference already {}", wb.erp_order_number));
+            }
+            let update = soap::update_order_body(&body, &wb.erp_order_number).map_err(|e| {
+                Failure::permanent(format!(
+                    "cannot build updateOrder for {}: {e}",
+                    wb.external_id
+                ))
+            })?;
+            let answer = self.call("updateOrder", soap::wrap(&update)).await?;
+            let result: wire::ResultResponse = soap::parse_answer("updateOrder", &answer)?;
+            match result.result.as_str() {
+                "UPDATE-ORDER-RESULT-OK" => {
+                    return Ok(format!(
+                        "reference = {} (attempt {attempt})",
+                        wb.erp_order_number
+                    ));
+                }
+                "UPDATE-ORDER-RESULT-NO-CHANGES" => {
+                    return Ok(format!("reference already {}", wb.erp_order_number));
+                }
+                "UPDATE-ORDER-RESULT-ORDER-HAS-CHANGED" => {
+                    tracing::debug!(source = %self.name, order_key = %wb.order_key, attempt, "order changed at the till between read and write; reading again");
+                }
+                other => return Err(result_failure("updateOrder", other, &result)),
+            }
+        }
+        Err(Failure::retry(format!(
+            "the till kept changing the order between our read and write ({UPDATE_ATTEMPTS} attempts, UPDATE-ORDER-RESULT-ORDER-HAS-CHANGED)"
+        )))
+    }
+
+    /// `deliverOrderV2` for what the ERP shipped and the till does not show
+    /// as delivered yet (read first: a repeat after a crash delivers nothing
+    /// twice); a shipment without lines delivers the whole order.
+    pub async fn write_shipped(
+        &self,
+        wb: &WriteBack,
+        shipment: &ErpShipment,
+    ) -> Result<String, Failure> {
+        let (_, order) = self.get_order(&wb.external_id).await?;
+        if shipment.lines.is_empty() {
+            let op = wire::DeliverOrder {
+                xmlns: NAMESPACE.into(),
+                request: wire::DeliverOrderRequest {
+                    order_id: wb.external_id.clone(),
+                },
+            };
+            let answer = self
+                .call("deliverOrder", soap::envelope("deliverOrder", &op)?)
+                .await?;
+            let result: wire::ResultResponse = soap::parse_answer("deliverOrder", &answer)?;
+            return match result.result.as_str() {
+                "DELIVER-ORDER-RESULT-OK" => Ok("whole order delivered (deliverOrder)".into()),
+                "DELIVER-ORDER-RESULT-ALREADY-DELIVERED" => Ok("already delivered".into()),
+                other => Err(result_failure("deliverOrder", other, &result)),
+            };
+        }
+        let lines = lines_to_deliver(&order, shipment)?;
+        if lines.is_empty() {
+            return Ok("already delivered".into());
+        }
+        let count = lines.len();
+        let op = wire::DeliverOrderV2 {
+            xmlns: NAMESPACE.into(),
+            order_delivery: wire::OrderDelivery {
+                order_id: wb.external_id.clone(),
+                line_list: wire::DeliveryLineList { line: lines },
+            },
+        };
+        let answer = self
+            .call("deliverOrderV2", soap::envelope("deliverOrderV2", &op)?)
+            .await?;
+        let result: wire::ResultResponse = soap::parse_answer("deliverOrderV2", &answer)?;
+        match result.result.as_str() {
+            "DELIVER-ORDER-V2-RESULT-OK" => Ok(format!(
+                "{count} line(s) delivered (deliverOrderV2{})",
+                result
+                    .packing_slip_id
+                    .map(|p| format!(", packing slip {p}"))
+                    .unwrap_or_default()
+            )),
+            "DELIVER-ORDER-V2-RESULT-ALREADY-DELIVERED" => Ok("already delivered".into()),
+            other => Err(result_failure("deliverOrderV2", other, &result)),
+        }
+    }
+
+    pub async fn check(&self) -> Result<String, Failure> {
+        let marker = self.current_order_marker().await?;
+        let host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_default();
+        Ok(format!(
+            "MplusKASSA at {host} answered; order sync marker {marker}"
+        ))
+    }
+}
+
+pub fn parse_orders(source: &str, body: &str) -> Result<(Vec<IncomingOrder>, i64), Failure> {
+    if let Some(fault) = soap::parse_fault(body) {
+        return Err(soap::fault_failure("getOrders", &fault).context(source));
+    }
+    let slices = soap::order_elements(body, "getOrdersResponse")
+        .map_err(|e| Failure::retry(format!("MplusKASSA getOrders: {e}")))?;
+    let ctx = MapContext { source };
+    let mut orders = Vec::with_capacity(slices.len());
+    let mut max = 0;
+    for raw in slices {
+        let (marker, order) = map::incoming(&ctx, raw).map_err(|e| {
+            Failure::retry(format!(
+                "MplusKASSA getOrders returned {e}; the cursor stays before it"
+            ))
+        })?;
+        max = max.max(marker);
+        orders.push(order);
+    }
+    Ok((orders, max))
+}
+
+fn result_failure(operation: &str, result: &str, answer: &wire::ResultResponse) -> Failure {
+    let message = format!(
+        "MplusKASSA {operation} answered {result}{}",
+        answer
+            .error_message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default()
+    );
+    // FAILED and NOT-FOUND are the till's answer to this request: asking
+    // again will not change it.
+    Failure::permanent(message)
+}
+
+/// Per shipped line: what the ERP shipped, capped by what the till still
+/// has open (ordered − cancelled − delivered).
+fn lines_to_deliver(
+    order: &wire::Order,
+    shipment: &ErpShipment,
+) -> Result<Vec<wire::DeliveryLine>, Failure> {
+    let mut out = Vec::new();
+    for shipped in &shipment.lines {
+        let Some(line) = find_line(&order.line_list, &shipped.source_line_id) else {
+            return Err(Failure::permanent(format!(
+                "the ERP shipped line {} which the till's order does not have",
+                shipped.source_line_id
+            )));
+        };
+        let d = &line.data;
+        let scaled = |v, p| from_scaled(v, p).map_err(Failure::permanent);
+        let open = scaled(d.quantity, d.decimal_places)?
+            - scaled(d.cancelled_quantity, d.cancelled_decimal_places)?
+            - scaled(d.delivered_quantity, d.delivered_decimal_places)?;
+        let quantity = shipped.quantity.min(open);
+        if quantity <= Decimal::ZERO {
+            continue;
+        }
+        let (value, places) = to_scaled(quantity)?;
+        out.push(wire::DeliveryLine {
+            line_id: line.line_id.clone(),
+            quantity: value,
+            decimal_places: places,
+        });
+    }
+    Ok(out)
+}
+
+fn find_line<'a>(list: &'a wire::LineList, id: &str) -> Option<&'a wire::Line> {
+    list.line.iter().find_map(|l| {
+        if l.line_id == id {
+            Some(l)
+        } else {
+            l.preparation_list.as_ref().and_then(|p| find_line(p, id))
+        }
+    })
+}
+
+/// A decimal as MplusKASSA's integer + `decimalPlaces` (0.530 → 530, 3).
+pub fn to_scaled(q: Decimal) -> Result<(i64, u32), Failure> {
+    let n = q.normalize();
+    let value = i64::try_from(n.mantissa())
+        .map_err(|_| Failure::permanent(format!("quantity {q} is too large for MplusKASSA")))?;
+    Ok((value, n.scale()))
+}
+
+/// The financial day of a UTC instant at the till (Europe/Amsterdam).
+fn financial_date(t: DateTime<Utc>) -> wire::SoapDate {
+    use chrono::Datelike;
+    let local = t.with_timezone(&chrono_tz::Europe::Amsterdam).date_naive();
+    wire::SoapDate {
+        day: local.day(),
+        mon: local.month(),
+        year: local.year(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantities_scale_both_ways() {
+        let q: Decimal = "0.530".parse().unwrap();
+        assert_eq!(to_scaled(q).unwrap(), (53, 2));
+        assert_eq!(to_scaled(Decimal::from(2)).unwrap(), (2, 0));
+        assert_eq!(from_scaled(53, 2).unwrap(), q.normalize());
+    }
+
+    #[test]
+    fn financial_dates_are_amsterdam_days() {
+        let t: DateTime<Utc> = "2024-06-29T22:30:00Z".parse().unwrap();
+        let d = financial_date(t);
+        assert_eq!((d.year, d.mon, d.day), (2024, 6, 30));
+    }
+
+    fn answer(orders: &str) -> String {
+        format!(
+            r#"<?xml version="1.0"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ns1="urn:mplusqapi"><SOAP-ENV:Body><ns1:getOrdersResponse><ns1:orderList>{orders}</ns1:orderList></ns1:getOrdersResponse></SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+        )
+    }
+
+    fn order(id: &str, marker: i64) -> String {
+        format!(
+            "<ns1:order><ns1:orderId>{id}</ns1:orderId><ns1:syncMarker>{marker}</ns1:syncMarker><ns1:financialDate><ns1:day>1</ns1:day><ns1:mon>7</ns1:mon><ns1:year>2024</ns1:year></ns1:financialDate><ns1:totalInclAmount>100</ns1:totalInclAmount><ns1:totalExclAmount>83</ns1:totalExclAmount><ns1:lineList><ns1:line><ns1:lineId>{id}-1</ns1:lineId><ns1:articleNumber>1</ns1:articleNumber><ns1:data><ns1:quantity>1</ns1:quantity><ns1:price>100</ns1:price></ns1:data></ns1:line></ns1:lineList></ns1:order>"
+        )
+    }
+
+    #[test]
+    fn unsorted_batch_gives_the_largest_marker() {
+        let body = answer(&format!(
+            "{}{}{}",
+            order("A", 1),
+            order("B", 4),
+            order("C", 3)
+        ));
+        let (orders, max) = parse_orders("till", &body).unwrap();
+        assert_eq!(max, 4);
+        let ids: Vec<_> = orders.iter().map(|o| o.external_id.as_str()).collect();
+        assert_eq!(ids, ["A", "B", "C"]);
+        assert!(orders.iter().all(|o| o.mapped.is_ok()));
+        let (orders, _) = parse_orders("till", &answer("")).unwrap();
+        assert!(orders.is_empty());
+    }
+
+    #[test]
+    fn one_unkeyable_order_fails_the_page_and_a_bad_one_is_parked() {
+        let bad = order("B", 4).replace("<ns1:quantity>1<", "<ns1:quantity>x<");
+        let (orders, max) =
+            parse_orders("till", &answer(&format!("{}{bad}", order("A", 1)))).unwrap();
+        assert_eq!(max, 4);
+        assert!(orders[0].mapped.is_ok() && orders[1].mapped.is_err());
+        let nokey = order("C", 5).replace("<ns1:syncMarker>5</ns1:syncMarker>", "");
+        let e = parse_orders("till", &answer(&nokey)).unwrap_err();
+        assert!(matches!(e, Failure::Retryable { .. }), "{e:?}");
+        // A truncated answer is retried, not read as "no orders".
+        let cut = answer(&order("A", 1));
+        let e = parse_orders("till", &cut[..cut.len() / 2]).unwrap_err();
+        assert!(matches!(e, Failure::Retryable { .. }), "{e:?}");
+    }
+}

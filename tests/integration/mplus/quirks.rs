@@ -1,0 +1,100 @@
+//! The simulator's documented quirks over plain HTTP, and the example
+//! config's mplus block.
+
+use super::*;
+
+#[test]
+fn the_example_mplus_source_parses_when_uncommented() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let block: String = text
+        .lines()
+        .skip_while(|l| *l != "# BEGIN mplus")
+        .skip(1)
+        .take_while(|l| *l != "# END mplus")
+        .map(|l| format!("{}\n", l.strip_prefix("# ").unwrap_or(l)))
+        .collect();
+    assert!(block.contains("kind = \"mplus\""), "{block}");
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("c.toml");
+    std::fs::write(&p, format!("{text}\n{block}")).unwrap();
+    let config = Config::load(&p).expect("example with the mplus source parses");
+    let till = config
+        .sources
+        .iter()
+        .find(|s| s.kind.as_str() == "mplus")
+        .expect("the uncommented mplus source");
+    let ordersync::config::SourceSettings::Mplus(m) = &till.settings else {
+        panic!("not mplus");
+    };
+    assert!(m.write_reference);
+    assert_eq!(m.start, ordersync::config::MplusStart::Beginning);
+}
+
+/// The simulator itself, over plain HTTP: the quirks the connector relies on.
+#[tokio::test]
+async fn the_simulator_behaves_like_the_documented_api() {
+    ordersync::http::install_crypto();
+    let sb = Sandbox::start(options()).await.unwrap();
+    sb.mplus.seed_orders(30);
+    let client = reqwest::Client::new();
+    let url = |secret: &str| format!("{}/?ident=ordersync&secret={secret}", sb.mplus_url);
+    let secret = sb.mplus.options().secret.clone();
+    // A plain GET is 405 (the liveness check of the old PHP client).
+    let r = client.get(url(&secret)).send().await.unwrap();
+    assert_eq!(r.status().as_u16(), 405);
+    let get_orders = |marker: i64, limit: u32, empties: bool| {
+        let extra = if empties {
+            "<articlePluNumbers/><articleBarcodes/>"
+        } else {
+            ""
+        };
+        format!(
+            r#"<?xml version="1.0"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" xmlns:urn="urn:mplusqapi"><SOAP-ENV:Body><urn:getOrders><urn:request><urn:syncMarker>{marker}</urn:syncMarker><urn:syncMarkerLimit>{limit}</urn:syncMarkerLimit>{extra}</urn:request></urn:getOrders></SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+        )
+    };
+    let post = |secret: String, body: String| {
+        let client = client.clone();
+        let u = url(&secret);
+        async move {
+            let r = client
+                .post(u)
+                .header("SOAPAction", "getOrders")
+                .header("Content-Type", "text/xml; charset=utf-8")
+                .body(body)
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    let (status, body) = post("nope".into(), get_orders(1, 5, true)).await;
+    assert_eq!(status, 500);
+    assert!(
+        body.contains("faultcode") && body.contains("Authentication failed"),
+        "{body}"
+    );
+    let (status, body) = post(secret.clone(), get_orders(1, 5, false)).await;
+    assert_eq!(status, 500);
+    assert!(body.contains("articlePluNumbers"), "{body}");
+    // The limit is honoured, the batch holds the lowest markers from the
+    // inclusive bound, and it comes unsorted.
+    let mut sorted_every_time = true;
+    for _ in 0..3 {
+        let (status, body) = post(secret.clone(), get_orders(3, 5, true)).await;
+        assert_eq!(status, 200, "{body}");
+        let (orders, max) = ordersync::sources::mplus::parse_orders("t", &body).unwrap();
+        let markers: Vec<i64> = orders
+            .iter()
+            .map(|o| o.version.as_deref().unwrap().parse().unwrap())
+            .collect();
+        let mut s = markers.clone();
+        s.sort();
+        assert_eq!(s, vec![3, 4, 5, 6, 7]);
+        assert_eq!(max, 7);
+        sorted_every_time &= s == markers;
+    }
+    assert!(!sorted_every_time, "the simulator always answered sorted");
+    sb.shutdown().await;
+}
