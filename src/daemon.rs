@@ -235,7 +235,12 @@ pub async fn poll_shipments(
         let page = engine.erp.shipments(after.as_deref(), 100).await?;
         let queued = engine
             .store
-            .record_shipments(&page.shipments, &page.next)
+            .record_shipments_with(&page.shipments, &page.next, |source| {
+                engine
+                    .connectors
+                    .get(source)
+                    .is_none_or(|c| c.writes_shipped())
+            })
             .map_err(ledger)?;
         for (source, key) in &queued {
             tracing::info!(source = %source, order_key = %key, "shipment reported by the ERP; queued for write-back");

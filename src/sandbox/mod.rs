@@ -1,5 +1,5 @@
-//! In-process HTTP simulators of the CloudSuite webshop API and the http ERP
-//! contract, with fault knobs. Used by integration tests (port 0), by
+//! In-process HTTP simulators of the CloudSuite webshop API, the Vinou
+//! orders service and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
 
 pub mod catalog;
@@ -9,6 +9,7 @@ pub mod erp_http;
 pub mod faults;
 #[cfg(test)]
 mod tests;
+pub mod vinou;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -25,9 +26,11 @@ pub use faults::Faults;
 pub struct SandboxOptions {
     pub cloudsuite: cloudsuite::CloudSuiteOptions,
     pub erp: erp_http::ErpOptions,
+    pub vinou: vinou::VinouOptions,
     /// 127.0.0.1:0 in tests.
     pub cloudsuite_listen: SocketAddr,
     pub erp_listen: SocketAddr,
+    pub vinou_listen: SocketAddr,
 }
 
 impl Default for SandboxOptions {
@@ -36,8 +39,10 @@ impl Default for SandboxOptions {
         SandboxOptions {
             cloudsuite: cloudsuite::CloudSuiteOptions::default(),
             erp: erp_http::ErpOptions::default(),
+            vinou: vinou::VinouOptions::default(),
             cloudsuite_listen: any_port,
             erp_listen: any_port,
+            vinou_listen: any_port,
         }
     }
 }
@@ -52,6 +57,9 @@ pub struct Sandbox {
     pub erp_url: String,
     pub cloudsuite: cloudsuite::CloudSuiteSim,
     pub erp: erp_http::ErpSim,
+    /// e.g. "http://127.0.0.1:41235": a Vinou source's `base_url`.
+    pub vinou_url: String,
+    pub vinou: vinou::VinouSim,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -60,6 +68,7 @@ impl Sandbox {
     pub async fn start(opts: SandboxOptions) -> anyhow::Result<Sandbox> {
         let cloudsuite = cloudsuite::CloudSuiteSim::new(opts.cloudsuite);
         let erp = erp_http::ErpSim::new(opts.erp);
+        let vinou = vinou::VinouSim::new(opts.vinou);
         let stop = CancellationToken::new();
 
         let (cs_addr, cs_server) =
@@ -72,6 +81,14 @@ impl Sandbox {
                 return Err(e);
             }
         };
+        let (vinou_addr, vinou_server) =
+            match serve(opts.vinou_listen, vinou.router(), stop.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
         let cloudsuite_url = format!("http://{cs_addr}");
         Ok(Sandbox {
             token_url: format!("{cloudsuite_url}{}", cloudsuite::TOKEN_PATH),
@@ -79,8 +96,10 @@ impl Sandbox {
             erp_url: format!("http://{erp_addr}"),
             cloudsuite,
             erp,
+            vinou_url: format!("http://{vinou_addr}"),
+            vinou,
             stop,
-            servers: vec![cs_server, erp_server],
+            servers: vec![cs_server, erp_server, vinou_server],
         })
     }
 
@@ -89,6 +108,7 @@ impl Sandbox {
     pub async fn shutdown(mut self) {
         self.stop.cancel();
         self.cloudsuite.stop_background();
+        self.vinou.stop_background();
         for server in std::mem::take(&mut self.servers) {
             let abort = server.abort_handle();
             // A client holding a slow response open must not hang the caller.
@@ -106,6 +126,7 @@ impl Drop for Sandbox {
     fn drop(&mut self) {
         self.stop.cancel();
         self.cloudsuite.stop_background();
+        self.vinou.stop_background();
     }
 }
 

@@ -5,6 +5,7 @@
 //! [`crate::daemon`] and [`crate::outbox`].
 
 pub mod cloudsuite;
+pub mod vinou;
 
 use chrono::{DateTime, Utc};
 
@@ -43,10 +44,12 @@ pub struct WriteBack {
 
 pub enum Connector {
     CloudSuite(cloudsuite::CloudSuite),
+    Vinou(vinou::Vinou),
 }
 
 pub enum Walk {
     CloudSuite(cloudsuite::Walk),
+    Vinou(vinou::Walk),
 }
 
 impl Connector {
@@ -57,24 +60,28 @@ impl Connector {
             SourceSettings::CloudSuite(s) => Ok(Connector::CloudSuite(
                 cloudsuite::CloudSuite::new(config, source, s)?,
             )),
+            SourceSettings::Vinou(s) => Ok(Connector::Vinou(vinou::Vinou::new(config, source, s)?)),
         }
     }
 
     pub fn name(&self) -> &str {
         match self {
             Connector::CloudSuite(c) => c.name(),
+            Connector::Vinou(c) => c.name(),
         }
     }
 
     pub fn kind(&self) -> &'static str {
         match self {
             Connector::CloudSuite(_) => "cloudsuite",
+            Connector::Vinou(_) => "vinou",
         }
     }
 
     pub fn begin(&self, window: Window) -> Walk {
         match self {
             Connector::CloudSuite(c) => Walk::CloudSuite(c.begin(window)),
+            Connector::Vinou(c) => Walk::Vinou(c.begin(window)),
         }
     }
 
@@ -82,6 +89,10 @@ impl Connector {
     pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
         match (self, walk) {
             (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
+            (Connector::Vinou(c), Walk::Vinou(w)) => c.next_page(w, store).await,
+            _ => Err(Failure::permanent(
+                "internal error: a walk of another connector",
+            )),
         }
     }
 
@@ -89,6 +100,7 @@ impl Connector {
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
+            Connector::Vinou(c) => c.recheck(external_id).await,
         }
     }
 
@@ -99,17 +111,35 @@ impl Connector {
     pub fn recheck_states(&self) -> &'static [&'static str] {
         match self {
             Connector::CloudSuite(_) => &["held", "invalid"],
+            // Vinou's list is newest first: an order waiting for payment
+            // sinks out of the pages we read, so only `get` sees it again.
+            Connector::Vinou(_) => &["held", "invalid"],
         }
     }
 
-    /// Whether the source takes an "accepted" write-back at all.
+    /// Whether the source takes an "accepted" write-back at all. Without
+    /// one, a pushed order is `accepted` at once.
     pub fn writes_accepted(&self) -> bool {
-        true
+        match self {
+            Connector::CloudSuite(_) => true,
+            Connector::Vinou(c) => c.touch_on_import(),
+        }
+    }
+
+    /// Whether the source takes a "shipped" write-back at all. Without one,
+    /// an ERP shipment is recorded as an event and completes the order
+    /// ([`crate::store::Store::record_shipments_with`]).
+    pub fn writes_shipped(&self) -> bool {
+        match self {
+            Connector::CloudSuite(_) => true,
+            Connector::Vinou(_) => false,
+        }
     }
 
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,
+            Connector::Vinou(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -120,6 +150,11 @@ impl Connector {
     ) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_shipped(wb, shipment).await,
+            // Never queued (writes_shipped is false); kept total for safety.
+            Connector::Vinou(_) => Ok(format!(
+                "Vinou takes no shipped write-back; shipment {} kept in the ledger only",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            )),
         }
     }
 
@@ -127,6 +162,7 @@ impl Connector {
     pub async fn check(&self) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.check().await,
+            Connector::Vinou(c) => c.check().await,
         }
     }
 }
