@@ -7,8 +7,16 @@ fn example_config_parses_and_documents_every_key() {
     let path =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
     let config = Config::load(&path).expect("config/ordersync.example.toml must parse");
-    assert_eq!(config.sources.len(), 1);
-    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings;
+    assert!(
+        config
+            .sources
+            .iter()
+            .any(|s| matches!(s.settings, SourceSettings::Vinou(_))),
+        "the example documents a vinou source"
+    );
+    let SourceSettings::CloudSuite(cs) = &config.sources[0].settings else {
+        panic!("the example's first source is CloudSuite")
+    };
     assert_eq!(cs.timezone, chrono_tz::Europe::Amsterdam);
     let text = std::fs::read_to_string(&path).unwrap();
     // Every key the loader accepts appears in the example (set or commented).
@@ -46,6 +54,10 @@ fn example_config_parses_and_documents_every_key() {
         "webshop",
         "payment_ok",
         "timezone",
+        "auth_id",
+        "api_token_env",
+        "import_statuses",
+        "touch_on_import",
     ] {
         assert!(
             text.contains(&format!("{key} =")),

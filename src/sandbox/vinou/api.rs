@@ -36,34 +36,34 @@ fn error(status: StatusCode, code: &str) -> Response {
     (status, axum::Json(json!({ "errors": [code] }))).into_response()
 }
 
-/// The JSON body of a POST, or the error to answer.
-fn post_body(method: &Method, body: &Bytes) -> Result<Value, Response> {
+/// Why a request is refused: status and Vinou-style error code.
+type Refusal = (StatusCode, &'static str);
+
+/// The JSON body of a POST, or the refusal to answer.
+fn post_body(method: &Method, body: &Bytes) -> Result<Value, Refusal> {
     if method != Method::POST {
-        return Err(error(
-            StatusCode::METHOD_NOT_ALLOWED,
-            "ERROR_METHOD_NOT_ALLOWED",
-        ));
+        return Err((StatusCode::METHOD_NOT_ALLOWED, "ERROR_METHOD_NOT_ALLOWED"));
     }
     if body.is_empty() {
         return Ok(json!({}));
     }
-    serde_json::from_slice(body).map_err(|_| error(StatusCode::BAD_REQUEST, "ERROR_INVALID_JSON"))
+    serde_json::from_slice(body).map_err(|_| (StatusCode::BAD_REQUEST, "ERROR_INVALID_JSON"))
 }
 
-fn authorize(sim: &VinouSim, headers: &HeaderMap) -> Result<(), Response> {
+fn authorize(sim: &VinouSim, headers: &HeaderMap) -> Result<(), Refusal> {
     let jwt = headers
         .get(header::AUTHORIZATION)
         .and_then(|h| h.to_str().ok())
         .and_then(|h| h.strip_prefix("Bearer "))
-        .ok_or_else(|| error(StatusCode::UNAUTHORIZED, "ERROR_NO_TOKEN"))?;
+        .ok_or((StatusCode::UNAUTHORIZED, "ERROR_NO_TOKEN"))?;
     let max_uses = sim.inner.opts.jwt_max_uses;
     let mut st = sim.state();
     let Some((until, uses)) = st.tokens.get_mut(jwt) else {
-        return Err(error(StatusCode::UNAUTHORIZED, "ERROR_TOKEN_INVALID"));
+        return Err((StatusCode::UNAUTHORIZED, "ERROR_TOKEN_INVALID"));
     };
     *uses += 1;
     if *until <= Instant::now() || max_uses.is_some_and(|m| *uses > m) {
-        return Err(error(StatusCode::UNAUTHORIZED, "ERROR_TOKEN_EXPIRED"));
+        return Err((StatusCode::UNAUTHORIZED, "ERROR_TOKEN_EXPIRED"));
     }
     Ok(())
 }
@@ -71,7 +71,7 @@ fn authorize(sim: &VinouSim, headers: &HeaderMap) -> Result<(), Response> {
 async fn login(State(sim): State<VinouSim>, method: Method, body: Bytes) -> Response {
     let body = match post_body(&method, &body) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, code)) => return error(status, code),
     };
     let opts = &sim.inner.opts;
     if body["token"].as_str() != Some(opts.api_token.as_str())
@@ -145,7 +145,7 @@ async fn get_all(
 ) -> Response {
     let body = match post_body(&method, &body).and_then(|b| authorize(&sim, &headers).map(|_| b)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, code)) => return error(status, code),
     };
     let page = body["page"].as_u64().unwrap_or(1).max(1);
     let asked = body["pageSize"].as_u64().unwrap_or(16);
@@ -217,7 +217,7 @@ async fn get_one(
 ) -> Response {
     let body = match post_body(&method, &body).and_then(|b| authorize(&sim, &headers).map(|_| b)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, code)) => return error(status, code),
     };
     let include = includes(&body, "client,billing,delivery,documents,items");
     let mut st = sim.state();
@@ -240,7 +240,7 @@ async fn touch(
 ) -> Response {
     let body = match post_body(&method, &body).and_then(|b| authorize(&sim, &headers).map(|_| b)) {
         Ok(b) => b,
-        Err(r) => return r,
+        Err((status, code)) => return error(status, code),
     };
     let mut st = sim.state();
     let Some(id) = find(&st, &body) else {
