@@ -316,6 +316,63 @@ async fn a_walk_while_orders_arrive_misses_and_doubles_nothing() {
     assert_converged(&app, &ids, true);
 }
 
+fn cursor(engine: &Arc<Engine>) -> Option<String> {
+    engine.store.cursor(VINOU, "live").unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_walk_cut_short_keeps_the_cursor_and_the_next_walk_fills_the_gap() {
+    let app = spawn_vinou(Setup {
+        page_size: 10,
+        ..Default::default()
+    })
+    .await;
+    let vinou = &app.sandbox.vinou;
+    vinou.seed_orders(50, 12, Duration::from_secs(6 * 3600));
+    let engine = app.engine();
+    let recorded = |ids: &[i64]| {
+        ids.iter()
+            .filter(|id| engine.store.order_detail(&key(**id)).unwrap().is_some())
+            .count()
+    };
+    // First walk dies on page 3: pages 1-2 are recorded, the cursor is not set.
+    vinou.fail_list_page(Some(3));
+    poll(&engine).await;
+    let all: Vec<i64> = vinou
+        .orders()
+        .iter()
+        .filter_map(|o| o["id"].as_i64())
+        .collect();
+    assert_eq!(recorded(&all), 20);
+    assert_eq!(cursor(&engine), None);
+    vinou.fail_list_page(None);
+    poll(&engine).await;
+    assert_eq!(recorded(&all), 50);
+    let first = cursor(&engine).expect("a complete walk sets the cursor");
+
+    // 25 new orders; the walk dies on page 2 after recording page 1. The
+    // next walk starts at known orders on page 1 and must not stop there.
+    let new: Vec<i64> = (0..25).map(|_| vinou.place_order()).collect();
+    vinou.fail_list_page(Some(2));
+    poll(&engine).await;
+    assert_eq!(recorded(&new), 10);
+    assert_eq!(
+        cursor(&engine).as_deref(),
+        Some(first.as_str()),
+        "cursor stays"
+    );
+    vinou.fail_list_page(None);
+    poll(&engine).await;
+    assert_eq!(
+        recorded(&new),
+        25,
+        "the gap below the known orders was read"
+    );
+    assert!(cursor(&engine).unwrap() >= first);
+    sync(&app, &engine).await;
+    assert_converged(&app, &pushable(&app), true);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_jwt_expires_mid_walk_and_login_happens_again() {
     let mut setup = Setup {

@@ -4,6 +4,7 @@
 mod cloudsuite_http;
 mod erp_http;
 mod faults_http;
+mod vinou_http;
 
 use serde_json::Value;
 

@@ -156,6 +156,9 @@ async fn get_all(
     let now = sim.now_local();
     let mut st = sim.state();
     st.list_requests += 1;
+    if st.failing_list_page == Some(page) {
+        return error(StatusCode::INTERNAL_SERVER_ERROR, "ERROR_INTERNAL");
+    }
     st.max_page_size_asked = st.max_page_size_asked.max(asked);
     if page > 1 {
         // Customers keep ordering while a client walks the pages: each new

@@ -91,6 +91,8 @@ struct State {
     ids: seed::Ids,
     rng: StdRng,
     arrivals_per_page: usize,
+    /// `getAll` answers 500 for this page (a walk cut in the middle).
+    failing_list_page: Option<u64>,
     /// JWT -> (expiry, uses).
     tokens: HashMap<String, (Instant, u64)>,
     issued: Vec<String>,
@@ -111,6 +113,7 @@ impl VinouSim {
             },
             rng: StdRng::seed_from_u64(opts.seed ^ 0x0f1e_e0a5),
             arrivals_per_page: opts.arrivals_per_page,
+            failing_list_page: None,
             tokens: HashMap::new(),
             issued: Vec::new(),
             logins: 0,
@@ -161,6 +164,11 @@ impl VinouSim {
 
     pub fn set_arrivals_per_page(&self, n: usize) {
         self.state().arrivals_per_page = n;
+    }
+
+    /// `getAll` for `page` answers 500 until set back to `None`.
+    pub fn fail_list_page(&self, page: Option<u64>) {
+        self.state().failing_list_page = page;
     }
 
     pub fn logins(&self) -> u64 {

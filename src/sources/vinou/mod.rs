@@ -21,6 +21,8 @@
 mod auth;
 mod map;
 
+pub use auth::base64url_decode;
+
 use std::collections::HashSet;
 use std::time::Duration;
 
