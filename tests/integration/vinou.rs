@@ -564,3 +564,114 @@ async fn vinou_sigkill_loses_and_doubles_nothing_and_keeps_secrets() {
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_order_is_parked_the_others_flow_and_a_fix_is_picked_up() {
+    let app = spawn_vinou(Setup {
+        page_size: 10,
+        source_extra: "lookback = \"1s\"",
+        ..Default::default()
+    })
+    .await;
+    let vinou = &app.sandbox.vinou;
+    vinou.seed_orders(40, 14, Duration::from_secs(3600));
+    let bad = vinou.add_order(
+        "payed",
+        Some(vinou.now_local() - chrono::Duration::hours(3)),
+    );
+    vinou.poison_quantity(bad);
+    let engine = app.engine();
+    sync(&app, &engine).await;
+    let others: Vec<i64> = pushable(&app).into_iter().filter(|id| *id != bad).collect();
+    assert_converged(&app, &others, true);
+    let status = engine.store.status(&[VINOU.to_string()]).unwrap();
+    assert_eq!(status.parked.len(), 1, "{:?}", status.parked);
+    let reason = &status.parked[0].reason;
+    assert!(
+        status.parked[0].order_key == key(bad)
+            && reason.contains("zwei")
+            && reason.contains("position"),
+        "{reason}"
+    );
+    // Fixed at Vinou: deep below where the walk stops, so the re-check of
+    // unmappable orders must find it.
+    vinou.unpoison(bad);
+    sync(&app, &engine).await;
+    assert_converged(&app, &pushable(&app), true);
+    assert!(
+        engine
+            .store
+            .status(&[VINOU.to_string()])
+            .unwrap()
+            .parked
+            .is_empty()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reads_exactly_its_window_and_leaves_the_live_cursor() {
+    let app = spawn_vinou(Setup::default()).await;
+    let vinou = &app.sandbox.vinou;
+    vinou.seed_orders(60, 15, Duration::from_secs(4 * 24 * 3600));
+    // The daemon started half an hour ago.
+    let engine = app.engine();
+    let live = (vinou.now_local() - chrono::Duration::minutes(30))
+        .format("%Y-%m-%d %H:%M:%S")
+        .to_string();
+    engine
+        .store
+        .ingest(VINOU, "live", &[], Some(("live", &live)))
+        .unwrap();
+    poll(&engine).await;
+    let stop = CancellationToken::new();
+    engine.drain(VINOU, None, 8, &stop).await.unwrap();
+    let live_cursor = cursor(&engine);
+
+    let since = vinou.now_local() - chrono::Duration::days(2);
+    let in_window: Vec<i64> = vinou
+        .orders()
+        .iter()
+        .filter(|o| IMPORT.contains(&status_of(o)))
+        .filter(|o| {
+            o["crstamp"].as_str().unwrap() >= since.format("%Y-%m-%d %H:%M:%S").to_string().as_str()
+        })
+        .filter_map(|o| o["id"].as_i64())
+        .collect();
+    assert!(in_window.len() >= 10 && in_window.len() < pushable(&app).len());
+    let run = || {
+        let out = app
+            .run_binary()
+            .args(["backfill", "--since", "2d", "--source", VINOU])
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), text)
+    };
+    let (code, text) = tokio::task::block_in_place(run);
+    assert_eq!(code, Some(0), "{text}");
+    let in_erp: HashSet<String> = app
+        .sandbox
+        .erp
+        .orders()
+        .into_iter()
+        .map(|o| o.order_key)
+        .collect();
+    let expected: HashSet<String> = in_window.iter().map(|id| key(*id)).collect();
+    assert_eq!(in_erp, expected, "exactly the window reached the ERP");
+    assert_eq!(
+        cursor(&engine),
+        live_cursor,
+        "backfill leaves the live cursor alone"
+    );
+    let (code, text) = tokio::task::block_in_place(run);
+    assert_eq!(code, Some(0), "{text}");
+    assert_eq!(
+        app.sandbox.erp.orders().len(),
+        expected.len(),
+        "a second run adds nothing"
+    );
+}

@@ -72,6 +72,8 @@ struct SimOrder {
     history: Vec<Change>,
     touch_requests: u64,
     get_requests: u64,
+    /// The first position's real quantity while it is served as "zwei".
+    poisoned: Option<Value>,
 }
 
 #[derive(Clone)]
@@ -274,6 +276,30 @@ impl VinouSim {
         .is_some()
     }
 
+    /// The first position's `quantity` is served as "zwei" (a data error at
+    /// the source); bumps `chstamp`.
+    pub fn poison_quantity(&self, id: i64) -> bool {
+        let now = self.now_local().format(seed::STAMP).to_string();
+        self.with_order(id, |o| {
+            let q = std::mem::replace(&mut o.json["positions"][0]["quantity"], "zwei".into());
+            o.poisoned.get_or_insert(q);
+            o.json["chstamp"] = now.into();
+        })
+        .is_some()
+    }
+
+    /// The merchant fixes the poisoned quantity; bumps `chstamp`.
+    pub fn unpoison(&self, id: i64) -> bool {
+        let now = self.now_local().format(seed::STAMP).to_string();
+        self.with_order(id, |o| {
+            if let Some(q) = o.poisoned.take() {
+                o.json["positions"][0]["quantity"] = q;
+                o.json["chstamp"] = now.into();
+            }
+        })
+        .is_some()
+    }
+
     /// Places a paid order every `every` until the sandbox stops.
     pub fn place_orders_every(&self, every: Duration) -> JoinHandle<()> {
         let sim = self.clone();
@@ -312,6 +338,7 @@ fn insert(st: &mut State, json: Value) -> i64 {
             history: Vec::new(),
             touch_requests: 0,
             get_requests: 0,
+            poisoned: None,
         },
     );
     id
