@@ -675,3 +675,27 @@ async fn backfill_reads_exactly_its_window_and_leaves_the_live_cursor() {
         "a second run adds nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wrong_api_token_is_a_clear_error_without_the_token() {
+    let app = spawn_vinou(Setup::default()).await;
+    app.sandbox
+        .vinou
+        .seed_orders(5, 2, Duration::from_secs(3600));
+    std::fs::write(app.dir.path().join("vinou-token"), "wrong-token-3b7d\n").unwrap();
+    let engine = app.engine();
+    poll(&engine).await;
+    let status = engine.store.status(&[VINOU.to_string()]).unwrap();
+    let error = status.sources[0]
+        .last_error
+        .clone()
+        .expect("the poll failed");
+    assert!(
+        error.contains("Vinou login failed")
+            && error.contains("check auth_id")
+            && error.contains("127.0.0.1"),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-token-3b7d"), "{error}");
+    assert!(app.sandbox.erp.orders().is_empty());
+}

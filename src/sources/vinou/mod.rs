@@ -326,9 +326,9 @@ impl Vinou {
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))
             .unwrap_or_else(|| self.base.clone());
-        Ok(format!(
-            "Vinou at {host} answered; {} order(s) in the shop",
-            answer.total_count
-        ))
+        Ok(match answer.total_count.as_u64() {
+            Some(n) => format!("Vinou at {host} answered; {n} order(s) in the shop"),
+            None => format!("Vinou at {host} answered"),
+        })
     }
 }
