@@ -158,7 +158,7 @@ async fn recheck(
     let source = connector.name();
     let ids = engine
         .store
-        .external_ids_in_states(source, connector.recheck_states(), 200)
+        .recheck_batch(source, connector.recheck_states(), 200)
         .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
     let mut batch = Vec::new();
     for id in ids {
