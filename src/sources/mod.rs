@@ -1,6 +1,7 @@
 //! Source connectors, chosen by `kind`. A connector knows how to walk its
 //! API's pages (`begin` + `next_page`), look at one order again (`recheck`)
-//! and write back what the ERP did (`write_accepted`, `write_shipped`).
+//! and write back what the ERP did (`write_accepted`, `write_shipped`), or
+//! say that it takes no such write-back (`writes_accepted`, `writes_shipped`).
 //! Polling, retries, logging and the ledger are written once, in
 //! [`crate::daemon`] and [`crate::outbox`].
 
