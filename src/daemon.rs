@@ -182,7 +182,7 @@ async fn recheck(
     let source = connector.name();
     let ids = engine
         .store
-        .external_ids_in_states(source, connector.recheck_states(), 200)
+        .recheck_batch(source, connector.recheck_states(), 200)
         .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
     let mut batch = Vec::new();
     for id in ids {
@@ -259,7 +259,12 @@ pub async fn poll_shipments(
         let page = engine.erp.shipments(after.as_deref(), 100).await?;
         let queued = engine
             .store
-            .record_shipments(&page.shipments, &page.next)
+            .record_shipments_with(&page.shipments, &page.next, |source| {
+                engine
+                    .connectors
+                    .get(source)
+                    .is_none_or(|c| c.writes_shipped())
+            })
             .map_err(ledger)?;
         for (source, key) in &queued {
             tracing::info!(source = %source, order_key = %key, "shipment reported by the ERP; queued for write-back");

@@ -35,6 +35,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
         ..Default::default()
     };
     opts.cloudsuite.seed_orders = args.orders;
+    opts.vinou.seed_orders = args.orders;
     opts.cloudsuite.faults = faults.clone();
     opts.titelive.seed_orders = args.orders;
     opts.titelive.faults = faults.clone();
@@ -56,6 +57,7 @@ pub async fn sandbox(args: &SandboxArgs, shutdown: CancellationToken) -> anyhow:
     let sb = Sandbox::start(sandbox_options(args)).await?;
     println!("CloudSuite simulator: {}", sb.cloudsuite_url);
     println!("  OAuth2 token URL:   {}", sb.token_url);
+    println!("Vinou simulator:      {}", sb.vinou_url);
     println!("http ERP simulator:   {}", sb.erp_url);
     println!("Retailys simulator:   {}", sb.retailys_url);
     println!(
@@ -141,6 +143,15 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         ship_after_secs: 6,
     });
     opts.cloudsuite.spread = Duration::from_secs(3600);
+    opts.vinou.spread = Duration::from_secs(3600);
+    if let Some(vinou) = config
+        .sources
+        .iter()
+        .find(|s| s.kind == crate::config::SourceKind::Vinou)
+    {
+        opts.vinou_listen = port_of(&vinou.base_url)?;
+        write_secret(&dir.join("secrets/vinou-api-token"), &opts.vinou.api_token)?;
+    }
     write_secret(
         &dir.join("secrets/cloudsuite-client-secret"),
         &opts.cloudsuite.client_secret,
@@ -189,6 +200,7 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
             }
         }
     });
+    sb.vinou.place_orders_every(Duration::from_secs(6));
 
     let shown = config_path.display();
     eprintln!(
@@ -202,6 +214,10 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     eprintln!(
         "                MplusKASSA simulator {} -> ordersync -> the same ERP",
         sb.mplus_url
+    );
+    eprintln!(
+        "                Vinou simulator {} -> ordersync -> the same ERP",
+        sb.vinou_url
     );
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");

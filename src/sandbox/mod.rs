@@ -1,5 +1,5 @@
-//! In-process HTTP simulators of the CloudSuite, Retailys, Titelive MediaWeb
-//! and MplusKASSA (SOAP) shop APIs and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
+//! In-process HTTP simulators of the CloudSuite, Retailys, Titelive MediaWeb,
+//! MplusKASSA (SOAP) and Vinou shop APIs and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
 
 pub mod catalog;
@@ -12,6 +12,7 @@ pub mod retailys;
 #[cfg(test)]
 mod tests;
 pub mod titelive;
+pub mod vinou;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -37,6 +38,8 @@ pub struct SandboxOptions {
     pub retailys_listen: SocketAddr,
     pub mplus: mplus::MplusOptions,
     pub mplus_listen: SocketAddr,
+    pub vinou: vinou::VinouOptions,
+    pub vinou_listen: SocketAddr,
 }
 
 impl Default for SandboxOptions {
@@ -53,6 +56,8 @@ impl Default for SandboxOptions {
             retailys_listen: any_port,
             mplus: mplus::MplusOptions::default(),
             mplus_listen: any_port,
+            vinou: vinou::VinouOptions::default(),
+            vinou_listen: any_port,
         }
     }
 }
@@ -76,6 +81,9 @@ pub struct Sandbox {
     /// The MplusKASSA SOAP endpoint (credentials go in its query string).
     pub mplus_url: String,
     pub mplus: mplus::MplusSim,
+    /// e.g. "http://127.0.0.1:41235": a Vinou source's `base_url`.
+    pub vinou_url: String,
+    pub vinou: vinou::VinouSim,
     stop: CancellationToken,
     servers: Vec<JoinHandle<()>>,
 }
@@ -85,6 +93,7 @@ impl Sandbox {
         let cloudsuite = cloudsuite::CloudSuiteSim::new(opts.cloudsuite);
         let erp = erp_http::ErpSim::new(opts.erp);
         let titelive = titelive::TiteliveSim::new(opts.titelive);
+        let vinou = vinou::VinouSim::new(opts.vinou);
         let stop = CancellationToken::new();
 
         let (cs_addr, cs_server) =
@@ -123,6 +132,14 @@ impl Sandbox {
                     return Err(e);
                 }
             };
+        let (vinou_addr, vinou_server) =
+            match serve(opts.vinou_listen, vinou.router(), stop.clone()).await {
+                Ok(v) => v,
+                Err(e) => {
+                    stop.cancel();
+                    return Err(e);
+                }
+            };
         let cloudsuite_url = format!("http://{cs_addr}");
         Ok(Sandbox {
             token_url: format!("{cloudsuite_url}{}", cloudsuite::TOKEN_PATH),
@@ -136,8 +153,17 @@ impl Sandbox {
             retailys,
             mplus_url: format!("http://{mplus_addr}"),
             mplus,
+            vinou_url: format!("http://{vinou_addr}"),
+            vinou,
             stop,
-            servers: vec![cs_server, erp_server, tl_server, rt_server, mplus_server],
+            servers: vec![
+                cs_server,
+                erp_server,
+                tl_server,
+                rt_server,
+                mplus_server,
+                vinou_server,
+            ],
         })
     }
 
@@ -147,6 +173,7 @@ impl Sandbox {
         self.stop.cancel();
         self.cloudsuite.stop_background();
         self.titelive.stop_background();
+        self.vinou.stop_background();
         for server in std::mem::take(&mut self.servers) {
             let abort = server.abort_handle();
             // A client holding a slow response open must not hang the caller.
@@ -165,6 +192,7 @@ impl Drop for Sandbox {
         self.stop.cancel();
         self.cloudsuite.stop_background();
         self.titelive.stop_background();
+        self.vinou.stop_background();
     }
 }
 

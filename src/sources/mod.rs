@@ -1,6 +1,7 @@
 //! Source connectors, chosen by `kind`. A connector knows how to walk its
 //! API's pages (`begin` + `next_page`), look at one order again (`recheck`)
-//! and write back what the ERP did (`write_accepted`, `write_shipped`).
+//! and write back what the ERP did (`write_accepted`, `write_shipped`), or
+//! say that it takes no such write-back (`writes_accepted`, `writes_shipped`).
 //! Polling, retries, logging and the ledger are written once, in
 //! [`crate::daemon`] and [`crate::outbox`].
 
@@ -8,6 +9,7 @@ pub mod cloudsuite;
 pub mod mplus;
 pub mod retailys;
 pub mod titelive;
+pub mod vinou;
 
 use chrono::{DateTime, Utc};
 
@@ -49,6 +51,7 @@ pub enum Connector {
     Titelive(titelive::Titelive),
     Retailys(retailys::Retailys),
     Mplus(mplus::Mplus),
+    Vinou(vinou::Vinou),
 }
 
 pub enum Walk {
@@ -56,6 +59,7 @@ pub enum Walk {
     Titelive(titelive::Walk),
     Retailys(retailys::Walk),
     Mplus(mplus::Walk),
+    Vinou(vinou::Walk),
 }
 
 /// Why a connector's start-up step failed: the configuration does not fit
@@ -92,6 +96,7 @@ impl Connector {
                 config, source, s,
             )?)),
             SourceSettings::Mplus(s) => Ok(Connector::Mplus(mplus::Mplus::new(config, source, s)?)),
+            SourceSettings::Vinou(s) => Ok(Connector::Vinou(vinou::Vinou::new(config, source, s)?)),
         }
     }
 
@@ -101,6 +106,7 @@ impl Connector {
             Connector::Titelive(c) => c.name(),
             Connector::Retailys(c) => c.name(),
             Connector::Mplus(c) => c.name(),
+            Connector::Vinou(c) => c.name(),
         }
     }
 
@@ -110,6 +116,7 @@ impl Connector {
             Connector::Titelive(_) => "titelive",
             Connector::Retailys(_) => "retailys",
             Connector::Mplus(_) => "mplus",
+            Connector::Vinou(_) => "vinou",
         }
     }
 
@@ -117,7 +124,10 @@ impl Connector {
     /// per-shop status names). Called by `run`, `backfill` and `check-config`.
     pub async fn prepare(&self) -> Result<(), PrepareError> {
         match self {
-            Connector::CloudSuite(_) | Connector::Titelive(_) | Connector::Mplus(_) => Ok(()),
+            Connector::CloudSuite(_)
+            | Connector::Titelive(_)
+            | Connector::Mplus(_)
+            | Connector::Vinou(_) => Ok(()),
             Connector::Retailys(c) => c.prepare().await,
         }
     }
@@ -128,6 +138,7 @@ impl Connector {
             Connector::Titelive(c) => Walk::Titelive(c.begin(window)),
             Connector::Retailys(c) => Walk::Retailys(c.begin(window)),
             Connector::Mplus(c) => Walk::Mplus(c.begin(window)),
+            Connector::Vinou(c) => Walk::Vinou(c.begin(window)),
         }
     }
 
@@ -138,6 +149,7 @@ impl Connector {
             (Connector::Titelive(c), Walk::Titelive(w)) => c.next_page(w, store).await,
             (Connector::Retailys(c), Walk::Retailys(w)) => c.next_page(w, store).await,
             (Connector::Mplus(c), Walk::Mplus(w)) => c.next_page(w, store).await,
+            (Connector::Vinou(c), Walk::Vinou(w)) => c.next_page(w, store).await,
             _ => Err(Failure::permanent(
                 "internal error: a walk of another connector",
             )),
@@ -151,6 +163,7 @@ impl Connector {
             Connector::Titelive(c) => c.recheck(external_id).await,
             Connector::Retailys(c) => c.recheck(external_id).await,
             Connector::Mplus(c) => c.recheck(external_id).await,
+            Connector::Vinou(c) => c.recheck(external_id).await,
         }
     }
 
@@ -169,14 +182,32 @@ impl Connector {
             // A fix at the till bumps the order's sync marker: the list
             // brings it back by itself.
             Connector::Mplus(_) => &[],
+            // Vinou's list is newest first: an order waiting for payment
+            // sinks out of the pages we read, so only `get` sees it again.
+            Connector::Vinou(_) => &["held", "invalid"],
         }
     }
 
-    /// Whether the source takes an "accepted" write-back at all.
+    /// Whether the source takes an "accepted" write-back at all. Without
+    /// one, a pushed order is `accepted` at once.
     pub fn writes_accepted(&self) -> bool {
         match self {
             Connector::CloudSuite(_) | Connector::Titelive(_) | Connector::Retailys(_) => true,
             Connector::Mplus(c) => c.writes_accepted(),
+            Connector::Vinou(c) => c.touch_on_import(),
+        }
+    }
+
+    /// Whether the source takes a "shipped" write-back at all. Without one,
+    /// an ERP shipment is recorded as an event and completes the order
+    /// ([`crate::store::Store::record_shipments_with`]).
+    pub fn writes_shipped(&self) -> bool {
+        match self {
+            Connector::CloudSuite(_)
+            | Connector::Titelive(_)
+            | Connector::Retailys(_)
+            | Connector::Mplus(_) => true,
+            Connector::Vinou(_) => false,
         }
     }
 
@@ -186,6 +217,7 @@ impl Connector {
             Connector::Titelive(c) => c.write_accepted(wb).await,
             Connector::Retailys(c) => c.write_accepted(wb).await,
             Connector::Mplus(c) => c.write_accepted(wb).await,
+            Connector::Vinou(c) => c.write_accepted(wb).await,
         }
     }
 
@@ -199,6 +231,11 @@ impl Connector {
             Connector::Titelive(c) => c.write_shipped(wb, shipment).await,
             Connector::Retailys(c) => c.write_shipped(wb, shipment).await,
             Connector::Mplus(c) => c.write_shipped(wb, shipment).await,
+            // Never queued (writes_shipped is false); kept total for safety.
+            Connector::Vinou(_) => Ok(format!(
+                "Vinou takes no shipped write-back; shipment {} kept in the ledger only",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            )),
         }
     }
 
@@ -209,6 +246,7 @@ impl Connector {
             Connector::Titelive(c) => c.check().await,
             Connector::Retailys(c) => c.check().await,
             Connector::Mplus(c) => c.check().await,
+            Connector::Vinou(c) => c.check().await,
         }
     }
 }

@@ -123,6 +123,15 @@ impl Store {
             .flatten())
     }
 
+    /// The ledger state of an order (`queued`, `held`, `pushed`...), if recorded.
+    pub fn order_state(&self, order_key: &str) -> anyhow::Result<Option<String>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached("SELECT state FROM orders WHERE order_key = ?1")?;
+        Ok(stmt
+            .query_row(params![order_key], |r| r.get(0))
+            .optional()?)
+    }
+
     /// External ids of this source's orders in `states` (oldest first): the
     /// ones a connector looks at again (held, not yet final).
     pub fn external_ids_in_states(

@@ -176,6 +176,23 @@ fn release_waiting(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<us
     )
 }
 
+/// For sources that take no "shipped" write-back: an order the ERP already
+/// shipped is complete as soon as it is accepted (nothing is left to send).
+fn complete_if_shipped_without_write_back(
+    tx: &Transaction,
+    key: &str,
+    now: i64,
+) -> rusqlite::Result<usize> {
+    exec(
+        tx,
+        "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2
+         WHERE order_key = ?1 AND state = 'accepted' AND shipped_at IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                           AND state != 'done')",
+        params![key, now],
+    )
+}
+
 impl Store {
     /// Leases up to `limit` due jobs of `source`.
     pub fn claim(
@@ -335,6 +352,7 @@ impl Store {
             )?;
         } else {
             release_waiting(&tx, &job.order_key, now)?;
+            complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
         }
         attempt_row(&tx, job, "done", None, now)?;
         event(
@@ -359,9 +377,12 @@ impl Store {
         match job.kind {
             JobKind::Push => {}
             JobKind::WriteAccepted => {
+                // A 'done' write_shipped row without a write-back is only a
+                // marker (see record_shipments_with): nothing left to send.
                 let shipped = release_waiting(&tx, &job.order_key, now)? > 0
                     || tx.query_row(
-                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'",
+                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                         AND state != 'done'",
                         params![job.order_key],
                         |r| r.get::<_, i64>(0),
                     )? > 0;
@@ -375,6 +396,7 @@ impl Store {
                         now
                     ],
                 )?;
+                complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
             }
             JobKind::WriteShipped => {
                 let open: i64 = tx.query_row(
@@ -457,6 +479,20 @@ impl Store {
         shipments: &[ErpShipment],
         cursor: &str,
     ) -> anyhow::Result<Vec<(String, String)>> {
+        self.record_shipments_with(shipments, cursor, |_| true)
+    }
+
+    /// Like [`Store::record_shipments`]; `takes_write_back(source)` says
+    /// whether that source takes a "shipped" write-back at all. For one that
+    /// does not (Vinou), the shipment is recorded as an event, the job row is
+    /// written already `done` (it dedupes repeats of the same shipment) and
+    /// the order completes once it is accepted.
+    pub fn record_shipments_with(
+        &self,
+        shipments: &[ErpShipment],
+        cursor: &str,
+        takes_write_back: impl Fn(&str) -> bool,
+    ) -> anyhow::Result<Vec<(String, String)>> {
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
@@ -471,34 +507,51 @@ impl Store {
                 .optional()?;
             let Some((source, state)) = row else { continue };
             let ready = matches!(state.as_str(), "accepted" | "shipped" | "completed");
+            let writes = takes_write_back(&source);
+            let job_state = match (writes, ready) {
+                (false, _) => "done",
+                (true, true) => "pending",
+                (true, false) => "waiting",
+            };
             let payload = serde_json::to_string(s)?;
             let inserted = exec(
             &tx,
                 "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
                  VALUES (?1, 'write_shipped', ?2, ?3, ?4, 0, ?5, ?6, ?5, ?5)
                  ON CONFLICT(order_key, kind, ref) DO NOTHING",
-                params![source, s.order_key, s.job_ref(), if ready { "pending" } else { "waiting" }, now, payload],
+                params![source, s.order_key, s.job_ref(), job_state, now, payload],
             )?;
             if inserted == 1 {
-                exec(
-            &tx,
+                let update = if writes {
                     "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
                        state = CASE WHEN state IN ('accepted', 'completed') THEN 'shipped' ELSE state END
-                     WHERE order_key = ?1",
-                    params![s.order_key, now],
-                )?;
+                     WHERE order_key = ?1"
+                } else {
+                    "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
+                       completed_at = CASE WHEN state IN ('accepted', 'shipped', 'completed') THEN ?2 ELSE completed_at END,
+                       state = CASE WHEN state IN ('accepted', 'shipped', 'completed') THEN 'completed' ELSE state END
+                     WHERE order_key = ?1"
+                };
+                exec(&tx, update, params![s.order_key, now])?;
                 event(
                     &tx,
                     &s.order_key,
                     now,
                     "shipment",
                     &format!(
-                        "carrier {}, tracking {}",
+                        "carrier {}, tracking {}{}",
                         s.carrier.as_deref().unwrap_or("-"),
-                        s.tracking_number.as_deref().unwrap_or("-")
+                        s.tracking_number.as_deref().unwrap_or("-"),
+                        if writes {
+                            ""
+                        } else {
+                            " (the source takes no shipped write-back: recorded here only)"
+                        }
                     ),
                 )?;
-                queued.push((source, s.order_key.clone()));
+                if writes {
+                    queued.push((source, s.order_key.clone()));
+                }
             }
         }
         exec(
@@ -849,6 +902,94 @@ mod tests {
             store.order_for_job("shop:1").unwrap().unwrap().state,
             "completed"
         );
+    }
+
+    fn shipment(key: &str) -> ErpShipment {
+        ErpShipment {
+            order_key: key.into(),
+            erp_order_number: Some("SO1".into()),
+            shipped_at: None,
+            carrier: Some("DHL".into()),
+            tracking_number: Some("JJD1".into()),
+            tracking_url: None,
+            lines: vec![],
+        }
+    }
+
+    fn runnable(store: &Store) -> Vec<Job> {
+        store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_source_without_write_backs_completes_on_shipment() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = runnable(&store);
+        // No "accepted" write-back: straight to accepted.
+        store
+            .finish_push(&j[0], "o", &accepted(), "h", false)
+            .unwrap();
+        assert_eq!(
+            store.order_for_job("shop:1").unwrap().unwrap().state,
+            "accepted"
+        );
+        assert!(runnable(&store).is_empty(), "no write-back job was queued");
+        let ship = shipment("shop:1");
+        let queued = store
+            .record_shipments_with(std::slice::from_ref(&ship), "5", |_| false)
+            .unwrap();
+        assert!(queued.is_empty(), "nothing to write back");
+        assert!(
+            runnable(&store).is_empty(),
+            "no shipped write-back job is runnable"
+        );
+        assert_eq!(
+            store.order_for_job("shop:1").unwrap().unwrap().state,
+            "completed"
+        );
+        // The same shipment again records nothing new (one event, not two).
+        store
+            .record_shipments_with(&[ship], "5", |_| false)
+            .unwrap();
+        let conn = store.lock();
+        let events: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM events WHERE order_key = 'shop:1' AND kind = 'shipment'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(events, 1);
+    }
+
+    #[test]
+    fn a_shipment_before_the_touch_completes_after_it() {
+        // Accepted write-back (Vinou's touch) but no shipped write-back.
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = runnable(&store);
+        store
+            .finish_push(&j[0], "o", &accepted(), "h", true)
+            .unwrap();
+        store
+            .record_shipments_with(&[shipment("shop:1")], "5", |_| false)
+            .unwrap();
+        assert_eq!(
+            store.order_for_job("shop:1").unwrap().unwrap().state,
+            "pushed"
+        );
+        let j = runnable(&store);
+        assert_eq!(j.len(), 1);
+        assert_eq!(j[0].kind, JobKind::WriteAccepted);
+        store.finish_job(&j[0], "o", "touched").unwrap();
+        assert_eq!(
+            store.order_for_job("shop:1").unwrap().unwrap().state,
+            "completed",
+            "not left in 'shipped' waiting for a write-back that never comes"
+        );
+        assert!(runnable(&store).is_empty());
     }
 
     #[test]

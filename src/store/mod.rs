@@ -6,6 +6,7 @@
 mod ingest;
 mod jobs;
 mod migrations;
+mod recheck;
 mod status;
 
 use std::path::{Path, PathBuf};

@@ -70,6 +70,9 @@ fn example_config_parses_and_documents_every_key() {
         "secret_env",
         "start",
         "write_reference",
+        "auth_id",
+        "api_token_env",
+        "touch_on_import",
     ] {
         assert!(
             text.contains(&format!("{key} =")),

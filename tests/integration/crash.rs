@@ -47,39 +47,8 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
                 .is_some_and(|o| o["shipment_state"] == "sent")
         })
     };
-    // Count only kills that hit a run with work left to do.
-    let mut mid_sync_kills = 0;
-    tokio::task::block_in_place(|| {
-        for round in 0..60 {
-            if mid_sync_kills >= 20 {
-                break;
-            }
-            let log_path = app.dir.path().join(format!("crash-{round}.log"));
-            let log = std::fs::File::create(&log_path).unwrap();
-            let mut child = app
-                .run_binary()
-                .arg("run")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            // The kill clock starts once the daemon runs, so a slow start on
-            // a loaded machine does not turn every kill into a kill at start-up.
-            let deadline = Instant::now() + Duration::from_secs(20);
-            while !std::fs::read_to_string(&log_path)
-                .unwrap_or_default()
-                .contains("ordersync running")
-                && Instant::now() < deadline
-            {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-            std::thread::sleep(Duration::from_millis(rng.random_range(30..1200)));
-            if !finished() {
-                mid_sync_kills += 1;
-            }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
+    let mid_sync_kills = tokio::task::block_in_place(|| {
+        kill_at_random_moments(&app, &mut rng, 20, 60, 1200, finished)
     });
     eprintln!(
         "{mid_sync_kills} mid-sync kills; ERP has {} of {} orders before the final run",
@@ -105,15 +74,18 @@ async fn sigkill_at_random_moments_loses_and_doubles_nothing() {
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
 }
 
-/// Starts `ordersync run` again and again and SIGKILLs it after a random
-/// 80–500 ms, until `wanted` kills have landed while `finished()` was still
-/// false (or `max_rounds` runs). Returns the number of such kills. For
-/// crash tests of any source; each run's log is kept in the app's directory.
+/// Starts `ordersync run` and SIGKILLs it at a random moment, again and
+/// again, until `wanted` kills landed while work was left (or `max_rounds`).
+/// The kill clock starts when the daemon logs that it runs, so a slow start
+/// on a loaded machine does not turn every kill into a kill at start-up.
+/// Each kill lands 30 ms to `max_ms` after that. Returns how many kills
+/// landed mid-sync.
 pub fn kill_at_random_moments(
     app: &App,
     rng: &mut rand::rngs::StdRng,
     wanted: usize,
     max_rounds: usize,
+    max_ms: u64,
     finished: impl Fn() -> bool,
 ) -> usize {
     let mut kills = 0;
@@ -121,7 +93,8 @@ pub fn kill_at_random_moments(
         if kills >= wanted {
             break;
         }
-        let log = std::fs::File::create(app.dir.path().join(format!("kill-{round}.log"))).unwrap();
+        let log_path = app.dir.path().join(format!("kill-{round}.log"));
+        let log = std::fs::File::create(&log_path).unwrap();
         let mut child = app
             .run_binary()
             .arg("run")
@@ -129,7 +102,15 @@ pub fn kill_at_random_moments(
             .stderr(log)
             .spawn()
             .unwrap();
-        std::thread::sleep(Duration::from_millis(rng.random_range(80..500)));
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !std::fs::read_to_string(&log_path)
+            .unwrap_or_default()
+            .contains("ordersync running")
+            && Instant::now() < deadline
+        {
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        std::thread::sleep(Duration::from_millis(rng.random_range(30..max_ms)));
         if !finished() {
             kills += 1;
         }

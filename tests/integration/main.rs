@@ -13,3 +13,4 @@ mod mplus;
 mod ops;
 mod retailys;
 mod titelive;
+mod vinou;

@@ -3,7 +3,6 @@
 //! names; SIGKILL; 429 storms; secrets kept out of output.
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,7 +11,7 @@ use ordersync::daemon::{poll_live, poll_shipments, prepare_connectors};
 use ordersync::outbox::Engine;
 use ordersync::sandbox::retailys::RetailysOrderSpec;
 use ordersync::sandbox::{Faults, Sandbox, SandboxOptions};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
 
@@ -393,28 +392,8 @@ async fn retailys_survives_sigkill_at_random_moments() {
                 .is_some_and(|o| o["sent"] == true && o["status_id"] == 319)
         })
     };
-    let mut mid_sync_kills = 0;
-    tokio::task::block_in_place(|| {
-        for round in 0..40 {
-            if mid_sync_kills >= 12 {
-                break;
-            }
-            let log =
-                std::fs::File::create(app.dir.path().join(format!("crash-{round}.log"))).unwrap();
-            let mut child = app
-                .run_binary()
-                .arg("run")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.random_range(150..700)));
-            if !finished() {
-                mid_sync_kills += 1;
-            }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
+    let mid_sync_kills = tokio::task::block_in_place(|| {
+        crate::crash::kill_at_random_moments(&app, &mut rng, 12, 40, 400, finished)
     });
     assert!(
         mid_sync_kills >= 12,

@@ -5,6 +5,7 @@ mod cloudsuite_http;
 mod erp_http;
 mod faults_http;
 mod titelive_http;
+mod vinou_http;
 
 use serde_json::Value;
 

@@ -76,7 +76,7 @@ async fn sigkill_at_random_moments_with_the_till_loses_and_doubles_nothing() {
     let till = app.sandbox.mplus.clone();
     let finished = || ids.iter().all(|id| till.deliveries(id) >= 1);
     let kills = tokio::task::block_in_place(|| {
-        crate::crash::kill_at_random_moments(&app, &mut rng, 12, 40, finished)
+        crate::crash::kill_at_random_moments(&app, &mut rng, 12, 40, 300, finished)
     });
     assert!(kills >= 12, "only {kills} kills landed while work was left");
     let (status, log) = tokio::task::block_in_place(|| run_daemon_until(&app, &[], finished));

@@ -5,7 +5,6 @@
 //! imports too: the test modules take them with `use super::*`).
 
 use std::collections::HashSet;
-use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +13,7 @@ use ordersync::daemon::{poll_live, poll_shipments};
 use ordersync::outbox::Engine;
 use ordersync::sandbox::titelive::OrderSpec;
 use ordersync::sandbox::{Sandbox, SandboxOptions};
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
 use crate::common::{App, status_json};

@@ -55,28 +55,10 @@ async fn sigkill_during_a_titelive_sync_loses_and_doubles_nothing() {
         .unwrap_or_else(rand::random);
     eprintln!("titelive crash test seed {seed} (CRASH_SEED={seed} repeats it)");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let mut mid_sync_kills = 0;
-    tokio::task::block_in_place(|| {
-        for round in 0..40 {
-            if mid_sync_kills >= 10 {
-                break;
-            }
-            let log =
-                std::fs::File::create(app.dir.path().join(format!("kill-{round}.log"))).unwrap();
-            let mut child = app
-                .run_binary()
-                .arg("run")
-                .stdout(Stdio::null())
-                .stderr(log)
-                .spawn()
-                .unwrap();
-            std::thread::sleep(Duration::from_millis(rng.random_range(100..700)));
-            if !all_shipped(&app, &ids) {
-                mid_sync_kills += 1;
-            }
-            child.kill().unwrap(); // SIGKILL
-            child.wait().unwrap();
-        }
+    let mid_sync_kills = tokio::task::block_in_place(|| {
+        crate::crash::kill_at_random_moments(&app, &mut rng, 10, 40, 300, || {
+            all_shipped(&app, &ids)
+        })
     });
     assert!(
         mid_sync_kills >= 10,

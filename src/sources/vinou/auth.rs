@@ -1,0 +1,132 @@
+//! Vinou's "Service" login: `POST /service/login` with the API token and the
+//! AuthID returns a JWT, sent as `Authorization: Bearer` on every call. The
+//! JWT lives about 12 h ("may get shorter", says Vinou), so its lifetime is
+//! read from its own `exp` claim, and a 401 always logs in again once.
+
+use std::time::{Duration, Instant};
+
+use serde::Deserialize;
+use tokio::sync::Mutex;
+
+use crate::http::{Endpoint, Failure};
+use crate::secret::Secret;
+
+/// Used when a JWT carries no readable `exp`: short, so a token of unknown
+/// life is renewed early rather than late.
+const UNKNOWN_LIFETIME: Duration = Duration::from_secs(3600);
+
+pub struct Login {
+    pub url: String,
+    pub auth_id: String,
+    pub api_token: Secret,
+    cached: Mutex<Option<(Secret, Instant)>>,
+}
+
+#[derive(Deserialize)]
+struct LoginAnswer {
+    token: String,
+}
+
+impl Login {
+    pub fn new(url: String, auth_id: String, api_token: Secret) -> Login {
+        Login {
+            url,
+            auth_id,
+            api_token,
+            cached: Mutex::new(None),
+        }
+    }
+
+    /// `Bearer <jwt>`; logs in when there is no token, it is about to
+    /// expire, or `fresh` (the server just refused the one we had).
+    pub async fn header(&self, endpoint: &Endpoint, fresh: bool) -> Result<String, Failure> {
+        let mut cached = self.cached.lock().await;
+        if !fresh
+            && let Some((jwt, until)) = cached.as_ref()
+            && *until > Instant::now()
+        {
+            return Ok(format!("Bearer {}", jwt.expose()));
+        }
+        let body = serde_json::json!({
+            "token": self.api_token.expose(),
+            "authid": self.auth_id,
+        });
+        let reply = endpoint
+            .send(endpoint.client().post(&self.url).json(&body))
+            .await
+            .map_err(|f| {
+                let hint = match f.status() {
+                    Some(400 | 401 | 403) => "; check auth_id and the api_token file",
+                    _ => "",
+                };
+                f.context(&format!("{}: Vinou login failed{hint}", endpoint.name))
+            })?;
+        let answer: LoginAnswer = reply.json()?;
+        let lifetime = jwt_lifetime(&answer.token).unwrap_or(UNKNOWN_LIFETIME);
+        // Renew early so a token never runs out in the middle of a walk.
+        let margin = (lifetime / 10).min(Duration::from_secs(60));
+        let jwt = Secret::new(answer.token);
+        let header = format!("Bearer {}", jwt.expose());
+        *cached = Some((jwt, Instant::now() + lifetime.saturating_sub(margin)));
+        Ok(header)
+    }
+}
+
+/// Seconds from now until the JWT's `exp` claim (0 if already past).
+fn jwt_lifetime(jwt: &str) -> Option<Duration> {
+    let payload = jwt.split('.').nth(1)?;
+    let bytes = base64url_decode(payload)?;
+    let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    let exp = claims["exp"].as_i64()?;
+    let left = exp - chrono::Utc::now().timestamp();
+    Some(Duration::from_secs(left.max(0) as u64))
+}
+
+/// Unpadded base64url (RFC 4648 §5), as JWTs use it. Small enough not to
+/// pull a crate in for one field.
+pub fn base64url_decode(text: &str) -> Option<Vec<u8>> {
+    let mut out = Vec::with_capacity(text.len() * 3 / 4);
+    let mut acc: u32 = 0;
+    let mut bits = 0;
+    for c in text.trim_end_matches('=').bytes() {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'-' | b'+' => 62,
+            b'_' | b'/' => 63,
+            _ => return None,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+            acc &= (1 << bits) - 1;
+        }
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decodes_base64url() {
+        assert_eq!(base64url_decode("eyJleHAiOjF9").unwrap(), br#"{"exp":1}"#);
+        assert_eq!(base64url_decode("YQ").unwrap(), b"a");
+        assert_eq!(base64url_decode("_-8").unwrap(), vec![0xff, 0xef]);
+        assert!(base64url_decode("a b").is_none());
+    }
+
+    #[test]
+    fn lifetime_comes_from_exp() {
+        let exp = chrono::Utc::now().timestamp() + 120;
+        let payload =
+            crate::sandbox::vinou::base64url_encode(format!("{{\"exp\":{exp}}}").as_bytes());
+        let life = jwt_lifetime(&format!("x.{payload}.sig")).unwrap();
+        assert!(life <= Duration::from_secs(120) && life >= Duration::from_secs(100));
+        assert!(jwt_lifetime("not-a-jwt").is_none());
+    }
+}

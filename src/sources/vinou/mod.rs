@@ -1,0 +1,334 @@
+//! Vinou (winery shop SaaS). Every call is a JSON POST to
+//! `{base_url}/service/<module>/<function>` with a JWT from `service/login`
+//! ([`auth`]). Read: `orders/getAll`, newest first, walked page by page;
+//! orders the list no longer shows (held ones) are re-read with `orders/get`.
+//! Write-back: only `orders/touch` ("mark as read"); Vinou documents no
+//! status, ERP-number or tracking update.
+//!
+//! The walk and its cursor (the newest `crstamp` seen, Vinou's local time):
+//! - it starts at page 1 every poll and goes down until a page holds an
+//!   order older than `cursor − lookback` (old ground) or the list ends;
+//! - orders placed during the walk push everything down, so a page may start
+//!   with orders already read: they are skipped by id, and such a page never
+//!   ends the walk (only old ground or the end of the list does);
+//! - "already in the ledger" is deliberately NOT a stop: a walk cut short
+//!   (error, shutdown) records its upper pages, and a later walk stopping at
+//!   them would skip the gap below. Known, unchanged orders are just skipped;
+//! - the cursor is written with the last page only, and only when the walk
+//!   reached old ground or the end with every order on the way recorded;
+//!   otherwise it stays and the next poll walks the same ground again.
+
+mod auth;
+mod map;
+
+pub use auth::base64url_decode;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use chrono::NaiveDateTime;
+use reqwest::header::AUTHORIZATION;
+use serde::Deserialize;
+use serde_json::{Value, json};
+
+use super::{Page, Window, WriteBack};
+use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
+use crate::http::{Endpoint, Failure, Reply};
+use crate::model::convert::{parse_naive, utc_to_naive_local};
+use crate::model::order_key;
+use crate::store::{IncomingOrder, Store};
+
+/// The documented maximum of `pageSize`.
+const MAX_PAGE_SIZE: u32 = 100;
+const INCLUDE: [&str; 4] = ["client", "billing", "delivery", "items"];
+const CURSOR_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
+
+pub struct Vinou {
+    name: String,
+    base: String,
+    endpoint: Endpoint,
+    login: auth::Login,
+    import_statuses: Vec<String>,
+    touch_on_import: bool,
+    page_size: u32,
+    lookback: Duration,
+}
+
+/// Where a walk is; see the module doc for the rules.
+pub struct Walk {
+    page: u32,
+    /// Orders older than this are old ground (live: cursor − lookback;
+    /// backfill: `since`).
+    stop_below: Option<NaiveDateTime>,
+    until: Option<NaiveDateTime>,
+    backfill: bool,
+    old_cursor: Option<NaiveDateTime>,
+    newest: Option<NaiveDateTime>,
+    seen: HashSet<String>,
+    /// Something on the way could not be recorded: the cursor stays.
+    incomplete: bool,
+    done: bool,
+}
+
+#[derive(Deserialize)]
+struct ListAnswer {
+    #[serde(default)]
+    data: Vec<Value>,
+    /// Number of pages. Its shape is not documented; anything but a number
+    /// is ignored and the end is found by a short page instead.
+    #[serde(default)]
+    pages: Value,
+    #[serde(default, rename = "totalCount")]
+    total_count: Value,
+}
+
+#[derive(Deserialize)]
+struct OneAnswer {
+    data: Value,
+}
+
+impl Vinou {
+    pub fn new(
+        config: &Config,
+        source: &SourceConfig,
+        settings: &VinouSettings,
+    ) -> Result<Vinou, ConfigError> {
+        let prefix = format!("source {}", source.name);
+        let api_token = settings.api_token.load(&format!("{prefix}: api_token"))?;
+        let endpoint = Endpoint::new(
+            &source.name,
+            config.daemon.request_timeout,
+            source.max_in_flight,
+            Some(source.rate_limit_per_sec),
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        Ok(Vinou {
+            name: source.name.clone(),
+            login: auth::Login::new(
+                format!("{}/service/login", source.base_url),
+                settings.auth_id.clone(),
+                api_token,
+            ),
+            base: source.base_url.clone(),
+            endpoint,
+            import_statuses: settings.import_statuses.clone(),
+            touch_on_import: settings.touch_on_import,
+            page_size: source.page_size.min(MAX_PAGE_SIZE),
+            lookback: source.lookback,
+        })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    pub fn touch_on_import(&self) -> bool {
+        self.touch_on_import
+    }
+
+    /// POSTs `body` to `service/<route>`; on 401 logs in again once (the JWT
+    /// expired early or the server forgot it).
+    async fn call(&self, route: &str, body: &Value) -> Result<Reply, Failure> {
+        let url = format!("{}/service/{route}", self.base);
+        let header = self.login.header(&self.endpoint, false).await?;
+        let send = |h: String| {
+            self.endpoint.send(
+                self.endpoint
+                    .client()
+                    .post(&url)
+                    .header(AUTHORIZATION, h)
+                    .json(body),
+            )
+        };
+        match send(header).await {
+            Err(f) if f.status() == Some(401) => {
+                tracing::debug!(source = %self.name, "Vinou refused the JWT; logging in again");
+                let header = self.login.header(&self.endpoint, true).await?;
+                send(header).await
+            }
+            other => other,
+        }
+    }
+
+    /// `orders/get` for one order, with the includes the mapping needs.
+    async fn get(&self, external_id: &str) -> Result<Value, Failure> {
+        let id = external_id
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(external_id));
+        let answer: OneAnswer = self
+            .call("orders/get", &json!({ "id": id, "include": INCLUDE }))
+            .await?
+            .json()?;
+        if !answer.data.is_object() {
+            return Err(Failure::retry(format!(
+                "Vinou orders/get for order {external_id} answered without an order"
+            )));
+        }
+        Ok(answer.data)
+    }
+
+    // --- reading ----------------------------------------------------------
+
+    pub fn begin(&self, window: Window) -> Walk {
+        let lookback = chrono::Duration::from_std(self.lookback).unwrap_or_default();
+        let parse = |c: Option<&str>| c.and_then(|c| parse_naive(c).ok());
+        let local = |t| parse_naive(&utc_to_naive_local(t, map::TIMEZONE)).ok();
+        let (stop_below, until, backfill, old_cursor) = match &window {
+            Window::Live { cursor } => {
+                let cursor = parse(cursor.as_deref());
+                (cursor.map(|c| c - lookback), None, false, cursor)
+            }
+            // A newest-first list cannot resume in the middle: a backfill
+            // walks its whole window again (recording dedupes).
+            Window::Backfill { since, until, .. } => {
+                (local(*since), until.and_then(local), true, None)
+            }
+        };
+        Walk {
+            page: 1,
+            stop_below,
+            until,
+            backfill,
+            old_cursor,
+            newest: None,
+            seen: HashSet::new(),
+            incomplete: false,
+            done: false,
+        }
+    }
+
+    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+        if walk.done {
+            return Ok(None);
+        }
+        let body = json!({ "page": walk.page, "pageSize": self.page_size, "include": INCLUDE });
+        let answer: ListAnswer = self.call("orders/getAll", &body).await?.json()?;
+        // From here on the walk moves: nothing below returns early with an error.
+        let mut orders = Vec::new();
+        let mut old_ground = false;
+        for v in &answer.data {
+            let Some(id) = map::order_id(v) else {
+                walk.incomplete = true;
+                tracing::warn!(source = %self.name, "order list item without an id; skipped");
+                continue;
+            };
+            if !walk.seen.insert(id.clone()) {
+                continue; // pushed down from the page before by a new order
+            }
+            let crstamp = v["crstamp"].as_str().and_then(|c| parse_naive(c).ok());
+            if let (Some(t), Some(stop)) = (crstamp, walk.stop_below)
+                && t < stop
+            {
+                old_ground = true;
+                continue;
+            }
+            if let (Some(t), Some(until)) = (crstamp, walk.until)
+                && t > until
+            {
+                continue;
+            }
+            walk.newest = walk.newest.max(crstamp);
+            let key = order_key(&self.name, &id);
+            // Unchanged since we recorded it: nothing to do.
+            if store.known_version(&key).ok().flatten() == Some(map::version(v)) {
+                continue;
+            }
+            let state = store.order_state(&key).ok().flatten();
+            match self.map(
+                v,
+                state.as_deref(),
+                walk.backfill || walk.old_cursor.is_some(),
+            ) {
+                Ok(o) => orders.push(o),
+                Err(e) => {
+                    walk.incomplete = true;
+                    tracing::warn!(source = %self.name, external_id = %id, error = %e, "order unusable; will read it again next poll");
+                }
+            }
+        }
+        let end_of_list = match answer.pages.as_u64() {
+            Some(pages) => u64::from(walk.page) >= pages,
+            None => answer.data.len() < self.page_size as usize,
+        };
+        let mut cursor = None;
+        if old_ground || end_of_list || answer.data.is_empty() {
+            walk.done = true;
+            if !walk.backfill && !walk.incomplete {
+                cursor = walk
+                    .old_cursor
+                    .max(walk.newest)
+                    .map(|t| t.format(CURSOR_FORMAT).to_string());
+            } else if walk.incomplete {
+                tracing::debug!(source = %self.name, "walk incomplete; the cursor stays where it was");
+            }
+        } else {
+            walk.page += 1;
+        }
+        Ok(Some(Page { orders, cursor }))
+    }
+
+    fn map(
+        &self,
+        v: &Value,
+        ledger_state: Option<&str>,
+        watching: bool,
+    ) -> Result<IncomingOrder, String> {
+        let ctx = map::MapContext {
+            source: &self.name,
+            import_statuses: &self.import_statuses,
+            already_pushed: matches!(
+                ledger_state,
+                Some("pushed" | "accepted" | "shipped" | "completed")
+            ),
+            watching: watching || ledger_state.is_some(),
+        };
+        map::incoming(&ctx, v)
+    }
+
+    /// Reads a held or unmappable order again (`orders/get`); the ledger
+    /// compares it (content, `chstamp` + `status` as version) and pushes it
+    /// once it reaches an import status.
+    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+        let v = self.get(external_id).await?;
+        // Only held/invalid orders are re-checked: not in the ERP, and known.
+        self.map(&v, Some("held"), true).map_err(Failure::retry)
+    }
+
+    // --- writing back -------------------------------------------------------
+
+    /// `orders/touch` marks the order as read: the only mark Vinou documents.
+    /// It is idempotent by nature (touching twice changes nothing more), so
+    /// a repeat after a crash is harmless and needs no read first.
+    pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
+        if !self.touch_on_import {
+            return Ok("touch_on_import = false: nothing written".into());
+        }
+        let id = wb
+            .external_id
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(wb.external_id.clone()));
+        self.call("orders/touch", &json!({ "id": id })).await?;
+        Ok(format!(
+            "touched (marked as read); ERP order {} kept in the ledger only",
+            wb.erp_order_number
+        ))
+    }
+
+    pub async fn check(&self) -> Result<String, Failure> {
+        let answer: ListAnswer = self
+            .call("orders/getAll", &json!({ "page": 1, "pageSize": 1 }))
+            .await?
+            .json()?;
+        let host = reqwest::Url::parse(&self.base)
+            .ok()
+            .and_then(|u| u.host_str().map(str::to_string))
+            .unwrap_or_else(|| self.base.clone());
+        Ok(match answer.total_count.as_u64() {
+            Some(n) => format!("Vinou at {host} answered; {n} order(s) in the shop"),
+            None => format!("Vinou at {host} answered"),
+        })
+    }
+}

@@ -1,0 +1,124 @@
+//! Which ledger orders a poll looks at again (held, unmappable, not final).
+//! A poll re-reads at most `limit` of them; the batches rotate through all
+//! of them by order key (the last key read is kept in `cursors`, scope
+//! `recheck`), so a large pile of orders that never change (abandoned
+//! carts waiting for payment) cannot starve the others.
+
+use rusqlite::params;
+
+use super::{Store, exec, now_ms};
+
+impl Store {
+    /// External ids of the next batch of this source's orders in `states`.
+    pub fn recheck_batch(
+        &self,
+        source: &str,
+        states: &[&str],
+        limit: usize,
+    ) -> anyhow::Result<Vec<String>> {
+        if states.is_empty() || limit == 0 {
+            return Ok(Vec::new());
+        }
+        let after = self.cursor(source, "recheck")?.unwrap_or_default();
+        let mut batch = self.keys_in_states(source, states, ">", &after, limit)?;
+        if batch.len() < limit && !after.is_empty() {
+            // Wrap around to the start for the rest of this batch.
+            let more = self.keys_in_states(source, states, "<=", &after, limit - batch.len())?;
+            batch.extend(more);
+        }
+        let last = batch.last().map(|(key, _)| key.clone()).unwrap_or_default();
+        let conn = self.lock();
+        exec(
+            &conn,
+            "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, 'recheck', ?2, ?3)
+             ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+            params![source, last, now_ms()],
+        )?;
+        Ok(batch.into_iter().map(|(_, id)| id).collect())
+    }
+
+    /// (order_key, external_id) of orders in `states` whose key is `op` `key`.
+    fn keys_in_states(
+        &self,
+        source: &str,
+        states: &[&str],
+        op: &str,
+        key: &str,
+        limit: usize,
+    ) -> anyhow::Result<Vec<(String, String)>> {
+        let conn = self.lock();
+        let placeholders = vec!["?"; states.len()].join(",");
+        let sql = format!(
+            "SELECT order_key, external_id FROM orders
+             WHERE source = ? AND state IN ({placeholders}) AND order_key {op} ?
+             ORDER BY order_key LIMIT ?"
+        );
+        let mut stmt = conn.prepare(&sql)?;
+        let mut args: Vec<rusqlite::types::Value> = vec![source.to_string().into()];
+        args.extend(states.iter().map(|s| s.to_string().into()));
+        args.push(key.to_string().into());
+        args.push((limit as i64).into());
+        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+
+    use crate::model::Order;
+    use crate::store::testutil::temp_store;
+    use crate::store::{Disposition, IncomingOrder, MappedOrder};
+
+    fn held(ext: &str) -> IncomingOrder {
+        let order: Order = serde_json::from_value(serde_json::json!({
+            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "vinou",
+            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": true, "customer": {},
+            "lines": [{"source_line_id": "1", "quantity": "1", "unit_price": "10.00", "line_total": "10.00"}],
+            "totals": {"net": "8.40", "tax": "1.60", "gross": "10.00"}
+        }))
+        .unwrap();
+        IncomingOrder {
+            external_id: ext.into(),
+            raw: format!("{{\"id\":{ext}}}"),
+            version: None,
+            mapped: Ok(MappedOrder {
+                order,
+                disposition: Disposition::Hold("need_payment".into()),
+            }),
+        }
+    }
+
+    #[test]
+    fn batches_rotate_through_every_order() {
+        let (_d, store) = temp_store();
+        let orders: Vec<IncomingOrder> = (1..=5).map(|i| held(&i.to_string())).collect();
+        store.ingest("shop", "live", &orders, None).unwrap();
+        let b1 = store.recheck_batch("shop", &["held"], 2).unwrap();
+        let b2 = store.recheck_batch("shop", &["held"], 2).unwrap();
+        let b3 = store.recheck_batch("shop", &["held"], 2).unwrap();
+        assert_eq!((b1.len(), b2.len(), b3.len()), (2, 2, 2));
+        let seen: HashSet<String> = b1.iter().chain(&b2).chain(&b3).cloned().collect();
+        assert_eq!(
+            seen.len(),
+            5,
+            "three batches of two saw all five: {b1:?} {b2:?} {b3:?}"
+        );
+        assert!(
+            store
+                .recheck_batch("other", &["held"], 2)
+                .unwrap()
+                .is_empty()
+        );
+        assert!(
+            store
+                .recheck_batch("shop", &["invalid"], 2)
+                .unwrap()
+                .is_empty()
+        );
+    }
+}
