@@ -80,6 +80,16 @@ pub enum UnknownProduct {
     Create,
 }
 
+/// Which order-line field finds a Tryton product by its code, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductMatch {
+    /// The source's SKU against `product.product.code`.
+    Sku,
+    /// The EAN against the product's identifiers.
+    Ean,
+}
+
 #[derive(Clone, Debug)]
 pub struct ErpConfig {
     pub kind: ErpKind,
@@ -89,6 +99,8 @@ pub struct ErpConfig {
     pub credential: SecretRef,
     pub confirm: bool,
     pub unknown_product: UnknownProduct,
+    /// tryton: how order lines find products (default SKU, then EAN).
+    pub product_match: Vec<ProductMatch>,
     pub max_in_flight: usize,
 }
 
@@ -222,6 +234,7 @@ struct RawErp {
     token_env: Option<String>,
     confirm: Option<bool>,
     unknown_product: Option<UnknownProduct>,
+    product_match: Option<Vec<ProductMatch>>,
     #[serde(default = "default_erp_in_flight")]
     max_in_flight: usize,
 }
@@ -526,6 +539,9 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
             if raw.unknown_product.is_some() {
                 return Err(only_tryton("unknown_product"));
             }
+            if raw.product_match.is_some() {
+                return Err(only_tryton("product_match"));
+            }
             token.ok_or_else(|| {
                 ConfigError("erp.token_file: the http ERP needs token_file or token_env".into())
             })?
@@ -546,6 +562,14 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
             })?
         }
     };
+    let product_match = raw
+        .product_match
+        .unwrap_or_else(|| vec![ProductMatch::Sku, ProductMatch::Ean]);
+    if product_match.is_empty() {
+        return Err(ConfigError(
+            "erp.product_match: list at least one of \"sku\", \"ean\"".into(),
+        ));
+    }
     Ok(ErpConfig {
         kind: raw.kind,
         url: raw.url,
@@ -553,6 +577,7 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
         credential,
         confirm: raw.confirm.unwrap_or(true),
         unknown_product: raw.unknown_product.unwrap_or_default(),
+        product_match,
         max_in_flight: raw.max_in_flight,
     })
 }

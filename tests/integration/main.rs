@@ -9,3 +9,4 @@ mod binary;
 mod config;
 mod crash;
 mod flow;
+mod tryton;
