@@ -808,6 +808,24 @@ client_secret_env = "X_SECRET"
     }
 
     #[test]
+    fn tryton_erp_keys() {
+        let tryton = MINIMAL.replace(
+            "kind = \"http\"\nurl = \"http://127.0.0.1:9/\"\ntoken_env = \"X_TOKEN\"",
+            "kind = \"tryton\"\nurl = \"http://127.0.0.1:9/shop\"\nuser = \"ordersync\"\npassword_env = \"X_PW\"\nproduct_match = [\"ean\"]",
+        );
+        let c = parse(&tryton).unwrap();
+        assert_eq!(c.erp.product_match, vec![ProductMatch::Ean]);
+        assert!(c.erp.confirm);
+        let no_user = tryton.replace("user = \"ordersync\"\n", "");
+        assert!(parse(&no_user).unwrap_err().0.contains("erp.user"));
+        let http = MINIMAL.replace(
+            "token_env = \"X_TOKEN\"",
+            "token_env = \"X_TOKEN\"\nproduct_match = [\"sku\"]",
+        );
+        assert!(parse(&http).unwrap_err().0.contains("erp.product_match"));
+    }
+
+    #[test]
     fn duplicate_source_names_are_refused() {
         let second = MINIMAL.split("[[sources]]").nth(1).unwrap();
         let err = parse(&format!("{MINIMAL}[[sources]]{second}"))

@@ -56,8 +56,14 @@ PID=$!
 trap 'kill "$PID" 2>/dev/null || true' EXIT
 up=""
 for _ in $(seq 1 120); do
-  if curl -sf -m 2 "http://127.0.0.1:$PORT/rpc/" -H 'Content-Type: application/json' \
-      -d '{"id":0,"method":"common.server.version","params":[]}' | grep -q result; then
+  if python3 - "$PORT" <<'PY' 2>/dev/null
+import sys, urllib.request
+req = urllib.request.Request(f"http://127.0.0.1:{sys.argv[1]}/rpc/", method="POST",
+    data=b'{"id":0,"method":"common.server.version","params":[]}',
+    headers={"Content-Type": "application/json"})
+urllib.request.urlopen(req, timeout=2).read()
+PY
+  then
     up=1; break
   fi
   kill -0 "$PID" 2>/dev/null || break

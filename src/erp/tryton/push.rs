@@ -33,7 +33,7 @@ pub async fn push(
         .search_read(
             "sale.sale",
             json!([["reference", "=", order_key], ["state", "!=", "cancelled"]]),
-            &["state", "number"],
+            &["state"],
             None,
         )
         .await?;
@@ -46,51 +46,40 @@ pub async fn push(
             "Tryton holds more than one sale with this reference; using the first"
         );
     }
-    let sale = match found.first().and_then(|r| r["id"].as_i64()) {
-        Some(id) => id,
-        None => create_sale(erp, &order).await?,
+    let (sale, state) = match found.first().and_then(|r| Some((r["id"].as_i64()?, r))) {
+        Some((id, row)) => (id, row["state"].as_str().unwrap_or_default().to_string()),
+        None => (create_sale(erp, &order).await?, "draft".to_string()),
     };
-    advance(erp, sale).await?;
+    advance(erp, sale, &state).await?;
     read_back(erp, &order, sale).await
 }
 
 /// Moves the sale on from wherever a previous attempt left it.
-async fn advance(erp: &TrytonErp, sale: i64) -> Result<(), Failure> {
-    let state = state_of(erp, sale).await?;
+async fn advance(erp: &TrytonErp, sale: i64, state: &str) -> Result<(), Failure> {
     if state == "draft" {
         erp.button("sale.sale", "quote", sale).await?;
     }
-    if erp.confirm && matches!(state.as_str(), "draft" | "quotation") {
+    if erp.confirm && matches!(state, "draft" | "quotation") {
         erp.button("sale.sale", "confirm", sale).await?;
     }
     Ok(())
 }
 
-async fn state_of(erp: &TrytonErp, sale: i64) -> Result<String, Failure> {
-    let rows = erp
-        .rpc
-        .model("sale.sale", "read", vec![json!([sale]), json!(["state"])])
-        .await?;
-    Ok(rows[0]["state"].as_str().unwrap_or_default().to_string())
-}
-
 /// The sale number and one line id per source line, in the order created.
 async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccepted, Failure> {
-    let rows = erp
-        .rpc
-        .model("sale.sale", "read", vec![json!([sale]), json!(["number"])])
-        .await?;
-    let number = sale_label(&rows[0]);
     // Product lines were created first and in the order's order; shipping
-    // and discount lines carry no product.
+    // and discount lines carry no product. One call reads the number too.
     let lines = erp
         .search_read(
             "sale.line",
             json!([["sale", "=", sale], ["product", "!=", null]]),
-            &["id"],
+            &["sale.number"],
             None,
         )
         .await?;
+    let number = sale_label(
+        &json!({"id": sale, "number": lines.first().map(|l| l["sale."]["number"].clone())}),
+    );
     if lines.len() != order.lines.len() {
         return Err(Failure::permanent(format!(
             "order {}: Tryton sale {number} has {} product lines, the order has {}; check the sale in Tryton",
@@ -148,14 +137,18 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
             "description": d.description.clone().unwrap_or_else(|| "Discount".into()),
         }));
     }
-    let party = find_or_create_party(erp, order).await?;
+    let (party, new_party) = find_or_create_party(erp, order).await?;
     let billing = order
         .billing_address
         .as_ref()
         .or(order.shipping_address.as_ref());
     let shipping = order.shipping_address.as_ref().or(billing);
-    let invoice_address = address(erp, order, party, billing).await?;
-    let shipment_address = address(erp, order, party, shipping).await?;
+    let invoice_address = address(erp, order, party, new_party, billing).await?;
+    let shipment_address = if shipping == billing {
+        invoice_address
+    } else {
+        address(erp, order, party, new_party, shipping).await?
+    };
     drop(master_data);
     let shown = order.reference.as_deref().unwrap_or(&order.external_id);
     let sale_date: NaiveDate = order.ordered_at.date_naive();
@@ -293,8 +286,9 @@ async fn create_product(
     Ok((product, unit))
 }
 
-/// The customer's party: by e-mail, else by name and postcode, else new.
-async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
+/// The customer's party: by e-mail, else by name and postcode, else new
+/// (then `true`: it has no addresses yet).
+async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bool), Failure> {
     let c = &order.customer;
     let billing = order
         .billing_address
@@ -310,7 +304,7 @@ async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<i64, Fai
             )
             .await?;
         if let Some(p) = rows.first().and_then(|r| r["party"].as_i64()) {
-            return Ok(p);
+            return Ok((p, false));
         }
     }
     let name = c
@@ -335,7 +329,7 @@ async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<i64, Fai
             )
             .await?;
         if let Some(p) = ids.first() {
-            return Ok(*p);
+            return Ok((*p, false));
         }
     }
     let mut mechanisms = Vec::new();
@@ -347,22 +341,26 @@ async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<i64, Fai
     }
     // Addresses are added by `address`; an explicit empty list stops Tryton's
     // default of one blank address.
-    erp.create(
-        "party.party",
-        json!({
-            "name": name,
-            "contact_mechanisms": [["create", mechanisms]],
-            "addresses": [["create", []]],
-        }),
-    )
-    .await
+    let id = erp
+        .create(
+            "party.party",
+            json!({
+                "name": name,
+                "contact_mechanisms": [["create", mechanisms]],
+                "addresses": [["create", []]],
+            }),
+        )
+        .await?;
+    Ok((id, true))
 }
 
-/// The party's address equal to `addr`, created when missing.
+/// The party's address equal to `addr`, created when missing (at once for
+/// a party created just now: it has none).
 async fn address(
     erp: &TrytonErp,
     order: &Order,
     party: i64,
+    new_party: bool,
     addr: Option<&Address>,
 ) -> Result<i64, Failure> {
     let empty = Address::default();
@@ -390,7 +388,7 @@ async fn address(
         ["city", "=", a.city],
         ["country", "=", country],
     ]);
-    if let Some(id) = erp.search("party.address", domain, Some(1)).await?.first() {
+    if !new_party && let Some(id) = erp.search("party.address", domain, Some(1)).await?.first() {
         return Ok(*id);
     }
     let mut values = values;

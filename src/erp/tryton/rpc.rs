@@ -328,4 +328,81 @@ mod tests {
         );
         assert!(matches!(race, Failure::Retryable { .. }));
     }
+
+    /// A stand-in trytond that expires the first session after one call:
+    /// the client logs in again and repeats the refused call once.
+    #[tokio::test]
+    async fn a_401_logs_in_again_and_repeats_the_call() {
+        use axum::http::{HeaderMap, StatusCode};
+        use std::sync::Arc;
+        use std::sync::atomic::AtomicUsize;
+
+        let logins = Arc::new(AtomicUsize::new(0));
+        let l = Arc::clone(&logins);
+        let app = axum::Router::new().route(
+            "/db/rpc/",
+            axum::routing::post(move |headers: HeaderMap, body: String| {
+                let l = Arc::clone(&l);
+                async move {
+                    let req: Value = serde_json::from_str(&body).unwrap();
+                    let auth = headers
+                        .get("authorization")
+                        .map(|v| v.to_str().unwrap().to_string());
+                    let key1 = format!(
+                        "Session {}",
+                        base64::engine::general_purpose::STANDARD.encode("admin:1:key1")
+                    );
+                    let result = match req["method"].as_str().unwrap() {
+                        "common.db.login" => {
+                            assert_eq!(req["params"][1]["password"], "pw");
+                            let n = l.fetch_add(1, Ordering::SeqCst) + 1;
+                            json!([1, format!("key{n}"), null])
+                        }
+                        "model.res.user.get_preferences" => json!({"company": 7}),
+                        // key1 has expired on the server.
+                        _ if auth.as_deref() == Some(key1.as_str()) => {
+                            return (StatusCode::UNAUTHORIZED, String::new());
+                        }
+                        _ => {
+                            let params = req["params"].as_array().unwrap();
+                            assert_eq!(params.last().unwrap()["company"], 7, "context last");
+                            json!([42])
+                        }
+                    };
+                    (
+                        StatusCode::OK,
+                        json!({"id": req["id"], "result": result}).to_string(),
+                    )
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await });
+        let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
+        let rpc = Rpc::new(
+            &format!("http://{addr}/db/"),
+            "admin",
+            Secret::new("pw"),
+            ep,
+        );
+        let ids = rpc
+            .model("sale.sale", "search", vec![json!([])])
+            .await
+            .unwrap();
+        assert_eq!(ids, json!([42]));
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            2,
+            "one fresh login after the 401"
+        );
+        rpc.model("sale.sale", "search", vec![json!([])])
+            .await
+            .unwrap();
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            2,
+            "the fresh session is kept"
+        );
+    }
 }

@@ -4,6 +4,7 @@
 //! SQLite's backup API, starts its own trytond on a free loopback port and
 //! kills it by PID when dropped.
 
+mod bench;
 mod check;
 mod crash;
 mod flow;
@@ -138,8 +139,15 @@ impl Drop for TrytonServer {
 
 /// A sandbox (CloudSuite) plus a config whose ERP is this Tryton server.
 pub async fn spawn_tryton_app(server: &TrytonServer, erp_extra: &str) -> App {
+    spawn_tryton_app_with(server, erp_extra, SandboxOptions::default()).await
+}
+
+pub async fn spawn_tryton_app_with(
+    server: &TrytonServer,
+    erp_extra: &str,
+    opts: SandboxOptions,
+) -> App {
     ordersync::http::install_crypto();
-    let opts = SandboxOptions::default();
     let secret = opts.cloudsuite.client_secret.clone();
     let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
     let dir = tempfile::tempdir().unwrap();
