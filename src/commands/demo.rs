@@ -16,6 +16,22 @@ use crate::config::Config;
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
 
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+/// The password of the throwaway test database tests/tryton/serve.sh serves.
+/// config/demo.toml's http ERP simulator (asserted by a test).
+const DEMO_ERP_URL: &str = "http://127.0.0.1:7402";
+const DEMO_TRYTON_PASSWORD: &str = "admin-secret";
+
+/// The demo config with its ERP swapped for a Tryton server (`--tryton`).
+fn with_tryton(config: &str, url: &str) -> String {
+    let erp = format!(
+        "[erp]\nkind = \"tryton\"\nurl = \"{url}\"\nuser = \"admin\"\npassword_file = \"secrets/tryton-password\"\n"
+    );
+    let start = config.find("[erp]").unwrap_or(config.len());
+    let end = config[start..]
+        .find("[[sources]]")
+        .map_or(config.len(), |i| start + i);
+    format!("{}{erp}\n{}", &config[..start], &config[end..])
+}
 
 fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     let mut opts = SandboxOptions {
@@ -80,7 +96,14 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     // ledger would see "the same" order ids with other contents.
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let config_path = dir.join("ordersync.toml");
-    std::fs::write(&config_path, DEMO_CONFIG)?;
+    let text = match &args.tryton {
+        Some(url) => {
+            write_secret(&dir.join("secrets/tryton-password"), DEMO_TRYTON_PASSWORD)?;
+            with_tryton(DEMO_CONFIG, url)
+        }
+        None => DEMO_CONFIG.to_string(),
+    };
+    std::fs::write(&config_path, text)?;
     let config = Config::load(&config_path)?;
     let source = config
         .sources
@@ -89,7 +112,11 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
 
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
-        erp_listen: port_of(&config.erp.url)?,
+        // With --tryton the http ERP simulator still starts, unused, on its usual port.
+        erp_listen: match args.tryton {
+            Some(_) => port_of(DEMO_ERP_URL)?,
+            None => port_of(&config.erp.url)?,
+        },
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.
@@ -111,10 +138,16 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         .confirm_new_orders_every(Duration::from_secs(4));
 
     let shown = config_path.display();
-    eprintln!(
-        "ordersync demo: CloudSuite simulator {} -> ordersync -> http ERP simulator {}",
-        sb.cloudsuite_url, sb.erp_url
-    );
+    match &args.tryton {
+        Some(url) => eprintln!(
+            "ordersync demo: CloudSuite simulator {} -> ordersync -> Tryton {url}\n  ship in Tryton (Sales > the sale > its shipment) to see \"shipment_state=sent\" written back",
+            sb.cloudsuite_url
+        ),
+        None => eprintln!(
+            "ordersync demo: CloudSuite simulator {} -> ordersync -> http ERP simulator {}",
+            sb.cloudsuite_url, sb.erp_url
+        ),
+    }
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");
     eprintln!("  inspect: ordersync --config {shown} orders list");
@@ -122,4 +155,25 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     crate::daemon::run(config, shutdown).await?;
     sb.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tryton_demo_config_parses_and_points_at_tryton() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            with_tryton(DEMO_CONFIG, "http://127.0.0.1:8000/demo"),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.erp.kind, crate::config::ErpKind::Tryton);
+        assert_eq!(config.erp.url, "http://127.0.0.1:8000/demo");
+        assert_eq!(config.sources.len(), 1);
+        assert!(DEMO_CONFIG.contains(&format!("url = \"{DEMO_ERP_URL}\"")));
+    }
 }
