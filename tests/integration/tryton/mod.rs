@@ -178,6 +178,9 @@ client_id = "ordersync"
 client_secret_file = "cs-secret"
 schedule = "*/1 * * * * *"
 max_in_flight = 4
+# The simulator is local: its limit must not be what tests (and the
+# benchmark) measure.
+rate_limit_per_sec = 1000
 "#,
         erp = server.url,
         cs = sandbox.cloudsuite_url,
