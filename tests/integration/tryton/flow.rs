@@ -170,3 +170,42 @@ async fn orders_become_sales_and_tryton_shipments_come_back() {
         .count();
     assert_eq!(sent, 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_product_is_created_when_configured() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let app = spawn_tryton_app(&server, "unknown_product = \"create\"").await;
+    let mut unknown = LineSpec::new("998_STUK", dec("2"));
+    unknown.unit_price = Some(dec("7.50"));
+    unknown.description = Some("Nieuw artikel".into());
+    let id = app.sandbox.cloudsuite.add_order(OrderSpec {
+        lines: vec![unknown],
+        ..Default::default()
+    });
+    let engine = engine(&app);
+    sync(&engine).await;
+    let sales = sales_for(&rpc, &key(id)).await;
+    assert_eq!(sales.len(), 1, "{sales:?}");
+    let products = rpc
+        .model(
+            "product.product",
+            "search_read",
+            vec![
+                json!([["code", "=", "998_STUK"]]),
+                json!(0),
+                json!(null),
+                json!(null),
+                json!(["list_price", "salable"]),
+            ],
+        )
+        .await
+        .unwrap();
+    let products = products.as_array().unwrap();
+    assert_eq!(products.len(), 1, "created once: {products:?}");
+    assert_eq!(tryton_dec(&products[0]["list_price"]), dec("7.50"));
+    assert_eq!(
+        app.sandbox.cloudsuite.order(id).unwrap()["state"],
+        "processing"
+    );
+}
