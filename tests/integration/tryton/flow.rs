@@ -187,23 +187,25 @@ async fn unknown_product_is_created_when_configured() {
     sync(&engine).await;
     let sales = sales_for(&rpc, &key(id)).await;
     assert_eq!(sales.len(), 1, "{sales:?}");
-    let products = rpc
+    // The price lives on the template (a company-dependent value).
+    let templates = rpc
         .model(
-            "product.product",
+            "product.template",
             "search_read",
             vec![
-                json!([["code", "=", "998_STUK"]]),
+                json!([["products.code", "=", "998_STUK"]]),
                 json!(0),
                 json!(null),
                 json!(null),
-                json!(["list_price", "salable"]),
+                json!(["list_price", "name"]),
             ],
         )
         .await
         .unwrap();
-    let products = products.as_array().unwrap();
-    assert_eq!(products.len(), 1, "created once: {products:?}");
-    assert_eq!(tryton_dec(&products[0]["list_price"]), dec("7.50"));
+    let templates = templates.as_array().unwrap();
+    assert_eq!(templates.len(), 1, "created once: {templates:?}");
+    assert_eq!(tryton_dec(&templates[0]["list_price"]), dec("7.50"));
+    assert_eq!(templates[0]["name"], "Nieuw artikel");
     assert_eq!(
         app.sandbox.cloudsuite.order(id).unwrap()["state"],
         "processing"
