@@ -169,6 +169,14 @@ async fn orders_become_sales_and_tryton_shipments_come_back() {
         .filter(|c| c.field == "shipment_state")
         .count();
     assert_eq!(sent, 1);
+    // The ledger, not only the source's own guard, kept it to one write-back.
+    let detail = engine.store.order_detail(&key(mixed)).unwrap().unwrap();
+    let jobs = detail
+        .jobs
+        .iter()
+        .filter(|j| j.kind == "write_shipped")
+        .count();
+    assert_eq!(jobs, 1, "{:?}", detail.jobs);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
