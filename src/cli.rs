@@ -165,6 +165,10 @@ pub struct DemoArgs {
     /// Orders in the sandbox at the start (more arrive while it runs)
     #[arg(long, default_value_t = 30)]
     pub orders: usize,
+    /// Push into this Tryton (server + database, e.g. from
+    /// tests/tryton/serve.sh: http://127.0.0.1:8000/demo) instead of the http ERP simulator
+    #[arg(long, value_name = "URL")]
+    pub tryton: Option<String>,
 }
 
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {

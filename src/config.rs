@@ -85,6 +85,16 @@ pub enum UnknownProduct {
     Create,
 }
 
+/// Which order-line field finds a Tryton product by its code, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProductMatch {
+    /// The source's SKU against `product.product.code`.
+    Sku,
+    /// The EAN against the product's identifiers.
+    Ean,
+}
+
 #[derive(Clone, Debug)]
 pub struct ErpConfig {
     pub kind: ErpKind,
@@ -94,6 +104,8 @@ pub struct ErpConfig {
     pub credential: SecretRef,
     pub confirm: bool,
     pub unknown_product: UnknownProduct,
+    /// tryton: how order lines find products (default SKU, then EAN).
+    pub product_match: Vec<ProductMatch>,
     pub max_in_flight: usize,
 }
 
@@ -292,6 +304,7 @@ struct RawErp {
     token_env: Option<String>,
     confirm: Option<bool>,
     unknown_product: Option<UnknownProduct>,
+    product_match: Option<Vec<ProductMatch>>,
     #[serde(default = "default_erp_in_flight")]
     max_in_flight: usize,
 }
@@ -647,6 +660,9 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
             if raw.unknown_product.is_some() {
                 return Err(only_tryton("unknown_product"));
             }
+            if raw.product_match.is_some() {
+                return Err(only_tryton("product_match"));
+            }
             token.ok_or_else(|| {
                 ConfigError("erp.token_file: the http ERP needs token_file or token_env".into())
             })?
@@ -667,6 +683,14 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
             })?
         }
     };
+    let product_match = raw
+        .product_match
+        .unwrap_or_else(|| vec![ProductMatch::Sku, ProductMatch::Ean]);
+    if product_match.is_empty() {
+        return Err(ConfigError(
+            "erp.product_match: list at least one of \"sku\", \"ean\"".into(),
+        ));
+    }
     Ok(ErpConfig {
         kind: raw.kind,
         url: raw.url,
@@ -674,6 +698,7 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
         credential,
         confirm: raw.confirm.unwrap_or(true),
         unknown_product: raw.unknown_product.unwrap_or_default(),
+        product_match,
         max_in_flight: raw.max_in_flight,
     })
 }
@@ -1124,6 +1149,24 @@ client_secret_env = "X_SECRET"
         assert!(err.contains("sources[0].secret_file"), "{err}");
         let err = parse(&format!("{mplus}client_id = \"x\"\n")).unwrap_err().0;
         assert!(err.contains("client_id"), "{err}");
+    }
+
+    #[test]
+    fn tryton_erp_keys() {
+        let tryton = MINIMAL.replace(
+            "kind = \"http\"\nurl = \"http://127.0.0.1:9/\"\ntoken_env = \"X_TOKEN\"",
+            "kind = \"tryton\"\nurl = \"http://127.0.0.1:9/shop\"\nuser = \"ordersync\"\npassword_env = \"X_PW\"\nproduct_match = [\"ean\"]",
+        );
+        let c = parse(&tryton).unwrap();
+        assert_eq!(c.erp.product_match, vec![ProductMatch::Ean]);
+        assert!(c.erp.confirm);
+        let no_user = tryton.replace("user = \"ordersync\"\n", "");
+        assert!(parse(&no_user).unwrap_err().0.contains("erp.user"));
+        let http = MINIMAL.replace(
+            "token_env = \"X_TOKEN\"",
+            "token_env = \"X_TOKEN\"\nproduct_match = [\"sku\"]",
+        );
+        assert!(parse(&http).unwrap_err().0.contains("erp.product_match"));
     }
 
     #[test]

@@ -16,6 +16,22 @@ use crate::config::{Config, SourceKind};
 use crate::sandbox::{Faults, Sandbox, SandboxOptions};
 
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
+/// The password of the throwaway test database tests/tryton/serve.sh serves.
+/// config/demo.toml's http ERP simulator (asserted by a test).
+const DEMO_ERP_URL: &str = "http://127.0.0.1:7402";
+const DEMO_TRYTON_PASSWORD: &str = "admin-secret";
+
+/// The demo config with its ERP swapped for a Tryton server (`--tryton`).
+fn with_tryton(config: &str, url: &str) -> String {
+    let erp = format!(
+        "[erp]\nkind = \"tryton\"\nurl = \"{url}\"\nuser = \"admin\"\npassword_file = \"secrets/tryton-password\"\n"
+    );
+    let start = config.find("[erp]").unwrap_or(config.len());
+    let end = config[start..]
+        .find("[[sources]]")
+        .map_or(config.len(), |i| start + i);
+    format!("{}{erp}\n{}", &config[..start], &config[end..])
+}
 
 fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
     let mut opts = SandboxOptions {
@@ -103,7 +119,14 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     // ledger would see "the same" order ids with other contents.
     let _ = std::fs::remove_dir_all(dir.join("state"));
     let config_path = dir.join("ordersync.toml");
-    std::fs::write(&config_path, DEMO_CONFIG)?;
+    let text = match &args.tryton {
+        Some(url) => {
+            write_secret(&dir.join("secrets/tryton-password"), DEMO_TRYTON_PASSWORD)?;
+            with_tryton(DEMO_CONFIG, url)
+        }
+        None => DEMO_CONFIG.to_string(),
+    };
+    std::fs::write(&config_path, text)?;
     let config = Config::load(&config_path)?;
     let source = config
         .sources
@@ -130,7 +153,11 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         .context("demo config has no mplus source")?;
     let mut opts = sandbox_options(&SandboxArgs {
         cloudsuite_listen: port_of(&source.base_url)?,
-        erp_listen: port_of(&config.erp.url)?,
+        // With --tryton the http ERP simulator still starts, unused, on its usual port.
+        erp_listen: match args.tryton {
+            Some(_) => port_of(DEMO_ERP_URL)?,
+            None => port_of(&config.erp.url)?,
+        },
         titelive_listen,
         retailys_listen: port_of(&retailys.base_url)?,
         mplus_listen: port_of(&till.base_url)?,
@@ -203,27 +230,50 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
     sb.vinou.place_orders_every(Duration::from_secs(6));
 
     let shown = config_path.display();
+    match &args.tryton {
+        Some(url) => eprintln!(
+            "ordersync demo: the shop simulators below -> ordersync -> Tryton {url}\n  ship in Tryton (Sales > the sale > its shipment) to see it written back"
+        ),
+        None => eprintln!(
+            "ordersync demo: the shop simulators below -> ordersync -> http ERP simulator {}",
+            sb.erp_url
+        ),
+    }
     eprintln!(
-        "ordersync demo: CloudSuite simulator {} and Retailys simulator {} -> ordersync -> http ERP simulator {}",
-        sb.cloudsuite_url, sb.retailys_url, sb.erp_url
-    );
-    eprintln!(
-        "                Titelive simulator {} -> ordersync -> the same ERP",
-        sb.titelive_url
-    );
-    eprintln!(
-        "                MplusKASSA simulator {} -> ordersync -> the same ERP",
-        sb.mplus_url
-    );
-    eprintln!(
-        "                Vinou simulator {} -> ordersync -> the same ERP",
-        sb.vinou_url
+        "  CloudSuite {}  Retailys {}  Titelive {}  MplusKASSA {}  Vinou {}",
+        sb.cloudsuite_url, sb.retailys_url, sb.titelive_url, sb.mplus_url, sb.vinou_url
     );
     eprintln!("  ledger:  {}", config.daemon.db_path().display());
     eprintln!("  watch:   ordersync --config {shown} status");
     eprintln!("  inspect: ordersync --config {shown} orders list");
     eprintln!("  Ctrl-C stops (the ledger stays for inspection until the next demo).\n");
+    let mut config = config;
+    if args.tryton.is_some() {
+        // The Tryton fixture holds the CloudSuite catalogue only: the other
+        // shops' products would park every one of their orders.
+        config.sources.retain(|s| s.kind == SourceKind::Cloudsuite);
+    }
     crate::daemon::run(config, shutdown).await?;
     sb.shutdown().await;
     Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_tryton_demo_config_parses_and_points_at_tryton() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("c.toml");
+        std::fs::write(
+            &path,
+            with_tryton(DEMO_CONFIG, "http://127.0.0.1:8000/demo"),
+        )
+        .unwrap();
+        let config = Config::load(&path).unwrap();
+        assert_eq!(config.erp.kind, crate::config::ErpKind::Tryton);
+        assert_eq!(config.erp.url, "http://127.0.0.1:8000/demo");
+        assert!(DEMO_CONFIG.contains(&format!("url = \"{DEMO_ERP_URL}\"")));
+    }
 }

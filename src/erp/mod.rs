@@ -3,6 +3,7 @@
 //! shipments since a cursor.
 
 pub mod http;
+pub mod tryton;
 
 use crate::config::{Config, ErpKind};
 use crate::http::Failure;
@@ -10,6 +11,7 @@ use crate::store::{ErpAccepted, ErpShipment};
 
 pub enum Erp {
     Http(http::HttpErp),
+    Tryton(Box<tryton::TrytonErp>),
 }
 
 /// One page of shipments and the cursor after it.
@@ -24,10 +26,7 @@ impl Erp {
     pub fn from_config(config: &Config) -> Result<Erp, crate::config::ConfigError> {
         match config.erp.kind {
             ErpKind::Http => Ok(Erp::Http(http::HttpErp::new(config)?)),
-            ErpKind::Tryton => Err(crate::config::ConfigError(
-                "erp.kind: \"tryton\" is not available in this version of ordersync (available: \"http\")"
-                    .into(),
-            )),
+            ErpKind::Tryton => Ok(Erp::Tryton(Box::new(tryton::TrytonErp::new(config)?))),
         }
     }
 
@@ -39,6 +38,7 @@ impl Erp {
     ) -> Result<ErpAccepted, Failure> {
         match self {
             Erp::Http(e) => e.push(order_key, canonical_json).await,
+            Erp::Tryton(e) => e.push(order_key, canonical_json).await,
         }
     }
 
@@ -49,6 +49,7 @@ impl Erp {
     ) -> Result<ShipmentPage, Failure> {
         match self {
             Erp::Http(e) => e.shipments(after, limit).await,
+            Erp::Tryton(e) => e.shipments(after, limit).await,
         }
     }
 
@@ -56,6 +57,7 @@ impl Erp {
     pub async fn orders_for_key(&self, order_key: &str) -> Result<Vec<String>, Failure> {
         match self {
             Erp::Http(e) => e.orders_for_key(order_key).await,
+            Erp::Tryton(e) => e.orders_for_key(order_key).await,
         }
     }
 
@@ -63,6 +65,7 @@ impl Erp {
     pub async fn check(&self) -> Result<String, Failure> {
         match self {
             Erp::Http(e) => e.check().await,
+            Erp::Tryton(e) => e.check().await,
         }
     }
 }

@@ -40,6 +40,8 @@ fn example_config_parses_and_documents_every_key() {
         "password_file",
         "confirm",
         "unknown_product",
+        "password_env",
+        "product_match",
         "name",
         "base_url",
         "schedule",
@@ -78,6 +80,22 @@ fn example_config_parses_and_documents_every_key() {
             text.contains(&format!("{key} =")),
             "example config does not document {key}"
         );
+    }
+}
+
+/// The Tryton test master data (tests/tryton/products.json) is the sandbox
+/// catalogue: a product the simulator sells but Tryton lacks would park orders.
+#[test]
+fn tryton_fixture_products_are_the_sandbox_catalogue() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tryton/products.json");
+    let fixture: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let catalogue = ordersync::sandbox::catalog::products();
+    assert_eq!(fixture.len(), catalogue.len());
+    for (f, p) in fixture.iter().zip(catalogue) {
+        assert_eq!(f["sku"], p.sku);
+        assert_eq!(f["ean"], p.ean);
+        assert_eq!(f["price"], p.price().to_string().as_str(), "{}", p.sku);
     }
 }
 

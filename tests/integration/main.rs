@@ -13,4 +13,5 @@ mod mplus;
 mod ops;
 mod retailys;
 mod titelive;
+mod tryton;
 mod vinou;

@@ -1,0 +1,397 @@
+//! One order into Tryton as a `sale.sale`, idempotently.
+//!
+//! Order of calls, and why: the sale is searched by `reference = order key`
+//! before anything is created. Found in draft or quotation: resume it (a
+//! crash hit between create and confirm). Found further on: reuse it. Only
+//! when none exists are party, addresses, products and the sale resolved and
+//! created. Unmappable data (unknown product, country or currency) is a
+//! permanent failure naming the value: the order is parked, the others go on.
+
+use chrono::NaiveDate;
+use rust_decimal::Decimal;
+use rust_decimal::prelude::ToPrimitive;
+use serde_json::{Value, json};
+
+use super::rpc::{date, decimal};
+use super::{TrytonErp, sale_label};
+use crate::config::{ProductMatch, UnknownProduct};
+use crate::http::Failure;
+use crate::model::{Address, Order, OrderLine};
+use crate::store::{ErpAccepted, LineNumber};
+
+pub async fn push(
+    erp: &TrytonErp,
+    order_key: &str,
+    canonical_json: &str,
+) -> Result<ErpAccepted, Failure> {
+    let order: Order = serde_json::from_str(canonical_json).map_err(|e| {
+        Failure::permanent(format!(
+            "order {order_key}: stored order is not canonical JSON: {e}"
+        ))
+    })?;
+    let found = erp
+        .search_read(
+            "sale.sale",
+            json!([["reference", "=", order_key], ["state", "!=", "cancelled"]]),
+            &["state"],
+            None,
+        )
+        .await?;
+    if found.len() > 1 {
+        // Only possible if someone else created one by hand; use the first
+        // and say so, rather than creating a third.
+        tracing::warn!(
+            order_key,
+            sales = found.len(),
+            "Tryton holds more than one sale with this reference; using the first"
+        );
+    }
+    let (sale, state) = match found.first().and_then(|r| Some((r["id"].as_i64()?, r))) {
+        Some((id, row)) => (id, row["state"].as_str().unwrap_or_default().to_string()),
+        None => (create_sale(erp, &order).await?, "draft".to_string()),
+    };
+    advance(erp, sale, &state).await?;
+    read_back(erp, &order, sale).await
+}
+
+/// Moves the sale on from wherever a previous attempt left it.
+async fn advance(erp: &TrytonErp, sale: i64, state: &str) -> Result<(), Failure> {
+    if state == "draft" {
+        erp.button("sale.sale", "quote", sale).await?;
+    }
+    if erp.confirm && matches!(state, "draft" | "quotation") {
+        erp.button("sale.sale", "confirm", sale).await?;
+    }
+    Ok(())
+}
+
+/// The sale number and one line id per source line, in the order created.
+async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccepted, Failure> {
+    // Product lines were created first and in the order's order; shipping
+    // and discount lines carry no product. One call reads the number too.
+    let lines = erp
+        .search_read(
+            "sale.line",
+            json!([["sale", "=", sale], ["product", "!=", null]]),
+            &["sale.number"],
+            None,
+        )
+        .await?;
+    let number = sale_label(
+        &json!({"id": sale, "number": lines.first().map(|l| l["sale."]["number"].clone())}),
+    );
+    if lines.len() != order.lines.len() {
+        return Err(Failure::permanent(format!(
+            "order {}: Tryton sale {number} has {} product lines, the order has {}; check the sale in Tryton",
+            order.order_key,
+            lines.len(),
+            order.lines.len()
+        )));
+    }
+    Ok(ErpAccepted {
+        erp_order_number: number,
+        lines: order
+            .lines
+            .iter()
+            .zip(&lines)
+            .map(|(l, row)| LineNumber {
+                source_line_id: l.source_line_id.clone(),
+                erp_line_number: row["id"].to_string(),
+            })
+            .collect(),
+    })
+}
+
+async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
+    let key = &order.order_key;
+    let currency = erp
+        .id_by_code("currency.currency", &order.currency)
+        .await?
+        .ok_or_else(|| {
+            Failure::permanent(format!(
+                "order {key}: currency {} not found in Tryton",
+                order.currency
+            ))
+        })?;
+    let master_data = erp.master_data.lock().await;
+    let mut lines = Vec::new();
+    for line in &order.lines {
+        let (product, unit) = find_product(erp, order, line).await?;
+        lines.push(json!({
+            "type": "line", "product": product, "unit": unit,
+            "quantity": float(line.quantity, key)?,
+            "unit_price": decimal(line.unit_price),
+            "description": line.description.clone().unwrap_or_default(),
+        }));
+    }
+    if let Some(shipping) = order.shipping.as_ref().filter(|s| !s.amount.is_zero()) {
+        let what = shipping.method.as_deref().unwrap_or("shipping");
+        lines.push(json!({
+            "type": "line", "quantity": 1.0, "unit_price": decimal(shipping.amount),
+            "description": format!("Shipping costs ({what})"),
+        }));
+    }
+    for d in &order.discounts {
+        lines.push(json!({
+            "type": "line", "quantity": 1.0, "unit_price": decimal(-d.amount),
+            "description": d.description.clone().unwrap_or_else(|| "Discount".into()),
+        }));
+    }
+    let (party, new_party) = find_or_create_party(erp, order).await?;
+    let billing = order
+        .billing_address
+        .as_ref()
+        .or(order.shipping_address.as_ref());
+    let shipping = order.shipping_address.as_ref().or(billing);
+    let invoice_address = address(erp, order, party, new_party, billing).await?;
+    let shipment_address = if shipping == billing {
+        invoice_address
+    } else {
+        address(erp, order, party, new_party, shipping).await?
+    };
+    drop(master_data);
+    let shown = order.reference.as_deref().unwrap_or(&order.external_id);
+    let sale_date: NaiveDate = order.ordered_at.date_naive();
+    erp.create(
+        "sale.sale",
+        json!({
+            "party": party, "reference": key, "currency": currency,
+            "invoice_address": invoice_address, "shipment_address": shipment_address,
+            "sale_date": date(sale_date),
+            "description": format!("{} order {shown}", order.source_kind),
+            "comment": format!(
+                "Pushed by ordersync from source {} ({}), order {} (id {}), key {key}",
+                order.source, order.source_kind, shown, order.external_id
+            ),
+            "lines": [["create", lines]],
+        }),
+    )
+    .await
+}
+
+/// Tryton quantities are Float fields; decimals from sources fit easily.
+fn float(d: Decimal, key: &str) -> Result<f64, Failure> {
+    d.to_f64()
+        .ok_or_else(|| Failure::permanent(format!("order {key}: quantity {d} is not a number")))
+}
+
+/// The product for a line by the configured codes, with its sale unit.
+async fn find_product(
+    erp: &TrytonErp,
+    order: &Order,
+    line: &OrderLine,
+) -> Result<(i64, i64), Failure> {
+    let mut tried = Vec::new();
+    for rule in &erp.product_match {
+        let (code, domain) = match rule {
+            ProductMatch::Sku => match &line.sku {
+                Some(s) => (s, json!([["code", "=", s]])),
+                None => continue,
+            },
+            ProductMatch::Ean => match &line.ean {
+                Some(e) => (e, json!([["identifiers.code", "=", e]])),
+                None => continue,
+            },
+        };
+        tried.push(code.clone());
+        let rows = erp
+            .search_read(
+                "product.product",
+                domain,
+                &["sale_uom", "default_uom"],
+                Some(1),
+            )
+            .await?;
+        if let Some(row) = rows.first() {
+            return product_and_unit(row, &order.order_key);
+        }
+    }
+    let Some(code) = tried.first() else {
+        return Err(Failure::permanent(format!(
+            "order {}: line {} has no SKU or EAN to find a Tryton product by",
+            order.order_key, line.source_line_id
+        )));
+    };
+    match erp.unknown_product {
+        UnknownProduct::Park => Err(Failure::permanent(format!(
+            "order {}: product {} not found in Tryton (line {})",
+            order.order_key,
+            tried.join(" / "),
+            line.source_line_id
+        ))),
+        UnknownProduct::Create => create_product(erp, order, line, code).await,
+    }
+}
+
+fn product_and_unit(row: &Value, key: &str) -> Result<(i64, i64), Failure> {
+    let id = row["id"].as_i64();
+    let unit = row["sale_uom"].as_i64().or(row["default_uom"].as_i64());
+    match (id, unit) {
+        (Some(id), Some(unit)) => Ok((id, unit)),
+        _ => Err(Failure::permanent(format!(
+            "order {key}: Tryton product {} has no unit",
+            row["id"]
+        ))),
+    }
+}
+
+/// `unknown_product = "create"`: a salable goods product with the line's
+/// code, description and price; weighed goods get kilograms.
+async fn create_product(
+    erp: &TrytonErp,
+    order: &Order,
+    line: &OrderLine,
+    code: &str,
+) -> Result<(i64, i64), Failure> {
+    let unit_name = if line.quantity.fract().is_zero() {
+        "Unit"
+    } else {
+        "Kilogram"
+    };
+    let unit = erp
+        .search("product.uom", json!([["name", "=", unit_name]]), Some(1))
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| {
+            Failure::permanent(format!("Tryton has no unit of measure {unit_name:?}"))
+        })?;
+    let mut variant = json!({"suffix_code": code});
+    if let Some(ean) = &line.ean {
+        variant["identifiers"] = json!([["create", [{"type": "ean", "code": ean}]]]);
+    }
+    let template = erp
+        .create(
+            "product.template",
+            json!({
+                "name": line.description.clone().unwrap_or_else(|| code.to_string()),
+                "type": "goods", "salable": true,
+                "default_uom": unit, "sale_uom": unit,
+                "list_price": decimal(line.unit_price),
+                "products": [["create", [variant]]],
+            }),
+        )
+        .await?;
+    tracing::info!(order_key = %order.order_key, code, "created product in Tryton (unknown_product = \"create\")");
+    let product = erp
+        .search(
+            "product.product",
+            json!([["template", "=", template]]),
+            Some(1),
+        )
+        .await?
+        .first()
+        .copied()
+        .ok_or_else(|| Failure::retry(format!("Tryton: product {code} created but not found")))?;
+    Ok((product, unit))
+}
+
+/// The customer's party: by e-mail, else by name and postcode, else new
+/// (then `true`: it has no addresses yet).
+async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bool), Failure> {
+    let c = &order.customer;
+    let billing = order
+        .billing_address
+        .as_ref()
+        .or(order.shipping_address.as_ref());
+    if let Some(email) = &c.email {
+        let rows = erp
+            .search_read(
+                "party.contact_mechanism",
+                json!([["type", "=", "email"], ["value", "=", email]]),
+                &["party"],
+                Some(1),
+            )
+            .await?;
+        if let Some(p) = rows.first().and_then(|r| r["party"].as_i64()) {
+            return Ok((p, false));
+        }
+    }
+    let name = c
+        .company
+        .clone()
+        .or_else(|| c.name.clone())
+        .or_else(|| billing.and_then(|a| a.name.clone()))
+        .ok_or_else(|| {
+            Failure::permanent(format!(
+                "order {}: the customer has no name, company or e-mail to find a Tryton party by",
+                order.order_key
+            ))
+        })?;
+    if c.email.is_none()
+        && let Some(pc) = billing.and_then(|a| a.postcode.as_ref())
+    {
+        let ids = erp
+            .search(
+                "party.party",
+                json!([["name", "=", name], ["addresses.postal_code", "=", pc]]),
+                Some(1),
+            )
+            .await?;
+        if let Some(p) = ids.first() {
+            return Ok((*p, false));
+        }
+    }
+    let mut mechanisms = Vec::new();
+    if let Some(email) = &c.email {
+        mechanisms.push(json!({"type": "email", "value": email}));
+    }
+    if let Some(phone) = &c.phone {
+        mechanisms.push(json!({"type": "phone", "value": phone}));
+    }
+    // Addresses are added by `address`; an explicit empty list stops Tryton's
+    // default of one blank address.
+    let id = erp
+        .create(
+            "party.party",
+            json!({
+                "name": name,
+                "contact_mechanisms": [["create", mechanisms]],
+                "addresses": [["create", []]],
+            }),
+        )
+        .await?;
+    Ok((id, true))
+}
+
+/// The party's address equal to `addr`, created when missing (at once for
+/// a party created just now: it has none).
+async fn address(
+    erp: &TrytonErp,
+    order: &Order,
+    party: i64,
+    new_party: bool,
+    addr: Option<&Address>,
+) -> Result<i64, Failure> {
+    let empty = Address::default();
+    let a = addr.unwrap_or(&empty);
+    let country =
+        match &a.country {
+            Some(code) => Some(erp.id_by_code("country.country", code).await?.ok_or_else(
+                || {
+                    Failure::permanent(format!(
+                        "order {}: country {code} not found in Tryton",
+                        order.order_key
+                    ))
+                },
+            )?),
+            None => None,
+        };
+    let values = json!({
+        "street": a.street, "postal_code": a.postcode, "city": a.city,
+        "country": country, "party_name": a.name,
+    });
+    let domain = json!([
+        ["party", "=", party],
+        ["street", "=", a.street],
+        ["postal_code", "=", a.postcode],
+        ["city", "=", a.city],
+        ["country", "=", country],
+    ]);
+    if !new_party && let Some(id) = erp.search("party.address", domain, Some(1)).await?.first() {
+        return Ok(*id);
+    }
+    let mut values = values;
+    values["party"] = json!(party);
+    erp.create("party.address", values).await
+}

@@ -1,0 +1,168 @@
+//! Shipments: `stock.shipment.out` in state `done`, read by `write_date`.
+//!
+//! The cursor is the latest `write_date` seen (naive UTC, microseconds).
+//! Each read starts [`OVERLAP`] before it: Tryton takes `write_date` when the
+//! writing transaction starts, so a shipment committed late can carry a time
+//! before the cursor. Shipments read twice are harmless: the ledger keys
+//! shipment write-backs by order and tracking number (or ship date).
+
+use chrono::{NaiveDateTime, TimeDelta};
+use serde_json::{Value, json};
+
+use super::TrytonErp;
+use super::rpc::{datetime, parse_date, parse_datetime};
+use crate::erp::ShipmentPage;
+use crate::http::Failure;
+use crate::store::ErpShipment;
+
+/// Longer than any Tryton transaction that marks shipments done.
+const OVERLAP: TimeDelta = TimeDelta::seconds(120);
+/// Shipments read per call. The overlap window is re-read every poll, so a
+/// page must hold more than one window's worth (Tryton on SQLite finishes
+/// far fewer than this in two minutes).
+const PAGE: u32 = 1000;
+const CURSOR_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
+/// Fields only some module sets have: asked for only when present.
+const OPTIONAL: &[&str] = &["shipping_reference", "carrier"];
+
+pub async fn shipments(
+    erp: &TrytonErp,
+    after: Option<&str>,
+    limit: u32,
+) -> Result<ShipmentPage, Failure> {
+    let cursor = match after.filter(|a| !a.is_empty()) {
+        Some(text) => Some(
+            NaiveDateTime::parse_from_str(text, CURSOR_FORMAT).map_err(|e| {
+                Failure::permanent(format!(
+                    "stored Tryton shipments cursor {text:?} is not a timestamp: {e}"
+                ))
+            })?,
+        ),
+        None => None,
+    };
+    let mut domain = vec![json!(["state", "=", "done"])];
+    if let Some(c) = cursor {
+        domain.push(json!(["write_date", ">=", datetime(c - OVERLAP)]));
+    }
+    let mut fields = vec!["number", "effective_date", "write_date", "reference"];
+    let optional = optional_fields(erp).await?;
+    if optional.iter().any(|f| f == "shipping_reference") {
+        fields.push("shipping_reference");
+    }
+    if optional.iter().any(|f| f == "carrier") {
+        fields.push("carrier.rec_name");
+    }
+    let rows = erp
+        .rpc
+        .model(
+            "stock.shipment.out",
+            "search_read",
+            vec![
+                json!(domain),
+                json!(0),
+                json!(PAGE.max(limit)),
+                json!([["write_date", "ASC"], ["id", "ASC"]]),
+                json!(fields),
+            ],
+        )
+        .await?;
+    let rows = rows.as_array().cloned().unwrap_or_default();
+    let mut next = cursor;
+    for r in &rows {
+        if let Some(t) = parse_datetime(&r["write_date"]) {
+            next = next.max(Some(t));
+        }
+    }
+    let ids: Vec<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
+    let sales = if ids.is_empty() {
+        Vec::new()
+    } else {
+        erp.search_read(
+            "sale.sale",
+            json!([["shipments", "in", ids]]),
+            &["number", "reference", "shipments"],
+            None,
+        )
+        .await?
+    };
+    let shipments = rows.iter().filter_map(|r| to_shipment(r, &sales)).collect();
+    Ok(ShipmentPage {
+        shipments,
+        next: next
+            .map(|t| t.format(CURSOR_FORMAT).to_string())
+            .unwrap_or_default(),
+    })
+}
+
+/// One done shipment as the ledger wants it, when a sale with a reference
+/// (an order key) ships with it; shipments of sales made in Tryton by hand
+/// have none of ours and are skipped.
+fn to_shipment(row: &Value, sales: &[Value]) -> Option<ErpShipment> {
+    let id = row["id"].as_i64()?;
+    let sale = sales.iter().find(|s| {
+        s["shipments"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.as_i64() == Some(id)))
+    })?;
+    let order_key = sale["reference"].as_str().filter(|r| !r.is_empty())?;
+    let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    Some(ErpShipment {
+        order_key: order_key.to_string(),
+        erp_order_number: text(&sale["number"]),
+        // A date only in Tryton; as a timestamp it is stable across reads,
+        // which keeps the ledger's dedupe key stable.
+        shipped_at: parse_date(&row["effective_date"])
+            .and_then(|d| d.and_hms_opt(0, 0, 0))
+            .map(|t| t.and_utc()),
+        carrier: text(&row["carrier."]["rec_name"]),
+        tracking_number: text(&row["shipping_reference"]).or_else(|| text(&row["reference"])),
+        tracking_url: None,
+        lines: Vec::new(),
+    })
+}
+
+async fn optional_fields(erp: &TrytonErp) -> Result<Vec<String>, Failure> {
+    let mut known = erp.shipment_fields.lock().await;
+    if let Some(f) = known.as_ref() {
+        return Ok(f.clone());
+    }
+    let described = erp
+        .rpc
+        .model("stock.shipment.out", "fields_get", vec![json!(OPTIONAL)])
+        .await?;
+    let present: Vec<String> = OPTIONAL
+        .iter()
+        .filter(|f| described.get(**f).is_some())
+        .map(|f| f.to_string())
+        .collect();
+    *known = Some(present.clone());
+    Ok(present)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_shipment_maps_to_its_sales_reference() {
+        let row = json!({"id": 7, "number": "3", "shipping_reference": "3SABC",
+            "reference": null, "carrier.": {"rec_name": "PostNL", "id": 1},
+            "effective_date": {"__class__": "date", "year": 2026, "month": 11, "day": 22}});
+        let sales = vec![
+            json!({"id": 1, "number": "1", "reference": "other:1", "shipments": [6]}),
+            json!({"id": 2, "number": "2", "reference": "webshop-nl:48193", "shipments": [5, 7]}),
+        ];
+        let s = to_shipment(&row, &sales).unwrap();
+        assert_eq!(s.order_key, "webshop-nl:48193");
+        assert_eq!(s.erp_order_number.as_deref(), Some("2"));
+        assert_eq!(s.tracking_number.as_deref(), Some("3SABC"));
+        assert_eq!(s.carrier.as_deref(), Some("PostNL"));
+        assert_eq!(
+            s.shipped_at.unwrap().to_rfc3339(),
+            "2026-11-22T00:00:00+00:00"
+        );
+        // A shipment of a sale made by hand in Tryton: not ours.
+        let manual = vec![json!({"id": 3, "number": "9", "reference": null, "shipments": [7]})];
+        assert!(to_shipment(&row, &manual).is_none());
+    }
+}

@@ -1,0 +1,149 @@
+//! Benchmark (ignored by default; a measurement, not a test): N orders into
+//! one Tryton server, first by a plain sequential JSON-RPC client (search by
+//! reference, create, quote, confirm: the recipe's loop), then by ordersync
+//! (sandbox CloudSuite orders, the real engine, `max_in_flight` = `slots` =
+//! each value of the sweep). Prints orders/s and the ratio. Debug build:
+//!
+//!     cargo test --test integration tryton::bench -- --ignored --nocapture
+//!     BENCH_ORDERS=200 BENCH_SWEEP=1,2,4,8 (the defaults)
+//!
+//! Results go to docs/BENCHMARKS.md.
+
+use std::time::Instant;
+
+use ordersync::daemon::poll_live;
+use ordersync::erp::tryton::rpc::decimal;
+use ordersync::sandbox::SandboxOptions;
+use ordersync::sandbox::cloudsuite::OrderSpec;
+use rust_decimal::Decimal;
+
+use super::*;
+
+fn env_or(name: &str, default: &str) -> String {
+    std::env::var(name).unwrap_or_else(|_| default.to_string())
+}
+
+async fn one(rpc: &Rpc, model: &str, domain: Value) -> i64 {
+    rpc.model(
+        model,
+        "search",
+        vec![domain, json!(0), json!(1), json!(null)],
+    )
+    .await
+    .unwrap()[0]
+        .as_i64()
+        .unwrap()
+}
+
+/// The recipe's sequential client: 4 calls per sale, one line each.
+async fn plain_client(rpc: &Rpc, n: usize) -> f64 {
+    let party = rpc
+        .model(
+            "party.party",
+            "create",
+            vec![json!([{"name": "Bench customer"}])],
+        )
+        .await
+        .unwrap()[0]
+        .as_i64()
+        .unwrap();
+    let nl = one(rpc, "country.country", json!([["code", "=", "NL"]])).await;
+    let address = rpc
+        .model(
+            "party.address",
+            "create",
+            vec![json!([{"party": party, "street": "Kerkstraat 1", "postal_code": "1017 GA", "city": "Amsterdam", "country": nl}])],
+        )
+        .await
+        .unwrap()[0]
+        .as_i64()
+        .unwrap();
+    let product = one(rpc, "product.product", json!([["code", "=", "205_STUK"]])).await;
+    let started = Instant::now();
+    for i in 0..n {
+        let reference = format!("plain:{i}");
+        let found = rpc
+            .model(
+                "sale.sale",
+                "search",
+                vec![
+                    json!([["reference", "=", reference]]),
+                    json!(0),
+                    json!(1),
+                    json!(null),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(found, json!([]));
+        let sale = rpc
+            .model(
+                "sale.sale",
+                "create",
+                vec![json!([{"party": party, "reference": reference,
+                    "invoice_address": address, "shipment_address": address,
+                    "lines": [["create", [{"type": "line", "product": product, "unit": 1,
+                        "quantity": 2.0, "unit_price": decimal(Decimal::new(695, 2))}]]]}])],
+            )
+            .await
+            .unwrap()[0]
+            .as_i64()
+            .unwrap();
+        for button in ["quote", "confirm"] {
+            rpc.model("sale.sale", button, vec![json!([sale])])
+                .await
+                .unwrap();
+        }
+    }
+    started.elapsed().as_secs_f64()
+}
+
+/// ordersync: n sandbox orders, polled and pushed with `slots` at once.
+async fn ordersync_run(server: &TrytonServer, n: usize, slots: usize, first_id: i64) -> f64 {
+    let mut opts = SandboxOptions::default();
+    opts.cloudsuite.first_order_id = first_id;
+    let app = spawn_tryton_app_with(server, &format!("max_in_flight = {slots}"), opts).await;
+    for _ in 0..n {
+        app.sandbox.cloudsuite.add_order(OrderSpec::default());
+    }
+    let engine = engine(&app);
+    let stop = CancellationToken::new();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let started = Instant::now();
+    poll_live(&engine, &connector, &stop).await;
+    loop {
+        engine.drain(SOURCE, None, slots, &stop).await.unwrap();
+        let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
+        let count = |s: &str| status.orders.get(s).copied().unwrap_or(0);
+        assert_eq!(count("parked"), 0, "{:?}", status.parked);
+        if count("accepted") == n as i64 {
+            break;
+        }
+        // Jobs waiting out a retry backoff (e.g. "database is locked").
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    started.elapsed().as_secs_f64()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run by hand, see the module doc"]
+async fn tryton_push_throughput() {
+    let n: usize = env_or("BENCH_ORDERS", "200").parse().unwrap();
+    let sweep: Vec<usize> = env_or("BENCH_SWEEP", "1,2,4,8")
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let plain = plain_client(&rpc, n).await;
+    let plain_rate = n as f64 / plain;
+    eprintln!("plain sequential client: {n} sales in {plain:.1} s = {plain_rate:.2} sales/s");
+    for (i, slots) in sweep.iter().enumerate() {
+        let secs = ordersync_run(&server, n, *slots, 100_000 * (i as i64 + 1)).await;
+        let rate = n as f64 / secs;
+        eprintln!(
+            "ordersync max_in_flight={slots}: {n} orders in {secs:.1} s = {rate:.2} orders/s (x{:.2} of plain)",
+            rate / plain_rate
+        );
+    }
+}

@@ -1,0 +1,221 @@
+//! CloudSuite orders become Tryton sales with the right lines and amounts,
+//! the answers are written back, an unknown product parks only its order,
+//! and a shipment done in Tryton comes back as `shipment_state=sent`.
+
+use ordersync::sandbox::cloudsuite::{LineSpec, OrderSpec};
+use rust_decimal::Decimal;
+use serde_json::{Value, json};
+
+use super::*;
+use crate::common::{key, status_json};
+
+fn dec(s: &str) -> Decimal {
+    s.parse().unwrap()
+}
+
+fn tryton_dec(v: &Value) -> Decimal {
+    assert_eq!(v["__class__"], "Decimal", "{v}");
+    dec(v["decimal"].as_str().unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_become_sales_and_tryton_shipments_come_back() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let app = spawn_tryton_app(&server, "confirm = true").await;
+    let cs = &app.sandbox.cloudsuite;
+    let mixed = cs.add_order(OrderSpec {
+        lines: vec![
+            LineSpec::new("124_STUK", dec("2")),
+            LineSpec::new("301_KG", dec("0.530")),
+        ],
+        discount: Some(dec("5.00")),
+        ..Default::default()
+    });
+    let boxed = cs.add_order(OrderSpec {
+        lines: vec![LineSpec::new("215_DOOS", dec("3"))],
+        shipping_costs: Some(dec("4.95")),
+        ..Default::default()
+    });
+    let mut unknown = LineSpec::new("999_STUK", dec("1"));
+    unknown.unit_price = Some(dec("7.50"));
+    let poison = cs.add_order(OrderSpec {
+        lines: vec![LineSpec::new("201_STUK", dec("1")), unknown],
+        ..Default::default()
+    });
+    let engine = engine(&app);
+    sync(&engine).await;
+
+    for id in [mixed, boxed] {
+        let k = key(id);
+        let sales = sales_for(&rpc, &k).await;
+        assert_eq!(sales.len(), 1, "{k}: one sale in Tryton: {sales:?}");
+        let sale = &sales[0];
+        assert_eq!(sale["state"], "processing", "{k}: confirmed");
+        let canonical = engine
+            .store
+            .order_detail(&k)
+            .unwrap()
+            .unwrap()
+            .canonical
+            .unwrap();
+        let lines = canonical["lines"].as_array().unwrap();
+        let sum = |v: &Value, f: &str| {
+            v.as_array().map_or(Decimal::ZERO, |a| {
+                a.iter().map(|x| dec(x[f].as_str().unwrap())).sum()
+            })
+        };
+        let expected = sum(&canonical["lines"], "line_total")
+            + canonical["shipping"]["amount"]
+                .as_str()
+                .map_or(Decimal::ZERO, dec)
+            - sum(&canonical["discounts"], "amount");
+        assert_eq!(
+            tryton_dec(&sale["total_amount"]),
+            expected,
+            "{k}: sale total"
+        );
+        let tlines = rpc
+            .model(
+                "sale.line",
+                "search_read",
+                vec![
+                    json!([["sale", "=", sale["id"]], ["product", "!=", null]]),
+                    json!(0),
+                    json!(null),
+                    json!([["id", "ASC"]]),
+                    json!(["product.code", "quantity", "unit_price"]),
+                ],
+            )
+            .await
+            .unwrap();
+        let tlines = tlines.as_array().unwrap();
+        assert_eq!(tlines.len(), lines.len(), "{k}: product lines");
+        let source = cs.order(id).unwrap();
+        assert_eq!(source["state"], "processing", "{k}: accepted written back");
+        assert_eq!(
+            source["erp_order_number"], sale["number"],
+            "{k}: sale number written back"
+        );
+        let source_lines: Vec<&Value> = source["order_lines"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|l| l["type"] == "line")
+            .collect();
+        for ((line, tl), sl) in lines.iter().zip(tlines).zip(&source_lines) {
+            assert_eq!(tl["product."]["code"], line["sku"], "{k}: product by SKU");
+            assert_eq!(
+                Decimal::try_from(tl["quantity"].as_f64().unwrap())
+                    .unwrap()
+                    .normalize(),
+                dec(line["quantity"].as_str().unwrap()).normalize(),
+                "{k}: quantity"
+            );
+            assert_eq!(
+                tryton_dec(&tl["unit_price"]),
+                dec(line["unit_price"].as_str().unwrap())
+            );
+            assert_eq!(sl["erp_line_number"], tl["id"], "{k}: line id written back");
+        }
+    }
+
+    // The unknown product parks only its own order, with the product named.
+    assert!(sales_for(&rpc, &key(poison)).await.is_empty());
+    let status = status_json(&app);
+    let parked = status["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1, "{status}");
+    assert_eq!(parked[0]["order_key"], key(poison).as_str());
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("product 999_STUK") && reason.contains("not found in Tryton"),
+        "{reason}"
+    );
+
+    // The warehouse ships one order in Tryton; only that one is reported sent.
+    let carrier = make_carrier(&rpc, "PostNL").await;
+    let sale = sales_for(&rpc, &key(mixed)).await.remove(0);
+    ship(&rpc, &sale, carrier, "3SABCD1234567").await;
+    sync(&engine).await;
+    assert_eq!(cs.order(mixed).unwrap()["shipment_state"], "sent");
+    assert_ne!(cs.order(boxed).unwrap()["shipment_state"], "sent");
+    let detail = engine.store.order_detail(&key(mixed)).unwrap().unwrap();
+    assert!(
+        detail
+            .events
+            .iter()
+            .any(|e| format!("{e:?}").contains("3SABCD1234567")
+                && format!("{e:?}").contains("PostNL")),
+        "tracking number and carrier in the ledger: {:?}",
+        detail.events
+    );
+
+    // Running again (the shipment re-read inside the overlap window) doubles nothing.
+    sync(&engine).await;
+    for id in [mixed, boxed] {
+        assert_eq!(sales_for(&rpc, &key(id)).await.len(), 1);
+        let history = cs.history(id);
+        for field in ["state", "erp_order_number"] {
+            assert_eq!(
+                history.iter().filter(|c| c.field == field).count(),
+                1,
+                "{history:?}"
+            );
+        }
+    }
+    let sent = cs
+        .history(mixed)
+        .iter()
+        .filter(|c| c.field == "shipment_state")
+        .count();
+    assert_eq!(sent, 1);
+    // The ledger, not only the source's own guard, kept it to one write-back.
+    let detail = engine.store.order_detail(&key(mixed)).unwrap().unwrap();
+    let jobs = detail
+        .jobs
+        .iter()
+        .filter(|j| j.kind == "write_shipped")
+        .count();
+    assert_eq!(jobs, 1, "{:?}", detail.jobs);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unknown_product_is_created_when_configured() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let app = spawn_tryton_app(&server, "unknown_product = \"create\"").await;
+    let mut unknown = LineSpec::new("998_STUK", dec("2"));
+    unknown.unit_price = Some(dec("7.50"));
+    unknown.description = Some("Nieuw artikel".into());
+    let id = app.sandbox.cloudsuite.add_order(OrderSpec {
+        lines: vec![unknown],
+        ..Default::default()
+    });
+    let engine = engine(&app);
+    sync(&engine).await;
+    let sales = sales_for(&rpc, &key(id)).await;
+    assert_eq!(sales.len(), 1, "{sales:?}");
+    // The price lives on the template (a company-dependent value).
+    let templates = rpc
+        .model(
+            "product.template",
+            "search_read",
+            vec![
+                json!([["products.code", "=", "998_STUK"]]),
+                json!(0),
+                json!(null),
+                json!(null),
+                json!(["list_price", "name"]),
+            ],
+        )
+        .await
+        .unwrap();
+    let templates = templates.as_array().unwrap();
+    assert_eq!(templates.len(), 1, "created once: {templates:?}");
+    assert_eq!(tryton_dec(&templates[0]["list_price"]), dec("7.50"));
+    assert_eq!(templates[0]["name"], "Nieuw artikel");
+    assert_eq!(
+        app.sandbox.cloudsuite.order(id).unwrap()["state"],
+        "processing"
+    );
+}
