@@ -56,6 +56,23 @@ impl Store {
             std::fs::create_dir_all(dir)
                 .with_context(|| format!("cannot create state directory {}", dir.display()))?;
         }
+        // Two processes opening a brand-new ledger at the same moment (the
+        // daemon and a backfill) can get SQLITE_BUSY without the busy
+        // handler being asked, while both switch the file to WAL. That
+        // passes in milliseconds: try again for up to ten seconds.
+        let mut tries = 0;
+        loop {
+            match Self::open_once(path) {
+                Err(e) if tries < 100 && is_busy(&e) => {
+                    tries += 1;
+                    std::thread::sleep(Duration::from_millis(100));
+                }
+                other => return other,
+            }
+        }
+    }
+
+    fn open_once(path: &Path) -> anyhow::Result<Store> {
         let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
         configure(&conn)?;
@@ -142,6 +159,17 @@ pub(crate) fn event(
         rusqlite::params![key, at, kind, detail],
     )?;
     Ok(())
+}
+
+/// Whether an error is SQLite's "database is busy/locked".
+fn is_busy(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _))
+                if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+        )
+    })
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {
