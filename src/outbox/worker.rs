@@ -99,6 +99,13 @@ impl Engine {
                     external_id: order.external_id.clone(),
                     erp_order_number,
                     lines: order.lines.clone(),
+                    shipped_before: if job.kind == JobKind::WriteShipped {
+                        self.store
+                            .shipped_before(&job.order_key, job.id)
+                            .map_err(ledger)?
+                    } else {
+                        Vec::new()
+                    },
                 };
                 let detail = if job.kind == JobKind::WriteAccepted {
                     connector.write_accepted(&wb).await

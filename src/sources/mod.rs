@@ -44,6 +44,9 @@ pub struct WriteBack {
     pub external_id: String,
     pub erp_order_number: String,
     pub lines: Vec<LineNumber>,
+    /// For a shipment write-back: what earlier shipments of this order
+    /// already delivered, per source line (they run one at a time, in order).
+    pub shipped_before: Vec<crate::store::ShippedLine>,
 }
 
 pub enum Connector {

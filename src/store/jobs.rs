@@ -213,9 +213,16 @@ impl Store {
         let mut jobs = Vec::new();
         {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, kind, order_key, ref, attempts, payload FROM jobs
+                "SELECT id, kind, order_key, ref, attempts, payload FROM jobs j
                  WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
                    AND (lease_until IS NULL OR lease_until < ?2)
+                   -- Shipments of one order are written back one at a time, in
+                   -- the order the ERP reported them: each knows what the
+                   -- earlier ones delivered (see `shipped_before`).
+                   AND NOT (kind = 'write_shipped' AND EXISTS (
+                       SELECT 1 FROM jobs p WHERE p.order_key = j.order_key
+                          AND p.kind = 'write_shipped' AND p.id < j.id
+                          AND p.state IN ('pending', 'waiting', 'parked')))
                  ORDER BY next_attempt_at LIMIT ?3",
             )?;
             // With a filter we may have to look past jobs of other orders.
@@ -684,6 +691,36 @@ impl Store {
         Ok(n)
     }
 
+    /// What the earlier, completed shipment write-backs of an order
+    /// delivered, per source line: a later shipment of the same line adds to
+    /// it, so a repeat after a crash can tell what is still owed.
+    pub fn shipped_before(&self, order_key: &str, job_id: i64) -> anyhow::Result<Vec<ShippedLine>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT payload FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+               AND state = 'done' AND id < ?2 ORDER BY id",
+        )?;
+        let payloads: Vec<Option<String>> = stmt
+            .query_map(params![order_key, job_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        let mut total: Vec<ShippedLine> = Vec::new();
+        for payload in payloads.into_iter().flatten() {
+            let Ok(shipment) = serde_json::from_str::<ErpShipment>(&payload) else {
+                continue;
+            };
+            for line in shipment.lines {
+                match total
+                    .iter_mut()
+                    .find(|t| t.source_line_id == line.source_line_id)
+                {
+                    Some(t) => t.quantity += line.quantity,
+                    None => total.push(line),
+                }
+            }
+        }
+        Ok(total)
+    }
+
     /// Pending jobs of a source, due now or later.
     pub fn open_jobs(&self, source: &str) -> anyhow::Result<usize> {
         let conn = self.lock();
@@ -990,6 +1027,62 @@ mod tests {
             "not left in 'shipped' waiting for a write-back that never comes"
         );
         assert!(runnable(&store).is_empty());
+    }
+
+    #[test]
+    fn shipments_of_one_order_are_written_back_one_at_a_time() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        store
+            .finish_push(&j[0], "o", &accepted(), "h", true)
+            .unwrap();
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        store.finish_job(&j[0], "o", "accepted").unwrap();
+        let ship = |tracking: &str, qty: i64| ErpShipment {
+            order_key: "shop:1".into(),
+            erp_order_number: None,
+            shipped_at: None,
+            carrier: None,
+            tracking_number: Some(tracking.into()),
+            tracking_url: None,
+            lines: vec![ShippedLine {
+                source_line_id: "1".into(),
+                quantity: Decimal::from(qty),
+            }],
+        };
+        store
+            .record_shipments(&[ship("A", 2), ship("B", 1)], "2")
+            .unwrap();
+        let first = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        assert_eq!(first.len(), 1, "the second shipment waits for the first");
+        assert_eq!(first[0].job_ref, "A");
+        assert!(
+            store
+                .shipped_before("shop:1", first[0].id)
+                .unwrap()
+                .is_empty()
+        );
+        store.finish_job(&first[0], "o", "delivered").unwrap();
+        let second = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        assert_eq!(second.len(), 1);
+        assert_eq!(second[0].job_ref, "B");
+        let before = store.shipped_before("shop:1", second[0].id).unwrap();
+        assert_eq!(
+            before,
+            vec![ShippedLine {
+                source_line_id: "1".into(),
+                quantity: Decimal::from(2)
+            }]
+        );
     }
 
     #[test]

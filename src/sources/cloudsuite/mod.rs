@@ -576,6 +576,7 @@ mod tests {
             order_key: "s:1".into(),
             external_id: "1".into(),
             erp_order_number: "SO1".into(),
+            shipped_before: Vec::new(),
             lines: vec![crate::store::LineNumber {
                 source_line_id: "11".into(),
                 erp_line_number: "10".into(),

@@ -332,7 +332,7 @@ impl Mplus {
                 other => Err(result_failure("deliverOrder", other, &result)),
             };
         }
-        let lines = lines_to_deliver(&order, shipment)?;
+        let lines = lines_to_deliver(&order, shipment, &wb.shipped_before)?;
         if lines.is_empty() {
             return Ok("already delivered".into());
         }
@@ -410,9 +410,14 @@ fn result_failure(operation: &str, result: &str, answer: &wire::ResultResponse) 
 
 /// Per shipped line: what the ERP shipped, capped by what the till still
 /// has open (ordered − cancelled − delivered).
+/// What this shipment still has to deliver per line. Earlier shipments of
+/// the order ran before it (`before`), so after this one the till should
+/// show `before + shipped` delivered; whatever it already shows (a repeat
+/// after a crash, or a delivery by hand) is not delivered again.
 fn lines_to_deliver(
     order: &wire::Order,
     shipment: &ErpShipment,
+    before: &[crate::store::ShippedLine],
 ) -> Result<Vec<wire::DeliveryLine>, Failure> {
     let mut out = Vec::new();
     for shipped in &shipment.lines {
@@ -424,10 +429,17 @@ fn lines_to_deliver(
         };
         let d = &line.data;
         let scaled = |v, p| from_scaled(v, p).map_err(Failure::permanent);
+        let delivered = scaled(d.delivered_quantity, d.delivered_decimal_places)?;
         let open = scaled(d.quantity, d.decimal_places)?
             - scaled(d.cancelled_quantity, d.cancelled_decimal_places)?
-            - scaled(d.delivered_quantity, d.delivered_decimal_places)?;
-        let quantity = shipped.quantity.min(open);
+            - delivered;
+        let earlier = before
+            .iter()
+            .filter(|b| b.source_line_id == shipped.source_line_id)
+            .map(|b| b.quantity)
+            .sum::<Decimal>();
+        let owed = (earlier + shipped.quantity - delivered).min(shipped.quantity);
+        let quantity = owed.min(open);
         if quantity <= Decimal::ZERO {
             continue;
         }
@@ -532,5 +544,82 @@ mod tests {
         let cut = answer(&order("A", 1));
         let e = parse_orders("till", &cut[..cut.len() / 2]).unwrap_err();
         assert!(matches!(e, Failure::Retryable { .. }), "{e:?}");
+    }
+}
+
+#[cfg(test)]
+mod delivery_tests {
+    use super::*;
+    use crate::store::ShippedLine;
+
+    /// One line of 5 pieces, `delivered` of them delivered at the till.
+    fn order(delivered: i64) -> wire::Order {
+        wire::Order {
+            order_id: "o1".into(),
+            line_list: wire::LineList {
+                line: vec![wire::Line {
+                    line_id: "L1".into(),
+                    article_number: 301,
+                    data: wire::LineData {
+                        quantity: 5,
+                        delivered_quantity: delivered,
+                        ..Default::default()
+                    },
+                    ..Default::default()
+                }],
+            },
+            ..Default::default()
+        }
+    }
+
+    fn shipment(qty: i64) -> ErpShipment {
+        ErpShipment {
+            order_key: "till:o1".into(),
+            erp_order_number: None,
+            shipped_at: None,
+            carrier: None,
+            tracking_number: Some(format!("T{qty}")),
+            tracking_url: None,
+            lines: vec![ShippedLine {
+                source_line_id: "L1".into(),
+                quantity: Decimal::from(qty),
+            }],
+        }
+    }
+
+    fn earlier(qty: i64) -> Vec<ShippedLine> {
+        vec![ShippedLine {
+            source_line_id: "L1".into(),
+            quantity: Decimal::from(qty),
+        }]
+    }
+
+    fn owed(delivered: i64, before: &[ShippedLine], qty: i64) -> i64 {
+        lines_to_deliver(&order(delivered), &shipment(qty), before)
+            .unwrap()
+            .iter()
+            .map(|l| l.quantity)
+            .sum()
+    }
+
+    #[test]
+    fn a_second_partial_shipment_delivers_its_own_quantity() {
+        // 2 of 5 went with the first shipment; the second ships 1.
+        assert_eq!(owed(2, &earlier(2), 1), 1);
+    }
+
+    #[test]
+    fn a_repeat_after_a_crash_delivers_nothing_again() {
+        // The second shipment's delivery was applied (3 delivered), then the
+        // process died before recording it: the retry owes nothing, although
+        // the line still has 2 open.
+        assert_eq!(owed(3, &earlier(2), 1), 0);
+        // Same for the first shipment.
+        assert_eq!(owed(2, &[], 2), 0);
+    }
+
+    #[test]
+    fn never_more_than_the_line_has_open() {
+        assert_eq!(owed(4, &earlier(4), 3), 1);
     }
 }
