@@ -12,14 +12,14 @@
 //! delivered (getOrders, push, getOrder + updateOrder, getOrder +
 //! deliverOrderV2), `max_in_flight = 8`, page size 100.
 
-use std::process::{Command, Stdio};
+mod common;
+
 use std::time::{Duration, Instant};
+
+use common::{LATENCY, orders_wanted, report, run_until, write_config};
 
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use ordersync::sources::mplus::{parse_orders, soap, wire};
-
-const LATENCY: Duration = Duration::from_millis(20);
-const MAX_IN_FLIGHT: usize = 8;
 
 fn answer(orders: usize, lines: usize) -> String {
     let mut body = String::new();
@@ -109,88 +109,34 @@ fn parse_bench() {
 }
 
 async fn sync_bench() {
-    let orders: usize = std::env::var("BENCH_ORDERS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(5000);
     ordersync::http::install_crypto();
     let mut opts = SandboxOptions::default();
     opts.mplus.faults.latency = LATENCY;
     opts.erp.faults.latency = LATENCY;
     opts.erp.ship_after = Some(Duration::ZERO);
     let sb = Sandbox::start(opts.clone()).await.expect("sandbox");
-    let ids = sb.mplus.seed_orders(orders);
-    let dir = tempfile::tempdir().expect("tempdir");
-    std::fs::write(dir.path().join("mplus"), &opts.mplus.secret).unwrap();
-    std::fs::write(dir.path().join("erp"), &opts.erp.token).unwrap();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp"
-max_in_flight = {MAX_IN_FLIGHT}
-[[sources]]
-name = "bench"
-kind = "mplus"
-base_url = "{mplus}"
-ident = "{ident}"
-secret_file = "mplus"
-schedule = "*/1 * * * * *"
-page_size = 100
-max_in_flight = {MAX_IN_FLIGHT}
-rate_limit_per_sec = 100000
-"#,
-        erp = sb.erp_url,
-        mplus = sb.mplus_url,
-        ident = opts.mplus.ident,
+    let ids = sb.mplus.seed_orders(orders_wanted());
+    let source = format!(
+        "kind = \"mplus\"\nbase_url = \"{}\"\nident = \"{}\"\nsecret_file = \"mplus\"\n",
+        sb.mplus_url, opts.mplus.ident
     );
-    let cfg = dir.path().join("ordersync.toml");
-    std::fs::write(&cfg, config).unwrap();
-    let before = sb.mplus.request_count();
-    let started = Instant::now();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ordersync"))
-        .arg("--config")
-        .arg(&cfg)
-        .arg("run")
-        .env("RUST_LOG", "warn")
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("start ordersync");
-    loop {
-        tokio::time::sleep(Duration::from_millis(250)).await;
-        if ids.iter().all(|id| sb.mplus.deliveries(id) >= 1) {
-            break;
-        }
-        if started.elapsed() > Duration::from_secs(1800) {
-            eprintln!("gave up after 30 minutes");
-            break;
-        }
-    }
-    let elapsed = started.elapsed();
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let n = ids.len() as f64;
-    let per_order = (sb.mplus.request_count() - before) as f64 / n;
-    let rate = n / elapsed.as_secs_f64();
-    let bound = MAX_IN_FLIGHT as f64 / (per_order * LATENCY.as_secs_f64());
-    println!(
-        "till orders synced (pushed, reference written, delivered): {}",
-        ids.len()
+    let (_dir, cfg) = write_config(
+        &sb.erp_url,
+        &opts.erp.token,
+        &source,
+        &[("mplus", &opts.mplus.secret)],
     );
-    println!("wall time:                  {:.1} s", elapsed.as_secs_f64());
-    println!("orders per second:          {rate:.1}");
-    println!("till requests per order:    {per_order:.2}");
-    println!(
-        "latency bound:              {bound:.1} orders/s = {MAX_IN_FLIGHT} / ({per_order:.2} x 20 ms)"
+    let (till_before, erp_before) = (sb.mplus.request_count(), sb.erp.request_count());
+    let (elapsed, usage) =
+        run_until(&cfg, || ids.iter().all(|id| sb.mplus.deliveries(id) >= 1)).await;
+    report(
+        "till orders synced (pushed, reference written, delivered)",
+        ids.len(),
+        elapsed,
+        sb.mplus.request_count() - till_before,
+        sb.erp.request_count() - erp_before,
+        usage,
     );
-    println!("ratio to the bound:         {:.2}", rate / bound);
     sb.shutdown().await;
 }
 

@@ -51,30 +51,18 @@ impl Default for AppOptions {
 }
 
 pub async fn spawn_app(opts: AppOptions) -> App {
-    ordersync::http::install_crypto();
     let secret = opts.sandbox.cloudsuite.client_secret.clone();
-    let erp_token = opts.sandbox.erp.token.clone();
-    let sandbox = Sandbox::start(opts.sandbox).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cs-secret"), format!("{secret}\n")).unwrap();
-    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
-request_timeout = "10s"
-{daemon_extra}
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{SOURCE}"
+    let AppOptions {
+        sandbox,
+        source_extra,
+        daemon_extra,
+        max_in_flight,
+        rate_limit_per_sec,
+        page_size,
+    } = opts;
+    start_app(sandbox, &daemon_extra, |sb| {
+        let source = format!(
+            r#"name = "{SOURCE}"
 kind = "cloudsuite"
 base_url = "{cs}"
 token_url = "{token_url}"
@@ -82,18 +70,69 @@ client_id = "ordersync"
 client_secret_file = "cs-secret"
 schedule = "*/1 * * * * *"
 page_size = {page_size}
-max_in_flight = {mif}
-rate_limit_per_sec = {rate}
+max_in_flight = {max_in_flight}
+rate_limit_per_sec = {rate_limit_per_sec}
 {source_extra}
 "#,
-        daemon_extra = opts.daemon_extra,
-        erp = sandbox.erp_url,
-        cs = sandbox.cloudsuite_url,
-        token_url = sandbox.token_url,
-        page_size = opts.page_size,
-        mif = opts.max_in_flight,
-        rate = opts.rate_limit_per_sec,
-        source_extra = opts.source_extra,
+            cs = sb.cloudsuite_url,
+            token_url = sb.token_url,
+        );
+        (source, vec![("cs-secret", secret)])
+    })
+    .await
+}
+
+/// Starts the sandbox and builds an app whose ERP is the sandbox's http ERP
+/// and whose one source is what `source` returns: the body of its
+/// `[[sources]]` table and the secret files it names, given the running
+/// sandbox (for its URLs). Every source's tests start here.
+pub async fn start_app(
+    opts: SandboxOptions,
+    daemon_extra: &str,
+    source: impl FnOnce(&Sandbox) -> (String, Vec<(&'static str, String)>),
+) -> App {
+    ordersync::http::install_crypto();
+    let erp_token = opts.erp.token.clone();
+    let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
+    let (source_toml, mut secrets) = source(&sandbox);
+    secrets.push(("erp-token", erp_token));
+    let erp = format!(
+        "kind = \"http\"\nurl = \"{}\"\ntoken_file = \"erp-token\"\n",
+        sandbox.erp_url
+    );
+    app_from_config(sandbox, daemon_extra, &erp, &source_toml, &secrets)
+}
+
+/// Writes `secrets` (file name, value) and a config into a fresh directory and
+/// loads it. `[daemon]` gets fast retries and a shipments poll every second,
+/// plus `daemon_extra`; `erp` and `source` are the bodies of `[erp]` and the
+/// one `[[sources]]` table.
+pub fn app_from_config(
+    sandbox: Sandbox,
+    daemon_extra: &str,
+    erp: &str,
+    source: &str,
+    secrets: &[(&str, String)],
+) -> App {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, value) in secrets {
+        std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
+    }
+    let text = format!(
+        r#"
+[daemon]
+state_dir = "state"
+shipments_schedule = "*/1 * * * * *"
+retry_initial = "100ms"
+retry_max = "2s"
+{daemon_extra}
+
+[erp]
+{erp}
+
+[[sources]]
+{source}
+"#
     );
     let config_path = dir.path().join("ordersync.toml");
     std::fs::write(&config_path, text).unwrap();

@@ -6,11 +6,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordersync::config::Config;
 use ordersync::daemon::{poll_live, poll_shipments, prepare_connectors};
 use ordersync::outbox::Engine;
 use ordersync::sandbox::retailys::RetailysOrderSpec;
-use ordersync::sandbox::{Faults, Sandbox, SandboxOptions};
+use ordersync::sandbox::{Faults, SandboxOptions};
 use rand::SeedableRng;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -40,29 +39,11 @@ impl Default for RtOptions {
 }
 
 async fn spawn_retailys(opts: RtOptions) -> App {
-    ordersync::http::install_crypto();
     let api_key = opts.sandbox.retailys.token.clone();
-    let erp_token = opts.sandbox.erp.token.clone();
-    let sandbox = Sandbox::start(opts.sandbox).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("rt-token"), format!("{api_key}\n")).unwrap();
-    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
-request_timeout = "10s"
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{RT}"
+    let (rate, keys) = (opts.rate_limit_per_sec, opts.source_keys);
+    crate::common::start_app(opts.sandbox, "", |sb| {
+        let source = format!(
+            r#"name = "{RT}"
 kind = "retailys"
 base_url = "{rt}"
 token_file = "rt-token"
@@ -73,20 +54,11 @@ max_in_flight = 4
 rate_limit_per_sec = {rate}
 {keys}
 "#,
-        erp = sandbox.erp_url,
-        rt = sandbox.retailys_url,
-        rate = opts.rate_limit_per_sec,
-        keys = opts.source_keys,
-    );
-    let config_path = dir.path().join("ordersync.toml");
-    std::fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).expect("test config loads");
-    App {
-        dir,
-        sandbox,
-        config_path,
-        config,
-    }
+            rt = sb.retailys_url,
+        );
+        (source, vec![("rt-token", api_key)])
+    })
+    .await
 }
 
 fn rkey(id: i64) -> String {

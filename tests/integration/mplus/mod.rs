@@ -42,30 +42,10 @@ impl std::ops::Deref for MplusApp {
 
 /// A sandbox and a config with one `mplus` source named "till".
 pub async fn spawn_mplus(sandbox: SandboxOptions, source_extra: &str, page_size: u32) -> MplusApp {
-    ordersync::http::install_crypto();
     let secret = sandbox.mplus.secret.clone();
-    let erp_token = sandbox.erp.token.clone();
-    let sandbox = Sandbox::start(sandbox).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mplus-secret"), format!("{secret}\n")).unwrap();
-    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
-request_timeout = "10s"
-max_attempts = 5
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{TILL}"
+    let app = crate::common::start_app(sandbox, "max_attempts = 5", |sb| {
+        let source = format!(
+            r#"name = "{TILL}"
 kind = "mplus"
 base_url = "{mplus}"
 ident = "ordersync"
@@ -76,20 +56,12 @@ max_in_flight = 8
 rate_limit_per_sec = 2000
 {source_extra}
 "#,
-        erp = sandbox.erp_url,
-        mplus = sandbox.mplus_url,
-    );
-    let config_path = dir.path().join("ordersync.toml");
-    std::fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).expect("test config loads");
-    MplusApp {
-        app: App {
-            dir,
-            sandbox,
-            config_path,
-            config,
-        },
-    }
+            mplus = sb.mplus_url,
+        );
+        (source, vec![("mplus-secret", secret)])
+    })
+    .await;
+    MplusApp { app }
 }
 
 pub fn options() -> SandboxOptions {

@@ -8,11 +8,10 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordersync::config::Config;
 use ordersync::daemon::{poll_live, poll_shipments};
 use ordersync::outbox::Engine;
+use ordersync::sandbox::SandboxOptions;
 use ordersync::sandbox::titelive::OrderSpec;
-use ordersync::sandbox::{Sandbox, SandboxOptions};
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 
@@ -49,44 +48,27 @@ impl Default for TlOptions {
 }
 
 pub(super) async fn spawn_titelive(mut opts: TlOptions) -> App {
-    ordersync::http::install_crypto();
     if opts.given_token {
         opts.sandbox.titelive.system_token = Some("SYSTEMTOKEN0123456789abcde".into());
     }
     let tl = opts.sandbox.titelive.clone();
-    let erp_token = opts.sandbox.erp.token.clone();
-    let sandbox = Sandbox::start(opts.sandbox).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-    let auth = match &tl.system_token {
-        Some(t) => {
-            std::fs::write(dir.path().join("tl-token"), format!("{t}\n")).unwrap();
-            "token_file = \"tl-token\"".to_string()
-        }
-        None => {
-            std::fs::write(dir.path().join("tl-password"), &tl.system_password).unwrap();
+    let (auth, secret) = match &tl.system_token {
+        Some(t) => (
+            "token_file = \"tl-token\"".to_string(),
+            ("tl-token", t.clone()),
+        ),
+        None => (
             format!(
                 "system_login = \"{}\"\nsystem_password_file = \"tl-password\"",
                 tl.system_login
-            )
-        }
+            ),
+            ("tl-password", tl.system_password.clone()),
+        ),
     };
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
-request_timeout = "10s"
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{TL}"
+    let extra = opts.source_extra;
+    crate::common::start_app(opts.sandbox, "", |sb| {
+        let source = format!(
+            r#"name = "{TL}"
 kind = "titelive"
 base_url = "{base}"
 domain_code = "{domain}"
@@ -97,20 +79,12 @@ rate_limit_per_sec = 2000
 country_map = {{ "1" = "FR", "21" = "BE", "150" = "NL" }}
 {extra}
 "#,
-        erp = sandbox.erp_url,
-        base = sandbox.titelive_url,
-        domain = tl.domain_code,
-        extra = opts.source_extra,
-    );
-    let config_path = dir.path().join("ordersync.toml");
-    std::fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).expect("test config loads");
-    App {
-        dir,
-        sandbox,
-        config_path,
-        config,
-    }
+            base = sb.titelive_url,
+            domain = tl.domain_code,
+        );
+        (source, vec![secret])
+    })
+    .await
 }
 
 /// Ids of the simulator's orders that should reach the ERP (status 5 at

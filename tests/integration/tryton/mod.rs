@@ -14,7 +14,6 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
-use ordersync::config::Config;
 use ordersync::daemon::{build_engine, poll_live, poll_shipments};
 use ordersync::erp::tryton::rpc::Rpc;
 use ordersync::http::{Endpoint, Failure};
@@ -150,27 +149,12 @@ pub async fn spawn_tryton_app_with(
     ordersync::http::install_crypto();
     let secret = opts.cloudsuite.client_secret.clone();
     let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("cs-secret"), format!("{secret}\n")).unwrap();
-    std::fs::write(dir.path().join("erp-pass"), format!("{PASSWORD}\n")).unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
-request_timeout = "30s"
-
-[erp]
-kind = "tryton"
-url = "{erp}"
-user = "admin"
-password_file = "erp-pass"
-{erp_extra}
-
-[[sources]]
-name = "{SOURCE}"
+    let erp = format!(
+        "kind = \"tryton\"\nurl = \"{}\"\nuser = \"admin\"\npassword_file = \"erp-pass\"\n{erp_extra}",
+        server.url
+    );
+    let source = format!(
+        r#"name = "{SOURCE}"
 kind = "cloudsuite"
 base_url = "{cs}"
 token_url = "{token_url}"
@@ -182,19 +166,11 @@ max_in_flight = 4
 # benchmark) measure.
 rate_limit_per_sec = 1000
 "#,
-        erp = server.url,
         cs = sandbox.cloudsuite_url,
         token_url = sandbox.token_url,
     );
-    let config_path = dir.path().join("ordersync.toml");
-    std::fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).expect("test config loads");
-    App {
-        dir,
-        sandbox,
-        config_path,
-        config,
-    }
+    let secrets = [("cs-secret", secret), ("erp-pass", PASSWORD.to_string())];
+    crate::common::app_from_config(sandbox, "", &erp, &source, &secrets)
 }
 
 pub fn engine(app: &App) -> Arc<Engine> {

@@ -12,10 +12,9 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use ordersync::config::Config;
 use ordersync::daemon::{poll_live, poll_shipments};
 use ordersync::outbox::Engine;
-use ordersync::sandbox::{Sandbox, SandboxOptions};
+use ordersync::sandbox::SandboxOptions;
 use rust_decimal::Decimal;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
@@ -44,30 +43,12 @@ impl Default for Setup {
 }
 
 pub(crate) async fn spawn_vinou(setup: Setup) -> App {
-    ordersync::http::install_crypto();
     let api_token = setup.sandbox.vinou.api_token.clone();
     let auth_id = setup.sandbox.vinou.auth_id.clone();
-    let erp_token = setup.sandbox.erp.token.clone();
-    let sandbox = Sandbox::start(setup.sandbox).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("vinou-token"), format!("{api_token}\n")).unwrap();
-    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-    let text = format!(
-        r#"
-[daemon]
-state_dir = "state"
-shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
-request_timeout = "10s"
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{VINOU}"
+    let (page_size, extra) = (setup.page_size, setup.source_extra);
+    crate::common::start_app(setup.sandbox, "", |sb| {
+        let source = format!(
+            r#"name = "{VINOU}"
 kind = "vinou"
 base_url = "{vinou}"
 auth_id = "{auth_id}"
@@ -78,20 +59,11 @@ max_in_flight = 4
 rate_limit_per_sec = 2000
 {extra}
 "#,
-        erp = sandbox.erp_url,
-        vinou = sandbox.vinou_url,
-        page_size = setup.page_size,
-        extra = setup.source_extra,
-    );
-    let config_path = dir.path().join("ordersync.toml");
-    std::fs::write(&config_path, text).unwrap();
-    let config = Config::load(&config_path).expect("test config loads");
-    App {
-        dir,
-        sandbox,
-        config_path,
-        config,
-    }
+            vinou = sb.vinou_url,
+        );
+        (source, vec![("vinou-token", api_token)])
+    })
+    .await
 }
 
 pub(crate) fn key(id: i64) -> String {
