@@ -132,28 +132,6 @@ impl Store {
             .optional()?)
     }
 
-    /// External ids of this source's orders in `states` (oldest first): the
-    /// ones a connector looks at again (held, not yet final).
-    pub fn external_ids_in_states(
-        &self,
-        source: &str,
-        states: &[&str],
-        limit: usize,
-    ) -> anyhow::Result<Vec<String>> {
-        let conn = self.lock();
-        let placeholders = vec!["?"; states.len()].join(",");
-        let sql = format!(
-            "SELECT external_id FROM orders WHERE source = ? AND state IN ({placeholders})
-             ORDER BY updated_at LIMIT ?"
-        );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut args: Vec<rusqlite::types::Value> = vec![source.to_string().into()];
-        args.extend(states.iter().map(|s| s.to_string().into()));
-        args.push((limit as i64).into());
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| r.get(0))?;
-        Ok(rows.collect::<Result<_, _>>()?)
-    }
-
     /// Notes the outcome of a poll for `status` (last poll, last error).
     pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
         let conn = self.lock();
