@@ -2,6 +2,7 @@
 //! every ERP receives. Money is `rust_decimal::Decimal`, never `f64`;
 //! conversions from the sources' formats live in [`convert`].
 
+pub mod arith;
 pub mod convert;
 pub mod order;
 

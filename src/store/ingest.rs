@@ -409,8 +409,9 @@ fn describe_change(old_canonical: Option<&str>, new: &Result<MappedOrder, String
     }
     if old.totals != new.order.totals {
         parts.push(format!(
-            "totals changed (gross {} -> {})",
-            old.totals.gross, new.order.totals.gross
+            "totals changed ({} -> {})",
+            old.totals.headline(),
+            new.order.totals.headline()
         ));
     }
     if parts.is_empty() {

@@ -5,6 +5,7 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use crate::model::arith;
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
@@ -48,23 +49,36 @@ fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
     decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
 }
 
+/// An id as CloudSuite writes it: a number or a non-empty string.
+fn id_text(v: &Value) -> Option<String> {
+    match v {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        _ => None,
+    }
+}
+
+/// `shipment_address` / `invoice_address`: the documents show an id (or a
+/// `*_key {origin, key}` beside it); a tenant may also embed the object.
+/// Only an embedded object says anything about the address: an id or a key
+/// leaves it absent in the canonical order, never invented or `""`.
 fn map_address(v: &Value, what: &str) -> Result<Option<Address>, String> {
-    if v.is_null() {
-        return Ok(None);
+    let a = &v[what];
+    match a {
+        Value::Null | Value::Number(_) | Value::String(_) => return Ok(None),
+        Value::Object(_) => {}
+        other => return Err(format!("{what} is neither an id nor an object: {other}")),
     }
-    if !v.is_object() {
-        return Err(format!("{what} is not an object"));
-    }
-    let house = [text(&v["house_number"]), text(&v["house_number_addition"])]
+    let house = [text(&a["house_number"]), text(&a["house_number_addition"])]
         .into_iter()
         .flatten()
         .collect::<String>();
-    let street = match (text(&v["street"]), house.is_empty()) {
+    let street = match (text(&a["street"]), house.is_empty()) {
         (Some(s), false) => Some(format!("{s} {house}")),
         (Some(s), true) => Some(s),
         (None, _) => None,
     };
-    let country = match text(&v["country"]) {
+    let country = match text(&a["country"]) {
         Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
             Some(c.to_ascii_uppercase())
         }
@@ -75,51 +89,70 @@ fn map_address(v: &Value, what: &str) -> Result<Option<Address>, String> {
         }
         None => None,
     };
-    Ok(Some(Address {
-        name: text(&v["name"]),
+    let address = Address {
+        name: text(&a["name"]),
         street,
-        postcode: text(&v["postcode"]),
-        city: text(&v["city"]),
+        postcode: text(&a["postcode"]),
+        city: text(&a["city"]),
         country,
-    }))
+    };
+    Ok((address != Address::default()).then_some(address))
+}
+
+/// `customer`: an id in the documents (`"customer": 1324`), or an embedded
+/// object. The id is always carried: it is how a B2B shop knows its buyer.
+fn map_customer(v: &Value) -> Customer {
+    let c = &v["customer"];
+    match c {
+        Value::Object(_) => Customer {
+            name: text(&c["name"]),
+            email: text(&c["email"]),
+            phone: text(&c["phone"]),
+            company: text(&c["company_name"]).or_else(|| text(&c["company"])),
+            vat_number: text(&c["vat_number"]),
+            source_customer_id: id_text(&c["id"]),
+        },
+        other => Customer {
+            source_customer_id: id_text(other),
+            ..Customer::default()
+        },
+    }
+}
+
+/// An optional decimal: absent or `null` is `None`, anything else must parse.
+fn optional_decimal(v: &Value, what: &str) -> Result<Option<Decimal>, String> {
+    match v {
+        Value::Null => Ok(None),
+        d => decimal(d, what).map(Some),
+    }
 }
 
 fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, String> {
     let when = text(&v["confirm_date"])
         .or_else(|| text(&v["create_date"]))
-        .ok_or("neither confirm_date nor create_date is set")?;
+        .or_else(|| text(&v["order_date"]))
+        .ok_or("none of confirm_date, create_date or order_date is set")?;
     let ordered_at = naive_local_to_utc(&when, ctx.timezone)?;
     let currency = text(&v["currency"]).ok_or("currency is missing")?;
     if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
         return Err(format!("currency {currency:?} is not an ISO 4217 code"));
     }
-    let c = &v["customer"];
-    let customer = Customer {
-        name: text(&c["name"]),
-        email: text(&c["email"]),
-        phone: text(&c["phone"]),
-        company: text(&c["company_name"]),
-        vat_number: text(&c["vat_number"]),
-        source_customer_id: text(&c["id"]),
-    };
+    let customer = map_customer(v);
     let mut lines = Vec::new();
     let mut discounts = Vec::new();
     let Some(order_lines) = v["order_lines"].as_array() else {
         return Err("order_lines is missing".into());
     };
-    for line in order_lines {
-        let line_id = text(&line["id"]).ok_or("an order line has no id")?;
+    for (i, line) in order_lines.iter().enumerate() {
+        let line_id = id_text(&line["id"]).ok_or_else(|| format!("order_lines[{i}] has no id"))?;
         let what = format!("order line {line_id}");
         let quantity = decimal(&line["quantity"], &format!("{what}: quantity"))?;
         let unit_price = decimal(&line["unit_price"], &format!("{what}: unit_price"))?;
         let description = text(&line["description"]);
+        let amount = arith::line_total(quantity, unit_price, &what)?;
         match text(&line["type"]).as_deref().unwrap_or("line") {
             "line" => {
                 let product = &line["product"];
-                let tax_rate = match &line["tax_rate"] {
-                    Value::Null => None,
-                    t => Some(decimal(t, &format!("{what}: tax_rate"))?),
-                };
                 lines.push(OrderLine {
                     source_line_id: line_id,
                     sku: text(&product["sku"]).or_else(|| text(&product["key"])),
@@ -127,21 +160,18 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
                     description,
                     quantity,
                     unit_price,
-                    tax_rate,
-                    line_total: (quantity * unit_price).round_dp(2),
+                    tax_rate: optional_decimal(&line["tax_rate"], &format!("{what}: tax_rate"))?,
+                    line_total: amount,
                 });
             }
             "discount" => discounts.push(Discount {
                 description,
-                amount: -(quantity * unit_price).round_dp(2),
+                amount: -amount,
             }),
             other => return Err(format!("{what}: unknown line type {other:?}")),
         }
     }
-    let shipping_amount = match &v["shipping_costs"] {
-        Value::Null => None,
-        s => Some(decimal(s, "shipping_costs")?),
-    };
+    let shipping_amount = optional_decimal(&v["shipping_costs"], "shipping_costs")?;
     let shipping_method = text(&v["shipping_method"]);
     let shipping = if shipping_amount.is_some() || shipping_method.is_some() {
         Some(Shipping {
@@ -151,10 +181,26 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
     } else {
         None
     };
+    // The documents show no totals: when the detail has none, the net total
+    // is what the lines add up to; when it has them, they are checked.
+    let stated_net = optional_decimal(&v["total_excl"], "total_excl")?;
+    let net = match stated_net {
+        Some(n) => n,
+        None => {
+            let lines_sum = arith::sum(lines.iter().map(|l| l.line_total), "line totals")?;
+            let discount_sum = arith::sum(discounts.iter().map(|d| d.amount), "discounts")?;
+            let with_shipping = arith::add(
+                lines_sum,
+                shipping.as_ref().map(|s| s.amount).unwrap_or_default(),
+                "lines + shipping_costs",
+            )?;
+            arith::sub(with_shipping, discount_sum, "discounts")?
+        }
+    };
     let totals = Totals {
-        net: decimal(&v["total_excl"], "total_excl")?,
-        tax: decimal(&v["total_tax"], "total_tax")?,
-        gross: decimal(&v["total_incl"], "total_incl")?,
+        net: Some(net),
+        tax: optional_decimal(&v["total_tax"], "total_tax")?,
+        gross: optional_decimal(&v["total_incl"], "total_incl")?,
     };
     let payment_status = text(&v["payment_status"]);
     let order = Order {
@@ -167,8 +213,8 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         currency,
         prices_include_tax: false,
         customer,
-        billing_address: map_address(&v["invoice_address"], "invoice_address")?,
-        shipping_address: map_address(&v["shipment_address"], "shipment_address")?,
+        billing_address: map_address(v, "invoice_address")?,
+        shipping_address: map_address(v, "shipment_address")?,
         lines,
         shipping,
         discounts,
@@ -178,7 +224,8 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
             status: payment_status.clone(),
         }),
     };
-    order.check_totals()?;
+    order.check_totals("total_excl")?;
+    cross_check_paid_amount(&order, v);
     let state = text(&v["state"]).unwrap_or_default();
     let disposition = if state == "cancel" {
         Disposition::Cancel("cancelled at CloudSuite (state cancel)".into())
@@ -199,6 +246,37 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         ))
     };
     Ok(MappedOrder { order, disposition })
+}
+
+/// `paid_amount` is only a cross-check: it may include tax the order does
+/// not state, or be a part payment. A paid order whose `paid_amount` is not
+/// its gross total (or, without one, is below its net total) is logged,
+/// never parked.
+fn cross_check_paid_amount(order: &Order, v: &Value) {
+    let Ok(Some(paid)) = optional_decimal(&v["paid_amount"], "paid_amount") else {
+        return;
+    };
+    let paid_status = order
+        .payment
+        .as_ref()
+        .and_then(|p| p.status.as_deref())
+        .is_some_and(|s| matches!(s, "paid" | "closed_success"));
+    if !paid_status {
+        return;
+    }
+    let odd = match (order.totals.gross, order.totals.net) {
+        (Some(gross), _) => (paid - gross).abs() > Decimal::new(1, 2),
+        (None, Some(net)) => paid < net,
+        (None, None) => false,
+    };
+    if odd {
+        tracing::info!(
+            order_key = %order.order_key,
+            paid_amount = %paid,
+            totals = %order.totals.headline(),
+            "CloudSuite paid_amount does not match the order's totals (cross-check only; the order flows)"
+        );
+    }
 }
 
 #[cfg(test)]

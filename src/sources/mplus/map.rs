@@ -25,6 +25,7 @@ use rust_decimal::Decimal;
 use serde::Deserialize;
 
 use super::wire;
+use crate::model::arith;
 use crate::model::convert::{from_cents, from_scaled};
 use crate::model::{Address, Customer, Discount, Order, OrderLine, Payment, Totals, order_key};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
@@ -103,6 +104,9 @@ pub fn map_order(ctx: &MapContext<'_>, id: &str, o: &wire::Order) -> Result<Mapp
     let mut discounts = Vec::new();
     // The last top-level article: where an unpriced component folds into.
     let mut article = None;
+    // What the till's own line totals add up to: the figure an operator
+    // sees beside the header total in the back office.
+    let mut till_lines = Decimal::ZERO;
     for line in &o.line_list.line {
         article = add_line(
             line,
@@ -110,6 +114,7 @@ pub fn map_order(ctx: &MapContext<'_>, id: &str, o: &wire::Order) -> Result<Mapp
             prices_include_tax,
             &mut lines,
             &mut discounts,
+            &mut till_lines,
         )?;
     }
     if lines.is_empty() && !cancelled {
@@ -117,33 +122,24 @@ pub fn map_order(ctx: &MapContext<'_>, id: &str, o: &wire::Order) -> Result<Mapp
     }
     let gross = from_cents(o.total_incl_amount);
     let net = from_cents(o.total_excl_amount);
-    let totals = Totals {
+    let totals = Totals::stated(
         net,
-        tax: gross - net,
+        arith::sub(gross, net, "totalInclAmount - totalExclAmount")?,
         gross,
+    );
+    // The till's own numbers must add up (SPEC §3). The reason quotes the
+    // till's figures (header total, the sum of its lines' own totals, the
+    // difference), not a recomputation an operator cannot find.
+    let (field, expected) = if prices_include_tax {
+        ("totalInclAmount", gross)
+    } else {
+        ("totalExclAmount", net)
     };
-    // The till's own numbers must add up (SPEC §3); the difference is named.
-    let sum: Decimal = lines
-        .iter()
-        .map(|l: &OrderLine| l.line_total)
-        .sum::<Decimal>()
-        - discounts
-            .iter()
-            .map(|d: &Discount| d.amount)
-            .sum::<Decimal>();
-    let expected = if prices_include_tax { gross } else { net };
     let tolerance = Decimal::new(lines.len() as i64, 2);
-    if !cancelled && (sum - expected).abs() > tolerance {
+    let difference = arith::sub(expected, till_lines, field)?;
+    if !cancelled && difference.abs() > tolerance {
         return Err(format!(
-            "lines add up to {} but the order's {} is {} (difference {})",
-            sum.round_dp(2),
-            if prices_include_tax {
-                "totalInclAmount"
-            } else {
-                "totalExclAmount"
-            },
-            expected,
-            (sum - expected).round_dp(2)
+            "the order's {field} is {expected}, but its lines' {field} add up to {till_lines} (difference {difference})"
         ));
     }
     let invoice = o.invoice_address.as_ref().map(address).transpose()?;
@@ -202,13 +198,14 @@ fn add_line(
     prices_include_tax: bool,
     lines: &mut Vec<OrderLine>,
     discounts: &mut Vec<Discount>,
+    till_lines: &mut Decimal,
 ) -> Result<Option<usize>, String> {
     let what = format!("line {}", line.line_id);
     let d = &line.data;
     let ordered = from_scaled(d.quantity, d.decimal_places).map_err(|e| format!("{what}: {e}"))?;
     let cancelled = from_scaled(d.cancelled_quantity, d.cancelled_decimal_places)
         .map_err(|e| format!("{what}: cancelled {e}"))?;
-    let quantity = ordered - cancelled;
+    let quantity = arith::sub(ordered, cancelled, &what)?;
     let price_cents = if prices_include_tax {
         d.price
     } else {
@@ -233,7 +230,7 @@ fn add_line(
     }
     let mut this = parent;
     if !quantity.is_zero() {
-        let line_total = quantity * unit_price;
+        let line_total = arith::line_total(quantity, unit_price, &what)?;
         let own_total = if prices_include_tax {
             d.total_incl_amount
         } else {
@@ -241,14 +238,19 @@ fn add_line(
         };
         // Only when nothing was cancelled does the till's own line total
         // describe the same quantity we send.
-        if let (Some(own), true) = (own_total, cancelled.is_zero()) {
-            let discount = line_total - from_cents(own);
-            if discount.abs() >= Decimal::new(1, 2) {
-                discounts.push(Discount {
-                    description: Some(format!("{what} discount")),
-                    amount: discount.round_dp(2),
-                });
+        match (own_total, cancelled.is_zero()) {
+            (Some(own), true) => {
+                let own = from_cents(own);
+                *till_lines = arith::add(*till_lines, own, &what)?;
+                let discount = arith::sub(line_total, own, &what)?;
+                if discount.abs() >= Decimal::new(1, 2) {
+                    discounts.push(Discount {
+                        description: Some(format!("{what} discount")),
+                        amount: discount,
+                    });
+                }
             }
+            _ => *till_lines = arith::add(*till_lines, line_total, &what)?,
         }
         lines.push(OrderLine {
             source_line_id: line.line_id.clone(),
@@ -266,7 +268,7 @@ fn add_line(
     }
     if let Some(preparations) = &line.preparation_list {
         for p in &preparation_lines(preparations) {
-            add_line(p, this, prices_include_tax, lines, discounts)?;
+            add_line(p, this, prices_include_tax, lines, discounts, till_lines)?;
         }
     }
     Ok(this)

@@ -10,6 +10,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::wire::collection;
+use crate::model::arith;
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
@@ -71,10 +72,12 @@ fn version(v: &Value) -> String {
     for p in &packages {
         for line in collection(p, "lines", "line") {
             for c in collection(line, "cancels", "cancel") {
-                cancelled += decimal_from_json(&c["quantity"]).unwrap_or_default();
+                cancelled =
+                    cancelled.saturating_add(decimal_from_json(&c["quantity"]).unwrap_or_default());
             }
             for r in collection(line, "returns", "return") {
-                returned += decimal_from_json(&r["quantity"]).unwrap_or_default();
+                returned =
+                    returned.saturating_add(decimal_from_json(&r["quantity"]).unwrap_or_default());
             }
         }
     }
@@ -187,11 +190,12 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         // voucher becomes a discount, so the ERP sees both.
         let full = match optional_decimal(&line["priceFull"], &format!("{what}: priceFull"))? {
             Some(f) => f,
-            None => {
-                price
-                    + optional_decimal(&line["discount"], &format!("{what}: discount"))?
-                        .unwrap_or_default()
-            }
+            None => arith::add(
+                price,
+                optional_decimal(&line["discount"], &format!("{what}: discount"))?
+                    .unwrap_or_default(),
+                &what,
+            )?,
         };
         if full < price {
             return Err(format!("{what}: priceFull {full} is below price {price}"));
@@ -205,7 +209,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
                     Some(t) => format!("{voucher} on {t}"),
                     None => voucher,
                 }),
-                amount: ((full - price) * quantity).round_dp(2),
+                amount: arith::line_total(arith::sub(full, price, &what)?, quantity, &what)?,
             });
         }
         let mut description = match (title, text(&line["author"])) {
@@ -232,7 +236,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
             quantity,
             unit_price: full,
             tax_rate: None,
-            line_total: (quantity * full).round_dp(2),
+            line_total: arith::line_total(quantity, full, &what)?,
         });
     }
     if let Some(r) = optional_decimal(&v["reduction"], "reduction")?
@@ -279,16 +283,15 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         // Titelive gives only amounts including VAT, no tax split: the ERP
         // derives tax from its own product data (see README).
         totals: Totals {
-            net: gross,
-            tax: Decimal::ZERO,
-            gross,
+            gross: Some(gross),
+            ..Totals::default()
         },
         payment: text(&v["paymentMethod"]).map(|m| Payment {
             method: Some(format!("paymentMethod {m}")),
             status: None,
         }),
     };
-    order.check_totals()?;
+    order.check_totals("totalPrice")?;
     let disposition = match status {
         CANCELLED => Disposition::Cancel("cancelled at Titelive (status 99)".into()),
         ERROR => Disposition::Hold("status 98 (error) at Titelive".into()),
@@ -382,7 +385,7 @@ mod tests {
             o.billing_address.as_ref().unwrap().name.as_deref(),
             Some("Peter Parker")
         );
-        assert_eq!(o.totals.gross.to_string(), "99.87");
+        assert_eq!(o.totals.gross.unwrap().to_string(), "99.87");
         assert!(!o.to_json().contains("null"));
     }
 

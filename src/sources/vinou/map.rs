@@ -7,6 +7,7 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
+use crate::model::arith;
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
@@ -219,7 +220,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
                     method: text(&p["name"]),
                     amount: Decimal::ZERO,
                 });
-                s.amount += amount;
+                s.amount = arith::add(s.amount, amount, &what)?;
             }
             "rebate" => discounts.push(Discount {
                 description: text(&p["name"]),
@@ -229,12 +230,13 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
             other => return Err(format!("{what}: unknown item_type {other:?}")),
         }
     }
-    let totals = Totals {
-        net: decimal(&v["net"], "net")?,
-        tax: decimal(&v["tax"], "tax")?,
-        gross: decimal(&v["gross"], "gross")?,
-    };
-    check_taxrates(v, &totals)?;
+    let (net, tax, gross) = (
+        decimal(&v["net"], "net")?,
+        decimal(&v["tax"], "tax")?,
+        decimal(&v["gross"], "gross")?,
+    );
+    check_taxrates(v, net, tax, gross)?;
+    let totals = Totals::stated(net, tax, gross);
     let client = &v["client"];
     let billing = party(v, "billing");
     let customer = Customer {
@@ -273,7 +275,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
             status: Some(if paid { "paid" } else { "open" }.into()),
         }),
     };
-    order.check_totals()?;
+    order.check_totals(if prices_include_tax { "gross" } else { "net" })?;
     Ok(MappedOrder {
         order,
         disposition: disposition(ctx, v),
@@ -282,21 +284,38 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
 
 /// `taxrates` must add up to the order's totals: a sanity check on what
 /// we are about to book (the canonical order has no per-rate breakdown).
-fn check_taxrates(v: &Value, totals: &Totals) -> Result<(), String> {
+fn check_taxrates(
+    v: &Value,
+    net_total: Decimal,
+    tax_total: Decimal,
+    gross_total: Decimal,
+) -> Result<(), String> {
     let Some(rates) = v["taxrates"].as_object() else {
         return Ok(());
     };
     let (mut net, mut tax, mut gross) = (Decimal::ZERO, Decimal::ZERO, Decimal::ZERO);
     for (rate, r) in rates {
-        net += decimal(&r["net"], &format!("taxrates.{rate}.net"))?;
-        tax += decimal(&r["tax"], &format!("taxrates.{rate}.tax"))?;
-        gross += decimal(&r["gross"], &format!("taxrates.{rate}.gross"))?;
+        net = arith::add(
+            net,
+            decimal(&r["net"], &format!("taxrates.{rate}.net"))?,
+            "taxrates net",
+        )?;
+        tax = arith::add(
+            tax,
+            decimal(&r["tax"], &format!("taxrates.{rate}.tax"))?,
+            "taxrates tax",
+        )?;
+        gross = arith::add(
+            gross,
+            decimal(&r["gross"], &format!("taxrates.{rate}.gross"))?,
+            "taxrates gross",
+        )?;
     }
     let cent = Decimal::new(1, 2) * Decimal::from(rates.len().max(1) as u64);
     for (label, sum, total) in [
-        ("net", net, totals.net),
-        ("tax", tax, totals.tax),
-        ("gross", gross, totals.gross),
+        ("net", net, net_total),
+        ("tax", tax, tax_total),
+        ("gross", gross, gross_total),
     ] {
         if (sum - total).abs() > cent {
             return Err(format!(
