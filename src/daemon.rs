@@ -189,7 +189,7 @@ async fn recheck(
         if shutdown.is_cancelled() {
             break;
         }
-        match connector.recheck(&id).await {
+        match connector.recheck(&id, &engine.store).await {
             Ok(order) => batch.push(order),
             Err(e) => {
                 tracing::warn!(source, external_id = %id, error = %e, "re-reading a held order failed; next poll tries again")

@@ -160,11 +160,15 @@ impl Connector {
     }
 
     /// Reads one order again (held orders, orders not yet final).
-    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+    pub async fn recheck(
+        &self,
+        external_id: &str,
+        store: &Store,
+    ) -> Result<IncomingOrder, Failure> {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
             Connector::Titelive(c) => c.recheck(external_id).await,
-            Connector::Retailys(c) => c.recheck(external_id).await,
+            Connector::Retailys(c) => c.recheck(external_id, store).await,
             Connector::Mplus(c) => c.recheck(external_id).await,
             Connector::Vinou(c) => c.recheck(external_id).await,
         }

@@ -279,11 +279,7 @@ fn ingest_one(
         return Ok(());
     }
 
-    let pushed = matches!(
-        state.as_str(),
-        "pushed" | "accepted" | "shipped" | "completed"
-    );
-    if !pushed {
+    if !in_erp(&state) {
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
         exec(
@@ -333,6 +329,11 @@ fn ingest_one(
         what,
     });
     Ok(())
+}
+
+/// Whether an order in this ledger state has been pushed to the ERP by us.
+pub fn in_erp(state: &str) -> bool {
+    matches!(state, "pushed" | "accepted" | "shipped" | "completed")
 }
 
 fn pre_push_state(key: &str, mapped: &Result<MappedOrder, String>) -> (&'static str, OrderNote) {

@@ -17,7 +17,7 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags};
 
-pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote};
+pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
     ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, ShippedLine,
     lease_owner,

@@ -282,6 +282,66 @@ async fn two_hundred_retailys_orders_reach_the_erp_once_with_every_write_back() 
     assert_eq!(before, after);
 }
 
+/// Issue 11, SPEC §5.11: only what we imported is ours. Orders first seen
+/// in the processing, shipped, done, a non-imported or a newly added status
+/// were handled by someone else: re-read many times and moved between
+/// statuses, they are never pushed, while an imported one flows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn orders_first_seen_in_a_status_we_do_not_import_are_never_pushed() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let order_in = |status: &str| {
+        rt.add_order(RetailysOrderSpec {
+            status: status.into(),
+            ..Default::default()
+        })
+    };
+    let imported = order_in("New");
+    let mut elsewhere: Vec<i64> = ["Processing", "Shipped", "Delivered", "On hold"]
+        .into_iter()
+        .map(order_in)
+        .collect();
+    let engine = engine_of(&app);
+    prepare_connectors(&engine).await.unwrap();
+    sync_until_sent(&app, &engine, &[imported]).await;
+    // A status the shop adds while ordersync runs, and is not imported.
+    rt.add_status("Picked by hand", false, false);
+    elsewhere.push(order_in("Picked by hand"));
+    for to in [
+        "Shipped",
+        "Processing",
+        "On hold",
+        "Picked by hand",
+        "Processing",
+        "Shipped",
+    ] {
+        for id in &elsewhere {
+            assert!(rt.set_status(*id, to));
+        }
+        sync_until_sent(&app, &engine, &[imported]).await;
+    }
+    for id in &elsewhere {
+        assert!(
+            app.sandbox.erp.erp_orders_for(&rkey(*id)).is_empty(),
+            "order {id}, never in an imported status, reached the ERP"
+        );
+        assert!(
+            rt.writes(*id).is_empty(),
+            "order {id} got write-backs: {:?}",
+            rt.writes(*id)
+        );
+    }
+    assert_eq!(app.sandbox.erp.erp_orders_for(&rkey(imported)).len(), 1);
+    assert_eq!(app.sandbox.erp.orders().len(), 1);
+    // They are recorded, not lost from view.
+    let status = engine.store.status(&[RT.to_string()]).unwrap();
+    assert!(
+        status.orders.get("held").copied().unwrap_or(0) >= 4,
+        "{:?}",
+        status.orders
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unknown_status_name_stops_startup_and_lists_the_shops_statuses() {
     let app = spawn_retailys(RtOptions {

@@ -33,7 +33,7 @@ pub fn status_id(v: &Value) -> Option<i64> {
         .or_else(|| v["status"]["id"].as_i64())
 }
 
-/// Maps one order; `known`: the ledger already has it. `Err` only when it
+/// Maps one order; `ours`: ordersync pushed it to the ERP. `Err` only when it
 /// cannot be keyed (no id); any other problem gives an `IncomingOrder` whose
 /// mapping failed (recorded, parked).
 pub fn incoming(
@@ -41,7 +41,7 @@ pub fn incoming(
     statuses: &StatusTable,
     raw: &str,
     v: &Value,
-    known: bool,
+    ours: bool,
 ) -> Result<IncomingOrder, String> {
     let id = id_of(v).ok_or("order has no id")?;
     Ok(IncomingOrder {
@@ -49,7 +49,7 @@ pub fn incoming(
         raw: raw.to_string(),
         // No modification stamp in the API; the status is what changes.
         version: status_id(v).map(|s| format!("status {s}")),
-        mapped: map_order(source, statuses, &id, v, known)
+        mapped: map_order(source, statuses, &id, v, ours)
             .map_err(|e| format!("cannot map Retailys order {id}: {e}")),
     })
 }
@@ -98,7 +98,7 @@ fn map_order(
     st: &StatusTable,
     id: &str,
     v: &Value,
-    known: bool,
+    ours: bool,
 ) -> Result<MappedOrder, String> {
     let when = text(&v["date_order"]).ok_or("date_order is missing")?;
     let ordered_at = DateTime::parse_from_rfc3339(&when)
@@ -231,7 +231,7 @@ fn map_order(
         Disposition::Cancel("cancelled at Retailys".into())
     } else if st.get(status).is_some_and(|s| s.cancel_order) {
         Disposition::Cancel(format!("status {name:?} cancels the order"))
-    } else if st.pushes(status, known) {
+    } else if st.pushes(status, ours) {
         Disposition::Push
     } else {
         Disposition::Hold(format!(

@@ -28,7 +28,7 @@ use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusR
 use crate::http::{Endpoint, Failure, Reply};
 use crate::model::order_key;
 use crate::secret::Secret;
-use crate::store::{IncomingOrder, Store};
+use crate::store::{IncomingOrder, Store, in_erp};
 use statuses::{Status, StatusTable, Wanted};
 
 /// Ledger orders that are not final are read again on every Nth live poll
@@ -313,18 +313,15 @@ impl Retailys {
             {
                 walk.newest = walk.newest.max(Some(t.with_timezone(&Utc)));
             }
-            let known = map::id_of(v).is_some_and(|id| {
-                store
-                    .known_version(&order_key(&self.name, &id))
-                    .ok()
-                    .flatten()
-                    .is_some()
-            });
-            if !known && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
+            let state = map::id_of(v).and_then(|id| self.ledger_state(store, &id));
+            if state.is_none() && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
                 // Completed at the shop before we ever saw it: not ours to import.
                 continue;
             }
-            match map::incoming(&self.name, &table, &v.to_string(), v, known) {
+            // Only an order ordersync pushed may be followed through the
+            // processing and shipped statuses; a held one is not ours.
+            let ours = state.as_deref().is_some_and(in_erp);
+            match map::incoming(&self.name, &table, &v.to_string(), v, ours) {
                 Ok(o) => orders.push(o),
                 Err(e) => {
                     walk.incomplete = true;
@@ -363,12 +360,27 @@ impl Retailys {
         Ok((reply, value))
     }
 
-    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+    pub async fn recheck(
+        &self,
+        external_id: &str,
+        store: &Store,
+    ) -> Result<IncomingOrder, Failure> {
         let (reply, value) = self.get_order(external_id).await?;
         let table = self.statuses_for(std::slice::from_ref(&value)).await?;
         let raw = String::from_utf8_lossy(&reply.body);
-        // Only ledger orders are re-checked.
-        map::incoming(&self.name, &table, &raw, &value, true).map_err(Failure::retry)
+        // Held orders are re-checked too: being in the ledger is not being ours.
+        let ours = self
+            .ledger_state(store, external_id)
+            .is_some_and(|s| in_erp(&s));
+        map::incoming(&self.name, &table, &raw, &value, ours).map_err(Failure::retry)
+    }
+
+    /// The ledger state of one of this source's orders, if recorded.
+    fn ledger_state(&self, store: &Store, external_id: &str) -> Option<String> {
+        store
+            .order_state(&order_key(&self.name, external_id))
+            .ok()
+            .flatten()
     }
 
     pub fn recheck_states(&self) -> &'static [&'static str] {

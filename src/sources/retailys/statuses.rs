@@ -106,11 +106,13 @@ impl StatusTable {
     }
 
     /// Whether an order in this status goes to the ERP: an imported status,
-    /// or, for an order the ledger already has (`known`), one of the statuses
+    /// or, for an order ordersync itself pushed (`ours`), one of the statuses
     /// our own write-backs set, so reading it back after a write-back is not
-    /// news. An order first seen in such a status was never imported.
-    pub fn pushes(&self, id: i64, known: bool) -> bool {
-        self.import.contains(&id) || (known && (id == self.processing || Some(id) == self.shipped))
+    /// news. Being recorded (held, cancelled) never makes an order ours: one
+    /// first seen in the processing or shipped status was handled by someone
+    /// else (SPEC §5.11).
+    pub fn pushes(&self, id: i64, ours: bool) -> bool {
+        self.import.contains(&id) || (ours && (id == self.processing || Some(id) == self.shipped))
     }
 
     /// A status that completes the order and is not imported: such an order,
@@ -176,6 +178,31 @@ mod tests {
         )
         .unwrap();
         assert!(t.import.contains(&104));
+    }
+
+    #[test]
+    fn only_an_order_we_pushed_follows_our_own_statuses() {
+        let processing = StatusRef::Name("Processing".into());
+        let shipped = StatusRef::Name("Shipped".into());
+        let t = StatusTable::resolve(
+            shop(),
+            &Wanted {
+                import: Some(&[StatusRef::Name("New".into())]),
+                processing: &processing,
+                shipped: Some(&shipped),
+            },
+            "s",
+        )
+        .unwrap();
+        assert!(t.pushes(101, false), "an imported status pushes");
+        for status in [104, 117] {
+            assert!(!t.pushes(status, false), "held elsewhere: {status}");
+            assert!(
+                t.pushes(status, true),
+                "our own write-back read back: {status}"
+            );
+        }
+        assert!(!t.pushes(120, true) && !t.pushes(999, false));
     }
 
     #[test]
