@@ -286,15 +286,44 @@ async fn create_product(
     Ok((product, unit))
 }
 
-/// The customer's party: by e-mail, else by name and postcode, else new
-/// (then `true`: it has no addresses yet).
+/// The stable identifier of a source's customer in Tryton: kept as a
+/// `party.identifier` code (the party `code` is a read-only sequence).
+fn customer_identifier(order: &Order) -> Option<String> {
+    order
+        .customer
+        .source_customer_id
+        .as_ref()
+        .map(|id| format!("{}:{id}", order.source))
+}
+
+/// The customer's party: by the source's customer id (a party identifier
+/// `SOURCE:ID`), else by e-mail, else by name and postcode, else new (then
+/// `true`: it has no addresses yet). A B2B shop often knows its customer
+/// only by id: such a party is named from what is known (company, name,
+/// address name, else "<source> customer <id>"), never parked for it.
+/// The caller holds the master-data lock, so one customer is one party.
 async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bool), Failure> {
     let c = &order.customer;
     let billing = order
         .billing_address
         .as_ref()
         .or(order.shipping_address.as_ref());
-    if let Some(email) = &c.email {
+    let identifier = customer_identifier(order);
+    if let Some(code) = &identifier {
+        let ids = erp
+            .search(
+                "party.party",
+                json!([["identifiers.code", "=", code]]),
+                Some(1),
+            )
+            .await?;
+        if let Some(p) = ids.first() {
+            return Ok((*p, false));
+        }
+    }
+    if identifier.is_none()
+        && let Some(email) = &c.email
+    {
         let rows = erp
             .search_read(
                 "party.contact_mechanism",
@@ -307,18 +336,23 @@ async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bo
             return Ok((p, false));
         }
     }
-    let name = c
+    let known_name = c
         .company
         .clone()
         .or_else(|| c.name.clone())
-        .or_else(|| billing.and_then(|a| a.name.clone()))
-        .ok_or_else(|| {
-            Failure::permanent(format!(
-                "order {}: the customer has no name, company or e-mail to find a Tryton party by",
+        .or_else(|| billing.and_then(|a| a.name.clone()));
+    let name = match (&known_name, &c.source_customer_id) {
+        (Some(n), _) => n.clone(),
+        (None, Some(id)) => format!("{} customer {id}", order.source),
+        (None, None) => {
+            return Err(Failure::permanent(format!(
+                "order {}: the customer has no id, name, company or e-mail to find a Tryton party by",
                 order.order_key
-            ))
-        })?;
-    if c.email.is_none()
+            )));
+        }
+    };
+    if identifier.is_none()
+        && c.email.is_none()
         && let Some(pc) = billing.and_then(|a| a.postcode.as_ref())
     {
         let ids = erp
@@ -339,6 +373,10 @@ async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bo
     if let Some(phone) = &c.phone {
         mechanisms.push(json!({"type": "phone", "value": phone}));
     }
+    let identifiers: Vec<Value> = identifier
+        .iter()
+        .map(|code| json!({"code": code}))
+        .collect();
     // Addresses are added by `address`; an explicit empty list stops Tryton's
     // default of one blank address.
     let id = erp
@@ -346,6 +384,7 @@ async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bo
             "party.party",
             json!({
                 "name": name,
+                "identifiers": [["create", identifiers]],
                 "contact_mechanisms": [["create", mechanisms]],
                 "addresses": [["create", []]],
             }),

@@ -219,3 +219,90 @@ async fn unknown_product_is_created_when_configured() {
         "processing"
     );
 }
+
+/// Issue 11: a B2B shop knows its customer by id only (CloudSuite's
+/// documented `"customer": 1324`, addresses as ids, no totals). Such an
+/// order becomes a sale, never parked; the party is found by the identifier
+/// `SOURCE:ID`, created once and named from what is known.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_known_only_by_id_is_one_party_found_by_its_identifier() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let app = spawn_tryton_app(&server, "confirm = false").await;
+    let engine = engine(&app);
+    let order = |id: &str, customer: Value| {
+        json!({
+            "order_key": format!("{SOURCE}:{id}"), "source": SOURCE, "source_kind": "cloudsuite",
+            "external_id": id, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": false, "customer": customer,
+            "lines": [{"source_line_id": "1", "sku": "124_STUK", "quantity": "2",
+                       "unit_price": "19.99", "line_total": "39.98"}],
+            "totals": {"net": "39.98"}
+        })
+        .to_string()
+    };
+    let by_id = json!({"source_customer_id": "4711"});
+    for id in ["9001", "9002"] {
+        let accepted = engine
+            .erp
+            .push(&format!("{SOURCE}:{id}"), &order(id, by_id.clone()))
+            .await
+            .unwrap_or_else(|e| panic!("order {id} refused: {e}"));
+        assert!(!accepted.erp_order_number.is_empty());
+    }
+    // A named customer with an id: the party carries the company's name.
+    engine
+        .erp
+        .push(
+            &format!("{SOURCE}:9003"),
+            &order(
+                "9003",
+                json!({"source_customer_id": "4712", "company": "Bakkerij De Korf BV"}),
+            ),
+        )
+        .await
+        .unwrap();
+    let parties = parties_by_identifier(&rpc, "webshop-nl:4711").await;
+    assert_eq!(parties.len(), 1, "one party for one customer: {parties:?}");
+    assert_eq!(parties[0]["name"], "webshop-nl customer 4711");
+    let party = parties[0]["id"].clone();
+    for id in ["9001", "9002"] {
+        let sale = rpc
+            .model(
+                "sale.sale",
+                "search_read",
+                vec![
+                    json!([["reference", "=", format!("{SOURCE}:{id}")]]),
+                    json!(0),
+                    json!(null),
+                    json!(null),
+                    json!(["party"]),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(sale[0]["party"], party, "order {id}: {sale}");
+    }
+    let named = parties_by_identifier(&rpc, "webshop-nl:4712").await;
+    assert_eq!(named.len(), 1);
+    assert_eq!(named[0]["name"], "Bakkerij De Korf BV");
+}
+
+async fn parties_by_identifier(rpc: &Rpc, code: &str) -> Vec<Value> {
+    rpc.model(
+        "party.party",
+        "search_read",
+        vec![
+            json!([["identifiers.code", "=", code]]),
+            json!(0),
+            json!(null),
+            json!(null),
+            json!(["name"]),
+        ],
+    )
+    .await
+    .unwrap()
+    .as_array()
+    .unwrap()
+    .clone()
+}
