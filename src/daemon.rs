@@ -16,6 +16,7 @@ use crate::config::{Config, ConfigError};
 use crate::erp::Erp;
 use crate::health;
 use crate::http::Failure;
+use crate::model::order_key;
 use crate::outbox::Engine;
 use crate::outbox::policy::RetryPolicy;
 use crate::sources::{Connector, PrepareError, Window};
@@ -77,6 +78,8 @@ pub async fn prepare_connectors(engine: &Engine) -> Result<(), ConfigError> {
 pub struct PollSummary {
     pub pages: usize,
     pub seen: usize,
+    /// Every order key the walk listed, read again or not.
+    pub listed: Vec<String>,
     pub queued: Vec<String>,
     pub parked: usize,
 }
@@ -143,6 +146,13 @@ pub async fn poll_source(
         let Some(page) = page else { break };
         summary.pages += 1;
         summary.seen += page.orders.len();
+        summary.listed.extend(
+            page.orders
+                .iter()
+                .map(|o| &o.external_id)
+                .chain(&page.unchanged)
+                .map(|id| order_key(source, id)),
+        );
         let report = store
             .ingest(
                 source,

@@ -65,7 +65,8 @@ pub async fn backfill(
         .iter()
         .filter(|s| s.enabled && (args.sources.is_empty() || args.sources.contains(&s.name)))
         .collect();
-    let mut all_keys = Vec::new();
+    let mut pushed_keys = Vec::new();
+    let mut window_keys = Vec::new();
     for source in &selected {
         let Some(connector) = engine.connectors.get(&source.name) else {
             continue;
@@ -84,6 +85,13 @@ pub async fn backfill(
                 .await
                 .map_err(anyhow::Error::msg)?
             {
+                for id in &page.unchanged {
+                    println!(
+                        "{}: already recorded, unchanged; nothing to do",
+                        order_key(&source.name, id)
+                    );
+                    n += 1;
+                }
                 for o in page.orders {
                     let key = order_key(&source.name, &o.external_id);
                     let known = store.order_for_job(&key)?.is_some();
@@ -119,16 +127,27 @@ pub async fn backfill(
         engine
             .drain(&source.name, Some(&keys), source.max_in_flight, &shutdown)
             .await?;
-        all_keys.extend(keys);
+        pushed_keys.extend(keys);
+        window_keys.extend(summary.listed);
     }
     if args.dry_run {
         return Ok(ExitCode::SUCCESS);
     }
-    let parked = store.parked_among(&all_keys)?;
+    // Every order of the window that is parked counts, whoever parked it
+    // (this run, or the daemon before it): a script must be able to tell.
+    window_keys.extend(pushed_keys.iter().cloned());
+    window_keys.sort();
+    window_keys.dedup();
+    let parked = store.parked_among(&window_keys)?;
+    let parked_now = parked
+        .iter()
+        .filter(|(k, _)| pushed_keys.contains(k))
+        .count();
     println!(
-        "backfill done: {} order(s) pushed, {} parked",
-        all_keys.len() - parked.len(),
-        parked.len()
+        "backfill done: {} order(s) pushed, {} parked ({} of them parked before this run)",
+        pushed_keys.len() - parked_now,
+        parked.len(),
+        parked.len() - parked_now
     );
     for (key, reason) in &parked {
         println!("  parked {key}: {reason}");

@@ -35,6 +35,10 @@ pub enum Window {
 pub struct Page {
     pub orders: Vec<IncomingOrder>,
     pub cursor: Option<String>,
+    /// External ids the page listed but the walk did not read again because
+    /// the ledger has them unchanged: still orders in the window (backfill
+    /// reports them when parked; a dry run counts them).
+    pub unchanged: Vec<String>,
 }
 
 /// What a write-back needs to know about an order.

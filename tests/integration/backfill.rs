@@ -143,3 +143,57 @@ async fn backfill_beside_the_running_daemon_doubles_nothing() {
     assert_eq!(status, Some(0), "{log}");
     assert_converged(&app, &ids);
 }
+
+/// Issue 11, SPEC §4: `backfill` exits 3 when any order of its window is
+/// parked, whoever parked it. Here the daemon parked it first; the backfill
+/// finds nothing new to push, and must still say so and list it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_exits_3_for_an_order_the_daemon_parked_before() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let when = cs.now_local() - Days::hours(2);
+    let good = cs.add_order(ordersync::sandbox::cloudsuite::OrderSpec {
+        confirm_date: Some(when),
+        ..Default::default()
+    });
+    let bad = cs.add_order(ordersync::sandbox::cloudsuite::OrderSpec {
+        confirm_date: Some(when),
+        ..Default::default()
+    });
+    assert!(cs.poison_quantity(bad));
+    let engine = app.engine();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+    engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+    assert_eq!(app.sandbox.erp.erp_orders_for(&key(good)).len(), 1);
+    let parked = engine.store.status(&[SOURCE.to_string()]).unwrap().parked;
+    assert_eq!(parked.len(), 1, "{parked:?}");
+
+    let out = app
+        .run_binary()
+        .args(["backfill", "--since", "1d"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    assert!(
+        stdout.contains(&format!("parked {}", key(bad))) && stdout.contains("quantity"),
+        "the summary lists it with its reason: {stdout}"
+    );
+    assert!(
+        stdout.contains("1 parked (1 of them parked before this run)"),
+        "{stdout}"
+    );
+    assert_eq!(app.sandbox.erp.erp_orders_for(&key(good)).len(), 1);
+
+    // A dry run counts the orders it did not need to read again.
+    let out = app
+        .run_binary()
+        .args(["backfill", "--since", "1d", "--dry-run"])
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("2 order(s) in the window"), "{stdout}");
+}

@@ -301,6 +301,7 @@ impl CloudSuite {
         // From here on the walk moves: nothing below returns early with an error.
         walk.first_count.get_or_insert(page.count);
         let mut wanted = Vec::new();
+        let mut unchanged = Vec::new();
         for s in &page.results {
             let id = match &s.id {
                 Value::Number(n) => n.to_string(),
@@ -327,6 +328,7 @@ impl CloudSuite {
                 .known_version(&order_key(&self.name, &id))
                 .unwrap_or(None);
             if known.is_some() && known == s.modified_date {
+                unchanged.push(id);
                 continue;
             }
             wanted.push(id);
@@ -382,7 +384,11 @@ impl CloudSuite {
                 walk.done = true;
             }
         }
-        Ok(Some(Page { orders, cursor }))
+        Ok(Some(Page {
+            orders,
+            cursor,
+            unchanged,
+        }))
     }
 
     /// A detail read with two quick retries for passing errors, so that one

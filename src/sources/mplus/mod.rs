@@ -209,6 +209,7 @@ impl Mplus {
                 return Ok(Some(Page {
                     orders: Vec::new(),
                     cursor: Some(head.to_string()),
+                    unchanged: Vec::new(),
                 }));
             }
             None => 0,
@@ -244,6 +245,7 @@ impl Mplus {
         Ok(Some(Page {
             orders,
             cursor: Some(next.to_string()),
+            unchanged: Vec::new(),
         }))
     }
 

@@ -343,7 +343,11 @@ impl Retailys {
         } else {
             walk.page += 1;
         }
-        Ok(Some(Page { orders, cursor }))
+        Ok(Some(Page {
+            orders,
+            cursor,
+            unchanged: Vec::new(),
+        }))
     }
 
     async fn get_order(&self, id: &str) -> Result<(Reply, Value), Failure> {

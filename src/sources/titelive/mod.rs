@@ -306,6 +306,7 @@ impl Titelive {
         Ok(Some(Page {
             orders,
             cursor: None,
+            unchanged: Vec::new(),
         }))
     }
 

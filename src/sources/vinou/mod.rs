@@ -207,6 +207,7 @@ impl Vinou {
         let answer: ListAnswer = self.call("orders/getAll", &body).await?.json()?;
         // From here on the walk moves: nothing below returns early with an error.
         let mut orders = Vec::new();
+        let mut unchanged = Vec::new();
         let mut old_ground = false;
         for v in &answer.data {
             let Some(id) = map::order_id(v) else {
@@ -233,6 +234,7 @@ impl Vinou {
             let key = order_key(&self.name, &id);
             // Unchanged since we recorded it: nothing to do.
             if store.known_version(&key).ok().flatten() == Some(map::version(v)) {
+                unchanged.push(id);
                 continue;
             }
             let state = store.order_state(&key).ok().flatten();
@@ -266,7 +268,11 @@ impl Vinou {
         } else {
             walk.page += 1;
         }
-        Ok(Some(Page { orders, cursor }))
+        Ok(Some(Page {
+            orders,
+            cursor,
+            unchanged,
+        }))
     }
 
     fn map(
