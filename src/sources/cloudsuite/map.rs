@@ -397,6 +397,113 @@ mod tests {
         assert!(err.contains("difference 3.19"), "{err}");
     }
 
+    /// The shape the documents show: customer and addresses as ids (or
+    /// `*_key`), no totals, no tax rates, `paid_amount`.
+    fn documented() -> Value {
+        json!({
+            "id": 12345, "reference": "CS48193", "customer": 1324, "erp_order_number": null,
+            "state": "confirmed", "payment_status": "paid", "currency": "EUR",
+            "confirm_date": "2024-06-29T10:15:00.123456", "modified_date": "2024-06-29T10:15:00.123456",
+            "order_lines": [
+              {"id": 11, "product": {"key": "124_STUK", "origin": "myorigin"}, "description": "My description",
+               "type": "line", "quantity": 1.0, "unit_price": "19.99", "erp_line_number": null},
+              {"id": 12, "product": {"key": "123_KG", "origin": "myorigin"}, "description": "My description 2",
+               "type": "line", "quantity": 2.0, "unit_price": "3.50", "erp_line_number": null}],
+            "shipment_address": 1695, "invoice_address": 1652,
+            "shipment_address_key": {"origin": "myorigin", "key": "ADR-1695"},
+            "paid_amount": "32.21", "webshop": 1, "user": 1260
+        })
+    }
+
+    #[test]
+    fn the_documented_shape_maps_without_totals_or_embedded_objects() {
+        let inc = map(&documented());
+        let m = inc.mapped.unwrap();
+        let o = &m.order;
+        assert_eq!(m.disposition, Disposition::Push);
+        assert_eq!(o.customer.source_customer_id.as_deref(), Some("1324"));
+        assert_eq!(o.customer.name, None, "nothing invented");
+        assert!(o.billing_address.is_none() && o.shipping_address.is_none());
+        assert_eq!(o.lines[0].sku.as_deref(), Some("124_STUK"));
+        assert_eq!(o.lines[1].line_total.to_string(), "7.00");
+        assert_eq!(o.totals.net.unwrap().to_string(), "26.99");
+        assert_eq!((o.totals.tax, o.totals.gross), (None, None));
+        let json = o.to_json();
+        assert!(!json.contains("null") && !json.contains("\"\""), "{json}");
+        assert!(
+            !json.contains("\"tax\"") && !json.contains("billing_address"),
+            "{json}"
+        );
+    }
+
+    #[test]
+    fn customer_and_addresses_may_be_ids_keys_or_objects() {
+        let mut v = documented();
+        v["customer"] = json!("C-7781");
+        v["invoice_address"] = Value::Null;
+        v["invoice_address_key"] = json!({"origin": "erp", "key": "A-1"});
+        let o = map(&v).mapped.unwrap().order;
+        assert_eq!(o.customer.source_customer_id.as_deref(), Some("C-7781"));
+        assert!(o.billing_address.is_none());
+
+        v["customer"] = json!({"id": 1324, "name": "Jan de Vries", "company_name": "De Vries BV"});
+        v["shipment_address"] = json!({"id": 1695, "name": "Magazijn", "street": "Kade", "house_number": "3",
+                                       "postcode": "1011 AA", "city": "Amsterdam", "country": "nl"});
+        let o = map(&v).mapped.unwrap().order;
+        assert_eq!(o.customer.source_customer_id.as_deref(), Some("1324"));
+        assert_eq!(o.customer.company.as_deref(), Some("De Vries BV"));
+        let a = o.shipping_address.unwrap();
+        assert_eq!(a.street.as_deref(), Some("Kade 3"));
+        assert_eq!(a.country.as_deref(), Some("NL"));
+
+        // An embedded address that says nothing is absent, not empty.
+        v["shipment_address"] = json!({"id": 1695, "street": "", "city": null});
+        assert!(map(&v).mapped.unwrap().order.shipping_address.is_none());
+
+        v["shipment_address"] = json!([1695]);
+        let err = map(&v).mapped.unwrap_err();
+        assert!(
+            err.contains("shipment_address is neither an id nor an object"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn a_missing_unit_price_names_the_vendor_field() {
+        let mut v = documented();
+        v["order_lines"][1]["unit_price"] = Value::Null;
+        let err = map(&v).mapped.unwrap_err();
+        assert!(err.contains("order line 12: unit_price"), "{err}");
+    }
+
+    #[test]
+    fn a_price_that_overflows_parks_the_order_instead_of_panicking() {
+        let mut v = documented();
+        v["order_lines"][0]["quantity"] = json!("79228162514264337593543950335");
+        v["order_lines"][0]["unit_price"] = json!("2");
+        let err = map(&v).mapped.unwrap_err();
+        assert!(
+            err.contains("order line 11") && err.contains("out of range"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn stated_totals_are_checked_in_the_vendors_names() {
+        let mut v = documented();
+        v["total_excl"] = json!("30.00");
+        let err = map(&v).mapped.unwrap_err();
+        assert!(
+            err.contains("the order's total_excl is 30.00 (difference 3.01)"),
+            "{err}"
+        );
+        v["total_excl"] = json!("26.99");
+        v["total_tax"] = json!("5.67");
+        v["total_incl"] = json!("32.66");
+        let o = map(&v).mapped.unwrap().order;
+        assert_eq!(o.totals.gross.unwrap().to_string(), "32.66");
+    }
+
     #[test]
     fn without_id_it_cannot_be_keyed() {
         let (ok, tz) = ctx();
