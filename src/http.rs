@@ -126,7 +126,17 @@ pub struct Endpoint {
     permits: Arc<Semaphore>,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     max_body: usize,
+    /// Until when this remote asked us to stay away (429/503, `Retry-After`).
+    /// Shared by every clone, so every job and poll to the remote waits, not
+    /// only the request that was told.
+    paused_until: Arc<std::sync::Mutex<Option<tokio::time::Instant>>>,
 }
+
+/// How long a remote may pause us with one answer: a `Retry-After` of a day
+/// is read as this, so a confused server cannot stop a source for good.
+pub const MAX_PAUSE: Duration = Duration::from_secs(15 * 60);
+/// The pause after a 429 or 503 that names no `Retry-After`.
+pub const DEFAULT_PAUSE: Duration = Duration::from_secs(1);
 
 /// Installs the ring crypto provider for rustls (once per process).
 pub fn install_crypto() {
@@ -142,7 +152,12 @@ impl Endpoint {
         max_body: usize,
     ) -> anyhow::Result<Endpoint> {
         install_crypto();
+        // No redirects: a redirect would carry our credentials (a query
+        // string, a token header, a login body on 307/308) to whatever host
+        // the answer names. No Referer either. A 3xx is an error we report.
         let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .referer(false)
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .user_agent(concat!("ordersync/", env!("CARGO_PKG_VERSION")))
@@ -161,7 +176,34 @@ impl Endpoint {
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
             limiter,
             max_body,
+            paused_until: Arc::new(std::sync::Mutex::new(None)),
         })
+    }
+
+    /// Waits out a pause the remote asked for (all requests to it share it).
+    async fn wait_for_pause(&self) {
+        loop {
+            let until = *self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+            match until {
+                Some(t) if t > tokio::time::Instant::now() => tokio::time::sleep_until(t).await,
+                _ => return,
+            }
+        }
+    }
+
+    /// Records a pause the remote asked for; a longer one already in force wins.
+    fn pause_for(&self, wait: Duration) {
+        let until = tokio::time::Instant::now() + wait.min(MAX_PAUSE);
+        let mut slot = self.paused_until.lock().unwrap_or_else(|e| e.into_inner());
+        if slot.is_none_or(|t| t < until) {
+            *slot = Some(until);
+        }
+    }
+
+    /// Until when the remote has paused us, if it has (for tests and status).
+    pub fn paused_for(&self) -> Option<Duration> {
+        let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
+        until.checked_duration_since(tokio::time::Instant::now())
     }
 
     pub fn client(&self) -> &reqwest::Client {
@@ -200,11 +242,14 @@ impl Endpoint {
                 None => url.path().to_string(),
             }
         );
+        self.wait_for_pause().await;
         let _permit = self
             .permits
             .acquire()
             .await
             .map_err(|_| Failure::retry("shutting down"))?;
+        // A pause may have begun while we waited for the permit.
+        self.wait_for_pause().await;
         if let Some(limiter) = &self.limiter {
             limiter.until_ready().await;
         }
@@ -225,6 +270,11 @@ impl Endpoint {
         })?;
         let status = response.status().as_u16();
         let headers = response.headers().clone();
+        match (status, retry_after(&headers)) {
+            (429, wait) => self.pause_for(wait.unwrap_or(DEFAULT_PAUSE)),
+            (503, Some(wait)) => self.pause_for(wait),
+            _ => {}
+        }
         let mut body = Vec::new();
         loop {
             match response.chunk().await {
@@ -258,16 +308,12 @@ impl Endpoint {
 /// The [`Failure`] for a non-2xx answer, per [`status_is_retryable`].
 pub fn status_failure(reply: &Reply) -> Failure {
     let (status, what) = (reply.status, &reply.what);
-    // One line, short: error pages are often HTML spread over many lines.
-    let text = String::from_utf8_lossy(&reply.body);
-    let snippet: String = text
-        .split_whitespace()
-        .collect::<Vec<_>>()
-        .join(" ")
-        .chars()
-        .take(300)
-        .collect();
-    let message = format!("{what} answered {status}: {snippet}");
+    let message = match (status, reply.headers.get(reqwest::header::LOCATION)) {
+        (300..=399, Some(_)) => format!(
+            "{what} answered {status} (a redirect, not followed: check the configured URL; the target is not shown, it may carry credentials)"
+        ),
+        _ => format!("{what} answered {status}: {}", remote_snippet(&reply.body)),
+    };
     if status_is_retryable(status) {
         Failure::Retryable {
             message,
@@ -280,6 +326,33 @@ pub fn status_failure(reply: &Reply) -> Failure {
             status: Some(status),
         }
     }
+}
+
+/// What a remote said, fit for a log line or the ledger: one line (error
+/// pages are HTML over many lines), at most 200 characters, markup dropped,
+/// and every known secret scrubbed (a remote may echo our token).
+pub fn remote_snippet(body: &[u8]) -> String {
+    let text = String::from_utf8_lossy(body);
+    let mut plain = String::with_capacity(text.len().min(4096));
+    let mut in_tag = false;
+    for c in text.chars().take(64 * 1024) {
+        match c {
+            '<' => in_tag = true,
+            '>' if in_tag => {
+                in_tag = false;
+                plain.push(' ');
+            }
+            _ if !in_tag => plain.push(c),
+            _ => {}
+        }
+    }
+    let one_line = plain.split_whitespace().collect::<Vec<_>>().join(" ");
+    let redacted = crate::secret::redact(&one_line);
+    let mut snippet: String = redacted.chars().take(200).collect();
+    if redacted.chars().count() > 200 {
+        snippet.push('…');
+    }
+    snippet
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
@@ -339,6 +412,137 @@ mod tests {
             d <= Duration::from_secs(30) && d >= Duration::from_secs(25),
             "{d:?}"
         );
+    }
+
+    /// A tiny HTTP server on loopback: answers each request with `answer`
+    /// and records the request line, headers and arrival time.
+    async fn recording_server(
+        answer: &'static str,
+    ) -> (
+        String,
+        Arc<std::sync::Mutex<Vec<(String, std::time::Instant)>>>,
+    ) {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}", listener.local_addr().unwrap());
+        let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = Arc::clone(&seen);
+        tokio::spawn(async move {
+            loop {
+                let Ok((mut sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let log = Arc::clone(&log);
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 8192];
+                    let n = sock.read(&mut buf).await.unwrap_or(0);
+                    let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                    log.lock()
+                        .unwrap()
+                        .push((request, std::time::Instant::now()));
+                    let _ = sock.write_all(answer.as_bytes()).await;
+                });
+            }
+        });
+        (url, seen)
+    }
+
+    /// Issue 12.6: a redirect is not followed, so the credentials in the
+    /// query string and headers never reach the host it names.
+    #[tokio::test]
+    async fn redirects_are_not_followed_and_credentials_stay_home() {
+        let (evil, evil_seen) =
+            recording_server("HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n{}").await;
+        let redirect: &'static str = Box::leak(
+            format!(
+                "HTTP/1.1 307 Temporary Redirect\r\nlocation: {evil}/steal?x=1\r\ncontent-length: 0\r\n\r\n"
+            )
+            .into_boxed_str(),
+        );
+        let (home, home_seen) = recording_server(redirect).await;
+        let ep = Endpoint::new("shop", Duration::from_secs(5), 2, None, 1024).unwrap();
+        let req = ep
+            .client()
+            .post(format!("{home}/soap?ident=me&secret=s3cr3t-query-value"))
+            .header("token", "t0ken-header-value")
+            .body("password=login-body-secret");
+        let err = ep.send(req).await.unwrap_err();
+        assert_eq!(home_seen.lock().unwrap().len(), 1);
+        assert!(
+            evil_seen.lock().unwrap().is_empty(),
+            "the redirect was followed"
+        );
+        let text = err.to_string();
+        assert!(
+            text.contains("307") && text.contains("not followed"),
+            "{text}"
+        );
+        for secret in ["s3cr3t-query-value", "t0ken-header-value", "steal"] {
+            assert!(!text.contains(secret), "{text}");
+        }
+        assert!(
+            matches!(err, Failure::Permanent { .. }),
+            "a redirect is a configuration problem"
+        );
+    }
+
+    /// Issue 12.4: a Retry-After pauses every request to that remote, not
+    /// only the one that was told.
+    #[tokio::test]
+    async fn retry_after_pauses_every_request_to_the_remote() {
+        let (url, seen) = recording_server(
+            "HTTP/1.1 429 Too Many Requests\r\nretry-after: 1\r\ncontent-length: 0\r\n\r\n",
+        )
+        .await;
+        let ep = Endpoint::new("shop", Duration::from_secs(5), 8, None, 1024).unwrap();
+        let first = ep
+            .send(ep.client().get(format!("{url}/a")))
+            .await
+            .unwrap_err();
+        assert!(matches!(
+            first,
+            Failure::Retryable {
+                retry_after: Some(_),
+                ..
+            }
+        ));
+        let told = seen.lock().unwrap()[0].1;
+        let others = (0..4).map(|i| {
+            let ep = ep.clone();
+            let url = url.clone();
+            tokio::spawn(async move { ep.send(ep.client().get(format!("{url}/b{i}"))).await })
+        });
+        for o in others {
+            let _ = o.await.unwrap();
+        }
+        let seen = seen.lock().unwrap();
+        assert_eq!(seen.len(), 5);
+        for (request, at) in seen.iter().skip(1) {
+            assert!(
+                at.duration_since(told) >= Duration::from_millis(990),
+                "{} went out {:?} after a Retry-After of 1 s",
+                request.lines().next().unwrap_or(""),
+                at.duration_since(told)
+            );
+        }
+    }
+
+    #[test]
+    fn remote_text_is_one_short_line_without_markup_or_secrets() {
+        let token = crate::secret::Secret::new("Bearer-abc123-echoed-token");
+        let page = format!(
+            "<html>\n<head><title>502 Bad Gateway</title></head>\n<body>\n<center><h1>502 Bad Gateway</h1></center>\n<p>{}</p>{}</body></html>",
+            token.expose(),
+            "x".repeat(500)
+        );
+        let s = remote_snippet(page.as_bytes());
+        assert!(s.starts_with("502 Bad Gateway 502 Bad Gateway"), "{s}");
+        assert!(!s.contains('<') && !s.contains('\n'), "{s}");
+        assert!(
+            !s.contains(token.expose()) && s.contains("[redacted]"),
+            "{s}"
+        );
+        assert!(s.chars().count() <= 201, "{}", s.len());
     }
 
     #[tokio::test]

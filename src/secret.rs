@@ -10,8 +10,13 @@ use std::path::{Path, PathBuf};
 pub struct Secret(String);
 
 impl Secret {
+    /// Wraps a value and remembers it for [`redact`]: any remote text that
+    /// echoes it (an error body repeating the bearer token) is scrubbed
+    /// before it is logged or stored.
     pub fn new(value: impl Into<String>) -> Self {
-        Secret(value.into())
+        let value = value.into();
+        remember(&value);
+        Secret(value)
     }
 
     pub fn expose(&self) -> &str {
@@ -29,6 +34,38 @@ impl fmt::Display for Secret {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("[redacted]")
     }
+}
+
+/// Every secret value this process holds (configured credentials and the
+/// tokens remotes issued). Short values are not remembered: scrubbing "1"
+/// out of every message would hide more than it protects.
+static KNOWN: std::sync::RwLock<Vec<String>> = std::sync::RwLock::new(Vec::new());
+const MIN_REDACTED_LEN: usize = 6;
+
+fn remember(value: &str) {
+    if value.len() < MIN_REDACTED_LEN {
+        return;
+    }
+    let mut known = KNOWN.write().unwrap_or_else(|e| e.into_inner());
+    if !known.iter().any(|k| k == value) {
+        known.push(value.to_string());
+        // Longest first, so a token that contains another is replaced whole.
+        known.sort_by_key(|k| std::cmp::Reverse(k.len()));
+    }
+}
+
+/// `text` with every known secret value replaced by `[redacted]`. Applied to
+/// whatever a remote says before it reaches a log line, an error or the
+/// ledger.
+pub fn redact(text: &str) -> String {
+    let known = KNOWN.read().unwrap_or_else(|e| e.into_inner());
+    let mut out = text.to_string();
+    for k in known.iter() {
+        if out.contains(k.as_str()) {
+            out = out.replace(k.as_str(), "[redacted]");
+        }
+    }
+    out
 }
 
 /// Where a secret comes from, as configured (`X_file` or `X_env`). Holds no
@@ -76,10 +113,10 @@ impl SecretRef {
                         path.display()
                     ));
                 }
-                Ok(Secret(value))
+                Ok(Secret::new(value))
             }
             SecretRef::Env(var) => match std::env::var(var) {
-                Ok(value) if !value.is_empty() => Ok(Secret(value)),
+                Ok(value) if !value.is_empty() => Ok(Secret::new(value)),
                 Ok(_) => Err(format!("{key}_env: environment variable {var} is empty")),
                 Err(_) => Err(format!("{key}_env: environment variable {var} is not set")),
             },
@@ -107,6 +144,21 @@ pub fn resolve_path(path: &Path, base_dir: &Path) -> PathBuf {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn remote_text_that_echoes_a_secret_is_scrubbed() {
+        let token = Secret::new("eyJhbGciOi.test-bearer-token-91f2");
+        let body = format!("401: invalid token {} for realm", token.expose());
+        let clean = redact(&body);
+        assert!(!clean.contains(token.expose()), "{clean}");
+        assert!(
+            clean.contains("invalid token [redacted] for realm"),
+            "{clean}"
+        );
+        // Short values are not scrubbed out of every message.
+        let _ = Secret::new("abc");
+        assert_eq!(redact("abc def"), "abc def");
+    }
 
     #[test]
     fn debug_and_display_never_show_the_value() {

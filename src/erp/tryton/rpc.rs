@@ -130,6 +130,8 @@ impl Rpc {
                 self.base
             )));
         };
+        // Remembered for redaction: a remote error that echoes the session key.
+        let _ = Secret::new(key);
         let token = base64::engine::general_purpose::STANDARD
             .encode(format!("{}:{user_id}:{key}", self.user));
         let authorization = Secret::new(format!("Session {token}"));

@@ -184,7 +184,9 @@ impl CloudSuite {
             f.context(&format!("{}: OAuth2 token request failed{hint}", self.name))
         })?;
         let answer: TokenAnswer = reply.json()?;
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300));
+        // A remote's number: bounded (a day at most) so that `Instant`
+        // arithmetic cannot overflow and a wild value cannot pin a token.
+        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300).clamp(1, 86_400));
         // Renew a little early so a token never expires in flight.
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         let token = Secret::new(answer.access_token);
