@@ -279,6 +279,26 @@ fn ingest_one(
         return Ok(());
     }
 
+    if state == "skipped" {
+        // An operator's skip is final until `retry KEY` (SPEC §5.11): a later
+        // change at the source (the payment clearing) is recorded, not queued.
+        exec(
+            tx,
+            "UPDATE orders SET canonical_json = COALESCE(?2, canonical_json), raw_payload = ?3,
+                               content_hash = ?4, source_version = ?5, updated_at = ?6
+             WHERE order_key = ?1",
+            params![key, canonical, incoming.raw, hash, incoming.version, now],
+        )?;
+        event(
+            tx,
+            &key,
+            now,
+            "changed",
+            "changed at the source while skipped; stays skipped (ordersync retry KEY to push it)",
+        )?;
+        report.unchanged += 1;
+        return Ok(());
+    }
     if !in_erp(&state) {
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
@@ -508,6 +528,32 @@ mod tests {
         let r = store.ingest("shop", "live", &[paid], None).unwrap();
         assert_eq!(r.queued(), 1);
         assert_eq!(state_of(&store, "shop:2"), "queued");
+    }
+
+    /// Issue 12.2, SPEC §5.11: `skip` is final. A skipped order whose
+    /// payment clears later is recorded, not queued, until `retry KEY`.
+    #[test]
+    fn a_skipped_order_stays_skipped_when_its_payment_clears() {
+        let (_d, store) = temp_store();
+        let held = incoming("5", Disposition::Hold("payment started".into()), "1");
+        store.ingest("shop", "live", &[held], None).unwrap();
+        assert_eq!(
+            store.skip_order("shop:5", "sold by phone").unwrap(),
+            Some(0)
+        );
+        let paid = incoming("5", Disposition::Push, "1");
+        let r = store.ingest("shop", "live", &[paid], None).unwrap();
+        assert_eq!(r.queued(), 0);
+        assert_eq!(state_of(&store, "shop:5"), "skipped");
+        assert!(push_jobs(&store, "shop:5").is_empty());
+        // Seen again and again: still skipped.
+        let paid = incoming("5", Disposition::Push, "2");
+        store.ingest("shop", "live", &[paid], None).unwrap();
+        assert_eq!(state_of(&store, "shop:5"), "skipped");
+        // Only the operator's retry brings it back, with the latest content.
+        assert_eq!(store.requeue_order("shop:5").unwrap(), 1);
+        assert_eq!(state_of(&store, "shop:5"), "queued");
+        assert_eq!(push_jobs(&store, "shop:5"), vec!["pending"]);
     }
 
     #[test]

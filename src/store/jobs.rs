@@ -571,16 +571,50 @@ impl Store {
         Ok(queued)
     }
 
-    /// `retry KEY`: parked jobs of one order go back in the queue.
+    /// `retry KEY`: parked jobs of one order go back in the queue. A skipped
+    /// order is un-skipped: the jobs the skip stopped are due again and the
+    /// order is back where they leave it (queued before its push, else pushed).
     pub fn requeue_order(&self, order_key: &str) -> anyhow::Result<usize> {
-        let conn = self.lock();
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
-        Ok(exec(&conn,
+        let skipped = exec(
+            &tx,
+            "UPDATE orders SET state = CASE WHEN erp_order_number IS NULL THEN 'queued' ELSE 'pushed' END,
+                               note = NULL, updated_at = ?2
+             WHERE order_key = ?1 AND state = 'skipped'",
+            params![order_key, now],
+        )?;
+        let mut revived = 0;
+        if skipped > 0 {
+            // A skipped order that never had a push job (held when skipped)
+            // gets one now: the operator asked for it.
+            exec(
+                &tx,
+                "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+                 SELECT source, 'push', order_key, '', 'cancelled', 0, ?2, ?2, ?2 FROM orders
+                 WHERE order_key = ?1 AND erp_order_number IS NULL AND canonical_json IS NOT NULL
+                 ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                params![order_key, now],
+            )?;
+            revived = exec(
+                &tx,
+                "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
+                                 updated_at = ?2
+                 WHERE order_key = ?1 AND state = 'cancelled'
+                   AND (kind = 'push' OR last_error LIKE 'skipped:%')",
+                params![order_key, now],
+            )?;
+            event(&tx, order_key, now, "unskipped", "retry by an operator")?;
+        }
+        let requeued = exec(&tx,
             "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, parked_reason = NULL,
                              parked_at = NULL, updated_at = ?2
              WHERE order_key = ?1 AND state = 'parked'",
             params![order_key, now],
-        )?)
+        )?;
+        tx.commit()?;
+        Ok(requeued + revived)
     }
 
     /// `skip KEY --reason`: stops every open job of the order on purpose.
