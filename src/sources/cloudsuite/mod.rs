@@ -5,6 +5,8 @@
 //! order out of it. Write-backs read the order first, so each takes effect once.
 
 mod map;
+#[cfg(test)]
+mod vendor_examples;
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};

@@ -11,6 +11,8 @@
 
 mod map;
 pub mod soap;
+#[cfg(test)]
+mod vendor_examples;
 pub mod wire;
 
 use chrono::{DateTime, Utc};
@@ -214,20 +216,11 @@ impl Mplus {
             }
             None => 0,
         };
-        let op = wire::GetOrders {
-            xmlns: NAMESPACE.into(),
-            request: wire::GetOrdersRequest {
-                sync_marker: cursor + 1,
-                sync_marker_limit: Some(self.page_size),
-                from_financial_date: walk.from.clone(),
-                through_financial_date: walk.through.clone(),
-                article_plu_numbers: Some(wire::Empty {}),
-                article_barcodes: Some(wire::Empty {}),
-                include_line_list: Some(true),
-            },
-        };
         let body = self
-            .call("getOrders", soap::envelope("getOrders", &op)?)
+            .call(
+                "getOrders",
+                get_orders_envelope(cursor, self.page_size, walk)?,
+            )
             .await?;
         let (orders, max) = self.parse_orders(&body)?;
         if orders.is_empty() {
@@ -373,6 +366,24 @@ impl Mplus {
             "MplusKASSA at {host} answered; order sync marker {marker}"
         ))
     }
+}
+
+/// The `getOrders` request of one page: orders from `cursor + 1` (the
+/// marker is an inclusive lower bound), at most `page_size`, with lines.
+fn get_orders_envelope(cursor: i64, page_size: u32, walk: &Walk) -> Result<String, Failure> {
+    let op = wire::GetOrders {
+        xmlns: NAMESPACE.into(),
+        request: wire::GetOrdersRequest {
+            sync_marker: cursor + 1,
+            sync_marker_limit: Some(page_size),
+            from_financial_date: walk.from.clone(),
+            through_financial_date: walk.through.clone(),
+            article_plu_numbers: Some(wire::Empty {}),
+            article_barcodes: Some(wire::Empty {}),
+            include_line_list: Some(true),
+        },
+    };
+    soap::envelope("getOrders", &op)
 }
 
 pub fn parse_orders(source: &str, body: &str) -> Result<(Vec<IncomingOrder>, i64), Failure> {

@@ -11,6 +11,8 @@
 
 mod map;
 mod statuses;
+#[cfg(test)]
+mod vendor_examples;
 mod writes;
 
 use std::collections::HashSet;

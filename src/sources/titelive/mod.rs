@@ -7,6 +7,8 @@
 //! changes nothing. Every answer is HTTP 200 with a `success` flag: see [`wire`].
 
 mod map;
+#[cfg(test)]
+mod vendor_examples;
 mod wire;
 
 use std::collections::BTreeMap;

@@ -20,6 +20,8 @@
 
 mod auth;
 mod map;
+#[cfg(test)]
+mod vendor_examples;
 
 pub use auth::base64url_decode;
 
