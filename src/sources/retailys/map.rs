@@ -225,9 +225,25 @@ fn map_order(
         }),
     };
     order.check_totals("money")?;
-    let status = status_id(v).ok_or("status_id is missing")?;
+    let flag = |f: &str| v[f].as_bool() == Some(true);
+    // The documented `OrderModel` carries no status (the list filter and the
+    // PATCH body do): without one, the order's own flags decide. An open
+    // order (not cancelled, done, sent or delivered) is importable.
+    let Some(status) = status_id(v) else {
+        let finished = ["done", "sent", "delivered"].into_iter().find(|f| flag(f));
+        let disposition = match finished {
+            _ if flag("canceled") => Disposition::Cancel("cancelled at Retailys".into()),
+            // Our own write-backs set `sent`: reading that back is not news.
+            Some(_) if ours => Disposition::Push,
+            Some(f) => Disposition::Hold(format!(
+                "no status_id, and `{f}` is set: handled at Retailys without ordersync"
+            )),
+            None => Disposition::Push,
+        };
+        return Ok(MappedOrder { order, disposition });
+    };
     let name = st.name(status);
-    let disposition = if v["canceled"].as_bool() == Some(true) {
+    let disposition = if flag("canceled") {
         Disposition::Cancel("cancelled at Retailys".into())
     } else if st.get(status).is_some_and(|s| s.cancel_order) {
         Disposition::Cancel(format!("status {name:?} cancels the order"))
