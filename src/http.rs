@@ -355,6 +355,27 @@ pub fn remote_snippet(body: &[u8]) -> String {
     snippet
 }
 
+/// A remote's id as ONE URL path segment: everything but the unreserved
+/// characters is percent-encoded, so an id like `../Orders/90006` cannot
+/// steer a request to another order. `.` and `..` cannot be one segment at
+/// all (URL parsers resolve them, encoded or not): such an id is refused.
+pub fn path_segment(id: &str) -> Result<String, Failure> {
+    if id.is_empty() || id == "." || id == ".." {
+        return Err(Failure::permanent(format!(
+            "order id {id:?} cannot be put into a URL path"
+        )));
+    }
+    let mut out = String::with_capacity(id.len());
+    for b in id.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    Ok(out)
+}
+
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
@@ -389,6 +410,27 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_id_is_one_path_segment() {
+        assert_eq!(path_segment("48193").unwrap(), "48193");
+        assert_eq!(
+            path_segment("../Orders/90006").unwrap(),
+            "..%2FOrders%2F90006"
+        );
+        assert_eq!(path_segment("a b?c#d").unwrap(), "a%20b%3Fc%23d");
+        assert_eq!(path_segment("ORD-é").unwrap(), "ORD-%C3%A9");
+        for bad in ["", ".", ".."] {
+            assert!(matches!(path_segment(bad), Err(Failure::Permanent { .. })));
+        }
+        // The URL parser keeps it one segment: no dot-segment resolution.
+        let url = reqwest::Url::parse(&format!(
+            "http://shop/System/Orders/{}/status",
+            path_segment("../Orders/90006").unwrap()
+        ))
+        .unwrap();
+        assert_eq!(url.path(), "/System/Orders/..%2FOrders%2F90006/status");
+    }
 
     #[test]
     fn the_table() {

@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
-use crate::http::{Endpoint, Failure, Reply};
+use crate::http::{Endpoint, Failure, Reply, path_segment};
 use crate::model::convert::{naive_local_to_utc, utc_to_naive_local};
 use crate::model::order_key;
 use crate::secret::Secret;
@@ -218,12 +218,12 @@ impl CloudSuite {
         }
     }
 
-    fn order_url(&self, id: &str) -> String {
-        format!("{}/api/order/{id}/", self.base)
+    fn order_url(&self, id: &str) -> Result<String, Failure> {
+        Ok(format!("{}/api/order/{}/", self.base, path_segment(id)?))
     }
 
     async fn get_detail(&self, id: &str) -> Result<(Reply, Value), Failure> {
-        let url = self.order_url(id);
+        let url = self.order_url(id)?;
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
         let value: Value = reply.json()?;
         Ok((reply, value))
@@ -446,7 +446,7 @@ impl CloudSuite {
                 }
                 body["state"] = "processing".into();
             }
-            let url = self.order_url(&wb.external_id);
+            let url = self.order_url(&wb.external_id)?;
             let reply = self
                 .send(|| self.endpoint.client().patch(&url).json(&body))
                 .await?;
@@ -456,7 +456,7 @@ impl CloudSuite {
             done.push("state=processing, erp_order_number");
         }
         if set_line_numbers(&mut current, wb) {
-            let url = self.order_url(&wb.external_id);
+            let url = self.order_url(&wb.external_id)?;
             let body = current.clone();
             self.send(|| self.endpoint.client().put(&url).json(&body))
                 .await?;
@@ -486,7 +486,7 @@ impl CloudSuite {
                 "order is in state {state:?}; shipment_state can only be set once it is processing"
             )));
         }
-        let url = self.order_url(&wb.external_id);
+        let url = self.order_url(&wb.external_id)?;
         let body = serde_json::json!({ "shipment_state": "sent" });
         self.send(|| self.endpoint.client().patch(&url).json(&body))
             .await?;

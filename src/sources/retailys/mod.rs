@@ -27,7 +27,7 @@ use tokio::sync::Mutex;
 
 use super::{Page, PrepareError, Window};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
-use crate::http::{Endpoint, Failure, Reply};
+use crate::http::{Endpoint, Failure, Reply, path_segment};
 use crate::model::order_key;
 use crate::secret::Secret;
 use crate::store::{IncomingOrder, Store, in_erp};
@@ -160,6 +160,11 @@ impl Retailys {
 
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
+    }
+
+    /// `/System/Orders/{id}{rest}`, the id encoded as one path segment.
+    fn order_url(&self, id: &str, rest: &str) -> Result<String, Failure> {
+        Ok(self.url(&format!("/System/Orders/{}{rest}", path_segment(id)?)))
     }
 
     // --- statuses ---------------------------------------------------------
@@ -353,7 +358,7 @@ impl Retailys {
     }
 
     async fn get_order(&self, id: &str) -> Result<(Reply, Value), Failure> {
-        let url = self.url(&format!("/System/Orders/{id}"));
+        let url = self.order_url(id, "")?;
         let reply = self
             .send(|| {
                 self.endpoint

@@ -58,7 +58,7 @@ impl Retailys {
                     table.name(status.unwrap_or_default())
                 ));
             }
-            let url = self.url(&format!("/System/Orders/{}/status", wb.external_id));
+            let url = self.order_url(&wb.external_id, "/status")?;
             let body = json!({ "status_id": table.processing });
             self.send(|| self.endpoint.client().patch(&url).json(&body))
                 .await?;
@@ -70,7 +70,7 @@ impl Retailys {
                 table.name(status.unwrap_or_default())
             ));
         }
-        let url = self.url(&format!("/System/Orders/{}/history", wb.external_id));
+        let url = self.order_url(&wb.external_id, "/history")?;
         let body = json!({
             "type": "apps",
             "record": {"name": "ERP order number", "status": wb.erp_order_number},
@@ -124,7 +124,7 @@ impl Retailys {
             });
             if !known {
                 let shipper_id = self.shipper_for(shipment.carrier.as_deref()).await?;
-                let url = self.url(&format!("/System/Orders/{}/tracking", wb.external_id));
+                let url = self.order_url(&wb.external_id, "/tracking")?;
                 let body = json!({"shipper_id": shipper_id, "tracking_number": number});
                 self.send(|| self.endpoint.client().post(&url).json(&body))
                     .await?;
@@ -132,14 +132,14 @@ impl Retailys {
             }
         }
         if current["sent"].as_bool() != Some(true) {
-            let url = self.url(&format!("/System/Orders/{}/sent", wb.external_id));
+            let url = self.order_url(&wb.external_id, "/sent")?;
             self.send(|| self.endpoint.client().patch(&url)).await?;
             done.push("sent".to_string());
         }
         if let Some(shipped) = table.shipped
             && map::status_id(&current) != Some(shipped)
         {
-            let url = self.url(&format!("/System/Orders/{}/status", wb.external_id));
+            let url = self.order_url(&wb.external_id, "/status")?;
             let body = json!({ "status_id": shipped });
             self.send(|| self.endpoint.client().patch(&url).json(&body))
                 .await?;

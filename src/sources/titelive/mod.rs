@@ -20,7 +20,7 @@ use tokio::sync::Mutex;
 
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
-use crate::http::{Endpoint, Failure};
+use crate::http::{Endpoint, Failure, path_segment};
 use crate::model::convert::naive_local_to_utc;
 use crate::secret::{Secret, SecretRef};
 use crate::store::{ErpShipment, IncomingOrder, Store};
@@ -248,13 +248,13 @@ impl Titelive {
         wire::unwrap(&reply)
     }
 
-    fn order_url(&self, id: &str) -> String {
-        format!("{}/customer/order/{id}", self.api)
+    fn order_url(&self, id: &str) -> Result<String, Failure> {
+        Ok(format!("{}/customer/order/{}", self.api, path_segment(id)?))
     }
 
     /// One order as Titelive has it now (`None`: it does not exist, code 10).
     async fn get_order(&self, id: &str) -> Result<Option<Value>, Failure> {
-        let url = self.order_url(id);
+        let url = self.order_url(id)?;
         let answer = self.call(|| self.endpoint.client().get(&url)).await?;
         if answer.class() == Some(CodeClass::NotFound) {
             return Ok(None);
@@ -341,7 +341,7 @@ impl Titelive {
     }
 
     async fn set_status(&self, id: &str, status: i64, message: &str) -> Result<String, Failure> {
-        let url = format!("{}/admin/order/{id}/status", self.api);
+        let url = format!("{}/admin/order/{}/status", self.api, path_segment(id)?);
         let form = [
             ("status", status.to_string()),
             ("message", message.to_string()),
