@@ -96,7 +96,7 @@ struct TokenAnswer {
 }
 
 /// An order detail as read: the raw reply (kept verbatim) and its JSON.
-type DetailResult = Result<(Reply, Value), Failure>;
+type DetailResult = Result<(Reply, Result<Value, String>), Failure>;
 
 impl CloudSuite {
     pub fn new(
@@ -222,11 +222,39 @@ impl CloudSuite {
         Ok(format!("{}/api/order/{}/", self.base, path_segment(id)?))
     }
 
-    async fn get_detail(&self, id: &str) -> Result<(Reply, Value), Failure> {
+    /// The detail of one order: a transport failure is the `Err`; an answer
+    /// that is not an order (not JSON, not an object) is the inner `Err`.
+    async fn get_detail_body(&self, id: &str) -> Result<(Reply, Result<Value, String>), Failure> {
         let url = self.order_url(id)?;
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        let value: Value = reply.json()?;
+        let value = match serde_json::from_slice::<Value>(&reply.body) {
+            Ok(v) if v.is_object() => Ok(v),
+            Ok(_) => Err(format!(
+                "{}: the order detail is not a JSON object",
+                reply.what
+            )),
+            Err(e) => Err(format!("{}: the order detail is not JSON: {e}", reply.what)),
+        };
         Ok((reply, value))
+    }
+
+    async fn get_detail(&self, id: &str) -> Result<(Reply, Value), Failure> {
+        let (reply, value) = self.get_detail_body(id).await?;
+        let value = value.map_err(Failure::retry)?;
+        Ok((reply, value))
+    }
+
+    /// An order the list shows but whose detail cannot be read as an order
+    /// (not JSON, not an object, no id) after the quick retries: recorded
+    /// under the list's id and parked with the reason, so `status` shows it
+    /// (SPEC §5.1). A later readable detail un-parks it by itself.
+    fn unreadable(&self, id: &str, raw: &str, reason: &str) -> IncomingOrder {
+        IncomingOrder {
+            external_id: id.to_string(),
+            raw: raw.chars().take(64 * 1024).collect(),
+            version: None,
+            mapped: Err(format!("cannot read CloudSuite order {id}: {reason}")),
+        }
     }
 
     // --- reading ----------------------------------------------------------
@@ -349,14 +377,31 @@ impl CloudSuite {
         let mut orders: Vec<IncomingOrder> = Vec::new();
         for (id, result) in fetched {
             match result {
-                Ok((reply, value)) => {
+                Ok((reply, Err(reason))) => {
+                    orders.push(self.unreadable(
+                        &id,
+                        &String::from_utf8_lossy(&reply.body),
+                        &reason,
+                    ));
+                }
+                Ok((reply, Ok(value))) => {
                     let raw = String::from_utf8_lossy(&reply.body);
+                    // The list items the documents show carry no
+                    // confirm_date: the details tell the cursor.
+                    if let Some(t) = value["confirm_date"]
+                        .as_str()
+                        .and_then(|c| naive_local_to_utc(c, self.timezone).ok())
+                    {
+                        walk.max_confirm = walk.max_confirm.max(Some(t));
+                    }
                     match map::incoming(&ctx, &raw, &value) {
-                        Ok(o) => orders.push(o),
-                        Err(e) => {
-                            walk.incomplete = true;
-                            tracing::warn!(source = %self.name, external_id = %id, error = %e, "order detail unusable; will read it again next poll");
-                        }
+                        Ok(o) if o.external_id == id => orders.push(o),
+                        Ok(o) => orders.push(self.unreadable(
+                            &id,
+                            &raw,
+                            &format!("the detail of order {id} carries id {}", o.external_id),
+                        )),
+                        Err(e) => orders.push(self.unreadable(&id, &raw, &e)),
                     }
                 }
                 Err(f) if f.status() == Some(404) => {
@@ -397,19 +442,20 @@ impl CloudSuite {
 
     /// A detail read with two quick retries for passing errors, so that one
     /// flaky answer does not leave the order for the next poll.
-    async fn detail_with_retry(&self, id: &str) -> Result<(Reply, Value), Failure> {
+    async fn detail_with_retry(&self, id: &str) -> DetailResult {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            match self.get_detail(id).await {
-                Err(Failure::Retryable { retry_after, .. }) if attempt < 3 => {
-                    let wait = retry_after
-                        .unwrap_or(Duration::from_millis(200 * attempt))
-                        .min(Duration::from_secs(5));
-                    tokio::time::sleep(wait).await;
-                }
+            let wait = match self.get_detail_body(id).await {
+                Err(Failure::Retryable { retry_after, .. }) if attempt < 3 => retry_after,
+                // A truncated body is often a passing proxy fault: read again.
+                Ok((_, Err(_))) if attempt < 3 => None,
                 other => return other,
-            }
+            };
+            let wait = wait
+                .unwrap_or(Duration::from_millis(200 * attempt))
+                .min(Duration::from_secs(5));
+            tokio::time::sleep(wait).await;
         }
     }
 
