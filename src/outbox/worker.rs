@@ -129,15 +129,60 @@ impl Engine {
         }
     }
 
+    /// How long one job may run: shorter than its lease, so no other runner
+    /// can claim a job whose holder is alive (SPEC §5.9).
+    pub fn job_deadline(&self) -> Duration {
+        self.lease * 2 / 3
+    }
+
     /// Runs one claimed job and settles it. A panic counts as a failure.
+    /// While it runs its lease is renewed; it is cut at its deadline; if the
+    /// lease is lost anyway (the process stalled), the job stops and leaves
+    /// the result to whoever holds it now. Dropping this future (shutdown's
+    /// abort) aborts the job's own task too, so no call outlives its lease.
     pub async fn run_job(self: &Arc<Self>, job: Job) {
         let me = Arc::clone(self);
         let j = job.clone();
-        let result = match tokio::spawn(async move { me.execute(&j).await }).await {
-            Ok(r) => r,
-            Err(e) => Err(Failure::retry(format!(
-                "internal error while running the job: {e}"
-            ))),
+        let mut task =
+            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
+                async move { me.execute(&j).await },
+            ));
+        let mut renew = tokio::time::interval(self.lease / 4);
+        renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        renew.tick().await;
+        let deadline = tokio::time::sleep(self.job_deadline());
+        tokio::pin!(deadline);
+        let result = loop {
+            tokio::select! {
+                joined = &mut task => break match joined {
+                    Ok(r) => r,
+                    Err(e) => Err(Failure::retry(format!(
+                        "internal error while running the job: {e}"
+                    ))),
+                },
+                _ = &mut deadline => {
+                    task.abort();
+                    break Err(Failure::retry(format!(
+                        "the job did not finish within its deadline of {}s; cut (the next attempt looks the order up first)",
+                        self.job_deadline().as_secs()
+                    )));
+                }
+                _ = renew.tick() => match self.store.renew_lease(&job, &self.owner, self.lease) {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        task.abort();
+                        tracing::warn!(
+                            source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                            "lost the job's lease while running it; stopped, another runner has it"
+                        );
+                        return;
+                    }
+                    Err(e) => tracing::warn!(
+                        source = %job.source, order_key = %job.order_key, error = %format!("{e:#}"),
+                        "cannot renew the job's lease; the deadline still bounds it"
+                    ),
+                },
+            }
         };
         self.settle(&job, result);
     }
@@ -286,7 +331,10 @@ impl Engine {
                     .await;
             if drained.is_err() {
                 tracing::warn!(source = %source, "in-flight jobs cut after the shutdown grace period; they run again at the next start");
+                // Aborting a runner aborts its job's task (AbortOnDropHandle);
+                // wait until they are gone before the caller releases leases.
                 tasks.abort_all();
+                while tasks.join_next().await.is_some() {}
             }
         }
     }

@@ -427,6 +427,19 @@ impl Store {
         Ok(true)
     }
 
+    /// Extends the lease of a job we are still running. `false` when the job
+    /// is no longer ours (its lease lapsed and another runner took it): the
+    /// caller must stop and leave the result to that runner.
+    pub fn renew_lease(&self, job: &Job, owner: &str, lease: Duration) -> anyhow::Result<bool> {
+        let conn = self.lock();
+        let now = now_ms();
+        Ok(exec(
+            &conn,
+            "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
+            params![job.id, owner, now + lease.as_millis() as i64],
+        )? == 1)
+    }
+
     /// A retryable failure: try again at `next_at_ms`.
     pub fn retry_later(
         &self,
