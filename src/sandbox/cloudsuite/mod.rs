@@ -24,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 use super::faults::{ErrorStyle, FaultState, Faults};
 use super::lock;
 use model::Order;
+pub use model::{AddressShape, CustomerShape, Shape};
 use seed::Ids;
 
 pub const TOKEN_PATH: &str = "/realms/CloudSuite/protocol/openid-connect/token";
@@ -94,10 +95,14 @@ pub struct OrderSpec {
     pub lines: Vec<LineSpec>,
     /// Adds a discount line of this (positive) amount, excl. VAT.
     pub discount: Option<Decimal>,
-    /// None: 4.95, free above 50 EUR of goods.
+    /// None: 4.95, free above 50 EUR of goods. Shipping exists only in
+    /// shapes with the shipping fields (`Shape::extras`); setting this picks
+    /// such a shape unless `shape` says otherwise.
     pub shipping_costs: Option<Decimal>,
     pub webshop: i64,
     pub customer_order_number: Option<String>,
+    /// None: the order's id decides (`Shape::for_order`).
+    pub shape: Option<Shape>,
 }
 
 impl Default for OrderSpec {
@@ -112,6 +117,7 @@ impl Default for OrderSpec {
             shipping_costs: None,
             webshop: 1,
             customer_order_number: None,
+            shape: None,
         }
     }
 }
@@ -376,7 +382,8 @@ impl CloudSuiteSim {
         self.with_order(id, |o| o.poison_quantity = true).is_some()
     }
 
-    /// `total_incl` is served 10.00 higher than excl + tax.
+    /// `total_incl` is served 10.00 higher than excl + tax; the totals are
+    /// then served whatever the order's shape.
     pub fn poison_totals(&self, id: i64) -> bool {
         self.with_order(id, |o| o.poison_totals = true).is_some()
     }

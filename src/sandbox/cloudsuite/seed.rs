@@ -7,7 +7,7 @@ use rand::Rng;
 use rand::rngs::StdRng;
 use rust_decimal::Decimal;
 
-use super::model::{Address, Customer, Line, Order, ProductRef};
+use super::model::{Address, Customer, Line, Order, ProductRef, Shape};
 use super::{LineSpec, OrderSpec};
 use crate::sandbox::catalog;
 
@@ -317,8 +317,9 @@ fn bare_order(
     confirm_date: Option<NaiveDateTime>,
 ) -> Order {
     let (customer, invoice_address, shipment_address) = customer(rng, ids);
+    let id = Ids::take(&mut ids.order);
     Order {
-        id: Ids::take(&mut ids.order),
+        id,
         key: rng.random_bool(0.2).then(|| {
             (0..32)
                 .map(|_| char::from(*pick(rng, b"0123456789abcdef")))
@@ -339,6 +340,7 @@ fn bare_order(
         currency: "EUR".into(),
         description: "Webshop order".into(),
         webshop: 1,
+        shape: Shape::for_order(id),
         customer,
         invoice_address,
         shipment_address,
@@ -387,7 +389,9 @@ pub(super) fn random_order(
         let q = quantity(rng, p);
         order.lines.push(product_line(ids, p, q));
     }
-    order.shipping_costs = shipping_for(&order.lines);
+    if order.shape.extras {
+        order.shipping_costs = shipping_for(&order.lines);
+    }
     if rng.random_bool(0.1) {
         let (code, amount) = *pick(
             rng,
@@ -415,6 +419,15 @@ pub(super) fn order_from_spec(
     order.payment_status = spec.payment_status.clone();
     order.payment_method = spec.payment_method.clone();
     order.webshop = spec.webshop;
+    order.shape = match spec.shape {
+        Some(shape) => shape,
+        // A test that names shipping costs gets the shape that shows them.
+        None if spec.shipping_costs.is_some() => Shape {
+            extras: true,
+            ..order.shape
+        },
+        None => order.shape,
+    };
     if spec.customer_order_number.is_some() {
         order.customer_order_number = spec.customer_order_number.clone();
     }
@@ -426,9 +439,11 @@ pub(super) fn order_from_spec(
     for l in &spec.lines {
         order.lines.push(line_from_spec(ids, l));
     }
-    order.shipping_costs = spec
-        .shipping_costs
-        .unwrap_or_else(|| shipping_for(&order.lines));
+    if order.shape.extras {
+        order.shipping_costs = spec
+            .shipping_costs
+            .unwrap_or_else(|| shipping_for(&order.lines));
+    }
     if let Some(amount) = spec.discount {
         order.lines.push(discount_line(ids, amount, "TEST"));
     }

@@ -16,15 +16,10 @@ const SHIPMENT_STATES: [&str; 1] = ["sent"];
 const ERP_ORDER_NUMBER_MAX: usize = 50;
 /// `max_digits` of the line DecimalFields.
 const MAX_DIGITS: u32 = 12;
-const REQUIRED_ON_PUT: [&str; 7] = [
-    "state",
-    "currency",
-    "order_date",
-    "customer",
-    "invoice_address",
-    "shipment_address",
-    "order_lines",
-];
+const REQUIRED_ON_PUT: [&str; 5] = ["state", "currency", "order_date", "customer", "order_lines"];
+/// Required on PUT too, each given as an id (or an object) or by its
+/// `<field>_key {origin, key}`, as the offline-order POST page allows.
+const ADDRESSES: [&str; 2] = ["invoice_address", "shipment_address"];
 
 type Errors = Map<String, Value>;
 
@@ -125,14 +120,54 @@ fn date(v: &Value) -> Result<NaiveDate, String> {
         })
 }
 
-fn nested_object(v: &Value) -> Result<(), Value> {
-    match v {
-        Value::Object(_) => Ok(()),
-        Value::Null => Err(json!(["This field may not be null."])),
-        other => Err(json!({"non_field_errors": [format!(
+/// A related record as CloudSuite serves it: its primary key (the documented
+/// shape, DRF's `PrimaryKeyRelatedField` also takes it as a string) or the
+/// embedded record. The pk itself is not resolved: the simulator keeps no
+/// customer or address tables, and a PUT does not change the relation.
+fn relation(v: &Value) -> Result<(), Value> {
+    let pk = match v {
+        Value::Object(_) => return Ok(()),
+        Value::Null => return Err(json!(["This field may not be null."])),
+        Value::Number(n) => n.as_i64(),
+        Value::String(s) => s.trim().parse::<i64>().ok(),
+        _ => None,
+    };
+    match pk {
+        Some(pk) if pk > 0 => Ok(()),
+        Some(pk) => Err(json!([format!(
+            "Invalid pk \"{pk}\" - object does not exist."
+        )])),
+        None => Err(json!([format!(
+            "Incorrect type. Expected pk value, received {}.",
+            py_type(v)
+        )])),
+    }
+}
+
+/// `{origin, key}` naming a record by an external system's key.
+fn external_key(v: &Value) -> Result<(), Value> {
+    let Value::Object(obj) = v else {
+        return Err(json!({"non_field_errors": [format!(
             "Invalid data. Expected a dictionary, but got {}.",
-            py_type(other)
-        )]})),
+            py_type(v)
+        )]}));
+    };
+    let mut errors = Errors::new();
+    for field in ["origin", "key"] {
+        match obj.get(field) {
+            None => add(&mut errors, field, "This field is required."),
+            Some(Value::Null) => add(&mut errors, field, "This field may not be null."),
+            Some(v) => {
+                if let Err(e) = nullable_char(v, 255) {
+                    add(&mut errors, field, e);
+                }
+            }
+        }
+    }
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(Value::Object(errors))
     }
 }
 
@@ -348,11 +383,27 @@ pub(super) fn put(
     {
         add(&mut errors, "order_date", e);
     }
-    for field in ["customer", "invoice_address", "shipment_address"] {
-        if let Some(v) = body.get(field)
-            && let Err(e) = nested_object(v)
+    if let Some(v) = body.get("customer")
+        && let Err(e) = relation(v)
+    {
+        errors.insert("customer".into(), e);
+    }
+    for field in ADDRESSES {
+        let key_field = format!("{field}_key");
+        let (by_id, by_key) = (body.get(field), body.get(&key_field));
+        if by_id.is_none() && by_key.is_none() {
+            add(&mut errors, field, "This field is required.");
+        }
+        if let Some(v) = by_id
+            && let Err(e) = relation(v)
         {
             errors.insert(field.to_string(), e);
+        }
+        // A null key beside an id is "no key", as the detail may serve it.
+        if let Some(v) = by_key.filter(|v| !v.is_null())
+            && let Err(e) = external_key(v)
+        {
+            errors.insert(key_field, e);
         }
     }
     let erp_order_number = match body.get("erp_order_number") {
@@ -505,5 +556,27 @@ mod tests {
         assert_eq!(decimal(&json!("2.500"), 3), Ok(Decimal::new(25, 1)));
         assert!(decimal(&json!("12345678901234"), 3).is_err());
         assert!(decimal(&json!(1.5), 3).is_ok());
+    }
+
+    #[test]
+    fn relations_are_pks_or_records() {
+        assert!(relation(&json!(1324)).is_ok());
+        assert!(relation(&json!("1324")).is_ok());
+        assert!(relation(&json!({"id": 1324, "name": "Jan"})).is_ok());
+        assert_eq!(
+            relation(&json!(true)),
+            Err(json!(["Incorrect type. Expected pk value, received bool."]))
+        );
+        assert_eq!(
+            relation(&json!(0)),
+            Err(json!(["Invalid pk \"0\" - object does not exist."]))
+        );
+        assert!(relation(&Value::Null).is_err());
+        assert!(external_key(&json!({"origin": "erp", "key": "ADR-1"})).is_ok());
+        assert_eq!(
+            external_key(&json!({"origin": "erp"})),
+            Err(json!({"key": ["This field is required."]}))
+        );
+        assert!(external_key(&json!(17)).is_err());
     }
 }

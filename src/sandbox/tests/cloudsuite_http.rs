@@ -8,7 +8,9 @@ use rust_decimal::{Decimal, RoundingStrategy};
 use serde_json::{Value, json};
 
 use super::{access_token, client, start};
-use crate::sandbox::cloudsuite::{CloudSuiteOptions, LineSpec, OrderSpec};
+use crate::sandbox::cloudsuite::{
+    AddressShape, CloudSuiteOptions, CustomerShape, LineSpec, OrderSpec, Shape,
+};
 use crate::sandbox::erp_http::ErpOptions;
 
 fn at(d: u32, h: u32, m: u32) -> chrono::NaiveDateTime {
@@ -276,6 +278,81 @@ async fn filters_on_state_and_confirm_date() {
     sb.shutdown().await;
 }
 
+fn dec(v: &Value) -> Decimal {
+    v.as_str()
+        .and_then(|s| s.parse::<Decimal>().ok())
+        .unwrap_or_else(|| panic!("not a decimal string: {v}"))
+}
+
+fn round2(d: Decimal) -> Decimal {
+    d.round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
+}
+
+/// Every shape, for tests that pick one explicitly.
+const EVERYTHING: Shape = Shape {
+    customer: CustomerShape::Object,
+    addresses: AddressShape::Object,
+    totals: true,
+    line_tax_rate: true,
+    extras: true,
+};
+
+#[tokio::test]
+async fn detail_follows_the_documents_by_default() {
+    let sb = start(CloudSuiteOptions::default(), ErpOptions::default()).await;
+    let cs = &sb.cloudsuite;
+    let id = cs.add_order(OrderSpec {
+        lines: vec![LineSpec::new("124_STUK", Decimal::from(2))],
+        discount: Some(Decimal::from(5)),
+        ..Default::default()
+    });
+    assert_eq!(id % 10, 1, "a documented-shape id");
+    assert_eq!(id % 3, 1, "an id without the undocumented extras");
+    let c = client();
+    let token = access_token(&sb, &c).await;
+    let d: Value = c
+        .get(format!("{}/api/order/{id}/", sb.cloudsuite_url))
+        .bearer_auth(&token)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(d, cs.order(id).unwrap());
+    assert!(d["customer"].is_i64(), "{d}");
+    assert!(d["invoice_address"].is_i64() && d["shipment_address"].is_i64());
+    for absent in [
+        "total_excl",
+        "total_tax",
+        "total_incl",
+        "shipping_costs",
+        "shipping_method",
+        "payment_method",
+        "invoice_address_key",
+        "shipment_address_key",
+    ] {
+        assert!(d.get(absent).is_none(), "{absent} served: {d}");
+    }
+    let line = &d["order_lines"][0];
+    assert_eq!(
+        line["product"],
+        json!({"origin": "cloudsuite", "key": "124_STUK"})
+    );
+    assert_eq!(line["quantity"], "2.000");
+    assert_eq!(line["unit_price"], "19.99");
+    assert_eq!(line["type"], "line");
+    assert!(line["erp_line_number"].is_null() && line["id"].is_i64());
+    assert!(line.get("tax_rate").is_none());
+    assert_eq!(d["order_lines"][1]["unit_price"], "-5.00");
+    // Paid: 39.98 - 5.00, tax 3.60 (9 %) - 1.05 (21 %); no shipping.
+    assert_eq!(d["paid_amount"], "37.53");
+
+    cs.set_payment_status(id, "started");
+    assert_eq!(cs.order(id).unwrap()["paid_amount"], "0.00");
+    sb.shutdown().await;
+}
+
 #[tokio::test]
 async fn detail_totals_add_up_and_poison_is_served() {
     let sb = start(CloudSuiteOptions::default(), ErpOptions::default()).await;
@@ -283,6 +360,7 @@ async fn detail_totals_add_up_and_poison_is_served() {
     let id = cs.add_order(OrderSpec {
         lines: vec![LineSpec::new("124_STUK", Decimal::from(2))],
         discount: Some(Decimal::from(5)),
+        shape: Some(EVERYTHING),
         ..Default::default()
     });
     let c = client();
@@ -300,6 +378,7 @@ async fn detail_totals_add_up_and_poison_is_served() {
     assert_eq!(d["reference"], format!("CS{id}"));
     assert_eq!(d["order_lines"][0]["quantity"], "2.000");
     assert_eq!(d["order_lines"][0]["product"]["ean"], "9789462500877");
+    assert_eq!(d["order_lines"][0]["tax_rate"], "9.00");
     assert_eq!(d["order_lines"][1]["type"], "discount");
     assert_eq!(d["order_lines"][1]["unit_price"], "-5.00");
     // 39.98 - 5.00 + 4.95 shipping; tax 3.60 (9%) - 1.05 + 1.04 (21% on shipping).
@@ -307,6 +386,9 @@ async fn detail_totals_add_up_and_poison_is_served() {
     assert_eq!(d["total_excl"], "39.93");
     assert_eq!(d["total_tax"], "3.59");
     assert_eq!(d["total_incl"], "43.52");
+    assert_eq!(d["paid_amount"], "43.52");
+    assert!(d["customer"]["name"].is_string());
+    assert!(d["invoice_address"]["house_number"].is_string());
     assert_eq!(d, cs.order(id).unwrap());
 
     cs.poison_quantity(id);
@@ -314,6 +396,22 @@ async fn detail_totals_add_up_and_poison_is_served() {
     let p = cs.order(id).unwrap();
     assert_eq!(p["order_lines"][0]["quantity"], "abc");
     assert_eq!(p["total_incl"], "53.52");
+    assert_eq!(p["paid_amount"], "43.52", "the payment is not poisoned");
+
+    // Poisoned totals are served even where the shape has none.
+    let plain = cs.add_order(OrderSpec {
+        shape: Some(Shape::DOCUMENTED),
+        ..Default::default()
+    });
+    assert!(cs.order(plain).unwrap().get("total_incl").is_none());
+    cs.poison_totals(plain);
+    let p = cs.order(plain).unwrap();
+    assert_eq!(
+        dec(&p["total_excl"]) + dec(&p["total_tax"]) + Decimal::TEN,
+        dec(&p["total_incl"])
+    );
+    cs.unpoison(plain);
+    assert!(cs.order(plain).unwrap().get("total_incl").is_none());
 
     let missing = c
         .get(format!("{}/api/order/999999/", sb.cloudsuite_url))
@@ -337,6 +435,137 @@ async fn detail_totals_add_up_and_poison_is_served() {
     sb.shutdown().await;
 }
 
+/// The shape classes one served detail belongs to.
+#[derive(Debug, Default)]
+struct Seen {
+    customer_id: usize,
+    customer_object: usize,
+    address_id: usize,
+    address_id_and_key: usize,
+    address_object: usize,
+    address_house_number_fields: usize,
+    address_street_only: usize,
+    totals: usize,
+    no_totals: usize,
+    line_tax_rate: usize,
+    no_line_tax_rate: usize,
+    extras: usize,
+    no_extras: usize,
+    documented: usize,
+}
+
+impl Seen {
+    fn count(&mut self, o: &Value) {
+        let customer_id = o["customer"].is_i64();
+        if customer_id {
+            self.customer_id += 1;
+        } else {
+            assert!(o["customer"]["email"].is_string(), "{o}");
+            self.customer_object += 1;
+        }
+        let addresses: Vec<&Value> = [&o["invoice_address"], &o["shipment_address"]].into();
+        let has_key = o.get("invoice_address_key").is_some();
+        assert_eq!(has_key, o.get("shipment_address_key").is_some(), "{o}");
+        let address_id = addresses.iter().all(|a| a.is_i64());
+        if address_id && has_key {
+            self.address_id_and_key += 1;
+            assert_eq!(o["invoice_address_key"]["origin"], "erp");
+            assert!(o["shipment_address_key"]["key"].is_string());
+        } else if address_id {
+            self.address_id += 1;
+        } else {
+            assert!(addresses.iter().all(|a| a["postcode"].is_string()), "{o}");
+            assert!(!has_key);
+            self.address_object += 1;
+            if addresses.iter().all(|a| a.get("house_number").is_some()) {
+                self.address_house_number_fields += 1;
+            } else {
+                assert!(addresses.iter().all(|a| a.get("house_number").is_none()));
+                self.address_street_only += 1;
+            }
+        }
+        let totals = ["total_excl", "total_tax", "total_incl"].map(|k| o.get(k).is_some());
+        assert!(totals.iter().all(|t| *t == totals[0]), "all or none: {o}");
+        if totals[0] {
+            self.totals += 1;
+        } else {
+            self.no_totals += 1;
+        }
+        let lines = o["order_lines"].as_array().unwrap();
+        let tax_rates = lines.iter().filter(|l| l.get("tax_rate").is_some()).count();
+        assert!(tax_rates == 0 || tax_rates == lines.len(), "{o}");
+        if tax_rates > 0 {
+            self.line_tax_rate += 1;
+        } else {
+            self.no_line_tax_rate += 1;
+        }
+        let extras =
+            ["shipping_costs", "shipping_method", "payment_method"].map(|k| o.get(k).is_some());
+        assert!(extras.iter().all(|e| *e == extras[0]), "{o}");
+        let goods = lines.iter().filter(|l| l["type"] == "line");
+        for l in goods {
+            assert_eq!(l["product"].get("sku").is_some(), extras[0], "{o}");
+        }
+        if extras[0] {
+            self.extras += 1;
+        } else {
+            self.no_extras += 1;
+        }
+        assert!(o["paid_amount"].is_string(), "paid_amount is always served");
+        if customer_id && address_id && !has_key && !totals[0] && tax_rates == 0 {
+            self.documented += 1;
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_shape_class_is_served_in_a_seed_of_thirty() {
+    let sb = start(
+        CloudSuiteOptions {
+            seed_orders: 30,
+            ..Default::default()
+        },
+        ErpOptions::default(),
+    )
+    .await;
+    let mut seen = Seen::default();
+    for o in sb.cloudsuite.orders() {
+        seen.count(&o);
+    }
+    let s = &seen;
+    for (class, n) in [
+        ("customer id", s.customer_id),
+        ("customer object", s.customer_object),
+        ("address id", s.address_id),
+        ("address id + key", s.address_id_and_key),
+        ("address object", s.address_object),
+        (
+            "address object with house_number",
+            s.address_house_number_fields,
+        ),
+        ("address object, number in street", s.address_street_only),
+        ("totals", s.totals),
+        ("no totals", s.no_totals),
+        ("line tax_rate", s.line_tax_rate),
+        ("no line tax_rate", s.no_line_tax_rate),
+        ("extras", s.extras),
+        ("no extras", s.no_extras),
+    ] {
+        assert!(n > 0, "{class} never served: {seen:?}");
+    }
+    assert_eq!(s.documented, 18, "most follow the documents: {seen:?}");
+
+    // The rule is the id's, not the generator's: the same ids, the same shapes.
+    for o in sb.cloudsuite.orders() {
+        let id = o["id"].as_i64().unwrap();
+        let shape = Shape::for_order(id);
+        assert_eq!(o["customer"].is_i64(), shape.customer == CustomerShape::Id);
+        assert_eq!(o.get("total_incl").is_some(), shape.totals);
+        assert_eq!(o.get("shipping_costs").is_some(), shape.extras);
+    }
+    sb.shutdown().await;
+}
+
 #[tokio::test]
 async fn seeded_orders_are_consistent() {
     let sb = start(
@@ -347,27 +576,47 @@ async fn seeded_orders_are_consistent() {
         ErpOptions::default(),
     )
     .await;
-    let dec = |v: &Value| v.as_str().unwrap().parse::<Decimal>().unwrap();
+    let mut with_totals = 0;
     for o in sb.cloudsuite.orders() {
         let lines = o["order_lines"].as_array().unwrap();
         assert!(!lines.is_empty() && lines.len() <= 6);
+        let shipping = o.get("shipping_costs").map_or(Decimal::ZERO, dec);
         let excl: Decimal = lines
             .iter()
-            .map(|l| {
-                (dec(&l["quantity"]) * dec(&l["unit_price"]))
-                    .round_dp_with_strategy(2, RoundingStrategy::MidpointAwayFromZero)
-            })
+            .map(|l| round2(dec(&l["quantity"]) * dec(&l["unit_price"])))
             .sum::<Decimal>()
-            + dec(&o["shipping_costs"]);
-        assert_eq!(excl, dec(&o["total_excl"]), "{o}");
-        assert_eq!(
-            dec(&o["total_excl"]) + dec(&o["total_tax"]),
-            dec(&o["total_incl"])
-        );
+            + shipping;
+        if o.get("total_excl").is_some() {
+            with_totals += 1;
+            assert_eq!(excl, dec(&o["total_excl"]), "{o}");
+            assert_eq!(
+                dec(&o["total_excl"]) + dec(&o["total_tax"]),
+                dec(&o["total_incl"])
+            );
+        }
+        let paid = dec(&o["paid_amount"]);
+        if matches!(
+            o["payment_status"].as_str(),
+            Some("paid" | "closed_success")
+        ) {
+            // Paid in full: the net amount plus at most 21 % VAT, rounded
+            // per line (a cent per line at most).
+            let most = excl * Decimal::new(121, 2) + Decimal::new(lines.len() as i64 + 1, 2);
+            assert!(paid >= excl && paid <= most, "{o}");
+            if let Some(incl) = o.get("total_incl") {
+                assert_eq!(paid, dec(incl), "{o}");
+            }
+        } else {
+            assert!(paid.is_zero(), "{o}");
+        }
         assert_eq!(o["state"], "confirmed");
-        let pc = o["invoice_address"]["postcode"].as_str().unwrap();
-        assert!(pc.len() == 7 && pc.as_bytes()[4] == b' ', "{pc}");
+        for a in [&o["invoice_address"], &o["shipment_address"]] {
+            if let Some(pc) = a["postcode"].as_str() {
+                assert!(pc.len() == 7 && pc.as_bytes()[4] == b' ', "{pc}");
+            }
+        }
     }
+    assert!(with_totals > 0);
     sb.shutdown().await;
 }
 
@@ -553,6 +802,81 @@ async fn put_requires_fields_and_a_stale_put_moves_state_back() {
     assert_eq!(d["order_lines"].as_array().unwrap().len(), 1);
     assert_eq!(d["erp_order_number"], Value::Null);
     assert_eq!(cs.write_requests(id), 4);
+    sb.shutdown().await;
+}
+
+#[tokio::test]
+async fn put_accepts_the_order_as_served_in_every_shape() {
+    let sb = start(
+        CloudSuiteOptions {
+            seed_orders: 10,
+            ..Default::default()
+        },
+        ErpOptions::default(),
+    )
+    .await;
+    let cs = &sb.cloudsuite;
+    let c = client();
+    let token = access_token(&sb, &c).await;
+    let put = |id: i64, body: Value| {
+        c.put(format!("{}/api/order/{id}/", sb.cloudsuite_url))
+            .bearer_auth(&token)
+            .json(&body)
+            .send()
+    };
+    // Ten consecutive ids cover every row of the rule.
+    for id in cs.order_ids() {
+        let mut body = cs.order(id).unwrap();
+        body["erp_order_number"] = json!(format!("SO{id}"));
+        for (i, line) in body["order_lines"]
+            .as_array_mut()
+            .unwrap()
+            .iter_mut()
+            .enumerate()
+        {
+            line["erp_line_number"] = json!(10 * (i + 1));
+        }
+        let r = put(id, body.clone()).await.unwrap();
+        assert_eq!(r.status(), 200, "{id}: {}", r.text().await.unwrap());
+        let d = cs.order(id).unwrap();
+        assert_eq!(d["erp_order_number"], format!("SO{id}"));
+        assert_eq!(d["order_lines"][0]["erp_line_number"], 10);
+        assert_eq!(
+            d["customer"], body["customer"],
+            "{id}: a PUT keeps the shape"
+        );
+    }
+
+    // An address given by its key only, as the offline-order page allows.
+    let id = cs.order_ids()[0];
+    let mut by_key = cs.order(id).unwrap();
+    let obj = by_key.as_object_mut().unwrap();
+    obj.remove("shipment_address");
+    obj.insert(
+        "shipment_address_key".into(),
+        json!({"origin": "erp", "key": "ADR-000002"}),
+    );
+    assert_eq!(put(id, by_key.clone()).await.unwrap().status(), 200);
+    by_key["shipment_address_key"] = json!({"origin": "erp"});
+    let r = put(id, by_key).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({"shipment_address_key": {"key": ["This field is required."]}})
+    );
+
+    let mut wrong = cs.order(id).unwrap();
+    wrong["customer"] = json!("Jan de Vries");
+    wrong["invoice_address"] = Value::Null;
+    let r = put(id, wrong).await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(
+        r.json::<Value>().await.unwrap(),
+        json!({
+            "customer": ["Incorrect type. Expected pk value, received str."],
+            "invoice_address": ["This field may not be null."],
+        })
+    );
     sb.shutdown().await;
 }
 

@@ -2,6 +2,9 @@
 //! product, a tasting bundle, a packaging position and rebates, priced net or
 //! gross as `invoice_type` says. Every amount is a decimal string; the order
 //! totals and `taxrates` are the sums of the positions, to the cent.
+//!
+//! The packaging position takes either shape the `get` documentation allows
+//! (see `PackageShape`), by order id.
 
 use std::collections::BTreeMap;
 
@@ -149,6 +152,34 @@ fn amounts(
     }
 }
 
+/// Where an order's packaging (shipping) position is served. The documented
+/// `get` sample has a top-level `package {…}` beside `positions[]`, and lists
+/// `package` among the `item_type`s a position can have; which one a real
+/// tenant sends is open, so each is served on different orders, never both
+/// for the same cost.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PackageShape {
+    /// `"package": {…, "item_type": "package"}` beside the positions.
+    TopLevel,
+    /// A position with `item_type: "package"` (last among the positions),
+    /// and the top-level `package` null.
+    PositionPackageNull,
+    /// As `PositionPackageNull`, with no top-level `package` key at all.
+    PositionPackageAbsent,
+}
+
+impl PackageShape {
+    /// Even ids: top-level; `id % 4 == 1`: a position beside
+    /// `"package": null`; `id % 4 == 3`: a position and no `package` key.
+    pub fn for_order(id: i64) -> PackageShape {
+        match id.rem_euclid(4) {
+            1 => PackageShape::PositionPackageNull,
+            3 => PackageShape::PositionPackageAbsent,
+            _ => PackageShape::TopLevel,
+        }
+    }
+}
+
 pub(super) struct Ids {
     pub order: i64,
     pub position: i64,
@@ -287,7 +318,7 @@ pub(super) fn order(
         _ => Value::Null,
     };
     let payment_type = ["paypal", "prepaid", "invoice", "debit"][rng.random_range(0..4)];
-    json!({
+    let mut order = json!({
         "id": id, "uuid": format!("{:08x}-0d49-5c54-b37a-51b6c71843bf", id),
         "number": format!("BE{id:010}"),
         "billing_type": billing_type, "billing_id": billing["id"],
@@ -302,9 +333,25 @@ pub(super) fn order(
         "customers_id": 289, "client_id": client_id, "client_remark": null,
         "touched": 0, "fixed": false, "note": null,
         "client": client, "billing": billing, "delivery": delivery,
-        "positions": positions, "package": package, "rebates": rebates,
+        "positions": positions, "package": null, "rebates": rebates,
         "paid": status == "payed",
-    })
+    });
+    let shape = PackageShape::for_order(id);
+    match (shape, package) {
+        (PackageShape::TopLevel, package) => order["package"] = json!(package),
+        (_, Some(package)) => {
+            if let Some(positions) = order["positions"].as_array_mut() {
+                positions.push(package);
+            }
+        }
+        (_, None) => {}
+    }
+    if shape == PackageShape::PositionPackageAbsent
+        && let Some(map) = order.as_object_mut()
+    {
+        map.remove("package");
+    }
+    order
 }
 
 /// A status as a shop would show it, weighted toward orders ready to import.
@@ -342,6 +389,72 @@ mod tests {
         assert_eq!(
             (money(n), money(t), money(g)),
             ("17.65".into(), "3.35".into(), "21.00".into())
+        );
+    }
+
+    #[test]
+    fn the_package_is_served_beside_or_among_the_positions_never_both() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let mut ids = Ids {
+            order: 6901,
+            position: 1,
+            client: 1,
+            address: 1,
+        };
+        let t = NaiveDateTime::parse_from_str("2024-06-29 10:00:00", STAMP).unwrap();
+        let d = |v: &Value| v.as_str().unwrap().parse::<Decimal>().unwrap();
+        let (mut top_level, mut as_position, mut null, mut absent) = (0, 0, 0, 0);
+        for _ in 0..40 {
+            let o = order(&mut rng, &mut ids, t, "payed");
+            let id = o["id"].as_i64().unwrap();
+            let positions = o["positions"].as_array().unwrap();
+            let in_positions: Vec<&Value> = positions
+                .iter()
+                .filter(|p| p["item_type"] == "package")
+                .collect();
+            match o.get("package") {
+                Some(p) if p.is_object() => {
+                    assert_eq!(p["item_type"], "package");
+                    assert!(in_positions.is_empty(), "both shapes on {o}");
+                    assert_eq!(PackageShape::for_order(id), PackageShape::TopLevel);
+                    top_level += 1;
+                }
+                Some(p) => {
+                    assert!(p.is_null());
+                    if PackageShape::for_order(id) == PackageShape::PositionPackageNull {
+                        null += 1;
+                    }
+                }
+                None => {
+                    assert_eq!(
+                        PackageShape::for_order(id),
+                        PackageShape::PositionPackageAbsent
+                    );
+                    absent += 1;
+                }
+            }
+            assert!(in_positions.len() <= 1);
+            if let Some(p) = in_positions.first() {
+                assert_ne!(PackageShape::for_order(id), PackageShape::TopLevel);
+                assert_eq!(p["order_id"], id);
+                as_position += 1;
+            }
+            // The totals count the package once, wherever it is served.
+            let sum = |k: &str| {
+                positions
+                    .iter()
+                    .chain(o.get("package").filter(|p| p.is_object()))
+                    .chain(o["rebates"].as_array().unwrap())
+                    .map(|p| d(&p[k]))
+                    .sum::<Decimal>()
+            };
+            for k in ["net", "tax", "gross"] {
+                assert_eq!(sum(k), d(&o[k]), "{k} of {o}");
+            }
+        }
+        assert!(
+            top_level > 0 && as_position > 0 && null > 0 && absent > 0,
+            "{top_level} {as_position} {null} {absent}"
         );
     }
 }
