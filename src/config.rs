@@ -56,8 +56,10 @@ pub struct DaemonConfig {
     pub request_timeout: Duration,
     /// Cap on any response body we read (SPEC guarantee 6).
     pub max_body_bytes: usize,
-    /// Attempts before a job is parked.
+    /// Upper bound on attempts before a job is parked.
     pub max_attempts: u32,
+    /// How long transient failures are retried, from the first failure.
+    pub give_up_after: Duration,
     pub retry_initial: Duration,
     pub retry_max: Duration,
     /// Where `/metrics` and `/healthz` are served; off when unset.
@@ -263,6 +265,8 @@ struct RawDaemon {
     max_body_bytes: u64,
     #[serde(default = "default_max_attempts")]
     max_attempts: u32,
+    #[serde(default = "default_give_up_after")]
+    give_up_after: HumanDuration,
     #[serde(default = "default_retry_initial")]
     retry_initial: HumanDuration,
     #[serde(default = "default_retry_max")]
@@ -283,7 +287,11 @@ fn default_max_body_bytes() -> u64 {
     16 * 1024 * 1024
 }
 fn default_max_attempts() -> u32 {
-    12
+    // An upper bound only: 24 h of retries at the 15 min cap is about 110.
+    1000
+}
+fn default_give_up_after() -> HumanDuration {
+    HumanDuration(Duration::from_secs(24 * 3600))
 }
 fn default_retry_initial() -> HumanDuration {
     HumanDuration(Duration::from_secs(2))
@@ -460,19 +468,49 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let n: u64 = num.parse().map_err(|_| {
         format!("invalid duration {text:?}: expected a whole number and a unit, like \"90s\"")
     })?;
-    let secs = match unit {
+    let per_unit: u64 = match unit {
         "ms" => return Ok(Duration::from_millis(n)),
-        "s" => n,
-        "m" => n * 60,
-        "h" => n * 3600,
-        "d" => n * 86_400,
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
         _ => {
             return Err(format!(
                 "invalid duration {text:?}: unknown unit {unit:?} (use ms, s, m, h or d)"
             ));
         }
     };
-    Ok(Duration::from_secs(secs))
+    n.checked_mul(per_unit)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("invalid duration {text:?}: too large"))
+}
+
+/// A duration as a person writes it in the config: `24h`, `90s`, `1500ms`.
+pub fn format_duration(d: Duration) -> String {
+    let secs = d.as_secs();
+    if d.subsec_millis() != 0 || secs == 0 {
+        return format!("{}ms", d.as_millis());
+    }
+    // Days only from two on: "24h" reads better than "1d" for a budget.
+    for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60)] {
+        if secs % per == 0 && (unit != "d" || secs >= 2 * 86_400) {
+            return format!("{}{unit}", secs / per);
+        }
+    }
+    format!("{secs}s")
+}
+
+/// A configured duration outside `min..=max` is a config error naming the key.
+fn bounded(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(), ConfigError> {
+    if value < min || value > max {
+        return Err(ConfigError(format!(
+            "{key}: {} is out of range ({} to {})",
+            format_duration(value),
+            format_duration(min),
+            format_duration(max)
+        )));
+    }
+    Ok(())
 }
 
 /// Deserializes `value` into `T`, prefixing any error with the key path.
@@ -607,6 +645,30 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
             "daemon.request_timeout: must be more than 0".into(),
         ));
     }
+    bounded(
+        "daemon.give_up_after",
+        raw.give_up_after.0,
+        Duration::from_secs(60),
+        Duration::from_secs(90 * 24 * 3600),
+    )?;
+    bounded(
+        "daemon.request_timeout",
+        raw.request_timeout.0,
+        Duration::from_secs(1),
+        Duration::from_secs(3600),
+    )?;
+    bounded(
+        "daemon.retry_max",
+        raw.retry_max.0,
+        Duration::from_secs(1),
+        Duration::from_secs(24 * 3600),
+    )?;
+    bounded(
+        "daemon.shutdown_grace",
+        raw.shutdown_grace.0,
+        Duration::ZERO,
+        Duration::from_secs(3600),
+    )?;
     Ok(DaemonConfig {
         state_dir: resolve_path(&raw.state_dir, base_dir),
         log_format: raw.log_format,
@@ -615,6 +677,7 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
         request_timeout: raw.request_timeout.0,
         max_body_bytes: usize::try_from(raw.max_body_bytes).unwrap_or(usize::MAX),
         max_attempts: raw.max_attempts,
+        give_up_after: raw.give_up_after.0,
         retry_initial: raw.retry_initial.0,
         retry_max: raw.retry_max.0,
         metrics_listen: match raw.metrics_listen.as_deref() {
@@ -1024,6 +1087,31 @@ client_secret_env = "X_SECRET"
             .0;
         assert!(err.contains("sources[0].lookback"), "{err}");
         assert!(err.contains("15 minutes"), "{err}");
+    }
+
+    #[test]
+    fn give_up_after_defaults_to_a_day_and_absurd_durations_are_refused() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.daemon.give_up_after, Duration::from_secs(24 * 3600));
+        let with = |line: &str| MINIMAL.replace("[daemon]\n", &format!("[daemon]\n{line}\n"));
+        let err = parse(&with("give_up_after = \"400d\"")).unwrap_err().0;
+        assert!(
+            err.contains("daemon.give_up_after: 400d is out of range (1m to 90d)"),
+            "{err}"
+        );
+        let err = parse(&with("request_timeout = \"0ms\"")).unwrap_err().0;
+        assert!(err.contains("daemon.request_timeout"), "{err}");
+        // A number that overflows is a clear error, not a panic.
+        let err = parse(&with("retry_max = \"999999999999999999d\""))
+            .unwrap_err()
+            .0;
+        assert!(
+            err.contains("daemon.retry_max") && err.contains("too large"),
+            "{err}"
+        );
+        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
+        assert_eq!(format_duration(Duration::from_secs(7200)), "2h");
+        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
     }
 
     #[test]

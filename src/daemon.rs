@@ -41,6 +41,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
             initial: config.daemon.retry_initial,
             max: config.daemon.retry_max,
             max_attempts: config.daemon.max_attempts,
+            give_up_after: config.daemon.give_up_after,
         },
         owner: lease_owner(),
         // A job's calls are bounded by the request timeout; a few of them

@@ -2,7 +2,10 @@
 //! capped) comes from the `backoff` crate, kept behind this one module so a
 //! move to `backon` touches only this file (see README, dependency notes).
 //! The delay derives from the attempt counter stored in the job row, so it
-//! survives restarts.
+//! survives restarts. The budget is time (SPEC §1): a transient failure is
+//! retried until `give_up_after` has passed since the first failure of the
+//! run, so an outage shorter than that parks nothing; `max_attempts` is only
+//! an upper bound.
 
 use std::time::Duration;
 
@@ -15,6 +18,7 @@ pub struct RetryPolicy {
     pub initial: Duration,
     pub max: Duration,
     pub max_attempts: u32,
+    pub give_up_after: Duration,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -41,14 +45,24 @@ impl RetryPolicy {
         b.next_backoff().unwrap_or(base).min(self.max)
     }
 
-    /// Retry or park, after `attempts` attempts (including the failed one).
+    /// Retry or park, after `attempts` attempts (including the failed one)
+    /// and `failing_for` since the first failure of this run of failures.
     /// A server's `Retry-After` wins when it asks for longer than our delay.
-    pub fn decide(&self, attempts: u32, failure: &Failure) -> Decision {
+    pub fn decide(&self, attempts: u32, failing_for: Duration, failure: &Failure) -> Decision {
         match failure {
             Failure::Permanent { message, .. } => Decision::Park(message.clone()),
-            Failure::Retryable { message, .. } if attempts >= self.max_attempts => Decision::Park(
-                format!("gave up after {attempts} attempts; last error: {message}"),
-            ),
+            Failure::Retryable { message, .. } if failing_for >= self.give_up_after => {
+                Decision::Park(format!(
+                    "gave up after failing for {} ({attempts} attempts; daemon.give_up_after = {}); last error: {message}",
+                    crate::config::format_duration(failing_for),
+                    crate::config::format_duration(self.give_up_after),
+                ))
+            }
+            Failure::Retryable { message, .. } if attempts >= self.max_attempts => {
+                Decision::Park(format!(
+                    "gave up after {attempts} attempts (daemon.max_attempts); last error: {message}"
+                ))
+            }
             Failure::Retryable { retry_after, .. } => {
                 let ours = self.delay(attempts);
                 let theirs = retry_after
@@ -69,6 +83,36 @@ mod tests {
             initial: Duration::from_secs(2),
             max: Duration::from_secs(60),
             max_attempts: 5,
+            give_up_after: Duration::from_secs(24 * 3600),
+        }
+    }
+
+    /// Issue 12.4: an hour's outage spends no budget that parks: with the
+    /// default settings every transient failure within 24 h is retried,
+    /// however many attempts it takes; past 24 h it parks, naming both.
+    #[test]
+    fn the_budget_is_time_not_attempts() {
+        let p = RetryPolicy {
+            max_attempts: 10_000,
+            max: Duration::from_secs(15 * 60),
+            ..policy()
+        };
+        let hour = Duration::from_secs(3600);
+        for attempts in [1, 12, 50, 200] {
+            assert!(
+                matches!(
+                    p.decide(attempts, hour, &Failure::retry("503")),
+                    Decision::RetryIn(_)
+                ),
+                "attempt {attempts} after an hour"
+            );
+        }
+        match p.decide(97, 24 * hour, &Failure::retry("503")) {
+            Decision::Park(reason) => assert!(
+                reason.contains("failing for 24h") && reason.contains("give_up_after = 24h"),
+                "{reason}"
+            ),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -97,7 +141,7 @@ mod tests {
             status: Some(429),
         };
         assert_eq!(
-            policy().decide(1, &f),
+            policy().decide(1, Duration::ZERO, &f),
             Decision::RetryIn(Duration::from_secs(30))
         );
     }
@@ -106,14 +150,14 @@ mod tests {
     fn permanent_parks_at_once_and_attempts_run_out() {
         let p = policy();
         assert!(matches!(
-            p.decide(1, &Failure::permanent("422")),
+            p.decide(1, Duration::ZERO, &Failure::permanent("422")),
             Decision::Park(_)
         ));
         assert!(matches!(
-            p.decide(4, &Failure::retry("503")),
+            p.decide(4, Duration::ZERO, &Failure::retry("503")),
             Decision::RetryIn(_)
         ));
-        match p.decide(5, &Failure::retry("503")) {
+        match p.decide(5, Duration::ZERO, &Failure::retry("503")) {
             Decision::Park(reason) => {
                 assert!(reason.contains("after 5 attempts") && reason.contains("503"))
             }

@@ -228,36 +228,41 @@ impl Engine {
                 }
                 r
             }
-            Err(failure) => match self.policy.decide(job.attempts, &failure) {
-                Decision::RetryIn(delay) => {
-                    let r = store.retry_later(
-                        job,
-                        &self.owner,
-                        failure.message(),
-                        now_ms() + delay.as_millis() as i64,
-                    );
-                    crate::metrics::global().retry(&job.source, job.kind.as_str());
-                    if matches!(r, Ok(true)) {
-                        tracing::warn!(
-                            source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
-                            attempt = job.attempts, retry_in = %format_args!("{:.1}s", delay.as_secs_f32()), error = %failure,
-                            "job failed; will retry"
+            Err(failure) => {
+                match self
+                    .policy
+                    .decide(job.attempts, job.failing_for(now_ms()), &failure)
+                {
+                    Decision::RetryIn(delay) => {
+                        let r = store.retry_later(
+                            job,
+                            &self.owner,
+                            failure.message(),
+                            now_ms() + delay.as_millis() as i64,
                         );
+                        crate::metrics::global().retry(&job.source, job.kind.as_str());
+                        if matches!(r, Ok(true)) {
+                            tracing::warn!(
+                                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                                attempt = job.attempts, retry_in = %format_args!("{:.1}s", delay.as_secs_f32()), error = %failure,
+                                "job failed; will retry"
+                            );
+                        }
+                        r
                     }
-                    r
-                }
-                Decision::Park(reason) => {
-                    let r = store.park(job, &self.owner, &reason);
-                    if matches!(r, Ok(true)) {
-                        tracing::error!(
-                            source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
-                            attempts = job.attempts, reason = %reason,
-                            "job parked; an operator must look at it (ordersync retry {})", job.order_key
-                        );
+                    Decision::Park(reason) => {
+                        let r = store.park(job, &self.owner, &reason);
+                        if matches!(r, Ok(true)) {
+                            tracing::error!(
+                                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                                attempts = job.attempts, reason = %reason,
+                                "job parked; an operator must look at it (ordersync retry {})", job.order_key
+                            );
+                        }
+                        r
                     }
-                    r
                 }
-            },
+            }
         };
         match kept {
             Ok(true) => {}

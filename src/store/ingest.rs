@@ -165,7 +165,7 @@ fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::
          VALUES (?1, 'push', ?2, '', 'pending', 0, ?3, ?3, ?3)
          ON CONFLICT(order_key, kind, ref) DO UPDATE SET state = 'pending', attempts = 0,
            next_attempt_at = excluded.next_attempt_at, parked_reason = NULL, parked_at = NULL,
-           last_error = NULL, updated_at = excluded.updated_at
+           last_error = NULL, first_failed_at = NULL, updated_at = excluded.updated_at
          WHERE jobs.state IN ('parked', 'cancelled')",
         params![source, key, now],
     )?;

@@ -49,6 +49,17 @@ pub struct Job {
     /// Including this one.
     pub attempts: u32,
     pub payload: Option<String>,
+    /// When the current run of transient failures began (ms), if one has.
+    pub first_failed_at: Option<i64>,
+}
+
+impl Job {
+    /// How long this job has been failing, as of `now_ms`.
+    pub fn failing_for(&self, now_ms: i64) -> Duration {
+        self.first_failed_at
+            .map(|t| Duration::from_millis(now_ms.saturating_sub(t).max(0) as u64))
+            .unwrap_or_default()
+    }
 }
 
 /// An ERP line number for a source line (ERPs use numbers or ids: kept as text).
@@ -213,7 +224,7 @@ impl Store {
         let mut jobs = Vec::new();
         {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, kind, order_key, ref, attempts, payload FROM jobs j
+                "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at FROM jobs j
                  WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
                    AND (lease_until IS NULL OR lease_until < ?2)
                    -- Shipments of one order are written back one at a time, in
@@ -238,10 +249,11 @@ impl Store {
                     r.get::<_, String>(3)?,
                     r.get::<_, u32>(4)?,
                     r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
                 ))
             })?;
             for row in rows {
-                let (id, kind, order_key, job_ref, attempts, payload) = row?;
+                let (id, kind, order_key, job_ref, attempts, payload, first_failed_at) = row?;
                 if let ClaimFilter::Orders(keys) = filter
                     && !keys.contains(&order_key)
                 {
@@ -258,6 +270,7 @@ impl Store {
                     job_ref,
                     attempts: attempts + 1,
                     payload,
+                    first_failed_at,
                 });
                 if jobs.len() == limit {
                     break;
@@ -455,7 +468,7 @@ impl Store {
             &tx,
             job,
             owner,
-            "last_error = ?4, next_attempt_at = ?5",
+            "last_error = ?4, next_attempt_at = ?5, first_failed_at = COALESCE(first_failed_at, ?1)",
             &[&error, &next_at_ms],
         )? {
             return Ok(false);
@@ -613,7 +626,7 @@ impl Store {
             revived = exec(
                 &tx,
                 "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
-                                 updated_at = ?2
+                                 first_failed_at = NULL, updated_at = ?2
                  WHERE order_key = ?1 AND state = 'cancelled'
                    AND (kind = 'push' OR last_error LIKE 'skipped:%')",
                 params![order_key, now],
@@ -622,7 +635,7 @@ impl Store {
         }
         let requeued = exec(&tx,
             "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, parked_reason = NULL,
-                             parked_at = NULL, updated_at = ?2
+                             parked_at = NULL, first_failed_at = NULL, updated_at = ?2
              WHERE order_key = ?1 AND state = 'parked'",
             params![order_key, now],
         )?;
@@ -662,7 +675,7 @@ impl Store {
         let now = now_ms();
         Ok(exec(&conn,
             "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?1, parked_reason = NULL,
-                             parked_at = NULL, updated_at = ?1
+                             parked_at = NULL, first_failed_at = NULL, updated_at = ?1
              WHERE state = 'parked'",
             params![now],
         )?)
@@ -1151,5 +1164,39 @@ mod tests {
             .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
             .unwrap();
         assert_eq!(j[0].attempts, 1);
+    }
+
+    /// The time budget counts from the first failure of a run of failures,
+    /// survives further failures, and starts afresh on an operator's retry.
+    #[test]
+    fn the_first_failure_is_remembered_until_an_operator_retries() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let claim = || {
+            store
+                .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+                .unwrap()
+        };
+        let j = claim();
+        assert_eq!(j[0].first_failed_at, None);
+        store.retry_later(&j[0], "o", "503", 0).unwrap();
+        let j = claim();
+        let first = j[0].first_failed_at.expect("set at the first failure");
+        std::thread::sleep(Duration::from_millis(5));
+        store.retry_later(&j[0], "o", "503 again", 0).unwrap();
+        let j = claim();
+        assert_eq!(
+            j[0].first_failed_at,
+            Some(first),
+            "not moved by later failures"
+        );
+        assert!(j[0].failing_for(first + 3_600_000) >= Duration::from_secs(3600));
+        store.park(&j[0], "o", "gave up").unwrap();
+        store.requeue_order("shop:1").unwrap();
+        assert_eq!(
+            claim()[0].first_failed_at,
+            None,
+            "an operator's retry starts afresh"
+        );
     }
 }

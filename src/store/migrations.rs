@@ -99,6 +99,11 @@ CREATE TABLE daemon_state (
     updated_at INTEGER NOT NULL
 );
 "#,
+    // 3: the retry budget is time (daemon.give_up_after), counted from the
+    // first failure of the current run of failures.
+    r#"
+ALTER TABLE jobs ADD COLUMN first_failed_at INTEGER;
+"#,
 ];
 
 pub fn latest() -> i64 {

@@ -28,6 +28,7 @@ fn example_config_parses_and_documents_every_key() {
         "request_timeout",
         "max_body_bytes",
         "max_attempts",
+        "give_up_after",
         "retry_initial",
         "retry_max",
         "metrics_listen",

@@ -458,8 +458,8 @@ async fn a_429_storm_is_ridden_out_within_the_limit_and_the_key_never_shows() {
         rate_limit_per_sec: 100,
         ..Default::default()
     };
-    // Each failed attempt counts toward max_attempts (12): a job of four
-    // calls must not lose twelve throws in a row, so the storm is 1 in 10.
+    // A storm of 1 in 10 requests answered 429 (with Retry-After, which
+    // pauses every call to the shop) on top of 3 % 5xx.
     opts.sandbox.retailys.faults.rate_429 = 0.1;
     opts.sandbox.retailys.faults.retry_after_secs = 1;
     opts.sandbox.retailys.faults.error_5xx_rate = 0.03;
