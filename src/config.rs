@@ -493,7 +493,7 @@ pub fn format_duration(d: Duration) -> String {
     }
     // Days only from two on: "24h" reads better than "1d" for a budget.
     for (unit, per) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs % per == 0 && (unit != "d" || secs >= 2 * 86_400) {
+        if secs.is_multiple_of(per) && (unit != "d" || secs >= 2 * 86_400) {
             return format!("{}{unit}", secs / per);
         }
     }
