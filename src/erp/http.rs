@@ -109,6 +109,8 @@ impl HttpErp {
             )));
         }
         Ok(ErpAccepted {
+            // 201: created now; 200: the ERP had this key already.
+            created: reply.status == 201,
             erp_order_number: answer.erp_order_number,
             lines: answer
                 .lines

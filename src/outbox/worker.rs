@@ -82,6 +82,13 @@ impl Engine {
                 let started = std::time::Instant::now();
                 let pushed = self.erp.push(&job.order_key, canonical).await;
                 crate::metrics::global().erp_push(started.elapsed());
+                if let Err(Failure::Retryable { .. }) = &pushed {
+                    // The ERP may have taken it before the answer was lost:
+                    // remember which version went out (see finish_push).
+                    self.store
+                        .remember_sent(job, &self.owner, &order.content_hash)
+                        .map_err(ledger)?;
+                }
                 let accepted = pushed.map_err(|f| f.context("ERP push"))?;
                 Ok(Outcome::Pushed {
                     accepted,
@@ -162,6 +169,12 @@ impl Engine {
                 },
                 _ = &mut deadline => {
                     task.abort();
+                    if job.kind == JobKind::Push
+                        && let Ok(Some(order)) = self.store.order_for_job(&job.order_key)
+                    {
+                        // The push may have reached the ERP before the cut.
+                        let _ = self.store.remember_sent(&job, &self.owner, &order.content_hash);
+                    }
                     break Err(Failure::retry(format!(
                         "the job did not finish within its deadline of {}s; cut (the next attempt looks the order up first)",
                         self.job_deadline().as_secs()

@@ -51,6 +51,9 @@ pub struct Job {
     pub payload: Option<String>,
     /// When the current run of transient failures began (ms), if one has.
     pub first_failed_at: Option<i64>,
+    /// The content hash an earlier push attempt sent without learning the
+    /// outcome (a timeout after the request went out).
+    pub sent_hash: Option<String>,
 }
 
 impl Job {
@@ -74,6 +77,10 @@ pub struct LineNumber {
 pub struct ErpAccepted {
     pub erp_order_number: String,
     pub lines: Vec<LineNumber>,
+    /// `true` when this call created the ERP order; `false` when the ERP
+    /// already had one for the key (an earlier attempt made it, perhaps
+    /// from an earlier version of the order).
+    pub created: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -224,7 +231,7 @@ impl Store {
         let mut jobs = Vec::new();
         {
             let mut stmt = tx.prepare_cached(
-                "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at FROM jobs j
+                "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
                  WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
                    AND (lease_until IS NULL OR lease_until < ?2)
                    -- Shipments of one order are written back one at a time, in
@@ -250,10 +257,12 @@ impl Store {
                     r.get::<_, u32>(4)?,
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
                 ))
             })?;
             for row in rows {
-                let (id, kind, order_key, job_ref, attempts, payload, first_failed_at) = row?;
+                let (id, kind, order_key, job_ref, attempts, payload, first_failed_at, sent_hash) =
+                    row?;
                 if let ClaimFilter::Orders(keys) = filter
                     && !keys.contains(&order_key)
                 {
@@ -271,6 +280,7 @@ impl Store {
                     attempts: attempts + 1,
                     payload,
                     first_failed_at,
+                    sent_hash,
                 });
                 if jobs.len() == limit {
                     break;
@@ -346,14 +356,33 @@ impl Store {
             return Ok(false);
         }
         let new_state = if write_back { "pushed" } else { "accepted" };
+        // The ERP already had an order for this key, and an earlier attempt
+        // whose outcome we never learned sent another version: what the ERP
+        // holds is that version, not this one (issue 12.3). Record that, and
+        // flag the difference for an operator instead of claiming otherwise.
+        let earlier = job
+            .sent_hash
+            .as_deref()
+            .filter(|sent| !accepted.created && *sent != pushed_hash);
+        let holds = earlier.unwrap_or(pushed_hash);
         exec(
             &tx,
             "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
                                erp_order_number = ?3, pushed_at = ?4, pushed_hash = ?5, updated_at = ?4,
-                               accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END
+                               accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END,
+                               changed_after_push_at = CASE WHEN ?7 THEN ?4 ELSE changed_after_push_at END
              WHERE order_key = ?1",
-            params![job.order_key, new_state, accepted.erp_order_number, now, pushed_hash, write_back],
+            params![job.order_key, new_state, accepted.erp_order_number, now, holds, write_back, earlier.is_some()],
         )?;
+        if earlier.is_some() {
+            event(
+                &tx,
+                &job.order_key,
+                now,
+                "changed_after_push",
+                "the ERP already held this order from an earlier attempt, made from an earlier version; the source changed since: compare them by hand",
+            )?;
+        }
         for line in &accepted.lines {
             exec(
             &tx,
@@ -451,6 +480,18 @@ impl Store {
             "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
             params![job.id, owner, now + lease.as_millis() as i64],
         )? == 1)
+    }
+
+    /// Notes the content a push attempt sent when its outcome is unknown
+    /// (the first such attempt wins: that is what the ERP may hold).
+    pub fn remember_sent(&self, job: &Job, owner: &str, hash: &str) -> anyhow::Result<()> {
+        let conn = self.lock();
+        exec(
+            &conn,
+            "UPDATE jobs SET sent_hash = COALESCE(sent_hash, ?3) WHERE id = ?1 AND lease_owner = ?2",
+            params![job.id, owner, hash],
+        )?;
+        Ok(())
     }
 
     /// A retryable failure: try again at `next_at_ms`.
@@ -815,24 +856,29 @@ mod tests {
     use crate::store::testutil::temp_store;
 
     fn seed(store: &Store, ext: &str) {
+        store
+            .ingest("shop", "live", &[incoming_with_qty(ext, "1")], None)
+            .unwrap();
+    }
+
+    fn incoming_with_qty(ext: &str, qty: &str) -> IncomingOrder {
         let order: crate::model::Order = serde_json::from_value(serde_json::json!({
             "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
             "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
             "prices_include_tax": false, "customer": {},
-            "lines": [{"source_line_id": "1", "quantity": "1", "unit_price": "10.00", "line_total": "10.00"}],
+            "lines": [{"source_line_id": "1", "quantity": qty, "unit_price": "10.00", "line_total": "10.00"}],
             "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
         }))
         .unwrap();
-        let inc = IncomingOrder {
+        IncomingOrder {
             external_id: ext.into(),
-            raw: "{}".into(),
+            raw: format!("{{\"q\":\"{qty}\"}}"),
             version: None,
             mapped: Ok(MappedOrder {
                 order,
                 disposition: Disposition::Push,
             }),
-        };
-        store.ingest("shop", "live", &[inc], None).unwrap();
+        }
     }
 
     fn accepted() -> ErpAccepted {
@@ -842,6 +888,7 @@ mod tests {
                 source_line_id: "1".into(),
                 erp_line_number: "10".into(),
             }],
+            created: true,
         }
     }
 
@@ -1198,5 +1245,79 @@ mod tests {
             None,
             "an operator's retry starts afresh"
         );
+    }
+
+    /// Issue 12.3: an attempt whose outcome was lost sent version 1; the
+    /// source then changed (version 2); the retry finds the ERP order the
+    /// first attempt made. The ledger must not claim the ERP holds version 2.
+    #[test]
+    fn a_repeat_after_a_lost_answer_records_what_the_erp_holds() {
+        let (_d, store) = temp_store();
+        let hash_of = |store: &Store| -> String {
+            store
+                .lock()
+                .query_row(
+                    "SELECT content_hash FROM orders WHERE order_key = 'shop:1'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let column = |store: &Store, c: &str| -> Option<String> {
+            store
+                .lock()
+                .query_row(
+                    &format!("SELECT CAST({c} AS TEXT) FROM orders WHERE order_key = 'shop:1'"),
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap()
+        };
+        let lease = Duration::from_secs(60);
+        seed(&store, "1");
+        let v1 = hash_of(&store);
+        let j = store
+            .claim("shop", "o", lease, 10, ClaimFilter::All)
+            .unwrap();
+        store.remember_sent(&j[0], "o", &v1).unwrap();
+        store.retry_later(&j[0], "o", "timed out", 0).unwrap();
+        // The shop changes the order before the retry.
+        let mut changed = incoming_with_qty("1", "3");
+        changed.version = Some("v2".into());
+        store.ingest("shop", "live", &[changed], None).unwrap();
+        let v2 = hash_of(&store);
+        assert_ne!(v1, v2);
+        let j = store
+            .claim("shop", "o", lease, 10, ClaimFilter::All)
+            .unwrap();
+        assert_eq!(j[0].sent_hash.as_deref(), Some(v1.as_str()));
+        let mut repeat = accepted();
+        repeat.created = false;
+        assert!(store.finish_push(&j[0], "o", &repeat, &v2, true).unwrap());
+        assert_eq!(column(&store, "pushed_hash").as_deref(), Some(v1.as_str()));
+        assert!(
+            column(&store, "changed_after_push_at").is_some(),
+            "flagged for an operator"
+        );
+
+        // Had the retry created the ERP order, it holds version 2: no flag.
+        let (_d2, other) = temp_store();
+        seed(&other, "1");
+        let j = other
+            .claim("shop", "o", lease, 10, ClaimFilter::All)
+            .unwrap();
+        other.remember_sent(&j[0], "o", "an-earlier-hash").unwrap();
+        other.retry_later(&j[0], "o", "timed out", 0).unwrap();
+        let j = other
+            .claim("shop", "o", lease, 10, ClaimFilter::All)
+            .unwrap();
+        let now_hash = hash_of(&other);
+        assert!(
+            other
+                .finish_push(&j[0], "o", &accepted(), &now_hash, true)
+                .unwrap()
+        );
+        assert_eq!(column(&other, "pushed_hash"), Some(now_hash));
+        assert!(column(&other, "changed_after_push_at").is_none());
     }
 }

@@ -103,6 +103,9 @@ CREATE TABLE daemon_state (
     // first failure of the current run of failures.
     r#"
 ALTER TABLE jobs ADD COLUMN first_failed_at INTEGER;
+-- The content hash of the first push attempt whose outcome is unknown: if
+-- the ERP turns out to hold an order already, it may be this version.
+ALTER TABLE jobs ADD COLUMN sent_hash TEXT;
 "#,
 ];
 

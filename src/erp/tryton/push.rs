@@ -46,12 +46,18 @@ pub async fn push(
             "Tryton holds more than one sale with this reference; using the first"
         );
     }
-    let (sale, state) = match found.first().and_then(|r| Some((r["id"].as_i64()?, r))) {
-        Some((id, row)) => (id, row["state"].as_str().unwrap_or_default().to_string()),
-        None => (create_sale(erp, &order).await?, "draft".to_string()),
+    let (sale, state, created) = match found.first().and_then(|r| Some((r["id"].as_i64()?, r))) {
+        Some((id, row)) => (
+            id,
+            row["state"].as_str().unwrap_or_default().to_string(),
+            false,
+        ),
+        None => (create_sale(erp, &order).await?, "draft".to_string(), true),
     };
     advance(erp, sale, &state).await?;
-    read_back(erp, &order, sale).await
+    let mut accepted = read_back(erp, &order, sale).await?;
+    accepted.created = created;
+    Ok(accepted)
 }
 
 /// Moves the sale on from wherever a previous attempt left it.
@@ -89,6 +95,7 @@ async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccep
         )));
     }
     Ok(ErpAccepted {
+        created: true,
         erp_order_number: number,
         lines: order
             .lines
