@@ -376,6 +376,25 @@ pub fn path_segment(id: &str) -> Result<String, Failure> {
     Ok(out)
 }
 
+/// A value that is always a valid HTTP header: printable ASCII is kept as it
+/// is; a value holding anything else (an order key with `é`, a control
+/// character) is sent percent-encoded as UTF-8 in full, so two different
+/// keys never become one header and a request is never refused locally.
+pub fn header_safe(value: &str) -> String {
+    if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+        return value.to_string();
+    }
+    let mut out = String::with_capacity(value.len() * 3);
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// `Retry-After` in seconds or as an HTTP date.
 pub fn retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers
@@ -410,6 +429,18 @@ pub fn error_chain(e: &dyn std::error::Error) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn header_values_are_always_valid_and_distinct() {
+        assert_eq!(header_safe("webshop-nl:48193"), "webshop-nl:48193");
+        let a = header_safe("till:ORD-\u{FFFD}");
+        let b = header_safe("till:ORD-é");
+        assert_eq!(b, "till:ORD-%C3%A9");
+        assert_ne!(a, b);
+        for v in [a, b, header_safe("x\ny")] {
+            assert!(reqwest::header::HeaderValue::from_str(&v).is_ok(), "{v}");
+        }
+    }
 
     #[test]
     fn an_id_is_one_path_segment() {

@@ -83,7 +83,7 @@ impl HttpErp {
             .post(format!("{}/orders", self.base))
             .header(AUTHORIZATION, self.bearer())
             .header(CONTENT_TYPE, "application/json")
-            .header("Idempotency-Key", order_key)
+            .header("Idempotency-Key", crate::http::header_safe(order_key))
             .body(canonical_json.to_string());
         let reply = match self.endpoint.send(req).await {
             Ok(r) => r,

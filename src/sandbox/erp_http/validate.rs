@@ -20,7 +20,8 @@ pub(super) fn validate(
 
     match order.get("order_key") {
         None => return Err("$.order_key is required".into()),
-        Some(Value::String(k)) if k == idempotency_key => {}
+        Some(Value::String(k))
+            if k == idempotency_key || crate::http::header_safe(k) == idempotency_key => {}
         Some(Value::String(k)) => {
             return Err(format!(
                 "$.order_key \"{k}\" does not match the Idempotency-Key \"{idempotency_key}\""
@@ -186,6 +187,15 @@ mod tests {
         o["customer"] = json!({"source_customer_id": "1324"});
         o["totals"] = json!({"net": "39.98"});
         assert_eq!(validate(&o, "webshop-nl:1", &[]), Ok(()));
+    }
+
+    /// Issue 12.14: a key a header cannot carry as is arrives encoded.
+    #[test]
+    fn an_encoded_idempotency_key_matches_its_order_key() {
+        let mut o = order();
+        o["order_key"] = json!("till:ORD-é");
+        assert_eq!(validate(&o, "till:ORD-%C3%A9", &[]), Ok(()));
+        assert!(validate(&o, "till:ORD-%C3%A8", &[]).is_err());
     }
 
     #[test]
