@@ -9,6 +9,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, Transaction, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
+use sha2::Digest;
 
 use super::{Store, event, exec, now_ms};
 
@@ -85,8 +86,13 @@ pub struct ErpAccepted {
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ShippedLine {
+    /// Empty when the ERP knows only its own line (see `erp_line_number`):
+    /// the ledger fills it in from the line numbers it recorded at the push.
+    #[serde(default)]
     pub source_line_id: String,
     pub quantity: Decimal,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_line_number: Option<String>,
 }
 
 /// A shipment the ERP reported (the http contract's shape).
@@ -105,15 +111,40 @@ pub struct ErpShipment {
     pub tracking_url: Option<String>,
     #[serde(default)]
     pub lines: Vec<ShippedLine>,
+    /// The ERP's own identity of the shipment, when it has one (Tryton:
+    /// `stock.shipment.out,ID`): two shipments of one day stay two.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub erp_shipment_id: Option<String>,
 }
 
 impl ErpShipment {
-    /// Tells two shipments of one order apart.
+    /// Tells two shipments of one order apart: the ERP's shipment id, else
+    /// the tracking number, else the ship time, else the shipment's content
+    /// (never one literal for all, which would merge them).
     fn job_ref(&self) -> String {
+        if let Some(id) = &self.erp_shipment_id {
+            return format!("erp:{id}");
+        }
+        self.legacy_ref().unwrap_or_else(|| {
+            let text = serde_json::to_string(&(&self.carrier, &self.lines)).unwrap_or_default();
+            let digest = sha2::Sha256::digest(text.as_bytes());
+            format!(
+                "content:{}",
+                digest
+                    .iter()
+                    .take(8)
+                    .map(|b| format!("{b:02x}"))
+                    .collect::<String>()
+            )
+        })
+    }
+
+    /// The identity ledgers recorded before shipments carried the ERP's id:
+    /// a shipment already recorded under it is not recorded again.
+    fn legacy_ref(&self) -> Option<String> {
         self.tracking_number
             .clone()
             .or_else(|| self.shipped_at.map(|t| t.to_rfc3339()))
-            .unwrap_or_else(|| "shipment".into())
     }
 }
 
@@ -580,6 +611,37 @@ impl Store {
                 )
                 .optional()?;
             let Some((source, state)) = row else { continue };
+            if s.erp_shipment_id.is_some()
+                && let Some(legacy) = s.legacy_ref()
+                && tx
+                    .query_row(
+                        "SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped' AND ref = ?2",
+                        params![s.order_key, legacy],
+                        |_| Ok(()),
+                    )
+                    .optional()?
+                    .is_some()
+            {
+                continue;
+            }
+            let mut s = s.clone();
+            for line in s.lines.iter_mut().filter(|l| l.source_line_id.is_empty()) {
+                if let Some(erp_line) = &line.erp_line_number
+                    && let Some(id) = tx
+                        .query_row(
+                            "SELECT source_line_id FROM order_lines WHERE order_key = ?1 AND erp_line_number = ?2",
+                            params![s.order_key, erp_line],
+                            |r| r.get::<_, String>(0),
+                        )
+                        .optional()?
+                {
+                    line.source_line_id = id;
+                }
+            }
+            // A line the ledger cannot place keeps its empty source id: the
+            // write-back then refuses it by name (parked), never delivering
+            // the whole order in its place.
+            let s = &s;
             let ready = matches!(state.as_str(), "accepted" | "shipped" | "completed");
             let writes = takes_write_back(&source);
             let job_state = match (writes, ready) {
@@ -1020,6 +1082,7 @@ mod tests {
             carrier: Some("PostNL".into()),
             tracking_number: Some("3S1".into()),
             tracking_url: None,
+            erp_shipment_id: None,
             lines: vec![],
         };
         assert_eq!(
@@ -1056,6 +1119,7 @@ mod tests {
             carrier: Some("DHL".into()),
             tracking_number: Some("JJD1".into()),
             tracking_url: None,
+            erp_shipment_id: None,
             lines: vec![],
         }
     }
@@ -1157,9 +1221,11 @@ mod tests {
             carrier: None,
             tracking_number: Some(tracking.into()),
             tracking_url: None,
+            erp_shipment_id: None,
             lines: vec![ShippedLine {
                 source_line_id: "1".into(),
                 quantity: Decimal::from(qty),
+                erp_line_number: None,
             }],
         };
         store
@@ -1187,7 +1253,8 @@ mod tests {
             before,
             vec![ShippedLine {
                 source_line_id: "1".into(),
-                quantity: Decimal::from(2)
+                quantity: Decimal::from(2),
+                erp_line_number: None,
             }]
         );
     }
@@ -1319,5 +1386,81 @@ mod tests {
         );
         assert_eq!(column(&other, "pushed_hash"), Some(now_hash));
         assert!(column(&other, "changed_after_push_at").is_none());
+    }
+
+    /// Issue 12.7: two shipments of one order on one day, without tracking
+    /// numbers, are two shipments (by the ERP's id), each with its lines
+    /// placed by the ERP line numbers recorded at the push.
+    #[test]
+    fn shipments_are_told_apart_by_the_erps_id_and_lines_are_placed() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = runnable(&store);
+        store
+            .finish_push(&j[0], "o", &accepted(), "h", true)
+            .unwrap();
+        let day = "2026-11-22T00:00:00Z".parse().ok();
+        let part = |id: &str, qty: i64| ErpShipment {
+            order_key: "shop:1".into(),
+            erp_order_number: Some("SO1".into()),
+            shipped_at: day,
+            carrier: None,
+            tracking_number: None,
+            tracking_url: None,
+            erp_shipment_id: Some(format!("stock.shipment.out,{id}")),
+            lines: vec![ShippedLine {
+                source_line_id: String::new(),
+                quantity: Decimal::from(qty),
+                erp_line_number: Some("10".into()),
+            }],
+        };
+        let queued = store
+            .record_shipments(&[part("7", 1), part("8", 2)], "c")
+            .unwrap();
+        assert_eq!(queued.len(), 2, "two shipments of one day stay two");
+        // Read again (the overlap window): nothing new.
+        assert!(
+            store
+                .record_shipments(&[part("7", 1), part("8", 2)], "c")
+                .unwrap()
+                .is_empty()
+        );
+        let conn = store.lock();
+        let payloads: Vec<String> = conn
+            .prepare("SELECT payload FROM jobs WHERE kind = 'write_shipped' ORDER BY id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        for p in payloads {
+            let s: ErpShipment = serde_json::from_str(&p).unwrap();
+            assert_eq!(
+                s.lines[0].source_line_id, "1",
+                "placed through order_lines: {p}"
+            );
+        }
+    }
+
+    /// A ledger that recorded a shipment under its tracking number before
+    /// shipments carried the ERP's id does not record it a second time.
+    #[test]
+    fn a_shipment_recorded_under_the_old_identity_is_not_recorded_again() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = runnable(&store);
+        store
+            .finish_push(&j[0], "o", &accepted(), "h", true)
+            .unwrap();
+        assert_eq!(
+            store
+                .record_shipments(&[shipment("shop:1")], "c")
+                .unwrap()
+                .len(),
+            1
+        );
+        let mut again = shipment("shop:1");
+        again.erp_shipment_id = Some("stock.shipment.out,7".into());
+        assert!(store.record_shipments(&[again], "c").unwrap().is_empty());
     }
 }

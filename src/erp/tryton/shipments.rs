@@ -4,7 +4,8 @@
 //! Each read starts [`OVERLAP`] before it: Tryton takes `write_date` when the
 //! writing transaction starts, so a shipment committed late can carry a time
 //! before the cursor. Shipments read twice are harmless: the ledger keys
-//! shipment write-backs by order and tracking number (or ship date).
+//! shipment write-backs by order and the shipment's own id. Each shipment
+//! carries the quantities of its outgoing moves per sale line.
 
 use chrono::{NaiveDateTime, TimeDelta};
 use serde_json::{Value, json};
@@ -13,7 +14,8 @@ use super::TrytonErp;
 use super::rpc::{datetime, parse_date, parse_datetime};
 use crate::erp::ShipmentPage;
 use crate::http::Failure;
-use crate::store::ErpShipment;
+use crate::store::{ErpShipment, ShippedLine};
+use rust_decimal::Decimal;
 
 /// Longer than any Tryton transaction that marks shipments done.
 const OVERLAP: TimeDelta = TimeDelta::seconds(120);
@@ -21,6 +23,8 @@ const OVERLAP: TimeDelta = TimeDelta::seconds(120);
 /// page must hold more than one window's worth (Tryton on SQLite finishes
 /// far fewer than this in two minutes).
 const PAGE: u32 = 1000;
+/// Pages read per poll at most (a bound, not an expectation).
+const MAX_PAGES: u32 = 100;
 const CURSOR_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 /// Fields only some module sets have: asked for only when present.
 const OPTIONAL: &[&str] = &["shipping_reference", "carrier"];
@@ -44,7 +48,13 @@ pub async fn shipments(
     if let Some(c) = cursor {
         domain.push(json!(["write_date", ">=", datetime(c - OVERLAP)]));
     }
-    let mut fields = vec!["number", "effective_date", "write_date", "reference"];
+    let mut fields = vec![
+        "number",
+        "effective_date",
+        "write_date",
+        "reference",
+        "outgoing_moves",
+    ];
     let optional = optional_fields(erp).await?;
     if optional.iter().any(|f| f == "shipping_reference") {
         fields.push("shipping_reference");
@@ -52,40 +62,44 @@ pub async fn shipments(
     if optional.iter().any(|f| f == "carrier") {
         fields.push("carrier.rec_name");
     }
-    let rows = erp
-        .rpc
-        .model(
-            "stock.shipment.out",
-            "search_read",
-            vec![
-                json!(domain),
-                json!(0),
-                json!(PAGE.max(limit)),
-                json!([["write_date", "ASC"], ["id", "ASC"]]),
-                json!(fields),
-            ],
-        )
-        .await?;
-    let rows = rows.as_array().cloned().unwrap_or_default();
+    // Every page of the window in one call: a page cut by a limit would
+    // leave the cursor where it was when more than a page of shipments share
+    // one write date, and the same page would be read again for good.
+    let page = PAGE.max(limit);
     let mut next = cursor;
-    for r in &rows {
-        if let Some(t) = parse_datetime(&r["write_date"]) {
-            next = next.max(Some(t));
+    let mut shipments = Vec::new();
+    for page_no in 0..MAX_PAGES {
+        let rows = erp
+            .rpc
+            .model(
+                "stock.shipment.out",
+                "search_read",
+                vec![
+                    json!(domain),
+                    json!(page_no * page),
+                    json!(page),
+                    json!([["write_date", "ASC"], ["id", "ASC"]]),
+                    json!(fields),
+                ],
+            )
+            .await?;
+        let rows = rows.as_array().cloned().unwrap_or_default();
+        for r in &rows {
+            if let Some(t) = parse_datetime(&r["write_date"]) {
+                next = next.max(Some(t));
+            }
+        }
+        shipments.extend(shipments_of(erp, &rows).await?);
+        if (rows.len() as u32) < page {
+            break;
+        }
+        if page_no + 1 == MAX_PAGES {
+            tracing::warn!(
+                pages = MAX_PAGES,
+                "Tryton shipments: more done shipments in the window than one poll reads; the rest come next poll"
+            );
         }
     }
-    let ids: Vec<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
-    let sales = if ids.is_empty() {
-        Vec::new()
-    } else {
-        erp.search_read(
-            "sale.sale",
-            json!([["shipments", "in", ids]]),
-            &["number", "reference", "shipments"],
-            None,
-        )
-        .await?
-    };
-    let shipments = rows.iter().filter_map(|r| to_shipment(r, &sales)).collect();
     Ok(ShipmentPage {
         shipments,
         next: next
@@ -94,10 +108,47 @@ pub async fn shipments(
     })
 }
 
+/// The shipments of one page with their sales and per-line quantities.
+async fn shipments_of(erp: &TrytonErp, rows: &[Value]) -> Result<Vec<ErpShipment>, Failure> {
+    let ids: Vec<i64> = rows.iter().filter_map(|r| r["id"].as_i64()).collect();
+    if ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sales = erp
+        .search_read(
+            "sale.sale",
+            json!([["shipments", "in", ids]]),
+            &["number", "reference", "shipments"],
+            None,
+        )
+        .await?;
+    let move_ids: Vec<i64> = rows
+        .iter()
+        .flat_map(|r| r["outgoing_moves"].as_array().cloned().unwrap_or_default())
+        .filter_map(|m| m.as_i64())
+        .collect();
+    let moves = if move_ids.is_empty() {
+        Vec::new()
+    } else {
+        erp.search_read(
+            "stock.move",
+            json!([["id", "in", move_ids]]),
+            &["origin", "quantity"],
+            None,
+        )
+        .await?
+    };
+    Ok(rows
+        .iter()
+        .filter_map(|r| to_shipment(r, &sales, &moves))
+        .collect())
+}
+
 /// One done shipment as the ledger wants it, when a sale with a reference
 /// (an order key) ships with it; shipments of sales made in Tryton by hand
-/// have none of ours and are skipped.
-fn to_shipment(row: &Value, sales: &[Value]) -> Option<ErpShipment> {
+/// have none of ours and are skipped. Its lines are its outgoing moves that
+/// come from a sale line (the ERP line number ordersync recorded at the push).
+fn to_shipment(row: &Value, sales: &[Value], moves: &[Value]) -> Option<ErpShipment> {
     let id = row["id"].as_i64()?;
     let sale = sales.iter().find(|s| {
         s["shipments"]
@@ -106,18 +157,51 @@ fn to_shipment(row: &Value, sales: &[Value]) -> Option<ErpShipment> {
     })?;
     let order_key = sale["reference"].as_str().filter(|r| !r.is_empty())?;
     let text = |v: &Value| v.as_str().filter(|s| !s.is_empty()).map(str::to_string);
+    let mine: Vec<i64> = row["outgoing_moves"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
+    let mut lines: Vec<ShippedLine> = Vec::new();
+    for m in moves
+        .iter()
+        .filter(|m| m["id"].as_i64().is_some_and(|i| mine.contains(&i)))
+    {
+        let Some(line) = m["origin"]
+            .as_str()
+            .and_then(|o| o.strip_prefix("sale.line,"))
+        else {
+            continue;
+        };
+        let Some(quantity) = m["quantity"]
+            .as_f64()
+            .and_then(|q| Decimal::try_from(q).ok())
+        else {
+            continue;
+        };
+        match lines
+            .iter_mut()
+            .find(|l| l.erp_line_number.as_deref() == Some(line))
+        {
+            Some(l) => l.quantity += quantity.normalize(),
+            None => lines.push(ShippedLine {
+                source_line_id: String::new(),
+                quantity: quantity.normalize(),
+                erp_line_number: Some(line.to_string()),
+            }),
+        }
+    }
     Some(ErpShipment {
         order_key: order_key.to_string(),
         erp_order_number: text(&sale["number"]),
-        // A date only in Tryton; as a timestamp it is stable across reads,
-        // which keeps the ledger's dedupe key stable.
+        // A date only in Tryton; as a timestamp it is stable across reads.
         shipped_at: parse_date(&row["effective_date"])
             .and_then(|d| d.and_hms_opt(0, 0, 0))
             .map(|t| t.and_utc()),
         carrier: text(&row["carrier."]["rec_name"]),
         tracking_number: text(&row["shipping_reference"]).or_else(|| text(&row["reference"])),
         tracking_url: None,
-        lines: Vec::new(),
+        lines,
+        erp_shipment_id: Some(format!("stock.shipment.out,{id}")),
     })
 }
 
@@ -145,14 +229,34 @@ mod tests {
 
     #[test]
     fn a_shipment_maps_to_its_sales_reference() {
-        let row = json!({"id": 7, "number": "3", "shipping_reference": "3SABC",
+        let row = json!({"id": 7, "number": "3", "shipping_reference": "3SABC", "outgoing_moves": [41, 42, 43],
             "reference": null, "carrier.": {"rec_name": "PostNL", "id": 1},
             "effective_date": {"__class__": "date", "year": 2026, "month": 11, "day": 22}});
         let sales = vec![
             json!({"id": 1, "number": "1", "reference": "other:1", "shipments": [6]}),
             json!({"id": 2, "number": "2", "reference": "webshop-nl:48193", "shipments": [5, 7]}),
         ];
-        let s = to_shipment(&row, &sales).unwrap();
+        let moves = vec![
+            json!({"id": 41, "origin": "sale.line,12", "quantity": 2.0}),
+            json!({"id": 42, "origin": "sale.line,13", "quantity": 0.53}),
+            json!({"id": 43, "origin": null, "quantity": 1.0}),
+            json!({"id": 99, "origin": "sale.line,14", "quantity": 5.0}),
+        ];
+        let s = to_shipment(&row, &sales, &moves).unwrap();
+        assert_eq!(s.erp_shipment_id.as_deref(), Some("stock.shipment.out,7"));
+        let lines: Vec<(Option<&str>, String)> = s
+            .lines
+            .iter()
+            .map(|l| (l.erp_line_number.as_deref(), l.quantity.to_string()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (Some("12"), "2".to_string()),
+                (Some("13"), "0.53".to_string())
+            ],
+            "only this shipment's moves that come from a sale line"
+        );
         assert_eq!(s.order_key, "webshop-nl:48193");
         assert_eq!(s.erp_order_number.as_deref(), Some("2"));
         assert_eq!(s.tracking_number.as_deref(), Some("3SABC"));
@@ -163,6 +267,6 @@ mod tests {
         );
         // A shipment of a sale made by hand in Tryton: not ours.
         let manual = vec![json!({"id": 3, "number": "9", "reference": null, "shipments": [7]})];
-        assert!(to_shipment(&row, &manual).is_none());
+        assert!(to_shipment(&row, &manual, &moves).is_none());
     }
 }

@@ -593,9 +593,11 @@ mod delivery_tests {
             carrier: None,
             tracking_number: Some(format!("T{qty}")),
             tracking_url: None,
+            erp_shipment_id: None,
             lines: vec![ShippedLine {
                 source_line_id: "L1".into(),
                 quantity: Decimal::from(qty),
+                erp_line_number: None,
             }],
         }
     }
@@ -604,6 +606,7 @@ mod delivery_tests {
         vec![ShippedLine {
             source_line_id: "L1".into(),
             quantity: Decimal::from(qty),
+            erp_line_number: None,
         }]
     }
 

@@ -177,6 +177,38 @@ async fn orders_become_sales_and_tryton_shipments_come_back() {
         .filter(|j| j.kind == "write_shipped")
         .count();
     assert_eq!(jobs, 1, "{:?}", detail.jobs);
+    // The shipment is known by Tryton's own id, and carries what it shipped
+    // per source line (from its outgoing moves), not "the whole order".
+    let shipped = detail
+        .jobs
+        .iter()
+        .find(|j| j.kind == "write_shipped")
+        .unwrap();
+    assert!(
+        shipped.job_ref.starts_with("erp:stock.shipment.out,"),
+        "{}",
+        shipped.job_ref
+    );
+    let lines = engine.store.shipped_before(&key(mixed), i64::MAX).unwrap();
+    let canonical = detail.canonical.unwrap();
+    let mut expected: Vec<(String, Decimal)> = canonical["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["source_line_id"].as_str().unwrap().to_string(),
+                dec(l["quantity"].as_str().unwrap()).normalize(),
+            )
+        })
+        .collect();
+    let mut got: Vec<(String, Decimal)> = lines
+        .iter()
+        .map(|l| (l.source_line_id.clone(), l.quantity.normalize()))
+        .collect();
+    expected.sort();
+    got.sort();
+    assert_eq!(got, expected, "shipped quantities per source line");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
