@@ -256,6 +256,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut conn = self.lock();
+        if let ClaimFilter::Orders(keys) = filter {
+            self.fill_claim_keys(&conn, keys)?;
+        }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
         let lease_until = now + lease.as_millis() as i64;
@@ -265,6 +268,10 @@ impl Store {
                 "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
                  WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
                    AND (lease_until IS NULL OR lease_until < ?2)
+                   -- backfill: only its own orders, chosen in SQL through a
+                   -- temp table filled once per key set (no scan of other
+                   -- orders' jobs inside the write transaction).
+                   AND (?4 = 0 OR order_key IN (SELECT order_key FROM temp.claim_keys))
                    -- Shipments of one order are written back one at a time, in
                    -- the order the ERP reported them: each knows what the
                    -- earlier ones delivered (see `shipped_before`).
@@ -274,12 +281,8 @@ impl Store {
                           AND p.state IN ('pending', 'waiting', 'parked')))
                  ORDER BY next_attempt_at LIMIT ?3",
             )?;
-            // With a filter we may have to look past jobs of other orders.
-            let scan = match filter {
-                ClaimFilter::All => limit,
-                ClaimFilter::Orders(_) => 10_000,
-            };
-            let rows = stmt.query_map(params![source, now, scan as i64], |r| {
+            let filtered = matches!(filter, ClaimFilter::Orders(_));
+            let rows = stmt.query_map(params![source, now, limit as i64, filtered], |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
                     r.get::<_, String>(1)?,
@@ -294,11 +297,6 @@ impl Store {
             for row in rows {
                 let (id, kind, order_key, job_ref, attempts, payload, first_failed_at, sent_hash) =
                     row?;
-                if let ClaimFilter::Orders(keys) = filter
-                    && !keys.contains(&order_key)
-                {
-                    continue;
-                }
                 let Some(kind) = JobKind::parse(&kind) else {
                     continue;
                 };
@@ -498,6 +496,31 @@ impl Store {
         event(&tx, &job.order_key, now, job.kind.as_str(), detail)?;
         tx.commit()?;
         Ok(true)
+    }
+
+    /// Makes `temp.claim_keys` (this connection's own) hold exactly `keys`,
+    /// refilling it only when the key set changed since the last claim.
+    fn fill_claim_keys(&self, conn: &rusqlite::Connection, keys: &[String]) -> anyhow::Result<()> {
+        let fingerprint = (
+            keys.len(),
+            keys.first().cloned().unwrap_or_default(),
+            keys.last().cloned().unwrap_or_default(),
+        );
+        let mut memo = self.claim_keys.lock().unwrap_or_else(|p| p.into_inner());
+        if memo.as_ref() == Some(&fingerprint) {
+            return Ok(());
+        }
+        conn.execute_batch(
+            "CREATE TEMP TABLE IF NOT EXISTS claim_keys (order_key TEXT PRIMARY KEY);
+             DELETE FROM temp.claim_keys;",
+        )?;
+        let mut insert =
+            conn.prepare_cached("INSERT OR IGNORE INTO temp.claim_keys (order_key) VALUES (?1)")?;
+        for k in keys {
+            insert.execute(params![k])?;
+        }
+        *memo = Some(fingerprint);
+        Ok(())
     }
 
     /// Extends the lease of a job we are still running. `false` when the job

@@ -29,6 +29,12 @@ pub use status::{
 
 pub struct Store {
     conn: Mutex<Connection>,
+    /// A read-only connection for `status`, `orders` and the health and
+    /// metrics reports: in WAL mode it reads a snapshot beside the writer, so
+    /// a full-table report never holds up the engine's ledger calls.
+    reader: Mutex<Connection>,
+    /// Which key set `temp.claim_keys` holds (see `claim` with a filter).
+    claim_keys: Mutex<Option<(usize, String, String)>>,
     path: PathBuf,
 }
 
@@ -80,6 +86,8 @@ impl Store {
             .with_context(|| format!("cannot migrate ledger {}", path.display()))?;
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: Mutex::new(read_connection(path)?),
+            claim_keys: Mutex::new(None),
             path: path.to_path_buf(),
         })
     }
@@ -93,13 +101,7 @@ impl Store {
                 path.display()
             );
         }
-        let conn = Connection::open_with_flags(
-            path,
-            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
-        )
-        .with_context(|| format!("cannot open ledger {}", path.display()))?;
-        conn.busy_timeout(Duration::from_secs(10))?;
-        conn.set_prepared_statement_cache_capacity(64);
+        let conn = read_connection(path)?;
         let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
         if version != migrations::latest() {
             anyhow::bail!(
@@ -110,6 +112,8 @@ impl Store {
         }
         Ok(Store {
             conn: Mutex::new(conn),
+            reader: Mutex::new(read_connection(path)?),
+            claim_keys: Mutex::new(None),
             path: path.to_path_buf(),
         })
     }
@@ -124,13 +128,23 @@ impl Store {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Copies the live database with SQLite's online backup API.
+    fn read(&self) -> MutexGuard<'_, Connection> {
+        self.reader.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Copies the live database as one consistent snapshot (`VACUUM INTO`
+    /// runs in a read transaction): unlike the page-by-page backup API, a
+    /// busy daemon's writes cannot make it start over, so it always ends.
     pub fn backup_to(&self, dest: &Path) -> anyhow::Result<()> {
-        let conn = self.lock();
-        let mut out = Connection::open(dest)
-            .with_context(|| format!("cannot create backup {}", dest.display()))?;
-        let backup = rusqlite::backup::Backup::new(&conn, &mut out)?;
-        backup.run_to_completion(256, Duration::from_millis(5), None)?;
+        if dest.exists() {
+            anyhow::bail!("backup target {} already exists", dest.display());
+        }
+        let target = dest
+            .to_str()
+            .with_context(|| format!("backup path {} is not valid UTF-8", dest.display()))?;
+        let conn = self.read();
+        conn.execute("VACUUM INTO ?1", [target])
+            .with_context(|| format!("cannot write backup {}", dest.display()))?;
         Ok(())
     }
 }
@@ -170,6 +184,17 @@ fn is_busy(e: &anyhow::Error) -> bool {
                 if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
     })
+}
+
+fn read_connection(path: &Path) -> anyhow::Result<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .with_context(|| format!("cannot open ledger {}", path.display()))?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {

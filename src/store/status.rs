@@ -109,7 +109,7 @@ impl Store {
     /// `sources` gives the configured names in order; sources the ledger knows
     /// but the config no longer lists are left out.
     pub fn status(&self, sources: &[String]) -> anyhow::Result<StatusReport> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut rows = Vec::new();
         for name in sources {
             let cursor: Option<String> = conn
@@ -210,7 +210,7 @@ impl Store {
 
     /// Per-source numbers for `/metrics`.
     pub fn source_numbers(&self) -> anyhow::Result<BTreeMap<String, SourceNumbers>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut out: BTreeMap<String, SourceNumbers> = BTreeMap::new();
         let mut stmt =
             conn.prepare("SELECT source, count(*), count(pushed_at) FROM orders GROUP BY source")?;
@@ -272,7 +272,7 @@ impl Store {
         state: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Vec<OrderRow>> {
-        let conn = self.lock();
+        let conn = self.read();
         let mut stmt = conn.prepare(
             "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note FROM orders
              WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR state = ?2)
@@ -296,7 +296,7 @@ impl Store {
             Some(o) => o.lines,
             None => return Ok(None),
         };
-        let conn = self.lock();
+        let conn = self.read();
         let detail = conn.query_row(
             "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note, source, external_id,
                     recorded_by, changed_after_push_at, canonical_json

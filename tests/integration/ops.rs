@@ -202,7 +202,9 @@ async fn metrics_and_health_are_served() {
         .send()
         .await
         .unwrap();
-    assert_eq!(health.status(), 200);
+    let health_status = health.status();
+    let health_body = health.text().await.unwrap_or_default();
+    assert_eq!(health_status, 200, "{health_body}");
     // A stuck engine loop is unhealthy, with the reason.
     let stuck = ordersync::health::Heartbeat::default();
     let reason = ordersync::health::check(&stuck, &engine.store, &app.config, 0).unwrap_err();
