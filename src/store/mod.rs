@@ -67,7 +67,7 @@ impl Store {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                other => return other,
+                other => return other.map_err(|e| explain_damage(path, e)),
             }
         }
     }
@@ -75,7 +75,7 @@ impl Store {
     fn open_once(path: &Path) -> anyhow::Result<Store> {
         let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
-        configure(&conn)?;
+        configure(&conn).with_context(|| format!("cannot open ledger {}", path.display()))?;
         migrations::migrate(&mut conn)
             .with_context(|| format!("cannot migrate ledger {}", path.display()))?;
         Ok(Store {
@@ -87,6 +87,10 @@ impl Store {
     /// Opens an existing ledger for reading only (`status`, `orders`): never
     /// creates or migrates, so it cannot disturb a running daemon.
     pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
+        Self::open_read_only_once(path).map_err(|e| explain_damage(path, e))
+    }
+
+    fn open_read_only_once(path: &Path) -> anyhow::Result<Store> {
         if !path.exists() {
             anyhow::bail!(
                 "no ledger at {} yet: the daemon has not run with this state_dir",
@@ -100,7 +104,9 @@ impl Store {
         .with_context(|| format!("cannot open ledger {}", path.display()))?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.set_prepared_statement_cache_capacity(64);
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .with_context(|| format!("cannot read ledger {}", path.display()))?;
         if version != migrations::latest() {
             anyhow::bail!(
                 "ledger {} has schema version {version}, this ordersync expects {}: run the daemon once to migrate",
@@ -170,6 +176,31 @@ fn is_busy(e: &anyhow::Error) -> bool {
                 if matches!(f.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
         )
     })
+}
+
+/// SQLite's own words for a file that is not a ledger ("file is not a
+/// database") name neither the file nor a way out; this does both.
+fn explain_damage(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let failure = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(f, msg)) => Some((*f, msg.clone())),
+            _ => None,
+        });
+    let Some((failure, msg)) = failure else {
+        return e;
+    };
+    let what = match failure.code {
+        rusqlite::ErrorCode::NotADatabase => "is not a valid SQLite database",
+        rusqlite::ErrorCode::DatabaseCorrupt => "is damaged",
+        _ => return e,
+    };
+    let detail =
+        msg.unwrap_or_else(|| rusqlite::ffi::code_to_str(failure.extended_code).to_string());
+    anyhow::anyhow!(
+        "ledger {} {what} ({detail}); restore it from a backup (see docs/OPERATIONS.md, \"The ledger is damaged\") or move it away",
+        path.display()
+    )
 }
 
 fn configure(conn: &Connection) -> anyhow::Result<()> {

@@ -334,3 +334,43 @@ async fn sighup_is_logged_and_the_daemon_keeps_running() {
         .unwrap_or_default();
     assert!(line.contains("INFO"), "logged at INFO: {line}");
 }
+
+#[test]
+fn a_corrupt_ledger_exits_1_naming_the_file_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "", "client_secret_env = \"X\"");
+    let ledger = dir.path().join("state").join("ordersync.db");
+    std::fs::create_dir_all(ledger.parent().unwrap()).unwrap();
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 13) as u8).collect();
+    std::fs::write(&ledger, &garbage).unwrap();
+    for command in [&["status"][..], &["status", "--json"], &["run"]] {
+        let mut child = ordersync()
+            .arg("--config")
+            .arg(&cfg)
+            .args(command)
+            .env("X", "x")
+            .env("ORDERSYNC_TEST_ERP_TOKEN", "t")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let code = wait_with_timeout(&mut child, Duration::from_secs(20));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(code, Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "ledger {} is not a valid SQLite database",
+                ledger.display()
+            )) && err.contains("restore it from a backup"),
+            "{command:?}: {err}"
+        );
+    }
+    // Nothing was written over the operator's file.
+    assert_eq!(std::fs::read(&ledger).unwrap(), garbage);
+}
