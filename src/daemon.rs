@@ -334,7 +334,9 @@ fn spawn_watchdog(
         .unwrap_or(Duration::from_secs(10))
         .clamp(Duration::from_millis(100), Duration::from_secs(10));
     tokio::spawn(async move {
-        let mut was_healthy = true;
+        // Checks keep the watchdog's pace; the streak only spaces the log
+        // lines of a lasting problem (the first, then one a minute).
+        let mut unhealthy = crate::throttle::FailureStreak::new();
         loop {
             let (e, c) = (Arc::clone(&engine), config.clone());
             let verdict = tokio::task::spawn_blocking(move || {
@@ -346,17 +348,16 @@ fn spawn_watchdog(
                 Ok(line) => {
                     health::notify::watchdog();
                     health::notify::status(&line);
-                    if !was_healthy {
-                        tracing::info!("healthy again");
+                    if let Some(checks) = unhealthy.success() {
+                        tracing::info!(failed_checks = checks, "healthy again");
                     }
-                    was_healthy = true;
                 }
                 Err(reason) => {
                     health::notify::status(&format!("UNHEALTHY: {reason}"));
-                    if was_healthy {
-                        tracing::error!(reason = %reason, "unhealthy; the systemd watchdog will restart the daemon if this lasts");
+                    let next = unhealthy.failure();
+                    if next.log {
+                        tracing::error!(reason = %reason, failed_checks = next.failures, "unhealthy; the systemd watchdog will restart the daemon if this lasts");
                     }
-                    was_healthy = false;
                 }
             }
             tokio::select! {

@@ -13,7 +13,8 @@
 //! [`outbox`] (retry policy, error classes, workers), [`sources`] (connectors and
 //! their shared HTTP client), [`erp`] (ERP adapters), [`daemon`] (scheduling and
 //! shutdown), [`commands`] (the CLI's commands), [`sandbox`] (simulators of every
-//! API, for tests, `demo` and benchmarks), [`telemetry`] (logs).
+//! API, for tests, `demo` and benchmarks), [`telemetry`] (logs), [`throttle`]
+//! (backoff and log throttling for loops that fail over and over).
 
 pub mod cli;
 pub mod commands;
@@ -31,3 +32,4 @@ pub mod shutdown;
 pub mod sources;
 pub mod store;
 pub mod telemetry;
+pub mod throttle;

@@ -43,9 +43,11 @@ async fn dispatch(cli: Cli) -> ExitCode {
     };
     telemetry::init(config.daemon.log_format);
     let outcome = match &cli.command {
-        Command::Run => daemon::run(config, shutdown::on_signals())
-            .await
-            .map(|_| ExitCode::SUCCESS),
+        Command::Run => {
+            let stop = shutdown::on_signals();
+            shutdown::log_hangups(stop.clone());
+            daemon::run(config, stop).await.map(|_| ExitCode::SUCCESS)
+        }
         Command::Backfill(args) => commands::backfill(&config, args, shutdown::on_signals()).await,
         Command::Status { json, check } => commands::status(&config, *json, *check),
         Command::Skip { order_key, reason } => commands::skip(&config, order_key, reason),

@@ -3,6 +3,9 @@
 //! knows (HTTP requests, retries, ERP push latency) live in a small registry;
 //! everything the ledger knows is read from it at scrape time, so the numbers
 //! agree with `status` and survive restarts.
+//!
+//! The server is plain hyper HTTP/1.1 rather than `axum::serve`, which has no
+//! timeouts: see [`ServerLimits`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -15,11 +18,16 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::Config;
 use crate::outbox::Engine;
 use crate::store::now_ms;
+use crate::throttle::FailureStreak;
 
 /// Upper bounds (seconds) of the ERP push latency histogram.
 const PUSH_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
@@ -323,12 +331,51 @@ pub fn parse_listen(text: &str) -> Result<SocketAddr, String> {
         .map_err(|_| format!("{text:?} is not an address like \"127.0.0.1:9184\" or a port"))
 }
 
-/// Serves until `shutdown`; returns the bound address (port 0 picks one).
+/// How the `/metrics` + `/healthz` server treats its connections, so that
+/// clients that connect and send nothing (or half a request) cannot hold file
+/// descriptors for ever.
+#[derive(Debug, Clone, Copy)]
+pub struct ServerLimits {
+    /// A request's headers must be complete within this time of the
+    /// connection opening or of the previous response; otherwise the
+    /// connection is closed. This is also the idle (keep-alive) timeout.
+    pub header_timeout: Duration,
+    /// No connection lives longer than this, whatever it does (e.g. a client
+    /// that stops reading a response).
+    pub connection_deadline: Duration,
+    /// Connections served at once; further clients wait in the listen
+    /// backlog until one closes.
+    pub max_connections: usize,
+}
+
+impl Default for ServerLimits {
+    fn default() -> Self {
+        ServerLimits {
+            header_timeout: Duration::from_secs(5),
+            connection_deadline: Duration::from_secs(60),
+            max_connections: 64,
+        }
+    }
+}
+
+/// Serves until `shutdown` with the default [`ServerLimits`]; returns the
+/// bound address (port 0 picks one).
 pub async fn serve(
     addr: SocketAddr,
     engine: Arc<Engine>,
     config: Arc<Config>,
     shutdown: CancellationToken,
+) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
+    serve_with(addr, engine, config, shutdown, ServerLimits::default()).await
+}
+
+/// [`serve`] with explicit limits.
+pub async fn serve_with(
+    addr: SocketAddr,
+    engine: Arc<Engine>,
+    config: Arc<Config>,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
 ) -> anyhow::Result<(SocketAddr, tokio::task::JoinHandle<()>)> {
     let state = AppState {
         engine,
@@ -343,12 +390,101 @@ pub async fn serve(
         .await
         .map_err(|e| anyhow::anyhow!("daemon.metrics_listen: cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let handle = tokio::spawn(async move {
-        let _ = axum::serve(listener, app)
-            .with_graceful_shutdown(async move { shutdown.cancelled().await })
-            .await;
-    });
+    let handle = tokio::spawn(accept_loop(listener, app, shutdown, limits));
     Ok((bound, handle))
+}
+
+/// Accepts while a connection slot is free; an accept error (out of file
+/// descriptors, say) backs off instead of spinning and is logged once per
+/// interval. On shutdown: stop accepting, let open connections finish.
+async fn accept_loop(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+) {
+    let slots = Arc::new(Semaphore::new(limits.max_connections.max(1)));
+    let connections = TaskTracker::new();
+    let mut streak = FailureStreak::new();
+    loop {
+        let permit = tokio::select! {
+            p = Arc::clone(&slots).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            _ = shutdown.cancelled() => break,
+        };
+        let accepted = tokio::select! {
+            r = listener.accept() => r,
+            _ = shutdown.cancelled() => break,
+        };
+        match accepted {
+            Ok((stream, _peer)) => {
+                if let Some(failures) = streak.success() {
+                    tracing::info!(failures, "metrics server accepts connections again");
+                }
+                connections.spawn(serve_connection(
+                    stream,
+                    app.clone(),
+                    shutdown.clone(),
+                    limits,
+                    permit,
+                ));
+            }
+            Err(e) => {
+                drop(permit);
+                let next = streak.failure();
+                if next.log {
+                    tracing::warn!(
+                        error = %e,
+                        suppressed = next.suppressed,
+                        retry_in = %format_args!("{:.1}s", next.delay.as_secs_f32()),
+                        "metrics server cannot accept a connection; will retry"
+                    );
+                }
+                tokio::select! {
+                    _ = tokio::time::sleep(next.delay) => {}
+                    _ = shutdown.cancelled() => break,
+                }
+            }
+        }
+    }
+    drop(listener);
+    connections.close();
+    connections.wait().await;
+}
+
+/// One HTTP/1.1 connection, bounded by the header timeout (which also ends
+/// an idle keep-alive connection) and by the connection deadline.
+async fn serve_connection(
+    stream: tokio::net::TcpStream,
+    app: Router,
+    shutdown: CancellationToken,
+    limits: ServerLimits,
+    _slot: OwnedSemaphorePermit,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(limits.header_timeout)
+        .keep_alive(true);
+    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let deadline = tokio::time::sleep(limits.connection_deadline);
+    tokio::pin!(conn, deadline);
+    let mut stopping = false;
+    loop {
+        tokio::select! {
+            // Done, or an error (header timeout, reset): either way dropping
+            // the connection closes the socket.
+            _ = conn.as_mut() => break,
+            _ = &mut deadline => break,
+            _ = shutdown.cancelled(), if !stopping => {
+                stopping = true;
+                conn.as_mut().graceful_shutdown();
+            }
+        }
+    }
 }
 
 #[cfg(test)]

@@ -73,7 +73,7 @@ impl Store {
                     tries += 1;
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                other => return other,
+                other => return other.map_err(|e| explain_damage(path, e)),
             }
         }
     }
@@ -81,7 +81,7 @@ impl Store {
     fn open_once(path: &Path) -> anyhow::Result<Store> {
         let mut conn = Connection::open(path)
             .with_context(|| format!("cannot open ledger {}", path.display()))?;
-        configure(&conn)?;
+        configure(&conn).with_context(|| format!("cannot open ledger {}", path.display()))?;
         migrations::migrate(&mut conn)
             .with_context(|| format!("cannot migrate ledger {}", path.display()))?;
         Ok(Store {
@@ -95,6 +95,10 @@ impl Store {
     /// Opens an existing ledger for reading only (`status`, `orders`): never
     /// creates or migrates, so it cannot disturb a running daemon.
     pub fn open_read_only(path: &Path) -> anyhow::Result<Store> {
+        Self::open_read_only_once(path).map_err(|e| explain_damage(path, e))
+    }
+
+    fn open_read_only_once(path: &Path) -> anyhow::Result<Store> {
         if !path.exists() {
             anyhow::bail!(
                 "no ledger at {} yet: the daemon has not run with this state_dir",
@@ -102,7 +106,9 @@ impl Store {
             );
         }
         let conn = read_connection(path)?;
-        let version: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+        let version: i64 = conn
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .with_context(|| format!("cannot read ledger {}", path.display()))?;
         if version != migrations::latest() {
             anyhow::bail!(
                 "ledger {} has schema version {version}, this ordersync expects {}: run the daemon once to migrate",
@@ -197,9 +203,37 @@ fn read_connection(path: &Path) -> anyhow::Result<Connection> {
     Ok(conn)
 }
 
+/// SQLite's own words for a file that is not a ledger ("file is not a
+/// database") name neither the file nor a way out; this does both.
+fn explain_damage(path: &Path, e: anyhow::Error) -> anyhow::Error {
+    let failure = e
+        .chain()
+        .find_map(|c| match c.downcast_ref::<rusqlite::Error>() {
+            Some(rusqlite::Error::SqliteFailure(f, msg)) => Some((*f, msg.clone())),
+            _ => None,
+        });
+    let Some((failure, msg)) = failure else {
+        return e;
+    };
+    let what = match failure.code {
+        rusqlite::ErrorCode::NotADatabase => "is not a valid SQLite database",
+        rusqlite::ErrorCode::DatabaseCorrupt => "is damaged",
+        _ => return e,
+    };
+    let detail =
+        msg.unwrap_or_else(|| rusqlite::ffi::code_to_str(failure.extended_code).to_string());
+    anyhow::anyhow!(
+        "ledger {} {what} ({detail}); restore it from a backup (see docs/OPERATIONS.md, \"The ledger is damaged\") or move it away",
+        path.display()
+    )
+}
+
 fn configure(conn: &Connection) -> anyhow::Result<()> {
     conn.busy_timeout(Duration::from_secs(10))?;
     conn.set_prepared_statement_cache_capacity(64);
+    // This connection's own list of orders a filtered claim may take
+    // (backfill); it must exist before the claim statement is prepared.
+    conn.execute_batch("CREATE TEMP TABLE IF NOT EXISTS claim_keys (order_key TEXT PRIMARY KEY);")?;
     conn.pragma_update(None, "journal_mode", "WAL")?;
     // NORMAL in WAL mode: a commit survives a process crash (SIGKILL); only
     // an OS crash or power loss can lose the last commits.

@@ -257,3 +257,120 @@ async fn secrets_never_reach_logs_or_status() {
     }
     assert_converged(&app, &ids);
 }
+
+/// Waits until `path` contains `needle`; returns the text read last.
+fn wait_for_log(path: &std::path::Path, needle: &str, limit: Duration) -> (bool, String) {
+    let deadline = Instant::now() + limit;
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        if text.contains(needle) {
+            return (true, text);
+        }
+        if Instant::now() > deadline {
+            return (false, text);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_is_logged_and_the_daemon_keeps_running() {
+    let app = spawn_app(AppOptions::default()).await;
+    let log = app.dir.path().join("sighup.log");
+    let mut child = app
+        .run_binary()
+        .arg("run")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .unwrap();
+    let (status, text) = tokio::task::block_in_place(|| {
+        let (running, text) = wait_for_log(&log, "ordersync running", Duration::from_secs(30));
+        if !running {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the daemon did not start:\n{text}");
+        }
+        let hup = || {
+            Command::new("kill")
+                .args(["-HUP", &child.id().to_string()])
+                .status()
+                .unwrap()
+        };
+        assert!(hup().success());
+        let (logged, text) = wait_for_log(
+            &log,
+            ordersync::shutdown::HANGUP_MESSAGE,
+            Duration::from_secs(10),
+        );
+        assert!(logged, "no SIGHUP line:\n{text}");
+        // Still running a while later, and a second SIGHUP is fine too.
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(hup().success());
+        std::thread::sleep(Duration::from_millis(500));
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "the daemon died on SIGHUP:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        terminate(&mut child);
+        let status = wait_with_timeout(&mut child, Duration::from_secs(20));
+        (status, std::fs::read_to_string(&log).unwrap_or_default())
+    });
+    assert_eq!(
+        status,
+        Some(0),
+        "clean exit on SIGTERM after SIGHUP:\n{text}"
+    );
+    assert_eq!(
+        text.matches(ordersync::shutdown::HANGUP_MESSAGE).count(),
+        2,
+        "one INFO line per SIGHUP:\n{text}"
+    );
+    assert!(text.contains("ordersync stopped"), "{text}");
+    let line = text
+        .lines()
+        .find(|l| l.contains(ordersync::shutdown::HANGUP_MESSAGE))
+        .unwrap_or_default();
+    assert!(line.contains("INFO"), "logged at INFO: {line}");
+}
+
+#[test]
+fn a_corrupt_ledger_exits_1_naming_the_file_and_the_way_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "", "client_secret_env = \"X\"");
+    let ledger = dir.path().join("state").join("ordersync.db");
+    std::fs::create_dir_all(ledger.parent().unwrap()).unwrap();
+    let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 13) as u8).collect();
+    std::fs::write(&ledger, &garbage).unwrap();
+    for command in [&["status"][..], &["status", "--json"], &["run"]] {
+        let mut child = ordersync()
+            .arg("--config")
+            .arg(&cfg)
+            .args(command)
+            .env("X", "x")
+            .env("ORDERSYNC_TEST_ERP_TOKEN", "t")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let code = wait_with_timeout(&mut child, Duration::from_secs(20));
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(code, Some(1), "{command:?}: {err}");
+        assert!(
+            err.contains(&format!(
+                "ledger {} is not a valid SQLite database",
+                ledger.display()
+            )) && err.contains("restore it from a backup"),
+            "{command:?}: {err}"
+        );
+    }
+    // Nothing was written over the operator's file.
+    assert_eq!(std::fs::read(&ledger).unwrap(), garbage);
+}

@@ -212,6 +212,147 @@ async fn metrics_and_health_are_served() {
     stop.cancel();
 }
 
+/// Reads until the peer closes (EOF) or `limit` passes; None on timeout.
+async fn read_to_close(s: &mut tokio::net::TcpStream, limit: Duration) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut got = Vec::new();
+    let deadline = tokio::time::Instant::now() + limit;
+    let mut buf = [0u8; 4096];
+    loop {
+        match tokio::time::timeout_at(deadline, s.read(&mut buf)).await {
+            Err(_) => return None,
+            Ok(Ok(0)) => return Some(got),
+            Ok(Ok(n)) => got.extend_from_slice(&buf[..n]),
+            // A reset also means the server let go of the connection.
+            Ok(Err(_)) => return Some(got),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_closes_silent_half_sent_and_idle_connections() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let app = spawn_app(AppOptions::default()).await;
+    let engine = app.engine();
+    engine.heartbeat.beat();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let limits = ordersync::metrics::ServerLimits {
+        header_timeout: Duration::from_secs(1),
+        ..Default::default()
+    };
+    let (addr, handle) = ordersync::metrics::serve_with(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        std::sync::Arc::new(app.config.clone()),
+        stop.clone(),
+        limits,
+    )
+    .await
+    .unwrap();
+
+    // 300 clients that connect and send nothing or half a request line.
+    let started = Instant::now();
+    let mut idle = Vec::new();
+    for i in 0..300 {
+        let mut s = TcpStream::connect(addr).await.unwrap();
+        if i % 2 == 1 {
+            s.write_all(b"GET /heal").await.unwrap();
+        }
+        idle.push(s);
+    }
+    // The server closes every one of them: 64 at a time, each after the
+    // header timeout, so about five rounds of one second.
+    for (i, s) in idle.iter_mut().enumerate() {
+        let left = Duration::from_secs(30).saturating_sub(started.elapsed());
+        let got = read_to_close(s, left).await;
+        assert!(
+            got.is_some(),
+            "connection {i} still open after {:?}",
+            started.elapsed()
+        );
+    }
+    drop(idle);
+
+    // A normal request is still answered.
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let health = client
+        .get(format!("http://{addr}/healthz"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(health.status(), 200);
+
+    // A keep-alive connection that goes idle after its answer is closed too.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .unwrap();
+    let asked = Instant::now();
+    let got = read_to_close(&mut s, Duration::from_secs(10))
+        .await
+        .expect("the idle keep-alive connection was closed");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(
+        asked.elapsed() >= Duration::from_millis(900),
+        "closed by the idle timeout, not at once: {:?}",
+        asked.elapsed()
+    );
+    stop.cancel();
+    tokio::time::timeout(Duration::from_secs(5), handle)
+        .await
+        .expect("the server stops on shutdown")
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_metrics_port_serves_a_bounded_number_of_connections() {
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpStream;
+    let app = spawn_app(AppOptions::default()).await;
+    let engine = app.engine();
+    engine.heartbeat.beat();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let limits = ordersync::metrics::ServerLimits {
+        header_timeout: Duration::from_secs(30),
+        connection_deadline: Duration::from_secs(60),
+        max_connections: 2,
+    };
+    let (addr, _h) = ordersync::metrics::serve_with(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        std::sync::Arc::new(app.config.clone()),
+        stop.clone(),
+        limits,
+    )
+    .await
+    .unwrap();
+    let ask = b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n";
+    let silent1 = TcpStream::connect(addr).await.unwrap();
+    let _silent2 = TcpStream::connect(addr).await.unwrap();
+    let mut third = TcpStream::connect(addr).await.unwrap();
+    third.write_all(ask).await.unwrap();
+    // Both slots are held: the third client waits in the backlog.
+    assert!(
+        read_to_close(&mut third, Duration::from_millis(500))
+            .await
+            .is_none(),
+        "a third connection was served beside two open ones"
+    );
+    // One slot frees up: it is served.
+    drop(silent1);
+    let got = read_to_close(&mut third, Duration::from_secs(10))
+        .await
+        .expect("served once a slot was free");
+    let text = String::from_utf8_lossy(&got);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    stop.cancel();
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reconcile_finds_what_is_missing_and_passes_when_nothing_is() {
     let app = spawn_app(AppOptions::default()).await;
