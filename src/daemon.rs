@@ -49,6 +49,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         lease: config.daemon.request_timeout * 4 + Duration::from_secs(30),
         wake,
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
+        poll_trouble: Default::default(),
     }))
 }
 
@@ -229,28 +230,55 @@ async fn recheck(
 /// One live poll of a source, with its outcome noted for `status`.
 pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &CancellationToken) {
     let source = connector.name();
+    // A source (or the ledger) that keeps failing is logged when the trouble
+    // starts, then once a minute with the count, not at every schedule tick.
+    let trouble = |failed: bool| -> Option<crate::throttle::Next> {
+        let mut all = engine
+            .poll_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let streak = all.entry(source.to_string()).or_default();
+        if failed {
+            Some(streak.failure())
+        } else {
+            if let Some(failures) = streak.success() {
+                tracing::info!(source, failures, "polling works again");
+            }
+            None
+        }
+    };
     let cursor = match engine.store.cursor(source, "live") {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(source, error = %format!("{e:#}"), "cannot read the cursor from the ledger");
+            if let Some(n) = trouble(true).filter(|n| n.log) {
+                tracing::error!(source, error = %format!("{e:#}"), failures = n.failures, suppressed = n.suppressed, "cannot read the cursor from the ledger");
+            }
             return;
         }
     };
     let result = poll_source(engine, connector, Window::Live { cursor }, "live", shutdown).await;
     let error = result.as_ref().err().map(|e| e.to_string());
-    if let Err(e) = engine.store.record_poll(source, error.as_deref()) {
-        tracing::error!(source, error = %format!("{e:#}"), "cannot record the poll in the ledger");
-    }
-    match result {
-        Ok(s) => tracing::debug!(
-            source,
-            pages = s.pages,
-            seen = s.seen,
-            queued = s.queued.len(),
-            "poll done"
-        ),
-        Err(e) => {
-            tracing::warn!(source, error = %e, "poll failed; the next scheduled poll tries again")
+    let recorded = engine.store.record_poll(source, error.as_deref());
+    match (&result, recorded) {
+        (_, Err(e)) => {
+            if let Some(n) = trouble(true).filter(|n| n.log) {
+                tracing::error!(source, error = %format!("{e:#}"), failures = n.failures, suppressed = n.suppressed, "cannot record the poll in the ledger");
+            }
+        }
+        (Ok(s), Ok(())) => {
+            trouble(false);
+            tracing::debug!(
+                source,
+                pages = s.pages,
+                seen = s.seen,
+                queued = s.queued.len(),
+                "poll done"
+            )
+        }
+        (Err(e), Ok(())) => {
+            if let Some(n) = trouble(true).filter(|n| n.log) {
+                tracing::warn!(source, error = %e, failures = n.failures, suppressed = n.suppressed, "poll failed; the next scheduled poll tries again")
+            }
         }
     }
 }

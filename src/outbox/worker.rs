@@ -29,6 +29,8 @@ pub struct Engine {
     pub wake: HashMap<String, Arc<Notify>>,
     /// Turned by every worker loop: proof for the watchdog that the engine runs.
     pub heartbeat: Arc<crate::health::Heartbeat>,
+    /// Per source: a run of failed polls is logged once, then once a minute.
+    pub poll_trouble: std::sync::Mutex<HashMap<String, crate::throttle::FailureStreak>>,
 }
 
 /// A successful job.
@@ -301,6 +303,9 @@ impl Engine {
     ) {
         let wake = self.wake.get(&source).cloned().unwrap_or_default();
         let mut tasks = JoinSet::new();
+        // A ledger that refuses (full disk, locked file) must not make this
+        // loop spin and flood the log: back off, log a repeat once a minute.
+        let mut ledger_trouble = crate::throttle::FailureStreak::new();
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -314,10 +319,26 @@ impl Engine {
                 free,
                 ClaimFilter::All,
             ) {
-                Ok(jobs) => jobs,
+                Ok(jobs) => {
+                    if let Some(failures) = ledger_trouble.success() {
+                        tracing::info!(source = %source, failures, "the ledger gives out jobs again");
+                    }
+                    jobs
+                }
                 Err(e) => {
-                    tracing::error!(source = %source, error = %format!("{e:#}"), "cannot read jobs from the ledger");
-                    Vec::new()
+                    let next = ledger_trouble.failure();
+                    if next.log {
+                        tracing::error!(
+                            source = %source, error = %format!("{e:#}"), failures = next.failures,
+                            suppressed = next.suppressed, retry_in = %format_args!("{:.1}s", next.delay.as_secs_f32()),
+                            "cannot read jobs from the ledger"
+                        );
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(next.delay) => {}
+                        _ = shutdown.cancelled() => break,
+                    }
+                    continue;
                 }
             };
             let got = claimed.len();
