@@ -50,6 +50,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         wake,
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
         poll_trouble: Default::default(),
+        pulled_forward: Default::default(),
     }))
 }
 
@@ -267,6 +268,7 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
         }
         (Ok(s), Ok(())) => {
             trouble(false);
+            engine.remote_answered(source, false);
             tracing::debug!(
                 source,
                 pages = s.pages,
@@ -310,6 +312,10 @@ pub async fn poll_shipments(
             engine.wake(source);
         }
         total += queued.len();
+        // The ERP answers: pushes waiting on a backoff may go now.
+        for source in engine.connectors.keys() {
+            engine.remote_answered(source, true);
+        }
         if page.shipments.is_empty() || Some(page.next.as_str()) == after.as_deref() {
             break;
         }

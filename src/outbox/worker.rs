@@ -31,6 +31,9 @@ pub struct Engine {
     pub heartbeat: Arc<crate::health::Heartbeat>,
     /// Per source: a run of failed polls is logged once, then once a minute.
     pub poll_trouble: std::sync::Mutex<HashMap<String, crate::throttle::FailureStreak>>,
+    /// When jobs waiting on a backoff were last pulled forward, per source
+    /// and class (pushes / write-backs): at most every couple of seconds.
+    pub pulled_forward: std::sync::Mutex<HashMap<(String, bool), std::time::Instant>>,
 }
 
 /// A successful job.
@@ -202,8 +205,46 @@ impl Engine {
         self.settle(&job, result);
     }
 
+    /// A remote answered (a job, a poll, a shipments read succeeded): jobs of
+    /// `source` that talk to it (`pushes`: the ERP; else the source) and
+    /// back off after transient failures need not wait on.
+    pub fn remote_answered(&self, source: &str, pushes: bool) {
+        let class = (source.to_string(), pushes);
+        {
+            let mut last = self
+                .pulled_forward
+                .lock()
+                .unwrap_or_else(|p| p.into_inner());
+            let now = std::time::Instant::now();
+            if last
+                .get(&class)
+                .is_some_and(|t| now.duration_since(*t) < Duration::from_secs(2))
+            {
+                return;
+            }
+            last.insert(class.clone(), now);
+        }
+        match self.store.pull_forward(&class.0, class.1) {
+            Ok(0) => {}
+            Ok(n) => {
+                tracing::info!(
+                    source,
+                    jobs = n,
+                    "the remote answers again; jobs waiting on a backoff are due now"
+                );
+                self.wake(source);
+            }
+            Err(e) => {
+                tracing::warn!(source, error = %format!("{e:#}"), "cannot pull waiting jobs forward")
+            }
+        }
+    }
+
     fn settle(&self, job: &Job, result: Result<Outcome, Failure>) {
         let store = &self.store;
+        if result.is_ok() {
+            self.remote_answered(&job.source, job.kind == JobKind::Push);
+        }
         let kept = match result {
             Ok(Outcome::Pushed { accepted, hash }) => {
                 let connector_writes = self

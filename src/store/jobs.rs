@@ -523,6 +523,24 @@ impl Store {
         Ok(())
     }
 
+    /// A remote answered again: jobs of this source and class (pushes, which
+    /// talk to the ERP, or write-backs, which talk to the source) that wait
+    /// out a backoff after transient failures are due now, so an outage
+    /// ends for every job when it ends for one (SPEC: converge soon after).
+    /// The remote's own pause (`Retry-After`) still holds every request.
+    pub fn pull_forward(&self, source: &str, pushes: bool) -> anyhow::Result<usize> {
+        let conn = self.lock();
+        let now = now_ms();
+        Ok(exec(
+            &conn,
+            "UPDATE jobs SET next_attempt_at = ?2
+             WHERE source = ?1 AND state = 'pending' AND next_attempt_at > ?2
+               AND first_failed_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?2)
+               AND ((?3 AND kind = 'push') OR (NOT ?3 AND kind != 'push'))",
+            params![source, now, pushes],
+        )?)
+    }
+
     /// Extends the lease of a job we are still running. `false` when the job
     /// is no longer ours (its lease lapsed and another runner took it): the
     /// caller must stop and leave the result to that runner.

@@ -118,13 +118,18 @@ pub fn app_from_config(
     for (name, value) in secrets {
         std::fs::write(dir.path().join(name), format!("{value}\n")).unwrap();
     }
+    // Fast retries unless the test sets its own.
+    let retries = if daemon_extra.contains("retry_") {
+        ""
+    } else {
+        "retry_initial = \"100ms\"\nretry_max = \"2s\""
+    };
     let text = format!(
         r#"
 [daemon]
 state_dir = "state"
 shipments_schedule = "*/1 * * * * *"
-retry_initial = "100ms"
-retry_max = "2s"
+{retries}
 {daemon_extra}
 
 [erp]

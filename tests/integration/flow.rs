@@ -2,6 +2,7 @@
 //! write-backs, with faults and a poisoned order.
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use ordersync::sandbox::Faults;
@@ -77,10 +78,8 @@ async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
         rate_limit_per_sec: 40,
         max_in_flight: 4,
         // About 30 % of requests fail here, so a three-request write-back
-        // fails two times in three; twelve attempts in a row would still
-        // happen for roughly one job in 150. This test is about converging
-        // without doubles, not about the attempt budget.
-        daemon_extra: "max_attempts = 40".into(),
+        // fails two times in three: the time budget (give_up_after) keeps
+        // every job going however many attempts that takes.
         ..Default::default()
     };
     let faults = Faults {
@@ -107,6 +106,126 @@ async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
     assert!(app.sandbox.erp.fault_count() > 0);
     let peak = app.sandbox.cloudsuite.peak_requests_per_sec();
     assert!(peak <= 41, "rate limit 40/s exceeded: peak {peak}/s");
+}
+
+/// Issue 12.4 with the production retry settings (2 s doubling up to
+/// 15 min): a stretch of 20 % 5xx + 5 % 429 + 5 % dropped connections parks
+/// nothing, and once the faults stop everything converges within a minute
+/// (jobs waiting out long backoffs are pulled forward when the remote
+/// answers again). The bound is the issue's acceptance criterion, generous
+/// against what it measures (a backoff of minutes would miss it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_stretch_of_faults_everything_converges_within_a_minute() {
+    let mut opts = AppOptions {
+        rate_limit_per_sec: 40,
+        max_in_flight: 4,
+        daemon_extra: "retry_initial = \"2s\"\nretry_max = \"15m\"".into(),
+        ..Default::default()
+    };
+    let calm_cs = opts.sandbox.cloudsuite.faults.clone();
+    let calm_erp = opts.sandbox.erp.faults.clone();
+    let faults = Faults {
+        error_5xx_rate: 0.2,
+        rate_429: 0.05,
+        retry_after_secs: 1,
+        drop_rate: 0.05,
+        ..Default::default()
+    };
+    opts.sandbox.cloudsuite.faults = faults.clone();
+    opts.sandbox.erp.faults = faults;
+    let app = spawn_app(opts).await;
+    app.sandbox
+        .cloudsuite
+        .seed_orders(40, 12, Duration::from_secs(3600));
+    let ids = app.pushable_ids();
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    // 20 s of work against the faults (bounded), the way the daemon runs.
+    let stormy = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < stormy {
+        let stop = tokio_util::sync::CancellationToken::new();
+        let cut = stop.clone();
+        let timer = tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(3)).await;
+            cut.cancel();
+        });
+        ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+        engine.drain(SOURCE, None, 4, &stop).await.unwrap();
+        let _ = ordersync::daemon::poll_shipments(&engine, &stop).await;
+        timer.abort();
+    }
+    assert!(
+        app.sandbox.cloudsuite.fault_count() > 10,
+        "faults were injected"
+    );
+    app.sandbox.cloudsuite.set_faults(calm_cs);
+    app.sandbox.erp.set_faults(calm_erp);
+    let calm_since = std::time::Instant::now();
+    app.sync(&engine).await;
+    let took = calm_since.elapsed();
+    assert_converged(&app, &ids);
+    assert!(
+        took < Duration::from_secs(60),
+        "converged {took:?} after the last fault"
+    );
+    let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
+    assert!(status.parked.is_empty(), "{:?}", status.parked);
+}
+
+/// When the ERP answers again (here: a shipments read succeeds), pushes
+/// that wait out a long backoff are due at once instead of a minute later.
+/// With `retry_initial = "1m"` every push that failed once waits at least
+/// 42 s (60 s − 30 % jitter); converging well within that shows the pull.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pushes_waiting_on_a_long_backoff_go_when_the_erp_answers_again() {
+    let mut opts = AppOptions {
+        daemon_extra: "retry_initial = \"1m\"\nretry_max = \"15m\"".into(),
+        ..Default::default()
+    };
+    let calm = opts.sandbox.erp.faults.clone();
+    opts.sandbox.erp.faults.error_5xx_rate = 1.0;
+    let app = spawn_app(opts).await;
+    for _ in 0..6 {
+        app.sandbox.cloudsuite.add_order(OrderSpec::default());
+    }
+    let ids = app.pushable_ids();
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let round = |secs: u64| {
+        let engine = Arc::clone(&engine);
+        let connector = connector.clone();
+        async move {
+            let stop = tokio_util::sync::CancellationToken::new();
+            let cut = stop.clone();
+            let timer = tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_secs(secs)).await;
+                cut.cancel();
+            });
+            ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+            let _ = ordersync::daemon::poll_shipments(&engine, &stop).await;
+            engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+            timer.abort();
+        }
+    };
+    round(2).await;
+    let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
+    assert_eq!(
+        status.orders.get("queued").copied().unwrap_or(0) as usize,
+        ids.len(),
+        "{:?}",
+        status.orders
+    );
+    app.sandbox.erp.set_faults(calm);
+    let back = std::time::Instant::now();
+    while app.sandbox.erp.orders().len() < ids.len() {
+        assert!(
+            back.elapsed() < Duration::from_secs(30),
+            "pushes still waiting on their backoff {:?} after the ERP came back",
+            back.elapsed()
+        );
+        round(1).await;
+    }
+    assert_eq!(app.sandbox.erp.orders().len(), ids.len());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
