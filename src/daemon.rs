@@ -179,6 +179,7 @@ pub async fn poll_source(
             break;
         }
     }
+    walk.finish();
     if live {
         recheck(engine, connector, &mut summary, shutdown).await?;
     }

@@ -2,6 +2,9 @@
 //! and `status --check`: the engine loop is turning, the ledger takes writes,
 //! and every enabled source has polled within three of its schedule periods
 //! (a scheduler that silently stops firing is caught here, whatever its cause).
+//! `/healthz` and `status --check` also name sources whose polls keep failing
+//! ([`failing_sources`]); the watchdog does not, as a restart cannot heal a
+//! remote.
 
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::time::Duration;
@@ -65,6 +68,38 @@ pub fn stale_sources(
     Ok(stale)
 }
 
+/// Sources whose polls keep failing: the last one failed and none has
+/// succeeded within three schedule periods. They still poll, so they are not
+/// stale, yet nothing of theirs is recorded (one bad order in a list used to
+/// do this, issue 12.12).
+pub fn failing_sources(store: &Store, config: &Config) -> anyhow::Result<Vec<String>> {
+    let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    let report = store.status(&names)?;
+    let now = now_ms();
+    let mut failing = Vec::new();
+    for s in config.sources.iter().filter(|s| s.enabled) {
+        let Some(row) = report.sources.iter().find(|r| r.name == s.name) else {
+            continue;
+        };
+        let Some(error) = &row.last_error else {
+            continue;
+        };
+        let allowed = allowed_gap(s);
+        let since = match row.last_success_ms {
+            Some(t) if now - t <= allowed => continue,
+            Some(t) => format!("last success {}s ago", (now - t) / 1000),
+            None => "no poll has succeeded yet".to_string(),
+        };
+        let error: String = error.chars().take(300).collect();
+        failing.push(format!(
+            "{}: polls keep failing ({since}, allowed {}s): {error}",
+            s.name,
+            allowed / 1000
+        ));
+    }
+    Ok(failing)
+}
+
 fn allowed_gap(s: &SourceConfig) -> i64 {
     let period = schedule_period(&s.schedule).unwrap_or(Duration::from_secs(60));
     // Three periods, plus room for one slow poll.
@@ -107,6 +142,22 @@ pub fn check(
         .map_err(|e| format!("ledger not readable: {e:#}"))?;
     if !stale.is_empty() {
         return Err(format!("sources not polling: {}", stale.join("; ")));
+    }
+    Ok(())
+}
+
+/// What `/healthz` reports: [`check`], and sources whose polls keep failing.
+pub fn report(
+    heartbeat: &Heartbeat,
+    store: &Store,
+    config: &Config,
+    started_ms: i64,
+) -> Result<(), String> {
+    check(heartbeat, store, config, started_ms)?;
+    let failing =
+        failing_sources(store, config).map_err(|e| format!("ledger not readable: {e:#}"))?;
+    if !failing.is_empty() {
+        return Err(format!("sources failing: {}", failing.join("; ")));
     }
     Ok(())
 }

@@ -300,7 +300,7 @@ async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
 
 async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     let r = tokio::task::spawn_blocking(move || {
-        crate::health::check(
+        crate::health::report(
             &st.engine.heartbeat,
             &st.engine.store,
             &st.config,

@@ -15,21 +15,27 @@ pub fn status(config: &Config, json: bool, check: bool) -> anyhow::Result<ExitCo
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let report = store.status(&names)?;
     let stale = crate::health::stale_sources(&store, config, None)?;
+    let failing = crate::health::failing_sources(&store, config)?;
     if json {
         let mut v = status_json(config, &report);
         v["stale_sources"] = serde_json::json!(stale);
+        v["failing_sources"] = serde_json::json!(failing);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(config, &report);
         for s in &stale {
             println!("STALE: {s}");
         }
+        for s in &failing {
+            println!("FAILING: {s}");
+        }
     }
-    if check && (!report.parked.is_empty() || !stale.is_empty()) {
+    if check && (!report.parked.is_empty() || !stale.is_empty() || !failing.is_empty()) {
         eprintln!(
-            "status --check: {} parked job(s), {} source(s) not polling",
+            "status --check: {} parked job(s), {} source(s) not polling, {} source(s) failing",
             report.parked.len(),
-            stale.len()
+            stale.len(),
+            failing.len()
         );
         return Ok(ExitCode::from(super::EXIT_RUNTIME));
     }

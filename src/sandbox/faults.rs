@@ -35,6 +35,16 @@ pub struct Faults {
     /// Beyond this many requests in the current whole second since start,
     /// answer 429 with `Retry-After: 1`.
     pub max_requests_per_sec: Option<u32>,
+    /// A remote whose order list never ends: every page is the first one
+    /// again, with more pages claimed (a page number or sync marker that is
+    /// ignored, a `next` link back to itself). Each simulator's list
+    /// endpoint honours it in its own shape.
+    pub repeat_page_forever: bool,
+    /// Byte patches applied to every answer body, each `(from, to)` to every
+    /// occurrence: a remote whose serializer emits one bad value (`1e400`,
+    /// a Latin-1 byte, a lone surrogate, an undefined XML entity) in an
+    /// otherwise documented answer.
+    pub corrupt: Vec<(Vec<u8>, Vec<u8>)>,
 }
 
 impl Faults {
@@ -166,7 +176,7 @@ pub(crate) async fn inject(
 
     let drop = roll(faults.drop_rate);
     let malformed = !drop && roll(faults.malformed_rate);
-    if !drop && !malformed && faults.slow_body.is_none() {
+    if !drop && !malformed && faults.slow_body.is_none() && faults.corrupt.is_empty() {
         return response;
     }
     let (mut parts, body) = response.into_parts();
@@ -196,10 +206,28 @@ pub(crate) async fn inject(
         parts.status = StatusCode::OK;
         return Response::from_parts(parts, Body::from(mangle(&bytes)));
     }
+    let bytes = corrupt(bytes, &faults.corrupt);
     if let (Some(duration), Some(conn)) = (faults.slow_body, conn) {
         conn.throttle_next_body(bytes.len(), duration);
     }
     Response::from_parts(parts, Body::from(bytes))
+}
+
+/// Applies [`Faults::corrupt`].
+fn corrupt(bytes: axum::body::Bytes, patches: &[(Vec<u8>, Vec<u8>)]) -> axum::body::Bytes {
+    let mut out = bytes.to_vec();
+    for (from, to) in patches.iter().filter(|(from, _)| !from.is_empty()) {
+        let mut patched = Vec::with_capacity(out.len());
+        let mut rest = &out[..];
+        while let Some(at) = rest.windows(from.len()).position(|w| w == from.as_slice()) {
+            patched.extend_from_slice(&rest[..at]);
+            patched.extend_from_slice(to);
+            rest = &rest[at + from.len()..];
+        }
+        patched.extend_from_slice(rest);
+        out = patched;
+    }
+    out.into()
 }
 
 /// Truncated JSON most of the time, sometimes a proxy's HTML page: both are

@@ -3,13 +3,16 @@
 //! and write back what the ERP did (`write_accepted`, `write_shipped`), or
 //! say that it takes no such write-back (`writes_accepted`, `writes_shipped`).
 //! Polling, retries, logging and the ledger are written once, in
-//! [`crate::daemon`] and [`crate::outbox`].
+//! [`crate::daemon`] and [`crate::outbox`]; every walk ends by the rule in
+//! [`walk`], and JSON lists are read item by item with [`list`].
 
 pub mod cloudsuite;
+pub mod list;
 pub mod mplus;
 pub mod retailys;
 pub mod titelive;
 pub mod vinou;
+pub mod walk;
 
 use chrono::{DateTime, Utc};
 
@@ -67,6 +70,19 @@ pub enum Walk {
     Retailys(retailys::Walk),
     Mplus(mplus::Walk),
     Vinou(vinou::Walk),
+}
+
+impl Walk {
+    /// The walk is over: reports, once, what its guard counted.
+    pub fn finish(&mut self) {
+        match self {
+            Walk::CloudSuite(w) => w.guard.finish(),
+            Walk::Titelive(w) => w.guard.finish(),
+            Walk::Retailys(w) => w.guard.finish(),
+            Walk::Mplus(w) => w.guard.finish(),
+            Walk::Vinou(w) => w.guard.finish(),
+        }
+    }
 }
 
 /// Why a connector's start-up step failed: the configuration does not fit

@@ -14,6 +14,8 @@ pub struct SourceStatusRow {
     pub last_poll_ms: Option<i64>,
     pub cursor: Option<String>,
     pub last_poll_at: Option<String>,
+    #[serde(skip)]
+    pub last_success_ms: Option<i64>,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
 }
@@ -132,6 +134,7 @@ impl Store {
                 last_poll_ms: poll,
                 cursor,
                 last_poll_at: opt_time(poll),
+                last_success_ms: success,
                 last_success_at: opt_time(success),
                 last_error: error,
             });

@@ -304,3 +304,67 @@ pub fn status_json(app: &App) -> Value {
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// How often the ledger noted a change of this order at the source: reading
+/// an unreadable order again is no news.
+pub fn changes_noted(engine: &Engine, order_key: &str) -> usize {
+    engine
+        .store
+        .order_detail(order_key)
+        .unwrap()
+        .map_or(0, |d| {
+            d.events
+                .iter()
+                .filter(|e| e.kind.starts_with("changed"))
+                .count()
+        })
+}
+
+/// What the current thread logs at WARN and above while this lives. The
+/// engine's calls in a test run on the test's own thread (its future is
+/// polled there), so their warnings land here.
+pub struct Warnings {
+    buf: Arc<std::sync::Mutex<Vec<u8>>>,
+    _guard: tracing::subscriber::DefaultGuard,
+}
+
+struct Sink(Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Sink {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(b);
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+pub fn capture_warnings() -> Warnings {
+    let buf = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let sink = Arc::clone(&buf);
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || Sink(Arc::clone(&sink)))
+        .finish();
+    Warnings {
+        buf,
+        _guard: tracing::subscriber::set_default(subscriber),
+    }
+}
+
+impl Warnings {
+    pub fn text(&self) -> String {
+        String::from_utf8_lossy(&self.buf.lock().unwrap()).into_owned()
+    }
+
+    /// The lines that contain every one of `words`.
+    pub fn lines_with(&self, words: &[&str]) -> Vec<String> {
+        self.text()
+            .lines()
+            .filter(|l| words.iter().all(|w| l.contains(w)))
+            .map(str::to_string)
+            .collect()
+    }
+}

@@ -1,13 +1,16 @@
 //! The whole flow in-process: sandbox CloudSuite → ledger → http ERP →
-//! write-backs, with faults and a poisoned order.
+//! write-backs, with faults, a poisoned order, a `next` link that never
+//! ends and a list item the API could not serialize.
 
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use ordersync::daemon::poll_live;
 use ordersync::sandbox::Faults;
 use ordersync::sandbox::cloudsuite::{LineSpec, OrderSpec};
 use rust_decimal::{Decimal, RoundingStrategy};
+use tokio_util::sync::CancellationToken;
 
 use crate::common::*;
 
@@ -326,4 +329,79 @@ async fn a_change_after_the_push_is_recorded_and_never_pushed_again() {
         "the change is recorded"
     );
     assert!(detail.events.iter().any(|e| e.kind == "changed_after_push"));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudsuite_next_link_back_to_its_own_page_stops_the_walk_and_keeps_the_cursor() {
+    let app = spawn_app(AppOptions {
+        page_size: 20,
+        ..AppOptions::default()
+    })
+    .await;
+    let cs = &app.sandbox.cloudsuite;
+    let ids: Vec<i64> = (0..30)
+        .map(|_| cs.add_order(OrderSpec::default()))
+        .collect();
+    cs.set_faults(Faults {
+        repeat_page_forever: true,
+        ..Faults::default()
+    });
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let recorded = || {
+        ids.iter()
+            .filter(|id| engine.store.order_detail(&key(**id)).unwrap().is_some())
+            .count()
+    };
+    let warnings = capture_warnings();
+    let stop = CancellationToken::new();
+    tokio::time::timeout(
+        Duration::from_secs(30),
+        poll_live(&engine, &connector, &stop),
+    )
+    .await
+    .expect("the poll ends on its own");
+    let warned = warnings.lines_with(&[SOURCE, "same orders"]);
+    assert_eq!(warned.len(), 1, "{}", warnings.text());
+    assert_eq!(engine.store.cursor(SOURCE, "live").unwrap(), None);
+    assert_eq!(recorded(), 20, "the first page is recorded");
+
+    // CloudSuite heals: the next poll reads the window again.
+    cs.set_faults(Faults::default());
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(recorded(), ids.len());
+    assert!(engine.store.cursor(SOURCE, "live").unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cloudsuite_order_the_api_cannot_serialize_is_parked_by_field_and_the_others_flow() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let mut ids: Vec<i64> = (0..8).map(|_| cs.add_order(OrderSpec::default())).collect();
+    // In the list's summary and in the detail alike.
+    let bad = cs.add_order(OrderSpec {
+        customer_order_number: Some("ZZ-LATIN1-PO".into()),
+        ..OrderSpec::default()
+    });
+    ids.extend((0..4).map(|_| cs.add_order(OrderSpec::default())));
+    cs.set_faults(Faults {
+        corrupt: vec![(b"ZZ-LATIN1-PO".to_vec(), b"PO M\xfcller".to_vec())],
+        ..Faults::default()
+    });
+    let engine = app.engine();
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+    let status = status_json(&app);
+    let parked = status["parked"].as_array().unwrap();
+    assert_eq!(parked.len(), 1, "{status}");
+    assert_eq!(parked[0]["order_key"], key(bad));
+    let reason = parked[0]["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("customer_order_number: not valid UTF-8"),
+        "{reason}"
+    );
+    // Read again by the list and by the re-check: no news.
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    poll_live(&engine, &connector, &CancellationToken::new()).await;
+    assert_eq!(changes_noted(&engine, &key(bad)), 0);
 }

@@ -1,5 +1,6 @@
 //! Operations: systemd notifications, journald priorities, status --check,
-//! metrics and health, reconcile, skip, db backup.
+//! metrics and health, a source whose polls keep failing, reconcile, skip,
+//! db backup.
 
 use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
@@ -350,6 +351,65 @@ async fn the_metrics_port_serves_a_bounded_number_of_connections() {
         .expect("served once a slot was free");
     let text = String::from_utf8_lossy(&got);
     assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    stop.cancel();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_source_whose_polls_keep_failing_shows_in_status_check_and_healthz() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    cs.add_order(OrderSpec::default());
+    cs.set_faults(ordersync::sandbox::Faults {
+        error_5xx_rate: 1.0,
+        ..Default::default()
+    });
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+    let (addr, _h) = ordersync::metrics::serve(
+        "127.0.0.1:0".parse().unwrap(),
+        engine.clone(),
+        std::sync::Arc::new(app.config.clone()),
+        stop.clone(),
+    )
+    .await
+    .unwrap();
+    engine.heartbeat.beat();
+    let health = || async {
+        let r = reqwest::get(format!("http://{addr}/healthz"))
+            .await
+            .unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    let check = || {
+        app.run_binary()
+            .args(["status", "--check"])
+            .output()
+            .unwrap()
+    };
+
+    // It polls on schedule (not stale), yet nothing is recorded: shown.
+    let (code, body) = health().await;
+    assert_eq!(code, 503, "{body}");
+    assert!(body.contains("sources failing: webshop-nl"), "{body}");
+    let out = check();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("FAILING: webshop-nl: polls keep failing"),
+        "{text}"
+    );
+    let status = status_json(&app);
+    assert_eq!(status["failing_sources"].as_array().unwrap().len(), 1);
+    // The watchdog does not restart the daemon for it: that cannot heal a remote.
+    assert!(ordersync::health::check(&engine.heartbeat, &engine.store, &app.config, 0).is_ok());
+
+    cs.set_faults(ordersync::sandbox::Faults::default());
+    ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+    let (code, body) = health().await;
+    assert_eq!(code, 200, "{body}");
+    assert_eq!(check().status.code(), Some(0));
     stop.cancel();
 }
 

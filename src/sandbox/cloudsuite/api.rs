@@ -404,7 +404,12 @@ async fn list(
         p.sort_by(|a, b| a.0.cmp(&b.0));
         format!("{base}?{}", encode_query(&p))
     };
-    let next = (offset + limit < count).then(|| link(Some(offset + limit)));
+    let next = if sim.inner.faults.get().repeat_page_forever {
+        // Fault: a `next` link back to this very page, forever.
+        Some(link(Some(offset)))
+    } else {
+        (offset + limit < count).then(|| link(Some(offset + limit)))
+    };
     let previous = (offset > 0).then(|| {
         if offset <= limit {
             link(None)

@@ -154,10 +154,16 @@ fn get_orders(sim: &MplusSim, body: &str) -> Response {
                 .as_ref()
                 .is_none_or(|t| key(d) <= key(t))
     };
+    // Fault: a till that ignores the marker answers the first batch forever.
+    let from = if sim.inner.faults.get().repeat_page_forever {
+        i64::MIN
+    } else {
+        req.sync_marker
+    };
     let mut batch: Vec<wire::Order> = st
         .orders
         .values()
-        .filter(|o| o.order.sync_marker >= req.sync_marker && in_dates(&o.order))
+        .filter(|o| o.order.sync_marker >= from && in_dates(&o.order))
         .map(|o| o.order.clone())
         .collect();
     batch.sort_by_key(|o| o.sync_marker);

@@ -219,6 +219,19 @@ impl MplusSim {
         true
     }
 
+    /// Changes an order at the till (bumping its marker), as a till could;
+    /// tests use it to plant values a fault then corrupts. False if the
+    /// order is unknown.
+    pub fn edit_order(&self, id: &str, edit: impl FnOnce(&mut wire::Order)) -> bool {
+        let mut st = self.state();
+        let Some(o) = st.orders.get_mut(id) else {
+            return false;
+        };
+        edit(&mut o.order);
+        st.bump(id);
+        true
+    }
+
     /// The first line's quantity becomes unreadable ("2,5"): a poison order.
     pub fn poison(&self, id: &str) -> bool {
         let mut st = self.state();

@@ -139,6 +139,8 @@ async fn list(State(sim): State<RetailysSim>, headers: HeaderMap, Query(q): Para
         Ok(p) => p,
         Err(r) => return r,
     };
+    let repeat = sim.inner.faults.get().repeat_page_forever;
+    let page = if repeat { 1 } else { page };
     let mut bounds = Vec::new();
     for key in ["from", "to"] {
         match q.get(key).map(|v| DateTime::parse_from_rfc3339(v)) {
@@ -176,7 +178,10 @@ async fn list(State(sim): State<RetailysSim>, headers: HeaderMap, Query(q): Para
                 && canceled.is_none_or(|c| o["canceled"].as_bool() == Some(c))
         })
         .collect();
-    let (paginator, orders) = paginate(&matching, page, per_page);
+    let (mut paginator, orders) = paginate(&matching, page, per_page);
+    if repeat {
+        paginator["pages"] = json!(u32::MAX);
+    }
     let orders: Vec<Value> = orders.into_iter().map(|o| shown(o, expanded)).collect();
     axum::Json(json!({"paginator": paginator, "orders": orders})).into_response()
 }

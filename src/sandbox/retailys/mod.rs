@@ -267,6 +267,19 @@ impl RetailysSim {
         true
     }
 
+    /// Changes an order's JSON in place, as a shop's own import or admin
+    /// could (tests use it to plant values a fault then corrupts); false if
+    /// the order is unknown.
+    pub fn edit_order(&self, id: i64, edit: impl FnOnce(&mut Value)) -> bool {
+        match self.state().orders.get_mut(&id) {
+            Some(o) => {
+                edit(&mut o.json);
+                true
+            }
+            None => false,
+        }
+    }
+
     pub fn add_order(&self, spec: RetailysOrderSpec) -> i64 {
         let mut st = self.state();
         let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(st.next_id as u64);

@@ -327,6 +327,13 @@ impl TiteliveSim {
             .is_some()
     }
 
+    /// The back office changes the delivery city (tests plant values a
+    /// fault then corrupts); false if the order is unknown.
+    pub fn set_delivery_city(&self, id: i64, city: &str) -> bool {
+        self.with_order(id, |o| o.delivery.city = city.to_string())
+            .is_some()
+    }
+
     /// The order disappears (answers then say code 10).
     pub fn remove_order(&self, id: i64) -> bool {
         self.state().orders.remove(&id).is_some()

@@ -147,7 +147,13 @@ async fn get_all(
         Ok(b) => b,
         Err((status, code)) => return error(status, code),
     };
-    let page = body["page"].as_u64().unwrap_or(1).max(1);
+    let repeat = sim.inner.faults.get().repeat_page_forever;
+    // Fault: every page is the first one again, and more are claimed.
+    let page = if repeat {
+        1
+    } else {
+        body["page"].as_u64().unwrap_or(1).max(1)
+    };
     let asked = body["pageSize"].as_u64().unwrap_or(16);
     // The docs give 100 as the maximum; what Vinou does above it is not
     // documented, so the simulator clamps (and records what was asked).
@@ -191,7 +197,7 @@ async fn get_all(
         "info": "success",
         "data": data,
         "totalCount": total,
-        "pages": total.div_ceil(size),
+        "pages": if repeat { u64::from(u32::MAX) } else { total.div_ceil(size) },
     }))
     .into_response()
 }

@@ -277,6 +277,13 @@ impl VinouSim {
         .is_some()
     }
 
+    /// Changes an order's JSON in place, as a merchant's import could
+    /// (tests use it to plant values a fault then corrupts); false if the
+    /// order is unknown.
+    pub fn edit_order(&self, id: i64, edit: impl FnOnce(&mut Value)) -> bool {
+        self.with_order(id, |o| edit(&mut o.json)).is_some()
+    }
+
     /// The first position's `quantity` is served as "zwei" (a data error at
     /// the source); bumps `chstamp`.
     pub fn poison_quantity(&self, id: i64) -> bool {

@@ -1,6 +1,8 @@
 //! CloudSuite (Dutch B2B webshop platform, Django-REST style API).
 //! Read: `GET /api/order/?state=confirmed&confirm_date__gte=<cursor - lookback>`
-//! following `next`, then each order's detail. `state=confirmed` is a work
+//! following `next` (until [`WalkGuard`] stops a list that does not end),
+//! then each order's detail; list items are read one by one, so a bad one
+//! does not fail its page. `state=confirmed` is a work
 //! queue: after the ERP accepts we PATCH `state=processing`, which takes the
 //! order out of it. Write-backs read the order first, so each takes effect once.
 
@@ -16,8 +18,11 @@ use futures_util::stream::{self, StreamExt};
 use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
+use super::list::{self, Body};
+use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
@@ -67,25 +72,18 @@ pub struct Walk {
     max_confirm: Option<DateTime<Utc>>,
     /// A detail could not be read this walk: do not move the cursor past it.
     incomplete: bool,
+    /// Ends a `next` chain that does not; counts items without an id.
+    pub(super) guard: WalkGuard,
     done: bool,
 }
 
+/// The summaries stay raw: each is read on its own ([`super::list`]), so
+/// one the server could not serialize does not take its page down.
 #[derive(Deserialize)]
 struct ListPage {
     count: u64,
     next: Option<String>,
-    results: Vec<Summary>,
-}
-
-#[derive(Deserialize)]
-struct Summary {
-    id: Value,
-    #[serde(default)]
-    state: Option<String>,
-    #[serde(default)]
-    confirm_date: Option<String>,
-    #[serde(default)]
-    modified_date: Option<String>,
+    results: Vec<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -227,13 +225,18 @@ impl CloudSuite {
     async fn get_detail_body(&self, id: &str) -> Result<(Reply, Result<Value, String>), Failure> {
         let url = self.order_url(id)?;
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        let value = match serde_json::from_slice::<Value>(&reply.body) {
-            Ok(v) if v.is_object() => Ok(v),
-            Ok(_) => Err(format!(
+        // Read like a list item, so a bad value is named by its field.
+        let detail = Body::decode(&reply.body).whole();
+        let value = match detail.broken {
+            Some(reason) => Err(format!(
+                "{}: the order detail cannot be read: {reason}",
+                reply.what
+            )),
+            None if detail.value.is_object() => Ok(detail.value),
+            None => Err(format!(
                 "{}: the order detail is not a JSON object",
                 reply.what
             )),
-            Err(e) => Err(format!("{}: the order detail is not JSON: {e}", reply.what)),
         };
         Ok((reply, value))
     }
@@ -316,6 +319,7 @@ impl CloudSuite {
             seen: HashSet::new(),
             max_confirm: None,
             incomplete: false,
+            guard: WalkGuard::new(&self.name, self.page_size),
             done: false,
         }
     }
@@ -326,40 +330,47 @@ impl CloudSuite {
         }
         let path = walk.next.clone().unwrap_or_else(|| walk.first_path.clone());
         let url = format!("{}{path}", self.base);
-        let page: ListPage = self
-            .send(|| self.endpoint.client().get(&url))
-            .await?
-            .json()?;
+        let reply = self.send(|| self.endpoint.client().get(&url)).await?;
+        let body = Body::decode(&reply.body);
+        let page: ListPage = body.envelope(&reply.what)?;
+        let items: Vec<list::Item> = page.results.iter().map(|r| body.item(r)).collect();
+        let ids: Vec<Option<String>> = items.iter().map(|i| summary_id(&i.value)).collect();
+        let listed = list::listed(&items, &ids);
+        if !walk
+            .guard
+            .admit_page(&format!("the page at {path:?}"), listed)
+        {
+            walk.done = true;
+            return Ok(None);
+        }
         // From here on the walk moves: nothing below returns early with an error.
         walk.first_count.get_or_insert(page.count);
         let mut wanted = Vec::new();
         let mut unchanged = Vec::new();
-        for s in &page.results {
-            let id = match &s.id {
-                Value::Number(n) => n.to_string(),
-                Value::String(t) => t.clone(),
-                _ => {
-                    walk.incomplete = true;
-                    tracing::warn!(source = %self.name, "order list item without an id; skipped");
-                    continue;
-                }
+        for (item, id) in items.iter().zip(ids) {
+            // A summary that does not parse whole still names its order: the
+            // detail is what gets recorded (or parked, naming what is wrong).
+            let s = &item.value;
+            let Some(id) = id else {
+                let why = item.broken.as_deref().unwrap_or("no id");
+                walk.guard.unkeyed(why);
+                continue;
             };
             walk.seen.insert(id.clone());
-            if let Some(t) = s
-                .confirm_date
-                .as_deref()
+            if let Some(t) = s["confirm_date"]
+                .as_str()
                 .and_then(|c| naive_local_to_utc(c, self.timezone).ok())
             {
                 walk.max_confirm = walk.max_confirm.max(Some(t));
             }
-            if walk.backfill && matches!(s.state.as_deref(), Some("draft" | "quotation")) {
+            if walk.backfill && matches!(s["state"].as_str(), Some("draft" | "quotation")) {
                 continue;
             }
             // Unchanged since we recorded it: no need to read the detail again.
             let known = store
                 .known_version(&order_key(&self.name, &id))
                 .unwrap_or(None);
-            if known.is_some() && known == s.modified_date {
+            if known.is_some() && known.as_deref() == s["modified_date"].as_str() {
                 unchanged.push(id);
                 continue;
             }
@@ -415,11 +426,14 @@ impl CloudSuite {
         }
         let mut cursor = None;
         match page.next.as_deref().map(path_of) {
-            Some(next) => walk.next = Some(next),
+            Some(next) if walk.guard.follow(&next) => walk.next = Some(next),
+            // A link followed before: the walk ends here, its cursor stays.
+            Some(_) => walk.done = true,
             None => {
                 // A clean walk saw every order the list held, and the list
                 // did not change size under us.
                 let consistent = !walk.incomplete
+                    && walk.guard.complete()
                     && walk.first_count == Some(page.count)
                     && walk.seen.len() as u64 == page.count;
                 // If not, the cursor stays: walking again at once would only
@@ -459,10 +473,16 @@ impl CloudSuite {
         }
     }
 
+    /// Read by the same rules as in a walk: a detail that is not an order
+    /// after the quick retries is recorded again as such (parked), not a
+    /// warning every poll.
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
-        let (reply, value) = self.get_detail(external_id).await?;
+        let (reply, value) = self.detail_with_retry(external_id).await?;
         let raw = String::from_utf8_lossy(&reply.body);
-        map::incoming(&self.map_context(), &raw, &value).map_err(Failure::retry)
+        match value {
+            Ok(value) => map::incoming(&self.map_context(), &raw, &value).map_err(Failure::retry),
+            Err(reason) => Ok(self.unreadable(external_id, &raw, &reason)),
+        }
     }
 
     // --- writing back -------------------------------------------------------
@@ -544,15 +564,22 @@ impl CloudSuite {
 
     pub async fn check(&self) -> Result<String, Failure> {
         let url = format!("{}/api/order/?state=confirmed&limit=1", self.base);
-        let page: ListPage = self
-            .send(|| self.endpoint.client().get(&url))
-            .await?
-            .json()?;
+        let reply = self.send(|| self.endpoint.client().get(&url)).await?;
+        let page: ListPage = Body::decode(&reply.body).envelope(&reply.what)?;
         Ok(format!(
             "CloudSuite at {} answered; {} confirmed order(s) waiting",
             host_of(&self.base),
             page.count
         ))
+    }
+}
+
+/// The id of a list summary, as text.
+fn summary_id(s: &Value) -> Option<String> {
+    match &s["id"] {
+        Value::Number(n) => Some(n.to_string()),
+        Value::String(t) => Some(t.clone()),
+        _ => None,
     }
 }
 

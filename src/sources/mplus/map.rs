@@ -22,9 +22,8 @@
 
 use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
-use serde::Deserialize;
 
-use super::wire;
+use super::{soap, wire};
 use crate::model::arith;
 use crate::model::convert::{from_cents, from_scaled};
 use crate::model::{Address, Customer, Discount, Order, OrderLine, Payment, Totals, order_key};
@@ -34,17 +33,13 @@ pub struct MapContext<'a> {
     pub source: &'a str,
 }
 
-/// Just enough of an order to key it when the rest does not parse.
-#[derive(Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct OrderIdentity {
-    pub order_id: String,
-    pub sync_marker: i64,
-}
-
 /// One `<order>` element as received. `Ok((marker, order))`, or `Err` when
-/// it cannot even be keyed (no orderId or syncMarker).
-pub fn incoming(ctx: &MapContext<'_>, raw: &str) -> Result<(i64, IncomingOrder), String> {
+/// it cannot even be keyed (no orderId or syncMarker): its marker, when
+/// that much can be read, and why.
+pub fn incoming(
+    ctx: &MapContext<'_>,
+    raw: &str,
+) -> Result<(i64, IncomingOrder), (Option<i64>, String)> {
     match quick_xml::de::from_str::<wire::Order>(raw) {
         Ok(o) if !o.order_id.trim().is_empty() => {
             let id = o.order_id.trim().to_string();
@@ -60,19 +55,29 @@ pub fn incoming(ctx: &MapContext<'_>, raw: &str) -> Result<(i64, IncomingOrder),
                 },
             ))
         }
-        Ok(_) => Err("an order without orderId".into()),
+        Ok(o) => Err((Some(o.sync_marker), "an order without orderId".into())),
         Err(e) => {
             // Keyable but malformed: recorded and parked, the others flow.
-            let who: OrderIdentity = quick_xml::de::from_str(raw)
-                .map_err(|_| format!("an order that cannot be read at all: {e}"))?;
-            let id = who.order_id.trim().to_string();
+            // Its id is read from the raw text: the deserializer refuses the
+            // whole element (an undefined entity anywhere, an unclosed tag).
+            let who = soap::identity(raw);
+            let reason = match &who.undefined_entity {
+                Some(entity) => format!("{entity} ({e})"),
+                None => e.to_string(),
+            };
+            let (Some(id), Some(marker)) = (who.order_id, who.sync_marker) else {
+                return Err((
+                    who.sync_marker,
+                    format!("an order that cannot be read at all: {reason}"),
+                ));
+            };
             Ok((
-                who.sync_marker,
+                marker,
                 IncomingOrder {
                     external_id: id.clone(),
                     raw: raw.to_string(),
-                    version: Some(who.sync_marker.to_string()),
-                    mapped: Err(format!("cannot read MplusKASSA order {id}: {e}")),
+                    version: Some(marker.to_string()),
+                    mapped: Err(format!("cannot read MplusKASSA order {id}: {reason}")),
                 },
             ))
         }

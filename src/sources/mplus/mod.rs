@@ -1,7 +1,9 @@
 //! MplusKASSA (Dutch POS), SOAP 1.1 over HTTP, `ident`/`secret` in the URL.
 //! Read: `getOrders` from `syncMarker = stored + 1` (inclusive lower bound),
 //! `syncMarkerLimit = page_size`, answers unsorted, so the cursor is the
-//! largest marker of the batch; read until an empty list. Every change bumps
+//! largest marker of the batch; read until an empty list (or until
+//! [`WalkGuard`] stops a batch that repeats). Each `<order>` is parsed on
+//! its own: a bad one is parked, the batch flows. Every change bumps
 //! an order's marker, our own write-backs included: the echo comes back and
 //! the ledger's content hash tells it from a real change.
 //! Write-back: the ERP number into `reference` (getOrder → updateOrder with
@@ -18,6 +20,7 @@ pub mod wire;
 use chrono::{DateTime, Utc};
 use rust_decimal::Decimal;
 
+use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, MplusSettings, MplusStart, SourceConfig};
 use crate::http::{Endpoint, Failure};
@@ -49,7 +52,20 @@ pub struct Walk {
     live: bool,
     from: Option<wire::SoapDate>,
     through: Option<wire::SoapDate>,
+    /// Ends a walk whose batches repeat or never end; counts orders that
+    /// cannot be keyed.
+    pub(super) guard: WalkGuard,
     done: bool,
+}
+
+/// One getOrders answer read order by order.
+#[derive(Debug)]
+pub struct Batch {
+    pub orders: Vec<IncomingOrder>,
+    /// The largest marker among `orders`.
+    pub max: i64,
+    /// Orders that cannot be keyed: their marker when readable, and why.
+    pub unkeyed: Vec<(Option<i64>, String)>,
 }
 
 impl Mplus {
@@ -169,12 +185,14 @@ impl Mplus {
 
     pub fn begin(&self, window: Window) -> Walk {
         let parse = |c: Option<String>| c.and_then(|c| c.parse::<i64>().ok());
+        let guard = WalkGuard::new(&self.name, self.page_size);
         match window {
             Window::Live { cursor } => Walk {
                 cursor: parse(cursor),
                 live: true,
                 from: None,
                 through: None,
+                guard,
                 done: false,
             },
             // Backfill reads all history from marker 1 within the financial
@@ -188,6 +206,7 @@ impl Mplus {
                 live: false,
                 from: Some(financial_date(since)),
                 through: until.map(financial_date),
+                guard,
                 done: false,
             },
         }
@@ -222,18 +241,47 @@ impl Mplus {
                 get_orders_envelope(cursor, self.page_size, walk)?,
             )
             .await?;
-        let (orders, max) = self.parse_orders(&body)?;
-        if orders.is_empty() {
+        let Batch {
+            orders,
+            max,
+            unkeyed,
+        } = self.parse_orders(&body)?;
+        if orders.is_empty() && unkeyed.is_empty() {
             walk.done = true;
             return Ok(None);
         }
-        if max <= cursor {
+        // An order changed during the walk comes back with a new marker:
+        // the marker is part of what makes a batch the same one again.
+        let listed: Vec<String> = orders
+            .iter()
+            .map(|o| format!("{}@{}", o.external_id, o.version.as_deref().unwrap_or("")))
+            .chain(unkeyed.iter().map(|(_, why)| why.clone()))
+            .collect();
+        let batch = format!("the batch from syncMarker {}", cursor + 1);
+        if !walk
+            .guard
+            .admit_page(&batch, listed.iter().map(String::as_str))
+        {
+            walk.done = true;
+            return Ok(None);
+        }
+        if max <= cursor && unkeyed.is_empty() {
             // Nothing above the bound we asked for: asking again would
             // return the same batch forever.
             tracing::warn!(source = %self.name, cursor, "getOrders returned only orders at or below the requested syncMarker; stopping this walk");
             walk.done = true;
         }
-        let next = max.max(cursor);
+        let mut next = max.max(cursor);
+        if !unkeyed.is_empty() {
+            // The cursor stops just below the first order that cannot be
+            // keyed (or stays, when not even its marker can be read) and the
+            // walk ends: every poll reads that order again until it is fixed.
+            for (marker, why) in &unkeyed {
+                next = next.min(marker.map_or(cursor, |m| (m - 1).max(cursor)));
+                walk.guard.unkeyed(why.clone());
+            }
+            walk.done = true;
+        }
         walk.cursor = Some(next);
         Ok(Some(Page {
             orders,
@@ -242,10 +290,7 @@ impl Mplus {
         }))
     }
 
-    /// The orders of a getOrders answer and the largest marker among them.
-    /// An order that cannot even be keyed fails the page: committing a
-    /// cursor past it would lose it.
-    pub fn parse_orders(&self, body: &str) -> Result<(Vec<IncomingOrder>, i64), Failure> {
+    pub fn parse_orders(&self, body: &str) -> Result<Batch, Failure> {
         parse_orders(&self.name, body)
     }
 
@@ -258,7 +303,7 @@ impl Mplus {
             .ok_or_else(|| Failure::retry(format!("getOrder {external_id} holds no order")))?;
         map::incoming(&MapContext { source: &self.name }, raw)
             .map(|(_, o)| o)
-            .map_err(Failure::retry)
+            .map_err(|(_, why)| Failure::retry(why))
     }
 
     // --- writing back -------------------------------------------------------
@@ -386,25 +431,31 @@ fn get_orders_envelope(cursor: i64, page_size: u32, walk: &Walk) -> Result<Strin
     soap::envelope("getOrders", &op)
 }
 
-pub fn parse_orders(source: &str, body: &str) -> Result<(Vec<IncomingOrder>, i64), Failure> {
+/// The orders of a getOrders answer, each `<order>` read on its own.
+pub fn parse_orders(source: &str, body: &str) -> Result<Batch, Failure> {
     if let Some(fault) = soap::parse_fault(body) {
         return Err(soap::fault_failure("getOrders", &fault).context(source));
     }
     let slices = soap::order_elements(body, "getOrdersResponse")
         .map_err(|e| Failure::retry(format!("MplusKASSA getOrders: {e}")))?;
     let ctx = MapContext { source };
-    let mut orders = Vec::with_capacity(slices.len());
-    let mut max = 0;
+    let mut batch = Batch {
+        orders: Vec::with_capacity(slices.len()),
+        max: 0,
+        unkeyed: Vec::new(),
+    };
     for raw in slices {
-        let (marker, order) = map::incoming(&ctx, raw).map_err(|e| {
-            Failure::retry(format!(
-                "MplusKASSA getOrders returned {e}; the cursor stays before it"
-            ))
-        })?;
-        max = max.max(marker);
-        orders.push(order);
+        match map::incoming(&ctx, raw) {
+            Ok((marker, order)) => {
+                batch.max = batch.max.max(marker);
+                batch.orders.push(order);
+            }
+            Err((marker, why)) => batch
+                .unkeyed
+                .push((marker, format!("getOrders returned {why}"))),
+        }
     }
-    Ok((orders, max))
+    Ok(batch)
 }
 
 fn result_failure(operation: &str, result: &str, answer: &wire::ResultResponse) -> Failure {
@@ -534,25 +585,38 @@ mod tests {
             order("B", 4),
             order("C", 3)
         ));
-        let (orders, max) = parse_orders("till", &body).unwrap();
+        let Batch { orders, max, .. } = parse_orders("till", &body).unwrap();
         assert_eq!(max, 4);
         let ids: Vec<_> = orders.iter().map(|o| o.external_id.as_str()).collect();
         assert_eq!(ids, ["A", "B", "C"]);
         assert!(orders.iter().all(|o| o.mapped.is_ok()));
-        let (orders, _) = parse_orders("till", &answer("")).unwrap();
-        assert!(orders.is_empty());
+        assert!(parse_orders("till", &answer("")).unwrap().orders.is_empty());
     }
 
     #[test]
-    fn one_unkeyable_order_fails_the_page_and_a_bad_one_is_parked() {
+    fn bad_orders_are_parked_and_unkeyable_ones_set_apart() {
         let bad = order("B", 4).replace("<ns1:quantity>1<", "<ns1:quantity>x<");
-        let (orders, max) =
-            parse_orders("till", &answer(&format!("{}{bad}", order("A", 1)))).unwrap();
-        assert_eq!(max, 4);
+        let entity = order("D", 6).replace("<ns1:lineId>D-1<", "<ns1:lineId>D&foo;1<");
+        let body = answer(&format!("{}{bad}{entity}", order("A", 1)));
+        let Batch {
+            orders,
+            max,
+            unkeyed,
+        } = parse_orders("till", &body).unwrap();
+        assert_eq!(max, 6);
+        assert!(unkeyed.is_empty());
         assert!(orders[0].mapped.is_ok() && orders[1].mapped.is_err());
-        let nokey = order("C", 5).replace("<ns1:syncMarker>5</ns1:syncMarker>", "");
-        let e = parse_orders("till", &answer(&nokey)).unwrap_err();
-        assert!(matches!(e, Failure::Retryable { .. }), "{e:?}");
+        let reason = orders[2].mapped.as_ref().unwrap_err();
+        assert_eq!(orders[2].external_id, "D");
+        assert!(
+            reason.contains("lineList.line.lineId: undefined entity &foo;"),
+            "{reason}"
+        );
+        let nokey = order("C", 5).replace("<ns1:orderId>C</ns1:orderId>", "");
+        let batch = parse_orders("till", &answer(&format!("{}{nokey}", order("A", 1)))).unwrap();
+        assert_eq!(batch.orders.len(), 1);
+        assert_eq!(batch.unkeyed.len(), 1);
+        assert_eq!(batch.unkeyed[0].0, Some(5), "its marker is still known");
         // A truncated answer is retried, not read as "no orders".
         let cut = answer(&order("A", 1));
         let e = parse_orders("till", &cut[..cut.len() / 2]).unwrap_err();

@@ -97,10 +97,13 @@ pub fn parse_answer<T: DeserializeOwned>(operation: &str, body: &str) -> Result<
 
 /// The `<order>` elements inside the `response` element, as the exact text
 /// received (kept verbatim in the ledger and parsed one by one, so one bad
-/// order does not take its batch down). An answer that stops before
-/// `</response>` is an error, never "no orders".
+/// order does not take its batch down: end tags inside an order are not
+/// checked here, and an undefined entity is only a reference to the
+/// splitter). An answer that stops before `</response>` is an error, never
+/// "no orders".
 pub fn order_elements<'a>(body: &'a str, response: &str) -> Result<Vec<&'a str>, String> {
     let mut reader = Reader::from_str(body);
+    reader.config_mut().check_end_names = false;
     let mut out = Vec::new();
     let mut in_response = false;
     let mut complete = false;
@@ -136,6 +139,53 @@ pub fn order_elements<'a>(body: &'a str, response: &str) -> Result<Vec<&'a str>,
         ));
     }
     Ok(out)
+}
+
+/// What can be read of an `<order>` element that does not deserialize:
+/// its `orderId` and `syncMarker` (direct children), and the first entity
+/// it uses that XML does not define, with the element holding it.
+#[derive(Debug, Default, PartialEq)]
+pub struct Identity {
+    pub order_id: Option<String>,
+    pub sync_marker: Option<i64>,
+    pub undefined_entity: Option<String>,
+}
+
+pub fn identity(order: &str) -> Identity {
+    let mut reader = Reader::from_str(order);
+    reader.config_mut().check_end_names = false;
+    let mut found = Identity::default();
+    // The open elements, `order` first.
+    let mut path: Vec<String> = Vec::new();
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(s)) => path.push(local(s.name().as_ref())),
+            Ok(Event::End(_)) => {
+                path.pop();
+            }
+            Ok(Event::Text(t)) if path.len() == 2 => {
+                let text = String::from_utf8_lossy(&t).trim().to_string();
+                match path[1].as_str() {
+                    "orderId" if !text.is_empty() => found.order_id = Some(text),
+                    "syncMarker" => found.sync_marker = text.parse().ok(),
+                    _ => {}
+                }
+            }
+            Ok(Event::GeneralRef(r)) if found.undefined_entity.is_none() => {
+                let name = String::from_utf8_lossy(&r).to_string();
+                let predefined = ["amp", "lt", "gt", "apos", "quot"].contains(&name.as_str());
+                if !predefined && !name.starts_with('#') {
+                    found.undefined_entity = Some(format!(
+                        "{}: undefined entity &{name};",
+                        path.get(1..).unwrap_or_default().join(".")
+                    ));
+                }
+            }
+            Ok(Event::Eof) | Err(_) => break,
+            Ok(_) => {}
+        }
+    }
+    found
 }
 
 /// The `updateOrder` request for the order in a `getOrder` answer, with
@@ -360,6 +410,29 @@ mod tests {
         assert_eq!(parsed.order.change_counter, 4);
         assert_eq!(parsed.order.version_number, 9);
         assert_eq!(parsed.order.line_list.line.len(), 1);
+    }
+
+    #[test]
+    fn one_broken_order_does_not_take_the_batch_down() {
+        let good =
+            "<ns:order><ns:orderId>A1</ns:orderId><ns:syncMarker>5</ns:syncMarker></ns:order>";
+        let entity = "<ns:order><ns:orderId>B2</ns:orderId><ns:syncMarker>6</ns:syncMarker><ns:ref>x &foo; y</ns:ref></ns:order>";
+        let unclosed = "<ns:order><ns:orderId>C3</ns:orderId><ns:syncMarker>7</ns:syncMarker><ns:a><ns:b></ns:a></ns:order>";
+        let body = format!(
+            r#"<?xml version="1.0"?><SOAP-ENV:Envelope xmlns:SOAP-ENV="http://schemas.xmlsoap.org/soap/envelope/" xmlns:ns="urn:mplusqapi"><SOAP-ENV:Body><ns:getOrdersResponse><ns:orderList>{good}{entity}{unclosed}{good}</ns:orderList></ns:getOrdersResponse></SOAP-ENV:Body></SOAP-ENV:Envelope>"#
+        );
+        let orders = order_elements(&body, "getOrdersResponse").unwrap();
+        assert_eq!(orders, [good, entity, unclosed, good]);
+        assert_eq!(
+            identity(orders[1]),
+            Identity {
+                order_id: Some("B2".into()),
+                sync_marker: Some(6),
+                undefined_entity: Some("ref: undefined entity &foo;".into()),
+            }
+        );
+        assert_eq!(identity(orders[2]).order_id.as_deref(), Some("C3"));
+        assert_eq!(identity(orders[0]).undefined_entity, None);
     }
 
     #[test]

@@ -59,6 +59,7 @@ fn the_get_orders_request_we_send_has_the_documented_shape() {
         live: true,
         from: None,
         through: None,
+        guard: crate::sources::walk::WalkGuard::new("till", 100),
         done: false,
     };
     let sent = super::get_orders_envelope(1233, 100, &walk).unwrap();

@@ -1,8 +1,10 @@
 //! Retailys (Czech omnichannel e-commerce platform), REST JSON with the API
 //! key in the `token` header.
 //! Read: `GET /System/Orders?from=<cursor - lookback>&per_page=..&page=N&expanded=true`
-//! to the paginator's last page; the cursor is the newest `date_order` seen,
-//! written only at the end of a walk in which every order could be keyed.
+//! to the paginator's last page (or until [`WalkGuard`] stops a list that
+//! does not end); the cursor is the newest `date_order` seen, written only
+//! at the end of a walk in which every order could be keyed. Each order of
+//! a page is read on its own: a bad one is parked, the others flow.
 //! Retailys has no "changed since" filter, so ledger orders that are not final
 //! are read again one by one on every [`RECHECK_EVERY`]th poll.
 //! Write-back: status, then the ERP number as a history record (at most
@@ -23,8 +25,11 @@ use std::time::Duration;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Deserialize;
 use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
+use super::list::{self, Body};
+use super::walk::WalkGuard;
 use super::{Page, PrepareError, Window};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
@@ -74,8 +79,9 @@ pub struct Walk {
     page: u32,
     old_cursor: Option<DateTime<Utc>>,
     newest: Option<DateTime<Utc>>,
-    /// An order could not even be keyed: keep the cursor where it was.
-    incomplete: bool,
+    /// Ends a paginator that does not; counts orders that could not even
+    /// be keyed (either keeps the cursor where it was).
+    pub(super) guard: WalkGuard,
     done: bool,
 }
 
@@ -85,11 +91,12 @@ struct Paginator {
     pages: u32,
 }
 
+/// The orders stay raw: each is parsed on its own ([`super::list`]).
 #[derive(Deserialize)]
 struct OrdersPage {
     paginator: Paginator,
     #[serde(default)]
-    orders: Vec<Value>,
+    orders: Vec<Box<RawValue>>,
 }
 
 #[derive(Deserialize)]
@@ -230,11 +237,11 @@ impl Retailys {
     }
 
     /// The table, refreshed once if any of `orders` has a status it lacks.
-    async fn statuses_for(&self, orders: &[Value]) -> Result<Arc<StatusTable>, Failure> {
+    async fn statuses_for(&self, orders: &[&Value]) -> Result<Arc<StatusTable>, Failure> {
         let table = self.statuses().await?;
         match orders
             .iter()
-            .filter_map(map::status_id)
+            .filter_map(|v| map::status_id(v))
             .find(|id| table.get(*id).is_none())
         {
             Some(unknown) => self.refresh_statuses(unknown).await,
@@ -294,7 +301,7 @@ impl Retailys {
             page: 1,
             old_cursor,
             newest: None,
-            incomplete: false,
+            guard: WalkGuard::new(&self.name, self.page_size),
             done: false,
         }
     }
@@ -306,40 +313,59 @@ impl Retailys {
         let url = self.url("/System/Orders");
         let mut query = walk.query.clone();
         query.push(("page", walk.page.to_string()));
-        let answer: OrdersPage = self
+        let reply = self
             .send(|| self.endpoint.client().get(&url).query(&query))
-            .await?
-            .json()?;
-        let table = self.statuses_for(&answer.orders).await?;
+            .await?;
+        let body = Body::decode(&reply.body);
+        let answer: OrdersPage = body.envelope(&reply.what)?;
+        let items: Vec<_> = answer.orders.iter().map(|raw| body.item(raw)).collect();
+        let ids: Vec<Option<String>> = items.iter().map(|i| map::id_of(&i.value)).collect();
+        let listed = list::listed(&items, &ids);
+        if !walk
+            .guard
+            .admit_page(&format!("page {}", walk.page), listed)
+        {
+            walk.done = true;
+            return Ok(None);
+        }
+        let values: Vec<&Value> = items.iter().map(|i| &i.value).collect();
+        let table = self.statuses_for(&values).await?;
         // From here on the walk moves: nothing below returns early.
         let mut orders = Vec::new();
-        for v in &answer.orders {
+        for (item, id) in items.iter().zip(ids) {
+            let v = &item.value;
             if let Some(t) = v["date_order"]
                 .as_str()
                 .and_then(|d| DateTime::parse_from_rfc3339(d).ok())
             {
                 walk.newest = walk.newest.max(Some(t.with_timezone(&Utc)));
             }
-            let state = map::id_of(v).and_then(|id| self.ledger_state(store, &id));
+            let Some(id) = id else {
+                let why = item.broken.as_deref().unwrap_or("no id");
+                walk.guard.unkeyed(format!("page {}: {why}", walk.page));
+                continue;
+            };
+            let state = self.ledger_state(store, &id);
             if state.is_none() && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
                 // Completed at the shop before we ever saw it: not ours to import.
+                continue;
+            }
+            if let Some(parked) = item.unreadable("Retailys", &id) {
+                orders.push(parked);
                 continue;
             }
             // Only an order ordersync pushed may be followed through the
             // processing and shipped statuses; a held one is not ours.
             let ours = state.as_deref().is_some_and(in_erp);
-            match map::incoming(&self.name, &table, &v.to_string(), v, ours) {
+            match map::incoming(&self.name, &table, &item.raw, v, ours) {
                 Ok(o) => orders.push(o),
-                Err(e) => {
-                    walk.incomplete = true;
-                    tracing::warn!(source = %self.name, page = walk.page, error = %e, "order list item unusable; the cursor will not move past it");
-                }
+                Err(e) => walk.guard.unkeyed(format!("page {}: {e}", walk.page)),
             }
         }
         let mut cursor = None;
         if walk.page >= answer.paginator.pages {
             walk.done = true;
-            if walk.incomplete {
+            if !walk.guard.complete() {
                 tracing::debug!(source = %self.name, "an order could not be keyed; the cursor stays where it was");
             } else {
                 cursor = walk
@@ -357,7 +383,9 @@ impl Retailys {
         }))
     }
 
-    async fn get_order(&self, id: &str) -> Result<(Reply, Value), Failure> {
+    /// One order as the shop has it now, read like a list item: a value
+    /// that cannot be read is named, not a failure of the request.
+    async fn read_order(&self, id: &str) -> Result<list::Item, Failure> {
         let url = self.order_url(id, "")?;
         let reply = self
             .send(|| {
@@ -367,8 +395,18 @@ impl Retailys {
                     .query(&[("expanded", "true")])
             })
             .await?;
-        let value: Value = reply.json()?;
-        Ok((reply, value))
+        Ok(Body::decode(&reply.body).whole())
+    }
+
+    /// One order as a whole, for a write-back (which reads before it writes).
+    async fn get_order(&self, id: &str) -> Result<Value, Failure> {
+        let item = self.read_order(id).await?;
+        match item.broken {
+            Some(reason) => Err(Failure::retry(format!(
+                "Retailys order {id} cannot be read: {reason}"
+            ))),
+            None => Ok(item.value),
+        }
     }
 
     pub async fn recheck(
@@ -376,14 +414,16 @@ impl Retailys {
         external_id: &str,
         store: &Store,
     ) -> Result<IncomingOrder, Failure> {
-        let (reply, value) = self.get_order(external_id).await?;
-        let table = self.statuses_for(std::slice::from_ref(&value)).await?;
-        let raw = String::from_utf8_lossy(&reply.body);
+        let item = self.read_order(external_id).await?;
+        if let Some(parked) = item.unreadable("Retailys", external_id) {
+            return Ok(parked);
+        }
+        let table = self.statuses_for(&[&item.value]).await?;
         // Held orders are re-checked too: being in the ledger is not being ours.
         let ours = self
             .ledger_state(store, external_id)
             .is_some_and(|s| in_erp(&s));
-        map::incoming(&self.name, &table, &raw, &value, ours).map_err(Failure::retry)
+        map::incoming(&self.name, &table, &item.raw, &item.value, ours).map_err(Failure::retry)
     }
 
     /// The ledger state of one of this source's orders, if recorded.

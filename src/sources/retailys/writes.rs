@@ -35,7 +35,7 @@ impl Retailys {
     /// doubled) and the ERP number is only in the ledger (`orders show`).
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         let table = self.statuses().await?;
-        let (_, current) = self.get_order(&wb.external_id).await?;
+        let current = self.get_order(&wb.external_id).await?;
         if current["canceled"].as_bool() == Some(true) {
             return Err(Failure::permanent(format!(
                 "order was cancelled at Retailys after the push: cancel ERP order {} by hand",
@@ -115,7 +115,7 @@ impl Retailys {
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
         let table = self.statuses().await?;
-        let (_, current) = self.get_order(&wb.external_id).await?;
+        let current = self.get_order(&wb.external_id).await?;
         let mut done = Vec::new();
         if let Some(number) = shipment.tracking_number.as_deref() {
             let known = current["trackings"].as_array().is_some_and(|ts| {

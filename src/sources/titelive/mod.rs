@@ -5,6 +5,7 @@
 //! to `admin/order/{id}/status` (7 processing with the ERP number, 8
 //! processed with the tracking), each after reading the order, so a repeat
 //! changes nothing. Every answer is HTTP 200 with a `success` flag: see [`wire`].
+//! The list's orders are read one by one: a bad one is parked, not the list.
 
 mod map;
 #[cfg(test)]
@@ -18,6 +19,8 @@ use chrono::{DateTime, Utc};
 use serde_json::Value;
 use tokio::sync::Mutex;
 
+use super::list;
+use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
 use crate::http::{Endpoint, Failure, path_segment};
@@ -59,9 +62,23 @@ pub struct Titelive {
     country_map_key: String,
 }
 
+/// An order read by id.
+enum Read {
+    Order(Value),
+    /// It exists but cannot be read: its text as received and why.
+    Unreadable {
+        raw: String,
+        reason: String,
+    },
+    /// Code 10: it does not exist.
+    Gone,
+}
+
 /// The list is one call (Titelive documents no paging or date filter).
 pub struct Walk {
     backfill: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
+    /// Counts list items without an id (reported once per poll).
+    pub(super) guard: WalkGuard,
     done: bool,
 }
 
@@ -252,18 +269,34 @@ impl Titelive {
         Ok(format!("{}/customer/order/{}", self.api, path_segment(id)?))
     }
 
-    /// One order as Titelive has it now (`None`: it does not exist, code 10).
-    async fn get_order(&self, id: &str) -> Result<Option<Value>, Failure> {
+    /// One order as Titelive has it now.
+    async fn read_order(&self, id: &str) -> Result<Read, Failure> {
         let url = self.order_url(id)?;
         let answer = self.call(|| self.endpoint.client().get(&url)).await?;
         if answer.class() == Some(CodeClass::NotFound) {
-            return Ok(None);
+            return Ok(Read::Gone);
         }
-        let object = answer.into_object(&format!("order {id}"))?;
+        let raw = answer.raw_member("order").unwrap_or_default();
+        let object = match answer.into_readable(&format!("order {id}"))? {
+            Ok(object) => object,
+            Err(reason) => return Ok(Read::Unreadable { raw, reason }),
+        };
         match &object["order"] {
-            Value::Object(_) => Ok(Some(object["order"].clone())),
+            Value::Object(_) => Ok(Read::Order(object["order"].clone())),
             _ => Err(Failure::retry(format!(
                 "order {id}: customer/order/{id} answered success without an order"
+            ))),
+        }
+    }
+
+    /// One order as a whole, for a write-back (which reads before it
+    /// writes); `None`: it does not exist (code 10).
+    async fn get_order(&self, id: &str) -> Result<Option<Value>, Failure> {
+        match self.read_order(id).await? {
+            Read::Order(order) => Ok(Some(order)),
+            Read::Gone => Ok(None),
+            Read::Unreadable { reason, .. } => Err(Failure::retry(format!(
+                "order {id} cannot be read: {reason}"
             ))),
         }
     }
@@ -276,6 +309,8 @@ impl Titelive {
                 Window::Live { .. } => None,
                 Window::Backfill { since, until, .. } => Some((since, until)),
             },
+            // One list, one page: the guard only counts unkeyed items.
+            guard: WalkGuard::with_cap(&self.name, 1),
             done: false,
         }
     }
@@ -291,20 +326,25 @@ impl Titelive {
         let url = format!("{}/customer/order", self.api);
         let answer = self.call(|| self.endpoint.client().get(&url)).await?;
         // "no orders" is code 10 with success=false.
-        let object = if answer.class() == Some(CodeClass::NotFound) {
-            Value::Null
+        let items = if answer.class() == Some(CodeClass::NotFound) {
+            Vec::new()
         } else {
-            answer.into_object("order list")?
+            answer.into_items("order list", "orders", "order")?
         };
         walk.done = true;
-        let items = wire::collection(&object, "orders", "order");
-        let wanted = select(&items, walk.backfill);
+        let wanted = select(&items, walk.backfill, &mut walk.guard);
         tracing::debug!(source = %self.name, listed = items.len(), wanted = wanted.len(), "order list read");
         let ctx = self.map_context();
-        let orders = wanted
-            .into_iter()
-            .filter_map(|item| map::incoming(&ctx, item).ok())
-            .collect();
+        let mut orders = Vec::new();
+        for (id, item) in wanted {
+            match item.unreadable("Titelive", &id) {
+                Some(parked) => orders.push(parked),
+                None => match map::incoming(&ctx, &item.value) {
+                    Ok(o) => orders.push(o),
+                    Err(e) => walk.guard.unkeyed(e),
+                },
+            }
+        }
         Ok(Some(Page {
             orders,
             cursor: None,
@@ -313,11 +353,22 @@ impl Titelive {
     }
 
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
-        match self.get_order(external_id).await? {
-            Some(order) => map::incoming(&self.map_context(), &order).map_err(Failure::retry),
+        match self.read_order(external_id).await? {
+            Read::Order(order) => {
+                map::incoming(&self.map_context(), &order).map_err(Failure::retry)
+            }
+            // Recorded again as it was listed, parked: no warning every poll.
+            Read::Unreadable { raw, reason } => Ok(IncomingOrder {
+                external_id: external_id.to_string(),
+                raw,
+                version: None,
+                mapped: Err(format!(
+                    "cannot read Titelive order {external_id}: {reason}"
+                )),
+            }),
             // Gone at Titelive: recorded as unmappable, so its push is parked
             // and `status` shows why.
-            None => Ok(IncomingOrder {
+            Read::Gone => Ok(IncomingOrder {
                 external_id: external_id.to_string(),
                 raw: "{}".into(),
                 version: None,
@@ -430,10 +481,10 @@ impl Titelive {
         let waiting = if answer.class() == Some(CodeClass::NotFound) {
             0
         } else {
-            let object = answer.into_object("order list")?;
-            wire::collection(&object, "orders", "order")
+            answer
+                .into_items("order list", "orders", "order")?
                 .iter()
-                .filter(|o| map::status(o) == Some(map::CONFIRMED))
+                .filter(|o| map::status(&o.value) == Some(map::CONFIRMED))
                 .count()
         };
         let host = reqwest::Url::parse(&self.api)
@@ -448,30 +499,39 @@ impl Titelive {
 
 /// The list items a walk records: status 5 (live), or every real order
 /// created in the window (backfill replays history, carts excluded);
-/// deduplicated by id, the last copy winning. Items without an id are skipped.
+/// deduplicated by id, the last copy winning. Items without an id are
+/// counted by `guard`. A broken item is judged by what of it still parses,
+/// and kept when its status cannot be read: parked, it is seen; skipped,
+/// it would be lost.
 fn select<'a>(
-    items: &[&'a Value],
+    items: &'a [list::Item],
     backfill: Option<(DateTime<Utc>, Option<DateTime<Utc>>)>,
-) -> Vec<&'a Value> {
-    let mut by_id: BTreeMap<String, &Value> = BTreeMap::new();
+    guard: &mut WalkGuard,
+) -> Vec<(String, &'a list::Item)> {
+    let mut by_id: BTreeMap<String, &list::Item> = BTreeMap::new();
     for item in items {
-        let Some(id) = map::order_id(item) else {
-            tracing::warn!("Titelive order list item without an id; skipped");
+        let v = &item.value;
+        let Some(id) = map::order_id(v) else {
+            guard.unkeyed(item.broken.as_deref().unwrap_or("no id"));
             continue;
         };
-        let status = map::status(item);
+        let status = map::status(v);
         let wanted = match backfill {
             None => status == Some(map::CONFIRMED),
             Some((since, until)) => {
                 status.is_some_and(|s| s >= map::CONFIRMED)
-                    && created_at(item).is_some_and(|t| t >= since && until.is_none_or(|u| t <= u))
+                    && match created_at(v) {
+                        Some(t) => t >= since && until.is_none_or(|u| t <= u),
+                        None => item.broken.is_some(),
+                    }
             }
         };
-        if wanted {
+        let unsure = item.broken.is_some() && status.is_none();
+        if wanted || unsure {
             by_id.insert(id, item);
         }
     }
-    by_id.into_values().collect()
+    by_id.into_iter().collect()
 }
 
 fn created_at(order: &Value) -> Option<DateTime<Utc>> {
@@ -516,14 +576,19 @@ mod tests {
             {"status": 5},
             {"id": 4, "status": 99, "creationDate": "2024-05-01 10:00:00"}
         ]}});
-        let items = wire::collection(&list, "orders", "order");
-        let live = select(&items, None);
-        assert_eq!(live.len(), 1, "{live:?}");
-        assert_eq!(live[0]["v"], "new", "the last copy of an id wins");
-        let since = "2024-05-15T00:00:00Z".parse().unwrap();
-        let ids: Vec<String> = select(&items, Some((since, None)))
+        let items: Vec<list::Item> = wire::collection(&list, "orders", "order")
             .iter()
-            .filter_map(|o| map::order_id(o))
+            .map(|v| list::item(&v.to_string(), false))
+            .collect();
+        let mut guard = WalkGuard::with_cap("s", 1);
+        let live = select(&items, None, &mut guard);
+        assert_eq!(live.len(), 1);
+        assert_eq!(live[0].1.value["v"], "new", "the last copy of an id wins");
+        assert!(!guard.complete(), "the item without an id is counted");
+        let since = "2024-05-15T00:00:00Z".parse().unwrap();
+        let ids: Vec<String> = select(&items, Some((since, None)), &mut guard)
+            .into_iter()
+            .map(|(id, _)| id)
             .collect();
         assert_eq!(
             ids,

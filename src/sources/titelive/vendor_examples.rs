@@ -153,7 +153,8 @@ fn as_sources_md_reads_it(text: &str) -> String {
 fn object_of(sample: &str) -> Value {
     wire::unwrap(&reply(&as_sources_md_reads_it(sample)))
         .unwrap()
-        .into_object("sample")
+        .into_readable("sample")
+        .unwrap()
         .unwrap()
 }
 
@@ -261,7 +262,15 @@ fn order_list_answer_order_5_is_a_cart_and_not_selected() {
     let object = object_of(ORDER_LIST);
     let items = wire::collection(&object, "orders", "order");
     assert_eq!(items.len(), 1);
-    assert!(super::select(&items, None).is_empty(), "status 1 is not 5");
+    let listed: Vec<_> = items
+        .iter()
+        .map(|v| crate::sources::list::item(&v.to_string(), false))
+        .collect();
+    let mut guard = crate::sources::walk::WalkGuard::with_cap("shop", 1);
+    assert!(
+        super::select(&listed, None, &mut guard).is_empty(),
+        "status 1 is not 5"
+    );
     let inc = map(items[0]);
     let m = inc.mapped.unwrap();
     assert_eq!(
@@ -377,7 +386,7 @@ fn order_detail_is_inconsistent_in_itself_and_parks_on_total_price() {
 fn order_error_order_not_exist_is_permanent() {
     let answer = wire::unwrap(&reply(&as_sources_md_reads_it(ORDER_ERROR))).unwrap();
     assert_eq!(answer.class(), Some(CodeClass::NotFound));
-    let failure = answer.into_object("order 5").unwrap_err();
+    let failure = answer.into_readable("order 5").unwrap_err();
     assert!(matches!(failure, Failure::Permanent { .. }));
     assert_eq!(
         failure.message(),

@@ -16,7 +16,10 @@
 //!   them would skip the gap below. Known, unchanged orders are just skipped;
 //! - the cursor is written with the last page only, and only when the walk
 //!   reached old ground or the end with every order on the way recorded;
-//!   otherwise it stays and the next poll walks the same ground again.
+//!   otherwise it stays and the next poll walks the same ground again;
+//! - a list that does not end (a page repeated, pages without number) is
+//!   stopped by [`WalkGuard`], and the cursor stays;
+//! - each order of a page is read on its own: a bad one is parked.
 
 mod auth;
 mod map;
@@ -31,8 +34,11 @@ use std::time::Duration;
 use chrono::NaiveDateTime;
 use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
+use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
+use super::list::{self, Body};
+use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
 use crate::http::{Endpoint, Failure, Reply};
@@ -69,13 +75,16 @@ pub struct Walk {
     seen: HashSet<String>,
     /// Something on the way could not be recorded: the cursor stays.
     incomplete: bool,
+    /// Ends a list that does not; counts items without an id.
+    pub(super) guard: WalkGuard,
     done: bool,
 }
 
+/// The orders stay raw: each is read on its own ([`super::list`]).
 #[derive(Deserialize)]
 struct ListAnswer {
     #[serde(default)]
-    data: Vec<Value>,
+    data: Vec<Box<RawValue>>,
     /// Number of pages. Its shape is not documented; anything but a number
     /// is ignored and the end is found by a short page instead.
     #[serde(default)]
@@ -84,9 +93,11 @@ struct ListAnswer {
     total_count: Value,
 }
 
+/// `orders/get` with its order kept raw, read like a list item.
 #[derive(Deserialize)]
-struct OneAnswer {
-    data: Value,
+struct OneRaw {
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
 }
 
 impl Vinou {
@@ -153,22 +164,25 @@ impl Vinou {
         }
     }
 
-    /// `orders/get` for one order, with the includes the mapping needs.
-    async fn get(&self, external_id: &str) -> Result<Value, Failure> {
+    /// `orders/get` for one order, with the includes the mapping needs,
+    /// read like a list item: a value that cannot be read is named.
+    async fn get(&self, external_id: &str) -> Result<list::Item, Failure> {
         let id = external_id
             .parse::<i64>()
             .map(Value::from)
             .unwrap_or_else(|_| Value::from(external_id));
-        let answer: OneAnswer = self
+        let reply = self
             .call("orders/get", &json!({ "id": id, "include": INCLUDE }))
-            .await?
-            .json()?;
-        if !answer.data.is_object() {
-            return Err(Failure::retry(format!(
+            .await?;
+        let body = Body::decode(&reply.body);
+        let answer: OneRaw = body.envelope(&reply.what)?;
+        let item = answer.data.map(|raw| body.item(&raw));
+        match item {
+            Some(item) if item.value.is_object() || item.broken.is_some() => Ok(item),
+            _ => Err(Failure::retry(format!(
                 "Vinou orders/get for order {external_id} answered without an order"
-            )));
+            ))),
         }
-        Ok(answer.data)
     }
 
     // --- reading ----------------------------------------------------------
@@ -197,6 +211,7 @@ impl Vinou {
             newest: None,
             seen: HashSet::new(),
             incomplete: false,
+            guard: WalkGuard::new(&self.name, self.page_size),
             done: false,
         }
     }
@@ -206,15 +221,29 @@ impl Vinou {
             return Ok(None);
         }
         let body = json!({ "page": walk.page, "pageSize": self.page_size, "include": INCLUDE });
-        let answer: ListAnswer = self.call("orders/getAll", &body).await?.json()?;
+        let reply = self.call("orders/getAll", &body).await?;
+        let body = Body::decode(&reply.body);
+        let answer: ListAnswer = body.envelope(&reply.what)?;
+        let items: Vec<_> = answer.data.iter().map(|raw| body.item(raw)).collect();
+        let ids: Vec<Option<String>> = items.iter().map(|i| map::order_id(&i.value)).collect();
+        let listed = list::listed(&items, &ids);
+        if !walk
+            .guard
+            .admit_page(&format!("page {}", walk.page), listed)
+        {
+            walk.done = true;
+            return Ok(None);
+        }
         // From here on the walk moves: nothing below returns early with an error.
         let mut orders = Vec::new();
         let mut unchanged = Vec::new();
         let mut old_ground = false;
-        for v in &answer.data {
-            let Some(id) = map::order_id(v) else {
-                walk.incomplete = true;
-                tracing::warn!(source = %self.name, "order list item without an id; skipped");
+        for (item, id) in items.iter().zip(ids) {
+            // A broken item keeps what parses of it: enough to place it.
+            let v = &item.value;
+            let Some(id) = id else {
+                walk.guard
+                    .unkeyed(item.broken.as_deref().unwrap_or("no id"));
                 continue;
             };
             if !walk.seen.insert(id.clone()) {
@@ -233,6 +262,10 @@ impl Vinou {
                 continue;
             }
             walk.newest = walk.newest.max(crstamp);
+            if let Some(parked) = item.unreadable("Vinou", &id) {
+                orders.push(parked);
+                continue;
+            }
             let key = order_key(&self.name, &id);
             // Unchanged since we recorded it: nothing to do.
             if store.known_version(&key).ok().flatten() == Some(map::version(v)) {
@@ -259,12 +292,13 @@ impl Vinou {
         let mut cursor = None;
         if old_ground || end_of_list || answer.data.is_empty() {
             walk.done = true;
-            if !walk.backfill && !walk.incomplete {
+            let complete = !walk.incomplete && walk.guard.complete();
+            if !walk.backfill && complete {
                 cursor = walk
                     .old_cursor
                     .max(walk.newest)
                     .map(|t| t.format(CURSOR_FORMAT).to_string());
-            } else if walk.incomplete {
+            } else if !complete {
                 tracing::debug!(source = %self.name, "walk incomplete; the cursor stays where it was");
             }
         } else {
@@ -299,7 +333,11 @@ impl Vinou {
     /// compares it (content, `chstamp` + `status` as version) and pushes it
     /// once it reaches an import status.
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
-        let v = self.get(external_id).await?;
+        let item = self.get(external_id).await?;
+        if let Some(parked) = item.unreadable("Vinou", external_id) {
+            return Ok(parked);
+        }
+        let v = item.value;
         // Only held/invalid orders are re-checked: not in the ERP, and known.
         self.map(&v, Some("held"), true).map_err(Failure::retry)
     }
@@ -326,10 +364,10 @@ impl Vinou {
     }
 
     pub async fn check(&self) -> Result<String, Failure> {
-        let answer: ListAnswer = self
+        let reply = self
             .call("orders/getAll", &json!({ "page": 1, "pageSize": 1 }))
-            .await?
-            .json()?;
+            .await?;
+        let answer: ListAnswer = Body::decode(&reply.body).envelope(&reply.what)?;
         let host = reqwest::Url::parse(&self.base)
             .ok()
             .and_then(|u| u.host_str().map(str::to_string))

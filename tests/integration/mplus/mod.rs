@@ -1,9 +1,11 @@
 //! MplusKASSA end to end: the SOAP simulator, the engine, real SQLite and
 //! the http ERP simulator; the real binary for SIGKILL and for secrets.
 //! `flow`: orders, echoes, changes, races, start and backfill; `safety`:
-//! secrets and SIGKILL; `quirks`: the simulator and the example config.
+//! secrets and SIGKILL; `quirks`: the simulator and the example config;
+//! `lists`: a batch that repeats, an order the till could not serialize.
 
 mod flow;
+mod lists;
 mod quirks;
 mod safety;
 

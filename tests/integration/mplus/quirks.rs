@@ -84,7 +84,8 @@ async fn the_simulator_behaves_like_the_documented_api() {
     for _ in 0..3 {
         let (status, body) = post(secret.clone(), get_orders(3, 5, true)).await;
         assert_eq!(status, 200, "{body}");
-        let (orders, max) = ordersync::sources::mplus::parse_orders("t", &body).unwrap();
+        let ordersync::sources::mplus::Batch { orders, max, .. } =
+            ordersync::sources::mplus::parse_orders("t", &body).unwrap();
         let markers: Vec<i64> = orders
             .iter()
             .map(|o| o.version.as_deref().unwrap().parse().unwrap())

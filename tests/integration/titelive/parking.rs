@@ -1,7 +1,9 @@
 //! What parks, and only that: an unmapped country id, codes 10 and 12, a
-//! cancellation between poll and write-back.
+//! cancellation between poll and write-back, an order in the list that the
+//! API could not serialize.
 
 use super::*;
+use ordersync::sandbox::Faults;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_unmapped_country_parks_only_that_order() {
@@ -91,4 +93,51 @@ async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_
         "{:?}",
         detail.events
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_order_the_api_cannot_serialize_parks_only_that_order() {
+    let app = spawn_titelive(TlOptions::default()).await;
+    let tl = &app.sandbox.titelive;
+    tl.seed_orders(10, 5, Duration::from_secs(3600));
+    let (latin1, surrogate) = (
+        tl.add_order(OrderSpec::default()),
+        tl.add_order(OrderSpec::default()),
+    );
+    tl.set_delivery_city(latin1, "ZZ-LATIN1-CITY");
+    tl.set_delivery_city(surrogate, "ZZ-SURROGATE-CITY");
+    tl.set_faults(Faults {
+        corrupt: vec![
+            (b"ZZ-LATIN1-CITY".to_vec(), b"Li\xe8ge".to_vec()),
+            (b"ZZ-SURROGATE-CITY".to_vec(), br"Gent \udc00".to_vec()),
+        ],
+        ..Faults::default()
+    });
+    let ids: Vec<i64> = pushable(&app)
+        .into_iter()
+        .filter(|id| ![latin1, surrogate].contains(id))
+        .collect();
+    let engine = app.engine();
+    sync(&engine, &ids).await;
+    assert_converged(&app, &ids);
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    assert_eq!(status.parked.len(), 2, "{:?}", status.parked);
+    let reason = |id: i64| {
+        status
+            .parked
+            .iter()
+            .find(|p| p.order_key == tl_key(id))
+            .map(|p| p.reason.clone())
+            .unwrap_or_else(|| panic!("{} is not parked", tl_key(id)))
+    };
+    let r = reason(latin1);
+    assert!(r.contains("deliveryCity: not valid UTF-8"), "{r}");
+    let r = reason(surrogate);
+    assert!(r.contains("deliveryCity: "), "{r}");
+    // Read again by the list and by the re-check: no news.
+    let connector = engine.connectors.get(TL).unwrap().clone();
+    poll_live(&engine, &connector, &CancellationToken::new()).await;
+    for bad in [latin1, surrogate] {
+        assert_eq!(crate::common::changes_noted(&engine, &tl_key(bad)), 0);
+    }
 }

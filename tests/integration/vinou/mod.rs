@@ -1,10 +1,12 @@
 //! Vinou end to end: the simulator (expiring JWTs, newest-first pages that
 //! shift while we walk) → ledger → http ERP. Helpers here; the tests in
 //! `flow` (mapping, write-back, parking, backfill), `walk` (page walk,
-//! cursor, JWT, re-check) and `crash` (SIGKILL, secrets).
+//! cursor, JWT, re-check), `lists` (a list that does not end, orders the
+//! API cannot serialize) and `crash` (SIGKILL, secrets).
 
 mod crash;
 mod flow;
+mod lists;
 mod walk;
 
 use std::collections::HashSet;

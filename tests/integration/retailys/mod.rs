@@ -1,6 +1,9 @@
 //! Retailys end to end: the simulator → ledger → http ERP → status, ERP
 //! number as history, tracking and `sent` written back; per-shop status
-//! names; SIGKILL; 429 storms; secrets kept out of output.
+//! names; SIGKILL; 429 storms; secrets kept out of output. `lists`: a
+//! paginator that does not end and orders the API cannot serialize.
+
+mod lists;
 
 use std::collections::HashSet;
 use std::sync::Arc;

@@ -1,0 +1,235 @@
+//! Reading a JSON order list item by item, so that one bad order cannot fail
+//! its page (SPEC §5.5, issue 12.12). The body is decoded lossily, the
+//! envelope is parsed with each item kept as raw text (`RawValue` skips over
+//! what serde_json refuses to build: `1e400`, a lone surrogate), then each
+//! item is parsed on its own and what broke is named by its JSON path.
+
+use std::borrow::Cow;
+use std::collections::BTreeMap;
+
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use serde_json::value::RawValue;
+
+use crate::http::Failure;
+use crate::store::IncomingOrder;
+
+/// An answer's body as text.
+pub struct Body {
+    pub text: String,
+    /// Some bytes were not UTF-8 and became U+FFFD: the items holding one
+    /// are reported, not passed on with a mangled name.
+    lossy: bool,
+}
+
+/// One list item as received.
+pub struct Item {
+    /// The item's text exactly as received (bar bytes that were not UTF-8).
+    pub raw: String,
+    /// The whole item; for a broken one, every top-level field that still
+    /// parses on its own (enough to key it, and often to filter it).
+    pub value: Value,
+    /// Why the item cannot be mapped as it stands, naming the field.
+    pub broken: Option<String>,
+}
+
+impl Body {
+    pub fn decode(bytes: &[u8]) -> Body {
+        match String::from_utf8_lossy(bytes) {
+            Cow::Borrowed(text) => Body {
+                text: text.to_string(),
+                lossy: false,
+            },
+            Cow::Owned(text) => Body { text, lossy: true },
+        }
+    }
+
+    /// The envelope, with its items left as `Box<RawValue>`. A body that is
+    /// not the envelope is retried, like any garbled answer. `what` names
+    /// the request.
+    pub fn envelope<T: DeserializeOwned>(&self, what: &str) -> Result<T, Failure> {
+        serde_json::from_str(&self.text).map_err(|e| {
+            Failure::retry(format!(
+                "{what} answered with a body that is not the expected JSON: {e}"
+            ))
+        })
+    }
+
+    pub fn item(&self, raw: &RawValue) -> Item {
+        item(raw.get(), self.lossy)
+    }
+
+    pub fn is_lossy(&self) -> bool {
+        self.lossy
+    }
+
+    /// The whole body read as one item (an order detail).
+    pub fn whole(&self) -> Item {
+        item(&self.text, self.lossy)
+    }
+}
+
+impl Item {
+    /// A broken item as an order recorded and parked with the reason, so
+    /// `status` shows it (SPEC §5.1, §5.5); `None` for a whole one.
+    /// `system` names the source's product in the reason.
+    pub fn unreadable(&self, system: &str, id: &str) -> Option<IncomingOrder> {
+        let reason = self.broken.as_ref()?;
+        Some(IncomingOrder {
+            external_id: id.to_string(),
+            raw: self.raw.clone(),
+            version: None,
+            mapped: Err(format!("cannot read {system} order {id}: {reason}")),
+        })
+    }
+}
+
+/// What names each item for [`super::walk::WalkGuard::admit_page`]: its id,
+/// or its text when it has none.
+pub fn listed<'a>(items: &'a [Item], ids: &'a [Option<String>]) -> impl Iterator<Item = &'a str> {
+    items
+        .iter()
+        .zip(ids)
+        .map(|(item, id)| id.as_deref().unwrap_or(&item.raw))
+}
+
+/// Parses one item; `lossy`: its body had bytes that were not UTF-8.
+pub fn item(text: &str, lossy: bool) -> Item {
+    let mut de = serde_json::Deserializer::from_str(text);
+    match serde_path_to_error::deserialize::<_, Value>(&mut de) {
+        Ok(value) => {
+            let broken = lossy
+                .then(|| replaced_at(&value))
+                .flatten()
+                .map(|path| format!("{path}: not valid UTF-8 (the source sent a byte that is not UTF-8, e.g. Latin-1)"));
+            Item {
+                raw: text.to_string(),
+                value,
+                broken,
+            }
+        }
+        Err(e) => {
+            let inner = e.inner().to_string();
+            // The position is within the item, which says little to an operator.
+            let inner = inner.split(" at line ").next().unwrap_or_default();
+            Item {
+                raw: text.to_string(),
+                value: partial(text),
+                broken: Some(format!("{}: {inner}", e.path())),
+            }
+        }
+    }
+}
+
+/// Every top-level field of an object that parses on its own.
+fn partial(text: &str) -> Value {
+    match serde_json::from_str::<BTreeMap<String, Box<RawValue>>>(text) {
+        Ok(fields) => Value::Object(
+            fields
+                .into_iter()
+                .filter_map(|(k, v)| Some((k, serde_json::from_str(v.get()).ok()?)))
+                .collect(),
+        ),
+        Err(_) => Value::Null,
+    }
+}
+
+/// The JSON path of the first text holding U+FFFD, the mark of a byte that
+/// was not UTF-8.
+fn replaced_at(v: &Value) -> Option<String> {
+    fn walk(v: &Value, path: &str) -> Option<String> {
+        match v {
+            Value::String(s) if s.contains('\u{FFFD}') => Some(path.to_string()),
+            Value::Array(a) => a
+                .iter()
+                .enumerate()
+                .find_map(|(i, x)| walk(x, &format!("{path}[{i}]"))),
+            Value::Object(o) => o.iter().find_map(|(k, x)| {
+                let here = if path.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{path}.{k}")
+                };
+                if k.contains('\u{FFFD}') {
+                    return Some(here);
+                }
+                walk(x, &here)
+            }),
+            _ => None,
+        }
+    }
+    walk(v, "").map(|p| if p.is_empty() { ".".into() } else { p })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize)]
+    struct Page {
+        orders: Vec<Box<RawValue>>,
+    }
+
+    fn items(body: &[u8]) -> Vec<Item> {
+        let body = Body::decode(body);
+        let page: Page = body.envelope("GET x").unwrap();
+        page.orders.iter().map(|r| body.item(r)).collect()
+    }
+
+    #[test]
+    fn serde_json_refuses_these_whole_pages() {
+        for body in [
+            &br#"{"orders":[{"id":1,"p":1e400}]}"#[..],
+            br#"{"orders":[{"id":"\ud800"}]}"#,
+            b"{\"orders\":[{\"id\":1,\"name\":\"M\xfcller\"}]}",
+        ] {
+            assert!(serde_json::from_slice::<Value>(body).is_err());
+        }
+    }
+
+    #[test]
+    fn one_bad_item_is_named_and_the_others_parse() {
+        let got = items(
+            br#"{"orders":[{"id":1,"items":[{"price":{"final_price":1e400}}]},{"id":2,"x":"ok"}]}"#,
+        );
+        assert_eq!(got.len(), 2);
+        assert_eq!(
+            got[0].broken.as_deref(),
+            Some("items[0].price.final_price: number out of range")
+        );
+        assert_eq!(got[0].value["id"], 1, "still keyed");
+        assert!(got[0].value.get("items").is_none());
+        assert!(got[0].raw.contains("1e400"), "kept as received");
+        assert!(got[1].broken.is_none());
+        assert_eq!(got[1].value["x"], "ok");
+    }
+
+    #[test]
+    fn a_lone_surrogate_is_named_and_an_id_made_of_one_is_lost() {
+        let got = items(br#"{"orders":[{"id":"\ud800","n":1},{"id":3,"name":"a\udc00b"}]}"#);
+        assert!(got[0].broken.as_deref().unwrap().starts_with("id: "));
+        assert!(got[0].value.get("id").is_none());
+        assert_eq!(got[0].value["n"], 1);
+        assert!(got[1].broken.as_deref().unwrap().starts_with("name: "));
+        assert_eq!(got[1].value["id"], 3);
+    }
+
+    #[test]
+    fn a_latin1_byte_is_named_by_its_field() {
+        let got = items(
+            b"{\"orders\":[{\"id\":1,\"lines\":[{\"name\":\"M\xfcller\"}]},{\"id\":2,\"name\":\"ok \xef\xbf\xbd\"}]}",
+        );
+        assert_eq!(
+            got[0].broken.as_deref(),
+            Some(
+                "lines[0].name: not valid UTF-8 (the source sent a byte that is not UTF-8, e.g. Latin-1)"
+            )
+        );
+        assert_eq!(got[0].value["id"], 1);
+        // A page with a bad byte elsewhere flags every U+FFFD it holds: a
+        // genuine one cannot be told from a replaced one.
+        assert!(got[1].broken.is_some());
+        let clean = items("{\"orders\":[{\"id\":2,\"name\":\"ok \u{FFFD}\"}]}".as_bytes());
+        assert!(clean[0].broken.is_none(), "a valid body's U+FFFD is data");
+    }
+}

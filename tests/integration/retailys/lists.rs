@@ -1,0 +1,170 @@
+//! Order lists the documents do not promise (issue 12.9, 12.12): a
+//! paginator that repeats its first page forever, and orders the shop's API
+//! could not serialize (`1e400`, a Latin-1 byte, a lone surrogate). The walk
+//! stops on its own with the cursor kept; one bad order is parked with the
+//! field named while the others reach the ERP.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use ordersync::daemon::poll_live;
+use ordersync::outbox::Engine;
+use ordersync::sandbox::Faults;
+use ordersync::sandbox::retailys::RetailysOrderSpec;
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+
+use super::{RT, RtOptions, rkey, spawn_retailys, sync_until_sent};
+use crate::common::*;
+
+fn new_orders(app: &App, n: usize) -> Vec<i64> {
+    (0..n)
+        .map(|_| app.sandbox.retailys.add_order(RetailysOrderSpec::default()))
+        .collect()
+}
+
+/// One live poll, which must end by itself.
+async fn poll_once(engine: &Arc<Engine>) {
+    let connector = engine.connectors.get(RT).unwrap().clone();
+    let stop = CancellationToken::new();
+    let poll = poll_live(engine, &connector, &stop);
+    tokio::time::timeout(Duration::from_secs(30), poll)
+        .await
+        .expect("the poll ends on its own");
+}
+
+fn recorded(engine: &Arc<Engine>, ids: &[i64]) -> usize {
+    ids.iter()
+        .filter(|id| engine.store.order_detail(&rkey(**id)).unwrap().is_some())
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retailys_paginator_repeating_its_first_page_stops_the_walk_and_keeps_the_cursor() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    // Two pages of 50.
+    let ids = new_orders(&app, 70);
+    let engine = app.engine();
+    rt.set_faults(Faults {
+        repeat_page_forever: true,
+        ..rt.faults()
+    });
+    let warnings = capture_warnings();
+    let before = rt.request_count();
+    poll_once(&engine).await;
+    // Statuses, two list pages, and the first poll's re-check of the 50
+    // orders it just recorded.
+    let requests = rt.request_count() - before;
+    assert!(requests < 60, "the walk went on for {requests} requests");
+    let warned = warnings.lines_with(&[RT, "page 2", "same orders"]);
+    assert_eq!(warned.len(), 1, "{}", warnings.text());
+    assert_eq!(
+        engine.store.cursor(RT, "live").unwrap(),
+        None,
+        "the cursor did not move"
+    );
+    assert_eq!(recorded(&engine, &ids), 50, "page 1 is recorded");
+
+    // The shop heals: the next poll reads the window again; nothing is lost.
+    rt.set_faults(Faults {
+        repeat_page_forever: false,
+        ..rt.faults()
+    });
+    poll_once(&engine).await;
+    assert_eq!(recorded(&engine, &ids), ids.len());
+    assert!(engine.store.cursor(RT, "live").unwrap().is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retailys_orders_the_api_cannot_serialize_are_parked_by_field_and_the_others_flow() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let ids = new_orders(&app, 12);
+    let (price, name, line) = (ids[2], ids[5], ids[9]);
+    // Plant markers, then let the API's serializer spoil exactly them.
+    rt.edit_order(price, |o| {
+        o["items"][0]["price"]["final_price"] = json!(1234.5678)
+    });
+    rt.edit_order(name, |o| o["name"] = json!("ZZ-LATIN1-NAME"));
+    rt.edit_order(line, |o| o["items"][0]["id"] = json!("ZZ-SURROGATE-LINE"));
+    rt.set_faults(Faults {
+        corrupt: vec![
+            (b"1234.5678".to_vec(), b"1e400".to_vec()),
+            (b"ZZ-LATIN1-NAME".to_vec(), b"M\xfcller".to_vec()),
+            (b"ZZ-SURROGATE-LINE".to_vec(), br"L\ud800".to_vec()),
+        ],
+        ..rt.faults()
+    });
+    let good: Vec<i64> = ids
+        .iter()
+        .copied()
+        .filter(|id| ![price, name, line].contains(id))
+        .collect();
+    let engine = app.engine();
+    sync_until_sent(&app, &engine, &good).await;
+
+    for id in &good {
+        assert_eq!(app.sandbox.erp.erp_orders_for(&rkey(*id)).len(), 1);
+    }
+    let status = status_json(&app);
+    let reason = |id: i64| {
+        status["parked"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["order_key"] == rkey(id))
+            .and_then(|p| p["reason"].as_str())
+            .unwrap_or_else(|| panic!("{} is not parked: {status}", rkey(id)))
+            .to_string()
+    };
+    let r = reason(price);
+    assert!(
+        r.contains("items[0].price.final_price: number out of range"),
+        "{r}"
+    );
+    let r = reason(name);
+    assert!(r.contains("name: not valid UTF-8"), "{r}");
+    let r = reason(line);
+    assert!(r.contains("items[0].id: "), "{r}");
+    for bad in [price, name, line] {
+        assert!(app.sandbox.erp.erp_orders_for(&rkey(bad)).is_empty());
+    }
+    assert!(
+        engine.store.cursor(RT, "live").unwrap().is_some(),
+        "every order was keyed: the cursor moves"
+    );
+    // Read again by the list and by the re-check (every 5th poll): no news.
+    for _ in 0..5 {
+        poll_once(&engine).await;
+    }
+    for bad in [price, name, line] {
+        assert_eq!(changes_noted(&engine, &rkey(bad)), 0);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retailys_order_whose_id_cannot_be_read_keeps_the_cursor_and_the_others_flow() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let ids = new_orders(&app, 5);
+    rt.edit_order(ids[1], |o| o["id"] = json!("ZZ-SURROGATE-ID"));
+    rt.set_faults(Faults {
+        corrupt: vec![(b"\"ZZ-SURROGATE-ID\"".to_vec(), br#""\ud800""#.to_vec())],
+        ..rt.faults()
+    });
+    let engine = app.engine();
+    let warnings = capture_warnings();
+    poll_once(&engine).await;
+    let others: Vec<i64> = ids.iter().copied().filter(|id| *id != ids[1]).collect();
+    assert_eq!(recorded(&engine, &others), others.len());
+    let warned = warnings.lines_with(&[RT, "without a readable id", "items=1"]);
+    assert_eq!(warned.len(), 1, "{}", warnings.text());
+    assert_eq!(
+        engine.store.cursor(RT, "live").unwrap(),
+        None,
+        "the cursor stays before the order it could not record"
+    );
+    let status = engine.store.status(&[RT.to_string()]).unwrap();
+    assert_eq!(status.orders.get("queued").copied(), Some(4));
+}
