@@ -4,7 +4,6 @@
 //! what serde_json refuses to build: `1e400`, a lone surrogate), then each
 //! item is parsed on its own and what broke is named by its JSON path.
 
-use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 use serde::de::DeserializeOwned;
@@ -17,9 +16,36 @@ use crate::store::IncomingOrder;
 /// An answer's body as text.
 pub struct Body {
     pub text: String,
-    /// Some bytes were not UTF-8 and became U+FFFD: the items holding one
-    /// are reported, not passed on with a mangled name.
+    /// Some bytes were not UTF-8 and were escaped (see [`decode_text`]): the
+    /// items holding one are reported, not passed on with a mangled name.
     lossy: bool,
+}
+
+/// The first of the code points that stand for bytes that are not UTF-8:
+/// byte `b` (always ≥ 0x80) becomes U+F700 + `b`, in the Private Use Area.
+const ESCAPE_BASE: u32 = 0xF700;
+
+/// Decodes a remote's bytes without losing any: a byte that is not UTF-8
+/// becomes a Private Use code point of its own (U+F780–U+F7FF) instead of
+/// U+FFFD, so `ORD-\xff` and `ORD-\xfe` stay two ids (and two order keys)
+/// rather than both becoming `ORD-\u{FFFD}`. `true` when any byte was escaped.
+pub fn decode_text(bytes: &[u8]) -> (String, bool) {
+    let mut out = String::with_capacity(bytes.len());
+    let mut escaped = false;
+    for chunk in bytes.utf8_chunks() {
+        out.push_str(chunk.valid());
+        for b in chunk.invalid() {
+            escaped = true;
+            out.push(char::from_u32(ESCAPE_BASE + u32::from(*b)).unwrap_or('\u{FFFD}'));
+        }
+    }
+    (out, escaped)
+}
+
+/// Whether a text holds a byte [`decode_text`] escaped.
+pub fn has_escaped_bytes(text: &str) -> bool {
+    text.chars()
+        .any(|c| (ESCAPE_BASE + 0x80..=ESCAPE_BASE + 0xFF).contains(&u32::from(c)))
 }
 
 /// One list item as received.
@@ -35,13 +61,8 @@ pub struct Item {
 
 impl Body {
     pub fn decode(bytes: &[u8]) -> Body {
-        match String::from_utf8_lossy(bytes) {
-            Cow::Borrowed(text) => Body {
-                text: text.to_string(),
-                lossy: false,
-            },
-            Cow::Owned(text) => Body { text, lossy: true },
-        }
+        let (text, lossy) = decode_text(bytes);
+        Body { text, lossy }
     }
 
     /// The envelope, with its items left as `Box<RawValue>`. A body that is
@@ -134,12 +155,12 @@ fn partial(text: &str) -> Value {
     }
 }
 
-/// The JSON path of the first text holding U+FFFD, the mark of a byte that
-/// was not UTF-8.
+/// The JSON path of the first text holding an escaped byte (see
+/// [`decode_text`]), the mark of a byte that was not UTF-8.
 fn replaced_at(v: &Value) -> Option<String> {
     fn walk(v: &Value, path: &str) -> Option<String> {
         match v {
-            Value::String(s) if s.contains('\u{FFFD}') => Some(path.to_string()),
+            Value::String(s) if has_escaped_bytes(s) => Some(path.to_string()),
             Value::Array(a) => a
                 .iter()
                 .enumerate()
@@ -150,7 +171,7 @@ fn replaced_at(v: &Value) -> Option<String> {
                 } else {
                     format!("{path}.{k}")
                 };
-                if k.contains('\u{FFFD}') {
+                if has_escaped_bytes(k) {
                     return Some(here);
                 }
                 walk(x, &here)
@@ -164,6 +185,19 @@ fn replaced_at(v: &Value) -> Option<String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bytes_that_are_not_utf8_are_kept_apart() {
+        let (a, bad_a) = decode_text(b"ORD-\xff");
+        let (b, bad_b) = decode_text(b"ORD-\xfe");
+        assert!(bad_a && bad_b);
+        assert_ne!(a, b, "no merging into U+FFFD");
+        assert!(has_escaped_bytes(&a) && !has_escaped_bytes("ORD-\u{e9}"));
+        assert_eq!(
+            decode_text("ORD-é".as_bytes()),
+            ("ORD-é".to_string(), false)
+        );
+    }
 
     #[derive(serde::Deserialize)]
     struct Page {

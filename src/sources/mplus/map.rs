@@ -43,8 +43,15 @@ pub fn incoming(
     match quick_xml::de::from_str::<wire::Order>(raw) {
         Ok(o) if !o.order_id.trim().is_empty() => {
             let id = o.order_id.trim().to_string();
-            let mapped = map_order(ctx, &id, &o)
-                .map_err(|e| format!("cannot map MplusKASSA order {id}: {e}"));
+            let mapped = if crate::sources::list::has_escaped_bytes(raw) {
+                Err(format!(
+                    "cannot map MplusKASSA order {}: the till sent bytes that are not UTF-8 (shown as U+F780-U+F7FF); fix the text at the till",
+                    id.escape_default()
+                ))
+            } else {
+                map_order(ctx, &id, &o)
+                    .map_err(|e| format!("cannot map MplusKASSA order {id}: {e}"))
+            };
             Ok((
                 o.sync_marker,
                 IncomingOrder {

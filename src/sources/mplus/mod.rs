@@ -125,7 +125,9 @@ impl Mplus {
             .exchange(request)
             .await
             .map_err(|f| f.context(&format!("MplusKASSA {operation}")))?;
-        let body = String::from_utf8_lossy(&reply.body).into_owned();
+        // Lossless: a byte that is not UTF-8 keeps its own mark, so two ids
+        // that differ only there stay two orders (and such an order parks).
+        let (body, _) = crate::sources::list::decode_text(&reply.body);
         if (200..300).contains(&reply.status) {
             return Ok(body);
         }

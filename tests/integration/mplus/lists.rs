@@ -76,3 +76,40 @@ async fn a_till_order_with_an_undefined_entity_is_parked_and_the_others_flow() {
     assert!(app.sandbox.erp.erp_orders_for(&key(&bad)).is_empty());
     assert_eq!(crate::common::changes_noted(&engine, &key(&bad)), 0);
 }
+
+/// Issue 12.14: two order ids that differ only in a byte that is not UTF-8
+/// (`ORD-\xff`, `ORD-\xfe`) stay two orders, each parked with the reason,
+/// instead of both becoming `ORD-\u{FFFD}` with one replacing the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_differ_only_in_a_non_utf8_byte_stay_two_parked_orders() {
+    let app = spawn_mplus(options(), "", 25).await;
+    let till = &app.sandbox.mplus;
+    let ids = till.seed_orders(8);
+    let (a, b) = (ids[2].clone(), ids[5].clone());
+    till.set_faults(Faults {
+        corrupt: vec![
+            (a.as_bytes().to_vec(), b"ORD-\xff".to_vec()),
+            (b.as_bytes().to_vec(), b"ORD-\xfe".to_vec()),
+        ],
+        ..Faults::default()
+    });
+    let engine = app.engine();
+    let connector = engine.connectors.get(TILL).unwrap().clone();
+    let stop = CancellationToken::new();
+    poll_live(&engine, &connector, &stop).await;
+    engine.drain(TILL, None, 8, &stop).await.unwrap();
+    let status = engine.store.status(&[TILL.to_string()]).unwrap();
+    let mut parked: Vec<&str> = status.parked.iter().map(|p| p.order_key.as_str()).collect();
+    parked.sort();
+    assert_eq!(parked.len(), 2, "{:?}", status.parked);
+    assert_ne!(parked[0], parked[1], "two keys, not one");
+    for p in &status.parked {
+        assert!(p.reason.contains("not UTF-8"), "{}", p.reason);
+    }
+    let good: Vec<String> = ids
+        .iter()
+        .filter(|id| **id != a && **id != b)
+        .cloned()
+        .collect();
+    assert_eq!(recorded(&app, &good), good.len());
+}
