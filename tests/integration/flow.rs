@@ -405,3 +405,108 @@ async fn a_cloudsuite_order_the_api_cannot_serialize_is_parked_by_field_and_the_
     poll_live(&engine, &connector, &CancellationToken::new()).await;
     assert_eq!(changes_noted(&engine, &key(bad)), 0);
 }
+
+/// A server that accepts and then never answers (`headers = false`), or
+/// sends headers and half a body and then stalls (`headers = true`).
+async fn hanging_server(headers: bool) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            if headers {
+                let _ = sock
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 1000\r\n\r\n{\"count\": 1, \"resu")
+                    .await;
+            }
+            held.push(sock); // never answered, never closed
+            if held.len() > 200 {
+                return;
+            }
+        }
+    });
+    url
+}
+
+/// Issue 12: a remote that accepts and never answers, or stalls mid-body,
+/// costs one request_timeout per call and never slows another source.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_hanging_remote_costs_its_timeouts_and_never_slows_another_source() {
+    let silent = hanging_server(false).await;
+    let stalled = hanging_server(true).await;
+    let extra = format!(
+        r#"
+[[sources]]
+name = "silent-shop"
+kind = "cloudsuite"
+base_url = "{silent}"
+api_token_file = "cs-secret"
+schedule = "*/1 * * * * *"
+
+[[sources]]
+name = "stalled-shop"
+kind = "cloudsuite"
+base_url = "{stalled}"
+api_token_file = "cs-secret"
+schedule = "*/1 * * * * *"
+"#
+    );
+    let app = spawn_app(AppOptions {
+        source_extra: extra,
+        daemon_extra: "request_timeout = \"2s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    for _ in 0..10 {
+        app.sandbox.cloudsuite.add_order(OrderSpec::default());
+    }
+    let ids = app.pushable_ids();
+    let engine = app.engine();
+    let stop = tokio_util::sync::CancellationToken::new();
+    let hung: Vec<_> = ["silent-shop", "stalled-shop"]
+        .into_iter()
+        .map(|name| {
+            let engine = Arc::clone(&engine);
+            let connector = engine.connectors.get(name).unwrap().clone();
+            let stop = stop.clone();
+            tokio::spawn(async move {
+                let started = std::time::Instant::now();
+                ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+                started.elapsed()
+            })
+        })
+        .collect();
+    // The healthy source converges while the other two hang.
+    let healthy = std::time::Instant::now();
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+    let healthy_took = healthy.elapsed();
+    for h in hung {
+        let took = h.await.unwrap();
+        // A poll reads a page at most 4 times, each bounded by the 2 s
+        // request timeout, with short waits between: far below a minute.
+        assert!(
+            took < Duration::from_secs(30),
+            "a hanging poll took {took:?}"
+        );
+    }
+    let status = engine
+        .store
+        .status(&["silent-shop".to_string(), "stalled-shop".to_string()])
+        .unwrap();
+    for s in &status.sources {
+        let error = s.last_error.as_deref().unwrap_or_default();
+        assert!(
+            error.contains("timed out") || error.contains("broke while reading"),
+            "{}: {error}",
+            s.name
+        );
+    }
+    assert!(
+        healthy_took < Duration::from_secs(30),
+        "the healthy source was held up: {healthy_took:?}"
+    );
+}
