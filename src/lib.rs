@@ -8,13 +8,18 @@
 //! 4. [`daemon`] polls the ERP for shipments and queues the "shipped" write-backs;
 //! 5. every job retries with backoff and is parked, visible in `status`, when it cannot succeed.
 //!
-//! Modules: [`config`] (TOML + env, validated), [`secret`] (secrets that never print),
-//! [`model`] (the canonical order and conversions), [`store`] (the ledger),
-//! [`outbox`] (retry policy, error classes, workers), [`sources`] (connectors and
-//! their shared HTTP client), [`erp`] (ERP adapters), [`daemon`] (scheduling and
-//! shutdown), [`commands`] (the CLI's commands), [`sandbox`] (simulators of every
-//! API, for tests, `demo` and benchmarks), [`telemetry`] (logs), [`throttle`]
-//! (backoff and log throttling for loops that fail over and over).
+//! Modules: [`config`] (TOML + env, validated), [`secret`] (secrets that never print,
+//! and redaction of any remote text that echoes one), [`model`] (the canonical
+//! order, conversions, checked arithmetic on remote numbers), [`store`] (the
+//! ledger: a writer and a reader connection), [`outbox`] (retry policy with a
+//! time budget, leases renewed while a job runs, workers), [`http`] (the one
+//! HTTP policy per remote: timeouts, body cap, no redirects, a shared pause after
+//! 429/Retry-After, ids as encoded path segments), [`sources`] (connectors; the
+//! walk guard and item-by-item list reading they share), [`erp`] (ERP adapters),
+//! [`daemon`] (scheduling and shutdown), [`commands`] (the CLI's commands),
+//! [`sandbox`] (simulators of every API, for tests, `demo` and benchmarks),
+//! [`telemetry`] (logs), [`throttle`] (backoff and log throttling for loops that
+//! fail over and over).
 
 pub mod cli;
 pub mod commands;
