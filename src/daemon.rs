@@ -259,7 +259,10 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
         }
     };
     let result = poll_source(engine, connector, Window::Live { cursor }, "live", shutdown).await;
-    let error = result.as_ref().err().map(|e| e.to_string());
+    let error = result
+        .as_ref()
+        .err()
+        .map(|e| crate::secret::redact(&e.to_string()));
     let recorded = engine.store.record_poll(source, error.as_deref());
     match (&result, recorded) {
         (_, Err(e)) => {
@@ -280,7 +283,7 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
         }
         (Err(e), Ok(())) => {
             if let Some(n) = trouble(true).filter(|n| n.log) {
-                tracing::warn!(source, error = %e, failures = n.failures, suppressed = n.suppressed, "poll failed; the next scheduled poll tries again")
+                tracing::warn!(source, error = %crate::secret::redact(&e.to_string()), failures = n.failures, suppressed = n.suppressed, "poll failed; the next scheduled poll tries again")
             }
         }
     }

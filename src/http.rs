@@ -60,6 +60,25 @@ impl Failure {
         }
     }
 
+    /// The same failure with every known secret scrubbed from its message.
+    pub fn redacted(self) -> Failure {
+        match self {
+            Failure::Retryable {
+                message,
+                retry_after,
+                status,
+            } => Failure::Retryable {
+                message: crate::secret::redact(&message),
+                retry_after,
+                status,
+            },
+            Failure::Permanent { message, status } => Failure::Permanent {
+                message: crate::secret::redact(&message),
+                status,
+            },
+        }
+    }
+
     /// The same failure with context in front ("order webshop:1: ...").
     pub fn context(self, prefix: &str) -> Failure {
         match self {

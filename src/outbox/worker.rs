@@ -285,6 +285,9 @@ impl Engine {
                 r
             }
             Err(failure) => {
+                // A remote may echo a token in its error text: scrubbed once
+                // here, for the log lines and the ledger alike.
+                let failure = failure.redacted();
                 match self
                     .policy
                     .decide(job.attempts, job.failing_for(now_ms()), &failure)

@@ -134,6 +134,8 @@ impl Store {
 
     /// Notes the outcome of a poll for `status` (last poll, last error).
     pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
+        let error = error.map(crate::secret::redact);
+        let error = error.as_deref();
         let conn = self.lock();
         let now = now_ms();
         exec(

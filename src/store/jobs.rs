@@ -574,6 +574,9 @@ impl Store {
         error: &str,
         next_at_ms: i64,
     ) -> anyhow::Result<bool> {
+        // The last line of defence: nothing a remote echoed of our secrets is stored.
+        let error = crate::secret::redact(error);
+        let error = error.as_str();
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
@@ -593,6 +596,8 @@ impl Store {
 
     /// A permanent failure, or attempts exhausted: only an operator retries it.
     pub fn park(&self, job: &Job, owner: &str, reason: &str) -> anyhow::Result<bool> {
+        let reason = crate::secret::redact(reason);
+        let reason = reason.as_str();
         let mut conn = self.lock();
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();

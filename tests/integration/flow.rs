@@ -510,3 +510,62 @@ schedule = "*/1 * * * * *"
         "the healthy source was held up: {healthy_took:?}"
     );
 }
+
+/// Issue 12.16: an ERP whose error body repeats the bearer token it was sent.
+/// The token reaches neither the log nor the parked reason (`status`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_erp_that_echoes_the_token_has_it_redacted_everywhere() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let erp_url = format!("http://{}", listener.local_addr().unwrap());
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 65536];
+                let n = sock.read(&mut buf).await.unwrap_or(0);
+                let request = String::from_utf8_lossy(&buf[..n]).to_string();
+                let auth = request
+                    .lines()
+                    .find(|l| l.to_ascii_lowercase().starts_with("authorization:"))
+                    .unwrap_or("")
+                    .to_string();
+                let body = format!("{{\"error\": \"refused, you sent {auth}\"}}");
+                let answer = format!(
+                    "HTTP/1.1 422 Unprocessable Entity\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = sock.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    let opts = AppOptions::default();
+    let token = opts.sandbox.erp.token.clone();
+    let secret = opts.sandbox.cloudsuite.client_secret.clone();
+    let sandbox = ordersync::sandbox::Sandbox::start(opts.sandbox)
+        .await
+        .unwrap();
+    let source = format!(
+        "name = \"{SOURCE}\"\nkind = \"cloudsuite\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"ordersync\"\nclient_secret_file = \"cs-secret\"\n",
+        sandbox.cloudsuite_url, sandbox.token_url
+    );
+    let erp = format!("kind = \"http\"\nurl = \"{erp_url}\"\ntoken_file = \"erp-token\"\n");
+    let app = app_from_config(
+        sandbox,
+        "",
+        &erp,
+        &source,
+        &[("cs-secret", secret), ("erp-token", token.clone())],
+    );
+    let id = app.sandbox.cloudsuite.add_order(OrderSpec::default());
+    let engine = app.engine();
+    let warnings = capture_warnings();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = tokio_util::sync::CancellationToken::new();
+    ordersync::daemon::poll_live(&engine, &connector, &stop).await;
+    engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+    let status = status_json(&app).to_string();
+    assert!(status.contains(&key(id)), "the order is parked: {status}");
+    assert!(status.contains("[redacted]"), "{status}");
+    assert!(!status.contains(&token), "token in status: {status}");
+    assert!(!warnings.text().contains(&token), "token in the log");
+}
