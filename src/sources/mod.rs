@@ -7,6 +7,8 @@
 //! [`walk`], and JSON lists are read item by item with [`list`].
 
 pub mod cloudsuite;
+#[cfg(test)]
+mod isolation_tests;
 pub mod list;
 pub mod mplus;
 pub mod retailys;
