@@ -8,6 +8,8 @@
 
 pub mod cloudsuite;
 #[cfg(test)]
+pub(crate) mod fuzz_tests;
+#[cfg(test)]
 mod isolation_tests;
 pub mod list;
 pub mod mplus;

@@ -6,6 +6,8 @@
 //! queue: after the ERP accepts we PATCH `state=processing`, which takes the
 //! order out of it. Write-backs read the order first, so each takes effect once.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 #[cfg(test)]
 mod vendor_examples;

@@ -11,6 +11,8 @@
 //! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 mod statuses;
 #[cfg(test)]

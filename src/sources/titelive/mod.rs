@@ -7,6 +7,8 @@
 //! changes nothing. Every answer is HTTP 200 with a `success` flag: see [`wire`].
 //! The list's orders are read one by one: a bad one is parked, not the list.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 #[cfg(test)]
 mod vendor_examples;

@@ -22,6 +22,8 @@
 //! - each order of a page is read on its own: a bad one is parked.
 
 mod auth;
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 #[cfg(test)]
 mod vendor_examples;
