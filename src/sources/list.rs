@@ -5,6 +5,7 @@
 //! item is parsed on its own and what broke is named by its JSON path.
 
 use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
 
 use serde::de::DeserializeOwned;
 use serde_json::Value;
@@ -102,6 +103,107 @@ impl Item {
             version: None,
             mapped: Err(format!("cannot read {system} order {id}: {reason}")),
         })
+    }
+}
+
+/// A JSON envelope whose order list is kept raw, item by item.
+pub trait Envelope: DeserializeOwned {
+    fn items(&self) -> &[Box<RawValue>];
+}
+
+/// A JSON list page as a walk reads it: the envelope, each item parsed on
+/// its own, and the id of each (`None`: it cannot be keyed).
+pub struct Listing<P> {
+    pub page: P,
+    pub items: Vec<Item>,
+    pub ids: Vec<Option<String>>,
+}
+
+impl<P: Envelope> Listing<P> {
+    /// Reads `body` (the answer to `what`); `id` keys one item. A body that
+    /// is not the envelope is retried, like any garbled answer.
+    pub fn read(
+        body: &[u8],
+        what: &str,
+        id: impl Fn(&Value) -> Option<String>,
+    ) -> Result<Listing<P>, Failure> {
+        let body = Body::decode(body);
+        let page: P = body.envelope(what)?;
+        let items: Vec<Item> = page.items().iter().map(|r| body.item(r)).collect();
+        let ids = items.iter().map(|i| id(&i.value)).collect();
+        Ok(Listing { page, items, ids })
+    }
+
+    /// What names each item for [`super::walk::WalkGuard::admit_page`].
+    pub fn listed(&self) -> impl Iterator<Item = &str> {
+        listed(&self.items, &self.ids)
+    }
+}
+
+/// Maps one order with a panic in it contained (issue 12): every connector
+/// maps each order through here, in walks and re-checks alike. `map` is the
+/// mapping of that one order; should it panic (a bug, or remote data no
+/// check foresaw), the panic ends neither the page nor the source's poller:
+/// `parked` is given the reason, "ordersync could not map this order
+/// (internal error: ...)", and makes of it what the caller records, normally
+/// that order parked with the reason ([`parked`]), so `status` shows it and
+/// the other orders flow. The panic itself is still printed by the panic
+/// hook, with its location. Needs `panic = "unwind"` (the default) in every
+/// profile that ships.
+pub fn isolated<T>(map: impl FnOnce() -> T, parked: impl FnOnce(String) -> T) -> T {
+    let run = || {
+        #[cfg(test)]
+        panic_hook::fire();
+        map()
+    };
+    match std::panic::catch_unwind(AssertUnwindSafe(run)) {
+        Ok(mapped) => mapped,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "a panic without a message".into());
+            parked(format!(
+                "ordersync could not map this order (internal error: {message})"
+            ))
+        }
+    }
+}
+
+/// An order recorded as received (`raw`) and parked with `reason`.
+pub fn parked(id: &str, raw: &str, reason: String) -> IncomingOrder {
+    IncomingOrder {
+        external_id: id.to_string(),
+        raw: raw.to_string(),
+        version: None,
+        mapped: Err(reason),
+    }
+}
+
+/// A test's way to make an order's mapping panic inside [`isolated`].
+#[cfg(test)]
+pub mod panic_hook {
+    use std::cell::Cell;
+
+    thread_local! {
+        static COUNTDOWN: Cell<usize> = const { Cell::new(0) };
+    }
+
+    /// The `n`th order mapped on this thread from now on (1: the next one)
+    /// panics in its mapping.
+    pub fn arm(n: usize) {
+        COUNTDOWN.set(n);
+    }
+
+    pub(super) fn fire() {
+        let n = COUNTDOWN.get();
+        if n > 0 {
+            COUNTDOWN.set(n - 1);
+            if n == 1 {
+                panic!("a panic injected by a test");
+            }
+        }
     }
 }
 
@@ -208,6 +310,51 @@ mod tests {
         let body = Body::decode(body);
         let page: Page = body.envelope("GET x").unwrap();
         page.orders.iter().map(|r| body.item(r)).collect()
+    }
+
+    #[test]
+    fn a_panic_in_one_mapping_parks_that_order_and_the_others_map() {
+        let map = |id: &str| -> Result<IncomingOrder, String> {
+            if id == "2" {
+                let lines: Vec<u32> = Vec::new();
+                // What an unchecked index on remote data does.
+                let _ = lines[usize::from(id == "2")];
+            }
+            Ok(parked(id, "{}", "mapped".into()))
+        };
+        let got: Vec<Result<IncomingOrder, String>> = ["1", "2", "3"]
+            .into_iter()
+            .map(|id| isolated(|| map(id), |why| Ok(parked(id, "{\"id\":2}", why))))
+            .collect();
+        assert_eq!(got.len(), 3);
+        let two = got[1].as_ref().unwrap();
+        assert_eq!(two.external_id, "2");
+        assert_eq!(two.raw, "{\"id\":2}");
+        let why = two.mapped.as_ref().unwrap_err();
+        assert!(
+            why.starts_with(
+                "ordersync could not map this order (internal error: index out of bounds"
+            ),
+            "{why}"
+        );
+        assert_eq!(
+            got[0].as_ref().unwrap().mapped.as_ref().unwrap_err(),
+            "mapped"
+        );
+        assert_eq!(got[2].as_ref().unwrap().external_id, "3");
+        // A `&str` payload, and one that is neither.
+        let why = isolated(|| panic!("plain"), |why| why);
+        assert_eq!(
+            why,
+            "ordersync could not map this order (internal error: plain)"
+        );
+        let why: String = isolated(|| std::panic::panic_any(7_u8), |why| why);
+        assert!(why.contains("a panic without a message"), "{why}");
+        // The test hook panics inside the helper, on the nth mapping.
+        panic_hook::arm(2);
+        assert_eq!(isolated(|| 1, |_| 0), 1);
+        assert_eq!(isolated(|| 1, |_| 0), 0);
+        assert_eq!(isolated(|| 1, |_| 0), 1, "once only");
     }
 
     #[test]

@@ -7,6 +7,10 @@
 //! [`walk`], and JSON lists are read item by item with [`list`].
 
 pub mod cloudsuite;
+#[cfg(test)]
+pub(crate) mod fuzz_tests;
+#[cfg(test)]
+mod isolation_tests;
 pub mod list;
 pub mod mplus;
 pub mod retailys;

@@ -6,6 +6,8 @@
 //! queue: after the ERP accepts we PATCH `state=processing`, which takes the
 //! order out of it. Write-backs read the order first, so each takes effect once.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 #[cfg(test)]
 mod vendor_examples;
@@ -21,7 +23,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
-use super::list::{self, Body};
+use super::list::{self, Body, Listing};
 use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
@@ -247,6 +249,21 @@ impl CloudSuite {
         Ok((reply, value))
     }
 
+    /// Maps one order detail (listed or re-read as `id`), a panic in it
+    /// contained by [`list::isolated`]: that order is parked.
+    fn map(
+        &self,
+        ctx: &map::MapContext<'_>,
+        id: &str,
+        raw: &str,
+        value: &Value,
+    ) -> Result<IncomingOrder, String> {
+        list::isolated(
+            || map::incoming(ctx, raw, value),
+            |why| Ok(list::parked(id, raw, why)),
+        )
+    }
+
     /// An order the list shows but whose detail cannot be read as an order
     /// (not JSON, not an object, no id) after the quick retries: recorded
     /// under the list's id and parked with the reason, so `status` shows it
@@ -331,18 +348,15 @@ impl CloudSuite {
         let path = walk.next.clone().unwrap_or_else(|| walk.first_path.clone());
         let url = format!("{}{path}", self.base);
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        let body = Body::decode(&reply.body);
-        let page: ListPage = body.envelope(&reply.what)?;
-        let items: Vec<list::Item> = page.results.iter().map(|r| body.item(r)).collect();
-        let ids: Vec<Option<String>> = items.iter().map(|i| summary_id(&i.value)).collect();
-        let listed = list::listed(&items, &ids);
+        let listing = read_list(&reply.body, &reply.what)?;
         if !walk
             .guard
-            .admit_page(&format!("the page at {path:?}"), listed)
+            .admit_page(&format!("the page at {path:?}"), listing.listed())
         {
             walk.done = true;
             return Ok(None);
         }
+        let Listing { page, items, ids } = listing;
         // From here on the walk moves: nothing below returns early with an error.
         walk.first_count.get_or_insert(page.count);
         let mut wanted = Vec::new();
@@ -405,7 +419,7 @@ impl CloudSuite {
                     {
                         walk.max_confirm = walk.max_confirm.max(Some(t));
                     }
-                    match map::incoming(&ctx, &raw, &value) {
+                    match self.map(&ctx, &id, &raw, &value) {
                         Ok(o) if o.external_id == id => orders.push(o),
                         Ok(o) => orders.push(self.unreadable(
                             &id,
@@ -480,7 +494,9 @@ impl CloudSuite {
         let (reply, value) = self.detail_with_retry(external_id).await?;
         let raw = String::from_utf8_lossy(&reply.body);
         match value {
-            Ok(value) => map::incoming(&self.map_context(), &raw, &value).map_err(Failure::retry),
+            Ok(value) => self
+                .map(&self.map_context(), external_id, &raw, &value)
+                .map_err(Failure::retry),
             Err(reason) => Ok(self.unreadable(external_id, &raw, &reason)),
         }
     }
@@ -572,6 +588,17 @@ impl CloudSuite {
             page.count
         ))
     }
+}
+
+impl list::Envelope for ListPage {
+    fn items(&self) -> &[Box<RawValue>] {
+        &self.results
+    }
+}
+
+/// A list page read summary by summary, each keyed by its id.
+fn read_list(body: &[u8], what: &str) -> Result<Listing<ListPage>, Failure> {
+    Listing::read(body, what, summary_id)
 }
 
 /// The id of a list summary, as text.

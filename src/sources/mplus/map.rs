@@ -40,7 +40,9 @@ pub fn incoming(
     ctx: &MapContext<'_>,
     raw: &str,
 ) -> Result<(i64, IncomingOrder), (Option<i64>, String)> {
-    match quick_xml::de::from_str::<wire::Order>(raw) {
+    let parsed = soap::check_depth(raw)
+        .and_then(|()| quick_xml::de::from_str::<wire::Order>(raw).map_err(|e| e.to_string()));
+    match parsed {
         Ok(o) if !o.order_id.trim().is_empty() => {
             let id = o.order_id.trim().to_string();
             let mapped = if crate::sources::list::has_escaped_bytes(raw) {
@@ -70,7 +72,7 @@ pub fn incoming(
             let who = soap::identity(raw);
             let reason = match &who.undefined_entity {
                 Some(entity) => format!("{entity} ({e})"),
-                None => e.to_string(),
+                None => e,
             };
             let (Some(id), Some(marker)) = (who.order_id, who.sync_marker) else {
                 return Err((
@@ -242,6 +244,13 @@ fn add_line(
     }
     let mut this = parent;
     if !quantity.is_zero() {
+        if line.line_id.trim().is_empty() {
+            // The line is the key of the shipped write-back: it must have one.
+            return Err(format!(
+                "a line of article {} has no lineId",
+                line.article_number
+            ));
+        }
         let line_total = arith::line_total(quantity, unit_price, &what)?;
         let own_total = if prices_include_tax {
             d.total_incl_amount
@@ -337,7 +346,9 @@ pub fn date_time(t: &wire::SoapDateTime) -> Result<DateTime<Utc>, String> {
         })?;
     match t.timezone {
         Some(minutes) => {
-            let offset = chrono::FixedOffset::east_opt(minutes * 60)
+            let offset = minutes
+                .checked_mul(60)
+                .and_then(chrono::FixedOffset::east_opt)
                 .ok_or_else(|| format!("entryTimestamp timezone {minutes} is out of range"))?;
             offset
                 .from_local_datetime(&naive)

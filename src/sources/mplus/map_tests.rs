@@ -98,6 +98,56 @@ fn time_without_timezone_is_amsterdam_wall_clock() {
     assert!(date_time(&bad).unwrap_err().contains("not a valid time"));
 }
 
+/// Found by `fuzz_tests`: `<timezone>2147483647</timezone>` overflowed the
+/// minutes-to-seconds multiplication (a panic in debug builds, a wrong
+/// offset in release ones).
+#[test]
+fn a_timezone_beyond_any_offset_is_an_error() {
+    let t = wire::SoapDateTime {
+        sec: 0,
+        min: 0,
+        hour: 9,
+        day: 15,
+        mon: 1,
+        year: 2024,
+        isdst: None,
+        timezone: Some(i32::MAX),
+    };
+    assert!(
+        date_time(&t)
+            .unwrap_err()
+            .contains("timezone 2147483647 is out of range")
+    );
+    let t = wire::SoapDateTime {
+        timezone: Some(i32::MIN),
+        ..t
+    };
+    assert!(date_time(&t).is_err());
+    // At the ends of chrono's calendar an offset cannot move the time past them.
+    let end = wire::SoapDateTime {
+        sec: 59,
+        min: 59,
+        hour: 23,
+        day: 31,
+        mon: 12,
+        year: 262142,
+        isdst: None,
+        timezone: Some(-1439),
+    };
+    assert!(date_time(&end).is_err());
+    let start = wire::SoapDateTime {
+        sec: 0,
+        min: 0,
+        hour: 0,
+        day: 1,
+        mon: 1,
+        year: -262143,
+        isdst: None,
+        timezone: Some(1439),
+    };
+    assert!(date_time(&start).is_err());
+}
+
 #[test]
 fn vat_method_exclusive_uses_prices_excl() {
     let line = r#"<ns:line><ns:lineId>L1</ns:lineId><ns:articleNumber>9</ns:articleNumber>
@@ -250,4 +300,38 @@ fn malformed_order_is_keyed_and_parked_not_dropped() {
             .contains("cannot read MplusKASSA order 5F3A-0001")
     );
     assert!(incoming(&CTX, "<ns:order><ns:foo/></ns:order>").is_err());
+}
+
+/// Found by `fuzz_tests`: an empty `<lineId>` became a canonical line with
+/// `"source_line_id": ""`.
+#[test]
+fn a_line_without_line_id_parks_the_order() {
+    let xml = order_xml("", &line_xml("", 2, 0, 500, ""), 1000, 917);
+    let (_, o) = incoming(&CTX, &xml).unwrap();
+    let err = o.mapped.unwrap_err();
+    assert!(err.contains("a line of article 301 has no lineId"), "{err}");
+    // An unpriced preparation without one folds into its parent as before.
+    let prep = format!(
+        "<ns:preparationList>{}</ns:preparationList>",
+        line_xml(" ", 1, 0, 0, "")
+    );
+    let xml = order_xml("", &line_xml("L1", 2, 0, 500, &prep), 1000, 917);
+    assert!(map(&xml).order.lines[0].description.is_some());
+}
+
+/// Found by `fuzz_tests`: an order with preparations nested 150 deep
+/// overflowed the stack while being deserialized (the process aborted).
+/// Refused before that, it is parked under the id its text shows.
+#[test]
+fn an_order_nested_too_deep_is_parked_not_a_stack_overflow() {
+    let deep = format!(
+        "{}{}",
+        "<ns:line><ns:preparationList>".repeat(10_000),
+        "</ns:preparationList></ns:line>".repeat(10_000)
+    );
+    let xml = order_xml("", &deep, 1000, 917);
+    let (marker, o) = incoming(&CTX, &xml).unwrap();
+    assert_eq!((marker, o.external_id.as_str()), (812, "5F3A-0001"));
+    let err = o.mapped.unwrap_err();
+    assert!(err.contains("nest deeper than 64 levels"), "{err}");
 }

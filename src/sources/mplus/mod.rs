@@ -11,6 +11,8 @@
 //! for shipped lines. The secret is in every URL, so no URL of this source is
 //! ever put in a message: errors name the operation and the source.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 pub mod soap;
 #[cfg(test)]
@@ -303,7 +305,7 @@ impl Mplus {
         let raw = slices
             .first()
             .ok_or_else(|| Failure::retry(format!("getOrder {external_id} holds no order")))?;
-        map::incoming(&MapContext { source: &self.name }, raw)
+        map_one(&MapContext { source: &self.name }, raw)
             .map(|(_, o)| o)
             .map_err(|(_, why)| Failure::retry(why))
     }
@@ -447,7 +449,7 @@ pub fn parse_orders(source: &str, body: &str) -> Result<Batch, Failure> {
         unkeyed: Vec::new(),
     };
     for raw in slices {
-        match map::incoming(&ctx, raw) {
+        match map_one(&ctx, raw) {
             Ok((marker, order)) => {
                 batch.max = batch.max.max(marker);
                 batch.orders.push(order);
@@ -458,6 +460,22 @@ pub fn parse_orders(source: &str, body: &str) -> Result<Batch, Failure> {
         }
     }
     Ok(batch)
+}
+
+/// Maps one `<order>` element as [`map::incoming`] does, a panic in it
+/// contained by [`super::list::isolated`]: the order is parked under the id
+/// and marker its text shows, or set apart as unkeyed when it shows none.
+fn map_one(ctx: &MapContext<'_>, raw: &str) -> Result<(i64, IncomingOrder), (Option<i64>, String)> {
+    super::list::isolated(
+        || map::incoming(ctx, raw),
+        |why| {
+            let who = soap::identity(raw);
+            match (who.order_id, who.sync_marker) {
+                (Some(id), Some(marker)) => Ok((marker, super::list::parked(&id, raw, why))),
+                (_, marker) => Err((marker, why)),
+            }
+        },
+    )
 }
 
 fn result_failure(operation: &str, result: &str, answer: &wire::ResultResponse) -> Failure {

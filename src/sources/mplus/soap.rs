@@ -69,9 +69,38 @@ fn is_auth_fault(fault: &Fault) -> bool {
         .any(|w| all.contains(w))
 }
 
+/// How deep elements may nest in an answer (the SOAP envelope counts):
+/// an order with preparations of preparations is about 12 deep. serde's
+/// derived deserializers recurse once per level (a `line` in a
+/// `preparationList` in a `line`...), and a thread's stack ends a few
+/// hundred levels down; a stack overflow aborts the whole process, so an
+/// answer nested deeper than this is refused before it is deserialized.
+pub const MAX_DEPTH: usize = 64;
+
+/// `Err` when elements in `xml` nest deeper than [`MAX_DEPTH`]. Anything
+/// else (not XML at all) is left to the deserializer to name.
+pub fn check_depth(xml: &str) -> Result<(), String> {
+    let mut reader = Reader::from_str(xml);
+    reader.config_mut().check_end_names = false;
+    let mut depth = 0usize;
+    loop {
+        match reader.read_event() {
+            Ok(Event::Start(_)) => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Err(format!("elements nest deeper than {MAX_DEPTH} levels"));
+                }
+            }
+            Ok(Event::End(_)) => depth = depth.saturating_sub(1),
+            Ok(Event::Eof) | Err(_) => return Ok(()),
+            Ok(_) => {}
+        }
+    }
+}
+
 /// A fault in the body, if there is one.
 pub fn parse_fault(body: &str) -> Option<Fault> {
-    if !body.contains("Fault") {
+    if !body.contains("Fault") || check_depth(body).is_err() {
         return None;
     }
     quick_xml::de::from_str::<Envelope<Fault>>(body)
@@ -86,8 +115,12 @@ pub fn parse_answer<T: DeserializeOwned>(operation: &str, body: &str) -> Result<
     if let Some(fault) = parse_fault(body) {
         return Err(fault_failure(operation, &fault));
     }
-    quick_xml::de::from_str::<Envelope<T>>(body)
-        .map(|e| e.body.content)
+    check_depth(body)
+        .and_then(|()| {
+            quick_xml::de::from_str::<Envelope<T>>(body)
+                .map(|e| e.body.content)
+                .map_err(|e| e.to_string())
+        })
         .map_err(|e| {
             Failure::retry(format!(
                 "MplusKASSA {operation} answered with XML that is not the expected answer: {e}"
@@ -433,6 +466,33 @@ mod tests {
         );
         assert_eq!(identity(orders[2]).order_id.as_deref(), Some("C3"));
         assert_eq!(identity(orders[0]).undefined_entity, None);
+    }
+
+    /// Found by `fuzz_tests`: 150 `<line><preparationList>` levels (31 KB)
+    /// overflowed a 2 MiB stack in the derived deserializer and aborted
+    /// the process; an answer that deep is now refused before it is read.
+    #[test]
+    fn answers_nested_too_deep_are_refused_before_they_are_deserialized() {
+        let deep = |levels: usize| {
+            GET_ORDER_ANSWER.replace(
+                "<ns:lineList>",
+                &format!(
+                    "<ns:lineList>{}{}",
+                    "<ns:line><ns:preparationList>".repeat(levels),
+                    "</ns:preparationList></ns:line>".repeat(levels)
+                ),
+            )
+        };
+        assert!(check_depth(GET_ORDER_ANSWER).is_ok());
+        assert!(check_depth(&deep(25)).is_ok());
+        let e = parse_answer::<GetOrderResponse>("getOrder", &deep(10_000)).unwrap_err();
+        assert!(matches!(e, Failure::Retryable { .. }), "{e:?}");
+        assert!(e.message().contains("nest deeper than 64 levels"), "{e:?}");
+        let fault = format!(
+            "<e:Envelope><e:Body><e:Fault>{}</e:Fault></e:Body></e:Envelope>",
+            "<x>".repeat(10_000)
+        );
+        assert!(parse_fault(&fault).is_none());
     }
 
     #[test]

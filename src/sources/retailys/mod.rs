@@ -11,6 +11,8 @@
 //! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 mod statuses;
 #[cfg(test)]
@@ -28,7 +30,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 use tokio::sync::Mutex;
 
-use super::list::{self, Body};
+use super::list::{self, Body, Listing};
 use super::walk::WalkGuard;
 use super::{Page, PrepareError, Window};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
@@ -97,6 +99,33 @@ struct OrdersPage {
     paginator: Paginator,
     #[serde(default)]
     orders: Vec<Box<RawValue>>,
+}
+
+impl list::Envelope for OrdersPage {
+    fn items(&self) -> &[Box<RawValue>] {
+        &self.orders
+    }
+}
+
+/// A list page read order by order, each keyed by its id.
+fn read_list(body: &[u8], what: &str) -> Result<Listing<OrdersPage>, Failure> {
+    Listing::read(body, what, map::id_of)
+}
+
+/// Maps one order (listed or re-read as `id`), a panic in it contained by
+/// [`list::isolated`]: that order is parked.
+fn map_one(
+    source: &str,
+    table: &StatusTable,
+    id: &str,
+    raw: &str,
+    v: &Value,
+    ours: bool,
+) -> Result<IncomingOrder, String> {
+    list::isolated(
+        || map::incoming(source, table, raw, v, ours),
+        |why| Ok(list::parked(id, raw, why)),
+    )
 }
 
 #[derive(Deserialize)]
@@ -316,18 +345,19 @@ impl Retailys {
         let reply = self
             .send(|| self.endpoint.client().get(&url).query(&query))
             .await?;
-        let body = Body::decode(&reply.body);
-        let answer: OrdersPage = body.envelope(&reply.what)?;
-        let items: Vec<_> = answer.orders.iter().map(|raw| body.item(raw)).collect();
-        let ids: Vec<Option<String>> = items.iter().map(|i| map::id_of(&i.value)).collect();
-        let listed = list::listed(&items, &ids);
+        let listing = read_list(&reply.body, &reply.what)?;
         if !walk
             .guard
-            .admit_page(&format!("page {}", walk.page), listed)
+            .admit_page(&format!("page {}", walk.page), listing.listed())
         {
             walk.done = true;
             return Ok(None);
         }
+        let Listing {
+            page: answer,
+            items,
+            ids,
+        } = listing;
         let values: Vec<&Value> = items.iter().map(|i| &i.value).collect();
         let table = self.statuses_for(&values).await?;
         // From here on the walk moves: nothing below returns early.
@@ -357,7 +387,7 @@ impl Retailys {
             // Only an order ordersync pushed may be followed through the
             // processing and shipped statuses; a held one is not ours.
             let ours = state.as_deref().is_some_and(in_erp);
-            match map::incoming(&self.name, &table, &item.raw, v, ours) {
+            match map_one(&self.name, &table, &id, &item.raw, v, ours) {
                 Ok(o) => orders.push(o),
                 Err(e) => walk.guard.unkeyed(format!("page {}: {e}", walk.page)),
             }
@@ -423,7 +453,15 @@ impl Retailys {
         let ours = self
             .ledger_state(store, external_id)
             .is_some_and(|s| in_erp(&s));
-        map::incoming(&self.name, &table, &item.raw, &item.value, ours).map_err(Failure::retry)
+        map_one(
+            &self.name,
+            &table,
+            external_id,
+            &item.raw,
+            &item.value,
+            ours,
+        )
+        .map_err(Failure::retry)
     }
 
     /// The ledger state of one of this source's orders, if recorded.

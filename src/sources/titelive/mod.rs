@@ -7,6 +7,8 @@
 //! changes nothing. Every answer is HTTP 200 with a `success` flag: see [`wire`].
 //! The list's orders are read one by one: a bad one is parked, not the list.
 
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 #[cfg(test)]
 mod vendor_examples;
@@ -339,7 +341,7 @@ impl Titelive {
         for (id, item) in wanted {
             match item.unreadable("Titelive", &id) {
                 Some(parked) => orders.push(parked),
-                None => match map::incoming(&ctx, &item.value) {
+                None => match map_one(&ctx, &id, &item.raw, &item.value) {
                     Ok(o) => orders.push(o),
                     Err(e) => walk.guard.unkeyed(e),
                 },
@@ -355,7 +357,8 @@ impl Titelive {
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
         match self.read_order(external_id).await? {
             Read::Order(order) => {
-                map::incoming(&self.map_context(), &order).map_err(Failure::retry)
+                map_one(&self.map_context(), external_id, &order.to_string(), &order)
+                    .map_err(Failure::retry)
             }
             // Recorded again as it was listed, parked: no warning every poll.
             Read::Unreadable { raw, reason } => Ok(IncomingOrder {
@@ -495,6 +498,20 @@ impl Titelive {
             "Titelive at {host} answered; {waiting} confirmed order(s) waiting"
         ))
     }
+}
+
+/// Maps one order (listed or re-read as `id`, received as `raw`), a panic
+/// in it contained by [`list::isolated`]: that order is parked.
+fn map_one(
+    ctx: &map::MapContext<'_>,
+    id: &str,
+    raw: &str,
+    order: &Value,
+) -> Result<IncomingOrder, String> {
+    list::isolated(
+        || map::incoming(ctx, order),
+        |why| Ok(list::parked(id, raw, why)),
+    )
 }
 
 /// The list items a walk records: status 5 (live), or every real order

@@ -317,10 +317,10 @@ fn check_taxrates(
         ("tax", tax, tax_total),
         ("gross", gross, gross_total),
     ] {
-        if (sum - total).abs() > cent {
+        let difference = arith::sub(total, sum, &format!("taxrates {label}"))?;
+        if difference.abs() > cent {
             return Err(format!(
-                "taxrates add up to {label} {sum}, but the order's {label} is {total} (difference {})",
-                total - sum
+                "taxrates add up to {label} {sum}, but the order's {label} is {total} (difference {difference})"
             ));
         }
     }

@@ -22,6 +22,8 @@
 //! - each order of a page is read on its own: a bad one is parked.
 
 mod auth;
+#[cfg(test)]
+mod fuzz_tests;
 mod map;
 #[cfg(test)]
 mod vendor_examples;
@@ -37,7 +39,7 @@ use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
 
-use super::list::{self, Body};
+use super::list::{self, Body, Listing};
 use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
@@ -91,6 +93,17 @@ struct ListAnswer {
     pages: Value,
     #[serde(default, rename = "totalCount")]
     total_count: Value,
+}
+
+impl list::Envelope for ListAnswer {
+    fn items(&self) -> &[Box<RawValue>] {
+        &self.data
+    }
+}
+
+/// An `orders/getAll` page read order by order, each keyed by its id.
+fn read_list(body: &[u8], what: &str) -> Result<Listing<ListAnswer>, Failure> {
+    Listing::read(body, what, map::order_id)
 }
 
 /// `orders/get` with its order kept raw, read like a list item.
@@ -222,18 +235,19 @@ impl Vinou {
         }
         let body = json!({ "page": walk.page, "pageSize": self.page_size, "include": INCLUDE });
         let reply = self.call("orders/getAll", &body).await?;
-        let body = Body::decode(&reply.body);
-        let answer: ListAnswer = body.envelope(&reply.what)?;
-        let items: Vec<_> = answer.data.iter().map(|raw| body.item(raw)).collect();
-        let ids: Vec<Option<String>> = items.iter().map(|i| map::order_id(&i.value)).collect();
-        let listed = list::listed(&items, &ids);
+        let listing = read_list(&reply.body, &reply.what)?;
         if !walk
             .guard
-            .admit_page(&format!("page {}", walk.page), listed)
+            .admit_page(&format!("page {}", walk.page), listing.listed())
         {
             walk.done = true;
             return Ok(None);
         }
+        let Listing {
+            page: answer,
+            items,
+            ids,
+        } = listing;
         // From here on the walk moves: nothing below returns early with an error.
         let mut orders = Vec::new();
         let mut unchanged = Vec::new();
@@ -274,6 +288,8 @@ impl Vinou {
             }
             let state = store.order_state(&key).ok().flatten();
             match self.map(
+                &id,
+                &item.raw,
                 v,
                 state.as_deref(),
                 walk.backfill || walk.old_cursor.is_some(),
@@ -311,8 +327,12 @@ impl Vinou {
         }))
     }
 
+    /// Maps one order (listed or re-read as `id`, received as `raw`), a
+    /// panic in it contained by [`list::isolated`]: that order is parked.
     fn map(
         &self,
+        id: &str,
+        raw: &str,
         v: &Value,
         ledger_state: Option<&str>,
         watching: bool,
@@ -326,7 +346,10 @@ impl Vinou {
             ),
             watching: watching || ledger_state.is_some(),
         };
-        map::incoming(&ctx, v)
+        list::isolated(
+            || map::incoming(&ctx, v),
+            |why| Ok(list::parked(id, raw, why)),
+        )
     }
 
     /// Reads a held or unmappable order again (`orders/get`); the ledger
@@ -337,9 +360,9 @@ impl Vinou {
         if let Some(parked) = item.unreadable("Vinou", external_id) {
             return Ok(parked);
         }
-        let v = item.value;
         // Only held/invalid orders are re-checked: not in the ERP, and known.
-        self.map(&v, Some("held"), true).map_err(Failure::retry)
+        self.map(external_id, &item.raw, &item.value, Some("held"), true)
+            .map_err(Failure::retry)
     }
 
     // --- writing back -------------------------------------------------------

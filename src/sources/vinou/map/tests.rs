@@ -169,3 +169,17 @@ fn bad_data_names_the_position() {
     assert!(err.contains("voucher"), "{err}");
     assert!(incoming(&ctx(&st), &json!({})).is_err(), "no id, no key");
 }
+
+/// Found by `fuzz_tests`: a total near `Decimal::MIN` against what its
+/// `taxrates` add up to overflowed the subtraction of the check.
+#[test]
+fn a_total_beyond_its_taxrates_by_more_than_decimal_holds_parks() {
+    let st = statuses();
+    let mut v = sample();
+    v["net"] = json!("-79228162514264337593543950335");
+    let err = incoming(&ctx(&st), &v).unwrap().mapped.unwrap_err();
+    assert!(
+        err.contains("taxrates net") && err.contains("out of range"),
+        "{err}"
+    );
+}
