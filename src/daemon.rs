@@ -343,7 +343,17 @@ where
                 _ = trigger.notified() => {}
                 _ = shutdown.cancelled() => break,
             }
-            work().await;
+            // A panic in one run (remote data no check foresaw) ends that
+            // run, never the task: the next trigger runs again (issue 12.5).
+            let run = std::panic::AssertUnwindSafe(work());
+            if let Err(panic) = futures_util::FutureExt::catch_unwind(run).await {
+                let what = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_else(|| "a panic".into());
+                tracing::error!(error = %crate::secret::redact(&what), "internal error in a poll; it runs again at the next schedule");
+            }
         }
     })
 }
