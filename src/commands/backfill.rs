@@ -11,8 +11,9 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::BackfillArgs;
 use crate::config::{Config, ConfigError};
-use crate::daemon::{build_engine, poll_source};
+use crate::daemon::{build_engine, poll_source, read_page};
 use crate::model::order_key;
+use crate::outbox::policy::InPlace;
 use crate::sources::Window;
 use crate::store::{Disposition, Store};
 
@@ -80,10 +81,10 @@ pub async fn backfill(
         if args.dry_run {
             let mut walk = connector.begin(window);
             let mut n = 0;
-            while let Some(page) = connector
-                .next_page(&mut walk, &store)
-                .await
-                .map_err(anyhow::Error::msg)?
+            while let Some(page) =
+                read_page(&engine, connector, &mut walk, InPlace::COMMAND, &shutdown)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", source.name))?
             {
                 for id in &page.unchanged {
                     println!(

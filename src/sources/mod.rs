@@ -31,6 +31,32 @@ pub enum Window {
         until: Option<DateTime<Utc>>,
         cursor: Option<String>,
     },
+    /// `reconcile`: the source's complete listing of a window, read-only.
+    /// Like a backfill without a cursor, but nothing is filtered out because
+    /// of what the ledger knows or because ordersync would not import it:
+    /// every order the source lists in the window comes back, read again
+    /// (`Page::orders`) or known unchanged (`Page::unchanged`). A page that
+    /// cannot be read whole fails without moving the walk.
+    Listing {
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+impl Window {
+    /// The window's bounds, for a backfill or a listing.
+    pub fn bounds(&self) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        match self {
+            Window::Live { .. } => None,
+            Window::Backfill { since, until, .. } | Window::Listing { since, until } => {
+                Some((*since, *until))
+            }
+        }
+    }
+
+    pub fn is_listing(&self) -> bool {
+        matches!(self, Window::Listing { .. })
+    }
 }
 
 /// One page of a walk: its orders, and the cursor to store with them when
@@ -73,6 +99,19 @@ pub enum Walk {
 }
 
 impl Walk {
+    /// Why the walk cannot claim to have listed everything in its window
+    /// (it was cut short, or items could not be keyed); `None`: complete.
+    pub fn incomplete(&self) -> Option<String> {
+        let guard = match self {
+            Walk::CloudSuite(w) => &w.guard,
+            Walk::Titelive(w) => &w.guard,
+            Walk::Retailys(w) => &w.guard,
+            Walk::Mplus(w) => &w.guard,
+            Walk::Vinou(w) => &w.guard,
+        };
+        guard.incomplete()
+    }
+
     /// The walk is over: reports, once, what its guard counted.
     pub fn finish(&mut self) {
         match self {

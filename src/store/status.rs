@@ -43,6 +43,15 @@ pub struct StatusReport {
     pub orders_by_source: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
+/// An order the ERP has by the ledger ([`Store::orders_in_erp`]).
+#[derive(Clone, Debug)]
+pub struct InErp {
+    pub order_key: String,
+    pub state: String,
+    /// From the canonical order; `None` if it cannot be read.
+    pub ordered_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct SourceNumbers {
     pub seen: i64,
@@ -267,6 +276,28 @@ impl Store {
             params![std::process::id().to_string(), super::now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Orders of `source` the ERP has by the ledger (an ERP number, or a
+    /// state past the push), with their state and when they were ordered:
+    /// `reconcile` looks among them for orders the source no longer lists.
+    pub fn orders_in_erp(&self, source: &str) -> anyhow::Result<Vec<InErp>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare(
+            "SELECT order_key, state, json_extract(canonical_json, '$.ordered_at') FROM orders
+             WHERE source = ?1
+               AND (erp_order_number IS NOT NULL OR state IN ('pushed', 'accepted', 'shipped', 'completed'))
+             ORDER BY order_key",
+        )?;
+        let rows = stmt.query_map(params![source], |r| {
+            let at: Option<String> = r.get(2)?;
+            Ok(InErp {
+                order_key: r.get(0)?,
+                state: r.get(1)?,
+                ordered_at: at.and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok()),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     pub fn list_orders(

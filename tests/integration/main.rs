@@ -11,6 +11,7 @@ mod crash;
 mod flow;
 mod mplus;
 mod ops;
+mod reconcile;
 mod retailys;
 mod titelive;
 mod tryton;

@@ -209,6 +209,16 @@ impl Mplus {
                 guard,
                 done: false,
             },
+            // Every order of the window, from the first marker: the till
+            // lists them all, the ledger filters nothing out.
+            Window::Listing { since, until } => Walk {
+                cursor: Some(0),
+                live: false,
+                from: Some(financial_date(since)),
+                through: until.map(financial_date),
+                guard,
+                done: false,
+            },
         }
     }
 

@@ -75,6 +75,9 @@ pub struct Retailys {
 
 /// Where a walk is: page numbers of one `from`/`to` query.
 pub struct Walk {
+    /// A complete listing (`reconcile`): orders finished at the shop before
+    /// ordersync saw them are listed too.
+    listing: bool,
     query: Vec<(&'static str, String)>,
     page: u32,
     old_cursor: Option<DateTime<Utc>>,
@@ -272,6 +275,13 @@ impl Retailys {
                 }
                 cursor
             }
+            Window::Listing { since, until } => {
+                query.push(("from", stamp(*since)));
+                if let Some(u) = until {
+                    query.push(("to", stamp(*u)));
+                }
+                None
+            }
             Window::Backfill {
                 since,
                 until,
@@ -297,6 +307,7 @@ impl Retailys {
         query.push(("per_page", self.page_size.to_string()));
         query.push(("expanded", "true".into()));
         Walk {
+            listing: window.is_listing(),
             query,
             page: 1,
             old_cursor,
@@ -346,7 +357,10 @@ impl Retailys {
                 continue;
             };
             let state = self.ledger_state(store, &id);
-            if state.is_none() && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
+            if !walk.listing
+                && state.is_none()
+                && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s))
+            {
                 // Completed at the shop before we ever saw it: not ours to import.
                 continue;
             }

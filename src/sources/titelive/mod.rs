@@ -305,10 +305,10 @@ impl Titelive {
 
     pub fn begin(&self, window: Window) -> Walk {
         Walk {
-            backfill: match window {
-                Window::Live { .. } => None,
-                Window::Backfill { since, until, .. } => Some((since, until)),
-            },
+            // A listing is the backfill's selection: every order confirmed
+            // or later created in the window (carts are not orders yet), and
+            // nothing is filtered by what the ledger knows.
+            backfill: window.bounds(),
             // One list, one page: the guard only counts unkeyed items.
             guard: WalkGuard::with_cap(&self.name, 1),
             done: false,

@@ -198,7 +198,7 @@ impl Vinou {
             }
             // A newest-first list cannot resume in the middle: a backfill
             // walks its whole window again (recording dedupes).
-            Window::Backfill { since, until, .. } => {
+            Window::Backfill { since, until, .. } | Window::Listing { since, until } => {
                 (local(*since), until.and_then(local), true, None)
             }
         };
