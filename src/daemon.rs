@@ -19,6 +19,7 @@ use crate::http::Failure;
 use crate::model::order_key;
 use crate::outbox::Engine;
 use crate::outbox::policy::{InPlace, RetryPolicy};
+use crate::progress::Progress;
 use crate::sources::{Connector, Page, PrepareError, Walk, Window};
 use crate::store::{OrderNote, Store, lease_owner};
 
@@ -119,6 +120,18 @@ pub async fn poll_source(
     scope: &str,
     shutdown: &CancellationToken,
 ) -> Result<PollSummary, Failure> {
+    poll_source_with(engine, connector, window, scope, shutdown, None).await
+}
+
+/// [`poll_source`], telling `progress` about every page (`backfill`).
+pub async fn poll_source_with(
+    engine: &Engine,
+    connector: &Connector,
+    window: Window,
+    scope: &str,
+    shutdown: &CancellationToken,
+    progress: Option<&Progress>,
+) -> Result<PollSummary, Failure> {
     let source = connector.name();
     let store = &engine.store;
     let live = matches!(window, Window::Live { .. });
@@ -147,6 +160,9 @@ pub async fn poll_source(
                 page.cursor.as_deref().map(|c| (scope, c)),
             )
             .map_err(ledger)?;
+        if let Some(p) = progress {
+            p.page(page.orders.len() + page.unchanged.len(), &report);
+        }
         log_notes(source, &report.notes);
         for note in &report.notes {
             match note {

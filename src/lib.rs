@@ -13,7 +13,8 @@
 //! [`outbox`] (retry policy, error classes, workers), [`sources`] (connectors and
 //! their shared HTTP client), [`erp`] (ERP adapters), [`daemon`] (scheduling and
 //! shutdown), [`commands`] (the CLI's commands), [`sandbox`] (simulators of every
-//! API, for tests, `demo` and benchmarks), [`telemetry`] (logs), [`throttle`]
+//! API, for tests, `demo` and benchmarks), [`telemetry`] (logs), [`progress`]
+//! (`backfill`'s bar or progress lines), [`throttle`]
 //! (backoff and log throttling for loops that fail over and over).
 
 pub mod cli;
@@ -26,6 +27,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod progress;
 pub mod sandbox;
 pub mod secret;
 pub mod shutdown;

@@ -76,7 +76,8 @@ pub fn init(format: LogFormat) {
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        // Above `backfill`'s progress bar while one is shown.
+        .with_writer(|| crate::progress::Stderr)
         .with_target(false);
     let result = match format {
         LogFormat::Json => builder.json().with_current_span(false).try_init(),
