@@ -184,7 +184,7 @@ impl CloudSuite {
                 Some(400 | 401 | 403) => "; check client_id and the client secret file",
                 _ => "",
             };
-            f.context(&format!("{}: OAuth2 token request failed{hint}", self.name))
+            f.context(&format!("OAuth2 token request failed{hint}"))
         })?;
         let answer: TokenAnswer = reply.json()?;
         // A remote's number: bounded (a day at most) so that `Instant`

@@ -190,11 +190,7 @@ impl Retailys {
                 .send(|| self.endpoint.client().get(&url).query(&query))
                 .await
                 .and_then(|r| r.json())
-                .map_err(|f| {
-                    PrepareError::Remote(
-                        f.context(&format!("{}: reading order statuses", self.name)),
-                    )
-                })?;
+                .map_err(|f| PrepareError::Remote(f.context("reading order statuses")))?;
             all.extend(answer.statuses);
             // Bounded: a paginator that never ends must not loop forever.
             if page >= answer.paginator.pages || page >= 100 {

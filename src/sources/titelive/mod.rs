@@ -192,7 +192,7 @@ impl Titelive {
             .endpoint
             .send(self.endpoint.client().get(&url))
             .await
-            .map_err(|f| f.context(&format!("{}: getting a token failed", self.name)))?;
+            .map_err(|f| f.context("getting a token failed"))?;
         let answer = wire::unwrap(&reply)?;
         if !answer.success {
             return Err(Failure::retry(answer.describe("getting a token")));
@@ -215,7 +215,7 @@ impl Titelive {
             .endpoint
             .send(req)
             .await
-            .map_err(|f| f.context(&format!("{}: SYSTEM login failed", self.name)))?;
+            .map_err(|f| f.context("SYSTEM login failed"))?;
         let answer = wire::unwrap(&reply)?;
         if !answer.success {
             // Wrong credentials are fixed by an operator, not per order: the
