@@ -70,6 +70,20 @@ pub struct Page {
     pub unchanged: Vec<String>,
 }
 
+/// A stored cursor as an operator should read it: a time is shown in UTC
+/// with its zone, whatever form the connector keeps it in (Vinou keeps the
+/// shop's local time); other cursors (sync markers) as they are.
+pub fn cursor_for_display(kind: crate::config::SourceKind, cursor: &str) -> String {
+    match kind {
+        crate::config::SourceKind::Vinou => {
+            crate::model::convert::naive_local_to_utc(cursor, vinou::TIMEZONE)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|_| cursor.to_string())
+        }
+        _ => cursor.to_string(),
+    }
+}
+
 /// What a write-back needs to know about an order.
 #[derive(Clone, Debug)]
 pub struct WriteBack {

@@ -10,6 +10,7 @@ mod config;
 mod crash;
 mod flow;
 mod mplus;
+mod operator;
 mod ops;
 mod reconcile;
 mod retailys;

@@ -27,6 +27,8 @@ mod map;
 mod vendor_examples;
 
 pub use auth::base64url_decode;
+/// Vinou's times are the shop's local time (naive), in this zone.
+pub use map::TIMEZONE;
 
 use std::collections::HashSet;
 use std::time::Duration;
