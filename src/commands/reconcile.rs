@@ -200,7 +200,10 @@ async fn reconcile_source(
         }
     }
     let answers: Vec<(String, Result<Vec<String>, Failure>)> = stream::iter(expected.keys())
-        .map(|key| async move { (key.clone(), erp_orders_for(engine, key, shutdown).await) })
+        .map(|key| async move {
+            let answer = erp_orders_for(engine, source, key, shutdown).await;
+            (key.clone(), answer)
+        })
         .buffered(ERP_LOOKUPS)
         .collect()
         .await;
@@ -237,6 +240,7 @@ fn listed(should: bool, ledger_state: Option<String>) -> Expected {
 /// The ERP orders carrying `key`, a transient failure retried in place.
 async fn erp_orders_for(
     engine: &Engine,
+    source: &str,
     key: &str,
     shutdown: &CancellationToken,
 ) -> Result<Vec<String>, Failure> {
@@ -247,7 +251,7 @@ async fn erp_orders_for(
             Err(failure) => {
                 retry
                     .wait(failure, shutdown, |attempt, wait, failure| {
-                        tracing::warn!(order_key = %key, attempt, retry_in = %format_args!("{:.1}s", wait.as_secs_f32()), error = %failure, "asking the ERP failed; will retry")
+                        tracing::warn!(source, order_key = %key, attempt, retry_in = %format_args!("{:.1}s", wait.as_secs_f32()), error = %failure, "asking the ERP failed; will retry")
                     })
                     .await?
             }

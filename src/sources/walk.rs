@@ -169,6 +169,22 @@ impl WalkGuard {
 mod tests {
     use super::*;
 
+    /// A page taken back (it could not be read whole) may be read again
+    /// without looking like a list that repeats; a real repeat still trips.
+    #[test]
+    fn a_retracted_page_is_no_repeat() {
+        let mut g = WalkGuard::new("shop", 50);
+        assert!(g.admit_page("page 1", ["1", "2"]));
+        assert!(g.admit_page("page 2", ["3", "4"]));
+        g.retract_page();
+        assert!(
+            g.admit_page("page 2", ["3", "4"]),
+            "read again after a failure"
+        );
+        assert!(!g.admit_page("page 2", ["4", "3"]), "a repeat");
+        assert!(g.incomplete().is_some());
+    }
+
     #[test]
     fn a_repeated_page_or_link_ends_the_walk() {
         let mut g = WalkGuard::new("s", 100);

@@ -336,7 +336,14 @@ impl Retailys {
             return Ok(None);
         }
         let values: Vec<&Value> = items.iter().map(|i| &i.value).collect();
-        let table = self.statuses_for(&values).await?;
+        let table = match self.statuses_for(&values).await {
+            Ok(table) => table,
+            Err(f) => {
+                // The page is read again (the caller retries): not a repeat.
+                walk.guard.retract_page();
+                return Err(f);
+            }
+        };
         // From here on the walk moves: nothing below returns early.
         let mut orders = Vec::new();
         for (item, id) in items.iter().zip(ids) {
