@@ -120,15 +120,26 @@ pub async fn poll_source(
     scope: &str,
     shutdown: &CancellationToken,
 ) -> Result<PollSummary, Failure> {
-    poll_source_with(engine, connector, window, scope, shutdown, None).await
+    poll_source_with(
+        engine,
+        connector,
+        window,
+        scope,
+        InPlace::POLL,
+        shutdown,
+        None,
+    )
+    .await
 }
 
-/// [`poll_source`], telling `progress` about every page (`backfill`).
+/// [`poll_source`] for a command (`backfill`): a failed page is retried
+/// within `limits`, and `progress` hears about every page.
 pub async fn poll_source_with(
     engine: &Engine,
     connector: &Connector,
     window: Window,
     scope: &str,
+    limits: InPlace,
     shutdown: &CancellationToken,
     progress: Option<&Progress>,
 ) -> Result<PollSummary, Failure> {
@@ -141,7 +152,7 @@ pub async fn poll_source_with(
     loop {
         // A failed page is read again a few times before the poll gives up;
         // the walk does not move until a page has been read.
-        let page = read_page(engine, connector, &mut walk, InPlace::POLL, shutdown).await?;
+        let page = read_page(engine, connector, &mut walk, limits, shutdown).await?;
         let Some(page) = page else { break };
         summary.pages += 1;
         summary.seen += page.orders.len();

@@ -123,6 +123,7 @@ pub async fn backfill(
             connector,
             window,
             &scope,
+            InPlace::COMMAND,
             &shutdown,
             progress.as_ref(),
         )

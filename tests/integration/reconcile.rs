@@ -123,6 +123,12 @@ async fn vinou_reconciles_every_order_and_reports_what_is_really_wrong() {
         .to_string();
     assert!(vinou.edit_order(gone, |o| o["crstamp"] = old.into()));
     let late = vinou.add_order("payed", None);
+    // Usage errors exit 2 and name what is wrong.
+    let (code, _, err) = run(&app, &["reconcile", "--since", "2d", "--source", "nope"]);
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("nope"), "{err}");
+    let (code, _, err) = run(&app, &["reconcile", "--since", "yesterday"]);
+    assert_eq!(code, Some(2), "{err}");
     let (code, report) = reconcile(&app, "2d");
     assert_eq!(code, Some(1), "{report:#}");
     let keys = |what: &str| -> Vec<String> {
