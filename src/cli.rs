@@ -61,7 +61,8 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the simulators (every source kind + the http ERP) on loopback
+    /// Serve the simulators on loopback: CloudSuite, Titelive MediaWeb, Retailys,
+    /// MplusKASSA, Vinou and the http ERP (ports below; config/demo.toml points at them)
     Sandbox(SandboxArgs),
     /// Sandbox + daemon on a throwaway ledger: watch orders flow
     Demo(DemoArgs),
@@ -137,6 +138,9 @@ pub struct SandboxArgs {
     /// Address for the MplusKASSA (SOAP) simulator
     #[arg(long, default_value = "127.0.0.1:7405")]
     pub mplus_listen: std::net::SocketAddr,
+    /// Address for the Vinou simulator
+    #[arg(long, default_value = "127.0.0.1:7406")]
+    pub vinou_listen: std::net::SocketAddr,
     /// Orders to seed
     #[arg(long, default_value_t = 50)]
     pub orders: usize,

@@ -18,8 +18,9 @@ use crate::health;
 use crate::http::Failure;
 use crate::model::order_key;
 use crate::outbox::Engine;
-use crate::outbox::policy::RetryPolicy;
-use crate::sources::{Connector, PrepareError, Window};
+use crate::outbox::policy::{InPlace, RetryPolicy};
+use crate::progress::Progress;
+use crate::sources::{Connector, Page, PrepareError, Walk, Window};
 use crate::store::{OrderNote, Store, lease_owner};
 
 /// Builds the engine: opens the ledger, reads every secret, builds every
@@ -119,6 +120,29 @@ pub async fn poll_source(
     scope: &str,
     shutdown: &CancellationToken,
 ) -> Result<PollSummary, Failure> {
+    poll_source_with(
+        engine,
+        connector,
+        window,
+        scope,
+        InPlace::POLL,
+        shutdown,
+        None,
+    )
+    .await
+}
+
+/// [`poll_source`] for a command (`backfill`): a failed page is retried
+/// within `limits`, and `progress` hears about every page.
+pub async fn poll_source_with(
+    engine: &Engine,
+    connector: &Connector,
+    window: Window,
+    scope: &str,
+    limits: InPlace,
+    shutdown: &CancellationToken,
+    progress: Option<&Progress>,
+) -> Result<PollSummary, Failure> {
     let source = connector.name();
     let store = &engine.store;
     let live = matches!(window, Window::Live { .. });
@@ -128,24 +152,7 @@ pub async fn poll_source(
     loop {
         // A failed page is read again a few times before the poll gives up;
         // the walk does not move until a page has been read.
-        let mut attempt = 0;
-        let page = loop {
-            attempt += 1;
-            match connector.next_page(&mut walk, store).await {
-                Err(Failure::Retryable {
-                    message,
-                    retry_after,
-                    ..
-                }) if attempt < 4 && !shutdown.is_cancelled() => {
-                    let wait = retry_after
-                        .unwrap_or_else(|| engine.policy.delay(attempt))
-                        .min(Duration::from_secs(10));
-                    tracing::warn!(source, attempt, retry_in = %format_args!("{:.1}s", wait.as_secs_f32()), error = %message, "reading the order list failed; will retry");
-                    tokio::time::sleep(wait).await;
-                }
-                other => break other?,
-            }
-        };
+        let page = read_page(engine, connector, &mut walk, limits, shutdown).await?;
         let Some(page) = page else { break };
         summary.pages += 1;
         summary.seen += page.orders.len();
@@ -164,6 +171,9 @@ pub async fn poll_source(
                 page.cursor.as_deref().map(|c| (scope, c)),
             )
             .map_err(ledger)?;
+        if let Some(p) = progress {
+            p.page(page.orders.len() + page.unchanged.len(), &report);
+        }
         log_notes(source, &report.notes);
         for note in &report.notes {
             match note {
@@ -184,6 +194,31 @@ pub async fn poll_source(
         recheck(engine, connector, &mut summary, shutdown).await?;
     }
     Ok(summary)
+}
+
+/// The walk's next page, a failed read retried in place by the jobs' retry
+/// table (`limits` bounds it); the walk does not move until a page is read.
+pub async fn read_page(
+    engine: &Engine,
+    connector: &Connector,
+    walk: &mut Walk,
+    limits: InPlace,
+    shutdown: &CancellationToken,
+) -> Result<Option<Page>, Failure> {
+    let source = connector.name();
+    let mut retry = engine.policy.in_place(limits);
+    loop {
+        match connector.next_page(walk, &engine.store).await {
+            Ok(page) => return Ok(page),
+            Err(failure) => {
+                retry
+                    .wait(failure, shutdown, |attempt, wait, failure| {
+                        tracing::warn!(source, attempt, retry_in = %format_args!("{:.1}s", wait.as_secs_f32()), error = %failure, "reading the order list failed; will retry")
+                    })
+                    .await?
+            }
+        }
+    }
 }
 
 /// Looks again at orders the list will not show us again (held ones).

@@ -245,11 +245,8 @@ impl Endpoint {
     /// 1.1 sends `Client` and `Server` faults alike with HTTP 500).
     pub async fn exchange(&self, request: reqwest::RequestBuilder) -> Result<Reply, Failure> {
         let request = request.build().map_err(|e| {
-            Failure::permanent(format!(
-                "{}: cannot build request: {}",
-                self.name,
-                e.without_url()
-            ))
+            // No source name here: whoever reports a failure names it once.
+            Failure::permanent(format!("cannot build the request: {}", e.without_url()))
         })?;
         let url = request.url();
         let what = format!(
@@ -331,7 +328,13 @@ pub fn status_failure(reply: &Reply) -> Failure {
         (300..=399, Some(_)) => format!(
             "{what} answered {status} (a redirect, not followed: check the configured URL; the target is not shown, it may carry credentials)"
         ),
-        _ => format!("{what} answered {status}: {}", remote_snippet(&reply.body)),
+        _ => match media_type(&reply.headers) {
+            Some(media) => format!(
+                "{what} answered {status} ({media}): {}",
+                remote_snippet(&reply.body)
+            ),
+            None => format!("{what} answered {status}: {}", remote_snippet(&reply.body)),
+        },
     };
     if status_is_retryable(status) {
         Failure::Retryable {
@@ -349,12 +352,16 @@ pub fn status_failure(reply: &Reply) -> Failure {
 
 /// What a remote said, fit for a log line or the ledger: one line (error
 /// pages are HTML over many lines), at most 200 characters, markup dropped,
-/// and every known secret scrubbed (a remote may echo our token).
+/// and every known secret scrubbed (a remote may echo our token). An HTML
+/// page is summed up by its `<title>` when it has one (a proxy's error page
+/// says all it has to say there).
 pub fn remote_snippet(body: &[u8]) -> String {
     let text = String::from_utf8_lossy(body);
-    let mut plain = String::with_capacity(text.len().min(4096));
+    let text: String = text.chars().take(64 * 1024).collect();
+    let source = html_title(&text).unwrap_or(&text);
+    let mut plain = String::with_capacity(source.len().min(4096));
     let mut in_tag = false;
-    for c in text.chars().take(64 * 1024) {
+    for c in source.chars() {
         match c {
             '<' => in_tag = true,
             '>' if in_tag => {
@@ -372,6 +379,28 @@ pub fn remote_snippet(body: &[u8]) -> String {
         snippet.push('…');
     }
     snippet
+}
+
+/// The text of an HTML page's `<title>`, if the body is a page with one.
+fn html_title(text: &str) -> Option<&str> {
+    let head = text.trim_start().get(..text.trim_start().len().min(15))?;
+    let lower = head.to_ascii_lowercase();
+    if !(lower.starts_with("<!doctype html") || lower.starts_with("<html")) {
+        return None;
+    }
+    let lower = text.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = text.get(start..end)?.trim();
+    (!title.is_empty()).then_some(title)
+}
+
+/// The media type of an answer (`text/html`), without its parameters.
+fn media_type(headers: &HeaderMap) -> Option<String> {
+    let value = headers.get(reqwest::header::CONTENT_TYPE)?.to_str().ok()?;
+    let media = value.split(';').next()?.trim().to_ascii_lowercase();
+    (!media.is_empty()).then_some(media)
 }
 
 /// A remote's id as ONE URL path segment: everything but the unreserved
@@ -627,7 +656,7 @@ mod tests {
             token.expose(),
             "x".repeat(500)
         );
-        let s = remote_snippet(page.as_bytes());
+        let s = remote_snippet(page.replace("<html>", "<p>").as_bytes());
         assert!(s.starts_with("502 Bad Gateway 502 Bad Gateway"), "{s}");
         assert!(!s.contains('<') && !s.contains('\n'), "{s}");
         assert!(
@@ -635,6 +664,46 @@ mod tests {
             "{s}"
         );
         assert!(s.chars().count() <= 201, "{}", s.len());
+    }
+
+    /// Issue 16.3: a proxy's error page is summed up by its title, with the
+    /// content type; a JSON error body stays as it was said.
+    #[test]
+    fn an_html_error_page_is_summed_up_by_its_title() {
+        let page = "<html>\r\n<head><title>503 Service Temporarily Unavailable</title></head>\r\n<body>\r\n<center><h1>503 Service Temporarily Unavailable</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            reqwest::header::CONTENT_TYPE,
+            "text/html; charset=utf-8".parse().unwrap(),
+        );
+        let reply = Reply {
+            status: 503,
+            headers,
+            body: Bytes::from(page),
+            what: "GET shop.example/orders".into(),
+        };
+        assert_eq!(
+            status_failure(&reply).to_string(),
+            "GET shop.example/orders answered 503 (text/html): 503 Service Temporarily Unavailable"
+        );
+        let json = Reply {
+            status: 422,
+            headers: HeaderMap::new(),
+            body: Bytes::from(r#"{"error": "product X not found"}"#),
+            what: "POST erp/orders".into(),
+        };
+        assert_eq!(
+            status_failure(&json).to_string(),
+            r#"POST erp/orders answered 422: {"error": "product X not found"}"#
+        );
+        assert_eq!(
+            remote_snippet(b"<!DOCTYPE html><html><head><title> Onderhoud </title>"),
+            "Onderhoud"
+        );
+        assert_eq!(
+            remote_snippet(b"<html><body>no title</body></html>"),
+            "no title"
+        );
     }
 
     #[tokio::test]

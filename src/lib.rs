@@ -18,8 +18,8 @@
 //! walk guard and item-by-item list reading they share), [`erp`] (ERP adapters),
 //! [`daemon`] (scheduling and shutdown), [`commands`] (the CLI's commands),
 //! [`sandbox`] (simulators of every API, for tests, `demo` and benchmarks),
-//! [`telemetry`] (logs), [`throttle`] (backoff and log throttling for loops that
-//! fail over and over).
+//! [`telemetry`] (logs), [`progress`] (`backfill`'s bar or progress lines),
+//! [`throttle`] (backoff and log throttling for loops that fail over and over).
 
 pub mod cli;
 pub mod commands;
@@ -31,6 +31,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod progress;
 pub mod sandbox;
 pub mod secret;
 pub mod shutdown;

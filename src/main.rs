@@ -58,7 +58,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             since,
             sources,
             json,
-        } => commands::reconcile(&config, *since, sources, *json).await,
+        } => commands::reconcile(&config, *since, sources, *json, shutdown::on_signals()).await,
         Command::CheckConfig => commands::check_config(&config).await,
         Command::Sandbox(_) | Command::Demo(_) => unreachable!("handled above"),
     };

@@ -11,8 +11,10 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::BackfillArgs;
 use crate::config::{Config, ConfigError};
-use crate::daemon::{build_engine, poll_source};
+use crate::daemon::{build_engine, poll_source_with, read_page};
 use crate::model::order_key;
+use crate::outbox::policy::InPlace;
+use crate::progress::Progress;
 use crate::sources::Window;
 use crate::store::{Disposition, Store};
 
@@ -67,6 +69,8 @@ pub async fn backfill(
         .collect();
     let mut pushed_keys = Vec::new();
     let mut window_keys = Vec::new();
+    let progress =
+        (!args.dry_run).then(|| Progress::start(Arc::clone(&store), crate::progress::LINE_EVERY));
     for source in &selected {
         let Some(connector) = engine.connectors.get(&source.name) else {
             continue;
@@ -80,10 +84,10 @@ pub async fn backfill(
         if args.dry_run {
             let mut walk = connector.begin(window);
             let mut n = 0;
-            while let Some(page) = connector
-                .next_page(&mut walk, &store)
-                .await
-                .map_err(anyhow::Error::msg)?
+            while let Some(page) =
+                read_page(&engine, connector, &mut walk, InPlace::COMMAND, &shutdown)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", source.name))?
             {
                 for id in &page.unchanged {
                     println!(
@@ -114,15 +118,27 @@ pub async fn backfill(
             );
             continue;
         }
-        let summary = poll_source(&engine, connector, window, &scope, &shutdown)
-            .await
-            .map_err(|e| anyhow::anyhow!("{}: {e}", source.name))?;
-        println!(
-            "{}: {} order(s) read in the window, {} new to push",
+        let summary = poll_source_with(
+            &engine,
+            connector,
+            window,
+            &scope,
+            InPlace::COMMAND,
+            &shutdown,
+            progress.as_ref(),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!("{}: {e}", source.name))?;
+        let line = format!(
+            "{}: {} order(s) in the window, {} new to push",
             source.name,
-            summary.seen,
+            summary.listed.len(),
             summary.queued.len()
         );
+        match &progress {
+            Some(p) => p.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
         let keys = summary.queued;
         engine
             .drain(&source.name, Some(&keys), source.max_in_flight, &shutdown)
@@ -130,9 +146,10 @@ pub async fn backfill(
         pushed_keys.extend(keys);
         window_keys.extend(summary.listed);
     }
-    if args.dry_run {
-        return Ok(ExitCode::SUCCESS);
-    }
+    let Some(progress) = progress else {
+        return Ok(ExitCode::SUCCESS); // a dry run
+    };
+    let progress = progress.finish().await;
     // Every order of the window that is parked counts, whoever parked it
     // (this run, or the daemon before it): a script must be able to tell.
     window_keys.extend(pushed_keys.iter().cloned());
@@ -144,8 +161,13 @@ pub async fn backfill(
         .filter(|(k, _)| pushed_keys.contains(k))
         .count();
     println!(
-        "backfill done: {} order(s) pushed, {} parked ({} of them parked before this run)",
-        pushed_keys.len() - parked_now,
+        "backfill {}: {} order(s) pushed, {} parked ({} of them parked before this run)",
+        if shutdown.is_cancelled() {
+            "interrupted"
+        } else {
+            "done"
+        },
+        progress.pushed,
         parked.len(),
         parked.len() - parked_now
     );

@@ -40,6 +40,7 @@ fn sandbox_options(args: &SandboxArgs) -> SandboxOptions {
         titelive_listen: args.titelive_listen,
         retailys_listen: args.retailys_listen,
         mplus_listen: args.mplus_listen,
+        vinou_listen: args.vinou_listen,
         ..Default::default()
     };
     let faults = Faults {
@@ -161,6 +162,8 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         titelive_listen,
         retailys_listen: port_of(&retailys.base_url)?,
         mplus_listen: port_of(&till.base_url)?,
+        // Replaced below by the demo config's Vinou address, if it has one.
+        vinou_listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         orders: args.orders,
         latency: Duration::from_millis(30),
         // A little trouble, so the log shows retries doing their job.

@@ -92,7 +92,7 @@ fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
                 .unwrap_or("?");
             serde_json::json!({
                 "name": s.name, "kind": kind, "enabled": config.source(&s.name).map(|c| c.enabled),
-                "cursor": s.cursor, "last_poll_at": s.last_poll_at,
+                "cursor": shown_cursor(config, &s.name, s.cursor.as_deref()), "last_poll_at": s.last_poll_at,
                 "last_success_at": s.last_success_at, "last_error": s.last_error,
             })
         })
@@ -105,6 +105,15 @@ fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
         "jobs_due": r.jobs_due,
         "shipments_cursor": r.shipments_cursor,
         "daemon_alive_at": r.daemon_alive_at,
+    })
+}
+
+/// The cursor as `status` shows it: times in UTC with their zone.
+fn shown_cursor(config: &Config, source: &str, cursor: Option<&str>) -> Option<String> {
+    let cursor = cursor?;
+    Some(match config.source(source) {
+        Some(c) => crate::sources::cursor_for_display(c.kind, cursor),
+        None => cursor.to_string(),
     })
 }
 
@@ -123,7 +132,7 @@ fn print_status(config: &Config, r: &StatusReport) {
             s.name,
             kind,
             dash(&s.last_poll_at),
-            dash(&s.cursor),
+            dash(&shown_cursor(config, &s.name, s.cursor.as_deref())),
             dash(&s.last_error)
         );
     }
@@ -221,6 +230,16 @@ pub fn orders(config: &Config, cmd: &crate::cli::OrdersCommand) -> anyhow::Resul
             }
             if let Some(c) = &d.changed_after_push_at {
                 println!("CHANGED AT THE SOURCE AFTER THE PUSH: {c} (see events)");
+            }
+            match &d.canonical {
+                Some(order) => {
+                    println!("\ncanonical order (what the ERP gets, or got):");
+                    for line in serde_json::to_string_pretty(order)?.lines() {
+                        println!("  {line}");
+                    }
+                    println!();
+                }
+                None => println!("canonical    - (the order could not be mapped; see note)"),
             }
             for l in &d.erp_lines {
                 println!(

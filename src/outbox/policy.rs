@@ -6,12 +6,42 @@
 //! retried until `give_up_after` has passed since the first failure of the
 //! run, so an outage shorter than that parks nothing; `max_attempts` is only
 //! an upper bound.
+//!
+//! A read that someone is waiting for (a poll's page, `reconcile`'s listing
+//! and ERP look-ups) is retried in place with the same table and delays
+//! ([`RetryPolicy::retry_in_place`]), a few times and briefly: the caller
+//! either tries again later (the next poll) or reports the failure.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use backoff::backoff::Backoff;
+use tokio_util::sync::CancellationToken;
 
 use crate::http::Failure;
+
+/// How long a read retried in place may keep its caller waiting.
+#[derive(Clone, Copy, Debug)]
+pub struct InPlace {
+    /// Attempts in all, the first one included.
+    pub attempts: u32,
+    /// No single wait is longer than this, whatever the delay or a
+    /// `Retry-After` asks for.
+    pub max_wait: Duration,
+}
+
+impl InPlace {
+    /// A poll's page: the next scheduled poll tries again anyway.
+    pub const POLL: InPlace = InPlace {
+        attempts: 4,
+        max_wait: Duration::from_secs(10),
+    };
+    /// A one-shot command (`reconcile`, `backfill --dry-run`): nobody tries
+    /// again for it, so it rides out a short outage before it gives up.
+    pub const COMMAND: InPlace = InPlace {
+        attempts: 8,
+        max_wait: Duration::from_secs(30),
+    };
+}
 
 #[derive(Clone, Copy, Debug)]
 pub struct RetryPolicy {
@@ -74,6 +104,60 @@ impl RetryPolicy {
     }
 }
 
+impl RetryPolicy {
+    /// The retry state of one read retried in place (see [`InPlaceRetry`]).
+    pub fn in_place(&self, limits: InPlace) -> InPlaceRetry {
+        InPlaceRetry {
+            policy: *self,
+            limits,
+            started: Instant::now(),
+            attempts: 0,
+        }
+    }
+}
+
+/// One read retried in place. The caller's loop is
+/// `loop { match read().await { Ok(v) => break v, Err(f) => retry.wait(f, ..).await? } }`:
+/// the decision (retry or give up, and how long to wait) is the jobs' one.
+pub struct InPlaceRetry {
+    policy: RetryPolicy,
+    limits: InPlace,
+    started: Instant,
+    attempts: u32,
+}
+
+impl InPlaceRetry {
+    /// After a failed attempt: waits what [`RetryPolicy::decide`] says (a
+    /// `Retry-After` included), at most `limits.max_wait`, telling
+    /// `on_retry` (attempt, wait, failure) first so the caller can log it.
+    /// `Err(failure)` when there is no retry: a permanent failure, one
+    /// `decide` would park, the attempts spent, or `shutdown` cancelled.
+    pub async fn wait(
+        &mut self,
+        failure: Failure,
+        shutdown: &CancellationToken,
+        on_retry: impl FnOnce(u32, Duration, &Failure),
+    ) -> Result<(), Failure> {
+        self.attempts += 1;
+        let wait = match self
+            .policy
+            .decide(self.attempts, self.started.elapsed(), &failure)
+        {
+            Decision::RetryIn(wait)
+                if self.attempts < self.limits.attempts && !shutdown.is_cancelled() =>
+            {
+                wait.min(self.limits.max_wait)
+            }
+            _ => return Err(failure),
+        };
+        on_retry(self.attempts, wait, &failure);
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => Ok(()),
+            _ = shutdown.cancelled() => Err(failure),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -114,6 +198,82 @@ mod tests {
             ),
             other => panic!("{other:?}"),
         }
+    }
+
+    /// Runs `read` retried in place, as the callers do.
+    async fn in_place<T>(
+        p: &RetryPolicy,
+        mut read: impl FnMut() -> Result<T, Failure>,
+        waits: &mut Vec<Duration>,
+    ) -> Result<T, Failure> {
+        let stop = CancellationToken::new();
+        let limits = InPlace {
+            attempts: 4,
+            max_wait: Duration::from_secs(10),
+        };
+        let mut retry = p.in_place(limits);
+        loop {
+            match read() {
+                Ok(v) => return Ok(v),
+                Err(f) => retry.wait(f, &stop, |_, w, _| waits.push(w)).await?,
+            }
+        }
+    }
+
+    /// A read retried in place: transient failures are retried with the
+    /// jobs' delays, a permanent one is not, and the attempts are bounded.
+    #[tokio::test]
+    async fn retry_in_place_follows_the_table() {
+        // The jobs' table at a thousandth of the time.
+        let p = RetryPolicy {
+            initial: Duration::from_millis(2),
+            max: Duration::from_millis(60),
+            ..policy()
+        };
+        let (mut calls, mut waits) = (0, Vec::new());
+        let got = in_place(
+            &p,
+            || {
+                calls += 1;
+                if calls < 3 {
+                    Err(Failure::retry("503"))
+                } else {
+                    Ok(calls)
+                }
+            },
+            &mut waits,
+        )
+        .await;
+        assert_eq!(got.unwrap(), 3);
+        assert_eq!(waits.len(), 2);
+        assert!(waits[0] >= Duration::from_micros(1300) && waits[1] <= Duration::from_millis(6));
+
+        let (mut calls, mut waits) = (0, Vec::new());
+        let got: Result<(), _> = in_place(
+            &p,
+            || {
+                calls += 1;
+                Err(Failure::permanent("422"))
+            },
+            &mut waits,
+        )
+        .await;
+        assert!(got.is_err());
+        assert_eq!(calls, 1, "a permanent failure is not retried");
+
+        let (mut calls, mut waits) = (0, Vec::new());
+        let got: Result<(), _> = in_place(
+            &p,
+            || {
+                calls += 1;
+                Err(Failure::retry("503"))
+            },
+            &mut waits,
+        )
+        .await;
+        assert!(got.is_err());
+        assert_eq!(calls, 4, "the attempts are bounded");
+        assert!(waits.iter().all(|w| *w <= Duration::from_millis(60)));
     }
 
     #[test]

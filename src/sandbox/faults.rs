@@ -21,6 +21,10 @@ pub struct Faults {
     pub latency: Duration,
     /// 0..1: answer 500/502/503 before the handler runs (nothing applied).
     pub error_5xx_rate: f64,
+    /// Answer 500/502/503 to the next this many requests after these
+    /// faults are set, whatever `error_5xx_rate` says: a fault a test can
+    /// count on.
+    pub error_5xx_next: u32,
     /// 0..1: answer 429 with `Retry-After` before the handler runs.
     pub rate_429: f64,
     /// `Retry-After` seconds for `rate_429`; 0 means 1.
@@ -70,6 +74,8 @@ pub(crate) enum ErrorStyle {
 /// Per-server fault settings plus counters; one instance per simulator.
 pub(crate) struct FaultState {
     faults: RwLock<Faults>,
+    /// What is left of `Faults::error_5xx_next`.
+    fail_next: AtomicU64,
     style: ErrorStyle,
     started: Instant,
     requests: AtomicU64,
@@ -87,6 +93,7 @@ struct Window {
 impl FaultState {
     pub(crate) fn new(faults: Faults, style: ErrorStyle) -> Arc<Self> {
         Arc::new(FaultState {
+            fail_next: AtomicU64::new(u64::from(faults.error_5xx_next)),
             faults: RwLock::new(faults),
             style,
             started: Instant::now(),
@@ -97,6 +104,8 @@ impl FaultState {
     }
 
     pub(crate) fn set(&self, faults: Faults) {
+        self.fail_next
+            .store(u64::from(faults.error_5xx_next), Ordering::Relaxed);
         *self.faults.write().unwrap_or_else(|e| e.into_inner()) = faults;
     }
 
@@ -159,7 +168,11 @@ pub(crate) async fn inject(
         state.faulted();
         return too_many_requests(state.style, 1);
     }
-    if roll(faults.error_5xx_rate) {
+    let fail_next = state
+        .fail_next
+        .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
+        .is_ok();
+    if fail_next || roll(faults.error_5xx_rate) {
         state.faulted();
         return server_error(state.style);
     }

@@ -35,6 +35,32 @@ pub enum Window {
         until: Option<DateTime<Utc>>,
         cursor: Option<String>,
     },
+    /// `reconcile`: the source's complete listing of a window, read-only.
+    /// Like a backfill without a cursor, but nothing is filtered out because
+    /// of what the ledger knows or because ordersync would not import it:
+    /// every order the source lists in the window comes back, read again
+    /// (`Page::orders`) or known unchanged (`Page::unchanged`). A page that
+    /// cannot be read whole fails without moving the walk.
+    Listing {
+        since: DateTime<Utc>,
+        until: Option<DateTime<Utc>>,
+    },
+}
+
+impl Window {
+    /// The window's bounds, for a backfill or a listing.
+    pub fn bounds(&self) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        match self {
+            Window::Live { .. } => None,
+            Window::Backfill { since, until, .. } | Window::Listing { since, until } => {
+                Some((*since, *until))
+            }
+        }
+    }
+
+    pub fn is_listing(&self) -> bool {
+        matches!(self, Window::Listing { .. })
+    }
 }
 
 /// One page of a walk: its orders, and the cursor to store with them when
@@ -46,6 +72,20 @@ pub struct Page {
     /// the ledger has them unchanged: still orders in the window (backfill
     /// reports them when parked; a dry run counts them).
     pub unchanged: Vec<String>,
+}
+
+/// A stored cursor as an operator should read it: a time is shown in UTC
+/// with its zone, whatever form the connector keeps it in (Vinou keeps the
+/// shop's local time); other cursors (sync markers) as they are.
+pub fn cursor_for_display(kind: crate::config::SourceKind, cursor: &str) -> String {
+    match kind {
+        crate::config::SourceKind::Vinou => {
+            crate::model::convert::naive_local_to_utc(cursor, vinou::TIMEZONE)
+                .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+                .unwrap_or_else(|_| cursor.to_string())
+        }
+        _ => cursor.to_string(),
+    }
 }
 
 /// What a write-back needs to know about an order.
@@ -77,6 +117,19 @@ pub enum Walk {
 }
 
 impl Walk {
+    /// Why the walk cannot claim to have listed everything in its window
+    /// (it was cut short, or items could not be keyed); `None`: complete.
+    pub fn incomplete(&self) -> Option<String> {
+        let guard = match self {
+            Walk::CloudSuite(w) => &w.guard,
+            Walk::Titelive(w) => &w.guard,
+            Walk::Retailys(w) => &w.guard,
+            Walk::Mplus(w) => &w.guard,
+            Walk::Vinou(w) => &w.guard,
+        };
+        guard.incomplete()
+    }
+
     /// The walk is over: reports, once, what its guard counted.
     pub fn finish(&mut self) {
         match self {

@@ -21,6 +21,8 @@ pub struct WalkGuard {
     /// One hash per page read (its ids) and per `next` link followed: a
     /// walk of a million orders keeps 10,000 of them, 80 KB.
     seen: HashSet<u64>,
+    /// The hash of the page admitted last, for [`WalkGuard::retract_page`].
+    last_page: Option<u64>,
     tripped: bool,
     unkeyed: usize,
     first_unkeyed: Option<String>,
@@ -39,6 +41,7 @@ impl WalkGuard {
             max_pages,
             pages: 0,
             seen: HashSet::new(),
+            last_page: None,
             tripped: false,
             unkeyed: 0,
             first_unkeyed: None,
@@ -72,7 +75,10 @@ impl WalkGuard {
         let mut h = DefaultHasher::new();
         "ids".hash(&mut h);
         ids.hash(&mut h);
-        if !self.seen.insert(h.finish()) {
+        let h = h.finish();
+        self.last_page = Some(h);
+        if !self.seen.insert(h) {
+            self.last_page = None;
             return self.trip(format_args!(
                 "{page} lists the same orders as a page already read in this walk"
             ));
@@ -112,6 +118,32 @@ impl WalkGuard {
         !self.tripped && self.unkeyed == 0
     }
 
+    /// What keeps the walk from being complete, in words; `None`: complete.
+    pub fn incomplete(&self) -> Option<String> {
+        if self.tripped {
+            Some(
+                "the list did not end (a page repeated or too many pages); the walk stopped".into(),
+            )
+        } else if self.unkeyed > 0 {
+            Some(format!(
+                "{} listed item(s) could not be keyed (first: {})",
+                self.unkeyed,
+                self.first_unkeyed.as_deref().unwrap_or_default()
+            ))
+        } else {
+            None
+        }
+    }
+
+    /// Takes back the page just admitted: it could not be read whole and
+    /// will be read again (a complete listing does not skip a page).
+    pub fn retract_page(&mut self) {
+        if let Some(h) = self.last_page.take() {
+            self.seen.remove(&h);
+            self.pages = self.pages.saturating_sub(1);
+        }
+    }
+
     pub fn tripped(&self) -> bool {
         self.tripped
     }
@@ -136,6 +168,22 @@ impl WalkGuard {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A page taken back (it could not be read whole) may be read again
+    /// without looking like a list that repeats; a real repeat still trips.
+    #[test]
+    fn a_retracted_page_is_no_repeat() {
+        let mut g = WalkGuard::new("shop", 50);
+        assert!(g.admit_page("page 1", ["1", "2"]));
+        assert!(g.admit_page("page 2", ["3", "4"]));
+        g.retract_page();
+        assert!(
+            g.admit_page("page 2", ["3", "4"]),
+            "read again after a failure"
+        );
+        assert!(!g.admit_page("page 2", ["4", "3"]), "a repeat");
+        assert!(g.incomplete().is_some());
+    }
 
     #[test]
     fn a_repeated_page_or_link_ends_the_walk() {

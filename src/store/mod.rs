@@ -23,8 +23,8 @@ pub use jobs::{
     lease_owner,
 };
 pub use status::{
-    AttemptRow, EventRow, JobRow, OrderDetail, OrderRow, ParkedRow, SourceNumbers, SourceStatusRow,
-    StatusReport,
+    AttemptRow, EventRow, InErp, JobRow, OrderDetail, OrderRow, ParkedRow, PushOutcomes,
+    SourceNumbers, SourceStatusRow, StatusReport,
 };
 
 pub struct Store {

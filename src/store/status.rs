@@ -43,6 +43,26 @@ pub struct StatusReport {
     pub orders_by_source: BTreeMap<String, BTreeMap<String, i64>>,
 }
 
+/// See [`Store::push_outcomes`].
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct PushOutcomes {
+    pub pushed: usize,
+    pub parked: usize,
+    pub settled: usize,
+    /// Jobs still to run for them (pushes and "accepted" write-backs; the
+    /// shipped ones wait for the ERP), as `backfill` waits for them.
+    pub open_jobs: usize,
+}
+
+/// An order the ERP has by the ledger ([`Store::orders_in_erp`]).
+#[derive(Clone, Debug)]
+pub struct InErp {
+    pub order_key: String,
+    pub state: String,
+    /// From the canonical order; `None` if it cannot be read.
+    pub ordered_at: Option<chrono::DateTime<chrono::Utc>>,
+}
+
 #[derive(Clone, Debug, Default)]
 pub struct SourceNumbers {
     pub seen: i64,
@@ -267,6 +287,62 @@ impl Store {
             params![std::process::id().to_string(), super::now_ms()],
         )?;
         Ok(())
+    }
+
+    /// Orders of `source` the ERP has by the ledger (an ERP number, or a
+    /// state past the push), with their state and when they were ordered:
+    /// `reconcile` looks among them for orders the source no longer lists.
+    pub fn orders_in_erp(&self, source: &str) -> anyhow::Result<Vec<InErp>> {
+        let conn = self.read();
+        let mut stmt = conn.prepare(
+            "SELECT order_key, state, json_extract(canonical_json, '$.ordered_at') FROM orders
+             WHERE source = ?1
+               AND (erp_order_number IS NOT NULL OR state IN ('pushed', 'accepted', 'shipped', 'completed'))
+             ORDER BY order_key",
+        )?;
+        let rows = stmt.query_map(params![source], |r| {
+            let at: Option<String> = r.get(2)?;
+            Ok(InErp {
+                order_key: r.get(0)?,
+                state: r.get(1)?,
+                ordered_at: at.and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok()),
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// How far these orders got: how many are in the ERP (by the ledger),
+    /// how many have a parked job, and how many are either (`backfill`'s
+    /// progress; an order both pushed and parked counts once in the last).
+    pub fn push_outcomes(&self, keys: &[String]) -> anyhow::Result<PushOutcomes> {
+        let conn = self.read();
+        let mut stmt = conn.prepare_cached(
+            "SELECT state,
+                    EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked'),
+                    (SELECT count(*) FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'pending'
+                                                      AND j.kind != 'write_shipped')
+             FROM orders o WHERE o.order_key = ?1",
+        )?;
+        let mut out = PushOutcomes::default();
+        for key in keys {
+            let row = stmt
+                .query_row(params![key], |r| {
+                    Ok((
+                        r.get::<_, String>(0)?,
+                        r.get::<_, bool>(1)?,
+                        r.get::<_, i64>(2)?,
+                    ))
+                })
+                .optional()?;
+            if let Some((state, parked, open)) = row {
+                out.open_jobs += usize::try_from(open).unwrap_or_default();
+                let pushed = super::in_erp(&state);
+                out.pushed += usize::from(pushed);
+                out.parked += usize::from(parked);
+                out.settled += usize::from(pushed || parked);
+            }
+        }
+        Ok(out)
     }
 
     pub fn list_orders(

@@ -197,3 +197,56 @@ async fn backfill_exits_3_for_an_order_the_daemon_parked_before() {
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(stdout.contains("2 order(s) in the window"), "{stdout}");
 }
+
+/// Issue 16.2: with stderr not a terminal (journald, a file), backfill says
+/// how far it got in INFO lines: read, recorded, pushed and parked of the
+/// window, with a rate and an ETA; the last one carries the final counts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_reports_its_progress_in_info_lines_off_a_terminal() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let when = cs.now_local() - Days::hours(2);
+    let spec = || ordersync::sandbox::cloudsuite::OrderSpec {
+        confirm_date: Some(when),
+        ..Default::default()
+    };
+    let ids: Vec<i64> = (0..10).map(|_| cs.add_order(spec())).collect();
+    for bad in &ids[..2] {
+        assert!(cs.poison_quantity(*bad));
+    }
+    let out = tokio::task::block_in_place(|| {
+        app.run_binary()
+            .args(["backfill", "--since", "1d"])
+            .output()
+            .unwrap()
+    });
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{stdout}{stderr}");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .filter(|l| l.contains("backfill progress"))
+        .collect();
+    let last = lines
+        .last()
+        .unwrap_or_else(|| panic!("no progress line: {stderr}"));
+    assert!(last.contains("INFO"), "{last}");
+    let field = |name: &str| -> String {
+        last.split_whitespace()
+            .find_map(|kv| kv.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {last}"))
+            .trim_matches('"')
+            .to_string()
+    };
+    assert_eq!(field("read"), "10", "{last}");
+    assert_eq!(field("recorded"), "10", "{last}");
+    assert_eq!(field("to_push"), "8", "{last}");
+    assert_eq!(field("pushed"), "8", "{last}");
+    assert_eq!(field("parked"), "2", "{last}");
+    assert_eq!(field("eta"), "0s", "{last}");
+    assert!(field("rate").ends_with("/s"), "{last}");
+    assert!(
+        !stderr.contains('\u{1b}'),
+        "no bar or colour off a terminal"
+    );
+}

@@ -374,3 +374,172 @@ fn a_corrupt_ledger_exits_1_naming_the_file_and_the_way_out() {
     // Nothing was written over the operator's file.
     assert_eq!(std::fs::read(&ledger).unwrap(), garbage);
 }
+
+/// One logfmt line as `(key, value)` pairs (a bare word is a key without a
+/// value); `Err` names what does not parse. The journal's `<N>` priority
+/// prefix is skipped.
+fn parse_logfmt(line: &str) -> Result<Vec<(String, Option<String>)>, String> {
+    let mut rest = line;
+    if let Some(r) = rest.strip_prefix('<')
+        && let Some((n, after)) = r.split_once('>')
+        && n.chars().all(|c| c.is_ascii_digit())
+    {
+        rest = after;
+    }
+    let mut chars = rest.chars().peekable();
+    let mut pairs = Vec::new();
+    loop {
+        while chars.peek() == Some(&' ') {
+            chars.next();
+        }
+        if chars.peek().is_none() {
+            return Ok(pairs);
+        }
+        let mut key = String::new();
+        while let Some(&c) = chars.peek() {
+            if c == ' ' || c == '=' {
+                break;
+            }
+            if c == '"' {
+                return Err(format!("a quote in key {key:?}"));
+            }
+            key.push(c);
+            chars.next();
+        }
+        if key.is_empty() {
+            return Err("an empty key".into());
+        }
+        if chars.peek() != Some(&'=') {
+            pairs.push((key, None));
+            continue;
+        }
+        chars.next();
+        let mut value = String::new();
+        if chars.peek() == Some(&'"') {
+            chars.next();
+            loop {
+                match chars.next() {
+                    None => return Err(format!("{key}: unterminated quote")),
+                    Some('"') => break,
+                    Some('\\') => match chars.next() {
+                        Some('n') => value.push('\n'),
+                        Some('r') => value.push('\r'),
+                        Some('t') => value.push('\t'),
+                        Some(c @ ('"' | '\\')) => value.push(c),
+                        Some('u') => {
+                            let code: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                            let n = u32::from_str_radix(code.trim_start_matches('{'), 16)
+                                .map_err(|e| format!("{key}: bad \\u escape: {e}"))?;
+                            value.push(char::from_u32(n).ok_or("bad \\u escape")?);
+                        }
+                        other => return Err(format!("{key}: bad escape {other:?}")),
+                    },
+                    Some(c) => value.push(c),
+                }
+            }
+            if chars.peek().is_some_and(|c| *c != ' ') {
+                return Err(format!("{key}: text right after the closing quote"));
+            }
+        } else {
+            while let Some(&c) = chars.peek() {
+                if c == ' ' {
+                    break;
+                }
+                if c == '"' || c == '=' {
+                    return Err(format!("{key}: unquoted value with {c:?}"));
+                }
+                value.push(c);
+                chars.next();
+            }
+        }
+        pairs.push((key, Some(value)));
+    }
+}
+
+#[test]
+fn the_logfmt_parser_refuses_what_the_old_logs_wrote() {
+    assert!(parse_logfmt(r#"<4>msg="a b" source=shop detail="x=1; y""#).is_ok());
+    // tracing's default: message bare, `%` values raw.
+    assert!(parse_logfmt("accepted written back detail=state=processing, lines").is_err());
+    assert!(parse_logfmt(r#"msg="a" error="unterminated"#).is_err());
+}
+
+/// Issue 16.3: the logs of a real run, through a 5xx-injecting sandbox, parse:
+/// text as logfmt, JSON with serde; every `source` is a configured source
+/// name (written the same way everywhere), error pages are summed up, and
+/// no message repeats the source name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_parse_as_logfmt_and_json_and_name_the_source_once() {
+    let mut opts = AppOptions::default();
+    let flaky = ordersync::sandbox::Faults {
+        error_5xx_next: 2,
+        error_5xx_rate: 0.15,
+        ..Default::default()
+    };
+    opts.sandbox.cloudsuite.faults = flaky.clone();
+    opts.sandbox.erp.faults = flaky;
+    let app = spawn_app(opts).await;
+    let names = [SOURCE.to_string()];
+    let cs = &app.sandbox.cloudsuite;
+    let mut runs = Vec::new();
+    for (format, seed) in [("text", 7), ("json", 8)] {
+        let ids: Vec<i64> = cs
+            .seed_orders(8, seed, Duration::from_secs(600))
+            .into_iter()
+            .filter(|i| pushable(&cs.order(*i).unwrap()))
+            .collect();
+        let (status, log) = tokio::task::block_in_place(|| {
+            run_daemon_until(
+                &app,
+                &[
+                    ("RUST_LOG", "debug"),
+                    ("ORDERSYNC__DAEMON__LOG_FORMAT", format),
+                ],
+                || all_done(&app, &ids),
+            )
+        });
+        assert_eq!(status, Some(0), "{format} run; log:\n{log}");
+        assert!(all_done(&app, &ids), "{format} run did its work:\n{log}");
+        runs.push((format, log));
+    }
+    for (format, log) in &runs {
+        assert!(log.lines().count() > 10, "{log}");
+        assert!(log.contains("answered 50"), "a 5xx was logged:\n{log}");
+        for line in log.lines() {
+            let sources: Vec<String> = if *format == "text" {
+                let pairs = parse_logfmt(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                assert!(pairs.iter().any(|(k, _)| k == "msg"), "{line}");
+                pairs
+                    .into_iter()
+                    .filter(|(k, _)| k == "source")
+                    .filter_map(|(_, v)| v)
+                    .collect()
+            } else {
+                let v: serde_json::Value =
+                    serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}"));
+                v["fields"]["source"]
+                    .as_str()
+                    .map(str::to_string)
+                    .into_iter()
+                    .collect()
+            };
+            for s in sources {
+                assert!(names.contains(&s), "source {s:?} in {line}");
+            }
+            for markup in ["<html", "<title", "<h1", "<center"] {
+                assert!(!line.contains(markup), "{line}");
+            }
+            assert!(!line.contains(&format!("{SOURCE}: {SOURCE}")), "{line}");
+        }
+    }
+
+    // An error message names the source once, also on the command line.
+    std::fs::write(app.dir.path().join("cs-secret"), "not-the-secret\n").unwrap();
+    let out = app.run_binary().arg("check-config").output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let line = text
+        .lines()
+        .find(|l| l.contains("OAuth2"))
+        .unwrap_or_else(|| panic!("{text}"));
+    assert_eq!(line.matches(SOURCE).count(), 1, "{line}");
+}

@@ -240,6 +240,31 @@ impl ErpSim {
             .collect()
     }
 
+    /// A second ERP order for `order_key`, as if someone entered it again by
+    /// hand (what `reconcile` reports as doubled). Returns its number, or
+    /// `None` when the ERP has no order for that key to copy.
+    pub fn enter_again_by_hand(&self, order_key: &str) -> Option<String> {
+        let mut st = self.state();
+        let first = st
+            .orders
+            .iter()
+            .find(|s| s.order.order_key == order_key)?
+            .order
+            .clone();
+        let erp_order_number = format!("SO{:06}", st.orders.len() + 1);
+        st.orders.push(Stored {
+            order: ErpOrder {
+                erp_order_number: erp_order_number.clone(),
+                created_at: Utc::now(),
+                ..first
+            },
+            created: Instant::now(),
+            // Never shipped: the copy is an operator's mistake, not a sale.
+            shipped: true,
+        });
+        Some(erp_order_number)
+    }
+
     /// POSTs with this Idempotency-Key that reached the handler (valid or
     /// not; injected 5xx/429 never get there).
     pub fn post_requests(&self, key: &str) -> u64 {

@@ -141,6 +141,11 @@ impl MplusSim {
         self.inner.faults.request_count()
     }
 
+    /// Answers replaced by an injected fault (`Faults`).
+    pub fn fault_count(&self) -> u64 {
+        self.inner.faults.fault_count()
+    }
+
     /// `n` generated orders (a third sold by weight), each a change of its
     /// own. Returns their order ids.
     pub fn seed_orders(&self, n: usize) -> Vec<String> {

@@ -195,6 +195,11 @@ impl TiteliveSim {
         self.inner.faults.request_count()
     }
 
+    /// Answers replaced by an injected fault (`Faults`).
+    pub fn fault_count(&self) -> u64 {
+        self.inner.faults.fault_count()
+    }
+
     /// Answers injected by `code_fault_rate`.
     pub fn code_fault_count(&self) -> u64 {
         self.state().code_faults

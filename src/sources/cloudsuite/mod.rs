@@ -68,6 +68,9 @@ pub struct Walk {
     first_path: String,
     next: Option<String>,
     backfill: bool,
+    /// A complete listing (`reconcile`): drafts too, and a page whose
+    /// details cannot all be read fails whole instead of moving on.
+    listing: bool,
     old_cursor: Option<DateTime<Utc>>,
     first_count: Option<u64>,
     seen: HashSet<String>,
@@ -183,7 +186,7 @@ impl CloudSuite {
                 Some(400 | 401 | 403) => "; check client_id and the client secret file",
                 _ => "",
             };
-            f.context(&format!("{}: OAuth2 token request failed{hint}", self.name))
+            f.context(&format!("OAuth2 token request failed{hint}"))
         })?;
         let answer: TokenAnswer = reply.json()?;
         // A remote's number: bounded (a day at most) so that `Instant`
@@ -286,6 +289,7 @@ impl CloudSuite {
     pub fn begin(&self, window: Window) -> Walk {
         let lookback = chrono::Duration::from_std(self.lookback).unwrap_or_default();
         let mut query: Vec<(&str, String)> = Vec::new();
+        let listing = window.is_listing();
         let (backfill, old_cursor) = match &window {
             Window::Live { cursor } => {
                 let cursor = cursor
@@ -317,6 +321,13 @@ impl CloudSuite {
                 }
                 (true, resume)
             }
+            Window::Listing { since, until } => {
+                query.push(("confirm_date__gte", self.local(*since)));
+                if let Some(u) = until {
+                    query.push(("confirm_date__lte", self.local(*u)));
+                }
+                (true, None)
+            }
         };
         if let Some(w) = self.webshop {
             query.push(("webshop", w.to_string()));
@@ -331,6 +342,7 @@ impl CloudSuite {
             first_path: format!("/api/order/?{qs}"),
             next: None,
             backfill,
+            listing,
             old_cursor,
             first_count: None,
             seen: HashSet::new(),
@@ -361,13 +373,13 @@ impl CloudSuite {
         walk.first_count.get_or_insert(page.count);
         let mut wanted = Vec::new();
         let mut unchanged = Vec::new();
+        let mut unkeyed = Vec::new();
         for (item, id) in items.iter().zip(ids) {
             // A summary that does not parse whole still names its order: the
             // detail is what gets recorded (or parked, naming what is wrong).
             let s = &item.value;
             let Some(id) = id else {
-                let why = item.broken.as_deref().unwrap_or("no id");
-                walk.guard.unkeyed(why);
+                unkeyed.push(item.broken.as_deref().unwrap_or("no id"));
                 continue;
             };
             walk.seen.insert(id.clone());
@@ -377,7 +389,10 @@ impl CloudSuite {
             {
                 walk.max_confirm = walk.max_confirm.max(Some(t));
             }
-            if walk.backfill && matches!(s["state"].as_str(), Some("draft" | "quotation")) {
+            if walk.backfill
+                && !walk.listing
+                && matches!(s["state"].as_str(), Some("draft" | "quotation"))
+            {
                 continue;
             }
             // Unchanged since we recorded it: no need to read the detail again.
@@ -398,6 +413,20 @@ impl CloudSuite {
             .buffered(self.max_in_flight)
             .collect()
             .await;
+        if walk.listing
+            && let Some(f) = fetched.iter().find_map(|(_, r)| match r {
+                Err(f) if f.status() != Some(404) => Some(f),
+                _ => None,
+            })
+        {
+            // A complete listing leaves out no order it could not read: the
+            // page is read again, whole, by the caller's retry.
+            walk.guard.retract_page();
+            return Err(f.clone());
+        }
+        for why in unkeyed {
+            walk.guard.unkeyed(why);
+        }
         let ctx = self.map_context();
         let mut orders: Vec<IncomingOrder> = Vec::new();
         for (id, result) in fetched {

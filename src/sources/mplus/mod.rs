@@ -109,9 +109,8 @@ impl Mplus {
     /// One SOAP call; the answer's body text. The URL (with the secret) is
     /// built here and handed to the Endpoint, whose messages drop the query.
     async fn call(&self, operation: &str, envelope: String) -> Result<String, Failure> {
-        let mut url = reqwest::Url::parse(&format!("{}/", self.base)).map_err(|_| {
-            Failure::permanent(format!("{}: base_url is not a valid URL", self.name))
-        })?;
+        let mut url = reqwest::Url::parse(&format!("{}/", self.base))
+            .map_err(|_| Failure::permanent("base_url is not a valid URL"))?;
         url.query_pairs_mut()
             .append_pair("ident", &self.ident)
             .append_pair("secret", self.secret.expose());
@@ -137,15 +136,15 @@ impl Mplus {
         if matches!(reply.status, 401 | 403) {
             return Err(Failure::Retryable {
                 message: format!(
-                    "{}: MplusKASSA refused ident {:?} and the secret ({operation} answered {}); check ident and secret_file/secret_env",
-                    self.name, self.ident, reply.status
+                    "MplusKASSA refused ident {:?} and the secret ({operation} answered {}); check ident and secret_file/secret_env",
+                    self.ident, reply.status
                 ),
                 retry_after: None,
                 status: Some(reply.status),
             });
         }
         if let Some(fault) = soap::parse_fault(&body) {
-            return Err(soap::fault_failure(operation, &fault).context(&self.name));
+            return Err(soap::fault_failure(operation, &fault));
         }
         Err(crate::http::status_failure(&reply).context(&format!("MplusKASSA {operation}")))
     }
@@ -207,6 +206,16 @@ impl Mplus {
                 cursor,
             } => Walk {
                 cursor: Some(parse(cursor).unwrap_or(0)),
+                live: false,
+                from: Some(financial_date(since)),
+                through: until.map(financial_date),
+                guard,
+                done: false,
+            },
+            // Every order of the window, from the first marker: the till
+            // lists them all, the ledger filters nothing out.
+            Window::Listing { since, until } => Walk {
+                cursor: Some(0),
                 live: false,
                 from: Some(financial_date(since)),
                 through: until.map(financial_date),

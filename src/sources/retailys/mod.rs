@@ -77,6 +77,9 @@ pub struct Retailys {
 
 /// Where a walk is: page numbers of one `from`/`to` query.
 pub struct Walk {
+    /// A complete listing (`reconcile`): orders finished at the shop before
+    /// ordersync saw them are listed too.
+    listing: bool,
     query: Vec<(&'static str, String)>,
     page: u32,
     old_cursor: Option<DateTime<Utc>>,
@@ -216,11 +219,7 @@ impl Retailys {
                 .send(|| self.endpoint.client().get(&url).query(&query))
                 .await
                 .and_then(|r| r.json())
-                .map_err(|f| {
-                    PrepareError::Remote(
-                        f.context(&format!("{}: reading order statuses", self.name)),
-                    )
-                })?;
+                .map_err(|f| PrepareError::Remote(f.context("reading order statuses")))?;
             all.extend(answer.statuses);
             // Bounded: a paginator that never ends must not loop forever.
             if page >= answer.paginator.pages || page >= 100 {
@@ -301,6 +300,13 @@ impl Retailys {
                 }
                 cursor
             }
+            Window::Listing { since, until } => {
+                query.push(("from", stamp(*since)));
+                if let Some(u) = until {
+                    query.push(("to", stamp(*u)));
+                }
+                None
+            }
             Window::Backfill {
                 since,
                 until,
@@ -326,6 +332,7 @@ impl Retailys {
         query.push(("per_page", self.page_size.to_string()));
         query.push(("expanded", "true".into()));
         Walk {
+            listing: window.is_listing(),
             query,
             page: 1,
             old_cursor,
@@ -359,7 +366,14 @@ impl Retailys {
             ids,
         } = listing;
         let values: Vec<&Value> = items.iter().map(|i| &i.value).collect();
-        let table = self.statuses_for(&values).await?;
+        let table = match self.statuses_for(&values).await {
+            Ok(table) => table,
+            Err(f) => {
+                // The page is read again (the caller retries): not a repeat.
+                walk.guard.retract_page();
+                return Err(f);
+            }
+        };
         // From here on the walk moves: nothing below returns early.
         let mut orders = Vec::new();
         for (item, id) in items.iter().zip(ids) {
@@ -376,7 +390,10 @@ impl Retailys {
                 continue;
             };
             let state = self.ledger_state(store, &id);
-            if state.is_none() && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s)) {
+            if !walk.listing
+                && state.is_none()
+                && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s))
+            {
                 // Completed at the shop before we ever saw it: not ours to import.
                 continue;
             }

@@ -194,7 +194,7 @@ impl Titelive {
             .endpoint
             .send(self.endpoint.client().get(&url))
             .await
-            .map_err(|f| f.context(&format!("{}: getting a token failed", self.name)))?;
+            .map_err(|f| f.context("getting a token failed"))?;
         let answer = wire::unwrap(&reply)?;
         if !answer.success {
             return Err(Failure::retry(answer.describe("getting a token")));
@@ -217,7 +217,7 @@ impl Titelive {
             .endpoint
             .send(req)
             .await
-            .map_err(|f| f.context(&format!("{}: SYSTEM login failed", self.name)))?;
+            .map_err(|f| f.context("SYSTEM login failed"))?;
         let answer = wire::unwrap(&reply)?;
         if !answer.success {
             // Wrong credentials are fixed by an operator, not per order: the
@@ -307,10 +307,10 @@ impl Titelive {
 
     pub fn begin(&self, window: Window) -> Walk {
         Walk {
-            backfill: match window {
-                Window::Live { .. } => None,
-                Window::Backfill { since, until, .. } => Some((since, until)),
-            },
+            // A listing is the backfill's selection: every order confirmed
+            // or later created in the window (carts are not orders yet), and
+            // nothing is filtered by what the ledger knows.
+            backfill: window.bounds(),
             // One list, one page: the guard only counts unkeyed items.
             guard: WalkGuard::with_cap(&self.name, 1),
             done: false,

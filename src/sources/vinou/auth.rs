@@ -59,7 +59,7 @@ impl Login {
                     Some(400 | 401 | 403) => "; check auth_id and the api_token file",
                     _ => "",
                 };
-                f.context(&format!("{}: Vinou login failed{hint}", endpoint.name))
+                f.context(&format!("Vinou login failed{hint}"))
             })?;
         let answer: LoginAnswer = reply.json()?;
         let lifetime = jwt_lifetime(&answer.token).unwrap_or(UNKNOWN_LIFETIME);

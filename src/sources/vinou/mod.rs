@@ -29,6 +29,8 @@ mod map;
 mod vendor_examples;
 
 pub use auth::base64url_decode;
+/// Vinou's times are the shop's local time (naive), in this zone.
+pub use map::TIMEZONE;
 
 use std::collections::HashSet;
 use std::time::Duration;
@@ -211,7 +213,7 @@ impl Vinou {
             }
             // A newest-first list cannot resume in the middle: a backfill
             // walks its whole window again (recording dedupes).
-            Window::Backfill { since, until, .. } => {
+            Window::Backfill { since, until, .. } | Window::Listing { since, until } => {
                 (local(*since), until.and_then(local), true, None)
             }
         };

@@ -22,7 +22,7 @@ use crate::common::*;
 
 const RT: &str = "eshop-cz";
 
-struct RtOptions {
+pub(crate) struct RtOptions {
     sandbox: SandboxOptions,
     /// Lines for the [[sources]] table beyond the connection.
     source_keys: String,
@@ -41,7 +41,7 @@ impl Default for RtOptions {
     }
 }
 
-async fn spawn_retailys(opts: RtOptions) -> App {
+pub(crate) async fn spawn_retailys(opts: RtOptions) -> App {
     let api_key = opts.sandbox.retailys.token.clone();
     let (rate, keys) = (opts.rate_limit_per_sec, opts.source_keys);
     crate::common::start_app(opts.sandbox, "", |sb| {
