@@ -211,6 +211,20 @@ fn complete_if_shipped_without_write_back(
     )
 }
 
+/// Due jobs of a source (`?1`) at `?2`, earliest first, at most `?3`.
+const CLAIM_SQL: &str =
+    "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
+     WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+       AND (lease_until IS NULL OR lease_until < ?2)
+       -- Shipments of one order are written back one at a time, in
+       -- the order the ERP reported them: each knows what the
+       -- earlier ones delivered (see `shipped_before`).
+       AND NOT (kind = 'write_shipped' AND EXISTS (
+           SELECT 1 FROM jobs p WHERE p.order_key = j.order_key
+              AND p.kind = 'write_shipped' AND p.id < j.id
+              AND p.state IN ('pending', 'waiting', 'parked')))
+     ORDER BY next_attempt_at LIMIT ?3";
+
 impl Store {
     /// Leases up to `limit` due jobs of `source`.
     pub fn claim(
@@ -230,19 +244,7 @@ impl Store {
         let lease_until = now + lease.as_millis() as i64;
         let mut jobs = Vec::new();
         {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
-                 WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
-                   AND (lease_until IS NULL OR lease_until < ?2)
-                   -- Shipments of one order are written back one at a time, in
-                   -- the order the ERP reported them: each knows what the
-                   -- earlier ones delivered (see `shipped_before`).
-                   AND NOT (kind = 'write_shipped' AND EXISTS (
-                       SELECT 1 FROM jobs p WHERE p.order_key = j.order_key
-                          AND p.kind = 'write_shipped' AND p.id < j.id
-                          AND p.state IN ('pending', 'waiting', 'parked')))
-                 ORDER BY next_attempt_at LIMIT ?3",
-            )?;
+            let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
             // With a filter we may have to look past jobs of other orders.
             let scan = match filter {
                 ClaimFilter::All => limit,
@@ -890,6 +892,39 @@ mod tests {
             }],
             created: true,
         }
+    }
+
+    #[test]
+    fn claim_statement_is_compiled_once() {
+        let (_d, store) = temp_store();
+        for i in 0..5 {
+            seed(&store, &i.to_string());
+        }
+        // A new `now` every time, and a different number of free slots, as
+        // a busy worker claims.
+        for limit in [1, 3, 2, 1] {
+            store
+                .claim(
+                    "shop",
+                    "me",
+                    Duration::from_secs(60),
+                    limit,
+                    ClaimFilter::All,
+                )
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let conn = store.lock();
+        // The very statement the claims ran, back from the cache.
+        let stmt = conn.prepare_cached(CLAIM_SQL).unwrap();
+        use rusqlite::StatementStatus::{RePrepare, Run, Sort};
+        assert_eq!(stmt.get_status(Run), 4, "the claims ran this statement");
+        assert_eq!(stmt.get_status(RePrepare), 0, "compiled again");
+        assert_eq!(
+            stmt.get_status(Sort),
+            0,
+            "sorted instead of walking the index"
+        );
     }
 
     #[test]
