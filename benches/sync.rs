@@ -19,6 +19,7 @@
 //!     BENCH_ORDERS=2000 cargo bench --bench sync
 //!     BENCH_ORDERS=2000 BENCH_LATENCY_MS=0 cargo bench --bench sync
 //!     BENCH_DAEMON_LOG=/tmp/d.jsonl ...                         # the daemon's log, per order
+//!     BENCH_SOURCE_RATE=100 ...              # both clients: 100 requests/s to CloudSuite
 //!
 //! Not a test: nothing here asserts a speed. Results go to docs/BENCHMARKS.md.
 
@@ -29,8 +30,8 @@ use std::time::{Duration, Instant};
 
 use common::naive::{self, Peer};
 use common::{
-    Daemon, MAX_IN_FLIGHT, Usage, first_request, latency, orders_wanted, self_cpu, threads_cpu,
-    wait_until, write_config,
+    Daemon, MAX_IN_FLIGHT, Usage, first_request, latency, orders_wanted, self_cpu, source_rate,
+    threads_cpu, wait_until, write_config,
 };
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -141,6 +142,7 @@ async fn naive_side(n: usize) -> (Side, f64) {
         source: SOURCE.into(),
         workers: MAX_IN_FLIGHT,
         page_size: 100,
+        source_rate: source_rate(),
     };
     // Its own runtime (2 threads, like the daemon's on this machine), so its
     // CPU can be told apart from the simulators' in /proc/self/task.
@@ -274,6 +276,9 @@ async fn main() {
         "{n} seeded CloudSuite orders, {ms} ms per request at each simulator, max_in_flight = {MAX_IN_FLIGHT}, load average before: {}",
         load()
     );
+    if let Some(rate) = source_rate() {
+        println!("both clients limited to {rate} requests per second to CloudSuite (burst 1)");
+    }
     let (naive, naive_sims) = naive_side(n).await;
     println!("load average after the naive peer: {}", load());
     let (ours, shipped, total, ours_sims) = ordersync_side(n).await;

@@ -30,6 +30,14 @@ pub fn orders_wanted() -> usize {
         .unwrap_or(5000)
 }
 
+/// `BENCH_SOURCE_RATE`: the source's `rate_limit_per_sec`; unset, a value
+/// high enough never to matter.
+pub fn source_rate() -> Option<u32> {
+    std::env::var("BENCH_SOURCE_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+}
+
 /// Writes `secrets` (file name, value) and a config: `[daemon]` polling
 /// shipments every second, the http ERP at `erp_url`, and `source` as the one
 /// `[[sources]]` table. The directory lives as long as the returned guard.
@@ -44,6 +52,7 @@ pub fn write_config(
     for (name, value) in secrets {
         std::fs::write(dir.path().join(name), value).expect("write a secret");
     }
+    let rate = source_rate().unwrap_or(100_000);
     let text = format!(
         r#"
 [daemon]
@@ -59,7 +68,7 @@ name = "bench"
 schedule = "*/1 * * * * *"
 page_size = 100
 max_in_flight = {MAX_IN_FLIGHT}
-rate_limit_per_sec = 100000
+rate_limit_per_sec = {rate}
 {source}
 "#
     );

@@ -18,12 +18,16 @@
 //! The read before the write-back is kept: it is what makes a repeat change
 //! nothing, the guarantee ordersync keeps too. Retries: a failed request is
 //! sent again a few times after a short pause (connect errors, 408, 429, 5xx);
-//! anything else counts the order as failed. Nothing is persisted.
+//! anything else counts the order as failed. Nothing is persisted. With
+//! `source_rate` its requests to CloudSuite are spaced like ordersync's
+//! (`rate_limit_per_sec`, burst 1), so both can be compared under one limit.
 
 use std::collections::VecDeque;
+use std::num::NonZeroU32;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use reqwest::{Client, RequestBuilder};
 use serde_json::{Value, json};
 
@@ -40,7 +44,14 @@ pub struct Peer {
     pub source: String,
     pub workers: usize,
     pub page_size: usize,
+    /// Requests per second to CloudSuite, spaced as ordersync's own limiter
+    /// spaces them (burst 1); None: no limit.
+    pub source_rate: Option<u32>,
 }
+
+/// What a request waits for before it goes out: the source's rate limit,
+/// or nothing (the ERP).
+type Gate = Option<Arc<DefaultDirectRateLimiter>>;
 
 /// What a run did. `started` is just before the first request, `finished`
 /// when the last worker is done.
@@ -62,11 +73,14 @@ impl NaiveRun {
 /// Sends a request built by `build`, again after a short pause when the
 /// failure is passing (transport error, 408, 429, 5xx); returns the body of a
 /// 2xx answer.
-async fn send_text(build: impl Fn() -> RequestBuilder) -> Result<String, String> {
+async fn send_text(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<String, String> {
     let mut last = String::new();
     for attempt in 0..5u64 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        if let Some(limiter) = gate {
+            limiter.until_ready().await;
         }
         match build().send().await {
             Ok(r) if r.status().is_success() => return r.text().await.map_err(|e| e.to_string()),
@@ -83,8 +97,8 @@ async fn send_text(build: impl Fn() -> RequestBuilder) -> Result<String, String>
     Err(last)
 }
 
-async fn send(build: impl Fn() -> RequestBuilder) -> Result<Value, String> {
-    let text = send_text(build).await?;
+async fn send(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<Value, String> {
+    let text = send_text(gate, build).await?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
@@ -93,10 +107,16 @@ enum Done {
     Skipped,
 }
 
-async fn one_order(p: &Peer, c: &Client, bearer: &str, id: &str) -> Result<Done, String> {
+async fn one_order(
+    p: &Peer,
+    c: &Client,
+    cs: &Gate,
+    bearer: &str,
+    id: &str,
+) -> Result<Done, String> {
     let url = format!("{}/api/order/{id}/", p.cloudsuite_url);
     // 1. The detail, mapped.
-    let raw = send_text(|| c.get(&url).bearer_auth(bearer)).await?;
+    let raw = send_text(cs, || c.get(&url).bearer_auth(bearer)).await?;
     let payment_ok: Vec<String> = ["closed_success", "paid", "account", "none"]
         .map(String::from)
         .to_vec();
@@ -112,7 +132,7 @@ async fn one_order(p: &Peer, c: &Client, bearer: &str, id: &str) -> Result<Done,
     // 2. The push.
     let key = format!("{}:{id}", p.source);
     let erp_url = format!("{}/orders", p.erp_url);
-    let accepted = send(|| {
+    let accepted = send(&None, || {
         c.post(&erp_url)
             .bearer_auth(&p.erp_token)
             .header("Idempotency-Key", &key)
@@ -125,7 +145,7 @@ async fn one_order(p: &Peer, c: &Client, bearer: &str, id: &str) -> Result<Done,
         .ok_or("ERP answer without erp_order_number")?
         .to_string();
     // 3. The accepted write-back: read, PATCH, PUT (as write_accepted).
-    let mut current = send(|| c.get(&url).bearer_auth(bearer)).await?;
+    let mut current = send(cs, || c.get(&url).bearer_auth(bearer)).await?;
     let state = current["state"].as_str().unwrap_or_default().to_string();
     let number_ok = current["erp_order_number"].as_str() == Some(number.as_str());
     let state_ok = matches!(state.as_str(), "processing" | "done");
@@ -137,7 +157,7 @@ async fn one_order(p: &Peer, c: &Client, bearer: &str, id: &str) -> Result<Done,
             }
             body["state"] = "processing".into();
         }
-        current = send(|| c.patch(&url).bearer_auth(bearer).json(&body)).await?;
+        current = send(cs, || c.patch(&url).bearer_auth(bearer).json(&body)).await?;
     }
     let mut changed = false;
     let numbers = accepted["lines"].as_array().cloned().unwrap_or_default();
@@ -159,7 +179,7 @@ async fn one_order(p: &Peer, c: &Client, bearer: &str, id: &str) -> Result<Done,
         }
     }
     if changed {
-        send(|| c.put(&url).bearer_auth(bearer).json(&current)).await?;
+        send(cs, || c.put(&url).bearer_auth(bearer).json(&current)).await?;
     }
     Ok(Done::WrittenBack)
 }
@@ -172,8 +192,13 @@ pub async fn run(p: Peer) -> NaiveRun {
         .pool_max_idle_per_host(p.workers * 2)
         .build()
         .expect("reqwest client");
+    let cs: Gate = p.source_rate.and_then(NonZeroU32::new).map(|r| {
+        Arc::new(RateLimiter::direct(
+            Quota::per_second(r).allow_burst(NonZeroU32::MIN),
+        ))
+    });
     let started = Instant::now();
-    let token = send(|| {
+    let token = send(&cs, || {
         c.post(&p.token_url).form(&[
             ("grant_type", "client_credentials"),
             ("client_id", p.client_id.as_str()),
@@ -194,7 +219,7 @@ pub async fn run(p: Peer) -> NaiveRun {
         p.cloudsuite_url, p.page_size
     ));
     while let Some(url) = next.take() {
-        let page = send(|| c.get(&url).bearer_auth(&bearer))
+        let page = send(&cs, || c.get(&url).bearer_auth(&bearer))
             .await
             .expect("order list page");
         for o in page["results"].as_array().into_iter().flatten() {
@@ -211,14 +236,20 @@ pub async fn run(p: Peer) -> NaiveRun {
     let queue = Arc::new(Mutex::new(ids));
     let mut workers = Vec::new();
     for _ in 0..p.workers {
-        let (p, c, bearer, queue) = (p.clone(), c.clone(), bearer.clone(), queue.clone());
+        let (p, c, cs, bearer, queue) = (
+            p.clone(),
+            c.clone(),
+            cs.clone(),
+            bearer.clone(),
+            queue.clone(),
+        );
         workers.push(tokio::spawn(async move {
             let (mut written, mut skipped, mut failed) = (0, 0, 0);
             loop {
                 let Some(id) = queue.lock().unwrap().pop_front() else {
                     break;
                 };
-                match one_order(&p, &c, &bearer, &id).await {
+                match one_order(&p, &c, &cs, &bearer, &id).await {
                     Ok(Done::WrittenBack) => written += 1,
                     Ok(Done::Skipped) => skipped += 1,
                     Err(e) => {
