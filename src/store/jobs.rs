@@ -305,10 +305,14 @@ impl Store {
 
     pub fn order_for_job(&self, order_key: &str) -> anyhow::Result<Option<OrderForJob>> {
         let conn = self.lock();
+        // Cached: this runs for every job (rusqlite's query_row compiles the
+        // statement on every call).
         let row = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT state, canonical_json, raw_payload, content_hash, external_id, erp_order_number, note
                  FROM orders WHERE order_key = ?1",
+            )?
+            .query_row(
                 params![order_key],
                 |r| {
                     Ok(OrderForJob {
@@ -431,12 +435,13 @@ impl Store {
                 // A 'done' write_shipped row without a write-back is only a
                 // marker (see record_shipments_with): nothing left to send.
                 let shipped = release_waiting(&tx, &job.order_key, now)? > 0
-                    || tx.query_row(
-                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                         AND state != 'done'",
-                        params![job.order_key],
-                        |r| r.get::<_, i64>(0),
-                    )? > 0;
+                    || tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                             AND state != 'done'",
+                        )?
+                        .query_row(params![job.order_key], |r| r.get::<_, i64>(0))?
+                        > 0;
                 exec(
                     &tx,
                     "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
@@ -450,12 +455,12 @@ impl Store {
                 complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
             }
             JobKind::WriteShipped => {
-                let open: i64 = tx.query_row(
-                    "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                     AND state IN ('pending', 'waiting')",
-                    params![job.order_key],
-                    |r| r.get(0),
-                )?;
+                let open: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                         AND state IN ('pending', 'waiting')",
+                    )?
+                    .query_row(params![job.order_key], |r| r.get(0))?;
                 if open == 0 {
                     exec(
                         &tx,
