@@ -16,7 +16,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{LATENCY, orders_wanted, report, run_until, write_config};
+use common::{latency, orders_wanted, report, run_until, write_config};
 
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use ordersync::sources::mplus::{parse_orders, soap, wire};
@@ -111,8 +111,8 @@ fn parse_bench() {
 async fn sync_bench() {
     ordersync::http::install_crypto();
     let mut opts = SandboxOptions::default();
-    opts.mplus.faults.latency = LATENCY;
-    opts.erp.faults.latency = LATENCY;
+    opts.mplus.faults.latency = latency();
+    opts.erp.faults.latency = latency();
     opts.erp.ship_after = Some(Duration::ZERO);
     let sb = Sandbox::start(opts.clone()).await.expect("sandbox");
     let ids = sb.mplus.seed_orders(orders_wanted());

@@ -230,8 +230,10 @@ fn ingest_one(
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
     };
     let existing: Option<(String, String, Option<String>, Option<String>)> = tx
-        .query_row(
+        .prepare_cached(
             "SELECT state, content_hash, pushed_hash, canonical_json FROM orders WHERE order_key = ?1",
+        )?
+        .query_row(
             params![key],
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )

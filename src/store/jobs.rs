@@ -242,6 +242,24 @@ fn complete_if_shipped_without_write_back(
     )
 }
 
+/// Due jobs of a source (`?1`) at `?2`, earliest first, at most `?3`.
+const CLAIM_SQL: &str =
+    "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
+     WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+       AND (lease_until IS NULL OR lease_until < ?2)
+       -- backfill: only its own orders, chosen in SQL through a temp table
+       -- filled once per key set (no scan of other orders' jobs inside the
+       -- write transaction).
+       AND (?4 = 0 OR order_key IN (SELECT order_key FROM temp.claim_keys))
+       -- Shipments of one order are written back one at a time, in
+       -- the order the ERP reported them: each knows what the
+       -- earlier ones delivered (see `shipped_before`).
+       AND NOT (kind = 'write_shipped' AND EXISTS (
+           SELECT 1 FROM jobs p WHERE p.order_key = j.order_key
+              AND p.kind = 'write_shipped' AND p.id < j.id
+              AND p.state IN ('pending', 'waiting', 'parked')))
+     ORDER BY next_attempt_at LIMIT ?3";
+
 impl Store {
     /// Leases up to `limit` due jobs of `source`.
     pub fn claim(
@@ -264,23 +282,7 @@ impl Store {
         let lease_until = now + lease.as_millis() as i64;
         let mut jobs = Vec::new();
         {
-            let mut stmt = tx.prepare_cached(
-                "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
-                 WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
-                   AND (lease_until IS NULL OR lease_until < ?2)
-                   -- backfill: only its own orders, chosen in SQL through a
-                   -- temp table filled once per key set (no scan of other
-                   -- orders' jobs inside the write transaction).
-                   AND (?4 = 0 OR order_key IN (SELECT order_key FROM temp.claim_keys))
-                   -- Shipments of one order are written back one at a time, in
-                   -- the order the ERP reported them: each knows what the
-                   -- earlier ones delivered (see `shipped_before`).
-                   AND NOT (kind = 'write_shipped' AND EXISTS (
-                       SELECT 1 FROM jobs p WHERE p.order_key = j.order_key
-                          AND p.kind = 'write_shipped' AND p.id < j.id
-                          AND p.state IN ('pending', 'waiting', 'parked')))
-                 ORDER BY next_attempt_at LIMIT ?3",
-            )?;
+            let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
             let filtered = matches!(filter, ClaimFilter::Orders(_));
             let rows = stmt.query_map(params![source, now, limit as i64, filtered], |r| {
                 Ok((
@@ -332,10 +334,14 @@ impl Store {
 
     pub fn order_for_job(&self, order_key: &str) -> anyhow::Result<Option<OrderForJob>> {
         let conn = self.lock();
+        // Cached: this runs for every job (rusqlite's query_row compiles the
+        // statement on every call).
         let row = conn
-            .query_row(
+            .prepare_cached(
                 "SELECT state, canonical_json, raw_payload, content_hash, external_id, erp_order_number, note
                  FROM orders WHERE order_key = ?1",
+            )?
+            .query_row(
                 params![order_key],
                 |r| {
                     Ok(OrderForJob {
@@ -458,12 +464,13 @@ impl Store {
                 // A 'done' write_shipped row without a write-back is only a
                 // marker (see record_shipments_with): nothing left to send.
                 let shipped = release_waiting(&tx, &job.order_key, now)? > 0
-                    || tx.query_row(
-                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                         AND state != 'done'",
-                        params![job.order_key],
-                        |r| r.get::<_, i64>(0),
-                    )? > 0;
+                    || tx
+                        .prepare_cached(
+                            "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                             AND state != 'done'",
+                        )?
+                        .query_row(params![job.order_key], |r| r.get::<_, i64>(0))?
+                        > 0;
                 exec(
                     &tx,
                     "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
@@ -477,12 +484,12 @@ impl Store {
                 complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
             }
             JobKind::WriteShipped => {
-                let open: i64 = tx.query_row(
-                    "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                     AND state IN ('pending', 'waiting')",
-                    params![job.order_key],
-                    |r| r.get(0),
-                )?;
+                let open: i64 = tx
+                    .prepare_cached(
+                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                         AND state IN ('pending', 'waiting')",
+                    )?
+                    .query_row(params![job.order_key], |r| r.get(0))?;
                 if open == 0 {
                     exec(
                         &tx,
@@ -998,6 +1005,39 @@ mod tests {
             }],
             created: true,
         }
+    }
+
+    #[test]
+    fn claim_statement_is_compiled_once() {
+        let (_d, store) = temp_store();
+        for i in 0..5 {
+            seed(&store, &i.to_string());
+        }
+        // A new `now` every time, and a different number of free slots, as
+        // a busy worker claims.
+        for limit in [1, 3, 2, 1] {
+            store
+                .claim(
+                    "shop",
+                    "me",
+                    Duration::from_secs(60),
+                    limit,
+                    ClaimFilter::All,
+                )
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        let conn = store.lock();
+        // The very statement the claims ran, back from the cache.
+        let stmt = conn.prepare_cached(CLAIM_SQL).unwrap();
+        use rusqlite::StatementStatus::{RePrepare, Run, Sort};
+        assert_eq!(stmt.get_status(Run), 4, "the claims ran this statement");
+        assert_eq!(stmt.get_status(RePrepare), 0, "compiled again");
+        assert_eq!(
+            stmt.get_status(Sort),
+            0,
+            "sorted instead of walking the index"
+        );
     }
 
     #[test]

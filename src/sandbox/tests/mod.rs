@@ -4,6 +4,7 @@
 mod cloudsuite_http;
 mod erp_http;
 mod faults_http;
+mod latency_http;
 mod titelive_http;
 mod vinou_http;
 

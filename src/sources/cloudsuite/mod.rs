@@ -639,6 +639,29 @@ fn summary_id(s: &Value) -> Option<String> {
     }
 }
 
+/// The connector's mapping for a client outside the engine (the benchmarks'
+/// naive peer): one order detail as received → its canonical JSON, `None`
+/// when the order is not to be pushed (held, cancelled), `Err` when it cannot
+/// be mapped.
+pub fn canonical_json(
+    source: &str,
+    timezone: chrono_tz::Tz,
+    payment_ok: &[String],
+    raw: &str,
+) -> Result<Option<String>, String> {
+    let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let ctx = map::MapContext {
+        source,
+        timezone,
+        payment_ok,
+    };
+    let mapped = map::incoming(&ctx, raw, &value)?.mapped?;
+    Ok(
+        matches!(mapped.disposition, crate::store::Disposition::Push)
+            .then(|| mapped.order.to_json()),
+    )
+}
+
 /// Sets `erp_line_number` on the lines we have numbers for; true if any changed.
 fn set_line_numbers(order: &mut Value, wb: &WriteBack) -> bool {
     let mut changed = false;

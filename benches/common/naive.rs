@@ -1,0 +1,280 @@
+//! The naive peer (issue 13.1): a plain client that does what ordersync does
+//! for a CloudSuite order up to the "accepted" write-back, with no ledger.
+//!
+//! One OAuth2 token. One walk of `GET /api/order/?state=confirmed&limit=100`
+//! following `next`, done before any write (the list is a work queue that our
+//! own `state=processing` shrinks: offset pages read while writing would skip
+//! orders). Then `workers` tasks share the ids and do, each in sequence:
+//!
+//! 1. `GET /api/order/{id}/`, mapped with the connector's own mapping
+//!    (`sources::cloudsuite::canonical_json`); held or cancelled orders are
+//!    skipped, as ordersync skips them;
+//! 2. `POST {erp}/orders` with `Idempotency-Key: bench:{id}`;
+//! 3. the accepted write-back exactly as `CloudSuite::write_accepted` sends
+//!    it: read the order, PATCH `erp_order_number` (+ `state=processing` when
+//!    it is still confirmed), then PUT the order as the PATCH returned it with
+//!    `erp_line_number` set on each line the ERP numbered.
+//!
+//! The read before the write-back is kept: it is what makes a repeat change
+//! nothing, the guarantee ordersync keeps too. Retries: a failed request is
+//! sent again a few times after a short pause (connect errors, 408, 429, 5xx);
+//! anything else counts the order as failed. Nothing is persisted. With
+//! `source_rate` its requests to CloudSuite are spaced like ordersync's
+//! (`rate_limit_per_sec`, burst 1), so both can be compared under one limit.
+
+use std::collections::VecDeque;
+use std::num::NonZeroU32;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use reqwest::{Client, RequestBuilder};
+use serde_json::{Value, json};
+
+/// Where the peer talks to, and how.
+#[derive(Clone)]
+pub struct Peer {
+    pub cloudsuite_url: String,
+    pub token_url: String,
+    pub client_id: String,
+    pub client_secret: String,
+    pub erp_url: String,
+    pub erp_token: String,
+    /// Source name in the order keys (`bench:<id>`), as ordersync names it.
+    pub source: String,
+    pub workers: usize,
+    pub page_size: usize,
+    /// Requests per second to CloudSuite, spaced as ordersync's own limiter
+    /// spaces them (burst 1); None: no limit.
+    pub source_rate: Option<u32>,
+}
+
+/// What a request waits for before it goes out: the source's rate limit,
+/// or nothing (the ERP).
+type Gate = Option<Arc<DefaultDirectRateLimiter>>;
+
+/// What a run did. `started` is just before the first request, `finished`
+/// when the last worker is done.
+pub struct NaiveRun {
+    pub started: Instant,
+    pub finished: Instant,
+    pub listed: usize,
+    pub written_back: usize,
+    pub skipped: usize,
+    pub failed: usize,
+}
+
+impl NaiveRun {
+    pub fn elapsed(&self) -> Duration {
+        self.finished - self.started
+    }
+}
+
+/// Sends a request built by `build`, again after a short pause when the
+/// failure is passing (transport error, 408, 429, 5xx); returns the body of a
+/// 2xx answer.
+async fn send_text(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<String, String> {
+    let mut last = String::new();
+    for attempt in 0..5u64 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+        }
+        if let Some(limiter) = gate {
+            limiter.until_ready().await;
+        }
+        match build().send().await {
+            Ok(r) if r.status().is_success() => return r.text().await.map_err(|e| e.to_string()),
+            Ok(r) => {
+                let s = r.status().as_u16();
+                last = format!("HTTP {s}");
+                if !(s == 408 || s == 429 || s >= 500) {
+                    break;
+                }
+            }
+            Err(e) => last = e.to_string(),
+        }
+    }
+    Err(last)
+}
+
+async fn send(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<Value, String> {
+    let text = send_text(gate, build).await?;
+    serde_json::from_str(&text).map_err(|e| e.to_string())
+}
+
+enum Done {
+    WrittenBack,
+    Skipped,
+}
+
+async fn one_order(
+    p: &Peer,
+    c: &Client,
+    cs: &Gate,
+    bearer: &str,
+    id: &str,
+) -> Result<Done, String> {
+    let url = format!("{}/api/order/{id}/", p.cloudsuite_url);
+    // 1. The detail, mapped.
+    let raw = send_text(cs, || c.get(&url).bearer_auth(bearer)).await?;
+    let payment_ok: Vec<String> = ["closed_success", "paid", "account", "none"]
+        .map(String::from)
+        .to_vec();
+    let Some(canonical) = ordersync::sources::cloudsuite::canonical_json(
+        &p.source,
+        chrono_tz::Europe::Amsterdam,
+        &payment_ok,
+        &raw,
+    )?
+    else {
+        return Ok(Done::Skipped);
+    };
+    // 2. The push.
+    let key = format!("{}:{id}", p.source);
+    let erp_url = format!("{}/orders", p.erp_url);
+    let accepted = send(&None, || {
+        c.post(&erp_url)
+            .bearer_auth(&p.erp_token)
+            .header("Idempotency-Key", &key)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .body(canonical.clone())
+    })
+    .await?;
+    let number = accepted["erp_order_number"]
+        .as_str()
+        .ok_or("ERP answer without erp_order_number")?
+        .to_string();
+    // 3. The accepted write-back: read, PATCH, PUT (as write_accepted).
+    let mut current = send(cs, || c.get(&url).bearer_auth(bearer)).await?;
+    let state = current["state"].as_str().unwrap_or_default().to_string();
+    let number_ok = current["erp_order_number"].as_str() == Some(number.as_str());
+    let state_ok = matches!(state.as_str(), "processing" | "done");
+    if !number_ok || !state_ok {
+        let mut body = json!({ "erp_order_number": number });
+        if !state_ok {
+            if state != "confirmed" {
+                return Err(format!("order {id} is {state:?} at CloudSuite"));
+            }
+            body["state"] = "processing".into();
+        }
+        current = send(cs, || c.patch(&url).bearer_auth(bearer).json(&body)).await?;
+    }
+    let mut changed = false;
+    let numbers = accepted["lines"].as_array().cloned().unwrap_or_default();
+    if let Some(lines) = current["order_lines"].as_array_mut() {
+        for line in lines {
+            let line_id = match &line["id"] {
+                Value::Number(n) => n.to_string(),
+                Value::String(s) => s.clone(),
+                _ => continue,
+            };
+            if let Some(n) = numbers
+                .iter()
+                .find(|n| n["source_line_id"].as_str() == Some(line_id.as_str()))
+                && line["erp_line_number"] != n["erp_line_number"]
+            {
+                line["erp_line_number"] = n["erp_line_number"].clone();
+                changed = true;
+            }
+        }
+    }
+    if changed {
+        send(cs, || c.put(&url).bearer_auth(bearer).json(&current)).await?;
+    }
+    Ok(Done::WrittenBack)
+}
+
+/// Runs the peer to the end: every listed order pushed and written back,
+/// skipped (not pushable) or failed.
+pub async fn run(p: Peer) -> NaiveRun {
+    let c = Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(p.workers * 2)
+        .build()
+        .expect("reqwest client");
+    let cs: Gate = p.source_rate.and_then(NonZeroU32::new).map(|r| {
+        Arc::new(RateLimiter::direct(
+            Quota::per_second(r).allow_burst(NonZeroU32::MIN),
+        ))
+    });
+    let started = Instant::now();
+    let token = send(&cs, || {
+        c.post(&p.token_url).form(&[
+            ("grant_type", "client_credentials"),
+            ("client_id", p.client_id.as_str()),
+            ("client_secret", p.client_secret.as_str()),
+            ("scope", "openid"),
+        ])
+    })
+    .await
+    .expect("token");
+    let bearer = token["access_token"]
+        .as_str()
+        .expect("access_token")
+        .to_string();
+
+    let mut ids = VecDeque::new();
+    let mut next = Some(format!(
+        "{}/api/order/?state=confirmed&limit={}",
+        p.cloudsuite_url, p.page_size
+    ));
+    while let Some(url) = next.take() {
+        let page = send(&cs, || c.get(&url).bearer_auth(&bearer))
+            .await
+            .expect("order list page");
+        for o in page["results"].as_array().into_iter().flatten() {
+            match &o["id"] {
+                Value::Number(n) => ids.push_back(n.to_string()),
+                Value::String(s) => ids.push_back(s.clone()),
+                _ => {}
+            }
+        }
+        next = page["next"].as_str().map(String::from);
+    }
+    let listed = ids.len();
+
+    let queue = Arc::new(Mutex::new(ids));
+    let mut workers = Vec::new();
+    for _ in 0..p.workers {
+        let (p, c, cs, bearer, queue) = (
+            p.clone(),
+            c.clone(),
+            cs.clone(),
+            bearer.clone(),
+            queue.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let (mut written, mut skipped, mut failed) = (0, 0, 0);
+            loop {
+                let Some(id) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
+                match one_order(&p, &c, &cs, &bearer, &id).await {
+                    Ok(Done::WrittenBack) => written += 1,
+                    Ok(Done::Skipped) => skipped += 1,
+                    Err(e) => {
+                        eprintln!("naive peer: order {id}: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            (written, skipped, failed)
+        }));
+    }
+    let mut run = NaiveRun {
+        started,
+        finished: started,
+        listed,
+        written_back: 0,
+        skipped: 0,
+        failed: 0,
+    };
+    for w in workers {
+        let (written, skipped, failed) = w.await.expect("naive worker");
+        run.written_back += written;
+        run.skipped += skipped;
+        run.failed += failed;
+    }
+    run.finished = Instant::now();
+    run
+}
