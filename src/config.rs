@@ -64,6 +64,9 @@ pub struct DaemonConfig {
     pub retry_max: Duration,
     /// Where `/metrics` and `/healthz` are served; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Completed orders older than this lose their raw payload, attempts
+    /// and events ([`crate::store::Store::prune_completed`]); off when unset.
+    pub retain: Option<Duration>,
 }
 
 impl DaemonConfig {
@@ -272,6 +275,7 @@ struct RawDaemon {
     #[serde(default = "default_retry_max")]
     retry_max: HumanDuration,
     metrics_listen: Option<String>,
+    retain: Option<HumanDuration>,
 }
 
 fn default_shipments_schedule() -> String {
@@ -645,6 +649,14 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
             "daemon.request_timeout: must be more than 0".into(),
         ));
     }
+    if let Some(retain) = &raw.retain {
+        bounded(
+            "daemon.retain",
+            retain.0,
+            Duration::from_secs(24 * 3600),
+            Duration::from_secs(100 * 365 * 24 * 3600),
+        )?;
+    }
     bounded(
         "daemon.give_up_after",
         raw.give_up_after.0,
@@ -687,6 +699,7 @@ fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigE
                     .map_err(|e| ConfigError(format!("daemon.metrics_listen: {e}")))?,
             ),
         },
+        retain: raw.retain.map(|r| r.0),
     })
 }
 
@@ -1087,6 +1100,17 @@ client_secret_env = "X_SECRET"
             .0;
         assert!(err.contains("sources[0].lookback"), "{err}");
         assert!(err.contains("15 minutes"), "{err}");
+    }
+
+    #[test]
+    fn retain_is_off_by_default_and_at_least_a_day() {
+        let c = parse(MINIMAL).unwrap();
+        assert_eq!(c.daemon.retain, None);
+        let with = |line: &str| MINIMAL.replace("[daemon]\n", &format!("[daemon]\n{line}\n"));
+        let c = parse(&with("retain = \"90d\"")).unwrap();
+        assert_eq!(c.daemon.retain, Some(Duration::from_secs(90 * 24 * 3600)));
+        let err = parse(&with("retain = \"2h\"")).unwrap_err().0;
+        assert!(err.contains("daemon.retain"), "{err}");
     }
 
     #[test]

@@ -451,6 +451,59 @@ fn spawn_watchdog(
     })
 }
 
+/// Completed orders pruned per transaction: short, so the ledger stays
+/// free for the workers between batches.
+const PRUNE_BATCH: usize = 200;
+
+/// Prunes completed orders older than `retain` (`daemon.retain`), at start
+/// and then once an hour, in small batches.
+fn spawn_retention(
+    engine: Arc<Engine>,
+    retain: Duration,
+    shutdown: CancellationToken,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_secs(3600));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = shutdown.cancelled() => break,
+            }
+            let age = i64::try_from(retain.as_millis()).unwrap_or(i64::MAX);
+            let cutoff = crate::store::now_ms().saturating_sub(age);
+            let mut pruned = 0;
+            while !shutdown.is_cancelled() {
+                let store = Arc::clone(&engine.store);
+                match tokio::task::spawn_blocking(move || {
+                    store.prune_completed(cutoff, PRUNE_BATCH)
+                })
+                .await
+                {
+                    Ok(Ok(n)) => {
+                        pruned += n;
+                        if n < PRUNE_BATCH {
+                            break;
+                        }
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Ok(Err(e)) => {
+                        tracing::warn!(error = %format!("{e:#}"), "pruning old completed orders failed; next hour tries again");
+                        break;
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "pruning old completed orders failed; next hour tries again");
+                        break;
+                    }
+                }
+            }
+            if pruned > 0 {
+                tracing::info!(orders = pruned, retain = %crate::config::format_duration(retain), "pruned the raw payload, attempts and events of completed orders older than daemon.retain");
+            }
+        }
+    })
+}
+
 /// One line for `systemctl status`: queue and parked counts.
 fn status_line(engine: &Engine, config: &Config) -> String {
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
@@ -547,6 +600,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         config.clone(),
         shutdown.clone(),
     ));
+    if let Some(retain) = config.daemon.retain {
+        tasks.push(spawn_retention(
+            Arc::clone(&engine),
+            retain,
+            shutdown.clone(),
+        ));
+    }
     // Config loaded, ledger open and migrated, every secret read: ready.
     health::notify::ready();
     tracing::info!(ledger = %store.path().display(), sources = engine.connectors.len(), "ordersync running");

@@ -107,6 +107,12 @@ ALTER TABLE jobs ADD COLUMN first_failed_at INTEGER;
 -- the ERP turns out to hold an order already, it may be this version.
 ALTER TABLE jobs ADD COLUMN sent_hash TEXT;
 "#,
+    // 4: retention (daemon.retain): when a completed order's payload,
+    // attempts and events were pruned; the index finds the next batch.
+    r#"
+ALTER TABLE orders ADD COLUMN pruned_at INTEGER;
+CREATE INDEX orders_to_prune ON orders(completed_at) WHERE state = 'completed' AND pruned_at IS NULL;
+"#,
 ];
 
 pub fn latest() -> i64 {

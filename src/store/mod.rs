@@ -7,6 +7,7 @@ mod ingest;
 mod jobs;
 mod migrations;
 mod recheck;
+mod retention;
 mod status;
 
 use std::path::{Path, PathBuf};

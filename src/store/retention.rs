@@ -1,0 +1,196 @@
+//! Retention (`daemon.retain`): a completed order older than that loses
+//! what only an investigation needs (its raw payload, its job attempts and
+//! its events), in small batches, each its own short transaction. What keeps
+//! an order from being pushed twice stays: the key, the state, the content
+//! hash, the ERP number and line mapping, the job rows.
+
+use rusqlite::params;
+
+use super::{Store, event, exec, now_ms};
+
+impl Store {
+    /// Prunes at most `batch` completed orders whose completion is older
+    /// than `cutoff_ms`; returns how many. Call it until it returns less
+    /// than `batch`.
+    pub fn prune_completed(&self, cutoff_ms: i64, batch: usize) -> anyhow::Result<usize> {
+        let mut conn = self.lock();
+        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+        let keys: Vec<String> = {
+            let mut stmt = tx.prepare_cached(
+                "SELECT order_key FROM orders
+                 WHERE state = 'completed' AND pruned_at IS NULL AND completed_at < ?1
+                 ORDER BY completed_at LIMIT ?2",
+            )?;
+            stmt.query_map(params![cutoff_ms, batch as i64], |r| r.get(0))?
+                .collect::<Result<_, _>>()?
+        };
+        let now = now_ms();
+        for key in &keys {
+            exec(
+                &tx,
+                "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE order_key = ?1)",
+                params![key],
+            )?;
+            exec(&tx, "DELETE FROM events WHERE order_key = ?1", params![key])?;
+            exec(
+                &tx,
+                "UPDATE orders SET raw_payload = '', pruned_at = ?2 WHERE order_key = ?1",
+                params![key, now],
+            )?;
+            event(
+                &tx,
+                key,
+                now,
+                "pruned",
+                "raw payload, job attempts and events removed (daemon.retain)",
+            )?;
+        }
+        tx.commit()?;
+        Ok(keys.len())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use rusqlite::params;
+
+    use crate::store::testutil::temp_store;
+    use crate::store::{Disposition, IncomingOrder, MappedOrder};
+
+    fn incoming(ext: &str) -> IncomingOrder {
+        let order: crate::model::Order = serde_json::from_value(serde_json::json!({
+            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
+            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": false, "customer": {},
+            "lines": [{"source_line_id": "1", "quantity": "1", "unit_price": "10.00", "line_total": "10.00"}],
+            "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
+        }))
+        .unwrap();
+        IncomingOrder {
+            external_id: ext.into(),
+            raw: format!("{{\"id\": \"{ext}\", \"big\": \"payload\"}}"),
+            version: Some("v1".into()),
+            mapped: Ok(MappedOrder {
+                order,
+                disposition: Disposition::Push,
+            }),
+        }
+    }
+
+    /// Issue 16.5: old completed orders lose payload, attempts and events;
+    /// keys, ERP numbers and lines stay, so a re-read pushes nothing.
+    #[test]
+    fn pruning_keeps_what_prevents_a_second_push() {
+        let (_dir, store) = temp_store();
+        for ext in ["old", "young", "open"] {
+            store
+                .ingest("shop", "live", &[incoming(ext)], None)
+                .unwrap();
+        }
+        {
+            let conn = store.lock();
+            for (ext, state, completed) in [
+                ("old", "completed", 1_000),
+                ("young", "completed", i64::MAX / 2),
+                ("open", "accepted", 1_000),
+            ] {
+                let key = format!("shop:{ext}");
+                conn.execute(
+                    "UPDATE orders SET state = ?2, completed_at = ?3, erp_order_number = 'SO1', pushed_hash = content_hash
+                     WHERE order_key = ?1",
+                    params![key, state, completed],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, '1', '10')",
+                    params![key],
+                )
+                .unwrap();
+                conn.execute(
+                    "UPDATE jobs SET state = 'done' WHERE order_key = ?1",
+                    params![key],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO job_attempts (job_id, attempt, at, outcome) SELECT id, 1, 0, 'done' FROM jobs WHERE order_key = ?1",
+                    params![key],
+                )
+                .unwrap();
+            }
+        }
+        assert_eq!(store.prune_completed(10_000, 100).unwrap(), 1);
+        assert_eq!(store.prune_completed(10_000, 100).unwrap(), 0, "once");
+
+        let old = store.order_detail("shop:old").unwrap().unwrap();
+        assert_eq!(old.row.state, "completed");
+        assert_eq!(old.row.erp_order_number.as_deref(), Some("SO1"));
+        assert_eq!(old.erp_lines.len(), 1, "line mapping kept");
+        assert!(old.canonical.is_some());
+        assert!(
+            old.jobs.iter().all(|j| j.history.is_empty()),
+            "attempts gone"
+        );
+        let kinds: Vec<&str> = old.events.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["pruned"]);
+        let raw: String = store
+            .lock()
+            .query_row(
+                "SELECT raw_payload FROM orders WHERE order_key = 'shop:old'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(raw, "");
+        for kept in ["shop:young", "shop:open"] {
+            let d = store.order_detail(kept).unwrap().unwrap();
+            assert!(d.events.iter().all(|e| e.kind != "pruned"), "{kept}");
+            assert!(d.jobs.iter().any(|j| !j.history.is_empty()), "{kept}");
+        }
+
+        // Read again from the source, unchanged: nothing is queued.
+        let report = store
+            .ingest("shop", "live", &[incoming("old")], None)
+            .unwrap();
+        assert_eq!(report.queued(), 0);
+        assert!(report.notes.is_empty(), "{:?}", report.notes);
+        assert_eq!(
+            store.order_state("shop:old").unwrap().as_deref(),
+            Some("completed")
+        );
+    }
+
+    /// Issue 16.5: `db backup` ends while a writer keeps writing.
+    #[test]
+    fn a_backup_completes_while_the_ledger_is_written() {
+        let (dir, store) = temp_store();
+        let store = std::sync::Arc::new(store);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let writer = {
+            let (store, stop) = (std::sync::Arc::clone(&store), std::sync::Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    store
+                        .ingest("shop", "live", &[incoming(&format!("w{n}"))], None)
+                        .unwrap();
+                    n += 1;
+                }
+                n
+            })
+        };
+        // Let the writer get going, then copy a few times while it writes.
+        while store.order_state("shop:w50").unwrap().is_none() {
+            assert!(!writer.is_finished(), "the writer stopped");
+            std::thread::yield_now();
+        }
+        for i in 0..3 {
+            let dest = dir.path().join(format!("backup-{i}.db"));
+            store.backup_to(&dest).unwrap();
+            let copy = crate::store::Store::open_read_only(&dest).unwrap();
+            assert!(copy.order_state("shop:w50").unwrap().is_some());
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let written = writer.join().unwrap();
+        assert!(written > 50, "{written}");
+    }
+}
