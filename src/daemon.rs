@@ -185,6 +185,10 @@ pub async fn poll_source_with(
         if report.queued() > 0 {
             engine.wake(source);
         }
+        if live {
+            // Under way: health must not take a long walk for a stopped one.
+            store.note_polling(source).map_err(ledger)?;
+        }
         if shutdown.is_cancelled() {
             break;
         }

@@ -132,6 +132,22 @@ impl Store {
             .optional()?)
     }
 
+    /// Notes that a poll of `source` is under way (at its start and after
+    /// every page): a first walk through a long backlog takes many schedule
+    /// periods, and health must not take it for a source that stopped
+    /// polling (the watchdog would restart the daemon mid-walk). The last
+    /// error and last success are left as they are.
+    pub fn note_polling(&self, source: &str) -> anyhow::Result<()> {
+        let conn = self.lock();
+        exec(
+            &conn,
+            "INSERT INTO source_status (source, last_poll_at) VALUES (?1, ?2)
+             ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at",
+            params![source, now_ms()],
+        )?;
+        Ok(())
+    }
+
     /// Notes the outcome of a poll for `status` (last poll, last error).
     pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
         let error = error.map(crate::secret::redact);
@@ -558,6 +574,30 @@ mod tests {
         assert_eq!(store.requeue_order("shop:5").unwrap(), 1);
         assert_eq!(state_of(&store, "shop:5"), "queued");
         assert_eq!(push_jobs(&store, "shop:5"), vec!["pending"]);
+    }
+
+    /// A long first walk keeps its source from looking stopped, without
+    /// claiming a success or clearing an error.
+    #[test]
+    fn a_poll_under_way_counts_as_polling_but_not_as_success() {
+        let (_d, store) = temp_store();
+        store.note_polling("shop").unwrap();
+        let row = |store: &Store| -> (Option<i64>, Option<i64>, Option<String>) {
+            store
+                .lock()
+                .query_row(
+                    "SELECT last_poll_at, last_success_at, last_error FROM source_status WHERE source = 'shop'",
+                    [],
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+                )
+                .unwrap()
+        };
+        let (poll, success, error) = row(&store);
+        assert!(poll.is_some() && success.is_none() && error.is_none());
+        store.record_poll("shop", Some("503")).unwrap();
+        store.note_polling("shop").unwrap();
+        let (_, success, error) = row(&store);
+        assert_eq!((success, error.as_deref()), (None, Some("503")));
     }
 
     #[test]
