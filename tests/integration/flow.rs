@@ -75,6 +75,18 @@ async fn two_hundred_orders_reach_the_erp_once_and_every_write_back_lands() {
     assert_converged(&app, &ids);
 }
 
+/// The fault storm of issue 12: 20 % 5xx, 5 % 429 (Retry-After 1 s) and
+/// 5 % dropped connections, on every request.
+fn storm() -> Faults {
+    Faults {
+        error_5xx_rate: 0.2,
+        rate_429: 0.05,
+        retry_after_secs: 1,
+        drop_rate: 0.05,
+        ..Default::default()
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
     let mut opts = AppOptions {
@@ -85,15 +97,8 @@ async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
         // every job going however many attempts that takes.
         ..Default::default()
     };
-    let faults = Faults {
-        error_5xx_rate: 0.2,
-        rate_429: 0.05,
-        retry_after_secs: 1,
-        drop_rate: 0.05,
-        ..Default::default()
-    };
-    opts.sandbox.cloudsuite.faults = faults.clone();
-    opts.sandbox.erp.faults = faults;
+    opts.sandbox.cloudsuite.faults = storm();
+    opts.sandbox.erp.faults = storm();
     let app = spawn_app(opts).await;
     app.sandbox
         .cloudsuite
@@ -127,15 +132,8 @@ async fn after_a_stretch_of_faults_everything_converges_within_a_minute() {
     };
     let calm_cs = opts.sandbox.cloudsuite.faults.clone();
     let calm_erp = opts.sandbox.erp.faults.clone();
-    let faults = Faults {
-        error_5xx_rate: 0.2,
-        rate_429: 0.05,
-        retry_after_secs: 1,
-        drop_rate: 0.05,
-        ..Default::default()
-    };
-    opts.sandbox.cloudsuite.faults = faults.clone();
-    opts.sandbox.erp.faults = faults;
+    opts.sandbox.cloudsuite.faults = storm();
+    opts.sandbox.erp.faults = storm();
     let app = spawn_app(opts).await;
     app.sandbox
         .cloudsuite
