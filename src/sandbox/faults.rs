@@ -81,7 +81,16 @@ pub(crate) struct FaultState {
     requests: AtomicU64,
     faulted: AtomicU64,
     window: Mutex<Window>,
+    /// The pause the last `Retry-After` asked for: requests that arrive
+    /// inside it (past a grace for those already on their way) were sent
+    /// by a client that did not wait.
+    pause: Mutex<Option<(Instant, Instant)>>,
+    early: AtomicU64,
 }
+
+/// Requests already sent when a 429 went out arrive just after it; one that
+/// arrives later than this was sent after the client had the answer.
+const IN_FLIGHT_GRACE: Duration = Duration::from_millis(200);
 
 #[derive(Default)]
 struct Window {
@@ -100,6 +109,8 @@ impl FaultState {
             requests: AtomicU64::new(0),
             faulted: AtomicU64::new(0),
             window: Mutex::new(Window::default()),
+            pause: Mutex::new(None),
+            early: AtomicU64::new(0),
         })
     }
 
@@ -128,9 +139,32 @@ impl FaultState {
         lock(&self.window).peak
     }
 
+    /// Requests that arrived while a `Retry-After` this server gave was
+    /// still running (beyond [`IN_FLIGHT_GRACE`] after it was given).
+    pub(crate) fn early_count(&self) -> u64 {
+        self.early.load(Ordering::Relaxed)
+    }
+
+    /// Remembers the pause a `Retry-After` asks for, from now.
+    fn paused(&self, retry_after: u64) {
+        let now = Instant::now();
+        let end = now + Duration::from_secs(retry_after);
+        let mut slot = lock(&self.pause);
+        if slot.is_none_or(|(_, until)| until < end) {
+            *slot = Some((now, end));
+        }
+    }
+
     /// Records an arriving request; returns how many arrived in its second so far.
     fn arrive(&self) -> u32 {
         self.requests.fetch_add(1, Ordering::Relaxed);
+        let now = Instant::now();
+        if let Some((given, until)) = *lock(&self.pause)
+            && now > given + IN_FLIGHT_GRACE
+            && now < until
+        {
+            self.early.fetch_add(1, Ordering::Relaxed);
+        }
         let second = self.started.elapsed().as_secs();
         let mut w = lock(&self.window);
         if w.second != second {
@@ -166,6 +200,7 @@ pub(crate) async fn inject(
         .is_some_and(|max| in_window > max)
     {
         state.faulted();
+        state.paused(1);
         return too_many_requests(state.style, 1);
     }
     let fail_next = state
@@ -178,6 +213,7 @@ pub(crate) async fn inject(
     }
     if roll(faults.rate_429) {
         state.faulted();
+        state.paused(faults.retry_after());
         return too_many_requests(state.style, faults.retry_after());
     }
 

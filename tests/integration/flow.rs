@@ -114,6 +114,20 @@ async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
     assert!(app.sandbox.erp.fault_count() > 0);
     let peak = app.sandbox.cloudsuite.peak_requests_per_sec();
     assert!(peak <= 41, "rate limit 40/s exceeded: peak {peak}/s");
+    assert_waited_out_retry_after(&app);
+}
+
+/// No request went out before a `Retry-After` it was given: each simulator
+/// counts requests that arrive inside a pause it asked for (past a grace
+/// for those already under way when it answered 429).
+fn assert_waited_out_retry_after(app: &App) {
+    let cs = app.sandbox.cloudsuite.early_after_retry_after();
+    let erp = app.sandbox.erp.early_after_retry_after();
+    assert_eq!(
+        (cs, erp),
+        (0, 0),
+        "requests sent inside a Retry-After pause (CloudSuite, ERP)"
+    );
 }
 
 /// Issue 12.4 with the production retry settings (2 s doubling up to
@@ -171,6 +185,7 @@ async fn after_a_stretch_of_faults_everything_converges_within_a_minute() {
     );
     let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
     assert!(status.parked.is_empty(), "{:?}", status.parked);
+    assert_waited_out_retry_after(&app);
 }
 
 /// When the ERP answers again (here: a shipments read succeeds), pushes

@@ -203,6 +203,11 @@ impl RetailysSim {
         self.inner.faults.fault_count()
     }
 
+    /// Requests that came in while a `Retry-After` this server gave was running.
+    pub fn early_after_retry_after(&self) -> u64 {
+        self.inner.faults.early_count()
+    }
+
     pub fn peak_requests_per_sec(&self) -> u32 {
         self.inner.faults.peak_requests_per_sec()
     }
