@@ -2,8 +2,10 @@
 //! the ERP's answer back to where each order came from.
 //!
 //! The flow, one source at a time:
-//! 1. [`sources`] poll a source with its own incremental mechanism;
-//! 2. [`store`] records the orders of a page and the cursor in ONE SQLite transaction;
+//! 1. [`poll`] walks a source page by page; [`sources`] supply each API's
+//!    requests, incremental mechanism and mapping;
+//! 2. [`store`] records the orders of a page and the cursor in ONE SQLite
+//!    transaction, on the ledger's own thread (never on a runtime worker);
 //! 3. [`outbox`] runs durable jobs: push to the [`erp`], write "accepted" back;
 //! 4. [`daemon`] polls the ERP for shipments and queues the "shipped" write-backs;
 //! 5. every job retries with backoff and is parked, visible in `status`, when it cannot succeed.
@@ -11,11 +13,13 @@
 //! Modules: [`config`] (TOML + env, validated), [`secret`] (secrets that never print,
 //! and redaction of any remote text that echoes one), [`model`] (the canonical
 //! order, conversions, checked arithmetic on remote numbers), [`store`] (the
-//! ledger: a writer and a reader connection), [`outbox`] (retry policy with a
+//! ledger: a writer on its own thread with background checkpoints, and a
+//! reader connection for reports), [`poll`] (the one walk loop: page
+//! retries, one ledger look-up per page, the cursor rule, the walk guard), [`outbox`] (retry policy with a
 //! time budget, leases renewed while a job runs, workers), [`http`] (the one
 //! HTTP policy per remote: timeouts, body cap, no redirects, a shared pause after
-//! 429/Retry-After, ids as encoded path segments), [`sources`] (connectors; the
-//! walk guard and item-by-item list reading they share), [`erp`] (ERP adapters),
+//! 429/Retry-After, ids as encoded path segments), [`sources`] (connectors, and the
+//! item-by-item list reading they share), [`erp`] (ERP adapters),
 //! [`daemon`] (scheduling and shutdown), [`commands`] (the CLI's commands),
 //! [`sandbox`] (simulators of every API, for tests, `demo` and benchmarks),
 //! [`telemetry`] (logs), [`progress`] (`backfill`'s bar or progress lines),
@@ -31,6 +35,7 @@ pub mod http;
 pub mod metrics;
 pub mod model;
 pub mod outbox;
+pub mod poll;
 pub mod progress;
 pub mod sandbox;
 pub mod secret;

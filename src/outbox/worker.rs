@@ -58,9 +58,11 @@ impl Engine {
 
     async fn execute(&self, job: &Job) -> Result<Outcome, Failure> {
         let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+        let key = job.order_key.clone();
         let order = self
             .store
-            .order_for_job(&job.order_key)
+            .call(move |s| s.order_for_job(&key))
+            .await
             .map_err(ledger)?
             .ok_or_else(|| Failure::permanent("the order is not in the ledger"))?;
         let connector = self.connectors.get(&job.source).ok_or_else(|| {
@@ -90,8 +92,11 @@ impl Engine {
                 if let Err(Failure::Retryable { .. }) = &pushed {
                     // The ERP may have taken it before the answer was lost:
                     // remember which version went out (see finish_push).
+                    let (j, owner, hash) =
+                        (job.clone(), self.owner.clone(), order.content_hash.clone());
                     self.store
-                        .remember_sent(job, &self.owner, &order.content_hash)
+                        .call(move |s| s.remember_sent(&j, &owner, &hash))
+                        .await
                         .map_err(ledger)?;
                 }
                 let accepted = pushed.map_err(|f| f.context("ERP push"))?;
@@ -112,8 +117,10 @@ impl Engine {
                     erp_order_number,
                     lines: order.lines.clone(),
                     shipped_before: if job.kind == JobKind::WriteShipped {
+                        let (key, id) = (job.order_key.clone(), job.id);
                         self.store
-                            .shipped_before(&job.order_key, job.id)
+                            .call(move |s| s.shipped_before(&key, id))
+                            .await
                             .map_err(ledger)?
                     } else {
                         Vec::new()
@@ -139,6 +146,22 @@ impl Engine {
                     .map_err(|f| f.context(&format!("write-back to {}", job.source)))
             }
         }
+    }
+
+    /// Renews the lease of a running job, on the ledger thread.
+    async fn renew(&self, job: &Job) -> anyhow::Result<bool> {
+        let (j, owner, lease) = (job.clone(), self.owner.clone(), self.lease);
+        self.store
+            .call(move |s| s.renew_lease(&j, &owner, lease))
+            .await
+    }
+
+    /// Claims up to `free` due jobs of `source`, on the ledger thread.
+    async fn claim(&self, source: &str, free: usize) -> anyhow::Result<Vec<Job>> {
+        let (src, owner, lease) = (source.to_string(), self.owner.clone(), self.lease);
+        self.store
+            .call(move |s| s.claim(&src, &owner, lease, free, ClaimFilter::All))
+            .await
     }
 
     /// How long one job may run: shorter than its lease, so no other runner
@@ -174,18 +197,24 @@ impl Engine {
                 },
                 _ = &mut deadline => {
                     task.abort();
-                    if job.kind == JobKind::Push
-                        && let Ok(Some(order)) = self.store.order_for_job(&job.order_key)
-                    {
+                    if job.kind == JobKind::Push {
                         // The push may have reached the ERP before the cut.
-                        let _ = self.store.remember_sent(&job, &self.owner, &order.content_hash);
+                        let (j, owner) = (job.clone(), self.owner.clone());
+                        let _ = self
+                            .store
+                            .call(move |s| match s.order_for_job(&j.order_key) {
+                                Ok(Some(order)) => s.remember_sent(&j, &owner, &order.content_hash),
+                                Ok(None) => Ok(()),
+                                Err(e) => Err(e),
+                            })
+                            .await;
                     }
                     break Err(Failure::retry(format!(
                         "the job did not finish within its deadline of {}s; cut (the next attempt looks the order up first)",
                         self.job_deadline().as_secs()
                     )));
                 }
-                _ = renew.tick() => match self.store.renew_lease(&job, &self.owner, self.lease) {
+                _ = renew.tick() => match self.renew(&job).await {
                     Ok(true) => {}
                     Ok(false) => {
                         task.abort();
@@ -202,13 +231,13 @@ impl Engine {
                 },
             }
         };
-        self.settle(&job, result);
+        self.settle(&job, result).await;
     }
 
     /// A remote answered (a job, a poll, a shipments read succeeded): jobs of
     /// `source` that talk to it (`pushes`: the ERP; else the source) and
     /// back off after transient failures need not wait on.
-    pub fn remote_answered(&self, source: &str, pushes: bool) {
+    pub async fn remote_answered(&self, source: &str, pushes: bool) {
         let class = (source.to_string(), pushes);
         {
             let mut last = self
@@ -224,7 +253,12 @@ impl Engine {
             }
             last.insert(class.clone(), now);
         }
-        match self.store.pull_forward(&class.0, class.1) {
+        let (src, class_pushes) = class;
+        match self
+            .store
+            .call(move |s| s.pull_forward(&src, class_pushes))
+            .await
+        {
             Ok(0) => {}
             Ok(n) => {
                 tracing::info!(
@@ -240,10 +274,11 @@ impl Engine {
         }
     }
 
-    fn settle(&self, job: &Job, result: Result<Outcome, Failure>) {
+    async fn settle(&self, job: &Job, result: Result<Outcome, Failure>) {
         let store = &self.store;
         if result.is_ok() {
-            self.remote_answered(&job.source, job.kind == JobKind::Push);
+            self.remote_answered(&job.source, job.kind == JobKind::Push)
+                .await;
         }
         let kept = match result {
             Ok(Outcome::Pushed { accepted, hash }) => {
@@ -252,7 +287,10 @@ impl Engine {
                     .get(&job.source)
                     .map(|c| c.writes_accepted())
                     .unwrap_or(true);
-                let r = store.finish_push(job, &self.owner, &accepted, &hash, connector_writes);
+                let (j, owner, acc) = (job.clone(), self.owner.clone(), accepted.clone());
+                let r = store
+                    .call(move |s| s.finish_push(&j, &owner, &acc, &hash, connector_writes))
+                    .await;
                 if matches!(r, Ok(true)) {
                     tracing::info!(
                         source = %job.source, order_key = %job.order_key,
@@ -268,7 +306,8 @@ impl Engine {
                 detail,
                 erp_order_number,
             }) => {
-                let r = store.finish_job(job, &self.owner, &detail);
+                let (j, owner, d) = (job.clone(), self.owner.clone(), detail.clone());
+                let r = store.call(move |s| s.finish_job(&j, &owner, &d)).await;
                 if matches!(r, Ok(true)) {
                     let what = match job.kind {
                         JobKind::Push => "order not pushed",
@@ -293,12 +332,15 @@ impl Engine {
                     .decide(job.attempts, job.failing_for(now_ms()), &failure)
                 {
                     Decision::RetryIn(delay) => {
-                        let r = store.retry_later(
-                            job,
-                            &self.owner,
-                            failure.message(),
-                            now_ms() + delay.as_millis() as i64,
+                        let (j, owner, message) = (
+                            job.clone(),
+                            self.owner.clone(),
+                            failure.message().to_string(),
                         );
+                        let at = now_ms() + delay.as_millis() as i64;
+                        let r = store
+                            .call(move |s| s.retry_later(&j, &owner, &message, at))
+                            .await;
                         crate::metrics::global().retry(&job.source, job.kind.as_str());
                         if matches!(r, Ok(true)) {
                             tracing::warn!(
@@ -310,7 +352,8 @@ impl Engine {
                         r
                     }
                     Decision::Park(reason) => {
-                        let r = store.park(job, &self.owner, &reason);
+                        let (j, owner, why) = (job.clone(), self.owner.clone(), reason.clone());
+                        let r = store.call(move |s| s.park(&j, &owner, &why)).await;
                         if matches!(r, Ok(true)) {
                             tracing::error!(
                                 source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
@@ -356,13 +399,7 @@ impl Engine {
             }
             self.heartbeat.beat();
             let free = slots.saturating_sub(tasks.len());
-            let claimed = match self.store.claim(
-                &source,
-                &self.owner,
-                self.lease,
-                free,
-                ClaimFilter::All,
-            ) {
+            let claimed = match self.claim(&source, free).await {
                 Ok(jobs) => {
                     if let Some(failures) = ledger_trouble.success() {
                         tracing::info!(source = %source, failures, "the ledger gives out jobs again");
@@ -398,7 +435,7 @@ impl Engine {
             let idle = if tasks.len() >= slots {
                 Duration::from_secs(1)
             } else {
-                self.idle_wait(&source)
+                self.idle_wait(&source).await
             };
             tokio::select! {
                 Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
@@ -424,8 +461,14 @@ impl Engine {
 
     /// How long to sleep when there is nothing to do: until the next job is
     /// due, at most a second (another process may queue work meanwhile).
-    fn idle_wait(&self, source: &str) -> Duration {
-        let due = self.store.next_due_ms(source).ok().flatten();
+    async fn idle_wait(&self, source: &str) -> Duration {
+        let src = source.to_string();
+        let due = self
+            .store
+            .call(move |s| s.next_due_ms(&src))
+            .await
+            .ok()
+            .flatten();
         match due {
             Some(at) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
             None => Duration::from_secs(1),
@@ -442,32 +485,46 @@ impl Engine {
         slots: usize,
         shutdown: &CancellationToken,
     ) -> anyhow::Result<()> {
-        let filter = match keys {
-            Some(k) => ClaimFilter::Orders(k),
-            None => ClaimFilter::All,
-        };
+        let keys: Option<Arc<Vec<String>>> = keys.map(|k| Arc::new(k.to_vec()));
         let mut tasks = JoinSet::new();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             let free = slots.saturating_sub(tasks.len());
-            for job in self
+            let (src, owner, lease, k) = (
+                source.to_string(),
+                self.owner.clone(),
+                self.lease,
+                keys.clone(),
+            );
+            let claimed = self
                 .store
-                .claim(source, &self.owner, self.lease, free, filter)?
-            {
+                .call(move |s| {
+                    let filter = match k.as_deref() {
+                        Some(k) => ClaimFilter::Orders(k),
+                        None => ClaimFilter::All,
+                    };
+                    s.claim(&src, &owner, lease, free, filter)
+                })
+                .await?;
+            for job in claimed {
                 let me = Arc::clone(self);
                 tasks.spawn(async move { me.run_job(job).await });
             }
             if tasks.is_empty() {
-                let open = match keys {
-                    Some(k) => self.store.open_jobs_for(k)?,
-                    None => self.store.open_jobs(source)?,
-                };
+                let (src, k) = (source.to_string(), keys.clone());
+                let open = self
+                    .store
+                    .call(move |s| match k.as_deref() {
+                        Some(k) => s.open_jobs_for(k),
+                        None => s.open_jobs(&src),
+                    })
+                    .await?;
                 if open == 0 {
                     break;
                 }
-                let idle = self.idle_wait(source);
+                let idle = self.idle_wait(source).await;
                 tokio::select! {
                     _ = tokio::time::sleep(idle) => {}
                     _ = shutdown.cancelled() => break,

@@ -16,13 +16,15 @@ pub mod mplus;
 pub mod retailys;
 pub mod titelive;
 pub mod vinou;
-pub mod walk;
+/// The walk guard lives with the poll loop; connectors name it from here too.
+pub use crate::poll::walk;
 
 use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ConfigError, SourceConfig, SourceSettings};
 use crate::http::Failure;
-use crate::store::{ErpShipment, IncomingOrder, LineNumber, Store};
+use crate::poll::Known;
+use crate::store::{ErpShipment, IncomingOrder, LineNumber};
 
 /// What part of the source's history a walk reads.
 #[derive(Clone, Debug)]
@@ -223,13 +225,13 @@ impl Connector {
     }
 
     /// The next page of the walk, or `None` when it is complete.
-    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+    pub async fn next_page(&self, walk: &mut Walk, known: &Known) -> Result<Option<Page>, Failure> {
         match (self, walk) {
-            (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, store).await,
-            (Connector::Titelive(c), Walk::Titelive(w)) => c.next_page(w, store).await,
-            (Connector::Retailys(c), Walk::Retailys(w)) => c.next_page(w, store).await,
-            (Connector::Mplus(c), Walk::Mplus(w)) => c.next_page(w, store).await,
-            (Connector::Vinou(c), Walk::Vinou(w)) => c.next_page(w, store).await,
+            (Connector::CloudSuite(c), Walk::CloudSuite(w)) => c.next_page(w, known).await,
+            (Connector::Titelive(c), Walk::Titelive(w)) => c.next_page(w, known).await,
+            (Connector::Retailys(c), Walk::Retailys(w)) => c.next_page(w, known).await,
+            (Connector::Mplus(c), Walk::Mplus(w)) => c.next_page(w, known).await,
+            (Connector::Vinou(c), Walk::Vinou(w)) => c.next_page(w, known).await,
             _ => Err(Failure::permanent(
                 "internal error: a walk of another connector",
             )),
@@ -240,12 +242,12 @@ impl Connector {
     pub async fn recheck(
         &self,
         external_id: &str,
-        store: &Store,
+        known: &Known,
     ) -> Result<IncomingOrder, Failure> {
         match self {
             Connector::CloudSuite(c) => c.recheck(external_id).await,
             Connector::Titelive(c) => c.recheck(external_id).await,
-            Connector::Retailys(c) => c.recheck(external_id, store).await,
+            Connector::Retailys(c) => c.recheck(external_id, known).await,
             Connector::Mplus(c) => c.recheck(external_id).await,
             Connector::Vinou(c) => c.recheck(external_id).await,
         }

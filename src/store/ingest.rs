@@ -123,6 +123,31 @@ impl Store {
             .flatten())
     }
 
+    /// Version marker and state of each of these orders that is recorded:
+    /// one transaction for a whole page (the poll's [`crate::poll::Known`]).
+    pub fn recorded(
+        &self,
+        order_keys: &[String],
+    ) -> anyhow::Result<Vec<(String, Option<String>, String)>> {
+        let conn = self.lock();
+        let tx = conn.unchecked_transaction()?;
+        let mut out = Vec::new();
+        {
+            let mut stmt =
+                tx.prepare_cached("SELECT source_version, state FROM orders WHERE order_key = ?1")?;
+            for key in order_keys {
+                if let Some((version, state)) = stmt
+                    .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?
+                {
+                    out.push((key.clone(), version, state));
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(out)
+    }
+
     /// The ledger state of an order (`queued`, `held`, `pushed`...), if recorded.
     pub fn order_state(&self, order_key: &str) -> anyhow::Result<Option<String>> {
         let conn = self.lock();

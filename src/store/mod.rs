@@ -1,7 +1,9 @@
 //! The ledger: one SQLite file (`state_dir/ordersync.db`) holding orders,
 //! cursors, jobs and their history. WAL mode with a busy timeout, so `status`,
 //! `backfill` and `retry` can work beside the running daemon. Every method
-//! is one short transaction; none is ever held across a network call.
+//! is one short transaction; none is ever held across a network call. The
+//! daemon's async code reaches them through [`Store::call`] (the ledger's own
+//! thread) and [`Store::read_off`] (reports), never on a runtime worker.
 
 mod ingest;
 mod jobs;
@@ -9,9 +11,10 @@ mod migrations;
 mod recheck;
 mod retention;
 mod status;
+mod thread;
 
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, MutexGuard};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -37,6 +40,8 @@ pub struct Store {
     /// Which key set `temp.claim_keys` holds (see `claim` with a filter).
     claim_keys: Mutex<Option<(usize, String, String)>>,
     path: PathBuf,
+    /// The ledger thread that runs the engine's calls ([`Store::call`]).
+    thread: OnceLock<thread::LedgerThread>,
 }
 
 /// Milliseconds since the epoch, the unit of every time column.
@@ -90,6 +95,7 @@ impl Store {
             reader: Mutex::new(read_connection(path)?),
             claim_keys: Mutex::new(None),
             path: path.to_path_buf(),
+            thread: OnceLock::new(),
         })
     }
 
@@ -122,6 +128,7 @@ impl Store {
             reader: Mutex::new(read_connection(path)?),
             claim_keys: Mutex::new(None),
             path: path.to_path_buf(),
+            thread: OnceLock::new(),
         })
     }
 
@@ -133,6 +140,11 @@ impl Store {
         // A panic while holding the lock leaves SQLite consistent (the
         // transaction rolls back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    #[cfg(test)]
+    pub(crate) fn lock_for_tests(&self) -> MutexGuard<'_, Connection> {
+        self.lock()
     }
 
     fn read(&self) -> MutexGuard<'_, Connection> {

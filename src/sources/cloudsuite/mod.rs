@@ -29,9 +29,9 @@ use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
 use crate::model::convert::{naive_local_to_utc, utc_to_naive_local};
-use crate::model::order_key;
+use crate::poll::Known;
 use crate::secret::Secret;
-use crate::store::{ErpShipment, IncomingOrder, Store};
+use crate::store::{ErpShipment, IncomingOrder};
 
 enum Auth {
     OAuth2 {
@@ -353,7 +353,7 @@ impl CloudSuite {
         }
     }
 
-    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+    pub async fn next_page(&self, walk: &mut Walk, known: &Known) -> Result<Option<Page>, Failure> {
         if walk.done {
             return Ok(None);
         }
@@ -369,6 +369,7 @@ impl CloudSuite {
             return Ok(None);
         }
         let Listing { page, items, ids } = listing;
+        let seen = known.look_up(ids.iter().flatten()).await;
         // From here on the walk moves: nothing below returns early with an error.
         walk.first_count.get_or_insert(page.count);
         let mut wanted = Vec::new();
@@ -396,10 +397,7 @@ impl CloudSuite {
                 continue;
             }
             // Unchanged since we recorded it: no need to read the detail again.
-            let known = store
-                .known_version(&order_key(&self.name, &id))
-                .unwrap_or(None);
-            if known.is_some() && known.as_deref() == s["modified_date"].as_str() {
+            if seen.unchanged(&id, s["modified_date"].as_str()) {
                 unchanged.push(id);
                 continue;
             }

@@ -27,8 +27,9 @@ use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, MplusSettings, MplusStart, SourceConfig};
 use crate::http::{Endpoint, Failure};
 use crate::model::convert::from_scaled;
+use crate::poll::Known;
 use crate::secret::Secret;
-use crate::store::{ErpShipment, IncomingOrder, Store};
+use crate::store::{ErpShipment, IncomingOrder};
 use map::MapContext;
 use wire::NAMESPACE;
 
@@ -228,7 +229,7 @@ impl Mplus {
     pub async fn next_page(
         &self,
         walk: &mut Walk,
-        _store: &Store,
+        _known: &Known,
     ) -> Result<Option<Page>, Failure> {
         if walk.done {
             return Ok(None);

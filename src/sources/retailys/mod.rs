@@ -35,9 +35,9 @@ use super::walk::WalkGuard;
 use super::{Page, PrepareError, Window};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
-use crate::model::order_key;
+use crate::poll::Known;
 use crate::secret::Secret;
-use crate::store::{IncomingOrder, Store, in_erp};
+use crate::store::{IncomingOrder, in_erp};
 use statuses::{Status, StatusTable, Wanted};
 
 /// Ledger orders that are not final are read again on every Nth live poll
@@ -342,7 +342,7 @@ impl Retailys {
         }
     }
 
-    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+    pub async fn next_page(&self, walk: &mut Walk, known: &Known) -> Result<Option<Page>, Failure> {
         if walk.done {
             return Ok(None);
         }
@@ -374,6 +374,7 @@ impl Retailys {
                 return Err(f);
             }
         };
+        let seen = known.look_up(ids.iter().flatten()).await;
         // From here on the walk moves: nothing below returns early.
         let mut orders = Vec::new();
         for (item, id) in items.iter().zip(ids) {
@@ -389,9 +390,8 @@ impl Retailys {
                 walk.guard.unkeyed(format!("page {}: {why}", walk.page));
                 continue;
             };
-            let state = self.ledger_state(store, &id);
             if !walk.listing
-                && state.is_none()
+                && seen.state(&id).is_none()
                 && map::status_id(v).is_some_and(|s| table.finished_elsewhere(s))
             {
                 // Completed at the shop before we ever saw it: not ours to import.
@@ -403,7 +403,7 @@ impl Retailys {
             }
             // Only an order ordersync pushed may be followed through the
             // processing and shipped statuses; a held one is not ours.
-            let ours = state.as_deref().is_some_and(in_erp);
+            let ours = seen.ours(&id);
             match map_one(&self.name, &table, &id, &item.raw, v, ours) {
                 Ok(o) => orders.push(o),
                 Err(e) => walk.guard.unkeyed(format!("page {}: {e}", walk.page)),
@@ -459,7 +459,7 @@ impl Retailys {
     pub async fn recheck(
         &self,
         external_id: &str,
-        store: &Store,
+        known: &Known,
     ) -> Result<IncomingOrder, Failure> {
         let item = self.read_order(external_id).await?;
         if let Some(parked) = item.unreadable("Retailys", external_id) {
@@ -467,9 +467,10 @@ impl Retailys {
         }
         let table = self.statuses_for(&[&item.value]).await?;
         // Held orders are re-checked too: being in the ledger is not being ours.
-        let ours = self
-            .ledger_state(store, external_id)
-            .is_some_and(|s| in_erp(&s));
+        let ours = known
+            .one(external_id)
+            .await
+            .is_some_and(|r| in_erp(&r.state));
         map_one(
             &self.name,
             &table,
@@ -479,14 +480,6 @@ impl Retailys {
             ours,
         )
         .map_err(Failure::retry)
-    }
-
-    /// The ledger state of one of this source's orders, if recorded.
-    fn ledger_state(&self, store: &Store, external_id: &str) -> Option<String> {
-        store
-            .order_state(&order_key(&self.name, external_id))
-            .ok()
-            .flatten()
     }
 
     pub fn recheck_states(&self) -> &'static [&'static str] {

@@ -27,8 +27,9 @@ use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
 use crate::http::{Endpoint, Failure, path_segment};
 use crate::model::convert::naive_local_to_utc;
+use crate::poll::Known;
 use crate::secret::{Secret, SecretRef};
-use crate::store::{ErpShipment, IncomingOrder, Store};
+use crate::store::{ErpShipment, IncomingOrder};
 use wire::{Answer, CodeClass};
 
 enum Auth {
@@ -320,7 +321,7 @@ impl Titelive {
     pub async fn next_page(
         &self,
         walk: &mut Walk,
-        _store: &Store,
+        _known: &Known,
     ) -> Result<Option<Page>, Failure> {
         if walk.done {
             return Ok(None);

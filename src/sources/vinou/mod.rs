@@ -47,8 +47,8 @@ use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
 use crate::http::{Endpoint, Failure, Reply};
 use crate::model::convert::{parse_naive, utc_to_naive_local};
-use crate::model::order_key;
-use crate::store::{IncomingOrder, Store};
+use crate::poll::Known;
+use crate::store::IncomingOrder;
 
 /// The documented maximum of `pageSize`.
 const MAX_PAGE_SIZE: u32 = 100;
@@ -231,7 +231,7 @@ impl Vinou {
         }
     }
 
-    pub async fn next_page(&self, walk: &mut Walk, store: &Store) -> Result<Option<Page>, Failure> {
+    pub async fn next_page(&self, walk: &mut Walk, known: &Known) -> Result<Option<Page>, Failure> {
         if walk.done {
             return Ok(None);
         }
@@ -250,6 +250,7 @@ impl Vinou {
             items,
             ids,
         } = listing;
+        let seen = known.look_up(ids.iter().flatten()).await;
         // From here on the walk moves: nothing below returns early with an error.
         let mut orders = Vec::new();
         let mut unchanged = Vec::new();
@@ -282,18 +283,16 @@ impl Vinou {
                 orders.push(parked);
                 continue;
             }
-            let key = order_key(&self.name, &id);
             // Unchanged since we recorded it: nothing to do.
-            if store.known_version(&key).ok().flatten() == Some(map::version(v)) {
+            if seen.unchanged(&id, Some(&map::version(v))) {
                 unchanged.push(id);
                 continue;
             }
-            let state = store.order_state(&key).ok().flatten();
             match self.map(
                 &id,
                 &item.raw,
                 v,
-                state.as_deref(),
+                seen.state(&id),
                 walk.backfill || walk.old_cursor.is_some(),
             ) {
                 Ok(o) => orders.push(o),

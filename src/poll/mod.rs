@@ -1,0 +1,350 @@
+//! The poll: one page-walk loop for every source. It owns what a walk must
+//! get right whatever the remote: pages are read with the jobs' retry table
+//! (a failed page is read again, the walk does not move until it is read),
+//! each page's orders and the cursor are recorded in ONE ledger transaction
+//! (the cursor only where the connector says everything before it is in),
+//! the ledger is asked once per page which listed orders it already has
+//! ([`known::Known`], so connectors never query the ledger themselves), every
+//! walk ends by the guard's rule ([`walk::WalkGuard`]: page caps, repeated
+//! pages, unkeyed items), a source's run of failures is logged once, and
+//! a remote that answers again pulls waiting jobs forward.
+//!
+//! Connectors supply the wire format: `begin` (the first request from a
+//! cursor), `next_page` (fetch, map each item, say whether there is more),
+//! `recheck` (one order again). Panics in one order's mapping are isolated
+//! by [`crate::sources::list::isolated`]; a panic in a whole poll by the
+//! daemon's trigger loop.
+
+pub mod known;
+pub mod walk;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::http::Failure;
+use crate::model::order_key;
+use crate::outbox::Engine;
+use crate::outbox::policy::InPlace;
+use crate::progress::Progress;
+use crate::sources::{Connector, Page, Walk, Window};
+use crate::store::OrderNote;
+
+pub use known::Known;
+
+/// What one poll did.
+#[derive(Debug, Default, Clone)]
+pub struct PollSummary {
+    pub pages: usize,
+    pub seen: usize,
+    /// Every order key the walk listed, read again or not.
+    pub listed: Vec<String>,
+    pub queued: Vec<String>,
+    pub parked: usize,
+}
+
+fn log_notes(source: &str, notes: &[OrderNote]) {
+    for note in notes {
+        match note {
+            OrderNote::Queued(key) => {
+                tracing::info!(source, order_key = %key, "order recorded; queued for the ERP")
+            }
+            OrderNote::Held { order_key, reason } => {
+                tracing::info!(source, order_key = %order_key, reason = %reason, "order recorded; held")
+            }
+            OrderNote::Cancelled { order_key, reason } => {
+                tracing::info!(source, order_key = %order_key, reason = %reason, "order cancelled at the source; not pushed")
+            }
+            OrderNote::Invalid { order_key, reason } => {
+                tracing::error!(source, order_key = %order_key, reason = %reason, "order parked: it cannot be mapped")
+            }
+            OrderNote::ChangedAfterPush { order_key, what } => {
+                tracing::warn!(source, order_key = %order_key, change = %what, "order changed at the source after it was pushed; not pushed again")
+            }
+        }
+    }
+}
+
+/// Walks one source's window page by page, recording each page (and the
+/// cursor, when the connector gives one) in one transaction. `scope` is the
+/// cursor's scope (`live` or `backfill:<run>`).
+pub async fn poll_source(
+    engine: &Engine,
+    connector: &Connector,
+    window: Window,
+    scope: &str,
+    shutdown: &CancellationToken,
+) -> Result<PollSummary, Failure> {
+    poll_source_with(
+        engine,
+        connector,
+        window,
+        scope,
+        InPlace::POLL,
+        shutdown,
+        None,
+    )
+    .await
+}
+
+/// [`poll_source`] for a command (`backfill`): a failed page is retried
+/// within `limits`, and `progress` hears about every page.
+pub async fn poll_source_with(
+    engine: &Engine,
+    connector: &Connector,
+    window: Window,
+    scope: &str,
+    limits: InPlace,
+    shutdown: &CancellationToken,
+    progress: Option<&Progress>,
+) -> Result<PollSummary, Failure> {
+    let source = connector.name();
+    let store = &engine.store;
+    let live = matches!(window, Window::Live { .. });
+    let mut walk = connector.begin(window);
+    let mut summary = PollSummary::default();
+    let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+    loop {
+        // A failed page is read again a few times before the poll gives up;
+        // the walk does not move until a page has been read.
+        let page = read_page(engine, connector, &mut walk, limits, shutdown).await?;
+        let Some(page) = page else { break };
+        summary.pages += 1;
+        summary.seen += page.orders.len();
+        summary.listed.extend(
+            page.orders
+                .iter()
+                .map(|o| &o.external_id)
+                .chain(&page.unchanged)
+                .map(|id| order_key(source, id)),
+        );
+        let listed = page.orders.len() + page.unchanged.len();
+        let Page { orders, cursor, .. } = page;
+        let (src, sc) = (source.to_string(), scope.to_string());
+        let report = store
+            .call(move |s| {
+                s.ingest(
+                    &src,
+                    &sc,
+                    &orders,
+                    cursor.as_deref().map(|c| (sc.as_str(), c)),
+                )
+            })
+            .await
+            .map_err(ledger)?;
+        if let Some(p) = progress {
+            p.page(listed, &report);
+        }
+        log_notes(source, &report.notes);
+        for note in &report.notes {
+            match note {
+                OrderNote::Queued(k) => summary.queued.push(k.clone()),
+                OrderNote::Invalid { .. } => summary.parked += 1,
+                _ => {}
+            }
+        }
+        if report.queued() > 0 {
+            engine.wake(source);
+        }
+        if live {
+            // Under way: health must not take a long walk for a stopped one.
+            let src = source.to_string();
+            store
+                .call(move |s| s.note_polling(&src))
+                .await
+                .map_err(ledger)?;
+        }
+        if shutdown.is_cancelled() {
+            break;
+        }
+    }
+    walk.finish();
+    if live {
+        recheck(engine, connector, &mut summary, shutdown).await?;
+    }
+    Ok(summary)
+}
+
+/// The walk's next page, a failed read retried in place by the jobs' retry
+/// table (`limits` bounds it); the walk does not move until a page is read.
+pub async fn read_page(
+    engine: &Engine,
+    connector: &Connector,
+    walk: &mut Walk,
+    limits: InPlace,
+    shutdown: &CancellationToken,
+) -> Result<Option<Page>, Failure> {
+    let source = connector.name();
+    let mut retry = engine.policy.in_place(limits);
+    let known = Known::new(std::sync::Arc::clone(&engine.store), source);
+    loop {
+        match connector.next_page(walk, &known).await {
+            Ok(page) => return Ok(page),
+            Err(failure) => {
+                retry
+                    .wait(failure, shutdown, |attempt, wait, failure| {
+                        tracing::warn!(source, attempt, retry_in = %format_args!("{:.1}s", wait.as_secs_f32()), error = %failure, "reading the order list failed; will retry")
+                    })
+                    .await?
+            }
+        }
+    }
+}
+
+/// Looks again at orders the list will not show us again (held ones).
+async fn recheck(
+    engine: &Engine,
+    connector: &Connector,
+    summary: &mut PollSummary,
+    shutdown: &CancellationToken,
+) -> Result<(), Failure> {
+    let source = connector.name();
+    let (src, states) = (source.to_string(), connector.recheck_states());
+    let ids = engine
+        .store
+        .call(move |s| s.recheck_batch(&src, states, 200))
+        .await
+        .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+    let known = Known::new(std::sync::Arc::clone(&engine.store), source);
+    let mut batch = Vec::new();
+    for id in ids {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        match connector.recheck(&id, &known).await {
+            Ok(order) => batch.push(order),
+            Err(e) => {
+                tracing::warn!(source, external_id = %id, error = %e, "re-reading a held order failed; next poll tries again")
+            }
+        }
+    }
+    if !batch.is_empty() {
+        let src = source.to_string();
+        let report = engine
+            .store
+            .call(move |s| s.ingest(&src, "live", &batch, None))
+            .await
+            .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+        log_notes(source, &report.notes);
+        summary
+            .queued
+            .extend(report.notes.iter().filter_map(|n| match n {
+                OrderNote::Queued(k) => Some(k.clone()),
+                _ => None,
+            }));
+        if report.queued() > 0 {
+            engine.wake(source);
+        }
+    }
+    Ok(())
+}
+
+/// One live poll of a source, with its outcome noted for `status`.
+pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &CancellationToken) {
+    let source = connector.name();
+    // A source (or the ledger) that keeps failing is logged when the trouble
+    // starts, then once a minute with the count, not at every schedule tick.
+    let trouble = |failed: bool| -> Option<crate::throttle::Next> {
+        let mut all = engine
+            .poll_trouble
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        let streak = all.entry(source.to_string()).or_default();
+        if failed {
+            Some(streak.failure())
+        } else {
+            if let Some(failures) = streak.success() {
+                tracing::info!(source, failures, "polling works again");
+            }
+            None
+        }
+    };
+    let src = source.to_string();
+    let cursor = match engine.store.call(move |s| s.cursor(&src, "live")).await {
+        Ok(c) => c,
+        Err(e) => {
+            if let Some(n) = trouble(true).filter(|n| n.log) {
+                tracing::error!(source, error = %format!("{e:#}"), failures = n.failures, suppressed = n.suppressed, "cannot read the cursor from the ledger");
+            }
+            return;
+        }
+    };
+    let result = poll_source(engine, connector, Window::Live { cursor }, "live", shutdown).await;
+    let error = result
+        .as_ref()
+        .err()
+        .map(|e| crate::secret::redact(&e.to_string()));
+    let src = source.to_string();
+    let recorded = engine
+        .store
+        .call(move |s| s.record_poll(&src, error.as_deref()))
+        .await;
+    match (&result, recorded) {
+        (_, Err(e)) => {
+            if let Some(n) = trouble(true).filter(|n| n.log) {
+                tracing::error!(source, error = %format!("{e:#}"), failures = n.failures, suppressed = n.suppressed, "cannot record the poll in the ledger");
+            }
+        }
+        (Ok(s), Ok(())) => {
+            trouble(false);
+            engine.remote_answered(source, false).await;
+            tracing::debug!(
+                source,
+                pages = s.pages,
+                seen = s.seen,
+                queued = s.queued.len(),
+                "poll done"
+            )
+        }
+        (Err(e), Ok(())) => {
+            if let Some(n) = trouble(true).filter(|n| n.log) {
+                tracing::warn!(source, error = %crate::secret::redact(&e.to_string()), failures = n.failures, suppressed = n.suppressed, "poll failed; the next scheduled poll tries again")
+            }
+        }
+    }
+}
+
+/// Reads new ERP shipments and queues the "shipped" write-backs.
+pub async fn poll_shipments(
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> Result<usize, Failure> {
+    let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+    let mut total = 0;
+    for _ in 0..1000 {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let after = engine
+            .store
+            .call(|s| s.cursor("_erp", "shipments"))
+            .await
+            .map_err(ledger)?;
+        let page = engine.erp.shipments(after.as_deref(), 100).await?;
+        let silent: std::collections::HashSet<String> = engine
+            .connectors
+            .iter()
+            .filter(|(_, c)| !c.writes_shipped())
+            .map(|(name, _)| name.clone())
+            .collect();
+        let (shipments, next) = (page.shipments.clone(), page.next.clone());
+        let queued = engine
+            .store
+            .call(move |s| {
+                s.record_shipments_with(&shipments, &next, |source| !silent.contains(source))
+            })
+            .await
+            .map_err(ledger)?;
+        for (source, key) in &queued {
+            tracing::info!(source = %source, order_key = %key, "shipment reported by the ERP; queued for write-back");
+            engine.wake(source);
+        }
+        total += queued.len();
+        // The ERP answers: pushes waiting on a backoff may go now.
+        for source in engine.connectors.keys() {
+            engine.remote_answered(source, true).await;
+        }
+        if page.shipments.is_empty() || Some(page.next.as_str()) == after.as_deref() {
+            break;
+        }
+    }
+    Ok(total)
+}
