@@ -116,6 +116,7 @@ impl Engine {
                     external_id: order.external_id.clone(),
                     erp_order_number,
                     lines: order.lines.clone(),
+                    in_doubt: job.in_doubt,
                     shipped_before: if job.kind == JobKind::WriteShipped {
                         let (key, id) = (job.order_key.clone(), job.id);
                         self.store

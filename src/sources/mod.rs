@@ -100,6 +100,10 @@ pub struct WriteBack {
     /// For a shipment write-back: what earlier shipments of this order
     /// already delivered, per source line (they run one at a time, in order).
     pub shipped_before: Vec<crate::store::ShippedLine>,
+    /// An earlier attempt may have written (it was started and its outcome
+    /// is unknown): read the remote before writing. A first attempt writes
+    /// directly where the API allows (issue 13.4).
+    pub in_doubt: bool,
 }
 
 pub enum Connector {

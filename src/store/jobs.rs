@@ -55,6 +55,10 @@ pub struct Job {
     /// The content hash an earlier push attempt sent without learning the
     /// outcome (a timeout after the request went out).
     pub sent_hash: Option<String>,
+    /// An earlier attempt of this job was started (claimed) and may have
+    /// written before it ended unknown: a write-back reads the remote first.
+    /// `false` on a job's very first attempt, which may write directly.
+    pub in_doubt: bool,
 }
 
 impl Job {
@@ -244,7 +248,7 @@ fn complete_if_shipped_without_write_back(
 
 /// Due jobs of a source (`?1`) at `?2`, earliest first, at most `?3`.
 const CLAIM_SQL: &str =
-    "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash FROM jobs j
+    "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash, started_at FROM jobs j
      WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
        AND (lease_until IS NULL OR lease_until < ?2)
        -- backfill: only its own orders, chosen in SQL through a temp table
@@ -294,11 +298,21 @@ impl Store {
                     r.get::<_, Option<String>>(5)?,
                     r.get::<_, Option<i64>>(6)?,
                     r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
                 ))
             })?;
             for row in rows {
-                let (id, kind, order_key, job_ref, attempts, payload, first_failed_at, sent_hash) =
-                    row?;
+                let (
+                    id,
+                    kind,
+                    order_key,
+                    job_ref,
+                    attempts,
+                    payload,
+                    first_failed_at,
+                    sent_hash,
+                    started_at,
+                ) = row?;
                 let Some(kind) = JobKind::parse(&kind) else {
                     continue;
                 };
@@ -312,6 +326,7 @@ impl Store {
                     payload,
                     first_failed_at,
                     sent_hash,
+                    in_doubt: started_at.is_some(),
                 });
                 if jobs.len() == limit {
                     break;
@@ -323,7 +338,8 @@ impl Store {
             // process every time still runs out of attempts and is parked.
             exec(
             &tx,
-                "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1, updated_at = ?4
+                "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1, updated_at = ?4,
+                        started_at = COALESCE(started_at, ?4)
                  WHERE id = ?1",
                 params![job.id, owner, lease_until, now],
             )?;
@@ -1364,6 +1380,37 @@ mod tests {
             .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
             .unwrap();
         assert_eq!(j[0].attempts, 1);
+    }
+
+    /// Issue 13.4: "attempt started" is recorded by the claim, before any
+    /// write: the first attempt is not in doubt; any later one is (a lease
+    /// that ran out, a retry, an operator's retry after parking).
+    #[test]
+    fn only_a_jobs_first_attempt_is_free_of_doubt() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        let j = store
+            .claim(
+                "shop",
+                "dead",
+                Duration::from_millis(1),
+                10,
+                ClaimFilter::All,
+            )
+            .unwrap();
+        assert!(!j[0].in_doubt);
+        std::thread::sleep(Duration::from_millis(5));
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        assert!(j[0].in_doubt, "claimed again after the lease ran out");
+        store.park(&j[0], "o", "422").unwrap();
+        assert_eq!(store.requeue_order("shop:1").unwrap(), 1);
+        let j = store
+            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
+            .unwrap();
+        assert_eq!(j[0].attempts, 1, "the operator's retry resets the count");
+        assert!(j[0].in_doubt, "but not what may have been written");
     }
 
     /// The time budget counts from the first failure of a run of failures,

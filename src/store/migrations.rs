@@ -113,6 +113,14 @@ ALTER TABLE jobs ADD COLUMN sent_hash TEXT;
 ALTER TABLE orders ADD COLUMN pruned_at INTEGER;
 CREATE INDEX orders_to_prune ON orders(completed_at) WHERE state = 'completed' AND pruned_at IS NULL;
 "#,
+    // 5: when a job's first attempt was claimed ("attempt started"), never
+    // reset: a write-back whose earlier attempt may have written reads the
+    // remote first; a first attempt writes directly (issue 13.4). Jobs
+    // claimed before this migration count as started.
+    r#"
+ALTER TABLE jobs ADD COLUMN started_at INTEGER;
+UPDATE jobs SET started_at = updated_at WHERE attempts > 0;
+"#,
 ];
 
 pub fn latest() -> i64 {

@@ -582,3 +582,112 @@ async fn an_erp_that_echoes_the_token_has_it_redacted_everywhere() {
     assert!(!status.contains(&token), "token in status: {status}");
     assert!(!warnings.text().contains(&token), "token in the log");
 }
+
+/// Issue 13.4: a write-back's first attempt writes without reading first
+/// (PATCH, then PUT of the line numbers); an attempt after one that was
+/// started and never settled reads first. Two kills are simulated exactly as
+/// a SIGKILL leaves the ledger: jobs claimed by a runner that is gone, whose
+/// leases run out, once before the write went out and once after it did.
+/// Every write-back takes effect once, and the in-doubt attempts write
+/// nothing that was already written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
+    use ordersync::sources::WriteBack;
+    use ordersync::store::{ClaimFilter, JobKind};
+
+    let app = spawn_app(AppOptions::default()).await;
+    app.sandbox
+        .cloudsuite
+        .seed_orders(40, 31, Duration::from_secs(3600));
+    let ids = app.pushable_ids();
+    assert!(ids.len() >= 9, "{} pushable", ids.len());
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    poll_live(&engine, &connector, &stop).await;
+    // Every push, and nothing else yet: one claim takes them all.
+    let jobs = engine
+        .store
+        .claim(SOURCE, &engine.owner, engine.lease, 256, ClaimFilter::All)
+        .unwrap();
+    assert_eq!(jobs.len(), ids.len());
+    for job in jobs {
+        assert_eq!(job.kind, JobKind::Push, "{job:?}");
+        assert!(!job.in_doubt, "a first attempt is not in doubt");
+        engine.run_job(job).await;
+    }
+    let third = ids.len() / 3;
+    let (direct, rest) = ids.split_at(third);
+    let (killed_before, killed_after) = rest.split_at(third);
+    let keys = |ids: &[i64]| ids.iter().map(|i| key(*i)).collect::<Vec<_>>();
+    let dead = "dead-node/1/x";
+    // Runner "dead" claims the write-backs of two groups (attempt started),
+    // then dies: for one group before it wrote, for the other after.
+    let before_keys = keys(killed_before);
+    let claimed = engine
+        .store
+        .claim(
+            SOURCE,
+            dead,
+            Duration::from_millis(1),
+            64,
+            ClaimFilter::Orders(&before_keys),
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), killed_before.len());
+    let after_keys = keys(killed_after);
+    let claimed = engine
+        .store
+        .claim(
+            SOURCE,
+            dead,
+            Duration::from_millis(1),
+            64,
+            ClaimFilter::Orders(&after_keys),
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), killed_after.len());
+    for job in claimed {
+        assert_eq!(job.kind, JobKind::WriteAccepted);
+        assert!(!job.in_doubt);
+        let order = engine.store.order_for_job(&job.order_key).unwrap().unwrap();
+        let wb = WriteBack {
+            order_key: job.order_key.clone(),
+            external_id: order.external_id.clone(),
+            erp_order_number: order.erp_order_number.clone().unwrap(),
+            lines: order.lines.clone(),
+            shipped_before: Vec::new(),
+            in_doubt: job.in_doubt,
+        };
+        connector.write_accepted(&wb).await.unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let cs = &app.sandbox.cloudsuite;
+    let reads_before: Vec<u64> = ids.iter().map(|i| cs.detail_reads(*i)).collect();
+    engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+    for (n, id) in ids.iter().enumerate() {
+        let reads = cs.detail_reads(*id) - reads_before[n];
+        let writes = cs.write_requests(*id);
+        let order = cs.order(*id).unwrap();
+        assert_eq!(order["state"], "processing", "{id}");
+        assert!(order["erp_order_number"].is_string(), "{id}");
+        let history = cs.history(*id);
+        for field in ["state", "erp_order_number"] {
+            assert_eq!(
+                history.iter().filter(|c| c.field == field).count(),
+                1,
+                "{id}: {field} written once: {history:?}"
+            );
+        }
+        if direct.contains(id) {
+            assert_eq!(reads, 0, "{id}: a first attempt reads nothing");
+            assert_eq!(writes, 2, "{id}: PATCH + PUT");
+        } else {
+            assert!(reads >= 1, "{id}: an attempt in doubt reads first");
+            assert_eq!(writes, 2, "{id}: nothing written twice");
+        }
+    }
+    // And the rest of the way: everything exactly once.
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+}

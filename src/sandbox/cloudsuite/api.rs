@@ -444,9 +444,11 @@ async fn detail(
     };
     let write: WriteFn = match method {
         Method::GET => {
-            return sim
-                .order(id)
-                .map_or_else(not_found, |o| json_response(StatusCode::OK, o));
+            let mut st = sim.state();
+            return st.orders.get_mut(&id).map_or_else(not_found, |o| {
+                o.detail_reads += 1;
+                json_response(StatusCode::OK, o.detail_json())
+            });
         }
         Method::PATCH => writes::patch,
         Method::PUT => writes::put,

@@ -280,6 +280,11 @@ impl CloudSuiteSim {
         self.with_order(id, |o| o.write_requests).unwrap_or(0)
     }
 
+    /// Authenticated GETs of this order's detail.
+    pub fn detail_reads(&self, id: i64) -> u64 {
+        self.with_order(id, |o| o.detail_reads).unwrap_or(0)
+    }
+
     pub fn add_order(&self, spec: OrderSpec) -> i64 {
         let now = self.now_local();
         let mut st = self.state();

@@ -177,6 +177,8 @@ pub(super) struct Order {
     pub poison_totals: bool,
     pub history: Vec<Change>,
     pub write_requests: u64,
+    /// Authenticated GETs of this order's detail.
+    pub detail_reads: u64,
 }
 
 /// Half away from zero, as on Dutch invoices.

@@ -356,6 +356,7 @@ fn bare_order(
         poison_totals: false,
         history: Vec::new(),
         write_requests: 0,
+        detail_reads: 0,
     }
 }
 

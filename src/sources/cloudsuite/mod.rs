@@ -534,6 +534,44 @@ impl CloudSuite {
     /// order exactly as the PATCH returned it with `erp_line_number` set on
     /// each line. Read first, so a repeat after a crash changes nothing.
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
+        if !wb.in_doubt {
+            // First attempt: nothing of ours can be there yet, so no read.
+            // The PATCH answers with the whole order, which the PUT of the
+            // line numbers starts from. A refusal (4xx: cancelled since, or
+            // not in a state that may move) goes the careful way below to
+            // say exactly why; anything uncertain leaves the next attempt in
+            // doubt, and that one reads first.
+            let url = self.order_url(&wb.external_id)?;
+            let body = serde_json::json!({
+                "erp_order_number": wb.erp_order_number,
+                "state": "processing",
+            });
+            match self
+                .send(|| self.endpoint.client().patch(&url).json(&body))
+                .await
+            {
+                Ok(reply) => {
+                    let mut current: serde_json::Value = reply.json()?;
+                    let mut done = vec!["state=processing, erp_order_number"];
+                    if set_line_numbers(&mut current, wb) {
+                        let body = current.clone();
+                        self.send(|| self.endpoint.client().put(&url).json(&body))
+                            .await?;
+                        done.push("erp_line_number on lines");
+                    }
+                    return Ok(done.join("; "));
+                }
+                Err(
+                    f @ Failure::Permanent {
+                        status: Some(400..=499),
+                        ..
+                    },
+                ) => {
+                    tracing::debug!(source = %self.name, order_key = %wb.order_key, error = %f, "direct write-back refused; reading the order to see why");
+                }
+                Err(f) => return Err(f),
+            }
+        }
         let (_, mut current) = self.get_detail(&wb.external_id).await?;
         let state = current["state"].as_str().unwrap_or_default().to_string();
         if state == "cancel" {
@@ -737,6 +775,7 @@ mod tests {
             external_id: "1".into(),
             erp_order_number: "SO1".into(),
             shipped_before: Vec::new(),
+            in_doubt: true,
             lines: vec![crate::store::LineNumber {
                 source_line_id: "11".into(),
                 erp_line_number: "10".into(),
