@@ -63,8 +63,10 @@ pub enum Command {
     },
     /// Serve the simulators on loopback: CloudSuite, Titelive MediaWeb, Retailys,
     /// MplusKASSA, Vinou and the http ERP (ports below; config/demo.toml points at them)
+    #[cfg(feature = "sandbox")]
     Sandbox(SandboxArgs),
     /// Sandbox + daemon on a throwaway ledger: watch orders flow
+    #[cfg(feature = "sandbox")]
     Demo(DemoArgs),
 }
 
@@ -121,6 +123,7 @@ pub struct RetryArgs {
     pub parked: bool,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args, Clone)]
 pub struct SandboxArgs {
     /// Address for the CloudSuite simulator
@@ -161,6 +164,7 @@ pub struct SandboxArgs {
     pub ship_after_secs: u64,
 }
 
+#[cfg(feature = "sandbox")]
 #[derive(Debug, Args)]
 pub struct DemoArgs {
     /// Where the demo keeps its config, secrets and ledger
@@ -175,6 +179,7 @@ pub struct DemoArgs {
     pub tryton: Option<String>,
 }
 
+#[cfg(feature = "sandbox")]
 fn parse_duration_arg(s: &str) -> Result<std::time::Duration, String> {
     crate::config::parse_duration(s)
 }

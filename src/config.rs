@@ -3,6 +3,13 @@
 //! error names the key (`sources[1].page_size`) and unknown keys are refused.
 //! Secrets are only referenced here (`X_file` / `X_env`); they are read when
 //! a component is built, never stored in this struct.
+//!
+//! This file holds what every config has: `[daemon]`, `[erp]`, the keys
+//! common to every `[[sources]]` table, and the checks they share. Each
+//! source kind's own keys, defaults, validation and secret references live
+//! next to its connector (`src/sources/<kind>/config.rs`); their types are
+//! re-exported here, so `crate::config::CloudSuiteSettings` and the like
+//! stay the names the rest of the code uses.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -11,9 +18,15 @@ use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::secret::{SecretRef, resolve_path};
+use crate::sources;
 
-mod titelive;
-pub use titelive::{TiteliveAuth, TiteliveSettings};
+pub use crate::sources::cloudsuite::config::{
+    CLOUDSUITE_TOKEN_URL, CloudSuiteAuth, CloudSuiteSettings,
+};
+pub use crate::sources::mplus::config::{MplusSettings, MplusStart};
+pub use crate::sources::retailys::config::{RetailysSettings, StatusRef};
+pub use crate::sources::titelive::config::{TiteliveAuth, TiteliveSettings};
+pub use crate::sources::vinou::config::VinouSettings;
 
 /// Default config path when neither `--config` nor `$ORDERSYNC_CONFIG` is set.
 pub const DEFAULT_PATH: &str = "/etc/ordersync/ordersync.toml";
@@ -160,84 +173,16 @@ pub enum SourceSettings {
     Vinou(VinouSettings),
 }
 
-/// Where a new MplusKASSA source starts reading.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum MplusStart {
-    /// Sync marker 1: every order the till has.
-    Beginning,
-    /// The till's current order marker: only orders added or changed from now on.
-    Now,
-}
-
-#[derive(Clone, Debug)]
-pub struct MplusSettings {
-    pub ident: String,
-    pub secret: SecretRef,
-    pub start: MplusStart,
-    /// Write the ERP order number into the order's `reference`.
-    pub write_reference: bool,
-}
-
-#[derive(Clone, Debug)]
-pub struct VinouSettings {
-    /// The AuthID from the Vinou app's settings (not a secret by itself).
-    pub auth_id: String,
-    pub api_token: SecretRef,
-    /// Order `status` values that are pushed; `need_payment`/`new` wait.
-    pub import_statuses: Vec<String>,
-    /// `orders/touch` ("mark as read") after the ERP accepted the order.
-    pub touch_on_import: bool,
-}
-
-#[derive(Clone, Debug)]
-pub enum CloudSuiteAuth {
-    /// OAuth2 client credentials (the current method).
-    OAuth2 {
-        token_url: String,
-        client_id: String,
-        client_secret: SecretRef,
-    },
-    /// `Authorization: Token …` (deprecated by CloudSuite since 2024-02-01).
-    LegacyToken(SecretRef),
-}
-
-#[derive(Clone, Debug)]
-pub struct CloudSuiteSettings {
-    pub auth: CloudSuiteAuth,
-    pub webshop: Option<i64>,
-    pub payment_ok: Vec<String>,
-    pub timezone: chrono_tz::Tz,
-}
-
-/// A Retailys order status as configured: its numeric id or its name
-/// (statuses are defined per shop; names are resolved at startup).
-#[derive(Clone, Debug, PartialEq, Eq, Deserialize)]
-#[serde(untagged)]
-pub enum StatusRef {
-    Id(i64),
-    Name(String),
-}
-
-impl std::fmt::Display for StatusRef {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            StatusRef::Id(id) => write!(f, "{id}"),
-            StatusRef::Name(n) => write!(f, "{n:?}"),
-        }
-    }
-}
-
-#[derive(Clone, Debug)]
-pub struct RetailysSettings {
-    pub token: SecretRef,
-    pub channel_id: Option<i64>,
-    /// None: every status that neither completes nor cancels an order.
-    pub import_statuses: Option<Vec<StatusRef>>,
-    pub processing_status: StatusRef,
-    pub shipped_status: Option<StatusRef>,
-    /// None: matched by the ERP carrier's name among the shop's shippings.
-    pub shipper_id: Option<i64>,
+/// What a kind's builder (`sources::<kind>::config::build`) gets from the
+/// common part of its `[[sources]]` table, already checked.
+pub(crate) struct SourceContext<'a> {
+    /// `sources[i]`: every error message starts with it.
+    pub prefix: &'a str,
+    /// Secret file paths are relative to the config file's directory.
+    pub base_dir: &'a Path,
+    /// Some APIs cap these two; their builders check them.
+    pub page_size: u32,
+    pub rate_limit_per_sec: u32,
 }
 
 // ---------------------------------------------------------------------------
@@ -372,82 +317,9 @@ fn default_source_in_flight() -> usize {
 fn default_rate() -> u32 {
     10
 }
-fn default_true() -> bool {
+pub(crate) fn default_true() -> bool {
     true
 }
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawCloudSuite {
-    token_url: Option<String>,
-    client_id: Option<String>,
-    client_secret_file: Option<PathBuf>,
-    client_secret_env: Option<String>,
-    api_token_file: Option<PathBuf>,
-    api_token_env: Option<String>,
-    webshop: Option<i64>,
-    #[serde(default = "default_payment_ok")]
-    payment_ok: Vec<String>,
-    #[serde(default = "default_timezone")]
-    timezone: String,
-}
-
-fn default_payment_ok() -> Vec<String> {
-    ["closed_success", "paid", "account", "none"]
-        .iter()
-        .map(|s| s.to_string())
-        .collect()
-}
-fn default_timezone() -> String {
-    "Europe/Amsterdam".into()
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawRetailys {
-    token_file: Option<PathBuf>,
-    token_env: Option<String>,
-    channel_id: Option<i64>,
-    import_statuses: Option<Vec<StatusRef>>,
-    processing_status: Option<StatusRef>,
-    shipped_status: Option<StatusRef>,
-    shipper_id: Option<i64>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawMplus {
-    ident: String,
-    secret_file: Option<PathBuf>,
-    secret_env: Option<String>,
-    #[serde(default = "default_mplus_start")]
-    start: MplusStart,
-    #[serde(default = "default_true")]
-    write_reference: bool,
-}
-
-fn default_mplus_start() -> MplusStart {
-    MplusStart::Beginning
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RawVinou {
-    auth_id: String,
-    api_token_file: Option<PathBuf>,
-    api_token_env: Option<String>,
-    #[serde(default = "default_import_statuses")]
-    import_statuses: Vec<String>,
-    #[serde(default = "default_true")]
-    touch_on_import: bool,
-}
-
-fn default_import_statuses() -> Vec<String> {
-    vec!["payed".into(), "need_package".into()]
-}
-
-pub const CLOUDSUITE_TOKEN_URL: &str =
-    "https://id.cloudsuite.io/realms/CloudSuite/protocol/openid-connect/token";
 
 /// `"90s"`, `"15m"`, `"2h"`, `"7d"`, `"500ms"`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -518,7 +390,10 @@ fn bounded(key: &str, value: Duration, min: Duration, max: Duration) -> Result<(
 }
 
 /// Deserializes `value` into `T`, prefixing any error with the key path.
-fn typed<T: DeserializeOwned>(prefix: &str, value: serde_json::Value) -> Result<T, ConfigError> {
+pub(crate) fn typed<T: DeserializeOwned>(
+    prefix: &str,
+    value: serde_json::Value,
+) -> Result<T, ConfigError> {
     serde_path_to_error::deserialize(value).map_err(|e| {
         let inner = e.path().to_string();
         let key = match (prefix.is_empty(), inner.as_str()) {
@@ -620,7 +495,7 @@ fn check_schedule(key: &str, expr: &str) -> Result<(), ConfigError> {
         })
 }
 
-fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
+pub(crate) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
     match reqwest::Url::parse(url) {
         Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
         Ok(_) => Err(ConfigError(format!(
@@ -822,47 +697,25 @@ fn build_source(
             "{prefix}.rate_limit_per_sec: must be at least 1"
         )));
     }
+    let context = SourceContext {
+        prefix: &prefix,
+        base_dir,
+        page_size: c.page_size,
+        rate_limit_per_sec: c.rate_limit_per_sec,
+    };
+    let keys = serde_json::Value::Object(specific);
     let settings = match c.kind {
         SourceKind::Cloudsuite => {
-            let raw: RawCloudSuite = typed(&prefix, serde_json::Value::Object(specific))?;
-            SourceSettings::CloudSuite(build_cloudsuite(&prefix, raw, base_dir)?)
+            SourceSettings::CloudSuite(sources::cloudsuite::config::build(&context, keys)?)
         }
         SourceKind::Titelive => {
-            let raw: titelive::RawTitelive = typed(&prefix, serde_json::Value::Object(specific))?;
-            SourceSettings::Titelive(titelive::build(&prefix, raw, base_dir)?)
+            SourceSettings::Titelive(sources::titelive::config::build(&context, keys)?)
         }
         SourceKind::Retailys => {
-            let raw: RawRetailys = typed(&prefix, serde_json::Value::Object(specific))?;
-            // The API refuses per_page outside 10..=250 with a 400.
-            if !(10..=250).contains(&c.page_size) {
-                return Err(ConfigError(format!(
-                    "{prefix}.page_size: retailys accepts 10 to 250 orders per page, got {}",
-                    c.page_size
-                )));
-            }
-            // Beyond its documented 100 requests/s the API only answers 429.
-            if c.rate_limit_per_sec > 100 {
-                return Err(ConfigError(format!(
-                    "{prefix}.rate_limit_per_sec: retailys allows at most 100 requests per second, got {}",
-                    c.rate_limit_per_sec
-                )));
-            }
-            SourceSettings::Retailys(build_retailys(&prefix, raw, base_dir)?)
+            SourceSettings::Retailys(sources::retailys::config::build(&context, keys)?)
         }
-        SourceKind::Mplus => {
-            let raw: RawMplus = typed(&prefix, serde_json::Value::Object(specific))?;
-            SourceSettings::Mplus(build_mplus(&prefix, raw, base_dir)?)
-        }
-        SourceKind::Vinou => {
-            if c.page_size > 100 {
-                return Err(ConfigError(format!(
-                    "{prefix}.page_size: {} is more than Vinou allows (at most 100 orders per page)",
-                    c.page_size
-                )));
-            }
-            let raw: RawVinou = typed(&prefix, serde_json::Value::Object(specific))?;
-            SourceSettings::Vinou(build_vinou(&prefix, raw, base_dir)?)
-        }
+        SourceKind::Mplus => SourceSettings::Mplus(sources::mplus::config::build(&context, keys)?),
+        SourceKind::Vinou => SourceSettings::Vinou(sources::vinou::config::build(&context, keys)?),
     };
     Ok(SourceConfig {
         name: c.name,
@@ -878,184 +731,20 @@ fn build_source(
     })
 }
 
-fn build_mplus(prefix: &str, raw: RawMplus, base_dir: &Path) -> Result<MplusSettings, ConfigError> {
-    if raw.ident.trim().is_empty() {
-        return Err(ConfigError(format!("{prefix}.ident: must not be empty")));
-    }
-    let secret = SecretRef::from_pair(
-        &format!("{prefix}.secret"),
-        raw.secret_file,
-        raw.secret_env,
-        base_dir,
-    )?
-    .ok_or_else(|| {
-        ConfigError(format!(
-            "{prefix}.secret_file: mplus needs secret_file or secret_env"
-        ))
-    })?;
-    Ok(MplusSettings {
-        ident: raw.ident,
-        secret,
-        start: raw.start,
-        write_reference: raw.write_reference,
-    })
-}
-
-fn build_cloudsuite(
-    prefix: &str,
-    raw: RawCloudSuite,
-    base_dir: &Path,
-) -> Result<CloudSuiteSettings, ConfigError> {
-    let secret = SecretRef::from_pair(
-        &format!("{prefix}.client_secret"),
-        raw.client_secret_file,
-        raw.client_secret_env,
-        base_dir,
-    )?;
-    let legacy = SecretRef::from_pair(
-        &format!("{prefix}.api_token"),
-        raw.api_token_file,
-        raw.api_token_env,
-        base_dir,
-    )?;
-    let auth = match (raw.client_id, secret, legacy) {
-        (Some(client_id), Some(client_secret), None) => {
-            let token_url = raw
-                .token_url
-                .unwrap_or_else(|| CLOUDSUITE_TOKEN_URL.to_string());
-            check_url(&format!("{prefix}.token_url"), &token_url)?;
-            CloudSuiteAuth::OAuth2 {
-                token_url,
-                client_id,
-                client_secret,
-            }
-        }
-        (None, None, Some(token)) if raw.token_url.is_none() => CloudSuiteAuth::LegacyToken(token),
-        (None, None, None) => {
-            return Err(ConfigError(format!(
-                "{prefix}: cloudsuite needs client_id + client_secret_file (OAuth2) or api_token_file (legacy)"
-            )));
-        }
-        (Some(_), None, _) => {
-            return Err(ConfigError(format!(
-                "{prefix}.client_secret_file: client_id is set but no client_secret_file / client_secret_env"
-            )));
-        }
-        (None, Some(_), _) => {
-            return Err(ConfigError(format!(
-                "{prefix}.client_id: client_secret is set but client_id is missing"
-            )));
-        }
-        _ => {
-            return Err(ConfigError(format!(
-                "{prefix}.api_token_file: use either OAuth2 (token_url, client_id, client_secret_*) or the legacy api_token_*, not both"
-            )));
-        }
-    };
-    if raw.payment_ok.is_empty() {
-        return Err(ConfigError(format!(
-            "{prefix}.payment_ok: must list at least one payment_status"
-        )));
-    }
-    let timezone: chrono_tz::Tz = raw.timezone.parse().map_err(|_| {
-        ConfigError(format!(
-            "{prefix}.timezone: {:?} is not an IANA time zone (e.g. \"Europe/Amsterdam\")",
-            raw.timezone
-        ))
-    })?;
-    Ok(CloudSuiteSettings {
-        auth,
-        webshop: raw.webshop,
-        payment_ok: raw.payment_ok,
-        timezone,
-    })
-}
-
-fn build_retailys(
-    prefix: &str,
-    raw: RawRetailys,
-    base_dir: &Path,
-) -> Result<RetailysSettings, ConfigError> {
-    let token = SecretRef::from_pair(
-        &format!("{prefix}.token"),
-        raw.token_file,
-        raw.token_env,
-        base_dir,
-    )?
-    .ok_or_else(|| ConfigError(format!("{prefix}.token_file: retailys needs token_file or token_env (the API key sent in the `token` header)")))?;
-    // The status is also the marker that the ERP-number history record was
-    // written (the API cannot read history back), so it is required.
-    let processing_status = raw.processing_status.ok_or_else(|| {
-        ConfigError(format!(
-            "{prefix}.processing_status: required for retailys (the status set when the ERP accepts an order; an id or a name from /System/Orders/Statuses)"
-        ))
-    })?;
-    if raw.import_statuses.as_ref().is_some_and(Vec::is_empty) {
-        return Err(ConfigError(format!(
-            "{prefix}.import_statuses: must list at least one status (or leave it out for every status that neither completes nor cancels an order)"
-        )));
-    }
-    Ok(RetailysSettings {
-        token,
-        channel_id: raw.channel_id,
-        import_statuses: raw.import_statuses,
-        processing_status,
-        shipped_status: raw.shipped_status,
-        shipper_id: raw.shipper_id,
-    })
-}
-
-fn build_vinou(prefix: &str, raw: RawVinou, base_dir: &Path) -> Result<VinouSettings, ConfigError> {
-    if raw.auth_id.trim().is_empty() {
-        return Err(ConfigError(format!(
-            "{prefix}.auth_id: must not be empty (the AuthID from the Vinou app's settings)"
-        )));
-    }
-    let api_token = SecretRef::from_pair(
-        &format!("{prefix}.api_token"),
-        raw.api_token_file,
-        raw.api_token_env,
-        base_dir,
-    )?
-    .ok_or_else(|| {
-        ConfigError(format!(
-            "{prefix}.api_token_file: vinou needs api_token_file or api_token_env (a token from the Vinou app's Tokens module)"
-        ))
-    })?;
-    if raw.import_statuses.is_empty() {
-        return Err(ConfigError(format!(
-            "{prefix}.import_statuses: must list at least one order status (e.g. [\"payed\", \"need_package\"])"
-        )));
-    }
-    if let Some(bad) = raw
-        .import_statuses
-        .iter()
-        .find(|s| s.as_str() == "cancelled")
-    {
-        return Err(ConfigError(format!(
-            "{prefix}.import_statuses: {bad:?} orders are never pushed"
-        )));
-    }
-    Ok(VinouSettings {
-        auth_id: raw.auth_id,
-        api_token,
-        import_statuses: raw.import_statuses,
-        touch_on_import: raw.touch_on_import,
-    })
-}
-
+/// A config file's text parsed as `Config::load` would, and a minimal
+/// valid file to vary: shared by these tests and the kinds' own.
 #[cfg(test)]
-mod tests {
-    use super::*;
+pub(crate) mod test_support {
+    use super::{Config, ConfigError};
 
-    fn parse(toml_text: &str) -> Result<Config, ConfigError> {
+    pub(crate) fn parse(toml_text: &str) -> Result<Config, ConfigError> {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.toml");
         std::fs::write(&p, toml_text).unwrap();
         Config::load(&p)
     }
 
-    const MINIMAL: &str = r#"
+    pub(crate) const MINIMAL: &str = r#"
 [daemon]
 state_dir = "state"
 [erp]
@@ -1069,6 +758,12 @@ base_url = "http://127.0.0.1:8/"
 client_id = "ordersync"
 client_secret_env = "X_SECRET"
 "#;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::test_support::{MINIMAL, parse};
+    use super::*;
 
     #[test]
     fn minimal_config_gets_defaults() {
@@ -1147,39 +842,6 @@ client_secret_env = "X_SECRET"
     }
 
     #[test]
-    fn vinou_keys_and_defaults() {
-        let text = MINIMAL
-            .replace("kind = \"cloudsuite\"", "kind = \"vinou\"")
-            .replace(
-                "client_id = \"ordersync\"\nclient_secret_env = \"X_SECRET\"",
-                "auth_id = \"4711\"\napi_token_env = \"X_VINOU\"",
-            );
-        let c = parse(&text).unwrap();
-        let SourceSettings::Vinou(v) = &c.sources[0].settings else {
-            panic!("not vinou")
-        };
-        assert_eq!(v.import_statuses, ["payed", "need_package"]);
-        assert!(v.touch_on_import);
-        let err = parse(&text.replace("api_token_env = \"X_VINOU\"", ""))
-            .unwrap_err()
-            .0;
-        assert!(err.contains("sources[0].api_token_file"), "{err}");
-        let err = parse(&format!("{text}\nclient_id = \"x\"\n"))
-            .unwrap_err()
-            .0;
-        assert!(err.contains("client_id"), "{err}");
-        let err = parse(&format!("{text}\npage_size = 250\n")).unwrap_err().0;
-        assert!(
-            err.contains("sources[0].page_size") && err.contains("250"),
-            "{err}"
-        );
-        let err = parse(&format!("{text}\nimport_statuses = []\n"))
-            .unwrap_err()
-            .0;
-        assert!(err.contains("sources[0].import_statuses"), "{err}");
-    }
-
-    #[test]
     fn durations_parse() {
         assert_eq!(parse_duration("90s").unwrap(), Duration::from_secs(90));
         assert_eq!(parse_duration("15m").unwrap(), Duration::from_secs(900));
@@ -1197,70 +859,6 @@ client_secret_env = "X_SECRET"
         );
         let err = parse(&text).unwrap_err().0;
         assert!(err.contains("erp.user"), "{err}");
-    }
-
-    #[test]
-    fn retailys_keys_are_checked() {
-        let rt = |extra: &str| {
-            MINIMAL.replace(
-                "kind = \"cloudsuite\"\nbase_url = \"http://127.0.0.1:8/\"\nclient_id = \"ordersync\"\nclient_secret_env = \"X_SECRET\"",
-                &format!("kind = \"retailys\"\nbase_url = \"http://127.0.0.1:8/\"\ntoken_env = \"RT\"\n{extra}"),
-            )
-        };
-        let ok = parse(&rt(
-            "processing_status = \"Processing\"\nimport_statuses = [\"New\", 303]\npage_size = 250",
-        ))
-        .unwrap();
-        let SourceSettings::Retailys(s) = &ok.sources[0].settings else {
-            panic!("not retailys")
-        };
-        assert_eq!(
-            s.import_statuses.as_deref(),
-            Some(&[StatusRef::Name("New".into()), StatusRef::Id(303)][..])
-        );
-        let err = parse(&rt("")).unwrap_err().0;
-        assert!(err.contains("sources[0].processing_status"), "{err}");
-        let err = parse(&rt("processing_status = 3\npage_size = 500"))
-            .unwrap_err()
-            .0;
-        assert!(
-            err.contains("sources[0].page_size") && err.contains("500"),
-            "{err}"
-        );
-        let err = parse(&rt("processing_status = 3\nclient_id = \"x\""))
-            .unwrap_err()
-            .0;
-        assert!(err.contains("client_id"), "{err}");
-    }
-
-    #[test]
-    fn mplus_source_parses_and_names_its_keys() {
-        let mplus = MINIMAL.replace(
-            "kind = \"cloudsuite\"\nbase_url = \"http://127.0.0.1:8/\"\nclient_id = \"ordersync\"\nclient_secret_env = \"X_SECRET\"",
-            "kind = \"mplus\"\nbase_url = \"http://127.0.0.1:8/\"\nident = \"till\"\nsecret_env = \"X_SECRET\"",
-        );
-        let c = parse(&format!(
-            "{mplus}start = \"now\"\nwrite_reference = false\n"
-        ))
-        .unwrap();
-        let SourceSettings::Mplus(m) = &c.sources[0].settings else {
-            panic!("not mplus");
-        };
-        assert_eq!(m.start, MplusStart::Now);
-        assert!(!m.write_reference);
-        let err = parse(&format!("{mplus}start = \"yesterday\"\n"))
-            .unwrap_err()
-            .0;
-        assert!(
-            err.contains("sources[0]") && err.contains("yesterday"),
-            "{err}"
-        );
-        let err = parse(&mplus.replace("secret_env = \"X_SECRET\"", ""))
-            .unwrap_err()
-            .0;
-        assert!(err.contains("sources[0].secret_file"), "{err}");
-        let err = parse(&format!("{mplus}client_id = \"x\"\n")).unwrap_err().0;
-        assert!(err.contains("client_id"), "{err}");
     }
 
     #[test]

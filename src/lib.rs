@@ -10,8 +10,10 @@
 //! 4. [`daemon`] polls the ERP for shipments and queues the "shipped" write-backs;
 //! 5. every job retries with backoff and is parked, visible in `status`, when it cannot succeed.
 //!
-//! Modules: [`config`] (TOML + env, validated), [`secret`] (secrets that never print,
-//! and redaction of any remote text that echoes one), [`model`] (the canonical
+//! Modules: [`config`] (TOML + env, validated; the common part, while each
+//! source kind's own keys sit next to its connector in `sources/<kind>/config.rs`),
+//! [`secret`] (secrets that never print, and redaction of any remote text that
+//! echoes one), [`model`] (the canonical
 //! order, conversions, checked arithmetic on remote numbers), [`store`] (the
 //! ledger: a writer on its own thread with background checkpoints, and a
 //! reader connection for reports), [`poll`] (the one walk loop: page
@@ -21,7 +23,9 @@
 //! 429/Retry-After, ids as encoded path segments), [`sources`] (connectors, and the
 //! item-by-item list reading they share), [`erp`] (ERP adapters),
 //! [`daemon`] (scheduling and shutdown), [`commands`] (the CLI's commands),
-//! [`sandbox`] (simulators of every API, for tests, `demo` and benchmarks),
+//! [`metrics`] (`/metrics` and `/healthz`), `sandbox` (simulators of every API,
+//! for tests, `demo` and benchmarks; only with the cargo feature `sandbox`,
+//! on by default, which also brings axum),
 //! [`telemetry`] (logs), [`progress`] (`backfill`'s bar or progress lines),
 //! [`throttle`] (backoff and log throttling for loops that fail over and over).
 
@@ -37,6 +41,7 @@ pub mod model;
 pub mod outbox;
 pub mod poll;
 pub mod progress;
+#[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secret;
 pub mod shutdown;

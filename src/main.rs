@@ -6,7 +6,9 @@ use std::process::ExitCode;
 use clap::Parser;
 use ordersync::cli::{Cli, Command};
 use ordersync::commands::{self, EXIT_CONFIG, exit_for};
-use ordersync::config::{Config, LogFormat, choose_path};
+#[cfg(feature = "sandbox")]
+use ordersync::config::LogFormat;
+use ordersync::config::{Config, choose_path};
 use ordersync::{daemon, shutdown, telemetry};
 
 fn main() -> ExitCode {
@@ -22,6 +24,8 @@ fn main() -> ExitCode {
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
+    // The simulators need no config file (feature "sandbox", on by default).
+    #[cfg(feature = "sandbox")]
     match cli.command {
         Command::Sandbox(args) => {
             telemetry::init(LogFormat::Text);
@@ -60,6 +64,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             json,
         } => commands::reconcile(&config, *since, sources, *json, shutdown::on_signals()).await,
         Command::CheckConfig => commands::check_config(&config).await,
+        #[cfg(feature = "sandbox")]
         Command::Sandbox(_) | Command::Demo(_) => unreachable!("handled above"),
     };
     report(outcome)

@@ -4,8 +4,8 @@
 //! everything the ledger knows is read from it at scrape time, so the numbers
 //! agree with `status` and survive restarts.
 //!
-//! The server is plain hyper HTTP/1.1 rather than `axum::serve`, which has no
-//! timeouts: see [`ServerLimits`].
+//! The server is plain hyper HTTP/1.1 with per-connection timeouts (see
+//! [`ServerLimits`]); two routes need no web framework.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -13,13 +13,12 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use axum::Router;
-use axum::extract::State;
-use axum::http::StatusCode;
-use axum::response::IntoResponse;
-use axum::routing::get;
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::service::TowerToHyperService;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -277,28 +276,57 @@ struct AppState {
     started_ms: i64,
 }
 
-async fn metrics(State(st): State<AppState>) -> impl IntoResponse {
+type Reply = Response<Full<Bytes>>;
+
+fn reply(status: StatusCode, content_type: Option<&'static str>, body: String) -> Reply {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    *r.status_mut() = status;
+    if let Some(t) = content_type {
+        r.headers_mut()
+            .insert(CONTENT_TYPE, HeaderValue::from_static(t));
+    }
+    r
+}
+
+/// GET (or HEAD) `/metrics` and `/healthz`; any other path is 404, any
+/// other method 405.
+async fn route(req: Request<Incoming>, st: AppState) -> Result<Reply, std::convert::Infallible> {
+    let healthz = match req.uri().path() {
+        "/metrics" => false,
+        "/healthz" => true,
+        _ => return Ok(reply(StatusCode::NOT_FOUND, None, String::new())),
+    };
+    if !matches!(*req.method(), Method::GET | Method::HEAD) {
+        let mut r = reply(StatusCode::METHOD_NOT_ALLOWED, None, String::new());
+        r.headers_mut()
+            .insert(ALLOW, HeaderValue::from_static("GET,HEAD"));
+        return Ok(r);
+    }
+    Ok(if healthz {
+        self::healthz(st).await
+    } else {
+        metrics(st).await
+    })
+}
+
+async fn metrics(st: AppState) -> Reply {
     let r = tokio::task::spawn_blocking(move || render(&st.engine, &st.config)).await;
     match r {
-        Ok(Ok(text)) => (
-            StatusCode::OK,
-            [("content-type", "text/plain; version=0.0.4")],
-            text,
-        ),
-        Ok(Err(e)) => (
+        Ok(Ok(text)) => reply(StatusCode::OK, Some("text/plain; version=0.0.4"), text),
+        Ok(Err(e)) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            [("content-type", "text/plain")],
+            Some("text/plain"),
             format!("{e:#}\n"),
         ),
-        Err(e) => (
+        Err(e) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
-            [("content-type", "text/plain")],
+            Some("text/plain"),
             format!("{e}\n"),
         ),
     }
 }
 
-async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
+async fn healthz(st: AppState) -> Reply {
     let r = tokio::task::spawn_blocking(move || {
         crate::health::report(
             &st.engine.heartbeat,
@@ -309,16 +337,14 @@ async fn healthz(State(st): State<AppState>) -> impl IntoResponse {
     })
     .await
     .unwrap_or_else(|e| Err(format!("health check failed: {e}")));
-    match r {
-        Ok(()) => (
-            StatusCode::OK,
-            axum::Json(serde_json::json!({"status": "ok"})),
-        ),
+    let (status, body) = match r {
+        Ok(()) => (StatusCode::OK, serde_json::json!({"status": "ok"})),
         Err(reason) => (
             StatusCode::SERVICE_UNAVAILABLE,
-            axum::Json(serde_json::json!({"status": "unhealthy", "reason": reason})),
+            serde_json::json!({"status": "unhealthy", "reason": reason}),
         ),
-    }
+    };
+    reply(status, Some("application/json"), body.to_string())
 }
 
 /// `"9184"` means loopback; `"0.0.0.0:9184"` must be written out on purpose.
@@ -382,15 +408,11 @@ pub async fn serve_with(
         config,
         started_ms: now_ms(),
     };
-    let app = Router::new()
-        .route("/metrics", get(metrics))
-        .route("/healthz", get(healthz))
-        .with_state(state);
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .map_err(|e| anyhow::anyhow!("daemon.metrics_listen: cannot listen on {addr}: {e}"))?;
     let bound = listener.local_addr()?;
-    let handle = tokio::spawn(accept_loop(listener, app, shutdown, limits));
+    let handle = tokio::spawn(accept_loop(listener, state, shutdown, limits));
     Ok((bound, handle))
 }
 
@@ -399,7 +421,7 @@ pub async fn serve_with(
 /// interval. On shutdown: stop accepting, let open connections finish.
 async fn accept_loop(
     listener: tokio::net::TcpListener,
-    app: Router,
+    state: AppState,
     shutdown: CancellationToken,
     limits: ServerLimits,
 ) {
@@ -425,7 +447,7 @@ async fn accept_loop(
                 }
                 connections.spawn(serve_connection(
                     stream,
-                    app.clone(),
+                    state.clone(),
                     shutdown.clone(),
                     limits,
                     permit,
@@ -458,7 +480,7 @@ async fn accept_loop(
 /// an idle keep-alive connection) and by the connection deadline.
 async fn serve_connection(
     stream: tokio::net::TcpStream,
-    app: Router,
+    state: AppState,
     shutdown: CancellationToken,
     limits: ServerLimits,
     _slot: OwnedSemaphorePermit,
@@ -469,7 +491,8 @@ async fn serve_connection(
         .timer(TokioTimer::new())
         .header_read_timeout(limits.header_timeout)
         .keep_alive(true);
-    let conn = builder.serve_connection(TokioIo::new(stream), TowerToHyperService::new(app));
+    let service = hyper::service::service_fn(move |req| route(req, state.clone()));
+    let conn = builder.serve_connection(TokioIo::new(stream), service);
     let deadline = tokio::time::sleep(limits.connection_deadline);
     tokio::pin!(conn, deadline);
     let mut stopping = false;

@@ -13,7 +13,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::cli::{DemoArgs, SandboxArgs};
 use crate::config::{Config, SourceKind};
-use crate::sandbox::{Faults, Sandbox, SandboxOptions};
+use crate::sandbox::{Faults, RetailysOrderSpec, Sandbox, SandboxOptions};
 
 const DEMO_CONFIG: &str = include_str!("../../config/demo.toml");
 /// The password of the throwaway test database tests/tryton/serve.sh serves.
@@ -211,7 +211,7 @@ pub async fn demo(args: &DemoArgs, shutdown: CancellationToken) -> anyhow::Resul
         loop {
             tokio::select! {
                 _ = tick.tick() => {
-                    shop.add_order(crate::sandbox::retailys::RetailysOrderSpec::default());
+                    shop.add_order(RetailysOrderSpec::default());
                 }
                 _ = stop.cancelled() => break,
             }

@@ -4,12 +4,14 @@
 
 mod backfill;
 mod check;
+#[cfg(feature = "sandbox")]
 mod demo;
 mod inspect;
 mod reconcile;
 
 pub use backfill::backfill;
 pub use check::check_config;
+#[cfg(feature = "sandbox")]
 pub use demo::{demo, sandbox};
 pub use inspect::{db, orders, retry, skip, status};
 pub use reconcile::reconcile;

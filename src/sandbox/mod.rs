@@ -1,18 +1,25 @@
 //! In-process HTTP simulators of the CloudSuite, Retailys, Titelive MediaWeb,
 //! MplusKASSA (SOAP) and Vinou shop APIs and the http ERP contract, with fault knobs. Used by integration tests (port 0), by
 //! `ordersync sandbox` / `ordersync demo`, and by benchmarks.
+//!
+//! Built only with the cargo feature `sandbox` (on by default), which also
+//! brings in axum. The simulators themselves are private: [`Sandbox::start`]
+//! starts them all, its fields are their handles (seed, fault and inspect
+//! methods), and the order specs, [`Faults`] and the product [`catalog`] are
+//! what callers build with.
 
+/// The products the simulators sell; tests/tryton/products.json holds the same.
 pub mod catalog;
-pub mod cloudsuite;
+mod cloudsuite;
 mod conn;
-pub mod erp_http;
-pub mod faults;
-pub mod mplus;
-pub mod retailys;
+mod erp_http;
+mod faults;
+mod mplus;
+mod retailys;
 #[cfg(test)]
 mod tests;
-pub mod titelive;
-pub mod vinou;
+mod titelive;
+mod vinou;
 
 use std::net::SocketAddr;
 use std::sync::{Mutex, MutexGuard};
@@ -23,7 +30,10 @@ use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use cloudsuite::{LineSpec as CloudSuiteLineSpec, OrderSpec as CloudSuiteOrderSpec};
 pub use faults::Faults;
+pub use retailys::{RetailysOrderSpec, Write as RetailysWrite};
+pub use titelive::OrderSpec as TiteliveOrderSpec;
 
 #[derive(Clone, Debug)]
 pub struct SandboxOptions {

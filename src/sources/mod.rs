@@ -9,7 +9,7 @@
 pub mod cloudsuite;
 #[cfg(test)]
 pub(crate) mod fuzz_tests;
-#[cfg(test)]
+#[cfg(all(test, feature = "sandbox"))]
 mod isolation_tests;
 pub mod list;
 pub mod mplus;

@@ -152,11 +152,11 @@ async fn backfill_exits_3_for_an_order_the_daemon_parked_before() {
     let app = spawn_app(AppOptions::default()).await;
     let cs = &app.sandbox.cloudsuite;
     let when = cs.now_local() - Days::hours(2);
-    let good = cs.add_order(ordersync::sandbox::cloudsuite::OrderSpec {
+    let good = cs.add_order(ordersync::sandbox::CloudSuiteOrderSpec {
         confirm_date: Some(when),
         ..Default::default()
     });
-    let bad = cs.add_order(ordersync::sandbox::cloudsuite::OrderSpec {
+    let bad = cs.add_order(ordersync::sandbox::CloudSuiteOrderSpec {
         confirm_date: Some(when),
         ..Default::default()
     });
@@ -206,7 +206,7 @@ async fn backfill_reports_its_progress_in_info_lines_off_a_terminal() {
     let app = spawn_app(AppOptions::default()).await;
     let cs = &app.sandbox.cloudsuite;
     let when = cs.now_local() - Days::hours(2);
-    let spec = || ordersync::sandbox::cloudsuite::OrderSpec {
+    let spec = || ordersync::sandbox::CloudSuiteOrderSpec {
         confirm_date: Some(when),
         ..Default::default()
     };

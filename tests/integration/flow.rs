@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ordersync::daemon::poll_live;
 use ordersync::sandbox::Faults;
-use ordersync::sandbox::cloudsuite::{LineSpec, OrderSpec};
+use ordersync::sandbox::{CloudSuiteLineSpec as LineSpec, CloudSuiteOrderSpec as OrderSpec};
 use rust_decimal::{Decimal, RoundingStrategy};
 use tokio_util::sync::CancellationToken;
 

@@ -66,7 +66,7 @@ async fn orders_show_prints_the_canonical_order() {
     let id = app
         .sandbox
         .cloudsuite
-        .add_order(ordersync::sandbox::cloudsuite::OrderSpec::default());
+        .add_order(ordersync::sandbox::CloudSuiteOrderSpec::default());
     let engine = app.engine();
     app.sync(&engine).await;
     let out = tokio::task::block_in_place(|| {

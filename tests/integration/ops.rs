@@ -6,7 +6,7 @@ use std::os::unix::net::UnixDatagram;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ordersync::sandbox::cloudsuite::OrderSpec;
+use ordersync::sandbox::CloudSuiteOrderSpec as OrderSpec;
 
 use crate::binary::{terminate, wait_with_timeout};
 use crate::common::*;
@@ -116,7 +116,7 @@ async fn a_parked_order_fails_status_check_until_retried_after_the_fix() {
     let cs = &app.sandbox.cloudsuite;
     let good = cs.add_order(OrderSpec::default());
     let bad = cs.add_order(OrderSpec {
-        lines: vec![ordersync::sandbox::cloudsuite::LineSpec::new(
+        lines: vec![ordersync::sandbox::CloudSuiteLineSpec::new(
             "124_STUK",
             1.into(),
         )],

@@ -335,52 +335,74 @@ mod tests {
     /// the client logs in again and repeats the refused call once.
     #[tokio::test]
     async fn a_401_logs_in_again_and_repeats_the_call() {
-        use axum::http::{HeaderMap, StatusCode};
+        use http_body_util::{BodyExt as _, Full};
+        use hyper::{HeaderMap, StatusCode};
         use std::sync::Arc;
         use std::sync::atomic::AtomicUsize;
 
         let logins = Arc::new(AtomicUsize::new(0));
         let l = Arc::clone(&logins);
-        let app = axum::Router::new().route(
-            "/db/rpc/",
-            axum::routing::post(move |headers: HeaderMap, body: String| {
-                let l = Arc::clone(&l);
-                async move {
-                    let req: Value = serde_json::from_str(&body).unwrap();
-                    let auth = headers
-                        .get("authorization")
-                        .map(|v| v.to_str().unwrap().to_string());
-                    let key1 = format!(
-                        "Session {}",
-                        base64::engine::general_purpose::STANDARD.encode("admin:1:key1")
-                    );
-                    let result = match req["method"].as_str().unwrap() {
-                        "common.db.login" => {
-                            assert_eq!(req["params"][1]["password"], "pw");
-                            let n = l.fetch_add(1, Ordering::SeqCst) + 1;
-                            json!([1, format!("key{n}"), null])
-                        }
-                        "model.res.user.get_preferences" => json!({"company": 7}),
-                        // key1 has expired on the server.
-                        _ if auth.as_deref() == Some(key1.as_str()) => {
-                            return (StatusCode::UNAUTHORIZED, String::new());
-                        }
-                        _ => {
-                            let params = req["params"].as_array().unwrap();
-                            assert_eq!(params.last().unwrap()["company"], 7, "context last");
-                            json!([42])
-                        }
-                    };
-                    (
-                        StatusCode::OK,
-                        json!({"id": req["id"], "result": result}).to_string(),
-                    )
+        let answer = Arc::new(move |headers: &HeaderMap, body: &str| {
+            let req: Value = serde_json::from_str(body).unwrap();
+            let auth = headers
+                .get("authorization")
+                .map(|v| v.to_str().unwrap().to_string());
+            let key1 = format!(
+                "Session {}",
+                base64::engine::general_purpose::STANDARD.encode("admin:1:key1")
+            );
+            let result = match req["method"].as_str().unwrap() {
+                "common.db.login" => {
+                    assert_eq!(req["params"][1]["password"], "pw");
+                    let n = l.fetch_add(1, Ordering::SeqCst) + 1;
+                    json!([1, format!("key{n}"), null])
                 }
-            }),
-        );
+                "model.res.user.get_preferences" => json!({"company": 7}),
+                // key1 has expired on the server.
+                _ if auth.as_deref() == Some(key1.as_str()) => {
+                    return (StatusCode::UNAUTHORIZED, String::new());
+                }
+                _ => {
+                    let params = req["params"].as_array().unwrap();
+                    assert_eq!(params.last().unwrap()["company"], 7, "context last");
+                    json!([42])
+                }
+            };
+            (
+                StatusCode::OK,
+                json!({"id": req["id"], "result": result}).to_string(),
+            )
+        });
+        // A bare hyper server: POST /db/rpc/ answers, anything else is 404.
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
-        tokio::spawn(async move { axum::serve(listener, app).await });
+        tokio::spawn(async move {
+            while let Ok((stream, _)) = listener.accept().await {
+                let answer = Arc::clone(&answer);
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let answer = Arc::clone(&answer);
+                    async move {
+                        let (parts, body) = req.into_parts();
+                        let body: hyper::body::Incoming = body;
+                        let body = body.collect().await?.to_bytes();
+                        let (status, text) = if parts.method == hyper::Method::POST
+                            && parts.uri.path() == "/db/rpc/"
+                        {
+                            answer(&parts.headers, &String::from_utf8_lossy(&body))
+                        } else {
+                            (StatusCode::NOT_FOUND, String::new())
+                        };
+                        let mut reply = hyper::Response::new(Full::new(bytes::Bytes::from(text)));
+                        *reply.status_mut() = status;
+                        Ok::<_, hyper::Error>(reply)
+                    }
+                });
+                let io = hyper_util::rt::TokioIo::new(stream);
+                tokio::spawn(
+                    hyper::server::conn::http1::Builder::new().serve_connection(io, service),
+                );
+            }
+        });
         let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
         let rpc = Rpc::new(
             &format!("http://{addr}/db/"),

@@ -24,7 +24,9 @@ use tokio_util::sync::CancellationToken;
 use super::faults::{ErrorStyle, FaultState, Faults};
 use super::lock;
 use model::Order;
-pub use model::{AddressShape, CustomerShape, Shape};
+pub use model::Shape;
+#[cfg(test)]
+pub(crate) use model::{AddressShape, CustomerShape};
 use seed::Ids;
 
 pub const TOKEN_PATH: &str = "/realms/CloudSuite/protocol/openid-connect/token";

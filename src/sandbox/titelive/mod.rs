@@ -26,7 +26,6 @@ use super::faults::{ErrorStyle, FaultState, Faults};
 use super::lock;
 pub use model::StatusChange;
 use model::{Order, Package};
-pub use seed::COUNTRY_IDS;
 
 /// Titelive's clock: Paris local time, no zone in the answers.
 pub const TIMEZONE: chrono_tz::Tz = chrono_tz::Europe::Paris;
@@ -77,7 +76,7 @@ pub struct OrderSpec {
     pub status: i64,
     /// 0: one to three, at random.
     pub lines: usize,
-    /// None: one of [`COUNTRY_IDS`].
+    /// None: one of the simulator's country ids (`seed::COUNTRY_IDS`).
     pub country: Option<i64>,
     /// None: a third of orders use `deliveryAdressLine1`.
     pub misspelled: Option<bool>,

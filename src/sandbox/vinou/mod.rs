@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{ErrorStyle, FaultState, Faults};
 use super::lock;
-pub use seed::PackageShape;
 
 #[derive(Clone, Debug)]
 pub struct VinouOptions {

@@ -6,6 +6,7 @@
 //! queue: after the ERP accepts we PATCH `state=processing`, which takes the
 //! order out of it. Write-backs read the order first, so each takes effect once.
 
+pub(crate) mod config;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;

@@ -11,6 +11,7 @@
 //! for shipped lines. The secret is in every URL, so no URL of this source is
 //! ever put in a message: errors name the operation and the source.
 
+pub(crate) mod config;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;

@@ -11,6 +11,7 @@
 //! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.
 
+pub(crate) mod config;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;

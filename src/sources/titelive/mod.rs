@@ -7,6 +7,7 @@
 //! changes nothing. Every answer is HTTP 200 with a `success` flag: see [`wire`].
 //! The list's orders are read one by one: a bad one is parked, not the list.
 
+pub(crate) mod config;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;

@@ -106,8 +106,9 @@ mod tests {
     #[test]
     fn lifetime_comes_from_exp() {
         let exp = chrono::Utc::now().timestamp() + 120;
-        let payload =
-            crate::sandbox::vinou::base64url_encode(format!("{{\"exp\":{exp}}}").as_bytes());
+        use base64::Engine as _;
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .encode(format!("{{\"exp\":{exp}}}").as_bytes());
         let life = jwt_lifetime(&format!("x.{payload}.sig")).unwrap();
         assert!(life <= Duration::from_secs(120) && life >= Duration::from_secs(100));
         assert!(jwt_lifetime("not-a-jwt").is_none());

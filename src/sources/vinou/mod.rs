@@ -22,6 +22,7 @@
 //! - each order of a page is read on its own: a bad one is parked.
 
 mod auth;
+pub(crate) mod config;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;

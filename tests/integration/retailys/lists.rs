@@ -10,7 +10,7 @@ use std::time::Duration;
 use ordersync::daemon::poll_live;
 use ordersync::outbox::Engine;
 use ordersync::sandbox::Faults;
-use ordersync::sandbox::retailys::RetailysOrderSpec;
+use ordersync::sandbox::RetailysOrderSpec;
 use serde_json::json;
 use tokio_util::sync::CancellationToken;
 

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use ordersync::daemon::{poll_live, poll_shipments, prepare_connectors};
 use ordersync::outbox::Engine;
-use ordersync::sandbox::retailys::RetailysOrderSpec;
+use ordersync::sandbox::RetailysOrderSpec;
 use ordersync::sandbox::{Faults, SandboxOptions};
 use rand::SeedableRng;
 use serde_json::Value;
@@ -113,7 +113,7 @@ async fn sync_until_sent(app: &App, engine: &Arc<Engine>, ids: &[i64]) -> usize 
     }
 }
 
-fn count(writes: &[ordersync::sandbox::retailys::Write], what: &str) -> usize {
+fn count(writes: &[ordersync::sandbox::RetailysWrite], what: &str) -> usize {
     writes.iter().filter(|w| w.what == what).count()
 }
 

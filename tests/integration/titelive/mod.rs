@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use ordersync::daemon::{poll_live, poll_shipments};
 use ordersync::outbox::Engine;
 use ordersync::sandbox::SandboxOptions;
-use ordersync::sandbox::titelive::OrderSpec;
+use ordersync::sandbox::TiteliveOrderSpec as OrderSpec;
 use rand::SeedableRng;
 use tokio_util::sync::CancellationToken;
 

@@ -13,8 +13,8 @@ use std::time::Instant;
 
 use ordersync::daemon::poll_live;
 use ordersync::erp::tryton::rpc::decimal;
+use ordersync::sandbox::CloudSuiteOrderSpec as OrderSpec;
 use ordersync::sandbox::SandboxOptions;
-use ordersync::sandbox::cloudsuite::OrderSpec;
 use rust_decimal::Decimal;
 
 use super::*;

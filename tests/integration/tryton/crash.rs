@@ -4,7 +4,7 @@
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use ordersync::sandbox::cloudsuite::OrderSpec;
+use ordersync::sandbox::CloudSuiteOrderSpec as OrderSpec;
 use serde_json::json;
 
 use super::*;

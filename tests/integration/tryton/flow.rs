@@ -2,7 +2,7 @@
 //! the answers are written back, an unknown product parks only its order,
 //! and a shipment done in Tryton comes back as `shipment_state=sent`.
 
-use ordersync::sandbox::cloudsuite::{LineSpec, OrderSpec};
+use ordersync::sandbox::{CloudSuiteLineSpec as LineSpec, CloudSuiteOrderSpec as OrderSpec};
 use rust_decimal::Decimal;
 use serde_json::{Value, json};
 

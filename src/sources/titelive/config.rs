@@ -3,16 +3,16 @@
 //! back, and the map from Titelive's numeric country ids to ISO codes.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::ConfigError;
+use crate::config::{ConfigError, SourceContext, typed};
 use crate::secret::SecretRef;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(super) struct RawTitelive {
+struct RawTitelive {
     domain_code: Option<String>,
     token_file: Option<PathBuf>,
     token_env: Option<String>,
@@ -53,11 +53,13 @@ pub struct TiteliveSettings {
     pub country_map: BTreeMap<String, String>,
 }
 
-pub(super) fn build(
-    prefix: &str,
-    raw: RawTitelive,
-    base_dir: &Path,
+/// Checks the source's own keys (those not common to every kind).
+pub(crate) fn build(
+    source: &SourceContext<'_>,
+    keys: serde_json::Value,
 ) -> Result<TiteliveSettings, ConfigError> {
+    let (prefix, base_dir) = (source.prefix, source.base_dir);
+    let raw: RawTitelive = typed(prefix, keys)?;
     let domain_code = raw.domain_code.unwrap_or_default();
     // It becomes a path segment of every URL: no slashes, no escapes.
     if domain_code.is_empty() || !domain_code.chars().all(|c| c.is_ascii_alphanumeric()) {
