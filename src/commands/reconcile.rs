@@ -24,8 +24,9 @@ use crate::http::Failure;
 use crate::model::order_key;
 use crate::outbox::Engine;
 use crate::outbox::policy::InPlace;
+use crate::outbox::state::OrderState;
 use crate::sources::{Connector, Window};
-use crate::store::{Disposition, in_erp};
+use crate::store::Disposition;
 
 /// ERP look-ups in flight at once.
 const ERP_LOOKUPS: usize = 4;
@@ -162,19 +163,19 @@ async fn reconcile_source(
             // Read again: the mapping says where it stands at the source now;
             // the ledger what ordersync already did (or an operator skipped).
             let pushes = matches!(&o.mapped, Ok(m) if m.disposition == Disposition::Push);
-            let should = match state.as_deref() {
-                Some(s) if in_erp(s) => true,
-                Some("skipped") => false,
+            let should = match state {
+                Some(s) if s.in_erp() => true,
+                Some(OrderState::Skipped) => false,
                 _ => pushes,
             };
-            expected.insert(key, listed(should, state));
+            expected.insert(key, listed(should, state.map(|s| s.to_string())));
         }
         for id in page.unchanged {
             // Unchanged since recorded: the ledger's state is where it stands.
             let key = order_key(source, &id);
             let state = state_of(&key)?;
-            let should = state.as_deref().is_some_and(|s| in_erp(s) || s == "queued");
-            expected.insert(key, listed(should, state));
+            let should = state.is_some_and(|s| s.in_erp() || s == OrderState::Queued);
+            expected.insert(key, listed(should, state.map(|s| s.to_string())));
         }
         if shutdown.is_cancelled() {
             return Err("interrupted".into());

@@ -3,6 +3,7 @@
 //! or parked (the three outcomes). Retry state lives in the job row.
 
 pub mod policy;
+pub mod state;
 mod worker;
 
 pub use worker::{Engine, Outcome};

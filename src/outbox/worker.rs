@@ -10,6 +10,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::policy::{Decision, RetryPolicy};
+use super::state::OrderState;
 use crate::erp::Erp;
 use crate::http::Failure;
 use crate::sources::{Connector, WriteBack};
@@ -73,7 +74,7 @@ impl Engine {
         })?;
         match job.kind {
             JobKind::Push => {
-                if order.state == "cancelled" {
+                if order.state == OrderState::Cancelled {
                     return Ok(Outcome::Done {
                         detail: "cancelled at the source before the push; not pushed".into(),
                         erp_order_number: None,

@@ -8,7 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::model::order_key;
-use crate::store::{Store, in_erp};
+use crate::outbox::state::OrderState;
+use crate::store::Store;
 
 /// The ledger, as a walk of one source may ask it.
 #[derive(Clone)]
@@ -23,8 +24,8 @@ pub struct Recorded {
     /// The source's own version marker of what was recorded (a modified
     /// date, a sync marker, a digest), if the connector keeps one.
     pub version: Option<String>,
-    /// The ledger state (`queued`, `held`, `pushed`, ...).
-    pub state: String,
+    /// The ledger state.
+    pub state: OrderState,
 }
 
 /// The answer for one page: external id → what is recorded.
@@ -88,14 +89,14 @@ impl Seen {
     }
 
     /// The ledger state of an order, if it is recorded.
-    pub fn state(&self, id: &str) -> Option<&str> {
-        self.recorded.get(id).map(|r| r.state.as_str())
+    pub fn state(&self, id: &str) -> Option<OrderState> {
+        self.recorded.get(id).map(|r| r.state)
     }
 
     /// Whether ordersync pushed this order (only those follow the source's
     /// processing and shipped statuses).
     pub fn ours(&self, id: &str) -> bool {
-        self.state(id).is_some_and(in_erp)
+        self.state(id).is_some_and(OrderState::in_erp)
     }
 }
 
@@ -130,7 +131,7 @@ mod tests {
             "no version recorded"
         );
         assert!(!seen.unchanged("3", Some("v1")), "not recorded");
-        assert_eq!(seen.state("1"), Some("queued"));
+        assert_eq!(seen.state("1"), Some(OrderState::Queued));
         assert!(!seen.ours("1"));
         assert!(seen.ours("2"));
         assert_eq!(seen.state("../x"), None);

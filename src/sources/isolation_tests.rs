@@ -80,6 +80,7 @@ page_size = 10
                 .order_state(&format!("{SOURCE}:{id}"))
                 .unwrap()
                 .expect("every order is recorded")
+                .to_string()
         })
         .collect();
     assert_eq!(
@@ -109,8 +110,8 @@ page_size = 10
     let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
     assert_eq!(status.sources[0].last_error, None);
     assert_eq!(
-        engine.store.order_state(&key).unwrap().as_deref(),
-        Some("queued")
+        engine.store.order_state(&key).unwrap(),
+        Some(crate::outbox::state::OrderState::Queued)
     );
     assert!(status.parked.is_empty(), "{:?}", status.parked);
     sandbox.shutdown().await;

@@ -23,6 +23,7 @@ use chrono::{DateTime, Utc};
 
 use crate::config::{Config, ConfigError, SourceConfig, SourceSettings};
 use crate::http::Failure;
+use crate::outbox::state::OrderState;
 use crate::poll::Known;
 use crate::store::{ErpShipment, IncomingOrder, LineNumber};
 
@@ -262,19 +263,20 @@ impl Connector {
     /// the window) and unmappable ones (a fix at the source need not change
     /// the fields the list shows). Retailys: every order not yet final, on
     /// every Nth poll only (it has no "changed since" filter).
-    pub fn recheck_states(&self) -> &'static [&'static str] {
+    pub fn recheck_states(&self) -> &'static [OrderState] {
+        use OrderState::*;
         match self {
-            Connector::CloudSuite(_) => &["held", "invalid"],
+            Connector::CloudSuite(_) => &[Held, Invalid],
             // Titelive's list shows only confirmed orders: everything not
             // final is read again to see cancellations, packages and returns.
-            Connector::Titelive(_) => &["held", "invalid", "pushed", "accepted", "shipped"],
+            Connector::Titelive(_) => &[Held, Invalid, Pushed, Accepted, Shipped],
             Connector::Retailys(c) => c.recheck_states(),
             // A fix at the till bumps the order's sync marker: the list
             // brings it back by itself.
             Connector::Mplus(_) => &[],
             // Vinou's list is newest first: an order waiting for payment
             // sinks out of the pages we read, so only `get` sees it again.
-            Connector::Vinou(_) => &["held", "invalid"],
+            Connector::Vinou(_) => &[Held, Invalid],
         }
     }
 

@@ -8,6 +8,7 @@ use sha2::{Digest, Sha256};
 
 use super::{Store, event, exec, now_ms};
 use crate::model::{Order, order_key};
+use crate::outbox::state::OrderState;
 
 /// What the connector decided about an order it could map.
 #[derive(Clone, Debug, PartialEq)]
@@ -128,7 +129,7 @@ impl Store {
     pub fn recorded(
         &self,
         order_keys: &[String],
-    ) -> anyhow::Result<Vec<(String, Option<String>, String)>> {
+    ) -> anyhow::Result<Vec<(String, Option<String>, OrderState)>> {
         let conn = self.lock();
         let tx = conn.unchecked_transaction()?;
         let mut out = Vec::new();
@@ -148,8 +149,8 @@ impl Store {
         Ok(out)
     }
 
-    /// The ledger state of an order (`queued`, `held`, `pushed`...), if recorded.
-    pub fn order_state(&self, order_key: &str) -> anyhow::Result<Option<String>> {
+    /// The ledger state of an order, if recorded.
+    pub fn order_state(&self, order_key: &str) -> anyhow::Result<Option<OrderState>> {
         let conn = self.lock();
         let mut stmt = conn.prepare_cached("SELECT state FROM orders WHERE order_key = ?1")?;
         Ok(stmt
@@ -270,7 +271,7 @@ fn ingest_one(
         ),
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
     };
-    let existing: Option<(String, String, Option<String>, Option<String>)> = tx
+    let existing: Option<(OrderState, String, Option<String>, Option<String>)> = tx
         .prepare_cached(
             "SELECT state, content_hash, pushed_hash, canonical_json FROM orders WHERE order_key = ?1",
         )?
@@ -324,7 +325,7 @@ fn ingest_one(
         return Ok(());
     }
 
-    if state == "skipped" {
+    if state == OrderState::Skipped {
         // An operator's skip is final until `retry KEY` (SPEC §5.11): a later
         // change at the source (the payment clearing) is recorded, not queued.
         exec(
@@ -344,9 +345,10 @@ fn ingest_one(
         report.unchanged += 1;
         return Ok(());
     }
-    if !in_erp(&state) {
+    if !state.in_erp() {
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
+        debug_assert!(state.may_become(new_state), "{state} -> {new_state}");
         exec(
             tx,
             "UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
@@ -396,24 +398,25 @@ fn ingest_one(
     Ok(())
 }
 
-/// Whether an order in this ledger state has been pushed to the ERP by us.
+/// Whether an order in this ledger state (a word as stored) has been pushed
+/// to the ERP by us; see [`OrderState::in_erp`].
 pub fn in_erp(state: &str) -> bool {
-    matches!(state, "pushed" | "accepted" | "shipped" | "completed")
+    OrderState::parse(state).is_some_and(OrderState::in_erp)
 }
 
-fn pre_push_state(key: &str, mapped: &Result<MappedOrder, String>) -> (&'static str, OrderNote) {
+fn pre_push_state(key: &str, mapped: &Result<MappedOrder, String>) -> (OrderState, OrderNote) {
     match mapped {
         Ok(m) => match &m.disposition {
-            Disposition::Push => ("queued", OrderNote::Queued(key.to_string())),
+            Disposition::Push => (OrderState::Queued, OrderNote::Queued(key.to_string())),
             Disposition::Hold(reason) => (
-                "held",
+                OrderState::Held,
                 OrderNote::Held {
                     order_key: key.to_string(),
                     reason: reason.clone(),
                 },
             ),
             Disposition::Cancel(reason) => (
-                "cancelled",
+                OrderState::Cancelled,
                 OrderNote::Cancelled {
                     order_key: key.to_string(),
                     reason: reason.clone(),
@@ -421,7 +424,7 @@ fn pre_push_state(key: &str, mapped: &Result<MappedOrder, String>) -> (&'static 
             ),
         },
         Err(reason) => (
-            "invalid",
+            OrderState::Invalid,
             OrderNote::Invalid {
                 order_key: key.to_string(),
                 reason: reason.clone(),

@@ -3,6 +3,7 @@
 //! lease (owner + deadline) makes sure only one process works on a job at a
 //! time, so the daemon, `backfill` and `retry` can run together (guarantee 9).
 
+use crate::outbox::state::{JobState, OrderState};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -155,7 +156,7 @@ impl ErpShipment {
 /// What a job needs to know about its order.
 #[derive(Clone, Debug)]
 pub struct OrderForJob {
-    pub state: String,
+    pub state: OrderState,
     pub canonical_json: Option<String>,
     pub raw_payload: String,
     pub content_hash: String,
@@ -406,7 +407,11 @@ impl Store {
         if !settle(&tx, job, owner, "state = 'done', last_error = NULL", &[])? {
             return Ok(false);
         }
-        let new_state = if write_back { "pushed" } else { "accepted" };
+        let new_state = if write_back {
+            OrderState::Pushed
+        } else {
+            OrderState::Accepted
+        };
         // The ERP already had an order for this key, and an earlier attempt
         // whose outcome we never learned sent another version: what the ERP
         // holds is that version, not this one (issue 12.3). Record that, and
@@ -493,7 +498,11 @@ impl Store {
                                        accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
                     params![
                         job.order_key,
-                        if shipped { "shipped" } else { "accepted" },
+                        if shipped {
+                            OrderState::Shipped
+                        } else {
+                            OrderState::Accepted
+                        },
                         now
                     ],
                 )?;
@@ -672,7 +681,7 @@ impl Store {
         let now = now_ms();
         let mut queued = Vec::new();
         for s in shipments {
-            let row: Option<(String, String)> = tx
+            let row: Option<(String, OrderState)> = tx
                 .query_row(
                     "SELECT source, state FROM orders WHERE order_key = ?1",
                     params![s.order_key],
@@ -711,12 +720,15 @@ impl Store {
             // write-back then refuses it by name (parked), never delivering
             // the whole order in its place.
             let s = &s;
-            let ready = matches!(state.as_str(), "accepted" | "shipped" | "completed");
+            let ready = matches!(
+                state,
+                OrderState::Accepted | OrderState::Shipped | OrderState::Completed
+            );
             let writes = takes_write_back(&source);
             let job_state = match (writes, ready) {
-                (false, _) => "done",
-                (true, true) => "pending",
-                (true, false) => "waiting",
+                (false, _) => JobState::Done,
+                (true, true) => JobState::Pending,
+                (true, false) => JobState::Waiting,
             };
             let payload = serde_json::to_string(s)?;
             let inserted = exec(
@@ -1209,7 +1221,7 @@ mod tests {
         store.finish_job(&j[0], "o", "ok").unwrap();
         assert_eq!(
             store.order_for_job("shop:1").unwrap().unwrap().state,
-            "completed"
+            OrderState::Completed
         );
     }
 
@@ -1243,7 +1255,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.order_for_job("shop:1").unwrap().unwrap().state,
-            "accepted"
+            OrderState::Accepted
         );
         assert!(runnable(&store).is_empty(), "no write-back job was queued");
         let ship = shipment("shop:1");
@@ -1257,7 +1269,7 @@ mod tests {
         );
         assert_eq!(
             store.order_for_job("shop:1").unwrap().unwrap().state,
-            "completed"
+            OrderState::Completed
         );
         // The same shipment again records nothing new (one event, not two).
         store
@@ -1288,7 +1300,7 @@ mod tests {
             .unwrap();
         assert_eq!(
             store.order_for_job("shop:1").unwrap().unwrap().state,
-            "pushed"
+            OrderState::Pushed
         );
         let j = runnable(&store);
         assert_eq!(j.len(), 1);
@@ -1296,7 +1308,7 @@ mod tests {
         store.finish_job(&j[0], "o", "touched").unwrap();
         assert_eq!(
             store.order_for_job("shop:1").unwrap().unwrap().state,
-            "completed",
+            OrderState::Completed,
             "not left in 'shipped' waiting for a write-back that never comes"
         );
         assert!(runnable(&store).is_empty());

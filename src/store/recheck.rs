@@ -4,6 +4,7 @@
 //! `recheck`), so a large pile of orders that never change (abandoned
 //! carts waiting for payment) cannot starve the others.
 
+use crate::outbox::state::OrderState;
 use rusqlite::params;
 
 use super::{Store, exec, now_ms};
@@ -13,7 +14,7 @@ impl Store {
     pub fn recheck_batch(
         &self,
         source: &str,
-        states: &[&str],
+        states: &[OrderState],
         limit: usize,
     ) -> anyhow::Result<Vec<String>> {
         if states.is_empty() || limit == 0 {
@@ -41,7 +42,7 @@ impl Store {
     fn keys_in_states(
         &self,
         source: &str,
-        states: &[&str],
+        states: &[OrderState],
         op: &str,
         key: &str,
         limit: usize,
@@ -55,7 +56,7 @@ impl Store {
         );
         let mut stmt = conn.prepare(&sql)?;
         let mut args: Vec<rusqlite::types::Value> = vec![source.to_string().into()];
-        args.extend(states.iter().map(|s| s.to_string().into()));
+        args.extend(states.iter().map(|s| s.as_str().to_string().into()));
         args.push(key.to_string().into());
         args.push((limit as i64).into());
         let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
@@ -68,6 +69,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+
+    use crate::outbox::state::OrderState;
 
     use crate::model::Order;
     use crate::store::testutil::temp_store;
@@ -98,9 +101,9 @@ mod tests {
         let (_d, store) = temp_store();
         let orders: Vec<IncomingOrder> = (1..=5).map(|i| held(&i.to_string())).collect();
         store.ingest("shop", "live", &orders, None).unwrap();
-        let b1 = store.recheck_batch("shop", &["held"], 2).unwrap();
-        let b2 = store.recheck_batch("shop", &["held"], 2).unwrap();
-        let b3 = store.recheck_batch("shop", &["held"], 2).unwrap();
+        let b1 = store.recheck_batch("shop", &[OrderState::Held], 2).unwrap();
+        let b2 = store.recheck_batch("shop", &[OrderState::Held], 2).unwrap();
+        let b3 = store.recheck_batch("shop", &[OrderState::Held], 2).unwrap();
         assert_eq!((b1.len(), b2.len(), b3.len()), (2, 2, 2));
         let seen: HashSet<String> = b1.iter().chain(&b2).chain(&b3).cloned().collect();
         assert_eq!(
@@ -110,13 +113,13 @@ mod tests {
         );
         assert!(
             store
-                .recheck_batch("other", &["held"], 2)
+                .recheck_batch("other", &[OrderState::Held], 2)
                 .unwrap()
                 .is_empty()
         );
         assert!(
             store
-                .recheck_batch("shop", &["invalid"], 2)
+                .recheck_batch("shop", &[OrderState::Invalid], 2)
                 .unwrap()
                 .is_empty()
         );

@@ -154,8 +154,8 @@ mod tests {
         assert_eq!(report.queued(), 0);
         assert!(report.notes.is_empty(), "{:?}", report.notes);
         assert_eq!(
-            store.order_state("shop:old").unwrap().as_deref(),
-            Some("completed")
+            store.order_state("shop:old").unwrap(),
+            Some(crate::outbox::state::OrderState::Completed)
         );
     }
 

@@ -36,9 +36,10 @@ use super::walk::WalkGuard;
 use super::{Page, PrepareError, Window};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
+use crate::outbox::state::OrderState;
 use crate::poll::Known;
 use crate::secret::Secret;
-use crate::store::{IncomingOrder, in_erp};
+use crate::store::IncomingOrder;
 use statuses::{Status, StatusTable, Wanted};
 
 /// Ledger orders that are not final are read again on every Nth live poll
@@ -49,7 +50,13 @@ pub const RECHECK_EVERY: u64 = 5;
 /// States of ledger orders worth reading again: not yet pushed (a status
 /// change may release, hold or cancel them) and pushed but not shipped (a
 /// cancellation at the shop must reach an operator).
-const RECHECK_STATES: &[&str] = &["held", "invalid", "queued", "pushed", "accepted"];
+const RECHECK_STATES: &[OrderState] = &[
+    OrderState::Held,
+    OrderState::Invalid,
+    OrderState::Queued,
+    OrderState::Pushed,
+    OrderState::Accepted,
+];
 
 pub struct Retailys {
     name: String,
@@ -471,7 +478,7 @@ impl Retailys {
         let ours = known
             .one(external_id)
             .await
-            .is_some_and(|r| in_erp(&r.state));
+            .is_some_and(|r| r.state.in_erp());
         map_one(
             &self.name,
             &table,
@@ -483,7 +490,7 @@ impl Retailys {
         .map_err(Failure::retry)
     }
 
-    pub fn recheck_states(&self) -> &'static [&'static str] {
+    pub fn recheck_states(&self) -> &'static [OrderState] {
         // Counted per live poll (the daemon asks once per poll); the first
         // poll after startup rechecks.
         if self

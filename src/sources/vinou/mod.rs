@@ -48,6 +48,7 @@ use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
 use crate::http::{Endpoint, Failure, Reply};
 use crate::model::convert::{parse_naive, utc_to_naive_local};
+use crate::outbox::state::OrderState;
 use crate::poll::Known;
 use crate::store::IncomingOrder;
 
@@ -336,16 +337,13 @@ impl Vinou {
         id: &str,
         raw: &str,
         v: &Value,
-        ledger_state: Option<&str>,
+        ledger_state: Option<OrderState>,
         watching: bool,
     ) -> Result<IncomingOrder, String> {
         let ctx = map::MapContext {
             source: &self.name,
             import_statuses: &self.import_statuses,
-            already_pushed: matches!(
-                ledger_state,
-                Some("pushed" | "accepted" | "shipped" | "completed")
-            ),
+            already_pushed: ledger_state.is_some_and(OrderState::in_erp),
             watching: watching || ledger_state.is_some(),
         };
         list::isolated(
@@ -363,8 +361,14 @@ impl Vinou {
             return Ok(parked);
         }
         // Only held/invalid orders are re-checked: not in the ERP, and known.
-        self.map(external_id, &item.raw, &item.value, Some("held"), true)
-            .map_err(Failure::retry)
+        self.map(
+            external_id,
+            &item.raw,
+            &item.value,
+            Some(OrderState::Held),
+            true,
+        )
+        .map_err(Failure::retry)
     }
 
     // --- writing back -------------------------------------------------------
