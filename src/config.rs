@@ -12,7 +12,9 @@ use serde::de::DeserializeOwned;
 
 use crate::secret::{SecretRef, resolve_path};
 
+mod secrets;
 mod titelive;
+pub use secrets::SecretUse;
 pub use titelive::{TiteliveAuth, TiteliveSettings};
 
 /// Default config path when neither `--config` nor `$ORDERSYNC_CONFIG` is set.

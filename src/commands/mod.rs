@@ -4,6 +4,7 @@
 
 mod backfill;
 mod check;
+pub mod credentials;
 mod demo;
 mod inspect;
 mod reconcile;
