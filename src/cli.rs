@@ -49,7 +49,7 @@ pub enum Command {
     #[command(subcommand)]
     Db(DbCommand),
     /// Validate the configuration and secrets, and reach every remote, without side effects
-    CheckConfig,
+    CheckConfig(CheckConfigArgs),
     /// Sources vs ERP for a window: missing, orphaned and doubled orders (read-only)
     Reconcile {
         /// Start of the window: 2024-06-29, 2024-06-29T00:00:00Z or a duration like 7d
@@ -68,6 +68,28 @@ pub enum Command {
     /// Sandbox + daemon on a throwaway ledger: watch orders flow
     #[cfg(feature = "sandbox")]
     Demo(DemoArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CheckConfigArgs {
+    /// Read each secret the config names in /run/credentials/ordersync.service/
+    /// (or $CREDENTIALS_DIRECTORY/) from the file the installed unit's
+    /// LoadCredential= line loads it from, as the service will get it; a
+    /// credential the unit does not load is a problem. For root, before the
+    /// first start.
+    #[arg(long)]
+    pub credentials_from_unit: bool,
+    /// With --credentials-from-unit: find the unit, its drop-ins and the
+    /// credential files under this directory instead of /
+    #[arg(long, value_name = "DIR", requires = "credentials_from_unit")]
+    pub root: Option<PathBuf>,
+    /// Print the unit drop-in that loads every credential the config names
+    /// (one LoadCredential= line each; names and paths only) and check nothing
+    #[arg(long, conflicts_with_all = ["credentials_from_unit", "offline"])]
+    pub unit_credentials: bool,
+    /// Check the config and read every secret, but contact no remote
+    #[arg(long)]
+    pub offline: bool,
 }
 
 #[derive(Debug, Args)]

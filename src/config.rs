@@ -28,6 +28,9 @@ pub use crate::sources::retailys::config::{RetailysSettings, StatusRef};
 pub use crate::sources::titelive::config::{TiteliveAuth, TiteliveSettings};
 pub use crate::sources::vinou::config::VinouSettings;
 
+mod secrets;
+pub use secrets::SecretUse;
+
 /// Default config path when neither `--config` nor `$ORDERSYNC_CONFIG` is set.
 pub const DEFAULT_PATH: &str = "/etc/ordersync/ordersync.toml";
 

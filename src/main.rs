@@ -63,7 +63,7 @@ async fn dispatch(cli: Cli) -> ExitCode {
             sources,
             json,
         } => commands::reconcile(&config, *since, sources, *json, shutdown::on_signals()).await,
-        Command::CheckConfig => commands::check_config(&config).await,
+        Command::CheckConfig(args) => commands::check_config(&config, args).await,
         #[cfg(feature = "sandbox")]
         Command::Sandbox(_) | Command::Demo(_) => unreachable!("handled above"),
     };

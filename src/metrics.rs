@@ -1,24 +1,31 @@
-//! `/metrics` (Prometheus text format) and `/healthz`, served on
-//! `daemon.metrics_listen` when it is set. Counters that only the process
-//! knows (HTTP requests, retries, ERP push latency) live in a small registry;
+//! `/metrics` (OpenMetrics text, through the Prometheus project's
+//! `prometheus-client`) and `/healthz`, served on `daemon.metrics_listen`
+//! when it is set. Counters that only the process knows (HTTP requests,
+//! retries, ERP push latency) live in process-wide metric families;
 //! everything the ledger knows is read from it at scrape time, so the numbers
-//! agree with `status` and survive restarts.
+//! agree with `status` and survive restarts. Each scrape builds a registry of
+//! both and encodes it.
 //!
 //! The server is plain hyper HTTP/1.1 with per-connection timeouts (see
 //! [`ServerLimits`]); two routes need no web framework.
 
-use std::collections::BTreeMap;
-use std::fmt::Write as _;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
-use hyper::header::{ALLOW, CONTENT_TYPE, HeaderValue};
+use hyper::header::{ALLOW, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::{TokioIo, TokioTimer};
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::registry::Registry;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -31,241 +38,210 @@ use crate::throttle::FailureStreak;
 /// Upper bounds (seconds) of the ERP push latency histogram.
 const PUSH_BUCKETS: [f64; 10] = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
-#[derive(Default)]
-struct Histogram {
-    buckets: [u64; PUSH_BUCKETS.len()],
-    count: u64,
-    sum: f64,
+/// The content type of the OpenMetrics text exposition.
+pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
+
+/// Every metric family `/metrics` serves (counters with their `_total`), for
+/// the dashboard and alert checks.
+pub const METRIC_NAMES: [&str; 11] = [
+    "ordersync_up",
+    "ordersync_orders_seen_total",
+    "ordersync_orders_pushed_total",
+    "ordersync_orders_parked",
+    "ordersync_jobs_queued",
+    "ordersync_oldest_due_job_age_seconds",
+    "ordersync_last_poll_success_timestamp_seconds",
+    "ordersync_cursor_lag_seconds",
+    "ordersync_http_requests_total",
+    "ordersync_job_retries_total",
+    "ordersync_erp_push_duration_seconds",
+];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct HostStatus {
+    host: String,
+    status: String,
 }
 
-/// In-process counters.
-#[derive(Default)]
-pub struct Registry {
-    http: Mutex<BTreeMap<(String, String), u64>>,
-    retries: Mutex<BTreeMap<(String, String), u64>>,
-    push: Mutex<Histogram>,
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceJob {
+    source: String,
+    job: String,
 }
 
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SourceLabel {
+    source: String,
 }
 
-/// The process-wide registry (the HTTP client records into it from anywhere).
-pub fn global() -> &'static Registry {
-    static REGISTRY: OnceLock<Registry> = OnceLock::new();
-    REGISTRY.get_or_init(Registry::default)
+/// In-process metrics. Clones of a family share its values, so a scrape
+/// registers clones next to the ledger's numbers.
+pub struct ProcessMetrics {
+    http: Family<HostStatus, Counter>,
+    retries: Family<SourceJob, Counter>,
+    push: Histogram,
 }
 
-impl Registry {
+impl Default for ProcessMetrics {
+    fn default() -> Self {
+        ProcessMetrics {
+            http: Family::default(),
+            retries: Family::default(),
+            push: Histogram::new(PUSH_BUCKETS),
+        }
+    }
+}
+
+/// The process-wide metrics (the HTTP client records into them from anywhere).
+pub fn global() -> &'static ProcessMetrics {
+    static METRICS: OnceLock<ProcessMetrics> = OnceLock::new();
+    METRICS.get_or_init(ProcessMetrics::default)
+}
+
+impl ProcessMetrics {
     /// One HTTP exchange; `status` None when no answer came (network error).
     pub fn http_request(&self, host: &str, status: Option<u16>) {
         let status = status
             .map(|s| s.to_string())
             .unwrap_or_else(|| "error".into());
-        *lock(&self.http)
-            .entry((host.to_string(), status))
-            .or_default() += 1;
+        self.http
+            .get_or_create(&HostStatus {
+                host: host.to_string(),
+                status,
+            })
+            .inc();
     }
 
     pub fn retry(&self, source: &str, job: &str) {
-        *lock(&self.retries)
-            .entry((source.to_string(), job.to_string()))
-            .or_default() += 1;
+        self.retries
+            .get_or_create(&SourceJob {
+                source: source.to_string(),
+                job: job.to_string(),
+            })
+            .inc();
     }
 
     pub fn erp_push(&self, took: Duration) {
-        let secs = took.as_secs_f64();
-        let mut h = lock(&self.push);
-        for (i, bound) in PUSH_BUCKETS.iter().enumerate() {
-            if secs <= *bound {
-                h.buckets[i] += 1;
-            }
-        }
-        h.count += 1;
-        h.sum += secs;
+        self.push.observe(took.as_secs_f64());
     }
 
-    fn render(&self, out: &mut String) {
-        let _ = writeln!(
-            out,
-            "# HELP ordersync_http_requests_total HTTP requests to sources and the ERP, by host and status (\"error\": no answer)."
+    fn register(&self, registry: &mut Registry) {
+        registry.register(
+            "ordersync_http_requests",
+            "HTTP requests to sources and the ERP, by host and status (\"error\": no answer)",
+            self.http.clone(),
         );
-        let _ = writeln!(out, "# TYPE ordersync_http_requests_total counter");
-        for ((host, status), n) in lock(&self.http).iter() {
-            let _ = writeln!(
-                out,
-                "ordersync_http_requests_total{{host=\"{}\",status=\"{status}\"}} {n}",
-                esc(host)
-            );
-        }
-        let _ = writeln!(
-            out,
-            "# HELP ordersync_job_retries_total Failed job attempts that will be retried."
+        registry.register(
+            "ordersync_job_retries",
+            "Failed job attempts that will be retried",
+            self.retries.clone(),
         );
-        let _ = writeln!(out, "# TYPE ordersync_job_retries_total counter");
-        for ((source, job), n) in lock(&self.retries).iter() {
-            let _ = writeln!(
-                out,
-                "ordersync_job_retries_total{{source=\"{}\",job=\"{job}\"}} {n}",
-                esc(source)
-            );
-        }
-        let h = lock(&self.push);
-        let _ = writeln!(
-            out,
-            "# HELP ordersync_erp_push_duration_seconds Time for one ERP push call, successful or not."
+        registry.register(
+            "ordersync_erp_push_duration_seconds",
+            "Time for one ERP push call, successful or not",
+            self.push.clone(),
         );
-        let _ = writeln!(out, "# TYPE ordersync_erp_push_duration_seconds histogram");
-        for (i, bound) in PUSH_BUCKETS.iter().enumerate() {
-            let _ = writeln!(
-                out,
-                "ordersync_erp_push_duration_seconds_bucket{{le=\"{bound}\"}} {}",
-                h.buckets[i]
-            );
-        }
-        let _ = writeln!(
-            out,
-            "ordersync_erp_push_duration_seconds_bucket{{le=\"+Inf\"}} {}",
-            h.count
-        );
-        let _ = writeln!(out, "ordersync_erp_push_duration_seconds_sum {}", h.sum);
-        let _ = writeln!(out, "ordersync_erp_push_duration_seconds_count {}", h.count);
     }
 }
 
-/// Label values are ours (source names, hosts), but escape them anyway.
-fn esc(v: &str) -> String {
-    v.replace('\\', "\\\\")
-        .replace('"', "\\\"")
-        .replace('\n', "\\n")
-}
-
-/// The whole exposition: ledger gauges plus the in-process counters.
+/// The whole exposition: ledger numbers plus the in-process metrics.
 pub fn render(engine: &Engine, config: &Config) -> anyhow::Result<String> {
+    render_with(engine, config, global())
+}
+
+fn render_with(
+    engine: &Engine,
+    config: &Config,
+    process: &ProcessMetrics,
+) -> anyhow::Result<String> {
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let numbers = engine.store.source_numbers()?;
     let status = engine.store.status(&names)?;
     let now = now_ms();
-    let mut out = String::new();
-    let _ = writeln!(
-        out,
-        "# HELP ordersync_up 1 while the daemon serves metrics.\n# TYPE ordersync_up gauge\nordersync_up 1"
-    );
-    let gauge = |out: &mut String, name: &str, help: &str, kind: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-    };
-    gauge(
-        &mut out,
-        "ordersync_orders_seen_total",
-        "Orders recorded in the ledger.",
-        "counter",
-    );
+    let mut registry = Registry::default();
+
+    let up = Gauge::<i64>::default();
+    up.set(1);
+    registry.register("ordersync_up", "1 while the daemon serves metrics", up);
+
+    let seen = Family::<SourceLabel, Counter>::default();
+    let pushed = Family::<SourceLabel, Counter>::default();
+    let parked = Family::<SourceLabel, Gauge>::default();
+    let queued = Family::<SourceLabel, Gauge>::default();
+    let oldest = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
     for (s, n) in &numbers {
-        let _ = writeln!(
-            out,
-            "ordersync_orders_seen_total{{source=\"{}\"}} {}",
-            esc(s),
-            n.seen
-        );
-    }
-    gauge(
-        &mut out,
-        "ordersync_orders_pushed_total",
-        "Orders the ERP accepted.",
-        "counter",
-    );
-    for (s, n) in &numbers {
-        let _ = writeln!(
-            out,
-            "ordersync_orders_pushed_total{{source=\"{}\"}} {}",
-            esc(s),
-            n.pushed
-        );
-    }
-    gauge(
-        &mut out,
-        "ordersync_orders_parked",
-        "Orders with a parked job (an operator must look).",
-        "gauge",
-    );
-    for (s, n) in &numbers {
-        let _ = writeln!(
-            out,
-            "ordersync_orders_parked{{source=\"{}\"}} {}",
-            esc(s),
-            n.parked
-        );
-    }
-    gauge(
-        &mut out,
-        "ordersync_jobs_queued",
-        "Jobs waiting to run (due now or later).",
-        "gauge",
-    );
-    for (s, n) in &numbers {
-        let _ = writeln!(
-            out,
-            "ordersync_jobs_queued{{source=\"{}\"}} {}",
-            esc(s),
-            n.queued_jobs
-        );
-    }
-    gauge(
-        &mut out,
-        "ordersync_oldest_due_job_age_seconds",
-        "How long the oldest due job has been waiting.",
-        "gauge",
-    );
-    for (s, n) in &numbers {
+        let source = SourceLabel { source: s.clone() };
+        seen.get_or_create(&source)
+            .inc_by(u64::try_from(n.seen).unwrap_or(0));
+        pushed
+            .get_or_create(&source)
+            .inc_by(u64::try_from(n.pushed).unwrap_or(0));
+        parked.get_or_create(&source).set(n.parked);
+        queued.get_or_create(&source).set(n.queued_jobs);
         let age = n
             .oldest_due_ms
             .map(|t| (now - t).max(0) as f64 / 1000.0)
             .unwrap_or(0.0);
-        let _ = writeln!(
-            out,
-            "ordersync_oldest_due_job_age_seconds{{source=\"{}\"}} {age}",
-            esc(s)
-        );
+        oldest.get_or_create(&source).set(age);
     }
-    gauge(
-        &mut out,
-        "ordersync_last_poll_success_timestamp_seconds",
-        "Unix time of the last successful poll.",
-        "gauge",
+    registry.register(
+        "ordersync_orders_seen",
+        "Orders recorded in the ledger",
+        seen,
     );
-    gauge(
-        &mut out,
-        "ordersync_cursor_lag_seconds",
-        "Now minus the source's cursor, for time cursors.",
-        "gauge",
+    registry.register("ordersync_orders_pushed", "Orders the ERP accepted", pushed);
+    registry.register(
+        "ordersync_orders_parked",
+        "Orders with a parked job (an operator must look)",
+        parked,
     );
+    registry.register(
+        "ordersync_jobs_queued",
+        "Jobs waiting to run (due now or later)",
+        queued,
+    );
+    registry.register(
+        "ordersync_oldest_due_job_age_seconds",
+        "How long the oldest due job has been waiting",
+        oldest,
+    );
+
+    let last_success = Family::<SourceLabel, Gauge>::default();
+    let lag = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
     for row in &status.sources {
+        let source = SourceLabel {
+            source: row.name.clone(),
+        };
         if let Some(t) = row
             .last_success_at
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         {
-            let _ = writeln!(
-                out,
-                "ordersync_last_poll_success_timestamp_seconds{{source=\"{}\"}} {}",
-                esc(&row.name),
-                t.timestamp()
-            );
+            last_success.get_or_create(&source).set(t.timestamp());
         }
         if let Some(t) = row
             .cursor
             .as_deref()
             .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
         {
-            let lag = (now - t.timestamp_millis()).max(0) as f64 / 1000.0;
-            let _ = writeln!(
-                out,
-                "ordersync_cursor_lag_seconds{{source=\"{}\"}} {lag}",
-                esc(&row.name)
-            );
+            let secs = (now - t.timestamp_millis()).max(0) as f64 / 1000.0;
+            lag.get_or_create(&source).set(secs);
         }
     }
-    global().render(&mut out);
+    registry.register(
+        "ordersync_last_poll_success_timestamp_seconds",
+        "Unix time of the last successful poll",
+        last_success,
+    );
+    registry.register(
+        "ordersync_cursor_lag_seconds",
+        "Now minus the source's cursor, for time cursors",
+        lag,
+    );
+    process.register(&mut registry);
+
+    let mut out = String::new();
+    prometheus_client::encoding::text::encode(&mut out, &registry)?;
     Ok(out)
 }
 
@@ -283,7 +259,7 @@ fn reply(status: StatusCode, content_type: Option<&'static str>, body: String) -
     *r.status_mut() = status;
     if let Some(t) = content_type {
         r.headers_mut()
-            .insert(CONTENT_TYPE, HeaderValue::from_static(t));
+            .insert(hyper::header::CONTENT_TYPE, HeaderValue::from_static(t));
     }
     r
 }
@@ -312,7 +288,7 @@ async fn route(req: Request<Incoming>, st: AppState) -> Result<Reply, std::conve
 async fn metrics(st: AppState) -> Reply {
     let r = tokio::task::spawn_blocking(move || render(&st.engine, &st.config)).await;
     match r {
-        Ok(Ok(text)) => reply(StatusCode::OK, Some("text/plain; version=0.0.4"), text),
+        Ok(Ok(text)) => reply(StatusCode::OK, Some(CONTENT_TYPE), text),
         Ok(Err(e)) => reply(
             StatusCode::INTERNAL_SERVER_ERROR,
             Some("text/plain"),
@@ -525,23 +501,30 @@ mod tests {
     }
 
     #[test]
-    fn histogram_is_cumulative() {
-        let r = Registry::default();
-        r.erp_push(Duration::from_millis(30));
-        r.erp_push(Duration::from_millis(700));
+    fn process_metrics_are_encoded_as_openmetrics() {
+        let m = ProcessMetrics::default();
+        m.erp_push(Duration::from_millis(30));
+        m.erp_push(Duration::from_millis(700));
+        m.http_request("erp.example", Some(503));
+        m.http_request("erp.example", None);
+        m.retry("webshop-nl", "push");
+        let mut registry = Registry::default();
+        m.register(&mut registry);
         let mut out = String::new();
-        r.render(&mut out);
-        assert!(
-            out.contains("ordersync_erp_push_duration_seconds_bucket{le=\"0.05\"} 1"),
-            "{out}"
-        );
-        assert!(
-            out.contains("ordersync_erp_push_duration_seconds_bucket{le=\"1\"} 2"),
-            "{out}"
-        );
-        assert!(
-            out.contains("ordersync_erp_push_duration_seconds_count 2"),
-            "{out}"
-        );
+        prometheus_client::encoding::text::encode(&mut out, &registry).unwrap();
+        for want in [
+            "# TYPE ordersync_erp_push_duration_seconds histogram\n",
+            "ordersync_erp_push_duration_seconds_bucket{le=\"0.05\"} 1\n",
+            "ordersync_erp_push_duration_seconds_bucket{le=\"1.0\"} 2\n",
+            "ordersync_erp_push_duration_seconds_bucket{le=\"+Inf\"} 2\n",
+            "ordersync_erp_push_duration_seconds_count 2\n",
+            "# TYPE ordersync_http_requests counter\n",
+            "ordersync_http_requests_total{host=\"erp.example\",status=\"503\"} 1\n",
+            "ordersync_http_requests_total{host=\"erp.example\",status=\"error\"} 1\n",
+            "ordersync_job_retries_total{source=\"webshop-nl\",job=\"push\"} 1\n",
+        ] {
+            assert!(out.contains(want), "{want} missing:\n{out}");
+        }
+        assert!(out.ends_with("# EOF\n"), "{out}");
     }
 }

@@ -4,6 +4,7 @@
 
 mod backfill;
 mod check;
+pub mod credentials;
 #[cfg(feature = "sandbox")]
 mod demo;
 mod inspect;

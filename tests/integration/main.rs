@@ -8,6 +8,7 @@ mod backfill;
 mod binary;
 mod config;
 mod crash;
+mod credentials;
 mod flow;
 mod mplus;
 mod operator;

@@ -178,15 +178,21 @@ async fn metrics_and_health_are_served() {
     .await
     .unwrap();
     engine.heartbeat.beat();
+    // A family without samples is not served: give the retries one.
+    ordersync::metrics::global().retry("webshop-nl", "push");
     let client = reqwest::Client::new();
-    let metrics = client
+    let answer = client
         .get(format!("http://{addr}/metrics"))
         .send()
         .await
-        .unwrap()
-        .text()
-        .await
         .unwrap();
+    assert_eq!(
+        answer.headers()["content-type"],
+        ordersync::metrics::CONTENT_TYPE
+    );
+    let metrics = answer.text().await.unwrap();
+    assert!(metrics.ends_with("# EOF\n"), "{metrics}");
+    served_series_are_the_documented_ones_and_all_charted(&metrics);
     for want in [
         "ordersync_orders_seen_total{source=\"webshop-nl\"} 5",
         "ordersync_orders_pushed_total{source=\"webshop-nl\"} 5",
@@ -211,6 +217,114 @@ async fn metrics_and_health_are_served() {
     let reason = ordersync::health::check(&stuck, &engine.store, &app.config, 0).unwrap_err();
     assert!(reason.contains("engine loop stuck"), "{reason}");
     stop.cancel();
+}
+
+/// The series names a PromQL expression can use, by metric family `/metrics`
+/// declares (`# TYPE name kind`): counters carry `_total`, histograms
+/// `_bucket`, `_sum` and `_count`.
+fn served_series(exposition: &str) -> std::collections::BTreeMap<String, Vec<String>> {
+    let mut families = std::collections::BTreeMap::new();
+    for line in exposition.lines() {
+        let Some(rest) = line.strip_prefix("# TYPE ") else {
+            continue;
+        };
+        let mut parts = rest.split_whitespace();
+        let (Some(name), Some(kind)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let series = match kind {
+            "counter" => vec![format!("{name}_total")],
+            "histogram" => ["_bucket", "_sum", "_count"]
+                .iter()
+                .map(|s| format!("{name}{s}"))
+                .collect(),
+            _ => vec![name.to_string()],
+        };
+        families.insert(name.to_string(), series);
+    }
+    families
+}
+
+/// Every `ordersync_…` name in `text`.
+fn metric_names_in(text: &str) -> Vec<String> {
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("ordersync_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
+}
+
+/// The dashboard and the alert rules use only series `/metrics` serves, the
+/// dashboard charts every family, and the list in the docs is that list.
+fn served_series_are_the_documented_ones_and_all_charted(exposition: &str) {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let families = served_series(exposition);
+    let mut documented: Vec<&str> = ordersync::metrics::METRIC_NAMES.to_vec();
+    documented.sort();
+    let mut declared: Vec<String> = families.values().flatten().cloned().collect();
+    declared.retain(|s| !s.ends_with("_sum") && !s.ends_with("_count"));
+    let mut declared: Vec<String> = declared
+        .into_iter()
+        .map(|s| s.trim_end_matches("_bucket").to_string())
+        .collect();
+    declared.sort();
+    assert_eq!(declared, documented, "{exposition}");
+    let operations = std::fs::read_to_string(repo.join("docs/OPERATIONS.md")).unwrap();
+    for name in &documented {
+        assert!(
+            operations.contains(&format!("`{name}")),
+            "{name} not in docs/OPERATIONS.md"
+        );
+    }
+    let served: Vec<&String> = families.values().flatten().collect();
+
+    let dashboard_text =
+        std::fs::read_to_string(repo.join("deploy/grafana/ordersync.json")).unwrap();
+    let dashboard: serde_json::Value = serde_json::from_str(&dashboard_text).unwrap();
+    let mut strings = Vec::new();
+    fn collect<'a>(v: &'a serde_json::Value, out: &mut Vec<&'a str>) {
+        match v {
+            serde_json::Value::String(s) => out.push(s),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| collect(v, out)),
+            serde_json::Value::Object(o) => o.values().for_each(|v| collect(v, out)),
+            _ => {}
+        }
+    }
+    collect(&dashboard, &mut strings);
+    let charted: Vec<String> = strings.iter().flat_map(|s| metric_names_in(s)).collect();
+    assert!(!charted.is_empty());
+    for name in &charted {
+        assert!(
+            served.contains(&name),
+            "the dashboard uses {name}, which /metrics does not serve"
+        );
+    }
+    for (family, series) in &families {
+        assert!(
+            series.iter().any(|s| charted.contains(s)),
+            "the dashboard charts nothing of {family}"
+        );
+    }
+
+    let alerts = std::fs::read_to_string(repo.join("deploy/prometheus/alerts.yml")).unwrap();
+    let used: Vec<String> = alerts
+        .lines()
+        .filter(|l| l.trim_start().starts_with("expr:"))
+        .flat_map(metric_names_in)
+        .collect();
+    assert!(used.len() >= 3, "{used:?}");
+    for name in &used {
+        assert!(
+            served.contains(&name),
+            "alerts.yml uses {name}, which /metrics does not serve"
+        );
+    }
 }
 
 /// Reads until the peer closes (EOF) or `limit` passes; None on timeout.
