@@ -118,6 +118,13 @@ impl Engine {
                     } else {
                         Vec::new()
                     },
+                    step: {
+                        let (store, job, owner) =
+                            (Arc::clone(&self.store), job.clone(), self.owner.clone());
+                        crate::sources::WriteStep::new(job.sent_hash.clone(), move |step| {
+                            store.set_write_step(&job, &owner, step)
+                        })
+                    },
                 };
                 let detail = if job.kind == JobKind::WriteAccepted {
                     connector.write_accepted(&wb).await

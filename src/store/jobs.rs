@@ -53,7 +53,8 @@ pub struct Job {
     /// When the current run of transient failures began (ms), if one has.
     pub first_failed_at: Option<i64>,
     /// The content hash an earlier push attempt sent without learning the
-    /// outcome (a timeout after the request went out).
+    /// outcome (a timeout after the request went out). For a write-back job:
+    /// its progress marker (`set_write_step`, [`crate::sources::WriteStep`]).
     pub sent_hash: Option<String>,
 }
 
@@ -571,6 +572,22 @@ impl Store {
             params![job.id, owner, hash],
         )?;
         Ok(())
+    }
+
+    /// Stores a write-back job's progress marker (in `sent_hash`, which only
+    /// push jobs use otherwise). False when the lease is no longer `owner`'s.
+    pub fn set_write_step(
+        &self,
+        job: &Job,
+        owner: &str,
+        step: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let conn = self.lock();
+        Ok(exec(
+            &conn,
+            "UPDATE jobs SET sent_hash = ?3 WHERE id = ?1 AND lease_owner = ?2 AND kind != 'push'",
+            params![job.id, owner, step],
+        )? == 1)
     }
 
     /// A retryable failure: try again at `next_at_ms`.

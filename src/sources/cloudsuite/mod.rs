@@ -739,6 +739,7 @@ mod tests {
             external_id: "1".into(),
             erp_order_number: "SO1".into(),
             shipped_before: Vec::new(),
+            step: Default::default(),
             lines: vec![crate::store::LineNumber {
                 source_line_id: "11".into(),
                 erp_line_number: "10".into(),

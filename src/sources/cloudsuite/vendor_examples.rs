@@ -193,6 +193,7 @@ fn write_back() -> WriteBack {
         external_id: "12345".into(),
         erp_order_number: "123456789".into(),
         shipped_before: Vec::new(),
+        step: Default::default(),
         lines: vec![
             LineNumber {
                 source_line_id: "101".into(),
