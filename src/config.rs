@@ -211,6 +211,17 @@ pub struct CloudSuiteSettings {
     pub webshop: Option<i64>,
     pub payment_ok: Vec<String>,
     pub timezone: chrono_tz::Tz,
+    /// `desadv = true`: each shipment goes out as a DESADV message to
+    /// `/proxy/des_adv_xml/delivery/?shop=&user=` instead of
+    /// `shipment_state=sent`.
+    pub desadv: Option<DesadvTarget>,
+}
+
+/// The customer-specific `shop` and `user` of CloudSuite's proxy endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesadvTarget {
+    pub shop: u64,
+    pub user: u64,
 }
 
 /// A Retailys order status as configured: its numeric id or its name
@@ -394,6 +405,10 @@ struct RawCloudSuite {
     payment_ok: Vec<String>,
     #[serde(default = "default_timezone")]
     timezone: String,
+    #[serde(default)]
+    desadv: bool,
+    desadv_shop: Option<u64>,
+    desadv_user: Option<u64>,
 }
 
 fn default_payment_ok() -> Vec<String> {
@@ -1008,11 +1023,31 @@ fn build_cloudsuite(
             raw.timezone
         ))
     })?;
+    let desadv = match (raw.desadv, raw.desadv_shop, raw.desadv_user) {
+        (true, Some(shop), Some(user)) => Some(DesadvTarget { shop, user }),
+        (true, None, _) => {
+            return Err(ConfigError(format!(
+                "{prefix}.desadv_shop: desadv = true needs the shop number CloudSuite gave you for its proxy endpoints"
+            )));
+        }
+        (true, _, None) => {
+            return Err(ConfigError(format!(
+                "{prefix}.desadv_user: desadv = true needs the user number CloudSuite gave you for its proxy endpoints"
+            )));
+        }
+        (false, None, None) => None,
+        (false, _, _) => {
+            return Err(ConfigError(format!(
+                "{prefix}.desadv: desadv_shop / desadv_user are set but desadv is not true"
+            )));
+        }
+    };
     Ok(CloudSuiteSettings {
         auth,
         webshop: raw.webshop,
         payment_ok: raw.payment_ok,
         timezone,
+        desadv,
     })
 }
 
@@ -1122,6 +1157,40 @@ client_secret_env = "X_SECRET"
         assert_eq!(c.sources[0].page_size, 100);
         assert_eq!(c.sources[0].lookback, Duration::from_secs(900));
         assert!(c.daemon.state_dir.is_absolute());
+    }
+
+    #[test]
+    fn cloudsuite_desadv_needs_shop_and_user() {
+        let SourceSettings::CloudSuite(cs) = &parse(MINIMAL).unwrap().sources[0].settings else {
+            panic!("not cloudsuite");
+        };
+        assert_eq!(cs.desadv, None, "off by default");
+        let on = parse(&format!(
+            "{MINIMAL}desadv = true\ndesadv_shop = 12\ndesadv_user = 1260\n"
+        ))
+        .unwrap();
+        let SourceSettings::CloudSuite(cs) = &on.sources[0].settings else {
+            panic!("not cloudsuite");
+        };
+        assert_eq!(
+            cs.desadv,
+            Some(DesadvTarget {
+                shop: 12,
+                user: 1260
+            })
+        );
+        for (extra, named) in [
+            ("desadv = true\ndesadv_user = 1\n", "sources[0].desadv_shop"),
+            ("desadv = true\ndesadv_shop = 1\n", "sources[0].desadv_user"),
+            ("desadv_shop = 1\ndesadv_user = 1\n", "sources[0].desadv"),
+            (
+                "desadv = true\ndesadv_shop = -1\ndesadv_user = 1\n",
+                "desadv_shop",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err().0;
+            assert!(err.contains(named), "{extra}: {err}");
+        }
     }
 
     #[test]

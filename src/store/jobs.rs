@@ -122,7 +122,7 @@ impl ErpShipment {
     /// Tells two shipments of one order apart: the ERP's shipment id, else
     /// the tracking number, else the ship time, else the shipment's content
     /// (never one literal for all, which would merge them).
-    fn job_ref(&self) -> String {
+    pub fn job_ref(&self) -> String {
         if let Some(id) = &self.erp_shipment_id {
             return format!("erp:{id}");
         }

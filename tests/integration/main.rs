@@ -8,6 +8,7 @@ mod backfill;
 mod binary;
 mod config;
 mod crash;
+mod desadv;
 mod flow;
 mod mplus;
 mod operator;

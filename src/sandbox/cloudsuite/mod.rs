@@ -3,6 +3,7 @@
 //! the demo. It mirrors the documented behaviour, quirks and hazards included.
 
 mod api;
+mod desadv;
 mod model;
 mod seed;
 mod writes;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{ErrorStyle, FaultState, Faults};
 use super::lock;
+pub use desadv::{Desadv, DesadvItem, parse_desadv};
 use model::Order;
 pub use model::{AddressShape, CustomerShape, Shape};
 use seed::Ids;
@@ -49,6 +51,10 @@ pub struct CloudSuiteOptions {
     /// Webshop ids seeded orders are spread over.
     pub webshops: Vec<i64>,
     pub first_order_id: i64,
+    /// The customer-specific `shop` and `user` its proxy endpoints (DESADV)
+    /// demand.
+    pub proxy_shop: u64,
+    pub proxy_user: u64,
 }
 
 impl Default for CloudSuiteOptions {
@@ -65,6 +71,8 @@ impl Default for CloudSuiteOptions {
             timezone: chrono_tz::Europe::Amsterdam,
             webshops: vec![1],
             first_order_id: 48001,
+            proxy_shop: 1,
+            proxy_user: 1260,
         }
     }
 }
@@ -169,6 +177,10 @@ struct State {
     tokens: HashMap<String, Instant>,
     issued: Vec<String>,
     token_requests: u64,
+    /// DESADV messages received, in order.
+    desadvs: Vec<Desadv>,
+    /// DESADV messages refused because their number was already received.
+    desadv_repeats: u64,
 }
 
 impl CloudSuiteSim {
@@ -180,6 +192,8 @@ impl CloudSuiteSim {
             tokens: HashMap::new(),
             issued: Vec::new(),
             token_requests: 0,
+            desadvs: Vec::new(),
+            desadv_repeats: 0,
         };
         let sim = CloudSuiteSim {
             inner: Arc::new(Shared {
@@ -273,6 +287,21 @@ impl CloudSuiteSim {
     /// (injected 5xx/429 never get there; dropped responses do count).
     pub fn write_requests(&self, id: i64) -> u64 {
         self.with_order(id, |o| o.write_requests).unwrap_or(0)
+    }
+
+    /// DESADV messages received for this order, in order.
+    pub fn desadvs(&self, id: i64) -> Vec<Desadv> {
+        self.state()
+            .desadvs
+            .iter()
+            .filter(|d| d.order_id == Some(id))
+            .cloned()
+            .collect()
+    }
+
+    /// How many DESADV messages were refused as repeats of a number.
+    pub fn desadv_repeats(&self) -> u64 {
+        self.state().desadv_repeats
     }
 
     pub fn add_order(&self, spec: OrderSpec) -> i64 {

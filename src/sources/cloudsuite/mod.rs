@@ -6,6 +6,7 @@
 //! queue: after the ERP accepts we PATCH `state=processing`, which takes the
 //! order out of it. Write-backs read the order first, so each takes effect once.
 
+mod desadv;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;
@@ -59,6 +60,8 @@ pub struct CloudSuite {
     page_size: u32,
     lookback: Duration,
     max_in_flight: usize,
+    /// Shipments go out as DESADV messages (else `shipment_state=sent`).
+    desadv: Option<crate::config::DesadvTarget>,
 }
 
 /// Where a walk is. The cursor is written only at the end of a complete,
@@ -142,6 +145,7 @@ impl CloudSuite {
             page_size: source.page_size,
             lookback: source.lookback,
             max_in_flight: source.max_in_flight,
+            desadv: settings.desadv.clone(),
         })
     }
 
@@ -580,14 +584,18 @@ impl CloudSuite {
         })
     }
 
-    /// `shipment_state=sent`. CloudSuite has no tracking field on the order
-    /// (tracking travels in a DESADV message, not sent by this version).
+    /// With `desadv` configured: the shipment as a DESADV message, once
+    /// ([`desadv`]). Otherwise `shipment_state=sent` (CloudSuite has no
+    /// tracking field on the order; the tracking number stays in the ledger).
     pub async fn write_shipped(
         &self,
         wb: &WriteBack,
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
         let (_, current) = self.get_detail(&wb.external_id).await?;
+        if let Some(target) = &self.desadv {
+            return self.send_desadv(target, wb, shipment, &current).await;
+        }
         if current["shipment_state"].as_str() == Some("sent") {
             return Ok("already sent".into());
         }
