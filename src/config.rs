@@ -21,7 +21,7 @@ use crate::secret::{SecretRef, resolve_path};
 use crate::sources;
 
 pub use crate::sources::cloudsuite::config::{
-    CLOUDSUITE_TOKEN_URL, CloudSuiteAuth, CloudSuiteSettings,
+    CLOUDSUITE_TOKEN_URL, CloudSuiteAuth, CloudSuiteSettings, DesadvTarget,
 };
 pub use crate::sources::mplus::config::{MplusSettings, MplusStart};
 pub use crate::sources::retailys::config::{RetailysSettings, StatusRef};
@@ -127,6 +127,9 @@ pub struct ErpConfig {
     pub unknown_product: UnknownProduct,
     /// tryton: how order lines find products (default SKU, then EAN).
     pub product_match: Vec<ProductMatch>,
+    /// tryton: a line's tax rate (percent) → the name of the Tryton sale
+    /// tax to give it, before any search by rate (`erp.tax_map`).
+    pub tax_map: Vec<(rust_decimal::Decimal, String)>,
     pub max_in_flight: usize,
 }
 
@@ -265,6 +268,7 @@ struct RawErp {
     confirm: Option<bool>,
     unknown_product: Option<UnknownProduct>,
     product_match: Option<Vec<ProductMatch>>,
+    tax_map: Option<std::collections::BTreeMap<String, String>>,
     #[serde(default = "default_erp_in_flight")]
     max_in_flight: usize,
 }
@@ -617,6 +621,9 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
             if raw.product_match.is_some() {
                 return Err(only_tryton("product_match"));
             }
+            if raw.tax_map.is_some() {
+                return Err(only_tryton("tax_map"));
+            }
             token.ok_or_else(|| {
                 ConfigError("erp.token_file: the http ERP needs token_file or token_env".into())
             })?
@@ -645,6 +652,7 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
             "erp.product_match: list at least one of \"sku\", \"ean\"".into(),
         ));
     }
+    let tax_map = tax_map(raw.tax_map.unwrap_or_default())?;
     Ok(ErpConfig {
         kind: raw.kind,
         url: raw.url,
@@ -653,8 +661,45 @@ fn build_erp(raw: RawErp, base_dir: &Path) -> Result<ErpConfig, ConfigError> {
         confirm: raw.confirm.unwrap_or(true),
         unknown_product: raw.unknown_product.unwrap_or_default(),
         product_match,
+        tax_map,
         max_in_flight: raw.max_in_flight,
     })
+}
+
+/// `erp.tax_map = { "21" = "NL 21% verkoop" }`: rates are percentages
+/// (0 to 100), names are not empty, and no rate is given twice ("9" and
+/// "9.0" are one rate).
+fn tax_map(
+    raw: std::collections::BTreeMap<String, String>,
+) -> Result<Vec<(rust_decimal::Decimal, String)>, ConfigError> {
+    let mut map: Vec<(rust_decimal::Decimal, String)> = Vec::new();
+    for (rate, name) in raw {
+        let parsed = rate
+            .trim()
+            .parse::<rust_decimal::Decimal>()
+            .ok()
+            .filter(|r| {
+                *r >= rust_decimal::Decimal::ZERO && *r <= rust_decimal::Decimal::ONE_HUNDRED
+            })
+            .ok_or_else(|| {
+                ConfigError(format!(
+                    "erp.tax_map: {rate:?} is not a tax rate in percent (e.g. \"21\" or \"5.5\")"
+                ))
+            })?
+            .normalize();
+        if name.trim().is_empty() {
+            return Err(ConfigError(format!(
+                "erp.tax_map.{rate:?}: the Tryton tax name is empty"
+            )));
+        }
+        if map.iter().any(|(r, _)| *r == parsed) {
+            return Err(ConfigError(format!(
+                "erp.tax_map: the rate {parsed}% is given twice"
+            )));
+        }
+        map.push((parsed, name.trim().to_string()));
+    }
+    Ok(map)
 }
 
 fn build_source(
@@ -778,6 +823,40 @@ mod tests {
     }
 
     #[test]
+    fn cloudsuite_desadv_needs_shop_and_user() {
+        let SourceSettings::CloudSuite(cs) = &parse(MINIMAL).unwrap().sources[0].settings else {
+            panic!("not cloudsuite");
+        };
+        assert_eq!(cs.desadv, None, "off by default");
+        let on = parse(&format!(
+            "{MINIMAL}desadv = true\ndesadv_shop = 12\ndesadv_user = 1260\n"
+        ))
+        .unwrap();
+        let SourceSettings::CloudSuite(cs) = &on.sources[0].settings else {
+            panic!("not cloudsuite");
+        };
+        assert_eq!(
+            cs.desadv,
+            Some(DesadvTarget {
+                shop: 12,
+                user: 1260
+            })
+        );
+        for (extra, named) in [
+            ("desadv = true\ndesadv_user = 1\n", "sources[0].desadv_shop"),
+            ("desadv = true\ndesadv_shop = 1\n", "sources[0].desadv_user"),
+            ("desadv_shop = 1\ndesadv_user = 1\n", "sources[0].desadv"),
+            (
+                "desadv = true\ndesadv_shop = -1\ndesadv_user = 1\n",
+                "desadv_shop",
+            ),
+        ] {
+            let err = parse(&format!("{MINIMAL}{extra}")).unwrap_err().0;
+            assert!(err.contains(named), "{extra}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_source_key_is_named() {
         let err = parse(&format!("{MINIMAL}\npagesize = 5\n")).unwrap_err().0;
         assert!(err.contains("sources[0]"), "{err}");
@@ -880,6 +959,37 @@ mod tests {
             "token_env = \"X_TOKEN\"\nproduct_match = [\"sku\"]",
         );
         assert!(parse(&http).unwrap_err().0.contains("erp.product_match"));
+        let with_map = |map: &str| {
+            parse(&MINIMAL.replace(
+                "kind = \"http\"\nurl = \"http://127.0.0.1:9/\"\ntoken_env = \"X_TOKEN\"",
+                &format!("kind = \"tryton\"\nurl = \"http://127.0.0.1:9/shop\"\nuser = \"ordersync\"\npassword_env = \"X_PW\"\ntax_map = {map}"),
+            ))
+        };
+        let c = with_map(r#"{ "21" = "NL 21% verkoop", "5.50" = "FR 5,5%" }"#).unwrap();
+        assert_eq!(
+            c.erp.tax_map,
+            vec![
+                (
+                    rust_decimal::Decimal::from(21),
+                    "NL 21% verkoop".to_string()
+                ),
+                (rust_decimal::Decimal::new(55, 1), "FR 5,5%".to_string()),
+            ]
+        );
+        for (bad, named) in [
+            (r#"{ "21%" = "x" }"#, "\"21%\""),
+            (r#"{ "101" = "x" }"#, "\"101\""),
+            (r#"{ "21" = " " }"#, "empty"),
+            (r#"{ "9" = "a", "9.0" = "b" }"#, "twice"),
+        ] {
+            let e = with_map(bad).unwrap_err().0;
+            assert!(e.contains("erp.tax_map") && e.contains(named), "{bad}: {e}");
+        }
+        let http_map = MINIMAL.replace(
+            "token_env = \"X_TOKEN\"",
+            "token_env = \"X_TOKEN\"\ntax_map = { \"21\" = \"x\" }",
+        );
+        assert!(parse(&http_map).unwrap_err().0.contains("erp.tax_map"));
     }
 
     #[test]

@@ -23,6 +23,12 @@ pub fn sub(a: Decimal, b: Decimal, what: &str) -> Result<Decimal, String> {
         .ok_or_else(|| format!("{what}: {a} - {b} is out of range"))
 }
 
+/// `a ÷ b`, or an error naming both (division by zero included).
+pub fn div(a: Decimal, b: Decimal, what: &str) -> Result<Decimal, String> {
+    a.checked_div(b)
+        .ok_or_else(|| format!("{what}: {a} / {b} is out of range or divides by zero"))
+}
+
 /// The sum of `values`, or an error naming what was being added up.
 pub fn sum(values: impl IntoIterator<Item = Decimal>, what: &str) -> Result<Decimal, String> {
     values
@@ -51,6 +57,15 @@ mod tests {
         assert!(add(big, Decimal::ONE, "x").is_err());
         assert!(sub(Decimal::MIN, Decimal::ONE, "x").is_err());
         assert!(sum([big, big], "lines").unwrap_err().contains("lines"));
+        assert!(
+            div(Decimal::ONE, Decimal::ZERO, "line 3")
+                .unwrap_err()
+                .contains("line 3")
+        );
+        assert_eq!(
+            div(Decimal::TEN, Decimal::TWO, "x").unwrap(),
+            Decimal::new(5, 0)
+        );
         assert_eq!(
             line_total(Decimal::new(530, 3), Decimal::new(1299, 2), "l").unwrap(),
             Decimal::new(688, 2)

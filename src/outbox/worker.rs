@@ -127,6 +127,19 @@ impl Engine {
                     } else {
                         Vec::new()
                     },
+                    step: {
+                        let (store, job, owner) =
+                            (Arc::clone(&self.store), job.clone(), self.owner.clone());
+                        crate::sources::WriteStep::new(job.sent_hash.clone(), move |step| {
+                            let (store, job, owner) =
+                                (Arc::clone(&store), job.clone(), owner.clone());
+                            Box::pin(async move {
+                                store
+                                    .call(move |s| s.set_write_step(&job, &owner, step.as_deref()))
+                                    .await
+                            })
+                        })
+                    },
                 };
                 let detail = if job.kind == JobKind::WriteAccepted {
                     connector.write_accepted(&wb).await

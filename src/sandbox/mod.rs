@@ -10,7 +10,7 @@
 
 /// The products the simulators sell; tests/tryton/products.json holds the same.
 pub mod catalog;
-mod cloudsuite;
+pub(crate) mod cloudsuite;
 mod conn;
 mod erp_http;
 mod faults;

@@ -105,6 +105,78 @@ pub struct WriteBack {
     /// is unknown): read the remote before writing. A first attempt writes
     /// directly where the API allows (issue 13.4).
     pub in_doubt: bool,
+    /// The job's durable progress marker (see [`WriteStep`]).
+    pub step: WriteStep,
+}
+
+/// A write-back's progress marker, kept in its job row, so a write the
+/// source cannot read back (the Retailys history record) is neither lost nor
+/// repeated when the process dies between two calls. Without a ledger (unit
+/// tests) it lives only in memory.
+#[derive(Clone, Default)]
+pub struct WriteStep {
+    current: std::sync::Arc<std::sync::Mutex<Option<String>>>,
+    save: Option<SaveStep>,
+}
+
+/// Stores a marker (on the ledger thread) and answers whether the job's
+/// lease is still ours.
+type SaveStep = std::sync::Arc<
+    dyn Fn(Option<String>) -> futures_util::future::BoxFuture<'static, anyhow::Result<bool>>
+        + Send
+        + Sync,
+>;
+
+impl WriteStep {
+    /// `current`: the marker as the job row holds it; `save` writes a new
+    /// one and answers false when the job's lease is no longer ours.
+    pub fn new(
+        current: Option<String>,
+        save: impl Fn(Option<String>) -> futures_util::future::BoxFuture<'static, anyhow::Result<bool>>
+        + Send
+        + Sync
+        + 'static,
+    ) -> Self {
+        WriteStep {
+            current: std::sync::Arc::new(std::sync::Mutex::new(current)),
+            save: Some(std::sync::Arc::new(save)),
+        }
+    }
+
+    pub fn get(&self) -> Option<String> {
+        self.current
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Stores the marker before the call it stands for is made; a failure
+    /// to store it is a retryable failure, so that call is not made.
+    pub async fn set(&self, step: Option<&str>) -> Result<(), Failure> {
+        if let Some(save) = &self.save {
+            match save(step.map(str::to_string)).await {
+                Ok(true) => {}
+                Ok(false) => {
+                    return Err(Failure::retry(
+                        "the job's lease was lost; its progress marker was not stored",
+                    ));
+                }
+                Err(e) => {
+                    return Err(Failure::retry(format!(
+                        "ledger: storing the write-back's progress: {e:#}"
+                    )));
+                }
+            }
+        }
+        *self.current.lock().unwrap_or_else(|e| e.into_inner()) = step.map(str::to_string);
+        Ok(())
+    }
+}
+
+impl std::fmt::Debug for WriteStep {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_tuple("WriteStep").field(&self.get()).finish()
+    }
 }
 
 pub enum Connector {

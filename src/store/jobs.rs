@@ -54,7 +54,8 @@ pub struct Job {
     /// When the current run of transient failures began (ms), if one has.
     pub first_failed_at: Option<i64>,
     /// The content hash an earlier push attempt sent without learning the
-    /// outcome (a timeout after the request went out).
+    /// outcome (a timeout after the request went out). For a write-back job:
+    /// its progress marker (`set_write_step`, [`crate::sources::WriteStep`]).
     pub sent_hash: Option<String>,
     /// An earlier attempt of this job was started (claimed) and may have
     /// written before it ended unknown: a write-back reads the remote first.
@@ -126,7 +127,7 @@ impl ErpShipment {
     /// Tells two shipments of one order apart: the ERP's shipment id, else
     /// the tracking number, else the ship time, else the shipment's content
     /// (never one literal for all, which would merge them).
-    fn job_ref(&self) -> String {
+    pub fn job_ref(&self) -> String {
         if let Some(id) = &self.erp_shipment_id {
             return format!("erp:{id}");
         }
@@ -596,6 +597,22 @@ impl Store {
             params![job.id, owner, hash],
         )?;
         Ok(())
+    }
+
+    /// Stores a write-back job's progress marker (in `sent_hash`, which only
+    /// push jobs use otherwise). False when the lease is no longer `owner`'s.
+    pub fn set_write_step(
+        &self,
+        job: &Job,
+        owner: &str,
+        step: Option<&str>,
+    ) -> anyhow::Result<bool> {
+        let conn = self.lock();
+        Ok(exec(
+            &conn,
+            "UPDATE jobs SET sent_hash = ?3 WHERE id = ?1 AND lease_owner = ?2 AND kind != 'push'",
+            params![job.id, owner, step],
+        )? == 1)
     }
 
     /// A retryable failure: try again at `next_at_ms`.

@@ -37,6 +37,7 @@ fn example_config_parses_and_documents_every_key() {
         "token_file",
         "token_env",
         "max_in_flight",
+        "tax_map",
         "user",
         "password_file",
         "confirm",
@@ -57,6 +58,9 @@ fn example_config_parses_and_documents_every_key() {
         "api_token_file",
         "webshop",
         "payment_ok",
+        "desadv",
+        "desadv_shop",
+        "desadv_user",
         "timezone",
         "domain_code",
         "system_login",
@@ -82,6 +86,46 @@ fn example_config_parses_and_documents_every_key() {
             "example config does not document {key}"
         );
     }
+}
+
+/// The example's `erp.tax_map` line, as documented, gives a Tryton ERP the
+/// map it shows.
+#[test]
+fn example_tax_map_parses_for_a_tryton_erp() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# tax_map = "))
+        .expect("the example documents tax_map");
+    let tryton = text
+        .replacen(
+            "kind = \"http\"",
+            &format!(
+                "kind = \"tryton\"\nuser = \"ordersync\"\npassword_env = \"ORDERSYNC_ERP_PASSWORD\"\ntax_map = {line}"
+            ),
+            1,
+        )
+        .replacen(
+            "token_file = \"/run/credentials/ordersync.service/erp-token\"\n",
+            "",
+            1,
+        );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ordersync.toml");
+    std::fs::write(&file, tryton).unwrap();
+    let config = Config::load(&file).expect("the example with kind = tryton parses");
+    assert_eq!(
+        config.erp.tax_map,
+        vec![
+            (
+                rust_decimal::Decimal::from(21),
+                "NL 21% verkoop".to_string()
+            ),
+            (rust_decimal::Decimal::from(9), "NL 9% verkoop".to_string()),
+        ]
+    );
 }
 
 /// The Tryton test master data (tests/tryton/products.json) is the sandbox

@@ -658,6 +658,7 @@ async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
             lines: order.lines.clone(),
             shipped_before: Vec::new(),
             in_doubt: job.in_doubt,
+            step: Default::default(),
         };
         connector.write_accepted(&wb).await.unwrap();
     }

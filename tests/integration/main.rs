@@ -9,6 +9,7 @@ mod binary;
 mod config;
 mod crash;
 mod credentials;
+mod desadv;
 mod flow;
 mod mplus;
 mod operator;

@@ -3,7 +3,9 @@
 
 Creates: EUR, the countries the simulators use, the company "Ordersync Test
 BV" (made the admin's current company), manual invoicing (so no chart of
-accounts is needed), every product of the sandbox catalogue (products.json,
+accounts is needed), the company's sale taxes (NL 21%, 9% and 0% "verkoop",
+on one balance account; plus a 21% purchase tax that a sale must never
+get), every product of the sandbox catalogue (products.json,
 kept equal to src/sandbox/catalog.rs by a Rust test) with its SKU as code
 and its EAN as identifier, and 100000 of each in stock so shipments can be
 assigned. Usage: fixture.py URL DB LOGIN PASSWORD"""
@@ -57,6 +59,33 @@ def main():
     ctx = {'company': company}
     c.call('model.sale.configuration.write', [1], {
             'sale_invoice_method': 'manual'}, ctx)
+
+    # Taxes need an account of a balance type; a full chart is not needed.
+    vat_type = one(c, 'account.account.type', [('name', '=', 'VAT')], ctx)
+    if not vat_type:
+        vat_type, = c.call('model.account.account.type.create', [{
+                    'name': 'VAT', 'company': company,
+                    'statement': 'balance'}], ctx)
+    vat_account = one(c, 'account.account', [('code', '=', '1500')], ctx)
+    if not vat_account:
+        vat_account, = c.call('model.account.account.create', [{
+                    'name': 'VAT payable', 'code': '1500',
+                    'company': company, 'type': vat_type}], ctx)
+    purchase = one(c, 'account.tax.group', [('code', '=', 'PURCHASE')], ctx)
+    if not purchase:
+        purchase, = c.call('model.account.tax.group.create', [{
+                    'name': 'Purchase', 'code': 'PURCHASE',
+                    'kind': 'purchase'}], ctx)
+    for name, rate, group in [('NL 21% inkoop', '0.21', purchase),
+            ('NL 21% verkoop', '0.21', None), ('NL 9% verkoop', '0.09', None),
+            ('NL 0% verkoop', '0', None)]:
+        if not one(c, 'account.tax', [('name', '=', name)], ctx):
+            c.call('model.account.tax.create', [{
+                        'name': name, 'description': name,
+                        'type': 'percentage', 'rate': Decimal(rate),
+                        'group': group, 'company': company,
+                        'invoice_account': vat_account,
+                        'credit_note_account': vat_account}], ctx)
 
     unit = one(c, 'product.uom', [('name', '=', 'Unit')], ctx)
     kg = one(c, 'product.uom', [('name', '=', 'Kilogram')], ctx)

@@ -13,8 +13,10 @@
 mod push;
 pub mod rpc;
 mod shipments;
+mod taxes;
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
@@ -28,6 +30,11 @@ pub struct TrytonErp {
     confirm: bool,
     unknown_product: UnknownProduct,
     product_match: Vec<ProductMatch>,
+    /// `erp.tax_map`: rate in percent → sale tax name.
+    tax_map: Vec<(rust_decimal::Decimal, String)>,
+    /// The company's sale taxes, read at the first order that needs them
+    /// and again when a rate finds none (a tax added in Tryton).
+    sale_taxes: Mutex<Option<Arc<taxes::TaxTable>>>,
     /// ISO codes (countries, currencies) to ids: master data that does not
     /// change under a running daemon, so one search per code.
     ids: Mutex<HashMap<String, i64>>,
@@ -55,6 +62,8 @@ impl TrytonErp {
             confirm: config.erp.confirm,
             unknown_product: config.erp.unknown_product,
             product_match: config.erp.product_match.clone(),
+            tax_map: config.erp.tax_map.clone(),
+            sale_taxes: Mutex::new(None),
             ids: Mutex::new(HashMap::new()),
             master_data: Mutex::new(()),
             shipment_fields: Mutex::new(None),
@@ -177,6 +186,35 @@ impl TrytonErp {
     async fn button(&self, model: &str, button: &str, id: i64) -> Result<(), Failure> {
         self.rpc.model(model, button, vec![json!([id])]).await?;
         Ok(())
+    }
+
+    /// The company's sale taxes: no parent, no group or a sale group, of the
+    /// user's current company. `reload` reads them again.
+    async fn sale_taxes(&self, reload: bool) -> Result<Arc<taxes::TaxTable>, Failure> {
+        let mut cached = self.sale_taxes.lock().await;
+        if !reload && let Some(t) = cached.as_ref() {
+            return Ok(Arc::clone(t));
+        }
+        let company = self.rpc.context().await?["company"].clone();
+        let rows = self
+            .search_read(
+                "account.tax",
+                json!([
+                    ["company", "=", company],
+                    ["parent", "=", null],
+                    [
+                        "OR",
+                        ["group", "=", null],
+                        ["group.kind", "in", ["sale", "both"]]
+                    ],
+                ]),
+                &["name", "type", "rate"],
+                None,
+            )
+            .await?;
+        let table = Arc::new(taxes::TaxTable::from_rows(&rows));
+        *cached = Some(Arc::clone(&table));
+        Ok(table)
     }
 
     /// Id of the record whose `code` is `code` (countries, currencies), cached.

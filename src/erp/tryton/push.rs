@@ -4,19 +4,24 @@
 //! before anything is created. Found in draft or quotation: resume it (a
 //! crash hit between create and confirm). Found further on: reuse it. Only
 //! when none exists are party, addresses, products and the sale resolved and
-//! created. Unmappable data (unknown product, country or currency) is a
-//! permanent failure naming the value: the order is parked, the others go on.
+//! created. Unmappable data (unknown product, country, currency or tax
+//! rate) is a permanent failure naming the value: the order is parked, the
+//! others go on. Lines carry sale taxes (see [`super::taxes`]); before a
+//! draft is quoted, Tryton's own total must reproduce the source's gross
+//! within one cent per line, or the draft is removed and the order parked
+//! with both figures.
 
 use chrono::NaiveDate;
 use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 
-use super::rpc::{date, decimal};
+use super::rpc::{date, decimal, parse_decimal};
+use super::taxes::{self, TaxTable};
 use super::{TrytonErp, sale_label};
 use crate::config::{ProductMatch, UnknownProduct};
 use crate::http::Failure;
-use crate::model::{Address, Order, OrderLine};
+use crate::model::{Address, Order, OrderLine, arith};
 use crate::store::{ErpAccepted, LineNumber};
 
 pub async fn push(
@@ -54,6 +59,9 @@ pub async fn push(
         ),
         None => (create_sale(erp, &order).await?, "draft".to_string(), true),
     };
+    if state == "draft" {
+        check_totals(erp, &order, sale).await?;
+    }
     advance(erp, sale, &state).await?;
     let mut accepted = read_back(erp, &order, sale).await?;
     accepted.created = created;
@@ -120,28 +128,62 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
                 order.currency
             ))
         })?;
+    let mut table = erp.sale_taxes(false).await?;
     let master_data = erp.master_data.lock().await;
     let mut lines = Vec::new();
+    let mut line_taxes = Vec::new();
     for line in &order.lines {
-        let (product, unit) = find_product(erp, order, line).await?;
+        let what = format!("order {key}: line {}", line.source_line_id);
+        let product = find_product(erp, order, line).await?;
+        let tax_ids = match line.tax_rate {
+            Some(rate) => vec![tax_for_rate(erp, &mut table, rate, &what).await?],
+            None => product.default_taxes,
+        };
+        let unit_price = if order.prices_include_tax {
+            let rate = table
+                .rate_of(&tax_ids)
+                .map_err(|e| Failure::permanent(format!("{what}: {e}")))?;
+            taxes::net_unit_price(line.line_total, line.quantity, rate, &what)
+                .map_err(Failure::permanent)?
+        } else {
+            line.unit_price
+        };
         lines.push(json!({
-            "type": "line", "product": product, "unit": unit,
+            "type": "line", "product": product.id, "unit": product.unit,
             "quantity": float(line.quantity, key)?,
-            "unit_price": decimal(line.unit_price),
+            "unit_price": decimal(unit_price),
             "description": line.description.clone().unwrap_or_default(),
+            "taxes": [["add", tax_ids]],
         }));
+        line_taxes.push(tax_ids);
     }
+    // Shipping and discounts carry the lines' taxes (the highest rate when
+    // the lines differ); with prices including tax, their amounts do too.
+    let order_taxes = taxes::order_level_taxes(&line_taxes, &table);
+    let without_tax = |amount: Decimal, what: &str| -> Result<Decimal, Failure> {
+        if !order.prices_include_tax {
+            return Ok(amount);
+        }
+        let rate = table
+            .rate_of(&order_taxes)
+            .map_err(|e| Failure::permanent(format!("order {key}: {what}: {e}")))?;
+        taxes::net_of(amount, rate, &format!("order {key}: {what}")).map_err(Failure::permanent)
+    };
     if let Some(shipping) = order.shipping.as_ref().filter(|s| !s.amount.is_zero()) {
         let what = shipping.method.as_deref().unwrap_or("shipping");
         lines.push(json!({
-            "type": "line", "quantity": 1.0, "unit_price": decimal(shipping.amount),
+            "type": "line", "quantity": 1.0,
+            "unit_price": decimal(without_tax(shipping.amount, "shipping")?),
             "description": format!("Shipping costs ({what})"),
+            "taxes": [["add", order_taxes]],
         }));
     }
     for d in &order.discounts {
         lines.push(json!({
-            "type": "line", "quantity": 1.0, "unit_price": decimal(-d.amount),
+            "type": "line", "quantity": 1.0,
+            "unit_price": decimal(-without_tax(d.amount, "discount")?),
             "description": d.description.clone().unwrap_or_else(|| "Discount".into()),
+            "taxes": [["add", order_taxes]],
         }));
     }
     let (party, new_party) = find_or_create_party(erp, order).await?;
@@ -176,10 +218,110 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
     .await
 }
 
+/// The sale tax for a line's rate; a miss reads the company's taxes again
+/// once (someone may have added the tax since) before the order is parked.
+async fn tax_for_rate(
+    erp: &TrytonErp,
+    table: &mut std::sync::Arc<TaxTable>,
+    rate: Decimal,
+    what: &str,
+) -> Result<i64, Failure> {
+    if let Ok(tax) = table.for_rate(rate, &erp.tax_map) {
+        return Ok(tax.id);
+    }
+    *table = erp.sale_taxes(true).await?;
+    table
+        .for_rate(rate, &erp.tax_map)
+        .map(|t| t.id)
+        .map_err(|e| Failure::permanent(format!("{what}: {e}")))
+}
+
+/// What the source says the order comes to with tax: its stated gross, or
+/// with prices including tax, its lines + shipping − discounts. `None`:
+/// the source states no gross (net prices, no gross total).
+fn expected_gross(order: &Order) -> Result<Option<Decimal>, String> {
+    if let Some(gross) = order.totals.gross {
+        return Ok(Some(gross));
+    }
+    if !order.prices_include_tax {
+        return Ok(None);
+    }
+    let what = format!("order {}: gross", order.order_key);
+    let lines = arith::sum(order.lines.iter().map(|l| l.line_total), &what)?;
+    let shipping = order.shipping.as_ref().map_or(Decimal::ZERO, |s| s.amount);
+    let discounts = arith::sum(order.discounts.iter().map(|d| d.amount), &what)?;
+    Ok(Some(arith::sub(
+        arith::add(lines, shipping, &what)?,
+        discounts,
+        &what,
+    )?))
+}
+
+/// Before a draft is quoted: Tryton's own total must reproduce the source's
+/// gross within one cent per sale line. If it does not, the draft is
+/// removed (so no later attempt quotes it) and the order is parked naming
+/// both figures.
+async fn check_totals(erp: &TrytonErp, order: &Order, sale: i64) -> Result<(), Failure> {
+    let key = &order.order_key;
+    let Some(expected) = expected_gross(order).map_err(Failure::permanent)? else {
+        return Ok(());
+    };
+    let rows = erp
+        .search_read(
+            "sale.sale",
+            json!([["id", "=", sale]]),
+            &["total_amount", "tax_amount", "untaxed_amount", "lines"],
+            Some(1),
+        )
+        .await?;
+    let row = rows.first().ok_or_else(|| {
+        Failure::retry(format!(
+            "order {key}: Tryton sale {sale} vanished while it was checked"
+        ))
+    })?;
+    let amount = |field: &str| {
+        parse_decimal(&row[field]).ok_or_else(|| {
+            Failure::retry(format!(
+                "order {key}: Tryton sale {sale} has no readable {field} ({})",
+                row[field]
+            ))
+        })
+    };
+    let (total, tax) = (amount("total_amount")?, amount("tax_amount")?);
+    let lines = row["lines"].as_array().map_or(0, Vec::len).max(1);
+    let tolerance = Decimal::new(i64::try_from(lines).unwrap_or(i64::MAX), 2);
+    let difference = arith::sub(total, expected, &format!("order {key}: total"))
+        .map_err(Failure::permanent)?
+        .abs();
+    if difference <= tolerance {
+        return Ok(());
+    }
+    erp.rpc
+        .model("sale.sale", "delete", vec![json!([sale])])
+        .await
+        .map_err(|e| {
+            e.context(&format!(
+                "order {key}: removing draft sale {sale} whose total is wrong"
+            ))
+        })?;
+    Err(Failure::permanent(format!(
+        "order {key}: Tryton's total {total} (tax {tax}) differs from the source's gross {expected} by {difference}, more than one cent per line ({lines} lines); the draft sale was removed. Check the lines' tax rates and erp.tax_map"
+    )))
+}
+
 /// Tryton quantities are Float fields; decimals from sources fit easily.
 fn float(d: Decimal, key: &str) -> Result<f64, Failure> {
     d.to_f64()
         .ok_or_else(|| Failure::permanent(format!("order {key}: quantity {d} is not a number")))
+}
+
+/// A line's Tryton product.
+struct Product {
+    id: i64,
+    /// Its sale unit.
+    unit: i64,
+    /// Its account category's customer taxes: what a line without a rate gets.
+    default_taxes: Vec<i64>,
 }
 
 /// The product for a line by the configured codes, with its sale unit.
@@ -187,7 +329,7 @@ async fn find_product(
     erp: &TrytonErp,
     order: &Order,
     line: &OrderLine,
-) -> Result<(i64, i64), Failure> {
+) -> Result<Product, Failure> {
     let mut tried = Vec::new();
     for rule in &erp.product_match {
         let (code, domain) = match rule {
@@ -205,7 +347,11 @@ async fn find_product(
             .search_read(
                 "product.product",
                 domain,
-                &["sale_uom", "default_uom"],
+                &[
+                    "sale_uom",
+                    "default_uom",
+                    "account_category.customer_taxes_used",
+                ],
                 Some(1),
             )
             .await?;
@@ -230,11 +376,19 @@ async fn find_product(
     }
 }
 
-fn product_and_unit(row: &Value, key: &str) -> Result<(i64, i64), Failure> {
+fn product_and_unit(row: &Value, key: &str) -> Result<Product, Failure> {
     let id = row["id"].as_i64();
     let unit = row["sale_uom"].as_i64().or(row["default_uom"].as_i64());
+    let default_taxes = row["account_category."]["customer_taxes_used"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default();
     match (id, unit) {
-        (Some(id), Some(unit)) => Ok((id, unit)),
+        (Some(id), Some(unit)) => Ok(Product {
+            id,
+            unit,
+            default_taxes,
+        }),
         _ => Err(Failure::permanent(format!(
             "order {key}: Tryton product {} has no unit",
             row["id"]
@@ -249,7 +403,7 @@ async fn create_product(
     order: &Order,
     line: &OrderLine,
     code: &str,
-) -> Result<(i64, i64), Failure> {
+) -> Result<Product, Failure> {
     let unit_name = if line.quantity.fract().is_zero() {
         "Unit"
     } else {
@@ -290,7 +444,11 @@ async fn create_product(
         .first()
         .copied()
         .ok_or_else(|| Failure::retry(format!("Tryton: product {code} created but not found")))?;
-    Ok((product, unit))
+    Ok(Product {
+        id: product,
+        unit,
+        default_taxes: Vec::new(),
+    })
 }
 
 /// The stable identifier of a source's customer in Tryton: kept as a

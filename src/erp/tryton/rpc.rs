@@ -243,6 +243,21 @@ pub fn decimal(d: Decimal) -> Value {
     json!({"__class__": "Decimal", "decimal": d.to_string()})
 }
 
+/// Reads a tagged `Decimal` value (a bare JSON number or string also
+/// passes: some fields come back plain); `None` when it is neither.
+pub fn parse_decimal(v: &Value) -> Option<Decimal> {
+    let text = match v {
+        Value::Object(_) if v["__class__"] == "Decimal" => v["decimal"].as_str()?.to_string(),
+        Value::Number(n) => n.to_string(),
+        Value::String(s) => s.clone(),
+        _ => return None,
+    };
+    text.trim()
+        .parse::<Decimal>()
+        .ok()
+        .or_else(|| Decimal::from_scientific(text.trim()).ok())
+}
+
 pub fn date(d: NaiveDate) -> Value {
     json!({"__class__": "date", "year": d.year(), "month": d.month(), "day": d.day()})
 }
@@ -288,6 +303,23 @@ pub fn parse_datetime(v: &Value) -> Option<NaiveDateTime> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decimals_read_back_from_tryton() {
+        let d = |s: &str| s.parse::<Decimal>().unwrap();
+        assert_eq!(parse_decimal(&decimal(d("12.50"))), Some(d("12.5")));
+        assert_eq!(
+            parse_decimal(&json!({"__class__": "Decimal", "decimal": "0.2100000000"})),
+            Some(d("0.21"))
+        );
+        assert_eq!(parse_decimal(&json!(3)), Some(d("3")));
+        assert_eq!(
+            parse_decimal(&json!({"__class__": "Decimal", "decimal": "1e400"})),
+            None
+        );
+        assert_eq!(parse_decimal(&json!({"__class__": "Decimal"})), None);
+        assert_eq!(parse_decimal(&json!(null)), None);
+    }
 
     #[test]
     fn tagged_values_round_trip() {

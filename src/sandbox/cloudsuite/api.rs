@@ -31,6 +31,8 @@ pub(super) fn router(sim: CloudSuiteSim) -> Router {
         .route("/api/order", any(append_slash))
         .route("/api/order/{id}/", any(detail))
         .route("/api/order/{id}", any(append_slash))
+        .route("/proxy/des_adv_xml/delivery/", any(super::desadv::delivery))
+        .route("/proxy/des_adv_xml/delivery", any(append_slash))
         .fallback(not_found)
         .layer(from_fn_with_state(faults, inject))
         .with_state(sim)
@@ -40,7 +42,7 @@ fn json_response(status: StatusCode, body: Value) -> Response {
     (status, axum::Json(body)).into_response()
 }
 
-fn method_not_allowed(method: &Method) -> Response {
+pub(super) fn method_not_allowed(method: &Method) -> Response {
     json_response(
         StatusCode::METHOD_NOT_ALLOWED,
         json!({"detail": format!("Method \"{method}\" not allowed.")}),
@@ -194,7 +196,7 @@ fn base64_decode(s: &str) -> Option<Vec<u8>> {
 /// DRF's authentication: Bearer (Keycloak token) or the legacy `Token`.
 /// Unknown schemes count as "no credentials", like DRF does.
 /// `Some(401 response)` when the request is not authenticated.
-fn unauthenticated(sim: &CloudSuiteSim, headers: &HeaderMap) -> Option<Response> {
+pub(super) fn unauthenticated(sim: &CloudSuiteSim, headers: &HeaderMap) -> Option<Response> {
     let deny = |detail: &str| {
         (
             StatusCode::UNAUTHORIZED,
@@ -538,7 +540,7 @@ fn percent_decode(s: &str) -> String {
 
 /// `a=1&b=&c` -> pairs, keeping blanks and order (Python's parse_qsl with
 /// keep_blank_values=True).
-fn parse_query(raw: &[u8]) -> Vec<(String, String)> {
+pub(super) fn parse_query(raw: &[u8]) -> Vec<(String, String)> {
     String::from_utf8_lossy(raw)
         .split('&')
         .filter(|p| !p.is_empty())

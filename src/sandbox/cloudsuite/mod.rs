@@ -3,6 +3,7 @@
 //! the demo. It mirrors the documented behaviour, quirks and hazards included.
 
 mod api;
+mod desadv;
 mod model;
 mod seed;
 mod writes;
@@ -23,6 +24,9 @@ use tokio_util::sync::CancellationToken;
 
 use super::faults::{ErrorStyle, FaultState, Faults};
 use super::lock;
+pub use desadv::Desadv;
+#[cfg(test)]
+pub(crate) use desadv::parse_desadv;
 use model::Order;
 pub use model::Shape;
 #[cfg(test)]
@@ -51,6 +55,10 @@ pub struct CloudSuiteOptions {
     /// Webshop ids seeded orders are spread over.
     pub webshops: Vec<i64>,
     pub first_order_id: i64,
+    /// The customer-specific `shop` and `user` its proxy endpoints (DESADV)
+    /// demand.
+    pub proxy_shop: u64,
+    pub proxy_user: u64,
 }
 
 impl Default for CloudSuiteOptions {
@@ -67,6 +75,8 @@ impl Default for CloudSuiteOptions {
             timezone: chrono_tz::Europe::Amsterdam,
             webshops: vec![1],
             first_order_id: 48001,
+            proxy_shop: 1,
+            proxy_user: 1260,
         }
     }
 }
@@ -171,6 +181,10 @@ struct State {
     tokens: HashMap<String, Instant>,
     issued: Vec<String>,
     token_requests: u64,
+    /// DESADV messages received, in order.
+    desadvs: Vec<Desadv>,
+    /// DESADV messages refused because their number was already received.
+    desadv_repeats: u64,
 }
 
 impl CloudSuiteSim {
@@ -182,6 +196,8 @@ impl CloudSuiteSim {
             tokens: HashMap::new(),
             issued: Vec::new(),
             token_requests: 0,
+            desadvs: Vec::new(),
+            desadv_repeats: 0,
         };
         let sim = CloudSuiteSim {
             inner: Arc::new(Shared {
@@ -285,6 +301,21 @@ impl CloudSuiteSim {
     /// Authenticated GETs of this order's detail.
     pub fn detail_reads(&self, id: i64) -> u64 {
         self.with_order(id, |o| o.detail_reads).unwrap_or(0)
+    }
+
+    /// DESADV messages received for this order, in order.
+    pub fn desadvs(&self, id: i64) -> Vec<Desadv> {
+        self.state()
+            .desadvs
+            .iter()
+            .filter(|d| d.order_id == Some(id))
+            .cloned()
+            .collect()
+    }
+
+    /// How many DESADV messages were refused as repeats of a number.
+    pub fn desadv_repeats(&self) -> u64 {
+        self.state().desadv_repeats
     }
 
     pub fn add_order(&self, spec: OrderSpec) -> i64 {

@@ -428,6 +428,14 @@ async fn add_history(
         return bad_request("record {name, status} is required");
     }
     let mut st = sim.state();
+    if st.refuse_history > 0 {
+        st.refuse_history -= 1;
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "Service unavailable",
+            "history is not available right now",
+        );
+    }
     let record = st.next_record;
     st.next_record += 1;
     let Some(order) = st.orders.get_mut(&id) else {

@@ -120,6 +120,8 @@ pub(crate) struct State {
     pub statuses: Vec<SimStatus>,
     pub next_id: i64,
     pub next_record: i64,
+    /// History POSTs still to be refused with a 503 (nothing recorded).
+    pub refuse_history: u32,
 }
 
 struct Shared {
@@ -164,6 +166,7 @@ impl RetailysSim {
                     statuses: opts.statuses.clone(),
                     next_id: opts.first_order_id,
                     next_record: 1,
+                    refuse_history: 0,
                 }),
                 opts,
             }),
@@ -185,6 +188,13 @@ impl RetailysSim {
 
     pub(crate) fn state(&self) -> MutexGuard<'_, State> {
         lock(&self.inner.state)
+    }
+
+    /// Answers the next `n` history POSTs with a 503 and records nothing: a
+    /// test's way to stop the accepted write-back between its status PATCH
+    /// and its history record.
+    pub fn refuse_history_posts(&self, n: u32) {
+        self.state().refuse_history = n;
     }
 
     pub fn set_faults(&self, faults: Faults) {

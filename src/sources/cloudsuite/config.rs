@@ -31,6 +31,17 @@ pub struct CloudSuiteSettings {
     pub webshop: Option<i64>,
     pub payment_ok: Vec<String>,
     pub timezone: chrono_tz::Tz,
+    /// `desadv = true`: each shipment goes out as a DESADV message to
+    /// `/proxy/des_adv_xml/delivery/?shop=&user=` instead of
+    /// `shipment_state=sent`.
+    pub desadv: Option<DesadvTarget>,
+}
+
+/// The customer-specific `shop` and `user` of CloudSuite's proxy endpoints.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DesadvTarget {
+    pub shop: u64,
+    pub user: u64,
 }
 
 #[derive(Deserialize)]
@@ -47,6 +58,10 @@ struct RawCloudSuite {
     payment_ok: Vec<String>,
     #[serde(default = "default_timezone")]
     timezone: String,
+    #[serde(default)]
+    desadv: bool,
+    desadv_shop: Option<u64>,
+    desadv_user: Option<u64>,
 }
 
 fn default_payment_ok() -> Vec<String> {
@@ -123,10 +138,30 @@ pub(crate) fn build(
             raw.timezone
         ))
     })?;
+    let desadv = match (raw.desadv, raw.desadv_shop, raw.desadv_user) {
+        (true, Some(shop), Some(user)) => Some(DesadvTarget { shop, user }),
+        (true, None, _) => {
+            return Err(ConfigError(format!(
+                "{prefix}.desadv_shop: desadv = true needs the shop number CloudSuite gave you for its proxy endpoints"
+            )));
+        }
+        (true, _, None) => {
+            return Err(ConfigError(format!(
+                "{prefix}.desadv_user: desadv = true needs the user number CloudSuite gave you for its proxy endpoints"
+            )));
+        }
+        (false, None, None) => None,
+        (false, _, _) => {
+            return Err(ConfigError(format!(
+                "{prefix}.desadv: desadv_shop / desadv_user are set but desadv is not true"
+            )));
+        }
+    };
     Ok(CloudSuiteSettings {
         auth,
         webshop: raw.webshop,
         payment_ok: raw.payment_ok,
         timezone,
+        desadv,
     })
 }

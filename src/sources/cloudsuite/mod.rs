@@ -4,9 +4,12 @@
 //! then each order's detail; list items are read one by one, so a bad one
 //! does not fail its page. `state=confirmed` is a work
 //! queue: after the ERP accepts we PATCH `state=processing`, which takes the
-//! order out of it. Write-backs read the order first, so each takes effect once.
+//! order out of it. A write-back's first attempt writes directly; one after
+//! an attempt whose outcome is unknown reads the order first, so each takes
+//! effect once.
 
 pub(crate) mod config;
+mod desadv;
 #[cfg(test)]
 mod fuzz_tests;
 mod map;
@@ -60,6 +63,8 @@ pub struct CloudSuite {
     page_size: u32,
     lookback: Duration,
     max_in_flight: usize,
+    /// Shipments go out as DESADV messages (else `shipment_state=sent`).
+    desadv: Option<crate::config::DesadvTarget>,
 }
 
 /// Where a walk is. The cursor is written only at the end of a complete,
@@ -143,6 +148,7 @@ impl CloudSuite {
             page_size: source.page_size,
             lookback: source.lookback,
             max_in_flight: source.max_in_flight,
+            desadv: settings.desadv.clone(),
         })
     }
 
@@ -617,14 +623,18 @@ impl CloudSuite {
         })
     }
 
-    /// `shipment_state=sent`. CloudSuite has no tracking field on the order
-    /// (tracking travels in a DESADV message, not sent by this version).
+    /// With `desadv` configured: the shipment as a DESADV message, once
+    /// ([`desadv`]). Otherwise `shipment_state=sent` (CloudSuite has no
+    /// tracking field on the order; the tracking number stays in the ledger).
     pub async fn write_shipped(
         &self,
         wb: &WriteBack,
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
         let (_, current) = self.get_detail(&wb.external_id).await?;
+        if let Some(target) = &self.desadv {
+            return self.send_desadv(target, wb, shipment, &current).await;
+        }
         if current["shipment_state"].as_str() == Some("sent") {
             return Ok("already sent".into());
         }
@@ -777,6 +787,7 @@ mod tests {
             erp_order_number: "SO1".into(),
             shipped_before: Vec::new(),
             in_doubt: true,
+            step: Default::default(),
             lines: vec![crate::store::LineNumber {
                 source_line_id: "11".into(),
                 erp_line_number: "10".into(),

@@ -20,7 +20,6 @@ mod statuses;
 mod vendor_examples;
 mod writes;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
@@ -77,10 +76,6 @@ pub struct Retailys {
     /// be matched by name.
     shippings: Mutex<Option<Vec<(i64, String)>>>,
     polls: AtomicU64,
-    /// Orders whose status this process set but whose ERP-number history
-    /// record is not yet written: a retry after a failed POST must still
-    /// write it, although the status already says "done".
-    history_due: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Where a walk is: page numbers of one `from`/`to` query.
@@ -191,7 +186,6 @@ impl Retailys {
             statuses: Mutex::new(None),
             shippings: Mutex::new(None),
             polls: AtomicU64::new(0),
-            history_due: std::sync::Mutex::new(HashSet::new()),
         })
     }
 

@@ -1,6 +1,7 @@
 //! Retailys write-backs. Each reads the order first, so a repeat after a
 //! crash changes nothing, except the ERP-number history record, which the API
-//! cannot read back: it is written at most once (see `write_accepted`).
+//! cannot read back: its progress is kept in the job row (see
+//! `write_accepted`).
 
 use serde::Deserialize;
 use serde_json::json;
@@ -24,15 +25,25 @@ struct ShippingsPage {
     shippings: Vec<Shipping>,
 }
 
+/// Progress markers of the accepted write-back, kept in the job row: the
+/// history record is due (set before the status PATCH), its POST went out
+/// (set before it is sent), it was answered.
+const HISTORY_DUE: &str = "history due";
+const HISTORY_SENDING: &str = "history sending";
+const HISTORY_WRITTEN: &str = "history written";
+
 impl Retailys {
     /// The status PATCH to `processing_status`, then the ERP number as a
-    /// history record (type `apps`). The API cannot read history back, so the
-    /// record is written at most once: the status is its marker (an order
-    /// already in that status gets no record), and between the PATCH and the
-    /// POST this process remembers the record is due. Residual window: the
-    /// process dies while the PATCH or the POST is in flight, or the POST's
-    /// connection breaks after sending; then the record is missing (never
-    /// doubled) and the ERP number is only in the ledger (`orders show`).
+    /// history record (type `apps`). The API has no way to read an order's
+    /// history back (no endpoint, no field in `OrderModel`), so the job row
+    /// carries the proof instead: "due" is stored before the PATCH, "sending"
+    /// before the POST. A run killed anywhere before the POST goes out finds
+    /// "due" and writes the record once; one that finds "sending" does not
+    /// repeat it. Residual window: the process dies while the POST is in
+    /// flight, or its connection breaks after sending; then the record may be
+    /// missing (never doubled) and the ERP number is in the ledger
+    /// (`orders show`). An order already in that status when we first write
+    /// back (moved by someone else) gets no record.
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         let table = self.statuses().await?;
         let current = self.get_order(&wb.external_id).await?;
@@ -45,9 +56,12 @@ impl Retailys {
         let status = map::status_id(&current);
         let ours =
             status == Some(table.processing) || (status.is_some() && status == table.shipped);
-        let due = self.history_due(&wb.order_key, None);
+        let step = wb.step.get();
+        let posted = matches!(step.as_deref(), Some(HISTORY_SENDING | HISTORY_WRITTEN));
         let mut done = Vec::new();
-        if !ours {
+        // Once the record went out, our PATCH is behind us: a status the
+        // shop set since is the shop's.
+        if !ours && !posted {
             if status
                 .and_then(|s| table.get(s))
                 .is_some_and(|s| s.complete_order)
@@ -58,53 +72,60 @@ impl Retailys {
                     table.name(status.unwrap_or_default())
                 ));
             }
+            if step.is_none() {
+                wb.step.set(Some(HISTORY_DUE)).await?;
+            }
             let url = self.order_url(&wb.external_id, "/status")?;
             let body = json!({ "status_id": table.processing });
             self.send(|| self.endpoint.client().patch(&url).json(&body))
                 .await?;
-            self.history_due(&wb.order_key, Some(true));
             done.push(format!("status {}", table.name(table.processing)));
-        } else if !due {
-            return Ok(format!(
-                "already written (status {})",
-                table.name(status.unwrap_or_default())
-            ));
+        }
+        match step.as_deref() {
+            None if ours => {
+                return Ok(format!(
+                    "already in status {} before our write-back; no ERP-number record",
+                    table.name(status.unwrap_or_default())
+                ));
+            }
+            None | Some(HISTORY_DUE) => {}
+            Some(HISTORY_SENDING) => {
+                done.push("history record sent by an earlier attempt whose answer was lost (not repeated)".into());
+                return Ok(done.join("; "));
+            }
+            Some(_) => {
+                done.push("history record already written".into());
+                return Ok(done.join("; "));
+            }
         }
         let url = self.order_url(&wb.external_id, "/history")?;
         let body = json!({
             "type": "apps",
             "record": {"name": "ERP order number", "status": wb.erp_order_number},
         });
+        wb.step.set(Some(HISTORY_SENDING)).await?;
         match self
             .send(|| self.endpoint.client().post(&url).json(&body))
             .await
         {
             Ok(_) => {
-                self.history_due(&wb.order_key, Some(false));
+                // The job finishes next; should that be lost, "sending"
+                // already keeps the record from being repeated.
+                let _ = wb.step.set(Some(HISTORY_WRITTEN)).await;
                 done.push(format!("history record ERP {}", wb.erp_order_number));
             }
             // The server answered, or no connection was made: not written,
             // safe to try again.
             Err(f) if f.status().is_some() || f.message().contains("could not connect") => {
+                wb.step.set(Some(HISTORY_DUE)).await?;
                 return Err(f);
             }
             Err(f) => {
-                self.history_due(&wb.order_key, Some(false));
                 tracing::warn!(source = %self.name, order_key = %wb.order_key, error = %f, "the ERP-number history record may not have been written; not repeated, so it is never doubled");
                 done.push("history record outcome unknown (not repeated)".into());
             }
         }
         Ok(done.join("; "))
-    }
-
-    /// Whether the ERP-number record of an order is due; `set` changes it.
-    fn history_due(&self, order_key: &str, set: Option<bool>) -> bool {
-        let mut due = self.history_due.lock().unwrap_or_else(|e| e.into_inner());
-        match set {
-            Some(true) => due.insert(order_key.to_string()),
-            Some(false) => due.remove(order_key),
-            None => due.contains(order_key),
-        }
     }
 
     /// Tracking (unless the order already lists that number), `sent`, and the

@@ -442,15 +442,83 @@ async fn retailys_survives_sigkill_at_random_moments() {
     assert_eq!(status, Some(0), "{log}");
     let missing = assert_retailys_converged(&app, &ids, true);
     eprintln!("{mid_sync_kills} kills; {missing} ERP-number records lost in the residual window");
-    // Only a history POST in flight when the process dies is lost (at most
-    // once: never repeated blind), so at most one per job running at that
-    // moment (max_in_flight = 4). Doubles were ruled out above.
+    // Only a history POST in flight when the process dies can be lost (its
+    // marker says it went out, so it is never repeated blind), so at most
+    // one per job running at that moment (max_in_flight = 4). A kill
+    // anywhere else loses none (see the test above). Doubles were ruled out.
     assert!(
         missing <= 4 * mid_sync_kills,
         "{missing} lost records for {mid_sync_kills} kills: more than the jobs in flight"
     );
     let status = status_json(&app);
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
+}
+
+/// The accepted write-back stopped between its status PATCH and its history
+/// POST (the POST refused), then the process SIGKILLed: the next run still
+/// writes each ERP-number record, exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_between_the_status_patch_and_the_history_post_loses_no_record() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let ids: Vec<i64> = (0..6)
+        .map(|_| rt.add_order(RetailysOrderSpec::default()))
+        .collect();
+    let processing = rt.status_id("Processing").unwrap();
+    rt.refuse_history_posts(u32::MAX);
+    // Every status PATCHed and every history POST refused and settled as a
+    // retry in the ledger: the process now sits between the two calls.
+    let patched_and_refused = || {
+        let Ok(ledger) = ordersync::store::Store::open_read_only(&app.db_path()) else {
+            return false;
+        };
+        ids.iter().all(|id| {
+            let retried = ledger
+                .order_detail(&rkey(*id))
+                .ok()
+                .flatten()
+                .is_some_and(|d| {
+                    d.jobs.iter().any(|j| {
+                        j.kind == "write_accepted" && j.state == "pending" && j.last_error.is_some()
+                    })
+                });
+            retried
+                && rt
+                    .order(*id)
+                    .is_some_and(|o| o["status_id"].as_i64() == Some(processing))
+        })
+    };
+    let log_path = app.dir.path().join("kill-between.log");
+    let mut child = app
+        .run_binary()
+        .arg("run")
+        .stdout(std::process::Stdio::null())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !patched_and_refused() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let log = std::fs::read_to_string(&log_path).unwrap_or_default();
+    assert!(patched_and_refused(), "status PATCHed everywhere: {log}");
+    for &id in &ids {
+        assert!(
+            rt.history(id).iter().all(|h| h["type"] != "apps"),
+            "{}: no record while they are refused",
+            rkey(id)
+        );
+    }
+    rt.refuse_history_posts(0);
+    let finished = || {
+        ids.iter()
+            .all(|id| rt.order(*id).is_some_and(|o| o["sent"] == true))
+    };
+    let (status, log) = tokio::task::block_in_place(|| run_daemon_until(&app, &[], finished));
+    assert_eq!(status, Some(0), "{log}");
+    assert_eq!(assert_retailys_converged(&app, &ids, false), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -8,6 +8,7 @@ mod bench;
 mod check;
 mod crash;
 mod flow;
+mod taxes;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
