@@ -18,7 +18,8 @@ use crate::health;
 use crate::outbox::Engine;
 use crate::outbox::policy::RetryPolicy;
 pub use crate::poll::{
-    PollSummary, poll_live, poll_shipments, poll_source, poll_source_with, read_page,
+    PollSummary, poll_cancellations, poll_live, poll_shipments, poll_source, poll_source_with,
+    read_page,
 };
 use crate::sources::{Connector, PrepareError};
 use crate::store::{Store, lease_owner};
@@ -293,6 +294,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             async move {
                 if let Err(err) = poll_shipments(&e, &sd).await {
                     tracing::warn!(error = %err, "reading ERP shipments failed; the next scheduled poll tries again");
+                }
+                if let Err(err) = poll_cancellations(&e, &sd).await {
+                    tracing::warn!(error = %err, "reading ERP cancellations failed; the next scheduled poll tries again");
                 }
             }
         }));

@@ -6,8 +6,10 @@
 //!    requests, incremental mechanism and mapping;
 //! 2. [`store`] records the orders of a page and the cursor in ONE SQLite
 //!    transaction, on the ledger's own thread (never on a runtime worker);
-//! 3. [`outbox`] runs durable jobs: push to the [`erp`], write "accepted" back;
-//! 4. [`daemon`] polls the ERP for shipments and queues the "shipped" write-backs;
+//! 3. [`outbox`] runs durable jobs: push to the [`erp`], write "accepted" back,
+//!    cancel in the ERP what the source cancelled after the push;
+//! 4. [`daemon`] polls the ERP for shipments and cancelled sales and queues
+//!    the "shipped" and "cancelled" write-backs;
 //! 5. every job retries with backoff and is parked, visible in `status`, when it cannot succeed.
 //!
 //! Modules: [`config`] (TOML + env, validated; the common part, while each

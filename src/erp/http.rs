@@ -1,14 +1,15 @@
 //! The `http` ERP contract (SPEC §3, docs/erp-http-contract.md): POST the
-//! canonical order with `Idempotency-Key`, page shipments with `after`/`next`.
+//! canonical order with `Idempotency-Key`, page shipments and cancellations
+//! with `after`/`next`, cancel with `POST /orders/cancel`.
 
 use reqwest::header::{AUTHORIZATION, CONTENT_TYPE};
 use serde::Deserialize;
 
-use super::ShipmentPage;
+use super::{CancellationPage, ShipmentPage};
 use crate::config::{Config, ConfigError};
 use crate::http::{Endpoint, Failure};
 use crate::secret::Secret;
-use crate::store::{ErpAccepted, ErpShipment, LineNumber};
+use crate::store::{ErpAccepted, ErpCancellation, ErpShipment, LineNumber};
 
 pub struct HttpErp {
     base: String,
@@ -33,6 +34,18 @@ struct PushLine {
 struct ShipmentsAnswer {
     shipments: Vec<ErpShipment>,
     next: String,
+}
+
+#[derive(Deserialize)]
+struct CancellationsAnswer {
+    cancellations: Vec<ErpCancellation>,
+    next: String,
+}
+
+#[derive(Deserialize)]
+struct CancelAnswer {
+    #[serde(default)]
+    cancelled: bool,
 }
 
 #[derive(Deserialize)]
@@ -143,6 +156,64 @@ impl HttpErp {
         let answer: ShipmentsAnswer = self.endpoint.send(req).await?.json()?;
         Ok(ShipmentPage {
             shipments: answer.shipments,
+            next: answer.next,
+        })
+    }
+
+    /// `POST {url}/orders/cancel`: 200 cancelled (also a repeat), 409 too
+    /// late (permanent, with the ERP's `error`).
+    pub async fn cancel(&self, order_key: &str, reason: &str) -> Result<String, Failure> {
+        let body = serde_json::json!({"order_key": order_key, "reason": reason});
+        let req = self
+            .endpoint
+            .client()
+            .post(format!("{}/orders/cancel", self.base))
+            .header(AUTHORIZATION, self.bearer())
+            .header(CONTENT_TYPE, "application/json")
+            .body(body.to_string());
+        let reply = match self.endpoint.send(req).await {
+            Ok(r) => r,
+            Err(Failure::Permanent {
+                message,
+                status: Some(s),
+            }) if s == 409 || s == 404 || s == 422 => {
+                return Err(Failure::Permanent {
+                    message: format!(
+                        "the ERP refuses to cancel the order ({s}): {}; cancel or credit it in the ERP by hand",
+                        refusal_text(&message)
+                    ),
+                    status: Some(s),
+                });
+            }
+            Err(e) => return Err(e),
+        };
+        let answer: CancelAnswer = reply.json()?;
+        if !answer.cancelled {
+            return Err(Failure::retry(format!(
+                "{} answered 200 without \"cancelled\": true",
+                reply.what
+            )));
+        }
+        Ok("cancelled in the ERP".into())
+    }
+
+    pub async fn cancellations(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<CancellationPage, Failure> {
+        let mut req = self
+            .endpoint
+            .client()
+            .get(format!("{}/cancellations", self.base))
+            .header(AUTHORIZATION, self.bearer())
+            .query(&[("limit", limit.to_string())]);
+        if let Some(after) = after {
+            req = req.query(&[("after", after)]);
+        }
+        let answer: CancellationsAnswer = self.endpoint.send(req).await?.json()?;
+        Ok(CancellationPage {
+            cancellations: answer.cancellations,
             next: answer.next,
         })
     }

@@ -1,13 +1,14 @@
 //! ERP adapters, chosen by `erp.kind`. Every adapter pushes idempotently
-//! (it looks the order key up before it creates: guarantee 2) and reports
-//! shipments since a cursor.
+//! (it looks the order key up before it creates: guarantee 2), reports
+//! shipments and cancelled sales since a cursor, and cancels a sale while
+//! the ERP still allows it (a repeat of a done cancel is done).
 
 pub mod http;
 pub mod tryton;
 
 use crate::config::{Config, ErpKind};
 use crate::http::Failure;
-use crate::store::{ErpAccepted, ErpShipment};
+use crate::store::{ErpAccepted, ErpCancellation, ErpShipment};
 
 pub enum Erp {
     Http(http::HttpErp),
@@ -17,6 +18,12 @@ pub enum Erp {
 /// One page of shipments and the cursor after it.
 pub struct ShipmentPage {
     pub shipments: Vec<ErpShipment>,
+    pub next: String,
+}
+
+/// One page of cancelled sales and the cursor after it.
+pub struct CancellationPage {
+    pub cancellations: Vec<ErpCancellation>,
     pub next: String,
 }
 
@@ -50,6 +57,30 @@ impl Erp {
         match self {
             Erp::Http(e) => e.shipments(after, limit).await,
             Erp::Tryton(e) => e.shipments(after, limit).await,
+        }
+    }
+
+    /// Cancels the ERP's sale for this order key; done (Ok, with what was
+    /// done) also when it is cancelled already. A permanent failure names
+    /// why the ERP refuses (shipped, invoiced): the job parks and the order
+    /// is flagged for an operator.
+    pub async fn cancel(&self, order_key: &str, reason: &str) -> Result<String, Failure> {
+        match self {
+            Erp::Http(e) => e.cancel(order_key, reason).await,
+            Erp::Tryton(e) => e.cancel(order_key).await,
+        }
+    }
+
+    /// Sales cancelled in the ERP since a cursor (ours included: the ledger
+    /// tells them apart).
+    pub async fn cancellations(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<CancellationPage, Failure> {
+        match self {
+            Erp::Http(e) => e.cancellations(after, limit).await,
+            Erp::Tryton(e) => e.cancellations(after, limit).await,
         }
     }
 

@@ -13,7 +13,8 @@ use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, 
 
 /// Where an order stands. Before the push: `Held`, `Invalid`, `Queued`,
 /// `Cancelled`, `Skipped`; in the ERP: `Pushed`, `Accepted`, `Shipped`,
-/// `Completed`.
+/// `Completed`, and, once cancelled after the push, `Cancelling`,
+/// `CancelRefused`, `CancelledInErp`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum OrderState {
     /// Recorded, not pushable yet (payment open): read again each poll.
@@ -34,6 +35,14 @@ pub enum OrderState {
     Shipped,
     /// Shipped and written back: nothing left to do.
     Completed,
+    /// Cancelled at the source after the push: the ERP cancel is queued.
+    Cancelling,
+    /// The ERP refused the cancel (shipped, invoiced): flagged for an
+    /// operator (its parked job), until `retry` or a cancel in the ERP.
+    CancelRefused,
+    /// The sale is cancelled in the ERP (at the source's request, or by the
+    /// ERP, then written back to the source where its API allows).
+    CancelledInErp,
 }
 
 /// Every move an order makes, with what makes it. Anything else is a defect.
@@ -75,11 +84,36 @@ pub const ORDER_MOVES: &[(&[OrderState], &[OrderState], &str)] = {
             &[Held, Invalid, Queued, Cancelled],
             "an operator runs `retry` on a skipped order",
         ),
+        (
+            &[Cancelled],
+            &[Cancelling],
+            "a push that was under way when the source cancelled the order landed: the cancel follows it",
+        ),
+        (
+            &[Pushed, Accepted, Shipped, Completed],
+            &[Cancelling],
+            "cancelled at the source after the push: the ERP cancel is queued",
+        ),
+        (
+            &[Cancelling],
+            &[CancelRefused],
+            "the ERP refuses to cancel (shipped, invoiced): flagged for an operator",
+        ),
+        (
+            &[CancelRefused],
+            &[Cancelling],
+            "an operator runs `retry` on the refused cancel",
+        ),
+        (
+            &[Cancelling, CancelRefused, Pushed, Accepted],
+            &[CancelledInErp],
+            "the ERP cancelled the sale (asked by us, or reported by its cancellations feed)",
+        ),
     ]
 };
 
 impl OrderState {
-    pub const ALL: [OrderState; 9] = [
+    pub const ALL: [OrderState; 12] = [
         OrderState::Held,
         OrderState::Invalid,
         OrderState::Queued,
@@ -89,6 +123,9 @@ impl OrderState {
         OrderState::Accepted,
         OrderState::Shipped,
         OrderState::Completed,
+        OrderState::Cancelling,
+        OrderState::CancelRefused,
+        OrderState::CancelledInErp,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -102,6 +139,9 @@ impl OrderState {
             OrderState::Accepted => "accepted",
             OrderState::Shipped => "shipped",
             OrderState::Completed => "completed",
+            OrderState::Cancelling => "cancelling",
+            OrderState::CancelRefused => "cancel_refused",
+            OrderState::CancelledInErp => "cancelled_in_erp",
         }
     }
 
@@ -114,7 +154,13 @@ impl OrderState {
     pub fn in_erp(self) -> bool {
         matches!(
             self,
-            OrderState::Pushed | OrderState::Accepted | OrderState::Shipped | OrderState::Completed
+            OrderState::Pushed
+                | OrderState::Accepted
+                | OrderState::Shipped
+                | OrderState::Completed
+                | OrderState::Cancelling
+                | OrderState::CancelRefused
+                | OrderState::CancelledInErp
         )
     }
 
@@ -241,6 +287,14 @@ mod tests {
         );
         assert!(!Completed.may_become(Accepted));
         assert!(Completed.may_become(Shipped), "a later partial shipment");
+        assert!(Accepted.may_become(Cancelling));
+        assert!(Cancelling.may_become(CancelRefused));
+        assert!(Accepted.may_become(CancelledInErp));
+        assert!(
+            !CancelledInErp.may_become(Cancelling),
+            "a sale the ERP cancelled is never cancelled again"
+        );
+        assert!(!Cancelled.may_become(CancelledInErp));
     }
 
     /// Every state word in the ledger's SQL is one of the enums' words: a
@@ -249,6 +303,7 @@ mod tests {
     fn every_state_word_in_the_stores_sql_is_known() {
         let sources = [
             include_str!("../store/jobs.rs"),
+            include_str!("../store/cancel.rs"),
             include_str!("../store/ingest.rs"),
             include_str!("../store/status.rs"),
             include_str!("../store/recheck.rs"),
@@ -290,7 +345,16 @@ mod tests {
     fn is_other_word(w: &str) -> bool {
         matches!(
             w,
-            "push" | "write_accepted" | "write_shipped" | "live" | "shop" | "o" | "h" | "x"
+            "push"
+                | "write_accepted"
+                | "write_shipped"
+                | "cancel_in_erp"
+                | "write_cancelled"
+                | "live"
+                | "shop"
+                | "o"
+                | "h"
+                | "x"
         )
     }
 }

@@ -73,8 +73,31 @@ impl Engine {
             ))
         })?;
         match job.kind {
+            JobKind::CancelInErp => {
+                let reason = job
+                    .payload
+                    .clone()
+                    .unwrap_or_else(|| "cancelled at the source".into());
+                let done = self.erp.cancel(&job.order_key, &reason).await;
+                done.map(|detail| Outcome::Done {
+                    detail,
+                    erp_order_number: order.erp_order_number.clone(),
+                })
+                .map_err(|f| f.context("ERP cancel"))
+            }
             JobKind::Push => {
-                if order.state == OrderState::Cancelled {
+                // An earlier attempt may have reached the ERP before the
+                // source cancelled the order: then the ERP holds it, and the
+                // push below (idempotent) records it so its cancel follows.
+                let maybe_in_erp = order.state == OrderState::Cancelled
+                    && job.sent_hash.is_some()
+                    && !self
+                        .erp
+                        .orders_for_key(&job.order_key)
+                        .await
+                        .map_err(|f| f.context("ERP look-up"))?
+                        .is_empty();
+                if order.state == OrderState::Cancelled && !maybe_in_erp {
                     return Ok(Outcome::Done {
                         detail: "cancelled at the source before the push; not pushed".into(),
                         erp_order_number: None,
@@ -106,7 +129,7 @@ impl Engine {
                     hash: order.content_hash,
                 })
             }
-            JobKind::WriteAccepted | JobKind::WriteShipped => {
+            JobKind::WriteAccepted | JobKind::WriteShipped | JobKind::WriteCancelled => {
                 let Some(erp_order_number) = order.erp_order_number.clone() else {
                     return Err(Failure::permanent(
                         "no ERP order number recorded for this order",
@@ -143,6 +166,15 @@ impl Engine {
                 };
                 let detail = if job.kind == JobKind::WriteAccepted {
                     connector.write_accepted(&wb).await
+                } else if job.kind == JobKind::WriteCancelled {
+                    let cancellation: crate::store::ErpCancellation = job
+                        .payload
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str(p).ok())
+                        .ok_or_else(|| {
+                            Failure::permanent("cancel job without a readable cancellation")
+                        })?;
+                    connector.write_cancelled(&wb, &cancellation).await
                 } else {
                     let shipment: ErpShipment = job
                         .payload
@@ -292,7 +324,7 @@ impl Engine {
     async fn settle(&self, job: &Job, result: Result<Outcome, Failure>) {
         let store = &self.store;
         if result.is_ok() {
-            self.remote_answered(&job.source, job.kind == JobKind::Push)
+            self.remote_answered(&job.source, job.kind.talks_to_erp())
                 .await;
         }
         let kept = match result {
@@ -328,6 +360,8 @@ impl Engine {
                         JobKind::Push => "order not pushed",
                         JobKind::WriteAccepted => "accepted written back to source",
                         JobKind::WriteShipped => "shipped written back to source",
+                        JobKind::CancelInErp => "order cancelled in the ERP",
+                        JobKind::WriteCancelled => "ERP cancel written back to source",
                     };
                     tracing::info!(
                         source = %job.source, order_key = %job.order_key,

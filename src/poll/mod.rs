@@ -59,6 +59,9 @@ fn log_notes(source: &str, notes: &[OrderNote]) {
             OrderNote::ChangedAfterPush { order_key, what } => {
                 tracing::warn!(source, order_key = %order_key, change = %what, "order changed at the source after it was pushed; not pushed again")
             }
+            OrderNote::CancelledAfterPush { order_key, reason } => {
+                tracing::warn!(source, order_key = %order_key, reason = %reason, "order cancelled at the source after it was pushed; cancelling it in the ERP")
+            }
         }
     }
 }
@@ -141,7 +144,7 @@ pub async fn poll_source_with(
                 _ => {}
             }
         }
-        if report.queued() > 0 {
+        if report.new_jobs() > 0 {
             engine.wake(source);
         }
         if live {
@@ -230,7 +233,7 @@ async fn recheck(
                 OrderNote::Queued(k) => Some(k.clone()),
                 _ => None,
             }));
-        if report.queued() > 0 {
+        if report.new_jobs() > 0 {
             engine.wake(source);
         }
     }
@@ -343,6 +346,53 @@ pub async fn poll_shipments(
             engine.remote_answered(source, true).await;
         }
         if page.shipments.is_empty() || Some(page.next.as_str()) == after.as_deref() {
+            break;
+        }
+    }
+    Ok(total)
+}
+
+/// Reads the sales the ERP cancelled since the stored cursor and queues
+/// their write-backs to the sources (the shipments poll's sibling: one ERP
+/// read, one ledger transaction per page with its cursor).
+pub async fn poll_cancellations(
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> Result<usize, Failure> {
+    let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+    let mut total = 0;
+    for _ in 0..1000 {
+        if shutdown.is_cancelled() {
+            break;
+        }
+        let after = engine
+            .store
+            .call(|s| s.cursor("_erp", "cancellations"))
+            .await
+            .map_err(ledger)?;
+        let page = engine.erp.cancellations(after.as_deref(), 100).await?;
+        let (cancellations, next) = (page.cancellations.clone(), page.next.clone());
+        let notes = engine
+            .store
+            .call(move |s| s.record_cancellations(&cancellations, &next))
+            .await
+            .map_err(ledger)?;
+        for note in &notes {
+            match note {
+                crate::store::CancellationNote::Queued { source, order_key } => {
+                    tracing::warn!(source = %source, order_key = %order_key, "sale cancelled in the ERP; queued for write-back to the source");
+                    engine.wake(source);
+                    total += 1;
+                }
+                crate::store::CancellationNote::Settled { order_key } => {
+                    tracing::info!(order_key = %order_key, "the ERP reports the sale cancelled");
+                }
+                crate::store::CancellationNote::Ignored { order_key, state } => {
+                    tracing::warn!(order_key = %order_key, state = %state, "the ERP reports the sale cancelled after the order went further; not written back (orders show)");
+                }
+            }
+        }
+        if page.cancellations.is_empty() || Some(page.next.as_str()) == after.as_deref() {
             break;
         }
     }

@@ -403,6 +403,23 @@ impl Connector {
         }
     }
 
+    /// Writes back a sale the ERP cancelled, where the source's API allows
+    /// it (each connector says which of its states may be cancelled); a
+    /// permanent failure parks the job naming what to do by hand.
+    pub async fn write_cancelled(
+        &self,
+        wb: &WriteBack,
+        cancellation: &crate::store::ErpCancellation,
+    ) -> Result<String, Failure> {
+        match self {
+            Connector::CloudSuite(c) => c.write_cancelled(wb).await,
+            Connector::Titelive(c) => c.write_cancelled(wb, cancellation).await,
+            Connector::Retailys(c) => c.write_cancelled(wb).await,
+            Connector::Mplus(c) => c.write_cancelled(wb).await,
+            Connector::Vinou(c) => c.write_cancelled(wb).await,
+        }
+    }
+
     /// A harmless authenticated read that proves URL and credentials work.
     pub async fn check(&self) -> Result<String, Failure> {
         match self {

@@ -44,10 +44,27 @@ pub struct IncomingOrder {
 #[derive(Clone, Debug, PartialEq)]
 pub enum OrderNote {
     Queued(String),
-    Held { order_key: String, reason: String },
-    Cancelled { order_key: String, reason: String },
-    Invalid { order_key: String, reason: String },
-    ChangedAfterPush { order_key: String, what: String },
+    Held {
+        order_key: String,
+        reason: String,
+    },
+    Cancelled {
+        order_key: String,
+        reason: String,
+    },
+    Invalid {
+        order_key: String,
+        reason: String,
+    },
+    ChangedAfterPush {
+        order_key: String,
+        what: String,
+    },
+    /// Cancelled at the source after the push: the ERP cancel is queued.
+    CancelledAfterPush {
+        order_key: String,
+        reason: String,
+    },
 }
 
 #[derive(Clone, Debug, Default)]
@@ -57,6 +74,19 @@ pub struct IngestReport {
 }
 
 impl IngestReport {
+    /// Notes that queued a job: a push, or the ERP cancel of a pushed order.
+    pub fn new_jobs(&self) -> usize {
+        self.notes
+            .iter()
+            .filter(|n| {
+                matches!(
+                    n,
+                    OrderNote::Queued(_) | OrderNote::CancelledAfterPush { .. }
+                )
+            })
+            .count()
+    }
+
     pub fn queued(&self) -> usize {
         self.notes
             .iter()
@@ -381,6 +411,53 @@ fn ingest_one(
         report.unchanged += 1;
         return Ok(());
     }
+    if let Ok(MappedOrder {
+        disposition: Disposition::Cancel(reason),
+        ..
+    }) = &incoming.mapped
+        && matches!(
+            state,
+            OrderState::Pushed | OrderState::Accepted | OrderState::Shipped | OrderState::Completed
+        )
+    {
+        // Cancelled at the source after the push: the ERP is asked to cancel
+        // it too (a job; the ERP decides whether it still can).
+        exec(
+            tx,
+            "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
+                               changed_after_push_at = ?5, updated_at = ?5
+             WHERE order_key = ?1",
+            params![key, incoming.raw, hash, incoming.version, now],
+        )?;
+        super::cancel::queue_erp_cancel(tx, source, &key, reason, now)?;
+        report.notes.push(OrderNote::CancelledAfterPush {
+            order_key: key,
+            reason: reason.clone(),
+        });
+        return Ok(());
+    }
+    if matches!(
+        &incoming.mapped,
+        Ok(MappedOrder {
+            disposition: Disposition::Cancel(_),
+            ..
+        })
+    ) && matches!(
+        state,
+        OrderState::Cancelling | OrderState::CancelRefused | OrderState::CancelledInErp
+    ) {
+        // Cancelled on both sides (our own cancel write-back's echo, or a
+        // second look at the source's cancel): recorded, nothing more to do.
+        exec(
+            tx,
+            "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5
+             WHERE order_key = ?1",
+            params![key, incoming.raw, hash, incoming.version, now],
+        )?;
+        event(tx, &key, now, "changed", "cancelled at the source")?;
+        report.unchanged += 1;
+        return Ok(());
+    }
     // A real change of an order the ERP already has: record, warn, never push again.
     let what = describe_change(old_canonical.as_deref(), &incoming.mapped);
     exec(
@@ -453,7 +530,7 @@ fn apply_pre_push_jobs(
         OrderNote::Queued(_) => queue_push(tx, source, key, now),
         OrderNote::Invalid { reason, .. } => park_push(tx, source, key, reason, now),
         OrderNote::Held { .. } | OrderNote::Cancelled { .. } => cancel_push(tx, key, now),
-        OrderNote::ChangedAfterPush { .. } => Ok(()),
+        OrderNote::ChangedAfterPush { .. } | OrderNote::CancelledAfterPush { .. } => Ok(()),
     }
 }
 
@@ -493,7 +570,7 @@ fn describe_change(old_canonical: Option<&str>, new: &Result<MappedOrder, String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::store::testutil::temp_store;
 

@@ -19,6 +19,10 @@ pub enum JobKind {
     Push,
     WriteAccepted,
     WriteShipped,
+    /// Cancel in the ERP an order the source cancelled after the push.
+    CancelInErp,
+    /// Write back to the source a sale the ERP cancelled.
+    WriteCancelled,
 }
 
 impl JobKind {
@@ -27,7 +31,14 @@ impl JobKind {
             JobKind::Push => "push",
             JobKind::WriteAccepted => "write_accepted",
             JobKind::WriteShipped => "write_shipped",
+            JobKind::CancelInErp => "cancel_in_erp",
+            JobKind::WriteCancelled => "write_cancelled",
         }
+    }
+
+    /// Whether the job talks to the ERP (else to the source).
+    pub fn talks_to_erp(self) -> bool {
+        matches!(self, JobKind::Push | JobKind::CancelInErp)
     }
 
     fn parse(s: &str) -> Option<JobKind> {
@@ -35,6 +46,8 @@ impl JobKind {
             "push" => Some(JobKind::Push),
             "write_accepted" => Some(JobKind::WriteAccepted),
             "write_shipped" => Some(JobKind::WriteShipped),
+            "cancel_in_erp" => Some(JobKind::CancelInErp),
+            "write_cancelled" => Some(JobKind::WriteCancelled),
             _ => None,
         }
     }
@@ -221,8 +234,16 @@ fn settle(
     Ok(exec(tx, &sql, all.as_slice())? == 1)
 }
 
-/// Makes shipment write-backs runnable once the accepted write-back is done.
+/// Makes shipment write-backs runnable once the accepted write-back is done
+/// (and a cancel write-back that waited for it: see `record_cancellations`;
+/// the count is of shipments only).
 fn release_waiting(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<usize> {
+    exec(
+        tx,
+        "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
+         WHERE order_key = ?1 AND kind = 'write_cancelled' AND state = 'waiting'",
+        params![key, now],
+    )?;
     exec(
         tx,
         "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
@@ -422,6 +443,15 @@ impl Store {
             .as_deref()
             .filter(|sent| !accepted.created && *sent != pushed_hash);
         let holds = earlier.unwrap_or(pushed_hash);
+        // The source cancelled the order while this push was under way: the
+        // ERP has it now, so the cancel follows it there (never lost).
+        let cancelled_meanwhile: Option<Option<String>> = tx
+            .query_row(
+                "SELECT note FROM orders WHERE order_key = ?1 AND state = 'cancelled'",
+                params![job.order_key],
+                |r| r.get(0),
+            )
+            .optional()?;
         exec(
             &tx,
             "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
@@ -448,7 +478,10 @@ impl Store {
                 params![job.order_key, line.source_line_id, line.erp_line_number],
             )?;
         }
-        if write_back {
+        if let Some(note) = cancelled_meanwhile {
+            let reason = note.unwrap_or_else(|| "cancelled at the source".into());
+            super::cancel::queue_erp_cancel(&tx, &job.source, &job.order_key, &reason, now)?;
+        } else if write_back {
             exec(
             &tx,
                 "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
@@ -509,6 +542,8 @@ impl Store {
                 )?;
                 complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
             }
+            JobKind::CancelInErp => super::cancel::erp_cancel_done(&tx, &job.order_key, now)?,
+            JobKind::WriteCancelled => {}
             JobKind::WriteShipped => {
                 let open: i64 = tx
                     .prepare_cached(
@@ -660,6 +695,9 @@ impl Store {
             return Ok(false);
         }
         attempt_row(&tx, job, "parked", Some(reason), now)?;
+        if job.kind == JobKind::CancelInErp {
+            super::cancel::erp_cancel_refused(&tx, &job.order_key, now)?;
+        }
         event(
             &tx,
             &job.order_key,
@@ -840,6 +878,7 @@ impl Store {
              WHERE order_key = ?1 AND state = 'parked'",
             params![order_key, now],
         )?;
+        super::cancel::erp_cancel_retried(&tx, order_key, now)?;
         tx.commit()?;
         Ok(requeued + revived)
     }
@@ -874,12 +913,19 @@ impl Store {
     pub fn requeue_all_parked(&self) -> anyhow::Result<usize> {
         let conn = self.lock();
         let now = now_ms();
-        Ok(exec(&conn,
+        let requeued = exec(&conn,
             "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?1, parked_reason = NULL,
                              parked_at = NULL, first_failed_at = NULL, updated_at = ?1
              WHERE state = 'parked'",
             params![now],
-        )?)
+        )?;
+        // Refused cancels are being asked again.
+        exec(
+            &conn,
+            "UPDATE orders SET state = 'cancelling', updated_at = ?1 WHERE state = 'cancel_refused'",
+            params![now],
+        )?;
+        Ok(requeued)
     }
 
     /// Gives up our own leases (clean shutdown): the jobs are due again at once.

@@ -5,6 +5,7 @@
 //! daemon's async code reaches them through [`Store::call`] (the ledger's own
 //! thread) and [`Store::read_off`] (reports), never on a runtime worker.
 
+mod cancel;
 mod ingest;
 mod jobs;
 mod migrations;
@@ -21,6 +22,7 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags};
 
+pub use cancel::{CancellationNote, ErpCancellation};
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
     ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, ShippedLine,

@@ -6,6 +6,7 @@ mod common;
 
 mod backfill;
 mod binary;
+mod cancel;
 mod config;
 mod crash;
 mod credentials;

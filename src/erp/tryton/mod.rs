@@ -9,7 +9,10 @@
 //! cursor, re-read with an overlap because Tryton stamps `write_date` when
 //! its transaction starts, not when it commits; repeats are harmless
 //! (the ledger dedupes shipment write-backs).
+//! Cancellations ([`cancel`]): cancel a sale while Tryton's workflow allows
+//! it; report cancelled sales by `write_date` like shipments.
 
+mod cancel;
 mod push;
 pub mod rpc;
 mod shipments;
@@ -84,6 +87,18 @@ impl TrytonErp {
         limit: u32,
     ) -> Result<super::ShipmentPage, Failure> {
         shipments::shipments(self, after, limit).await
+    }
+
+    pub async fn cancel(&self, order_key: &str) -> Result<String, Failure> {
+        cancel::cancel(self, order_key).await
+    }
+
+    pub async fn cancellations(
+        &self,
+        after: Option<&str>,
+        limit: u32,
+    ) -> Result<super::CancellationPage, Failure> {
+        cancel::cancellations(self, after, limit).await
     }
 
     /// Sale numbers (or `draft #id`) of every non-cancelled sale with this reference.

@@ -18,14 +18,14 @@ use crate::store::{ErpShipment, ShippedLine};
 use rust_decimal::Decimal;
 
 /// Longer than any Tryton transaction that marks shipments done.
-const OVERLAP: TimeDelta = TimeDelta::seconds(120);
+pub(super) const OVERLAP: TimeDelta = TimeDelta::seconds(120);
 /// Shipments read per call. The overlap window is re-read every poll, so a
 /// page must hold more than one window's worth (Tryton on SQLite finishes
 /// far fewer than this in two minutes).
 const PAGE: u32 = 1000;
 /// Pages read per poll at most (a bound, not an expectation).
 const MAX_PAGES: u32 = 100;
-const CURSOR_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
+pub(super) const CURSOR_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 /// Fields only some module sets have: asked for only when present.
 const OPTIONAL: &[&str] = &["shipping_reference", "carrier"];
 

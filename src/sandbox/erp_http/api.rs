@@ -12,7 +12,7 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::middleware::from_fn_with_state;
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
+use axum::routing::{get, post};
 use chrono::{SecondsFormat, Utc};
 use serde_json::{Value, json};
 
@@ -26,7 +26,9 @@ pub(super) fn router(sim: ErpSim) -> Router {
     let faults = sim.inner.faults.clone();
     Router::new()
         .route("/orders", get(find_orders).post(create_order))
+        .route("/orders/cancel", post(cancel_order))
         .route("/shipments", get(shipments))
+        .route("/cancellations", get(cancellations))
         .method_not_allowed_fallback(|| async {
             error(StatusCode::METHOD_NOT_ALLOWED, "method not allowed")
         })
@@ -112,6 +114,7 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
         },
         created: Instant::now(),
         shipped: false,
+        cancelled: None,
     });
     st.by_key.insert(key.to_string(), index);
     (StatusCode::CREATED, axum::Json(response)).into_response()
@@ -206,6 +209,115 @@ async fn shipments(
     (
         StatusCode::OK,
         axum::Json(json!({"shipments": page, "next": next})),
+    )
+        .into_response()
+}
+
+/// `POST /orders/cancel` with `{"order_key", "reason"}`: 200
+/// `{"order_key", "cancelled": true}` (also for a repeat), 409 once the
+/// order shipped, 404 for a key the ERP does not hold, 422 for a bad body.
+async fn cancel_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes) -> Response {
+    if let Some(denied) = unauthorized(&sim, &headers) {
+        return denied;
+    }
+    let body: Value = match serde_json::from_slice(&body) {
+        Ok(v @ Value::Object(_)) => v,
+        _ => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "body must be a JSON object",
+            );
+        }
+    };
+    let Some(key) = body
+        .get("order_key")
+        .and_then(Value::as_str)
+        .filter(|k| !k.is_empty())
+    else {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "order_key: required, a non-empty string",
+        );
+    };
+    let reason = match body.get("reason") {
+        None => "",
+        Some(Value::String(r)) => r.as_str(),
+        Some(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "reason: must be a string"),
+    };
+    let mut st = sim.state();
+    *st.cancel_posts.entry(key.to_string()).or_default() += 1;
+    let Some(&i) = st.by_key.get(key) else {
+        return error(StatusCode::NOT_FOUND, format!("no order with key {key}"));
+    };
+    match st.cancel(i, reason) {
+        Ok(_) => (
+            StatusCode::OK,
+            axum::Json(json!({"order_key": key, "cancelled": true})),
+        )
+            .into_response(),
+        Err(why) => error(StatusCode::CONFLICT, why),
+    }
+}
+
+/// `GET /cancellations?after=&limit=`: every cancelled order, ours or by
+/// hand, paged like the shipments feed.
+async fn cancellations(
+    State(sim): State<ErpSim>,
+    headers: HeaderMap,
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Response {
+    if let Some(denied) = unauthorized(&sim, &headers) {
+        return denied;
+    }
+    let Ok(Query(query)) = query else {
+        return error(StatusCode::BAD_REQUEST, "invalid query string");
+    };
+    let after = match query.get("after") {
+        None => None,
+        Some(a) => match a.parse::<u64>() {
+            Ok(n) => Some(n),
+            Err(_) => return error(StatusCode::BAD_REQUEST, format!("invalid cursor \"{a}\"")),
+        },
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got \"{l}\""),
+                );
+            }
+        },
+    };
+    let st = sim.state();
+    let from = after.unwrap_or(0);
+    let page: Vec<_> = st
+        .cancellations
+        .iter()
+        .filter(|c| c.seq > from)
+        .take(limit)
+        .collect();
+    let next = match (page.last(), query.get("after")) {
+        (Some(c), _) => c.seq.to_string(),
+        (None, Some(a)) => a.clone(),
+        (None, None) => "0".to_string(),
+    };
+    let items: Vec<Value> = page
+        .iter()
+        .map(|c| {
+            json!({
+                "order_key": c.order_key,
+                "erp_order_number": c.erp_order_number,
+                "cancelled_at": c.cancelled_at.to_rfc3339_opts(SecondsFormat::Secs, true),
+                "reason": c.reason,
+            })
+        })
+        .collect();
+    (
+        StatusCode::OK,
+        axum::Json(json!({"cancellations": items, "next": next})),
     )
         .into_response()
 }

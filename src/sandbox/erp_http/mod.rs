@@ -1,6 +1,8 @@
 //! Simulator of the "http ERP contract": idempotent `POST /orders` keyed by the
-//! `Idempotency-Key` header, `GET /orders?order_key=`, and a cursor-paged
-//! `GET /shipments` feed whose shipments appear `ship_after` an order's creation.
+//! `Idempotency-Key` header, `GET /orders?order_key=`, a cursor-paged
+//! `GET /shipments` feed whose shipments appear `ship_after` an order's creation,
+//! `POST /orders/cancel` (409 once shipped) and the cursor-paged
+//! `GET /cancellations` feed of every cancelled order.
 
 mod api;
 mod validate;
@@ -86,6 +88,19 @@ struct Stored {
     order: ErpOrder,
     created: Instant,
     shipped: bool,
+    /// Set once, when the order is cancelled (by `POST /orders/cancel` or
+    /// by hand in the ERP): its position in the cancellations feed.
+    cancelled: Option<u64>,
+}
+
+/// An entry of the cancellations feed.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Cancellation {
+    pub seq: u64,
+    pub order_key: String,
+    pub erp_order_number: String,
+    pub cancelled_at: DateTime<Utc>,
+    pub reason: String,
 }
 
 struct State {
@@ -96,6 +111,9 @@ struct State {
     by_key: HashMap<String, usize>,
     posts: HashMap<String, u64>,
     shipments: Vec<Shipment>,
+    cancellations: Vec<Cancellation>,
+    /// `POST /orders/cancel` requests per order key that reached the handler.
+    cancel_posts: HashMap<String, u64>,
     /// Orders before this index have all shipped.
     first_unshipped: usize,
 }
@@ -118,12 +136,38 @@ impl State {
         let delay = chrono::Duration::from_std(after).unwrap_or_default();
         let mut i = self.first_unshipped;
         while i < self.orders.len() && self.orders[i].created + after <= now {
-            if !self.orders[i].shipped {
+            if !self.orders[i].shipped && self.orders[i].cancelled.is_none() {
                 let at = self.orders[i].order.created_at + delay;
                 self.ship(i, at);
             }
             i += 1;
         }
+    }
+
+    /// Cancels the order at `index` unless it shipped: `Ok(false)` when it
+    /// was cancelled already, `Err` with the refusal when it shipped.
+    pub(super) fn cancel(&mut self, index: usize, reason: &str) -> Result<bool, String> {
+        self.release_due_shipments();
+        let stored = &self.orders[index];
+        if stored.cancelled.is_some() {
+            return Ok(false);
+        }
+        if stored.shipped {
+            return Err(format!(
+                "order {} has shipped; it can no longer be cancelled",
+                stored.order.erp_order_number
+            ));
+        }
+        let seq = self.cancellations.len() as u64 + 1;
+        self.cancellations.push(Cancellation {
+            seq,
+            order_key: stored.order.order_key.clone(),
+            erp_order_number: stored.order.erp_order_number.clone(),
+            cancelled_at: Utc::now(),
+            reason: reason.to_string(),
+        });
+        self.orders[index].cancelled = Some(seq);
+        Ok(true)
     }
 
     fn ship(&mut self, index: usize, at: DateTime<Utc>) {
@@ -181,6 +225,8 @@ impl ErpSim {
                     by_key: HashMap::new(),
                     posts: HashMap::new(),
                     shipments: Vec::new(),
+                    cancellations: Vec::new(),
+                    cancel_posts: HashMap::new(),
                     first_unshipped: 0,
                 }),
             }),
@@ -266,6 +312,7 @@ impl ErpSim {
             created: Instant::now(),
             // Never shipped: the copy is an operator's mistake, not a sale.
             shipped: true,
+            cancelled: None,
         });
         Some(erp_order_number)
     }
@@ -276,6 +323,38 @@ impl ErpSim {
         self.state().posts.get(key).copied().unwrap_or(0)
     }
 
+    /// Cancels the order by hand in the ERP (it appears in the
+    /// cancellations feed); false when it is unknown, shipped or cancelled.
+    pub fn cancel_by_hand(&self, order_key: &str, reason: &str) -> bool {
+        let mut st = self.state();
+        let Some(&i) = st.by_key.get(order_key) else {
+            return false;
+        };
+        matches!(st.cancel(i, reason), Ok(true))
+    }
+
+    /// Whether the ERP order for this key is cancelled.
+    pub fn is_cancelled(&self, order_key: &str) -> bool {
+        let st = self.state();
+        st.by_key
+            .get(order_key)
+            .is_some_and(|&i| st.orders[i].cancelled.is_some())
+    }
+
+    /// `POST /orders/cancel` requests for this key that reached the handler.
+    pub fn cancel_requests(&self, order_key: &str) -> u64 {
+        self.state()
+            .cancel_posts
+            .get(order_key)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// Every entry of the cancellations feed, in feed order.
+    pub fn cancellations(&self) -> Vec<Cancellation> {
+        self.state().cancellations.clone()
+    }
+
     /// Ships the order now (if it exists and has not shipped yet).
     pub fn ship_now(&self, order_key: &str) -> bool {
         let mut st = self.state();
@@ -283,7 +362,7 @@ impl ErpSim {
         let index = st
             .orders
             .iter()
-            .position(|s| s.order.order_key == order_key && !s.shipped);
+            .position(|s| s.order.order_key == order_key && !s.shipped && s.cancelled.is_none());
         match index {
             Some(i) => {
                 st.ship(i, Utc::now());

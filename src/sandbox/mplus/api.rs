@@ -103,6 +103,7 @@ async fn endpoint(
         "updateOrder" => update_order(&sim, &body),
         "deliverOrderV2" => deliver_v2(&sim, &body),
         "deliverOrder" => deliver_all(&sim, &body),
+        "cancelOrder" => cancel_order(&sim, &body),
         "" => client_fault("SOAPAction header missing"),
         other => client_fault(&format!("Method '{other}' not implemented")),
     }
@@ -407,4 +408,49 @@ fn deliver_all(sim: &MplusSim, body: &str) -> Response {
         Ok(false) => result(NAME, "DELIVER-ORDER-RESULT-ALREADY-DELIVERED", None),
         Err(e) => result(NAME, "DELIVER-ORDER-RESULT-FAILED", Some(e)),
     }
+}
+
+/// `cancelOrder`: the whole order. The WSDL's result enum says what comes
+/// back; when the till refuses is not documented: the simulator refuses an
+/// order with anything delivered (FAILED).
+fn cancel_order(sim: &MplusSim, body: &str) -> Response {
+    const NAME: &str = "cancelOrderResponse";
+    let reply = |result: &str, message: Option<&str>| {
+        answer(
+            NAME,
+            &wire::CancelOrderResponse {
+                xmlns: wire::NAMESPACE.into(),
+                result: result.into(),
+                message: message.map(str::to_string),
+            },
+        )
+    };
+    let op: wire::CancelOrder = match parse("cancelOrder", body) {
+        Ok(op) => op,
+        Err(e) => return client_fault(&e),
+    };
+    let mut st = sim.state();
+    st.cancel_requests += 1;
+    let Some(o) = st.orders.get_mut(&op.order_id) else {
+        return reply("CANCEL-ORDER-RESULT-NOT-FOUND", None);
+    };
+    if o.order.cancel_state.as_deref() == Some("ORDER-CANCEL-STATE-COMPLETE") {
+        st.cancel_repeats += 1;
+        return reply("CANCEL-ORDER-RESULT-ALREADY-CANCELLED", None);
+    }
+    let delivered = o
+        .order
+        .line_list
+        .line
+        .iter()
+        .any(|l| l.data.delivered_quantity > 0);
+    if delivered {
+        return reply(
+            "CANCEL-ORDER-RESULT-FAILED",
+            Some("order has deliveries and cannot be cancelled"),
+        );
+    }
+    o.order.cancel_state = Some("ORDER-CANCEL-STATE-COMPLETE".into());
+    st.bump(&op.order_id);
+    reply("CANCEL-ORDER-RESULT-OK", None)
 }

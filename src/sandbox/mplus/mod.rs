@@ -76,6 +76,11 @@ pub(crate) struct State {
     pub(crate) get_orders_calls: u64,
     /// `syncMarker` values getOrders was asked for, in order.
     pub(crate) requested_markers: Vec<i64>,
+    /// cancelOrder calls that reached the till.
+    pub(crate) cancel_requests: u64,
+    /// cancelOrder calls for an order that was cancelled already (a client
+    /// that cancels twice).
+    pub(crate) cancel_repeats: u64,
 }
 
 impl State {
@@ -111,6 +116,8 @@ impl MplusSim {
             conflicts: 0,
             get_orders_calls: 0,
             requested_markers: Vec::new(),
+            cancel_requests: 0,
+            cancel_repeats: 0,
         };
         let sim = MplusSim {
             inner: Arc::new(Shared {
@@ -211,6 +218,16 @@ impl MplusSim {
         seed::add_one_to_first_line(&mut o.order);
         st.bump(id);
         true
+    }
+
+    /// cancelOrder calls that reached the till (any order).
+    pub fn cancel_requests(&self) -> u64 {
+        self.state().cancel_requests
+    }
+
+    /// cancelOrder calls that found the order cancelled already.
+    pub fn cancel_repeats(&self) -> u64 {
+        self.state().cancel_repeats
     }
 
     /// The till cancels the whole order.

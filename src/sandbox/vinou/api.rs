@@ -27,6 +27,7 @@ pub(super) fn router(sim: VinouSim) -> Router {
         .route("/service/orders/getAll", any(get_all))
         .route("/service/orders/get", any(get_one))
         .route("/service/orders/touch", any(touch))
+        .route("/service/orders/checkout/cancel", any(checkout_cancel))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "ERROR_ROUTE_NOT_FOUND") })
         .layer(from_fn_with_state(faults, inject))
         .with_state(sim)
@@ -265,6 +266,45 @@ async fn touch(
             field: "touched".into(),
             from: "0".into(),
             to: "1".into(),
+        });
+    }
+    axum::Json(json!({ "info": "success", "data": true })).into_response()
+}
+
+/// `orders/checkout/cancel` ("Cancel specific order", by `id` or `uuid`).
+/// Vinou documents no answer for an order that cannot be cancelled; the
+/// simulator refuses one that is `closed` or `in_delivery` with a 400 and
+/// an error code, and answers a cancelled order's repeat with success.
+async fn checkout_cancel(
+    State(sim): State<VinouSim>,
+    method: Method,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let body = match post_body(&method, &body).and_then(|b| authorize(&sim, &headers).map(|_| b)) {
+        Ok(b) => b,
+        Err((status, code)) => return error(status, code),
+    };
+    let now = sim.now_local().format(super::seed::STAMP).to_string();
+    let mut st = sim.state();
+    let Some(id) = find(&st, &body) else {
+        return error(StatusCode::NOT_FOUND, "ERROR_ORDER_NOT_FOUND");
+    };
+    let Some(o) = st.orders.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, "ERROR_ORDER_NOT_FOUND");
+    };
+    o.cancel_requests += 1;
+    let status = o.json["status"].as_str().unwrap_or_default().to_string();
+    if matches!(status.as_str(), "closed" | "in_delivery") {
+        return error(StatusCode::BAD_REQUEST, "ERROR_ORDER_NOT_CANCELLABLE");
+    }
+    if status != "cancelled" {
+        o.json["status"] = "cancelled".into();
+        o.json["chstamp"] = now.into();
+        o.history.push(Change {
+            field: "status".into(),
+            from: status,
+            to: "cancelled".into(),
         });
     }
     axum::Json(json!({ "info": "success", "data": true })).into_response()

@@ -71,6 +71,7 @@ struct SimOrder {
     json: Value,
     history: Vec<Change>,
     touch_requests: u64,
+    cancel_requests: u64,
     get_requests: u64,
     /// The first position's real quantity while it is served as "zwei".
     poisoned: Option<Value>,
@@ -217,6 +218,11 @@ impl VinouSim {
         self.with_order(id, |o| o.touch_requests).unwrap_or(0)
     }
 
+    /// `orders/checkout/cancel` requests that named this order.
+    pub fn cancel_requests(&self, id: i64) -> u64 {
+        self.with_order(id, |o| o.cancel_requests).unwrap_or(0)
+    }
+
     pub fn get_requests(&self, id: i64) -> u64 {
         self.with_order(id, |o| o.get_requests).unwrap_or(0)
     }
@@ -344,6 +350,7 @@ fn insert(st: &mut State, json: Value) -> i64 {
             json,
             history: Vec::new(),
             touch_requests: 0,
+            cancel_requests: 0,
             get_requests: 0,
             poisoned: None,
         },

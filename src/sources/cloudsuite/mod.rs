@@ -623,6 +623,33 @@ impl CloudSuite {
         })
     }
 
+    /// A sale cancelled in the ERP: `PATCH state=cancel`, only from the
+    /// states of CloudSuite's documented order flow that come before `done`
+    /// and after the push (`confirmed`, `processing`) and not once its
+    /// shipment is `sent`. Always read first: the state decides.
+    pub async fn write_cancelled(&self, wb: &WriteBack) -> Result<String, Failure> {
+        let (_, current) = self.get_detail(&wb.external_id).await?;
+        let state = current["state"].as_str().unwrap_or_default().to_string();
+        if state == "cancel" {
+            return Ok("already cancelled at CloudSuite".into());
+        }
+        if !matches!(state.as_str(), "confirmed" | "processing")
+            || current["shipment_state"].as_str() == Some("sent")
+        {
+            return Err(Failure::permanent(format!(
+                "order {} is in state {state:?} (shipment_state {}) at CloudSuite: state=cancel is written only from confirmed or processing before it is sent; ERP order {} was cancelled, settle it by hand",
+                wb.external_id,
+                current["shipment_state"].as_str().unwrap_or("none"),
+                wb.erp_order_number
+            )));
+        }
+        let url = self.order_url(&wb.external_id)?;
+        let body = serde_json::json!({ "state": "cancel" });
+        self.send(|| self.endpoint.client().patch(&url).json(&body))
+            .await?;
+        Ok(format!("state=cancel (was {state})"))
+    }
+
     /// With `desadv` configured: the shipment as a DESADV message, once
     /// ([`desadv`]). Otherwise `shipment_state=sent` (CloudSuite has no
     /// tracking field on the order; the tracking number stays in the ledger).

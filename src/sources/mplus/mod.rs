@@ -361,6 +361,43 @@ impl Mplus {
         )))
     }
 
+    /// A sale cancelled in the ERP: `cancelOrder` for the whole order.
+    /// After an attempt that may have written, `getOrder` first: an order
+    /// whose `cancelState` is COMPLETE is left alone; ALREADY-CANCELLED is
+    /// done too. PENDING (the till has not settled it) is asked again later.
+    pub async fn write_cancelled(&self, wb: &WriteBack) -> Result<String, Failure> {
+        if wb.in_doubt {
+            let (_, order) = self.get_order(&wb.external_id).await?;
+            if order.cancel_state.as_deref() == Some("ORDER-CANCEL-STATE-COMPLETE") {
+                return Ok("already cancelled at the till".into());
+            }
+        }
+        let op = wire::CancelOrder {
+            xmlns: NAMESPACE.into(),
+            order_id: wb.external_id.clone(),
+        };
+        let answer = self
+            .call("cancelOrder", soap::envelope("cancelOrder", &op)?)
+            .await?;
+        let result: wire::CancelOrderResponse = soap::parse_answer("cancelOrder", &answer)?;
+        let message = result
+            .message
+            .as_deref()
+            .map(|m| format!(": {m}"))
+            .unwrap_or_default();
+        match result.result.as_str() {
+            "CANCEL-ORDER-RESULT-OK" => Ok("cancelled at the till (cancelOrder)".into()),
+            "CANCEL-ORDER-RESULT-ALREADY-CANCELLED" => Ok("already cancelled at the till".into()),
+            "CANCEL-ORDER-RESULT-PENDING" => Err(Failure::retry(format!(
+                "MplusKASSA cancelOrder answered CANCEL-ORDER-RESULT-PENDING{message}; asking again"
+            ))),
+            other => Err(Failure::permanent(format!(
+                "MplusKASSA cancelOrder answered {other}{message}: ERP order {} was cancelled, cancel order {} at the till by hand",
+                wb.erp_order_number, wb.external_id
+            ))),
+        }
+    }
+
     /// `deliverOrderV2` for what the ERP shipped and the till does not show
     /// as delivered yet (read first: a repeat after a crash delivers nothing
     /// twice); a shipment without lines delivers the whole order.

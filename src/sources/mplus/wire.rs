@@ -272,6 +272,27 @@ pub struct DeliverOrderRequest {
     pub order_id: String,
 }
 
+/// `cancelOrder`: the whole order, by `orderId` (the optional
+/// `request{branchNumber}` is left out).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CancelOrder {
+    #[serde(rename = "@xmlns", default)]
+    pub xmlns: String,
+    pub order_id: String,
+}
+
+/// `cancelOrder`'s answer: `result` (`CANCEL-ORDER-RESULT-OK|FAILED|
+/// NOT-FOUND|PENDING|ALREADY-CANCELLED|UNDO-CANCEL-OK`) and `message`.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct CancelOrderResponse {
+    #[serde(rename = "@xmlns", default)]
+    pub xmlns: String,
+    pub result: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
+}
+
 #[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
 pub struct DeliverOrder {
     #[serde(rename = "@xmlns", default)]

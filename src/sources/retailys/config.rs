@@ -36,6 +36,9 @@ pub struct RetailysSettings {
     pub import_statuses: Option<Vec<StatusRef>>,
     pub processing_status: StatusRef,
     pub shipped_status: Option<StatusRef>,
+    /// Set when the ERP cancels a sale before shipping; None: such a cancel
+    /// is not written back (parked, for the operator to do by hand).
+    pub cancelled_status: Option<StatusRef>,
     /// None: matched by the ERP carrier's name among the shop's shippings.
     pub shipper_id: Option<i64>,
 }
@@ -49,6 +52,7 @@ struct RawRetailys {
     import_statuses: Option<Vec<StatusRef>>,
     processing_status: Option<StatusRef>,
     shipped_status: Option<StatusRef>,
+    cancelled_status: Option<StatusRef>,
     shipper_id: Option<i64>,
 }
 
@@ -99,6 +103,7 @@ pub(crate) fn build(
         import_statuses: raw.import_statuses,
         processing_status,
         shipped_status: raw.shipped_status,
+        cancelled_status: raw.cancelled_status,
         shipper_id: raw.shipper_id,
     })
 }

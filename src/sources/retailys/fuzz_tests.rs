@@ -81,6 +81,7 @@ fn table() -> StatusTable {
             import: Some(&[StatusRef::Name("New".into())]),
             processing: &StatusRef::Name("Processing".into()),
             shipped: Some(&StatusRef::Name("Shipped".into())),
+            cancelled: None,
         },
         "s",
     )

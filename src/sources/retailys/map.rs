@@ -284,6 +284,7 @@ mod tests {
                 import: Some(&[StatusRef::Name("New".into())]),
                 processing: &StatusRef::Name("Processing".into()),
                 shipped: Some(&StatusRef::Name("Shipped".into())),
+                cancelled: None,
             },
             "s",
         )

@@ -68,6 +68,7 @@ pub struct Retailys {
     import_statuses: Option<Vec<StatusRef>>,
     processing_status: StatusRef,
     shipped_status: Option<StatusRef>,
+    cancelled_status: Option<StatusRef>,
     shipper_id: Option<i64>,
     page_size: u32,
     lookback: Duration,
@@ -180,6 +181,7 @@ impl Retailys {
             import_statuses: settings.import_statuses.clone(),
             processing_status: settings.processing_status.clone(),
             shipped_status: settings.shipped_status.clone(),
+            cancelled_status: settings.cancelled_status.clone(),
             shipper_id: settings.shipper_id,
             page_size: source.page_size,
             lookback: source.lookback,
@@ -233,6 +235,7 @@ impl Retailys {
             import: self.import_statuses.as_deref(),
             processing: &self.processing_status,
             shipped: self.shipped_status.as_ref(),
+            cancelled: self.cancelled_status.as_ref(),
         };
         StatusTable::resolve(all, &wanted, &self.key)
             .map_err(|e| PrepareError::Config(ConfigError(format!("source {}: {e}", self.name))))

@@ -25,6 +25,8 @@ pub struct StatusTable {
     pub import: BTreeSet<i64>,
     pub processing: i64,
     pub shipped: Option<i64>,
+    /// `cancelled_status`: what a sale cancelled in the ERP is set to.
+    pub cancelled: Option<i64>,
 }
 
 /// What the configuration asks for, before resolution.
@@ -32,6 +34,7 @@ pub struct Wanted<'a> {
     pub import: Option<&'a [StatusRef]>,
     pub processing: &'a StatusRef,
     pub shipped: Option<&'a StatusRef>,
+    pub cancelled: Option<&'a StatusRef>,
 }
 
 impl StatusTable {
@@ -61,6 +64,7 @@ impl StatusTable {
         };
         let processing = find("processing_status", wanted.processing);
         let shipped = wanted.shipped.map(|r| find("shipped_status", r));
+        let cancelled = wanted.cancelled.map(|r| find("cancelled_status", r));
         let import: BTreeSet<i64> = match wanted.import {
             Some(list) => list
                 .iter()
@@ -90,6 +94,7 @@ impl StatusTable {
         Ok(StatusTable {
             processing: processing.unwrap_or_default(),
             shipped: shipped.flatten(),
+            cancelled: cancelled.flatten(),
             import,
             all,
         })
@@ -159,6 +164,7 @@ mod tests {
                 import: None,
                 processing: &processing,
                 shipped: Some(&shipped),
+                cancelled: None,
             },
             "sources[0]",
         )
@@ -173,6 +179,7 @@ mod tests {
                 import: Some(&[by_text]),
                 processing: &processing,
                 shipped: None,
+                cancelled: None,
             },
             "s",
         )
@@ -190,6 +197,7 @@ mod tests {
                 import: Some(&[StatusRef::Name("New".into())]),
                 processing: &processing,
                 shipped: Some(&shipped),
+                cancelled: None,
             },
             "s",
         )
@@ -214,6 +222,7 @@ mod tests {
                 import: Some(&[StatusRef::Id(999)]),
                 processing: &processing,
                 shipped: None,
+                cancelled: None,
             },
             "sources[0]",
         )

@@ -110,6 +110,7 @@ fn table() -> StatusTable {
             import: None,
             processing: &StatusRef::Name("Processing".into()),
             shipped: Some(&StatusRef::Name("Shipped".into())),
+            cancelled: None,
         },
         "sources[0]",
     )

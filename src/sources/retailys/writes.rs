@@ -128,6 +128,43 @@ impl Retailys {
         Ok(done.join("; "))
     }
 
+    /// A sale cancelled in the ERP: the status `cancelled_status`, read
+    /// first (always: the order may have been cancelled, completed or sent at
+    /// the shop since). Without `cancelled_status` nothing is written: the job
+    /// parks, naming the key, for the operator to cancel it by hand.
+    pub async fn write_cancelled(&self, wb: &WriteBack) -> Result<String, Failure> {
+        let table = self.statuses().await?;
+        let Some(cancelled) = table.cancelled else {
+            return Err(Failure::permanent(format!(
+                "ERP order {} was cancelled; {}.cancelled_status is not set, so it is not written back: cancel order {} at Retailys by hand",
+                wb.erp_order_number, self.key, wb.external_id
+            )));
+        };
+        let current = self.get_order(&wb.external_id).await?;
+        let status = map::status_id(&current);
+        if status == Some(cancelled) || current["canceled"].as_bool() == Some(true) {
+            return Ok("already cancelled at the shop".into());
+        }
+        if current["sent"].as_bool() == Some(true)
+            || status
+                .and_then(|s| table.get(s))
+                .is_some_and(|s| s.complete_order)
+        {
+            return Err(Failure::permanent(format!(
+                "order {} is {} at the shop (sent or complete): not moved to {}; ERP order {} was cancelled, settle it by hand",
+                wb.external_id,
+                table.name(status.unwrap_or_default()),
+                table.name(cancelled),
+                wb.erp_order_number
+            )));
+        }
+        let url = self.order_url(&wb.external_id, "/status")?;
+        let body = json!({ "status_id": cancelled });
+        self.send(|| self.endpoint.client().patch(&url).json(&body))
+            .await?;
+        Ok(format!("status {}", table.name(cancelled)))
+    }
+
     /// Tracking (unless the order already lists that number), `sent`, and the
     /// shipped status if configured; each step reads before it writes.
     pub async fn write_shipped(

@@ -440,6 +440,33 @@ impl Titelive {
         .await
     }
 
+    /// A sale cancelled in the ERP: status 99 (cancelled), which Titelive's
+    /// status list has and its status write takes, with the ERP's reason in
+    /// `message`. Read first (every Titelive write-back does): cancelled
+    /// already is done; a done order (10) cannot be cancelled.
+    pub async fn write_cancelled(
+        &self,
+        wb: &WriteBack,
+        cancellation: &crate::store::ErpCancellation,
+    ) -> Result<String, Failure> {
+        let id = &wb.external_id;
+        let now = self.status_now(id).await?;
+        if now == map::CANCELLED {
+            return Ok("already status 99 (cancelled)".into());
+        }
+        if now == map::DONE {
+            return Err(Failure::permanent(format!(
+                "order {id} is done (status 10) at Titelive: it cannot be cancelled there; ERP order {} was cancelled, settle it with the customer by hand",
+                wb.erp_order_number
+            )));
+        }
+        let mut message = format!("Cancelled in the ERP (order {})", wb.erp_order_number);
+        if let Some(r) = &cancellation.reason {
+            message.push_str(&format!(": {r}"));
+        }
+        self.set_status(id, map::CANCELLED, &message).await
+    }
+
     /// `shipped_status` (8) with carrier and tracking in `message`. Titelive
     /// documents no write for packages, so the message is where they go.
     pub async fn write_shipped(

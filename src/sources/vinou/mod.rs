@@ -392,6 +392,40 @@ impl Vinou {
         ))
     }
 
+    /// A sale cancelled in the ERP: `orders/checkout/cancel` (Vinou's one
+    /// documented cancel). After an attempt that may have written, the
+    /// order is read first and a cancelled one is left alone.
+    pub async fn write_cancelled(&self, wb: &WriteBack) -> Result<String, Failure> {
+        let id = wb
+            .external_id
+            .parse::<i64>()
+            .map(Value::from)
+            .unwrap_or_else(|_| Value::from(wb.external_id.clone()));
+        if wb.in_doubt {
+            let item = self.get(&wb.external_id).await?;
+            if item.value["status"].as_str() == Some("cancelled") {
+                return Ok("already cancelled at Vinou".into());
+            }
+        }
+        match self
+            .call("orders/checkout/cancel", &json!({ "id": id }))
+            .await
+        {
+            Ok(_) => Ok(format!(
+                "cancelled at Vinou (ERP order {} cancelled)",
+                wb.erp_order_number
+            )),
+            Err(Failure::Permanent { message, status }) => Err(Failure::Permanent {
+                message: format!(
+                    "Vinou refuses to cancel order {}: {message}; cancel it in Vinou by hand",
+                    wb.external_id
+                ),
+                status,
+            }),
+            Err(e) => Err(e),
+        }
+    }
+
     pub async fn check(&self) -> Result<String, Failure> {
         let reply = self
             .call("orders/getAll", &json!({ "page": 1, "pageSize": 1 }))

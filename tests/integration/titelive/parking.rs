@@ -85,13 +85,24 @@ async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_
         0,
         "nothing is written to a cancelled order"
     );
-    // The next poll re-reads the pushed order and records the cancellation.
+    // The next poll re-reads the pushed order, records the cancellation
+    // and cancels the ERP order too (issue 15.4): the parked write-back
+    // is moot and stops.
     poll_live(&engine, &connector, &stop).await;
     let detail = engine.store.order_detail(&tl_key(c)).unwrap().unwrap();
     assert!(
-        detail.events.iter().any(|e| e.kind == "changed_after_push"),
+        detail.events.iter().any(|e| e.kind == "cancel_queued"),
         "{:?}",
         detail.events
+    );
+    engine.drain(TL, None, 4, &stop).await.unwrap();
+    assert!(app.sandbox.erp.is_cancelled(&tl_key(c)));
+    let detail = engine.store.order_detail(&tl_key(c)).unwrap().unwrap();
+    assert_eq!(detail.row.state, "cancelled_in_erp");
+    assert_eq!(
+        tl.status_posts(c),
+        0,
+        "nothing written to Titelive's cancel"
     );
 }
 

@@ -5,6 +5,7 @@
 //! kills it by PID when dropped.
 
 mod bench;
+mod cancel;
 mod check;
 mod crash;
 mod flow;
