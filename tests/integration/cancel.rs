@@ -20,7 +20,7 @@ use crate::mplus::{TILL, key as till_key, options as till_options, spawn_mplus};
 
 /// A few rounds of everything the daemon does on its schedules: polls,
 /// jobs, the ERP's shipments and cancellations.
-async fn rounds(engine: &Arc<Engine>, source: &str, n: usize) {
+pub(crate) async fn rounds(engine: &Arc<Engine>, source: &str, n: usize) {
     let stop = CancellationToken::new();
     let connector = engine.connectors.get(source).unwrap().clone();
     for _ in 0..n {
@@ -32,7 +32,7 @@ async fn rounds(engine: &Arc<Engine>, source: &str, n: usize) {
     }
 }
 
-fn state(engine: &Engine, order_key: &str) -> String {
+pub(crate) fn state(engine: &Engine, order_key: &str) -> String {
     engine
         .store
         .order_detail(order_key)
@@ -282,4 +282,32 @@ async fn sigkill_during_cancellations_loses_and_doubles_nothing() {
     }
     let status = status_json(&app);
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_cancelled_in_the_erp_is_cancelled_at_vinou_once() {
+    use crate::vinou::{Setup, VINOU, key as vkey, spawn_vinou};
+    let mut setup = Setup::default();
+    setup.sandbox.erp.ship_after = None;
+    let app = spawn_vinou(setup).await;
+    let engine = app.engine();
+    // The first poll only sets the cursor (history is not pushed).
+    rounds(&engine, VINOU, 1).await;
+    let ids: Vec<i64> = (0..2).map(|_| app.sandbox.vinou.place_order()).collect();
+    rounds(&engine, VINOU, 2).await;
+    assert_eq!(state(&engine, &vkey(ids[0])), "accepted");
+    assert!(app.sandbox.erp.cancel_by_hand(&vkey(ids[0]), "no stock"));
+    rounds(&engine, VINOU, 3).await;
+    assert_eq!(state(&engine, &vkey(ids[0])), "cancelled_in_erp");
+    let order = app
+        .sandbox
+        .vinou
+        .orders()
+        .into_iter()
+        .find(|o| o["id"] == ids[0])
+        .unwrap();
+    assert_eq!(order["status"], "cancelled");
+    assert_eq!(app.sandbox.vinou.cancel_requests(ids[0]), 1);
+    assert_eq!(app.sandbox.vinou.cancel_requests(ids[1]), 0);
+    assert_eq!(state(&engine, &vkey(ids[1])), "accepted");
 }

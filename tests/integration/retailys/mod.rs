@@ -675,3 +675,53 @@ async fn backfill_reads_exactly_the_from_to_window() {
         "live cursor untouched"
     );
 }
+
+/// Issue 15.4: a sale the ERP cancels gets `cancelled_status` once (read
+/// first); without that key the cancel is parked naming it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_cancelled_in_the_erp_gets_the_cancelled_status_once() {
+    for configured in [true, false] {
+        let mut opts = RtOptions::default();
+        opts.sandbox.erp.ship_after = None;
+        if configured {
+            opts.source_keys
+                .push_str("\ncancelled_status = \"Cancelled\"");
+        }
+        let app = spawn_retailys(opts).await;
+        let ids: Vec<i64> = (0..2)
+            .map(|_| app.sandbox.retailys.add_order(RetailysOrderSpec::default()))
+            .collect();
+        let engine = engine_of(&app);
+        crate::cancel::rounds(&engine, RT, 2).await;
+        let k = rkey(ids[0]);
+        assert_eq!(crate::cancel::state(&engine, &k), "accepted");
+        assert!(app.sandbox.erp.cancel_by_hand(&k, "no stock"));
+        crate::cancel::rounds(&engine, RT, 3).await;
+        assert_eq!(crate::cancel::state(&engine, &k), "cancelled_in_erp");
+        let cancelled = app.sandbox.retailys.status_id("Cancelled").unwrap();
+        let patches = app
+            .sandbox
+            .retailys
+            .writes(ids[0])
+            .into_iter()
+            .filter(|w| w.what == "PATCH status" && w.body["status_id"] == cancelled)
+            .count();
+        let parked = status_json(&app)["parked"].as_array().unwrap().clone();
+        if configured {
+            assert_eq!(patches, 1, "{:?}", app.sandbox.retailys.writes(ids[0]));
+            assert!(parked.is_empty(), "{parked:?}");
+        } else {
+            assert_eq!(patches, 0);
+            assert!(
+                parked.iter().any(|p| p["order_key"] == k.as_str()
+                    && p["job"] == "write_cancelled"
+                    && p["reason"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .contains("cancelled_status")),
+                "{parked:?}"
+            );
+        }
+        assert_eq!(crate::cancel::state(&engine, &rkey(ids[1])), "accepted");
+    }
+}

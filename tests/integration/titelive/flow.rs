@@ -223,3 +223,27 @@ async fn backfill_replays_the_window_including_orders_processed_before() {
         }
     }
 }
+
+/// Issue 15.4: a sale the ERP cancels becomes status 99 at Titelive, once;
+/// the re-read that then sees 99 is not taken for a new cancel.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sale_cancelled_in_the_erp_is_set_to_status_99_once() {
+    let mut opts = TlOptions::default();
+    opts.sandbox.erp.ship_after = None;
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    let ids: Vec<i64> = (0..2).map(|_| tl.add_order(OrderSpec::default())).collect();
+    let engine = app.engine();
+    crate::cancel::rounds(&engine, TL, 2).await;
+    assert_eq!(tl.status(ids[0]), Some(7));
+    assert!(app.sandbox.erp.cancel_by_hand(&tl_key(ids[0]), "no stock"));
+    crate::cancel::rounds(&engine, TL, 3).await;
+    assert_eq!(tl.status(ids[0]), Some(99));
+    assert_eq!(tl.status_posts(ids[0]), 2, "processing, then cancelled");
+    assert_eq!(
+        crate::cancel::state(&engine, &tl_key(ids[0])),
+        "cancelled_in_erp"
+    );
+    assert_eq!(app.sandbox.erp.cancel_requests(&tl_key(ids[0])), 0);
+    assert_eq!(tl.status(ids[1]), Some(7));
+}

@@ -86,8 +86,9 @@ async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_
         "nothing is written to a cancelled order"
     );
     // The next poll re-reads the pushed order, records the cancellation
-    // and cancels the ERP order too (issue 15.4): the parked write-back
-    // is moot and stops.
+    // and asks the ERP to cancel it too (issue 15.4); the parked write-back
+    // is moot and stops. This ERP shipped it already: it refuses, and the
+    // order is flagged for an operator instead.
     poll_live(&engine, &connector, &stop).await;
     let detail = engine.store.order_detail(&tl_key(c)).unwrap().unwrap();
     assert!(
@@ -96,9 +97,18 @@ async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_
         detail.events
     );
     engine.drain(TL, None, 4, &stop).await.unwrap();
-    assert!(app.sandbox.erp.is_cancelled(&tl_key(c)));
+    assert_eq!(app.sandbox.erp.cancel_requests(&tl_key(c)), 1);
     let detail = engine.store.order_detail(&tl_key(c)).unwrap().unwrap();
-    assert_eq!(detail.row.state, "cancelled_in_erp");
+    assert_eq!(detail.row.state, "cancel_refused");
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    let refused: Vec<_> = status
+        .parked
+        .iter()
+        .filter(|p| p.order_key == tl_key(c))
+        .collect();
+    assert_eq!(refused.len(), 1, "{:?}", status.parked);
+    assert_eq!(refused[0].job, "cancel_in_erp");
+    assert!(refused[0].reason.contains("shipped"), "{:?}", refused[0]);
     assert_eq!(
         tl.status_posts(c),
         0,
