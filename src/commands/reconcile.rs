@@ -164,6 +164,9 @@ async fn reconcile_source(
             // the ledger what ordersync already did (or an operator skipped).
             let pushes = matches!(&o.mapped, Ok(m) if m.disposition == Disposition::Push);
             let should = match state {
+                // Cancelled in the ERP: whether the ERP still lists a
+                // cancelled order (Tryton does not) says nothing.
+                Some(OrderState::CancelledInErp) => false,
                 Some(s) if s.in_erp() => true,
                 Some(OrderState::Skipped) => false,
                 _ => pushes,
@@ -174,7 +177,9 @@ async fn reconcile_source(
             // Unchanged since recorded: the ledger's state is where it stands.
             let key = order_key(source, &id);
             let state = state_of(&key)?;
-            let should = state.is_some_and(|s| s.in_erp() || s == OrderState::Queued);
+            let should = state.is_some_and(|s| {
+                (s.in_erp() && s != OrderState::CancelledInErp) || s == OrderState::Queued
+            });
             expected.insert(key, listed(should, state.map(|s| s.to_string())));
         }
         if shutdown.is_cancelled() {
@@ -189,7 +194,10 @@ async fn reconcile_source(
     }
     // Orders the ledger pushed in the window that the source no longer lists.
     for o in store.orders_in_erp(source).map_err(ledger)? {
-        if o.ordered_at.is_some_and(|t| t >= since) && !expected.contains_key(&o.order_key) {
+        if o.ordered_at.is_some_and(|t| t >= since)
+            && !expected.contains_key(&o.order_key)
+            && o.state != OrderState::CancelledInErp.as_str()
+        {
             expected.insert(
                 o.order_key,
                 Expected {

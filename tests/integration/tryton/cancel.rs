@@ -119,4 +119,16 @@ async fn a_sale_cancelled_in_tryton_is_cancelled_at_the_source_once() {
         app.sandbox.cloudsuite.order(ids[1]).unwrap()["state"],
         "processing"
     );
+    // Tryton lists no cancelled sale for the key: reconcile does not call
+    // the cancelled order missing.
+    let out = tokio::task::block_in_place(|| {
+        app.run_binary()
+            .args(["reconcile", "--since", "2d", "--json"])
+            .output()
+            .unwrap()
+    });
+    let report: Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stderr)));
+    assert_eq!(report["sources"][0]["missing"], json!([]), "{report}");
+    assert_eq!(report["sources"][0]["doubled"], json!([]), "{report}");
 }
