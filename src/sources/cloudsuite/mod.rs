@@ -616,6 +616,34 @@ impl CloudSuite {
         wb: &WriteBack,
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
+        let done = || {
+            format!(
+                "shipment_state=sent (tracking {} kept in the ledger only)",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            )
+        };
+        if self.desadv.is_none() && !wb.in_doubt {
+            // First attempt: this job waited for our accepted write-back, so
+            // the order is `processing` by our own hand; write directly. A
+            // refusal goes the careful way below, which says why.
+            let url = self.order_url(&wb.external_id)?;
+            let body = serde_json::json!({ "shipment_state": "sent" });
+            match self
+                .send(|| self.endpoint.client().patch(&url).json(&body))
+                .await
+            {
+                Ok(_) => return Ok(done()),
+                Err(
+                    f @ Failure::Permanent {
+                        status: Some(400..=499),
+                        ..
+                    },
+                ) => {
+                    tracing::debug!(source = %self.name, order_key = %wb.order_key, error = %f, "direct write-back refused; reading the order to see why");
+                }
+                Err(f) => return Err(f),
+            }
+        }
         let (_, current) = self.get_detail(&wb.external_id).await?;
         if let Some(target) = &self.desadv {
             return self.send_desadv(target, wb, shipment, &current).await;
@@ -633,10 +661,7 @@ impl CloudSuite {
         let body = serde_json::json!({ "shipment_state": "sent" });
         self.send(|| self.endpoint.client().patch(&url).json(&body))
             .await?;
-        Ok(format!(
-            "shipment_state=sent (tracking {} kept in the ledger only)",
-            shipment.tracking_number.as_deref().unwrap_or("-")
-        ))
+        Ok(done())
     }
 
     pub async fn check(&self) -> Result<String, Failure> {
