@@ -112,6 +112,7 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
         },
         created: Instant::now(),
         shipped: false,
+        shipped_lines: Vec::new(),
     });
     st.by_key.insert(key.to_string(), index);
     (StatusCode::CREATED, axum::Json(response)).into_response()

@@ -86,6 +86,8 @@ struct Stored {
     order: ErpOrder,
     created: Instant,
     shipped: bool,
+    /// Lines already sent in a partial shipment ([`ErpSim::ship_part`]).
+    shipped_lines: Vec<String>,
 }
 
 struct State {
@@ -126,12 +128,20 @@ impl State {
         }
     }
 
+    /// Ships what is left of the order (every line not yet shipped in a
+    /// partial shipment) and marks it shipped.
     fn ship(&mut self, index: usize, at: DateTime<Utc>) {
+        self.orders[index].shipped = true;
+        let done = self.orders[index].shipped_lines.clone();
+        self.ship_lines(index, at, |id| !done.iter().any(|d| d == id));
+    }
+
+    /// One shipment of the order's lines that `pick` chooses, in full.
+    fn ship_lines(&mut self, index: usize, at: DateTime<Utc>, pick: impl Fn(&str) -> bool) {
         let seq = self.shipments.len() as u64 + 1;
         let stored = &mut self.orders[index];
-        stored.shipped = true;
-        let order = &stored.order;
-        let lines = order
+        let lines: Vec<ShipmentLine> = stored
+            .order
             .body
             .get("lines")
             .and_then(Value::as_array)
@@ -142,9 +152,14 @@ impl State {
                         source_line_id: text(l.get("source_line_id")),
                         quantity: text(l.get("quantity")),
                     })
+                    .filter(|l| pick(&l.source_line_id))
                     .collect()
             })
             .unwrap_or_default();
+        stored
+            .shipped_lines
+            .extend(lines.iter().map(|l| l.source_line_id.clone()));
+        let order = &stored.order;
         // Deterministic but scattered, like real barcodes.
         let tracking_number = format!("3SORD{:09}", (seq * 7_919_113 + 104_729) % 1_000_000_000);
         self.shipments.push(Shipment {
@@ -266,6 +281,7 @@ impl ErpSim {
             created: Instant::now(),
             // Never shipped: the copy is an operator's mistake, not a sale.
             shipped: true,
+            shipped_lines: Vec::new(),
         });
         Some(erp_order_number)
     }
@@ -287,6 +303,24 @@ impl ErpSim {
         match index {
             Some(i) => {
                 st.ship(i, Utc::now());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ships these lines of the order, in full, as one shipment of their own
+    /// (a warehouse that sends part of an order first); `ship_now` or the
+    /// timer ships the rest later. False if the order is unknown or shipped.
+    pub fn ship_part(&self, order_key: &str, source_line_ids: &[&str]) -> bool {
+        let mut st = self.state();
+        let index = st
+            .orders
+            .iter()
+            .position(|s| s.order.order_key == order_key && !s.shipped);
+        match index {
+            Some(i) => {
+                st.ship_lines(i, Utc::now(), |id| source_line_ids.contains(&id));
                 true
             }
             None => false,

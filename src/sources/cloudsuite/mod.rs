@@ -622,6 +622,14 @@ impl CloudSuite {
                 shipment.tracking_number.as_deref().unwrap_or("-")
             )
         };
+        if self.desadv.is_none() && !wb.progress.completes_order {
+            // CloudSuite's shipment_state is per order: it says "sent" when
+            // the last line ships (tracking stays in the ledger either way).
+            return Ok(format!(
+                "partial shipment (tracking {}); shipment_state=sent waits for the last line",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            ));
+        }
         if self.desadv.is_none() && !wb.in_doubt {
             // First attempt: this job waited for our accepted write-back, so
             // the order is `processing` by our own hand; write directly. A
@@ -797,6 +805,7 @@ mod tests {
             erp_order_number: "SO1".into(),
             shipped_before: Vec::new(),
             in_doubt: true,
+            progress: Default::default(),
             step: Default::default(),
             lines: vec![crate::store::LineNumber {
                 source_line_id: "11".into(),

@@ -414,6 +414,14 @@ impl Titelive {
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
         let id = &wb.external_id;
+        if !wb.progress.completes_order {
+            // Titelive's status is per order: "shipped" waits for the last
+            // line, and then names every tracking number.
+            return Ok(format!(
+                "partial shipment (tracking {}); the shipped status waits for the last line",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            ));
+        }
         let now = self.status_now(id).await?;
         if now == self.shipped_status || now == map::DONE {
             return Ok(format!(
@@ -437,7 +445,12 @@ impl Titelive {
         if let Some(c) = &shipment.carrier {
             message.push_str(&format!(" by {c}"));
         }
-        if let Some(t) = &shipment.tracking_number {
+        if !wb.progress.tracking_numbers.is_empty() {
+            message.push_str(&format!(
+                ", tracking {}",
+                wb.progress.tracking_numbers.join(", ")
+            ));
+        } else if let Some(t) = &shipment.tracking_number {
             message.push_str(&format!(", tracking {t}"));
         }
         if let Some(u) = &shipment.tracking_url {
