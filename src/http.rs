@@ -4,6 +4,7 @@
 //! Error messages name method, host and path, never the query string (MplusKASSA
 //! puts its secret there) and never a header.
 
+pub mod session;
 use std::num::NonZeroU32;
 use std::sync::Arc;
 use std::time::Duration;

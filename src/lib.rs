@@ -17,12 +17,13 @@
 //! [`secret`] (secrets that never print, and redaction of any remote text that
 //! echoes one), [`model`] (the canonical
 //! order, conversions, checked arithmetic on remote numbers), [`store`] (the
-//! ledger: a writer on its own thread with background checkpoints, and a
+//! ledger: a writer on its own thread (which checkpoints the WAL), and a
 //! reader connection for reports), [`poll`] (the one walk loop: page
 //! retries, one ledger look-up per page, the cursor rule, the walk guard), [`outbox`] (retry policy with a
 //! time budget, leases renewed while a job runs, workers), [`http`] (the one
 //! HTTP policy per remote: timeouts, body cap, no redirects, a shared pause after
-//! 429/Retry-After, ids as encoded path segments), [`sources`] (connectors, and the
+//! 429/Retry-After, ids as encoded path segments, and the login session every
+//! connector that logs in shares), [`sources`] (connectors, and the
 //! item-by-item list reading they share), [`erp`] (ERP adapters),
 //! [`daemon`] (scheduling and shutdown), [`commands`] (the CLI's commands),
 //! [`metrics`] (`/metrics` and `/healthz`), `sandbox` (simulators of every API,

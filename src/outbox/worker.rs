@@ -135,7 +135,26 @@ impl Engine {
                         "no ERP order number recorded for this order",
                     ));
                 };
+                let progress = if job.kind == JobKind::WriteShipped {
+                    match job
+                        .payload
+                        .as_deref()
+                        .and_then(|p| serde_json::from_str::<ErpShipment>(p).ok())
+                    {
+                        Some(shipment) => {
+                            let (key, id) = (job.order_key.clone(), job.id);
+                            self.store
+                                .call(move |s| s.shipment_progress(&key, id, &shipment))
+                                .await
+                                .map_err(ledger)?
+                        }
+                        None => Default::default(),
+                    }
+                } else {
+                    Default::default()
+                };
                 let wb = WriteBack {
+                    progress,
                     order_key: job.order_key.clone(),
                     external_id: order.external_id.clone(),
                     erp_order_number,

@@ -105,6 +105,10 @@ pub struct WriteBack {
     /// is unknown): read the remote before writing. A first attempt writes
     /// directly where the API allows (issue 13.4).
     pub in_doubt: bool,
+    /// For a shipment write-back: whether this shipment completes the order
+    /// and every tracking number so far. Sources without per-line delivery
+    /// write "sent" only with the last line.
+    pub progress: crate::store::ShipmentProgress,
     /// The job's durable progress marker (see [`WriteStep`]).
     pub step: WriteStep,
 }

@@ -114,6 +114,26 @@ pub struct ShippedLine {
     pub erp_line_number: Option<String>,
 }
 
+/// What a shipment write-back needs to know about the order's other
+/// shipments (see [`Store::shipment_progress`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct ShipmentProgress {
+    /// With this one, every goods line is shipped in full.
+    pub completes_order: bool,
+    /// Every tracking number of the order so far, this shipment's last.
+    pub tracking_numbers: Vec<String>,
+}
+
+impl Default for ShipmentProgress {
+    /// A write-back that is not about a shipment: nothing waits.
+    fn default() -> Self {
+        ShipmentProgress {
+            completes_order: true,
+            tracking_numbers: Vec::new(),
+        }
+    }
+}
+
 /// A shipment the ERP reported (the http contract's shape).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct ErpShipment {
@@ -1020,12 +1040,97 @@ impl Store {
                     .iter_mut()
                     .find(|t| t.source_line_id == line.source_line_id)
                 {
-                    Some(t) => t.quantity += line.quantity,
+                    // A remote's numbers: checked (an absurd sum saturates
+                    // and the write-back refuses it by name).
+                    Some(t) => {
+                        t.quantity = t
+                            .quantity
+                            .checked_add(line.quantity)
+                            .unwrap_or(Decimal::MAX)
+                    }
                     None => total.push(line),
                 }
             }
         }
         Ok(total)
+    }
+
+    /// Where a shipment leaves its order: whether, with the shipments
+    /// written back before it, every goods line of the order is shipped in
+    /// full, and the tracking numbers of those earlier shipments. Sources
+    /// that take no per-line delivery are told "sent" only with the last
+    /// line (issue 15.2). A shipment without lines is the whole order, and
+    /// an order whose lines cannot be read counts as complete (never stuck).
+    pub fn shipment_progress(
+        &self,
+        order_key: &str,
+        job_id: i64,
+        this: &ErpShipment,
+    ) -> anyhow::Result<ShipmentProgress> {
+        let earlier = self.earlier_shipments(order_key, job_id)?;
+        let mut tracking: Vec<String> = earlier
+            .iter()
+            .filter_map(|s| s.tracking_number.clone())
+            .collect();
+        if let Some(t) = &this.tracking_number
+            && !tracking.contains(t)
+        {
+            tracking.push(t.clone());
+        }
+        if this.lines.is_empty() || earlier.iter().any(|s| s.lines.is_empty()) {
+            return Ok(ShipmentProgress {
+                completes_order: true,
+                tracking_numbers: tracking,
+            });
+        }
+        let canonical: Option<String> = {
+            let conn = self.lock();
+            conn.prepare_cached("SELECT canonical_json FROM orders WHERE order_key = ?1")?
+                .query_row(params![order_key], |r| r.get(0))
+                .optional()?
+                .flatten()
+        };
+        let ordered: Vec<(String, Decimal)> = canonical
+            .and_then(|c| serde_json::from_str::<crate::model::Order>(&c).ok())
+            .map(|o| {
+                o.lines
+                    .into_iter()
+                    .map(|l| (l.source_line_id, l.quantity))
+                    .collect()
+            })
+            .unwrap_or_default();
+        let shipped = |line: &str| -> Decimal {
+            earlier
+                .iter()
+                .chain(std::iter::once(this))
+                .flat_map(|s| s.lines.iter())
+                .filter(|l| l.source_line_id == line)
+                .fold(Decimal::ZERO, |sum, l| {
+                    sum.checked_add(l.quantity).unwrap_or(Decimal::MAX)
+                })
+        };
+        let completes_order = ordered.iter().all(|(line, qty)| shipped(line) >= *qty);
+        Ok(ShipmentProgress {
+            completes_order,
+            tracking_numbers: tracking,
+        })
+    }
+
+    /// The shipments of this order written back before job `job_id`.
+    fn earlier_shipments(&self, order_key: &str, job_id: i64) -> anyhow::Result<Vec<ErpShipment>> {
+        let conn = self.lock();
+        let mut stmt = conn.prepare_cached(
+            "SELECT payload FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+               AND state = 'done' AND id < ?2 ORDER BY id",
+        )?;
+        let payloads: Vec<Option<String>> = stmt
+            .query_map(params![order_key, job_id], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        Ok(payloads
+            .into_iter()
+            .flatten()
+            .filter_map(|p| serde_json::from_str::<ErpShipment>(&p).ok())
+            .collect())
     }
 
     /// Pending jobs of a source, due now or later.

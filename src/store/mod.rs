@@ -25,8 +25,8 @@ use rusqlite::{Connection, OpenFlags};
 pub use cancel::{CancellationNote, ErpCancellation};
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
-    ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, ShippedLine,
-    lease_owner,
+    ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, ShipmentProgress,
+    ShippedLine, lease_owner,
 };
 pub use status::{
     AttemptRow, EventRow, InErp, JobRow, OrderDetail, OrderRow, ParkedRow, PushOutcomes,

@@ -658,6 +658,7 @@ async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
             lines: order.lines.clone(),
             shipped_before: Vec::new(),
             in_doubt: job.in_doubt,
+            progress: Default::default(),
             step: Default::default(),
         };
         connector.write_accepted(&wb).await.unwrap();
@@ -691,4 +692,56 @@ async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
     // And the rest of the way: everything exactly once.
     app.sync(&engine).await;
     assert_converged(&app, &ids);
+}
+
+/// Issue 15.2: CloudSuite's `shipment_state` is per order. An order shipped
+/// in two parts is marked sent only when its last line ships, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_split_shipment_marks_the_order_sent_only_with_its_last_line() {
+    let mut opts = AppOptions::default();
+    opts.sandbox.erp.ship_after = None; // the test ships by hand
+    let app = spawn_app(opts).await;
+    let cs = &app.sandbox.cloudsuite;
+    let id = cs.add_order(OrderSpec {
+        lines: vec![
+            LineSpec::new("124_STUK", Decimal::from(2)),
+            LineSpec::new("301_KG", Decimal::from_str("0.530").unwrap()),
+        ],
+        ..Default::default()
+    });
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    let round = || async {
+        poll_live(&engine, &connector, &stop).await;
+        engine.drain(SOURCE, None, 4, &stop).await.unwrap();
+        ordersync::daemon::poll_shipments(&engine, &stop)
+            .await
+            .unwrap();
+        engine.drain(SOURCE, None, 4, &stop).await.unwrap();
+    };
+    round().await;
+    assert_eq!(cs.order(id).unwrap()["state"], "processing");
+    let first_line = cs.order(id).unwrap()["order_lines"][0]["id"].to_string();
+    assert!(app.sandbox.erp.ship_part(&key(id), &[first_line.as_str()]));
+    round().await;
+    let order = cs.order(id).unwrap();
+    assert_ne!(order["shipment_state"], "sent", "one of two lines shipped");
+    let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
+    assert!(status.parked.is_empty(), "{:?}", status.parked);
+    assert!(app.sandbox.erp.ship_now(&key(id)), "the rest ships");
+    round().await;
+    round().await;
+    let order = cs.order(id).unwrap();
+    assert_eq!(order["shipment_state"], "sent");
+    let history = cs.history(id);
+    assert_eq!(
+        history
+            .iter()
+            .filter(|c| c.field == "shipment_state")
+            .count(),
+        1,
+        "{history:?}"
+    );
+    assert_eq!(app.sandbox.erp.shipments().len(), 2);
 }

@@ -115,6 +115,7 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
         created: Instant::now(),
         shipped: false,
         cancelled: None,
+        shipped_lines: Vec::new(),
     });
     st.by_key.insert(key.to_string(), index);
     (StatusCode::CREATED, axum::Json(response)).into_response()

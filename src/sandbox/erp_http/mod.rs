@@ -91,6 +91,8 @@ struct Stored {
     /// Set once, when the order is cancelled (by `POST /orders/cancel` or
     /// by hand in the ERP): its position in the cancellations feed.
     cancelled: Option<u64>,
+    /// Lines already sent in a partial shipment ([`ErpSim::ship_part`]).
+    shipped_lines: Vec<String>,
 }
 
 /// An entry of the cancellations feed.
@@ -152,9 +154,9 @@ impl State {
         if stored.cancelled.is_some() {
             return Ok(false);
         }
-        if stored.shipped {
+        if stored.shipped || !stored.shipped_lines.is_empty() {
             return Err(format!(
-                "order {} has shipped; it can no longer be cancelled",
+                "order {} has shipped (in part or in full); it can no longer be cancelled",
                 stored.order.erp_order_number
             ));
         }
@@ -170,12 +172,20 @@ impl State {
         Ok(true)
     }
 
+    /// Ships what is left of the order (every line not yet shipped in a
+    /// partial shipment) and marks it shipped.
     fn ship(&mut self, index: usize, at: DateTime<Utc>) {
+        self.orders[index].shipped = true;
+        let done = self.orders[index].shipped_lines.clone();
+        self.ship_lines(index, at, |id| !done.iter().any(|d| d == id));
+    }
+
+    /// One shipment of the order's lines that `pick` chooses, in full.
+    fn ship_lines(&mut self, index: usize, at: DateTime<Utc>, pick: impl Fn(&str) -> bool) {
         let seq = self.shipments.len() as u64 + 1;
         let stored = &mut self.orders[index];
-        stored.shipped = true;
-        let order = &stored.order;
-        let lines = order
+        let lines: Vec<ShipmentLine> = stored
+            .order
             .body
             .get("lines")
             .and_then(Value::as_array)
@@ -186,9 +196,14 @@ impl State {
                         source_line_id: text(l.get("source_line_id")),
                         quantity: text(l.get("quantity")),
                     })
+                    .filter(|l| pick(&l.source_line_id))
                     .collect()
             })
             .unwrap_or_default();
+        stored
+            .shipped_lines
+            .extend(lines.iter().map(|l| l.source_line_id.clone()));
+        let order = &stored.order;
         // Deterministic but scattered, like real barcodes.
         let tracking_number = format!("3SORD{:09}", (seq * 7_919_113 + 104_729) % 1_000_000_000);
         self.shipments.push(Shipment {
@@ -313,6 +328,7 @@ impl ErpSim {
             // Never shipped: the copy is an operator's mistake, not a sale.
             shipped: true,
             cancelled: None,
+            shipped_lines: Vec::new(),
         });
         Some(erp_order_number)
     }
@@ -366,6 +382,24 @@ impl ErpSim {
         match index {
             Some(i) => {
                 st.ship(i, Utc::now());
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Ships these lines of the order, in full, as one shipment of their own
+    /// (a warehouse that sends part of an order first); `ship_now` or the
+    /// timer ships the rest later. False if the order is unknown or shipped.
+    pub fn ship_part(&self, order_key: &str, source_line_ids: &[&str]) -> bool {
+        let mut st = self.state();
+        let index = st
+            .orders
+            .iter()
+            .position(|s| s.order.order_key == order_key && !s.shipped && s.cancelled.is_none());
+        match index {
+            Some(i) => {
+                st.ship_lines(i, Utc::now(), |id| source_line_ids.contains(&id));
                 true
             }
             None => false,

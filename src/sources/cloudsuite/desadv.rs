@@ -329,6 +329,7 @@ mod tests {
             external_id: "48193".into(),
             erp_order_number: "SO<1>&\"2\"".into(),
             in_doubt: false,
+            progress: Default::default(),
             lines: vec![
                 LineNumber {
                     source_line_id: "11".into(),

@@ -17,7 +17,7 @@ mod map;
 mod vendor_examples;
 
 use std::collections::HashSet;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
 use futures_util::stream::{self, StreamExt};
@@ -25,12 +25,12 @@ use reqwest::header::AUTHORIZATION;
 use serde::Deserialize;
 use serde_json::Value;
 use serde_json::value::RawValue;
-use tokio::sync::Mutex;
 
 use super::list::{self, Body, Listing};
 use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
+use crate::http::session::{Issued, Session, refused_401};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
 use crate::model::convert::{naive_local_to_utc, utc_to_naive_local};
 use crate::poll::Known;
@@ -46,17 +46,12 @@ enum Auth {
     Legacy(Secret),
 }
 
-struct CachedToken {
-    value: Secret,
-    valid_until: Instant,
-}
-
 pub struct CloudSuite {
     name: String,
     base: String,
     endpoint: Endpoint,
     auth: Auth,
-    token: Mutex<Option<CachedToken>>,
+    session: Session,
     webshop: Option<i64>,
     payment_ok: Vec<String>,
     timezone: chrono_tz::Tz,
@@ -141,7 +136,7 @@ impl CloudSuite {
             base: source.base_url.clone(),
             endpoint,
             auth,
-            token: Mutex::new(None),
+            session: Session::new(),
             webshop: settings.webshop,
             payment_ok: settings.payment_ok.clone(),
             timezone: settings.timezone,
@@ -166,22 +161,16 @@ impl CloudSuite {
 
     // --- authentication -------------------------------------------------
 
-    async fn auth_header(&self, fresh: bool) -> Result<String, Failure> {
-        let (token_url, client_id, client_secret) = match &self.auth {
-            Auth::Legacy(token) => return Ok(format!("Token {}", token.expose())),
-            Auth::OAuth2 {
-                token_url,
-                client_id,
-                client_secret,
-            } => (token_url, client_id, client_secret),
+    /// An OAuth2 token from the token endpoint (client credentials).
+    async fn fetch_token(&self) -> Result<Issued, Failure> {
+        let Auth::OAuth2 {
+            token_url,
+            client_id,
+            client_secret,
+        } = &self.auth
+        else {
+            return Err(Failure::permanent("internal error: no OAuth2 configured"));
         };
-        let mut cached = self.token.lock().await;
-        if !fresh
-            && let Some(t) = cached.as_ref()
-            && t.valid_until > Instant::now()
-        {
-            return Ok(format!("Bearer {}", t.value.expose()));
-        }
         let req = self.endpoint.client().post(token_url).form(&[
             ("grant_type", "client_credentials"),
             ("client_id", client_id.as_str()),
@@ -196,36 +185,32 @@ impl CloudSuite {
             f.context(&format!("OAuth2 token request failed{hint}"))
         })?;
         let answer: TokenAnswer = reply.json()?;
-        // A remote's number: bounded (a day at most) so that `Instant`
-        // arithmetic cannot overflow and a wild value cannot pin a token.
-        let lifetime = Duration::from_secs(answer.expires_in.unwrap_or(300).clamp(1, 86_400));
-        // Renew a little early so a token never expires in flight.
-        let margin = (lifetime / 10).min(Duration::from_secs(30));
-        let token = Secret::new(answer.access_token);
-        let header = format!("Bearer {}", token.expose());
-        *cached = Some(CachedToken {
-            value: token,
-            valid_until: Instant::now() + lifetime - margin,
-        });
-        Ok(header)
+        Ok(Issued {
+            token: Secret::new(answer.access_token),
+            // Unstated: assume a short life and renew early.
+            lifetime: Some(Duration::from_secs(answer.expires_in.unwrap_or(300))),
+        })
     }
 
-    /// Sends with authentication; on 401 fetches a new OAuth2 token once.
+    /// Sends with authentication; the session logs in again once on a 401.
     async fn send(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Reply, Failure> {
-        let header = self.auth_header(false).await?;
-        match self
-            .endpoint
-            .send(build().header(AUTHORIZATION, header))
-            .await
-        {
-            Err(f) if f.status() == Some(401) && matches!(self.auth, Auth::OAuth2 { .. }) => {
-                let header = self.auth_header(true).await?;
-                self.endpoint
-                    .send(build().header(AUTHORIZATION, header))
-                    .await
-            }
-            other => other,
+        if let Auth::Legacy(token) = &self.auth {
+            let header = format!("Token {}", token.expose());
+            return self
+                .endpoint
+                .send(build().header(AUTHORIZATION, header))
+                .await;
         }
+        self.session
+            .call(
+                || self.fetch_token(),
+                |token| {
+                    let header = format!("Bearer {}", token.expose());
+                    self.endpoint.send(build().header(AUTHORIZATION, header))
+                },
+                refused_401,
+            )
+            .await
     }
 
     fn order_url(&self, id: &str) -> Result<String, Failure> {
@@ -658,6 +643,42 @@ impl CloudSuite {
         wb: &WriteBack,
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
+        let done = || {
+            format!(
+                "shipment_state=sent (tracking {} kept in the ledger only)",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            )
+        };
+        if self.desadv.is_none() && !wb.progress.completes_order {
+            // CloudSuite's shipment_state is per order: it says "sent" when
+            // the last line ships (tracking stays in the ledger either way).
+            return Ok(format!(
+                "partial shipment (tracking {}); shipment_state=sent waits for the last line",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            ));
+        }
+        if self.desadv.is_none() && !wb.in_doubt {
+            // First attempt: this job waited for our accepted write-back, so
+            // the order is `processing` by our own hand; write directly. A
+            // refusal goes the careful way below, which says why.
+            let url = self.order_url(&wb.external_id)?;
+            let body = serde_json::json!({ "shipment_state": "sent" });
+            match self
+                .send(|| self.endpoint.client().patch(&url).json(&body))
+                .await
+            {
+                Ok(_) => return Ok(done()),
+                Err(
+                    f @ Failure::Permanent {
+                        status: Some(400..=499),
+                        ..
+                    },
+                ) => {
+                    tracing::debug!(source = %self.name, order_key = %wb.order_key, error = %f, "direct write-back refused; reading the order to see why");
+                }
+                Err(f) => return Err(f),
+            }
+        }
         let (_, current) = self.get_detail(&wb.external_id).await?;
         if let Some(target) = &self.desadv {
             return self.send_desadv(target, wb, shipment, &current).await;
@@ -675,10 +696,7 @@ impl CloudSuite {
         let body = serde_json::json!({ "shipment_state": "sent" });
         self.send(|| self.endpoint.client().patch(&url).json(&body))
             .await?;
-        Ok(format!(
-            "shipment_state=sent (tracking {} kept in the ledger only)",
-            shipment.tracking_number.as_deref().unwrap_or("-")
-        ))
+        Ok(done())
     }
 
     pub async fn check(&self) -> Result<String, Failure> {
@@ -814,6 +832,7 @@ mod tests {
             erp_order_number: "SO1".into(),
             shipped_before: Vec::new(),
             in_doubt: true,
+            progress: Default::default(),
             step: Default::default(),
             lines: vec![crate::store::LineNumber {
                 source_line_id: "11".into(),

@@ -194,6 +194,7 @@ fn write_back() -> WriteBack {
         erp_order_number: "123456789".into(),
         shipped_before: Vec::new(),
         in_doubt: true,
+        progress: Default::default(),
         step: Default::default(),
         lines: vec![
             LineNumber {

@@ -189,6 +189,12 @@ impl Retailys {
                 done.push(format!("tracking {number}"));
             }
         }
+        if !wb.progress.completes_order {
+            // Every shipment's tracking number is added as it ships; `sent`
+            // and the shipped status wait for the last line.
+            done.push("partial shipment: sent waits for the last line".to_string());
+            return Ok(done.join("; "));
+        }
         if current["sent"].as_bool() != Some(true) {
             let url = self.order_url(&wb.external_id, "/sent")?;
             self.send(|| self.endpoint.client().patch(&url)).await?;

@@ -16,16 +16,15 @@ mod vendor_examples;
 mod wire;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use tokio::sync::Mutex;
 
 use super::list;
 use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
+use crate::http::session::{Issued, Session};
 use crate::http::{Endpoint, Failure, path_segment};
 use crate::model::convert::naive_local_to_utc;
 use crate::poll::Known;
@@ -46,20 +45,13 @@ enum Auth {
     },
 }
 
-struct CachedToken {
-    value: Secret,
-    /// From `expirationDate` when it could be read; otherwise the token is
-    /// used until an answer rejects it.
-    valid_until: Option<Instant>,
-}
-
 pub struct Titelive {
     name: String,
     /// `{base_url}/api/json/{domain_code}`.
     api: String,
     endpoint: Endpoint,
     auth: Auth,
-    token: Mutex<Option<CachedToken>>,
+    session: Session,
     processing_status: i64,
     shipped_status: i64,
     country_map: BTreeMap<String, String>,
@@ -126,7 +118,7 @@ impl Titelive {
             api: format!("{}/api/json/{}", source.base_url, settings.domain_code),
             endpoint,
             auth,
-            token: Mutex::new(None),
+            session: Session::new(),
             processing_status: settings.processing_status,
             shipped_status: settings.shipped_status,
             country_map: settings.country_map.clone(),
@@ -148,43 +140,16 @@ impl Titelive {
 
     // --- the token ------------------------------------------------------
 
-    async fn current_token(&self) -> Result<Secret, Failure> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref()
-            && t.valid_until.is_none_or(|u| u > Instant::now())
-        {
-            return Ok(t.value.clone());
-        }
-        let fresh = self.obtain_token().await?;
-        let value = fresh.value.clone();
-        *cached = Some(fresh);
-        Ok(value)
-    }
-
-    /// Titelive rejected `rejected`: fetch another, unless a concurrent call
-    /// already did.
-    async fn renew_token(&self, rejected: &Secret) -> Result<Secret, Failure> {
-        let mut cached = self.token.lock().await;
-        if let Some(t) = cached.as_ref()
-            && &t.value != rejected
-        {
-            return Ok(t.value.clone());
-        }
-        *cached = None;
-        let fresh = self.obtain_token().await?;
-        let value = fresh.value.clone();
-        *cached = Some(fresh);
-        Ok(value)
-    }
-
-    async fn obtain_token(&self) -> Result<CachedToken, Failure> {
+    /// A token: the configured one, or one bound to the SYSTEM user by
+    /// logging in. Caching and renewal are the session's.
+    async fn obtain_token(&self) -> Result<Issued, Failure> {
         let (login, password) = match &self.auth {
             Auth::Given { from, key } => {
                 // Failing to read it is the operator's to fix: retried, named.
                 let value = from.load(key).map_err(Failure::retry)?;
-                return Ok(CachedToken {
-                    value,
-                    valid_until: None,
+                return Ok(Issued {
+                    token: value,
+                    lifetime: None,
                 });
             }
             Auth::Login { login, password } => (login, password),
@@ -213,7 +178,7 @@ impl Titelive {
             .endpoint
             .client()
             .post(&url)
-            .header("token", token.value.expose())
+            .header("token", token.token.expose())
             .form(&[("login", login.as_str()), ("password", password.expose())]);
         let reply = self
             .endpoint
@@ -236,14 +201,15 @@ impl Titelive {
     /// Sends with the token; an answer saying the token is empty, unknown or
     /// invalid (3, 4, 5) gets a new token and one more try.
     async fn call(&self, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Answer, Failure> {
-        let token = self.current_token().await?;
-        let answer = self.send_once(&build, &token).await?;
-        if answer.class() != Some(CodeClass::TokenRejected) {
-            return Ok(answer);
-        }
-        tracing::debug!(source = %self.name, code = ?answer.code, "Titelive rejected the token; getting a new one");
-        let token = self.renew_token(&token).await?;
-        let answer = self.send_once(&build, &token).await?;
+        let build = &build;
+        let answer = self
+            .session
+            .call(
+                || self.obtain_token(),
+                |token| async move { self.send_once(build, &token).await },
+                |r| matches!(r, Ok(a) if a.class() == Some(CodeClass::TokenRejected)),
+            )
+            .await?;
         if answer.class() == Some(CodeClass::TokenRejected) {
             let hint = match self.auth {
                 Auth::Given { .. } => "check token_file / token_env (the SYSTEM user's token)",
@@ -475,6 +441,14 @@ impl Titelive {
         shipment: &ErpShipment,
     ) -> Result<String, Failure> {
         let id = &wb.external_id;
+        if !wb.progress.completes_order {
+            // Titelive's status is per order: "shipped" waits for the last
+            // line, and then names every tracking number.
+            return Ok(format!(
+                "partial shipment (tracking {}); the shipped status waits for the last line",
+                shipment.tracking_number.as_deref().unwrap_or("-")
+            ));
+        }
         let now = self.status_now(id).await?;
         if now == self.shipped_status || now == map::DONE {
             return Ok(format!(
@@ -498,7 +472,12 @@ impl Titelive {
         if let Some(c) = &shipment.carrier {
             message.push_str(&format!(" by {c}"));
         }
-        if let Some(t) = &shipment.tracking_number {
+        if !wb.progress.tracking_numbers.is_empty() {
+            message.push_str(&format!(
+                ", tracking {}",
+                wb.progress.tracking_numbers.join(", ")
+            ));
+        } else if let Some(t) = &shipment.tracking_number {
             message.push_str(&format!(", tracking {t}"));
         }
         if let Some(u) = &shipment.tracking_url {
@@ -585,25 +564,22 @@ fn created_at(order: &Value) -> Option<DateTime<Utc>> {
 }
 
 /// `{"token": {"value", "expirationDate", ...}}` (or the token object itself).
-fn token_of(object: &Value) -> Option<CachedToken> {
+fn token_of(object: &Value) -> Option<Issued> {
     let t = if object["token"].is_object() {
         &object["token"]
     } else {
         object
     };
     let value = t["value"].as_str().filter(|v| !v.trim().is_empty())?;
-    let valid_until = t["expirationDate"]
+    // From `expirationDate` when it can be read; otherwise the token is used
+    // until an answer rejects it. The session bounds and renews early.
+    let lifetime = t["expirationDate"]
         .as_str()
         .and_then(|e| naive_local_to_utc(e, map::TIMEZONE).ok())
-        .and_then(|exp| (exp - Utc::now()).to_std().ok())
-        .map(|left| {
-            // Renew a little early so a token never expires in flight.
-            let margin = (left / 10).min(Duration::from_secs(60));
-            Instant::now() + left - margin
-        });
-    Some(CachedToken {
-        value: Secret::new(value),
-        valid_until,
+        .and_then(|exp| (exp - Utc::now()).to_std().ok());
+    Some(Issued {
+        token: Secret::new(value),
+        lifetime,
     })
 }
 

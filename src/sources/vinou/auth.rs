@@ -3,11 +3,11 @@
 //! JWT lives about 12 h ("may get shorter", says Vinou), so its lifetime is
 //! read from its own `exp` claim, and a 401 always logs in again once.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::Deserialize;
-use tokio::sync::Mutex;
 
+use crate::http::session::Issued;
 use crate::http::{Endpoint, Failure};
 use crate::secret::Secret;
 
@@ -19,7 +19,6 @@ pub struct Login {
     pub url: String,
     pub auth_id: String,
     pub api_token: Secret,
-    cached: Mutex<Option<(Secret, Instant)>>,
 }
 
 #[derive(Deserialize)]
@@ -33,20 +32,13 @@ impl Login {
             url,
             auth_id,
             api_token,
-            cached: Mutex::new(None),
         }
     }
 
-    /// `Bearer <jwt>`; logs in when there is no token, it is about to
-    /// expire, or `fresh` (the server just refused the one we had).
-    pub async fn header(&self, endpoint: &Endpoint, fresh: bool) -> Result<String, Failure> {
-        let mut cached = self.cached.lock().await;
-        if !fresh
-            && let Some((jwt, until)) = cached.as_ref()
-            && *until > Instant::now()
-        {
-            return Ok(format!("Bearer {}", jwt.expose()));
-        }
+    /// Logs in: a JWT whose lifetime is its own `exp` claim (short when it
+    /// has none). Caching and renewal are the session's
+    /// ([`crate::http::session::Session`]).
+    pub async fn log_in(&self, endpoint: &Endpoint) -> Result<Issued, Failure> {
         let body = serde_json::json!({
             "token": self.api_token.expose(),
             "authid": self.auth_id,
@@ -62,13 +54,10 @@ impl Login {
                 f.context(&format!("Vinou login failed{hint}"))
             })?;
         let answer: LoginAnswer = reply.json()?;
-        let lifetime = jwt_lifetime(&answer.token).unwrap_or(UNKNOWN_LIFETIME);
-        // Renew early so a token never runs out in the middle of a walk.
-        let margin = (lifetime / 10).min(Duration::from_secs(60));
-        let jwt = Secret::new(answer.token);
-        let header = format!("Bearer {}", jwt.expose());
-        *cached = Some((jwt, Instant::now() + lifetime.saturating_sub(margin)));
-        Ok(header)
+        Ok(Issued {
+            lifetime: Some(jwt_lifetime(&answer.token).unwrap_or(UNKNOWN_LIFETIME)),
+            token: Secret::new(answer.token),
+        })
     }
 }
 

@@ -46,6 +46,7 @@ use super::list::{self, Body, Listing};
 use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
+use crate::http::session::{Session, refused_401};
 use crate::http::{Endpoint, Failure, Reply};
 use crate::model::convert::{parse_naive, utc_to_naive_local};
 use crate::outbox::state::OrderState;
@@ -62,6 +63,7 @@ pub struct Vinou {
     base: String,
     endpoint: Endpoint,
     login: auth::Login,
+    session: Session,
     import_statuses: Vec<String>,
     touch_on_import: bool,
     page_size: u32,
@@ -135,6 +137,7 @@ impl Vinou {
         .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
         Ok(Vinou {
             name: source.name.clone(),
+            session: Session::new(),
             login: auth::Login::new(
                 format!("{}/service/login", source.base_url),
                 settings.auth_id.clone(),
@@ -161,24 +164,21 @@ impl Vinou {
     /// expired early or the server forgot it).
     async fn call(&self, route: &str, body: &Value) -> Result<Reply, Failure> {
         let url = format!("{}/service/{route}", self.base);
-        let header = self.login.header(&self.endpoint, false).await?;
-        let send = |h: String| {
-            self.endpoint.send(
-                self.endpoint
-                    .client()
-                    .post(&url)
-                    .header(AUTHORIZATION, h)
-                    .json(body),
+        self.session
+            .call(
+                || self.login.log_in(&self.endpoint),
+                |jwt| {
+                    self.endpoint.send(
+                        self.endpoint
+                            .client()
+                            .post(&url)
+                            .header(AUTHORIZATION, format!("Bearer {}", jwt.expose()))
+                            .json(body),
+                    )
+                },
+                refused_401,
             )
-        };
-        match send(header).await {
-            Err(f) if f.status() == Some(401) => {
-                tracing::debug!(source = %self.name, "Vinou refused the JWT; logging in again");
-                let header = self.login.header(&self.endpoint, true).await?;
-                send(header).await
-            }
-            other => other,
-        }
+            .await
     }
 
     /// `orders/get` for one order, with the includes the mapping needs,

@@ -466,6 +466,14 @@ async fn a_kill_between_the_status_patch_and_the_history_post_loses_no_record() 
         .collect();
     let processing = rt.status_id("Processing").unwrap();
     rt.refuse_history_posts(u32::MAX);
+    // A refused POST waits 30 s for its retry, so the kill lands while every
+    // job sits between the two calls, not in the middle of a new attempt.
+    let fast = std::fs::read_to_string(&app.config_path).unwrap();
+    let slow = fast
+        .replace("retry_initial = \"100ms\"", "retry_initial = \"30s\"")
+        .replace("retry_max = \"2s\"", "retry_max = \"60s\"");
+    assert_ne!(fast, slow);
+    std::fs::write(&app.config_path, &slow).unwrap();
     // Every status PATCHed and every history POST refused and settled as a
     // retry in the ledger: the process now sits between the two calls.
     let patched_and_refused = || {
@@ -512,6 +520,7 @@ async fn a_kill_between_the_status_patch_and_the_history_post_loses_no_record() 
         );
     }
     rt.refuse_history_posts(0);
+    std::fs::write(&app.config_path, &fast).unwrap();
     let finished = || {
         ids.iter()
             .all(|id| rt.order(*id).is_some_and(|o| o["sent"] == true))
