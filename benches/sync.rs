@@ -5,7 +5,7 @@
 //! identically seeded sandbox:
 //!
 //! - the naive peer (`common/naive.rs`): 8 workers, list → detail → push →
-//!   accepted write-back (read, PATCH, PUT), no ledger;
+//!   accepted write-back (PATCH, PUT, as the connector's first attempt), no ledger;
 //! - the real `ordersync run` release binary.
 //!
 //! Both are timed the same way: from the first request either simulator

@@ -11,12 +11,14 @@
 //!    skipped, as ordersync skips them;
 //! 2. `POST {erp}/orders` with `Idempotency-Key: bench:{id}`;
 //! 3. the accepted write-back exactly as `CloudSuite::write_accepted` sends
-//!    it: read the order, PATCH `erp_order_number` (+ `state=processing` when
-//!    it is still confirmed), then PUT the order as the PATCH returned it with
-//!    `erp_line_number` set on each line the ERP numbered.
+//!    it on a first attempt: PATCH `erp_order_number` + `state=processing`,
+//!    then PUT the order as the PATCH returned it with `erp_line_number` set
+//!    on each line the ERP numbered.
 //!
-//! The read before the write-back is kept: it is what makes a repeat change
-//! nothing, the guarantee ordersync keeps too. Retries: a failed request is
+//! Until commit 902dece the connector (and so this peer) read the order
+//! before the PATCH; since then only an attempt after one that started and
+//! never settled reads first, which a run without crashes never has, so
+//! the peer no longer reads either. Retries: a failed request is
 //! sent again a few times after a short pause (connect errors, 408, 429, 5xx);
 //! anything else counts the order as failed. Nothing is persisted. With
 //! `source_rate` its requests to CloudSuite are spaced like ordersync's
@@ -211,21 +213,9 @@ async fn one_order(
         .as_str()
         .ok_or("ERP answer without erp_order_number")?
         .to_string();
-    // 3. The accepted write-back: read, PATCH, PUT (as write_accepted).
-    let mut current = send(cs, || c.get(&url).bearer_auth(bearer)).await?;
-    let state = current["state"].as_str().unwrap_or_default().to_string();
-    let number_ok = current["erp_order_number"].as_str() == Some(number.as_str());
-    let state_ok = matches!(state.as_str(), "processing" | "done");
-    if !number_ok || !state_ok {
-        let mut body = json!({ "erp_order_number": number });
-        if !state_ok {
-            if state != "confirmed" {
-                return Err(format!("order {id} is {state:?} at CloudSuite"));
-            }
-            body["state"] = "processing".into();
-        }
-        current = send(cs, || c.patch(&url).bearer_auth(bearer).json(&body)).await?;
-    }
+    // 3. The accepted write-back: PATCH, PUT (as write_accepted's first attempt).
+    let body = json!({ "erp_order_number": number, "state": "processing" });
+    let mut current = send(cs, || c.patch(&url).bearer_auth(bearer).json(&body)).await?;
     let mut changed = false;
     let numbers = accepted["lines"].as_array().cloned().unwrap_or_default();
     if let Some(lines) = current["order_lines"].as_array_mut() {
