@@ -15,7 +15,7 @@
 //! [`secret`] (secrets that never print, and redaction of any remote text that
 //! echoes one), [`model`] (the canonical
 //! order, conversions, checked arithmetic on remote numbers), [`store`] (the
-//! ledger: a writer on its own thread with background checkpoints, and a
+//! ledger: a writer on its own thread (which checkpoints the WAL), and a
 //! reader connection for reports), [`poll`] (the one walk loop: page
 //! retries, one ledger look-up per page, the cursor rule, the walk guard), [`outbox`] (retry policy with a
 //! time budget, leases renewed while a job runs, workers), [`http`] (the one
