@@ -22,6 +22,7 @@
 //!     BENCH_SOURCE_RATE=100 ...              # both clients: 100 requests/s to CloudSuite
 //!     BENCH_SHIPPED=0 ...                    # skip the timed "shipped" part
 //!     BENCH_NAIVE=0 ...                      # ordersync only, no naive peer
+//!     BENCH_MAX_STATE_MB=4096 ...            # stop when the ledger takes more on disk
 //!     BENCH_FIRST_PUSH_ONLY=1 BENCH_ORDERS=100000 ...
 //!         # ordersync only, until its first order is in the ERP and 10 s
 //!         # more: time from start to the first push and RSS, at any backlog
@@ -252,10 +253,11 @@ async fn first_push_only(n: usize) {
     tokio::time::sleep(Duration::from_secs(10)).await;
     let usage = daemon.usage();
     println!(
-        "10 s after the first push: {} orders in the ERP, peak RSS {:.1} MB, CPU {:.2} s",
+        "10 s after the first push: {} orders in the ERP, peak RSS {:.1} MB, CPU {:.2} s, ledger {:.1} MB on disk",
         sb.erp.orders().len(),
         usage.rss_kb as f64 / 1024.0,
-        usage.cpu
+        usage.cpu,
+        daemon.state_bytes() as f64 / (1024.0 * 1024.0)
     );
     daemon.stop();
     println!("load average after: {}", load());

@@ -164,6 +164,36 @@ pub struct Daemon {
     child: Child,
     pub pid: u32,
     pub spawned: Instant,
+    /// The ledger's directory (`state_dir = "state"` next to the config).
+    pub state_dir: PathBuf,
+    stopped: bool,
+}
+
+/// `BENCH_MAX_STATE_MB`: the run stops (and the bench fails) when the
+/// daemon's state directory (ledger, WAL, shm) grows past this; default
+/// 4096. The ledger lives in a temporary directory on the same disk as
+/// everyone's builds.
+pub fn max_state_bytes() -> u64 {
+    std::env::var("BENCH_MAX_STATE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096u64)
+        * 1024
+        * 1024
+}
+
+/// Bytes in the files of `dir` (not recursive).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 impl Daemon {
@@ -194,11 +224,21 @@ impl Daemon {
         let spawned = Instant::now();
         let child = cmd.spawn().expect("start ordersync");
         let pid = child.id();
+        let state_dir = config
+            .parent()
+            .map_or_else(|| PathBuf::from("state"), |d| d.join("state"));
         Daemon {
             child,
             pid,
             spawned,
+            state_dir,
+            stopped: false,
         }
+    }
+
+    /// Bytes the ledger takes on disk now (database, WAL, shm).
+    pub fn state_bytes(&self) -> u64 {
+        dir_bytes(&self.state_dir)
     }
 
     pub fn usage(&self) -> Usage {
@@ -211,6 +251,17 @@ impl Daemon {
             .args(["-TERM", &self.pid.to_string()])
             .status();
         let _ = self.child.wait();
+        self.stopped = true;
+    }
+}
+
+/// A bench that fails (panics) must not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -304,19 +355,36 @@ pub struct Timeline {
     pub finished: Instant,
     /// The daemon's usage when the first push was seen.
     pub at_first_push: Usage,
+    /// The most the ledger's files (database + WAL + shm) took on disk.
+    pub peak_state_bytes: u64,
 }
 
 /// Watches a started daemon: `requests` (both simulators' counters, which
 /// stood at `before` when it started) every millisecond until it moves, then
 /// `pushed` (is any order in the ERP?) every millisecond, then `done` every
-/// 10 ms (at most 30 minutes).
+/// 10 ms (at most 30 minutes). The ledger's size on disk is read at every
+/// check; past [`max_state_bytes`] the bench stops with a panic.
 pub async fn watch_daemon(
     daemon: &Daemon,
     requests: impl Fn() -> u64,
     before: u64,
     pushed: impl Fn() -> bool,
-    done: impl FnMut() -> bool,
+    mut done: impl FnMut() -> bool,
 ) -> Timeline {
+    let limit = max_state_bytes();
+    let peak = std::cell::Cell::new(0u64);
+    let check_disk = || {
+        let now = daemon.state_bytes();
+        peak.set(peak.get().max(now));
+        if now > limit {
+            panic!(
+                "the daemon's ledger takes {} MB on disk ({}), past BENCH_MAX_STATE_MB = {}; stopped",
+                now / (1024 * 1024),
+                daemon.state_dir.display(),
+                limit / (1024 * 1024)
+            );
+        }
+    };
     let first_request = first_request(requests, before).await;
     let started = Instant::now();
     while !pushed() {
@@ -327,12 +395,21 @@ pub async fn watch_daemon(
     }
     let first_push = Instant::now();
     let at_first_push = daemon.usage();
-    let finished = wait_until(done, Duration::from_millis(10)).await;
+    let finished = wait_until(
+        || {
+            check_disk();
+            done()
+        },
+        Duration::from_millis(10),
+    )
+    .await;
+    check_disk();
     Timeline {
         first_request,
         first_push,
         finished,
         at_first_push,
+        peak_state_bytes: peak.get(),
     }
 }
 
@@ -343,6 +420,11 @@ pub fn print_start(daemon: &Daemon, t: &Timeline) {
         (t.first_request - daemon.spawned).as_secs_f64(),
         (t.first_push - daemon.spawned).as_secs_f64(),
         t.at_first_push.rss_kb as f64 / 1024.0
+    );
+    println!(
+        "ordersync's ledger on disk: at most {:.1} MB (database + WAL + shm, checked every 10 ms), {:.1} MB at the end",
+        t.peak_state_bytes as f64 / (1024.0 * 1024.0),
+        daemon.state_bytes() as f64 / (1024.0 * 1024.0)
     );
 }
 
