@@ -1,25 +1,46 @@
-//! Benchmarks for the MplusKASSA source (issue 3). Not tests: nothing here
-//! asserts a speed. Results go to docs/BENCHMARKS.md.
+//! Benchmarks for the MplusKASSA source (issue 3, issue 13). Not tests:
+//! nothing here asserts a speed. Results go to docs/BENCHMARKS.md.
 //!
 //!     cargo bench --bench mplus -- parse    # getOrders answer, 100 orders x 10 lines
-//!     cargo bench --bench mplus -- sync     # real binary, 5,000 till orders, 20 ms latency
+//!     cargo bench --bench mplus -- sync     # 5,000 till orders, 20 ms latency
 //!     BENCH_ORDERS=500 cargo bench --bench mplus -- sync
+//!     BENCH_LATENCY_MS=0 ... ; BENCH_SHIPPED=0 ... ; BENCH_SOURCE_RATE=100 ...
 //!
 //! `parse` times `sources::mplus::parse_orders`: splitting the SOAP answer
 //! into `<order>` elements, deserializing each and mapping it to the
-//! canonical order. `sync` runs `ordersync run` against the sandbox until
-//! every order is in the ERP with its reference written and its lines
-//! delivered (getOrders, push, getOrder + updateOrder, getOrder +
-//! deliverOrderV2), `max_in_flight = 8`, page size 100.
+//! canonical order.
+//!
+//! `sync` runs two clients one after the other in this one process, each
+//! against its own identically seeded sandbox (same till orders), every
+//! request at either simulator held `BENCH_LATENCY_MS` (default 20 ms),
+//! `max_in_flight = 8`, page size 100:
+//!
+//! - the naive peer (`common/naive_mplus.rs`): getOrders by sync marker,
+//!   then 8 workers: push, getOrder + updateOrder (reference), no ledger;
+//! - the real `ordersync run` release binary.
+//!
+//! Both are timed the same way as in `benches/sync.rs`: from the first
+//! request either simulator sees until every pushable order is in the ERP
+//! with its reference written at the till. The ERP ships nothing during that
+//! time. Then, timed separately and for ordersync only, the ERP ships every
+//! order and the daemon runs until each order's lines are delivered
+//! (getOrder + deliverOrderV2).
 
 mod common;
 
 use std::time::{Duration, Instant};
 
-use common::{latency, orders_wanted, report, run_until, write_config};
+use common::naive_mplus::{self, Peer};
+use common::{
+    Daemon, MAX_IN_FLIGHT, Pending, Side, Usage, latency, load, on, on_own_runtime, orders_wanted,
+    print_comparison, print_daemon_total, print_start, self_cpu, source_rate, wait_until,
+    watch_daemon, write_config,
+};
 
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use ordersync::sources::mplus::{parse_orders, soap, wire};
+
+const SOURCE: &str = "bench";
 
 fn answer(orders: usize, lines: usize) -> String {
     let mut body = String::new();
@@ -108,14 +129,85 @@ fn parse_bench() {
     );
 }
 
-async fn sync_bench() {
-    ordersync::http::install_crypto();
+/// A sandbox with `n` seeded till orders (same seed every time) and the ids
+/// of those to be pushed (not cancelled at the till).
+async fn sandbox(n: usize) -> (Sandbox, SandboxOptions, Vec<String>) {
     let mut opts = SandboxOptions::default();
     opts.mplus.faults.latency = latency();
     opts.erp.faults.latency = latency();
-    opts.erp.ship_after = Some(Duration::ZERO);
+    opts.erp.ship_after = None; // shipments only when the bench says so
     let sb = Sandbox::start(opts.clone()).await.expect("sandbox");
-    let ids = sb.mplus.seed_orders(orders_wanted());
+    let ids = sb.mplus.seed_orders(n);
+    let pushable = ids
+        .into_iter()
+        .filter(|id| {
+            sb.mplus
+                .order(id)
+                .is_some_and(|o| o.cancel_state.as_deref() != Some("ORDER-CANCEL-STATE-COMPLETE"))
+        })
+        .collect();
+    (sb, opts, pushable)
+}
+
+/// In the ERP and written back: the till's `reference` holds the ERP number.
+fn written_back(sb: &Sandbox, id: &str) -> bool {
+    sb.mplus
+        .order(id)
+        .and_then(|o| o.reference)
+        .is_some_and(|r| !r.trim().is_empty())
+}
+
+async fn naive_side(n: usize) -> (Side, f64) {
+    let (sb, opts, pushable) = sandbox(n).await;
+    let (till0, erp0, cpu0) = (sb.mplus.request_count(), sb.erp.request_count(), self_cpu());
+    let peer = Peer {
+        mplus_url: sb.mplus_url.clone(),
+        ident: opts.mplus.ident.clone(),
+        secret: opts.mplus.secret.clone(),
+        erp_url: sb.erp_url.clone(),
+        erp_token: opts.erp.token.clone(),
+        source: SOURCE.into(),
+        workers: MAX_IN_FLIGHT,
+        page_size: 100,
+        source_rate: source_rate(),
+    };
+    let (run, cpu) = on_own_runtime(move || naive_mplus::run(peer)).await;
+    let sims_cpu = self_cpu() - cpu0 - cpu;
+    let all_done = Pending::new(&pushable).all(|id| written_back(&sb, id));
+    let in_erp = sb.erp.orders().len();
+    assert!(
+        all_done && in_erp == pushable.len() && run.failed == 0,
+        "naive peer: {} of {} pushable orders written back, {in_erp} in the ERP, {} failed",
+        run.written_back,
+        pushable.len(),
+        run.failed
+    );
+    println!(
+        "naive peer: listed {}, written back {}, skipped {} (cancelled); {} ORDER-HAS-CHANGED answers",
+        run.listed,
+        run.written_back,
+        run.skipped,
+        sb.mplus.conflicts()
+    );
+    let side = Side {
+        elapsed: run.elapsed(),
+        orders: pushable.len(),
+        source_requests: sb.mplus.request_count() - till0,
+        erp_requests: sb.erp.request_count() - erp0,
+        cpu,
+    };
+    sb.shutdown().await;
+    (side, sims_cpu)
+}
+
+struct Delivered {
+    elapsed: Duration,
+    source_requests: u64,
+    erp_requests: u64,
+}
+
+async fn ordersync_side(n: usize) -> (Side, Option<Delivered>, Usage, f64) {
+    let (sb, opts, pushable) = sandbox(n).await;
     let source = format!(
         "kind = \"mplus\"\nbase_url = \"{}\"\nident = \"{}\"\nsecret_file = \"mplus\"\n",
         sb.mplus_url, opts.mplus.ident
@@ -125,19 +217,103 @@ async fn sync_bench() {
         &opts.erp.token,
         &source,
         &[("mplus", &opts.mplus.secret)],
+        source_rate().unwrap_or(100_000),
     );
-    let (till_before, erp_before) = (sb.mplus.request_count(), sb.erp.request_count());
-    let (elapsed, usage) =
-        run_until(&cfg, || ids.iter().all(|id| sb.mplus.deliveries(id) >= 1)).await;
-    report(
-        "till orders synced (pushed, reference written, delivered)",
-        ids.len(),
-        elapsed,
-        sb.mplus.request_count() - till_before,
-        sb.erp.request_count() - erp_before,
-        usage,
+    let requests = || sb.mplus.request_count() + sb.erp.request_count();
+    let (till0, erp0) = (sb.mplus.request_count(), sb.erp.request_count());
+    let cpu0 = self_cpu();
+    let daemon = Daemon::start(&cfg);
+    let mut pending = Pending::new(&pushable);
+    let timeline = watch_daemon(
+        &daemon,
+        requests,
+        till0 + erp0,
+        || !sb.erp.orders().is_empty(),
+        || pending.all(|id| written_back(&sb, id)),
+    )
+    .await;
+    let usage = daemon.usage();
+    print_start(&daemon, &timeline);
+    let (till1, erp1) = (sb.mplus.request_count(), sb.erp.request_count());
+    let sims_cpu = self_cpu() - cpu0;
+    assert_eq!(
+        sb.erp.orders().len(),
+        pushable.len(),
+        "ordersync: ERP orders"
     );
+    println!(
+        "ordersync: {} ORDER-HAS-CHANGED answers",
+        sb.mplus.conflicts()
+    );
+    let accepted = Side {
+        elapsed: timeline.finished - timeline.first_request,
+        orders: pushable.len(),
+        source_requests: till1 - till0,
+        erp_requests: erp1 - erp0,
+        cpu: usage.cpu,
+    };
+    if !on("BENCH_SHIPPED") {
+        daemon.stop();
+        sb.shutdown().await;
+        return (accepted, None, usage, sims_cpu);
+    }
+    // The deliveries, timed on their own: the ERP ships everything now.
+    sb.erp.set_ship_after(Some(Duration::ZERO));
+    let ship_started = Instant::now();
+    let mut pending = Pending::new(&pushable);
+    let delivered_at = wait_until(
+        || pending.all(|id| sb.mplus.deliveries(id) >= 1),
+        Duration::from_millis(50),
+    )
+    .await;
+    let total = daemon.usage();
+    daemon.stop();
+    let delivered = Delivered {
+        elapsed: delivered_at - ship_started,
+        source_requests: sb.mplus.request_count() - till1,
+        erp_requests: sb.erp.request_count() - erp1,
+    };
     sb.shutdown().await;
+    (accepted, Some(delivered), total, sims_cpu)
+}
+
+async fn sync_bench() {
+    ordersync::http::install_crypto();
+    let n = orders_wanted();
+    println!(
+        "{n} seeded till orders, {} ms per request at each simulator, max_in_flight = {MAX_IN_FLIGHT}, load average before: {}",
+        latency().as_millis(),
+        load()
+    );
+    if let Some(rate) = source_rate() {
+        println!("both clients limited to {rate} requests per second to the till (burst 1)");
+    }
+    let (naive, naive_sims) = naive_side(n).await;
+    println!("load average after the naive peer: {}", load());
+    let (ours, delivered, total, ours_sims) = ordersync_side(n).await;
+    println!("load average after ordersync: {}", load());
+    print_comparison(&naive, &ours, (naive_sims, ours_sims), None);
+    println!();
+    match delivered {
+        Some(d) => {
+            println!(
+                "then, timed separately (ordersync only): the ERP ships all {} orders",
+                ours.orders
+            );
+            println!(
+                "delivered at the till:             {:.1} s = {:.1} orders/s, {:.2} till requests per order (ERP {:.2})",
+                d.elapsed.as_secs_f64(),
+                ours.orders as f64 / d.elapsed.as_secs_f64(),
+                d.source_requests as f64 / ours.orders as f64,
+                d.erp_requests as f64 / ours.orders as f64
+            );
+            print_daemon_total("daemon over both parts:", &total, ours.orders);
+        }
+        None => {
+            println!("BENCH_SHIPPED=0: no delivery part");
+            print_daemon_total("daemon up to the last write-back:", &total, ours.orders);
+        }
+    }
 }
 
 #[tokio::main(flavor = "multi_thread")]

@@ -5,7 +5,7 @@
 //! identically seeded sandbox:
 //!
 //! - the naive peer (`common/naive.rs`): 8 workers, list → detail → push →
-//!   accepted write-back (read, PATCH, PUT), no ledger;
+//!   accepted write-back (PATCH, PUT, as the connector's first attempt), no ledger;
 //! - the real `ordersync run` release binary.
 //!
 //! Both are timed the same way: from the first request either simulator
@@ -20,18 +20,24 @@
 //!     BENCH_ORDERS=2000 BENCH_LATENCY_MS=0 cargo bench --bench sync
 //!     BENCH_DAEMON_LOG=/tmp/d.jsonl ...                         # the daemon's log, per order
 //!     BENCH_SOURCE_RATE=100 ...              # both clients: 100 requests/s to CloudSuite
+//!     BENCH_SHIPPED=0 ...                    # skip the timed "shipped" part
+//!     BENCH_NAIVE=0 ...                      # ordersync only, no naive peer
+//!     BENCH_MAX_STATE_MB=4096 ...            # stop when the ledger takes more on disk
+//!     BENCH_FIRST_PUSH_ONLY=1 BENCH_ORDERS=100000 ...
+//!         # ordersync only, until its first order is in the ERP and 10 s
+//!         # more: time from start to the first push and RSS, at any backlog
 //!
 //! Not a test: nothing here asserts a speed. Results go to docs/BENCHMARKS.md.
 
 mod common;
 
-use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
 use common::naive::{self, Peer};
 use common::{
-    Daemon, MAX_IN_FLIGHT, Usage, first_request, latency, orders_wanted, self_cpu, source_rate,
-    threads_cpu, wait_until, write_config,
+    Daemon, MAX_IN_FLIGHT, Pending, Side, Usage, latency, load, on, on_own_runtime, orders_wanted,
+    print_comparison, print_daemon_total, print_start, self_cpu, source_rate, wait_until,
+    watch_daemon, write_config,
 };
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -49,23 +55,6 @@ fn accepted(o: &Value) -> bool {
                 .filter(|l| l["type"] == "line")
                 .all(|l| !l["erp_line_number"].is_null())
         })
-}
-
-/// Orders not yet seen done, checked from the front and dropped once done
-/// (neither end state is ever undone), so a check usually looks at one
-/// order and the poll can be frequent without eating the CPU it measures.
-struct Pending(VecDeque<i64>);
-
-impl Pending {
-    fn all(&mut self, done: impl Fn(i64) -> bool) -> bool {
-        while let Some(&id) = self.0.front() {
-            if !done(id) {
-                return false;
-            }
-            self.0.pop_front();
-        }
-        true
-    }
 }
 
 /// A sandbox with `n` seeded CloudSuite orders (same seed every time) and
@@ -100,31 +89,6 @@ fn ship_during() -> bool {
     std::env::var("BENCH_SHIP_DURING").is_ok_and(|v| v == "1")
 }
 
-/// One client's run up to the last accepted write-back.
-struct Side {
-    elapsed: Duration,
-    orders: usize,
-    source_requests: u64,
-    erp_requests: u64,
-    /// CPU seconds of the client alone.
-    cpu: f64,
-}
-
-impl Side {
-    fn rate(&self) -> f64 {
-        self.orders as f64 / self.elapsed.as_secs_f64()
-    }
-    fn per_order(&self) -> f64 {
-        (self.source_requests + self.erp_requests) as f64 / self.orders as f64
-    }
-    /// `max_in_flight / (requests per order x latency)`: all of a client's
-    /// requests counted against the 8 it may have in flight.
-    fn bound(&self) -> Option<f64> {
-        let l = latency().as_secs_f64();
-        (l > 0.0).then(|| MAX_IN_FLIGHT as f64 / (self.per_order() * l))
-    }
-}
-
 async fn naive_side(n: usize) -> (Side, f64) {
     let (sb, opts, pushable) = sandbox(n).await;
     let (cs0, erp0, cpu0) = (
@@ -144,23 +108,10 @@ async fn naive_side(n: usize) -> (Side, f64) {
         page_size: 100,
         source_rate: source_rate(),
     };
-    // Its own runtime (2 threads, like the daemon's on this machine), so its
-    // CPU can be told apart from the simulators' in /proc/self/task.
-    let (run, cpu) = tokio::task::spawn_blocking(move || {
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("naive-peer")
-            .enable_all()
-            .build()
-            .expect("runtime");
-        let run = rt.block_on(naive::run(peer));
-        (run, threads_cpu("naive-peer"))
-    })
-    .await
-    .expect("naive peer");
+    let (run, cpu) = on_own_runtime(move || naive::run(peer)).await;
     let sims_cpu = self_cpu() - cpu0 - cpu;
-    let mut pending = Pending(pushable.iter().copied().collect());
-    let all_done = pending.all(|id| sb.cloudsuite.order(id).is_some_and(|o| accepted(&o)));
+    let mut pending = Pending::new(&pushable);
+    let all_done = pending.all(|id| sb.cloudsuite.order(*id).is_some_and(|o| accepted(&o)));
     let in_erp = sb.erp.orders().len();
     assert!(
         all_done && in_erp == pushable.len() && run.failed == 0,
@@ -190,7 +141,7 @@ struct Shipped {
     erp_requests: u64,
 }
 
-async fn ordersync_side(n: usize) -> (Side, Shipped, Usage, f64) {
+async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
     let (sb, opts, pushable) = sandbox(n).await;
     let source = format!(
         "kind = \"cloudsuite\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"ordersync\"\nclient_secret_file = \"cs\"\n",
@@ -201,6 +152,7 @@ async fn ordersync_side(n: usize) -> (Side, Shipped, Usage, f64) {
         &opts.erp.token,
         &source,
         &[("cs", &opts.cloudsuite.client_secret)],
+        source_rate().unwrap_or(100_000),
     );
     if ship_during() {
         sb.erp.set_ship_after(Some(Duration::ZERO));
@@ -209,14 +161,17 @@ async fn ordersync_side(n: usize) -> (Side, Shipped, Usage, f64) {
     let (cs0, erp0) = (sb.cloudsuite.request_count(), sb.erp.request_count());
     let cpu0 = self_cpu();
     let daemon = Daemon::start(&cfg);
-    let started = first_request(requests, cs0 + erp0).await;
-    let mut pending = Pending(pushable.iter().copied().collect());
-    let finished = wait_until(
-        || pending.all(|id| sb.cloudsuite.order(id).is_some_and(|o| accepted(&o))),
-        Duration::from_millis(10),
+    let mut pending = Pending::new(&pushable);
+    let timeline = watch_daemon(
+        &daemon,
+        requests,
+        cs0 + erp0,
+        || !sb.erp.orders().is_empty(),
+        || pending.all(|id| sb.cloudsuite.order(*id).is_some_and(|o| accepted(&o))),
     )
     .await;
     let usage = daemon.usage();
+    print_start(&daemon, &timeline);
     let (cs1, erp1) = (sb.cloudsuite.request_count(), sb.erp.request_count());
     let sims_cpu = self_cpu() - cpu0;
     assert_eq!(
@@ -225,22 +180,27 @@ async fn ordersync_side(n: usize) -> (Side, Shipped, Usage, f64) {
         "ordersync: ERP orders"
     );
     let accepted_side = Side {
-        elapsed: finished - started,
+        elapsed: timeline.finished - timeline.first_request,
         orders: pushable.len(),
         source_requests: cs1 - cs0,
         erp_requests: erp1 - erp0,
         cpu: usage.cpu,
     };
 
+    if !on("BENCH_SHIPPED") {
+        daemon.stop();
+        sb.shutdown().await;
+        return (accepted_side, None, usage, sims_cpu);
+    }
     // The "shipped" write-back, timed on its own: the ERP ships everything now.
     sb.erp.set_ship_after(Some(Duration::ZERO));
     let ship_started = Instant::now();
-    let mut pending = Pending(pushable.iter().copied().collect());
+    let mut pending = Pending::new(&pushable);
     let shipped_at = wait_until(
         || {
             pending.all(|id| {
                 sb.cloudsuite
-                    .order(id)
+                    .order(*id)
                     .is_some_and(|o| o["shipment_state"] == "sent")
             })
         },
@@ -249,19 +209,59 @@ async fn ordersync_side(n: usize) -> (Side, Shipped, Usage, f64) {
     .await;
     let total = daemon.usage();
     daemon.stop();
-    let shipped = Shipped {
+    let shipped = Some(Shipped {
         elapsed: shipped_at - ship_started,
         source_requests: sb.cloudsuite.request_count() - cs1,
         erp_requests: sb.erp.request_count() - erp1,
-    };
+    });
     sb.shutdown().await;
     (accepted_side, shipped, total, sims_cpu)
 }
 
-fn load() -> String {
-    std::fs::read_to_string("/proc/loadavg")
-        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
-        .unwrap_or_default()
+/// `BENCH_FIRST_PUSH_ONLY=1`: ordersync alone, until its first order is in
+/// the ERP and 10 s more; prints when it started working and its memory.
+async fn first_push_only(n: usize) {
+    let (sb, opts, pushable) = sandbox(n).await;
+    println!(
+        "{} pushable orders seeded, load average {}",
+        pushable.len(),
+        load()
+    );
+    let source = format!(
+        "kind = \"cloudsuite\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"ordersync\"\nclient_secret_file = \"cs\"\n",
+        sb.cloudsuite_url, sb.token_url
+    );
+    let (_dir, cfg) = write_config(
+        &sb.erp_url,
+        &opts.erp.token,
+        &source,
+        &[("cs", &opts.cloudsuite.client_secret)],
+        source_rate().unwrap_or(100_000),
+    );
+    let requests = || sb.cloudsuite.request_count() + sb.erp.request_count();
+    let before = requests();
+    let daemon = Daemon::start(&cfg);
+    let timeline = watch_daemon(
+        &daemon,
+        requests,
+        before,
+        || !sb.erp.orders().is_empty(),
+        || true,
+    )
+    .await;
+    print_start(&daemon, &timeline);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+    let usage = daemon.usage();
+    println!(
+        "10 s after the first push: {} orders in the ERP, peak RSS {:.1} MB, CPU {:.2} s, ledger {:.1} MB on disk",
+        sb.erp.orders().len(),
+        usage.rss_kb as f64 / 1024.0,
+        usage.cpu,
+        daemon.state_bytes() as f64 / (1024.0 * 1024.0)
+    );
+    daemon.stop();
+    println!("load average after: {}", load());
+    sb.shutdown().await;
 }
 
 #[tokio::main(flavor = "multi_thread")]
@@ -279,70 +279,53 @@ async fn main() {
     if let Some(rate) = source_rate() {
         println!("both clients limited to {rate} requests per second to CloudSuite (burst 1)");
     }
-    let (naive, naive_sims) = naive_side(n).await;
-    println!("load average after the naive peer: {}", load());
+    if std::env::var("BENCH_FIRST_PUSH_ONLY").is_ok_and(|v| v == "1") {
+        first_push_only(n).await;
+        return;
+    }
+    let naive = if on("BENCH_NAIVE") {
+        let naive = naive_side(n).await;
+        println!("load average after the naive peer: {}", load());
+        Some(naive)
+    } else {
+        None
+    };
     let (ours, shipped, total, ours_sims) = ordersync_side(n).await;
     println!("load average after ordersync: {}", load());
 
-    let row = |what: &str, a: String, b: String| println!("{what:<34} {a:>12} {b:>12}");
-    println!();
-    println!("until every pushable order is in the ERP with its accepted write-back:");
-    row("", "naive peer".into(), "ordersync".into());
-    row("orders", naive.orders.to_string(), ours.orders.to_string());
-    let both = |f: &dyn Fn(&Side) -> String| (f(&naive), f(&ours));
-    let (a, b) = both(&|s| format!("{:.1} s", s.elapsed.as_secs_f64()));
-    row("wall time (first request to last)", a, b);
-    let (a, b) = both(&|s| format!("{:.1}", s.rate()));
-    row("orders per second", a, b);
-    let (a, b) = both(&|s| format!("{:.2}", s.per_order()));
-    row("requests per order (source + ERP)", a, b);
-    let (a, b) = both(&|s| format!("{:.2}", s.source_requests as f64 / s.orders as f64));
-    row("  of them to the source", a, b);
-    let (a, b) = both(&|s| match s.bound() {
-        Some(b) => format!("{b:.1}"),
-        None => "-".into(),
-    });
-    row(&format!("latency bound 8/(req x {ms} ms)"), a, b);
-    let (a, b) = both(&|s| match s.bound() {
-        Some(b) => format!("{:.2}", s.rate() / b),
-        None => "-".into(),
-    });
-    row("ratio to the bound", a, b);
-    let (a, b) = both(&|s| format!("{:.2} s", s.cpu));
-    row("CPU of the client", a, b);
-    let (a, b) = both(&|s| format!("{:.0} us", s.cpu / s.orders as f64 * 1e6));
-    row("  per order", a, b);
-    row(
-        "CPU of both simulators (+ checks)",
-        format!("{naive_sims:.2} s"),
-        format!("{ours_sims:.2} s"),
-    );
-    println!(
-        "ordersync / naive peer:            {:.2} (orders per second)",
-        ours.rate() / naive.rate()
-    );
+    match &naive {
+        Some((naive, naive_sims)) => print_comparison(naive, &ours, (*naive_sims, ours_sims), None),
+        None => {
+            // The same table with ordersync on both sides: no naive peer ran.
+            println!("(BENCH_NAIVE=0: no naive peer; ordersync in both columns)");
+            print_comparison(&ours, &ours, (ours_sims, ours_sims), None);
+        }
+    }
     println!();
     if ship_during() {
         println!(
             "BENCH_SHIP_DURING=1: the ERP shipped each order at once; shipped write-backs ran during the timed part"
         );
     }
-    println!(
-        "then, timed separately (ordersync only): the ERP ships all {} orders",
-        ours.orders
-    );
-    println!(
-        "shipped written back:              {:.1} s = {:.1} orders/s, {:.2} source requests per order (ERP {:.2})",
-        shipped.elapsed.as_secs_f64(),
-        ours.orders as f64 / shipped.elapsed.as_secs_f64(),
-        shipped.source_requests as f64 / ours.orders as f64,
-        shipped.erp_requests as f64 / ours.orders as f64
-    );
-    println!(
-        "daemon over both parts:            peak RSS {:.1} MB, CPU {:.2} s = {:.0} us per order ({:.2} s in the kernel)",
-        total.rss_kb as f64 / 1024.0,
-        total.cpu,
-        total.cpu / ours.orders as f64 * 1e6,
-        total.kernel
-    );
+    if let Some(shipped) = shipped {
+        println!(
+            "then, timed separately (ordersync only): the ERP ships all {} orders",
+            ours.orders
+        );
+        println!(
+            "shipped written back:              {:.1} s = {:.1} orders/s, {:.2} source requests per order (ERP {:.2})",
+            shipped.elapsed.as_secs_f64(),
+            ours.orders as f64 / shipped.elapsed.as_secs_f64(),
+            shipped.source_requests as f64 / ours.orders as f64,
+            shipped.erp_requests as f64 / ours.orders as f64
+        );
+        print_daemon_total("daemon over both parts:", &total, ours.orders);
+    } else {
+        println!("BENCH_SHIPPED=0: no shipped part");
+        print_daemon_total(
+            "daemon up to the last accepted write-back:",
+            &total,
+            ours.orders,
+        );
+    }
 }

@@ -1,12 +1,17 @@
 //! What the sync benchmarks share: a config around one source and the
 //! sandbox's http ERP, the real release binary run until the work is done,
-//! the daemon's own CPU and memory from /proc, and the report against the
-//! latency bound `max_in_flight / (requests per order x latency)`.
+//! the daemon's own CPU and memory from /proc, a naive peer per source kind
+//! run on its own runtime, and the side-by-side report against the latency
+//! bound `max_in_flight / (requests per order x latency)`.
 
 #![allow(dead_code)] // each bench uses its own part of this
 
 pub mod naive;
+pub mod naive_mplus;
+pub mod naive_retailys;
 
+use std::collections::VecDeque;
+use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -23,11 +28,17 @@ pub fn latency() -> Duration {
     )
 }
 
+/// `BENCH_ORDERS`, default 5,000.
 pub fn orders_wanted() -> usize {
+    orders_wanted_or(5000)
+}
+
+/// `BENCH_ORDERS`, or `default` when unset.
+pub fn orders_wanted_or(default: usize) -> usize {
     std::env::var("BENCH_ORDERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(5000)
+        .unwrap_or(default)
 }
 
 /// `BENCH_SOURCE_RATE`: the source's `rate_limit_per_sec`; unset, a value
@@ -38,21 +49,34 @@ pub fn source_rate() -> Option<u32> {
         .and_then(|v| v.parse().ok())
 }
 
+/// `BENCH_<name>=0` turns a part off; anything else (or unset) leaves it on.
+pub fn on(name: &str) -> bool {
+    std::env::var(name).map_or(true, |v| v != "0")
+}
+
+/// `BENCH_SCHEDULE`: the source's poll schedule (cron with seconds);
+/// default every second. The first poll runs at startup either way.
+pub fn schedule() -> String {
+    std::env::var("BENCH_SCHEDULE").unwrap_or_else(|_| "*/1 * * * * *".into())
+}
+
 /// Writes `secrets` (file name, value) and a config: `[daemon]` polling
 /// shipments every second, the http ERP at `erp_url`, and `source` as the one
-/// `[[sources]]` table. The directory lives as long as the returned guard.
+/// `[[sources]]` table with `rate_limit_per_sec = rate` and the
+/// [`schedule`]. The directory lives as long as the returned guard.
 pub fn write_config(
     erp_url: &str,
     erp_token: &str,
     source: &str,
     secrets: &[(&str, &str)],
+    rate: u32,
 ) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     std::fs::write(dir.path().join("erp"), erp_token).expect("write the ERP token");
     for (name, value) in secrets {
         std::fs::write(dir.path().join(name), value).expect("write a secret");
     }
-    let rate = source_rate().unwrap_or(100_000);
+    let schedule = schedule();
     let text = format!(
         r#"
 [daemon]
@@ -65,7 +89,7 @@ token_file = "erp"
 max_in_flight = {MAX_IN_FLIGHT}
 [[sources]]
 name = "bench"
-schedule = "*/1 * * * * *"
+schedule = "{schedule}"
 page_size = 100
 max_in_flight = {MAX_IN_FLIGHT}
 rate_limit_per_sec = {rate}
@@ -140,6 +164,36 @@ pub struct Daemon {
     child: Child,
     pub pid: u32,
     pub spawned: Instant,
+    /// The ledger's directory (`state_dir = "state"` next to the config).
+    pub state_dir: PathBuf,
+    stopped: bool,
+}
+
+/// `BENCH_MAX_STATE_MB`: the run stops (and the bench fails) when the
+/// daemon's state directory (ledger, WAL, shm) grows past this; default
+/// 4096. The ledger lives in a temporary directory on the same disk as
+/// everyone's builds.
+pub fn max_state_bytes() -> u64 {
+    std::env::var("BENCH_MAX_STATE_MB")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(4096u64)
+        * 1024
+        * 1024
+}
+
+/// Bytes in the files of `dir` (not recursive).
+pub fn dir_bytes(dir: &Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter_map(|e| e.metadata().ok())
+                .filter(|m| m.is_file())
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
 }
 
 impl Daemon {
@@ -170,11 +224,21 @@ impl Daemon {
         let spawned = Instant::now();
         let child = cmd.spawn().expect("start ordersync");
         let pid = child.id();
+        let state_dir = config
+            .parent()
+            .map_or_else(|| PathBuf::from("state"), |d| d.join("state"));
         Daemon {
             child,
             pid,
             spawned,
+            state_dir,
+            stopped: false,
         }
+    }
+
+    /// Bytes the ledger takes on disk now (database, WAL, shm).
+    pub fn state_bytes(&self) -> u64 {
+        dir_bytes(&self.state_dir)
     }
 
     pub fn usage(&self) -> Usage {
@@ -187,6 +251,17 @@ impl Daemon {
             .args(["-TERM", &self.pid.to_string()])
             .status();
         let _ = self.child.wait();
+        self.stopped = true;
+    }
+}
+
+/// A bench that fails (panics) must not leave its daemon running.
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if !self.stopped {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
     }
 }
 
@@ -218,57 +293,228 @@ pub async fn wait_until(mut done: impl FnMut() -> bool, every: Duration) -> Inst
     Instant::now()
 }
 
-/// Runs `ordersync run` with `config` until `done` (checked every 250 ms, at
-/// most 30 minutes), then SIGTERM. Returns the wall time and the usage seen
-/// just before the stop (CPU and peak RSS only grow).
-pub async fn run_until(config: &PathBuf, done: impl Fn() -> bool) -> (Duration, Usage) {
-    let daemon = Daemon::start(config);
-    let finished = wait_until(done, Duration::from_millis(250)).await;
-    let usage = daemon.usage();
-    let elapsed = finished - daemon.spawned;
-    daemon.stop();
-    (elapsed, usage)
+/// The load average (1, 5, 15 minutes), as /proc/loadavg shows it.
+pub fn load() -> String {
+    std::fs::read_to_string("/proc/loadavg")
+        .map(|l| l.split_whitespace().take(3).collect::<Vec<_>>().join(" "))
+        .unwrap_or_default()
 }
 
-/// Prints the result lines recorded in docs/BENCHMARKS.md.
-pub fn report(
-    what: &str,
-    orders: usize,
-    elapsed: Duration,
-    source_requests: u64,
-    erp_requests: u64,
-    usage: Usage,
-) {
-    let n = orders as f64;
-    let per_order = source_requests as f64 / n;
-    let rate = n / elapsed.as_secs_f64();
-    let latency = latency();
-    let bound = MAX_IN_FLIGHT as f64 / (per_order * latency.as_secs_f64());
-    println!("{what}: {orders}");
-    println!("wall time:                  {:.1} s", elapsed.as_secs_f64());
-    println!("orders per second:          {rate:.1}");
+/// Orders not yet seen done, checked from the front and dropped once done
+/// (no end state checked here is ever undone), so a check usually looks at
+/// one order and the poll can be frequent without eating the CPU it measures.
+pub struct Pending<T>(pub VecDeque<T>);
+
+impl<T: Clone> Pending<T> {
+    pub fn new(ids: &[T]) -> Self {
+        Pending(ids.iter().cloned().collect())
+    }
+
+    pub fn all(&mut self, done: impl Fn(&T) -> bool) -> bool {
+        while let Some(id) = self.0.front() {
+            if !done(id) {
+                return false;
+            }
+            self.0.pop_front();
+        }
+        true
+    }
+}
+
+/// Runs a client on a runtime of its own (2 threads, like the daemon's on
+/// this machine, named `naive-peer`), so that its CPU can be told apart from
+/// the simulators' in /proc/self/task. Returns what it returned and its
+/// CPU seconds.
+pub async fn on_own_runtime<T, F, Fut>(make: F) -> (T, f64)
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = T>,
+{
+    tokio::task::spawn_blocking(move || {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("naive-peer")
+            .enable_all()
+            .build()
+            .expect("runtime");
+        let out = rt.block_on(make());
+        let cpu = threads_cpu("naive-peer");
+        drop(rt);
+        (out, cpu)
+    })
+    .await
+    .expect("naive peer")
+}
+
+/// When the daemon's run reached each point: its first request to either
+/// simulator, the first order in the ERP, and the end condition.
+pub struct Timeline {
+    pub first_request: Instant,
+    pub first_push: Instant,
+    pub finished: Instant,
+    /// The daemon's usage when the first push was seen.
+    pub at_first_push: Usage,
+    /// The most the ledger's files (database + WAL + shm) took on disk.
+    pub peak_state_bytes: u64,
+}
+
+/// Watches a started daemon: `requests` (both simulators' counters, which
+/// stood at `before` when it started) every millisecond until it moves, then
+/// `pushed` (is any order in the ERP?) every millisecond, then `done` every
+/// 10 ms (at most 30 minutes). The ledger's size on disk is read at every
+/// check; past [`max_state_bytes`] the bench stops with a panic.
+pub async fn watch_daemon(
+    daemon: &Daemon,
+    requests: impl Fn() -> u64,
+    before: u64,
+    pushed: impl Fn() -> bool,
+    mut done: impl FnMut() -> bool,
+) -> Timeline {
+    let limit = max_state_bytes();
+    let peak = std::cell::Cell::new(0u64);
+    let check_disk = || {
+        let now = daemon.state_bytes();
+        peak.set(peak.get().max(now));
+        if now > limit {
+            panic!(
+                "the daemon's ledger takes {} MB on disk ({}), past BENCH_MAX_STATE_MB = {}; stopped",
+                now / (1024 * 1024),
+                daemon.state_dir.display(),
+                limit / (1024 * 1024)
+            );
+        }
+    };
+    let first_request = first_request(requests, before).await;
+    let started = Instant::now();
+    while !pushed() {
+        if started.elapsed() > Duration::from_secs(600) {
+            panic!("no order in the ERP within ten minutes");
+        }
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let first_push = Instant::now();
+    let at_first_push = daemon.usage();
+    let finished = wait_until(
+        || {
+            check_disk();
+            done()
+        },
+        Duration::from_millis(10),
+    )
+    .await;
+    check_disk();
+    Timeline {
+        first_request,
+        first_push,
+        finished,
+        at_first_push,
+        peak_state_bytes: peak.get(),
+    }
+}
+
+/// Prints when the daemon started working, counted from its spawn.
+pub fn print_start(daemon: &Daemon, t: &Timeline) {
     println!(
-        "source requests per order:  {per_order:.2} (ERP requests per order {:.2})",
-        erp_requests as f64 / n
+        "ordersync from its start: first request {:.3} s, first order in the ERP {:.3} s (RSS then {:.1} MB)",
+        (t.first_request - daemon.spawned).as_secs_f64(),
+        (t.first_push - daemon.spawned).as_secs_f64(),
+        t.at_first_push.rss_kb as f64 / 1024.0
     );
     println!(
-        "latency bound:              {bound:.1} orders/s = {MAX_IN_FLIGHT} / ({per_order:.2} x {} ms)",
-        latency.as_millis()
+        "ordersync's ledger on disk: at most {:.1} MB (database + WAL + shm, checked every 10 ms), {:.1} MB at the end",
+        t.peak_state_bytes as f64 / (1024.0 * 1024.0),
+        daemon.state_bytes() as f64 / (1024.0 * 1024.0)
     );
-    println!("ratio to the bound:         {:.2}", rate / bound);
-    println!(
-        "peak RSS of the daemon:     {:.1} MB",
-        usage.rss_kb as f64 / 1024.0
+}
+
+/// One client's run up to the last accepted write-back.
+pub struct Side {
+    pub elapsed: Duration,
+    pub orders: usize,
+    pub source_requests: u64,
+    pub erp_requests: u64,
+    /// CPU seconds of the client alone.
+    pub cpu: f64,
+}
+
+impl Side {
+    pub fn rate(&self) -> f64 {
+        self.orders as f64 / self.elapsed.as_secs_f64()
+    }
+    pub fn per_order(&self) -> f64 {
+        (self.source_requests + self.erp_requests) as f64 / self.orders as f64
+    }
+    pub fn source_per_order(&self) -> f64 {
+        self.source_requests as f64 / self.orders as f64
+    }
+    /// `max_in_flight / (requests per order x latency)`: all of a client's
+    /// requests counted against the 8 it may have in flight.
+    pub fn bound(&self) -> Option<f64> {
+        let l = latency().as_secs_f64();
+        (l > 0.0).then(|| MAX_IN_FLIGHT as f64 / (self.per_order() * l))
+    }
+}
+
+/// The side-by-side table of both clients, up to the accepted write-back.
+/// `sims`: CPU seconds of both simulators (and the checks) during each run.
+/// `source_rate`: when both clients were limited to that many requests per
+/// second at the source, the bound it sets (`rate / source requests per
+/// order`) is printed too.
+pub fn print_comparison(naive: &Side, ours: &Side, sims: (f64, f64), source_rate: Option<u32>) {
+    let ms = latency().as_millis();
+    let row = |what: &str, a: String, b: String| println!("{what:<34} {a:>12} {b:>12}");
+    println!();
+    println!("until every pushable order is in the ERP with its accepted write-back:");
+    row("", "naive peer".into(), "ordersync".into());
+    row("orders", naive.orders.to_string(), ours.orders.to_string());
+    let both = |f: &dyn Fn(&Side) -> String| (f(naive), f(ours));
+    let (a, b) = both(&|s| format!("{:.1} s", s.elapsed.as_secs_f64()));
+    row("wall time (first request to last)", a, b);
+    let (a, b) = both(&|s| format!("{:.1}", s.rate()));
+    row("orders per second", a, b);
+    let (a, b) = both(&|s| format!("{:.2}", s.per_order()));
+    row("requests per order (source + ERP)", a, b);
+    let (a, b) = both(&|s| format!("{:.2}", s.source_per_order()));
+    row("  of them to the source", a, b);
+    let (a, b) = both(&|s| match s.bound() {
+        Some(b) => format!("{b:.1}"),
+        None => "-".into(),
+    });
+    row(&format!("latency bound 8/(req x {ms} ms)"), a, b);
+    let (a, b) = both(&|s| match s.bound() {
+        Some(b) => format!("{:.2}", s.rate() / b),
+        None => "-".into(),
+    });
+    row("ratio to the bound", a, b);
+    if let Some(r) = source_rate {
+        let (a, b) = both(&|s| format!("{:.1}", r as f64 / s.source_per_order()));
+        row(&format!("rate bound {r}/(source req)"), a, b);
+        let (a, b) = both(&|s| format!("{:.2}", s.rate() / (r as f64 / s.source_per_order())));
+        row("ratio to the rate bound", a, b);
+    }
+    let (a, b) = both(&|s| format!("{:.2} s", s.cpu));
+    row("CPU of the client", a, b);
+    let (a, b) = both(&|s| format!("{:.0} us", s.cpu / s.orders as f64 * 1e6));
+    row("  per order", a, b);
+    row(
+        "CPU of both simulators (+ checks)",
+        format!("{:.2} s", sims.0),
+        format!("{:.2} s", sims.1),
     );
     println!(
-        "CPU time of the daemon:     {:.2} s = {:.0} us per order ({:.2} s of it in the kernel)",
-        usage.cpu,
-        usage.cpu / n * 1e6,
-        usage.kernel
+        "ordersync / naive peer:            {:.2} (orders per second)",
+        ours.rate() / naive.rate()
     );
+}
+
+/// The daemon's memory and CPU, `what` naming the span.
+pub fn print_daemon_total(what: &str, total: &Usage, orders: usize) {
     println!(
-        "CPU per HTTP request:       {:.0} us ({} requests to the source and the ERP)",
-        usage.cpu / (source_requests + erp_requests) as f64 * 1e6,
-        source_requests + erp_requests
+        "{what:<34} peak RSS {:.1} MB, CPU {:.2} s = {:.0} us per order ({:.2} s in the kernel)",
+        total.rss_kb as f64 / 1024.0,
+        total.cpu,
+        total.cpu / orders as f64 * 1e6,
+        total.kernel
     );
 }

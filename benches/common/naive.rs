@@ -11,16 +11,21 @@
 //!    skipped, as ordersync skips them;
 //! 2. `POST {erp}/orders` with `Idempotency-Key: bench:{id}`;
 //! 3. the accepted write-back exactly as `CloudSuite::write_accepted` sends
-//!    it: read the order, PATCH `erp_order_number` (+ `state=processing` when
-//!    it is still confirmed), then PUT the order as the PATCH returned it with
-//!    `erp_line_number` set on each line the ERP numbered.
+//!    it on a first attempt: PATCH `erp_order_number` + `state=processing`,
+//!    then PUT the order as the PATCH returned it with `erp_line_number` set
+//!    on each line the ERP numbered.
 //!
-//! The read before the write-back is kept: it is what makes a repeat change
-//! nothing, the guarantee ordersync keeps too. Retries: a failed request is
+//! Until commit 902dece the connector (and so this peer) read the order
+//! before the PATCH; since then only an attempt after one that started and
+//! never settled reads first, which a run without crashes never has, so
+//! the peer no longer reads either. Retries: a failed request is
 //! sent again a few times after a short pause (connect errors, 408, 429, 5xx);
 //! anything else counts the order as failed. Nothing is persisted. With
 //! `source_rate` its requests to CloudSuite are spaced like ordersync's
 //! (`rate_limit_per_sec`, burst 1), so both can be compared under one limit.
+//!
+//! The request helpers and the worker pool here are shared with the
+//! MplusKASSA and Retailys peers (`naive_mplus.rs`, `naive_retailys.rs`).
 
 use std::collections::VecDeque;
 use std::num::NonZeroU32;
@@ -51,7 +56,26 @@ pub struct Peer {
 
 /// What a request waits for before it goes out: the source's rate limit,
 /// or nothing (the ERP).
-type Gate = Option<Arc<DefaultDirectRateLimiter>>;
+pub type Gate = Option<Arc<DefaultDirectRateLimiter>>;
+
+/// `rate` requests per second, spaced as ordersync's `Endpoint` spaces them
+/// (burst 1); None: no limit.
+pub fn gate(rate: Option<u32>) -> Gate {
+    rate.and_then(NonZeroU32::new).map(|r| {
+        Arc::new(RateLimiter::direct(
+            Quota::per_second(r).allow_burst(NonZeroU32::MIN),
+        ))
+    })
+}
+
+/// One HTTP client for all of a peer's workers.
+pub fn client(workers: usize) -> Client {
+    Client::builder()
+        .timeout(Duration::from_secs(30))
+        .pool_max_idle_per_host(workers * 2)
+        .build()
+        .expect("reqwest client")
+}
 
 /// What a run did. `started` is just before the first request, `finished`
 /// when the last worker is done.
@@ -72,12 +96,13 @@ impl NaiveRun {
 
 /// Sends a request built by `build`, again after a short pause when the
 /// failure is passing (transport error, 408, 429, 5xx); returns the body of a
-/// 2xx answer.
-async fn send_text(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<String, String> {
+/// 2xx answer. A 429's `Retry-After` (seconds) is waited out.
+pub async fn send_text(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<String, String> {
     let mut last = String::new();
+    let mut pause = Duration::ZERO;
     for attempt in 0..5u64 {
         if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(100 * attempt)).await;
+            tokio::time::sleep(pause.max(Duration::from_millis(100 * attempt))).await;
         }
         if let Some(limiter) = gate {
             limiter.until_ready().await;
@@ -86,6 +111,11 @@ async fn send_text(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<St
             Ok(r) if r.status().is_success() => return r.text().await.map_err(|e| e.to_string()),
             Ok(r) => {
                 let s = r.status().as_u16();
+                pause = r
+                    .headers()
+                    .get(reqwest::header::RETRY_AFTER)
+                    .and_then(|v| v.to_str().ok()?.parse().ok())
+                    .map_or(Duration::ZERO, Duration::from_secs);
                 last = format!("HTTP {s}");
                 if !(s == 408 || s == 429 || s >= 500) {
                     break;
@@ -97,14 +127,53 @@ async fn send_text(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<St
     Err(last)
 }
 
-async fn send(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<Value, String> {
+pub async fn send(gate: &Gate, build: impl Fn() -> RequestBuilder) -> Result<Value, String> {
     let text = send_text(gate, build).await?;
     serde_json::from_str(&text).map_err(|e| e.to_string())
 }
 
-enum Done {
+pub enum Done {
     WrittenBack,
     Skipped,
+}
+
+/// `workers` tasks share `jobs`, each doing `one` for a job after the other
+/// until none is left. Returns (written back, skipped, failed).
+pub async fn pool<J, F, Fut>(jobs: VecDeque<J>, workers: usize, one: F) -> (usize, usize, usize)
+where
+    J: std::fmt::Display + Send + 'static,
+    F: Fn(J) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = Result<Done, String>> + Send,
+{
+    let queue = Arc::new(Mutex::new(jobs));
+    let mut tasks = Vec::new();
+    for _ in 0..workers {
+        let (queue, one) = (queue.clone(), one.clone());
+        tasks.push(tokio::spawn(async move {
+            let (mut written, mut skipped, mut failed) = (0, 0, 0);
+            loop {
+                let Some(job) = queue.lock().unwrap().pop_front() else {
+                    break;
+                };
+                let what = job.to_string();
+                match one(job).await {
+                    Ok(Done::WrittenBack) => written += 1,
+                    Ok(Done::Skipped) => skipped += 1,
+                    Err(e) => {
+                        eprintln!("naive peer: order {what}: {e}");
+                        failed += 1;
+                    }
+                }
+            }
+            (written, skipped, failed)
+        }));
+    }
+    let mut total = (0, 0, 0);
+    for t in tasks {
+        let (w, s, f) = t.await.expect("naive worker");
+        total = (total.0 + w, total.1 + s, total.2 + f);
+    }
+    total
 }
 
 async fn one_order(
@@ -144,21 +213,9 @@ async fn one_order(
         .as_str()
         .ok_or("ERP answer without erp_order_number")?
         .to_string();
-    // 3. The accepted write-back: read, PATCH, PUT (as write_accepted).
-    let mut current = send(cs, || c.get(&url).bearer_auth(bearer)).await?;
-    let state = current["state"].as_str().unwrap_or_default().to_string();
-    let number_ok = current["erp_order_number"].as_str() == Some(number.as_str());
-    let state_ok = matches!(state.as_str(), "processing" | "done");
-    if !number_ok || !state_ok {
-        let mut body = json!({ "erp_order_number": number });
-        if !state_ok {
-            if state != "confirmed" {
-                return Err(format!("order {id} is {state:?} at CloudSuite"));
-            }
-            body["state"] = "processing".into();
-        }
-        current = send(cs, || c.patch(&url).bearer_auth(bearer).json(&body)).await?;
-    }
+    // 3. The accepted write-back: PATCH, PUT (as write_accepted's first attempt).
+    let body = json!({ "erp_order_number": number, "state": "processing" });
+    let mut current = send(cs, || c.patch(&url).bearer_auth(bearer).json(&body)).await?;
     let mut changed = false;
     let numbers = accepted["lines"].as_array().cloned().unwrap_or_default();
     if let Some(lines) = current["order_lines"].as_array_mut() {
@@ -187,16 +244,8 @@ async fn one_order(
 /// Runs the peer to the end: every listed order pushed and written back,
 /// skipped (not pushable) or failed.
 pub async fn run(p: Peer) -> NaiveRun {
-    let c = Client::builder()
-        .timeout(Duration::from_secs(30))
-        .pool_max_idle_per_host(p.workers * 2)
-        .build()
-        .expect("reqwest client");
-    let cs: Gate = p.source_rate.and_then(NonZeroU32::new).map(|r| {
-        Arc::new(RateLimiter::direct(
-            Quota::per_second(r).allow_burst(NonZeroU32::MIN),
-        ))
-    });
+    let c = client(p.workers);
+    let cs = gate(p.source_rate);
     let started = Instant::now();
     let token = send(&cs, || {
         c.post(&p.token_url).form(&[
@@ -233,48 +282,19 @@ pub async fn run(p: Peer) -> NaiveRun {
     }
     let listed = ids.len();
 
-    let queue = Arc::new(Mutex::new(ids));
-    let mut workers = Vec::new();
-    for _ in 0..p.workers {
-        let (p, c, cs, bearer, queue) = (
-            p.clone(),
-            c.clone(),
-            cs.clone(),
-            bearer.clone(),
-            queue.clone(),
-        );
-        workers.push(tokio::spawn(async move {
-            let (mut written, mut skipped, mut failed) = (0, 0, 0);
-            loop {
-                let Some(id) = queue.lock().unwrap().pop_front() else {
-                    break;
-                };
-                match one_order(&p, &c, &cs, &bearer, &id).await {
-                    Ok(Done::WrittenBack) => written += 1,
-                    Ok(Done::Skipped) => skipped += 1,
-                    Err(e) => {
-                        eprintln!("naive peer: order {id}: {e}");
-                        failed += 1;
-                    }
-                }
-            }
-            (written, skipped, failed)
-        }));
-    }
-    let mut run = NaiveRun {
+    let workers = p.workers;
+    let p = Arc::new(p);
+    let (written_back, skipped, failed) = pool(ids, workers, move |id: String| {
+        let (p, c, cs, bearer) = (p.clone(), c.clone(), cs.clone(), bearer.clone());
+        async move { one_order(&p, &c, &cs, &bearer, &id).await }
+    })
+    .await;
+    NaiveRun {
         started,
-        finished: started,
+        finished: Instant::now(),
         listed,
-        written_back: 0,
-        skipped: 0,
-        failed: 0,
-    };
-    for w in workers {
-        let (written, skipped, failed) = w.await.expect("naive worker");
-        run.written_back += written;
-        run.skipped += skipped;
-        run.failed += failed;
+        written_back,
+        skipped,
+        failed,
     }
-    run.finished = Instant::now();
-    run
 }

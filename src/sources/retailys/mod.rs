@@ -135,6 +135,34 @@ fn map_one(
     )
 }
 
+/// The connector's mapping for a client outside the engine (the benchmarks'
+/// naive peer): one order as `expanded=true` shows it → its canonical JSON,
+/// `None` when it is not to be pushed (held, cancelled), `Err` when it cannot
+/// be mapped. `statuses` is the `statuses` array of
+/// `/System/Orders/Statuses`; imported are the statuses that neither
+/// complete nor cancel an order (the default `import_statuses`).
+pub fn canonical_json(
+    source: &str,
+    statuses: &Value,
+    processing_status: &str,
+    raw: &str,
+) -> Result<Option<String>, String> {
+    let all: Vec<Status> = serde_json::from_value(statuses.clone()).map_err(|e| e.to_string())?;
+    let processing = StatusRef::Name(processing_status.into());
+    let wanted = Wanted {
+        import: None,
+        processing: &processing,
+        shipped: None,
+    };
+    let table = StatusTable::resolve(all, &wanted, source)?;
+    let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
+    let mapped = map::incoming(source, &table, raw, &value, false)?.mapped?;
+    Ok(
+        matches!(mapped.disposition, crate::store::Disposition::Push)
+            .then(|| mapped.order.to_json()),
+    )
+}
+
 #[derive(Deserialize)]
 struct StatusesPage {
     paginator: Paginator,

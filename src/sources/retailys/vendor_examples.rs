@@ -258,3 +258,29 @@ fn list_envelope_as_documented_is_not_json_and_is_retried() {
         "{failure}"
     );
 }
+
+/// `canonical_json` (the benchmarks' naive peer uses it) gives what the
+/// connector's own mapping gives, and nothing for an order not to push.
+#[test]
+fn canonical_json_is_the_connectors_mapping() {
+    let statuses = json!([
+        {"id": 101, "name": "New"},
+        {"id": 104, "name": "Processing"},
+        {"id": 117, "name": "Shipped", "complete_order": true},
+        {"id": 120, "name": "Cancelled", "cancel_order": true},
+    ]);
+    let map =
+        |v: &Value| super::canonical_json("eshop-cz", &statuses, "Processing", &v.to_string());
+    let mut v = documented();
+    v["status_id"] = json!(101);
+    let expected = incoming(&v).mapped.unwrap().order.to_json();
+    assert_eq!(map(&v).unwrap(), Some(expected));
+    v["status_id"] = json!(120);
+    assert_eq!(map(&v).unwrap(), None, "a cancelling status");
+    v["status_id"] = json!(117);
+    assert_eq!(
+        map(&v).unwrap(),
+        None,
+        "a completing status is not imported"
+    );
+}
