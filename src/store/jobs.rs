@@ -30,7 +30,7 @@ impl JobKind {
         }
     }
 
-    fn parse(s: &str) -> Option<JobKind> {
+    pub(crate) fn parse(s: &str) -> Option<JobKind> {
         match s {
             "push" => Some(JobKind::Push),
             "write_accepted" => Some(JobKind::WriteAccepted),
