@@ -24,6 +24,7 @@
 //! runs its own small runtime inside, so it must not be called from within
 //! a tokio runtime's async context.
 
+pub mod fleet;
 pub mod jobs;
 pub mod migrations;
 #[cfg(test)]
@@ -36,6 +37,8 @@ use anyhow::Context;
 use postgres::{Client, NoTls};
 
 use crate::secret::Secret;
+
+pub use fleet::{NodeInfo, PollLease, Rescued};
 
 /// The database's clock in milliseconds since the epoch, as SQL (the time
 /// unit of every column). `clock_timestamp()`, not `now()`: a lease is
