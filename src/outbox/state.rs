@@ -309,6 +309,9 @@ mod tests {
             include_str!("../store/recheck.rs"),
             include_str!("../store/retention.rs"),
             include_str!("../store/migrations.rs"),
+            include_str!("../store/pg/migrations.rs"),
+            include_str!("../store/pg/jobs.rs"),
+            include_str!("../store/pg/fleet.rs"),
         ];
         let known = |w: &str| OrderState::parse(w).is_some() || JobState::parse(w).is_some();
         let mut checked = 0;

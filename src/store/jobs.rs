@@ -41,7 +41,7 @@ impl JobKind {
         matches!(self, JobKind::Push | JobKind::CancelInErp)
     }
 
-    fn parse(s: &str) -> Option<JobKind> {
+    pub(crate) fn parse(s: &str) -> Option<JobKind> {
         match s {
             "push" => Some(JobKind::Push),
             "write_accepted" => Some(JobKind::WriteAccepted),

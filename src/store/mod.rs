@@ -14,6 +14,8 @@ mod retention;
 mod status;
 mod thread;
 
+pub mod pg;
+
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard, OnceLock};
 use std::time::Duration;

@@ -543,3 +543,59 @@ async fn logs_parse_as_logfmt_and_json_and_name_the_source_once() {
         .unwrap_or_else(|| panic!("{text}"));
     assert_eq!(line.matches(SOURCE).count(), 1, "{line}");
 }
+
+/// `[ledger] url` puts the ledger in PostgreSQL, which the daemon cannot
+/// use yet: `run` (and every other command) refuses at startup with exit 2
+/// and says so, and never falls back to a SQLite ledger in state_dir. A URL
+/// that carries a password is refused without echoing it.
+#[test]
+fn a_postgres_ledger_is_refused_at_startup_not_replaced_by_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let pg = "[ledger]\nurl = \"postgres://ordersync@127.0.0.1:9/ledger\"\npassword_env = \"ORDERSYNC_TEST_PG_PW\"\n";
+    let cfg = write_config(dir.path(), "", &format!("client_secret_env = \"X\"\n{pg}"));
+    for command in [&["run"][..], &["status"], &["check-config", "--offline"]] {
+        let out = ordersync()
+            .arg("--config")
+            .arg(&cfg)
+            .args(command)
+            .env("ORDERSYNC_TEST_ERP_TOKEN", "erp-token-value")
+            .env("X", "client-secret-value")
+            .env("ORDERSYNC_TEST_PG_PW", "pg-password-value")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{command:?}: {err}");
+        assert!(
+            err.contains("PostgreSQL ledger is not yet usable"),
+            "{command:?}: {err}"
+        );
+        assert!(!err.contains("pg-password-value"), "{err}");
+    }
+    assert!(
+        !dir.path().join("state/ordersync.db").exists(),
+        "a SQLite ledger was made although [ledger] names PostgreSQL"
+    );
+    let cfg = write_config(
+        dir.path(),
+        "",
+        "client_secret_env = \"X\"\n[ledger]\nurl = \"postgres://ordersync:pg-password-value@127.0.0.1:9/ledger\"\n",
+    );
+    let out = ordersync()
+        .arg("--config")
+        .arg(&cfg)
+        .arg("run")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ledger.url") && err.contains("carries a password"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("pg-password-value"),
+        "the password leaked: {err}"
+    );
+}

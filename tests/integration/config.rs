@@ -88,6 +88,56 @@ fn example_config_parses_and_documents_every_key() {
     }
 }
 
+/// The example's commented `[ledger]` table, uncommented as documented,
+/// parses to a PostgreSQL ledger with its password from a file, and is then
+/// refused by every command until the daemon can use it.
+#[test]
+fn example_ledger_table_parses_and_is_refused_until_usable() {
+    let path =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("config/ordersync.example.toml");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let config = Config::load(&path).unwrap();
+    assert!(
+        config.ledger.is_none(),
+        "the example keeps the ledger in SQLite"
+    );
+    config.sqlite_ledger_only().unwrap();
+    let mut uncommented = 0;
+    let text: String = text
+        .lines()
+        .map(|l| {
+            for key in [
+                "[ledger]",
+                "url = \"postgres://",
+                "password_file = \"/run/credentials/ordersync.service/ledger",
+            ] {
+                if let Some(rest) = l.strip_prefix("# ").filter(|r| r.starts_with(key)) {
+                    uncommented += 1;
+                    return format!("{rest}\n");
+                }
+            }
+            format!("{l}\n")
+        })
+        .collect();
+    assert_eq!(
+        uncommented, 3,
+        "the example documents [ledger], url and password_file"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ordersync.toml");
+    std::fs::write(&file, text).unwrap();
+    let config = Config::load(&file).expect("the example with [ledger] uncommented parses");
+    let ledger = config.ledger.as_ref().expect("[ledger]");
+    assert!(
+        ledger.url.starts_with("postgres://ordersync@"),
+        "{}",
+        ledger.url
+    );
+    assert!(ledger.password.is_some());
+    let e = config.sqlite_ledger_only().unwrap_err().to_string();
+    assert!(e.contains("not yet usable"), "{e}");
+}
+
 /// The example's `erp.tax_map` line, as documented, gives a Tryton ERP the
 /// map it shows.
 #[test]

@@ -153,6 +153,7 @@ pub fn canonical_json(
         import: None,
         processing: &processing,
         shipped: None,
+        cancelled: None,
     };
     let table = StatusTable::resolve(all, &wanted, source)?;
     let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;

@@ -1,0 +1,324 @@
+//! Schema migrations of the PostgreSQL ledger, numbered in
+//! `schema_migrations`: append, never edit. Version 1 is the SQLite ledger's
+//! schema as of its own version 5 (`../migrations.rs`), column for column
+//! (times in milliseconds as `BIGINT`, ids as identity columns); version 2
+//! adds what only a fleet needs: nodes and poll leases.
+//!
+//! PostgreSQL runs DDL inside transactions, so a migration and its version
+//! row commit together or not at all. A transaction-scoped advisory lock
+//! makes nodes that start at the same moment on an empty database migrate
+//! one after the other: the second finds the work done.
+
+use anyhow::Context;
+use postgres::Client;
+
+use super::error_text;
+
+/// The advisory lock key of migrations (any constant the ledger alone uses:
+/// "ordersyn" in ASCII).
+const MIGRATION_LOCK: i64 = 0x6f72_6465_7273_796e;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the ledger, as SQLite has it at its version 5.
+    r#"
+CREATE TABLE orders (
+    order_key TEXT PRIMARY KEY,
+    source TEXT NOT NULL,
+    external_id TEXT NOT NULL,
+    -- held | queued | pushed | accepted | shipped | completed | cancelled | invalid | skipped
+    state TEXT NOT NULL,
+    canonical_json TEXT,
+    raw_payload TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    pushed_hash TEXT,
+    source_version TEXT,
+    erp_order_number TEXT,
+    note TEXT,
+    recorded_by TEXT NOT NULL,
+    first_seen_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    pushed_at BIGINT,
+    accepted_at BIGINT,
+    shipped_at BIGINT,
+    completed_at BIGINT,
+    changed_after_push_at BIGINT,
+    pruned_at BIGINT
+);
+CREATE INDEX orders_by_source_state ON orders(source, state);
+CREATE INDEX orders_to_prune ON orders(completed_at) WHERE state = 'completed' AND pruned_at IS NULL;
+
+CREATE TABLE order_lines (
+    order_key TEXT NOT NULL REFERENCES orders(order_key),
+    source_line_id TEXT NOT NULL,
+    erp_line_number TEXT NOT NULL,
+    -- SQLite reads lines back in rowid order: this keeps that order.
+    seq BIGINT GENERATED ALWAYS AS IDENTITY,
+    PRIMARY KEY (order_key, source_line_id)
+);
+
+CREATE TABLE cursors (
+    source TEXT NOT NULL,
+    scope TEXT NOT NULL,
+    value TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (source, scope)
+);
+
+CREATE TABLE source_status (
+    source TEXT PRIMARY KEY,
+    last_poll_at BIGINT,
+    last_success_at BIGINT,
+    last_error TEXT
+);
+
+CREATE TABLE jobs (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    source TEXT NOT NULL,
+    kind TEXT NOT NULL,             -- push | write_accepted | write_shipped
+    order_key TEXT NOT NULL REFERENCES orders(order_key),
+    ref TEXT NOT NULL DEFAULT '',
+    state TEXT NOT NULL,            -- pending | waiting | done | parked | cancelled
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at BIGINT NOT NULL,
+    lease_owner TEXT,
+    lease_until BIGINT,
+    last_error TEXT,
+    parked_reason TEXT,
+    parked_at BIGINT,
+    payload TEXT,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    first_failed_at BIGINT,
+    sent_hash TEXT,
+    started_at BIGINT,
+    UNIQUE (order_key, kind, ref)
+);
+CREATE INDEX jobs_due ON jobs(source, state, next_attempt_at);
+
+CREATE TABLE job_attempts (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    job_id BIGINT NOT NULL REFERENCES jobs(id),
+    attempt INTEGER NOT NULL,
+    at BIGINT NOT NULL,
+    outcome TEXT NOT NULL,          -- done | retry | parked
+    error TEXT
+);
+CREATE INDEX job_attempts_by_job ON job_attempts(job_id);
+
+CREATE TABLE events (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    order_key TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+CREATE INDEX events_by_order ON events(order_key);
+
+CREATE TABLE daemon_state (
+    key TEXT PRIMARY KEY,
+    value TEXT,
+    updated_at BIGINT NOT NULL
+);
+"#,
+    // 2: the fleet. A node is one `ordersync run` process; its heartbeat
+    // says it is alive. A poll lease is held by one node at a time (one
+    // poller per source, and one for the ERP's shipments); `epoch` grows by
+    // one at every change of holder and never goes back: it is the fencing
+    // token every write of the holder checks in its own transaction.
+    r#"
+CREATE TABLE nodes (
+    id TEXT PRIMARY KEY,            -- host/pid/nonce, as job leases name it
+    host TEXT NOT NULL,
+    pid INTEGER NOT NULL,
+    started_at BIGINT NOT NULL,
+    heartbeat_at BIGINT NOT NULL
+);
+CREATE TABLE poll_leases (
+    name TEXT PRIMARY KEY,          -- a source's name, or '_erp' for shipments
+    holder TEXT,                    -- a node id; NULL once released or rescued
+    epoch BIGINT NOT NULL,
+    acquired_at BIGINT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX jobs_by_lease_owner ON jobs(lease_owner) WHERE lease_owner IS NOT NULL;
+"#,
+];
+
+pub fn latest() -> i64 {
+    MIGRATIONS.len() as i64
+}
+
+/// Brings the schema up to date, in one transaction under the migration
+/// lock. Refuses a schema newer than this build knows.
+pub fn migrate(client: &mut Client) -> anyhow::Result<()> {
+    let sql_error = |what: &'static str| {
+        move |e: postgres::Error| anyhow::anyhow!("{what}: {}", error_text(&e))
+    };
+    let mut tx = client.transaction().map_err(sql_error("begin"))?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .map_err(sql_error("taking the migration lock"))?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (
+             version BIGINT PRIMARY KEY,
+             applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+         )",
+    )
+    .map_err(sql_error("creating schema_migrations"))?;
+    let current: i64 = tx
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(sql_error("reading the schema version"))?
+        .get(0);
+    if current > latest() {
+        anyhow::bail!(
+            "schema version {current} is newer than this ordersync knows ({}): refusing to touch it",
+            latest()
+        );
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(current as usize) {
+        let version = i as i64 + 1;
+        tx.batch_execute(sql)
+            .map_err(|e| anyhow::anyhow!("{}", error_text(&e)))
+            .with_context(|| format!("migration {version}"))?;
+        tx.execute(
+            "INSERT INTO schema_migrations (version) VALUES ($1)",
+            &[&version],
+        )
+        .map_err(sql_error("recording the schema version"))?;
+    }
+    tx.commit().map_err(sql_error("commit"))?;
+    Ok(())
+}
+
+/// The schema version recorded in the ledger (0 for an empty database).
+pub fn current(client: &mut Client) -> anyhow::Result<i64> {
+    let error =
+        |e: postgres::Error| anyhow::anyhow!("reading the schema version: {}", error_text(&e));
+    let exists: bool = client
+        .query_one("SELECT to_regclass('schema_migrations') IS NOT NULL", &[])
+        .map_err(error)?
+        .get(0);
+    if !exists {
+        return Ok(0);
+    }
+    Ok(client
+        .query_one(
+            "SELECT COALESCE(max(version), 0) FROM schema_migrations",
+            &[],
+        )
+        .map_err(error)?
+        .get(0))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testing::TestDb;
+    use super::*;
+
+    fn tables(client: &mut Client) -> Vec<String> {
+        client
+            .query(
+                "SELECT table_name::text FROM information_schema.tables
+                 WHERE table_schema = 'public' ORDER BY 1",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Against the real server: the first run builds every table, a second
+    /// (and a third, on a new connection) changes nothing and keeps data.
+    #[test]
+    fn migrating_twice_is_a_no_op_on_a_real_server() {
+        let db = TestDb::new();
+        let mut client = db.raw();
+        assert_eq!(current(&mut client).unwrap(), 0);
+        migrate(&mut client).unwrap();
+        assert_eq!(current(&mut client).unwrap(), latest());
+        let after_first = tables(&mut client);
+        for t in [
+            "cursors",
+            "daemon_state",
+            "events",
+            "job_attempts",
+            "jobs",
+            "nodes",
+            "order_lines",
+            "orders",
+            "poll_leases",
+            "schema_migrations",
+            "source_status",
+        ] {
+            assert!(after_first.iter().any(|x| x == t), "{t}: {after_first:?}");
+        }
+        client
+            .execute(
+                "INSERT INTO cursors (source, scope, value, updated_at) VALUES ('a', 'live', '1', 0)",
+                &[],
+            )
+            .unwrap();
+        migrate(&mut client).unwrap();
+        let mut again = db.raw();
+        migrate(&mut again).unwrap();
+        assert_eq!(tables(&mut again), after_first);
+        let versions: i64 = again
+            .query_one("SELECT count(*) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, latest(), "each version recorded once");
+        let n: i64 = again
+            .query_one("SELECT count(*) FROM cursors", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(n, 1, "data survives a second migration run");
+    }
+
+    /// Nodes starting at the same moment on an empty database: every one
+    /// succeeds, the migrations run once (without the advisory lock, the
+    /// losers fail on "relation already exists" or a duplicate version).
+    #[test]
+    fn nodes_migrating_an_empty_database_at_once_all_succeed() {
+        let db = TestDb::new();
+        let barrier = std::sync::Arc::new(std::sync::Barrier::new(4));
+        let handles: Vec<_> = (0..4)
+            .map(|_| {
+                let mut client = db.raw();
+                let barrier = barrier.clone();
+                std::thread::spawn(move || {
+                    barrier.wait();
+                    migrate(&mut client)
+                })
+            })
+            .collect();
+        for h in handles {
+            h.join()
+                .unwrap()
+                .expect("every node migrates or finds it done");
+        }
+        let mut client = db.raw();
+        let versions: i64 = client
+            .query_one("SELECT count(*) FROM schema_migrations", &[])
+            .unwrap()
+            .get(0);
+        assert_eq!(versions, latest());
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let db = TestDb::new();
+        let mut client = db.raw();
+        migrate(&mut client).unwrap();
+        client
+            .execute(
+                "INSERT INTO schema_migrations (version) VALUES ($1)",
+                &[&(latest() + 1)],
+            )
+            .unwrap();
+        let e = migrate(&mut client).unwrap_err().to_string();
+        assert!(e.contains("newer"), "{e}");
+    }
+}

@@ -1,0 +1,124 @@
+//! A real PostgreSQL server for the tests: one throwaway cluster per test
+//! process (`tests/postgres/cluster.sh`: initdb + pg_ctl on a temporary
+//! directory and a free port), a fresh database per test. The cluster
+//! stops and its directory goes when this process ends, however it ends:
+//! the script waits for its standard input, which only this process holds.
+//!
+//! Never skipped: when the server cannot start, the test fails and says why
+//! (`cargo test` and CI need Debian's `postgresql` package).
+
+use std::io::{BufRead, BufReader};
+use std::process::{ChildStdin, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Mutex, OnceLock};
+
+use crate::secret::Secret;
+
+use super::PgStore;
+
+struct Cluster {
+    /// `postgres://ordersync@127.0.0.1:PORT/` (no database).
+    base: String,
+    password: String,
+    /// Held open until the process ends: closing it stops the cluster.
+    _keep: Mutex<ChildStdin>,
+}
+
+static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static NEXT_DB: AtomicUsize = AtomicUsize::new(0);
+
+fn start() -> Result<Cluster, String> {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/postgres/cluster.sh");
+    let mut child = Command::new("bash")
+        .arg(&script)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .map_err(|e| format!("cannot run {}: {e}", script.display()))?;
+    let stdin = child.stdin.take().ok_or("no stdin pipe")?;
+    let stdout = child.stdout.take().ok_or("no stdout pipe")?;
+    let mut line = String::new();
+    BufReader::new(stdout)
+        .read_line(&mut line)
+        .map_err(|e| format!("reading {}: {e}", script.display()))?;
+    let mut parts = line.split_whitespace();
+    let (Some(url), Some(password_file)) = (parts.next(), parts.next()) else {
+        let status = child.wait().map(|s| s.to_string()).unwrap_or_default();
+        return Err(format!(
+            "{} did not start a PostgreSQL server ({status}; its messages are above)",
+            script.display()
+        ));
+    };
+    let password = std::fs::read_to_string(password_file)
+        .map_err(|e| format!("cannot read {password_file}: {e}"))?
+        .trim()
+        .to_string();
+    let base = url
+        .strip_suffix("postgres")
+        .ok_or_else(|| format!("unexpected URL from the script: {url}"))?
+        .to_string();
+    Ok(Cluster {
+        base,
+        password,
+        _keep: Mutex::new(stdin),
+    })
+}
+
+fn cluster() -> &'static Cluster {
+    match CLUSTER.get_or_init(start) {
+        Ok(c) => c,
+        Err(e) => panic!(
+            "the PostgreSQL tests need a real server and could not start one: {e}\n\
+             install Debian's postgresql package (apt-get install postgresql; .ci/run does)"
+        ),
+    }
+}
+
+/// A fresh, empty database on the test cluster.
+pub(crate) struct TestDb {
+    /// `postgres://ordersync@127.0.0.1:PORT/t_N`: no password, as the config has it.
+    pub url: String,
+    pub password: Secret,
+}
+
+impl TestDb {
+    pub fn new() -> TestDb {
+        let c = cluster();
+        let name = format!(
+            "t_{}_{}",
+            std::process::id(),
+            NEXT_DB.fetch_add(1, Ordering::SeqCst)
+        );
+        let mut admin: postgres::Config = format!("{}postgres", c.base)
+            .parse()
+            .expect("the cluster's URL parses");
+        admin.password(&c.password);
+        let mut client = admin
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot reach the test cluster: {}", super::error_text(&e)));
+        client
+            .batch_execute(&format!("CREATE DATABASE {name}"))
+            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {}", super::error_text(&e)));
+        TestDb {
+            url: format!("{}{name}", c.base),
+            password: Secret::new(c.password.clone()),
+        }
+    }
+
+    /// A new connection (a node of its own), migrated.
+    pub fn store(&self) -> PgStore {
+        PgStore::connect(&self.url, Some(&self.password))
+            .unwrap_or_else(|e| panic!("cannot open the test ledger: {e:#}"))
+    }
+
+    /// A plain client on this database, for what the tests do behind the
+    /// store's back (hold a row lock, age a heartbeat).
+    pub fn raw(&self) -> postgres::Client {
+        let mut config: postgres::Config = self.url.parse().expect("test URL parses");
+        config.password(self.password.expose());
+        config
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect: {}", super::error_text(&e)))
+    }
+}
