@@ -109,7 +109,9 @@ async fn desadv_survives_sigkill_at_random_moments() {
         max_in_flight: 4,
         ..Default::default()
     };
-    opts.sandbox.cloudsuite.faults.latency = Duration::from_millis(10);
+    // Slow enough that ten kills land while work is left, even now that a
+    // first write-back attempt writes without reading.
+    opts.sandbox.cloudsuite.faults.latency = Duration::from_millis(20);
     let app = spawn_app(opts).await;
     app.sandbox
         .cloudsuite
@@ -124,7 +126,7 @@ async fn desadv_survives_sigkill_at_random_moments() {
     let cs = &app.sandbox.cloudsuite;
     let finished = || ids.iter().all(|id| !cs.desadvs(*id).is_empty());
     let kills = tokio::task::block_in_place(|| {
-        crate::crash::kill_at_random_moments(&app, &mut rng, 10, 40, 600, finished)
+        crate::crash::kill_at_random_moments(&app, &mut rng, 10, 40, 500, finished)
     });
     assert!(kills >= 10, "only {kills} kills landed while work was left");
     let (status, log) = tokio::task::block_in_place(|| run_daemon_until(&app, &[], finished));

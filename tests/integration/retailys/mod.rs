@@ -480,6 +480,25 @@ async fn a_kill_between_the_status_patch_and_the_history_post_loses_no_record() 
         let Ok(ledger) = ordersync::store::Store::open_read_only(&app.db_path()) else {
             return false;
         };
+        // Between attempts, not inside one: every job's marker says the
+        // record is still due and no runner holds it (a poll that succeeds
+        // pulls backed-off jobs forward, so attempts keep coming).
+        let idle_and_due = rusqlite::Connection::open_with_flags(
+            app.db_path(),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
+        )
+        .and_then(|c| {
+            c.query_row(
+                "SELECT count(*) FROM jobs WHERE kind = 'write_accepted'
+                   AND sent_hash = 'history due' AND lease_owner IS NULL",
+                [],
+                |r| r.get::<_, i64>(0),
+            )
+        })
+        .is_ok_and(|n| n == ids.len() as i64);
+        if !idle_and_due {
+            return false;
+        }
         ids.iter().all(|id| {
             let retried = ledger
                 .order_detail(&rkey(*id))
