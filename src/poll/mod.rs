@@ -305,96 +305,133 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
     }
 }
 
-/// Reads new ERP shipments and queues the "shipped" write-backs.
-pub async fn poll_shipments(
+/// One ERP feed read from its stored cursor (`_erp`, `scope`), page by
+/// page: `fetch` reads the page after a cursor (its items and the next
+/// cursor), `record` stores the items with the next cursor in one ledger
+/// transaction, and `each` hears what was recorded. The walk ends at an
+/// empty page, a cursor that does not move, shutdown, or after 1000 pages
+/// (the next poll goes on from the stored cursor). Answers whether the ERP
+/// answered at all.
+async fn walk_erp_feed<T, N, F, Fut, R>(
     engine: &Engine,
     shutdown: &CancellationToken,
-) -> Result<usize, Failure> {
+    scope: &'static str,
+    fetch: F,
+    record: R,
+    mut each: impl FnMut(Vec<N>),
+) -> Result<bool, Failure>
+where
+    F: Fn(Option<String>) -> Fut,
+    Fut: std::future::Future<Output = Result<(Vec<T>, String), Failure>>,
+    T: Send + 'static,
+    N: Send + 'static,
+    R: Fn(&crate::store::Store, &[T], &str) -> anyhow::Result<Vec<N>> + Clone + Send + 'static,
+{
     let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
-    let mut total = 0;
+    let mut answered = false;
     for _ in 0..1000 {
         if shutdown.is_cancelled() {
             break;
         }
         let after = engine
             .store
-            .call(|s| s.cursor("_erp", "shipments"))
+            .call(move |s| s.cursor("_erp", scope))
             .await
             .map_err(ledger)?;
-        let page = engine.erp.shipments(after.as_deref(), 100).await?;
-        let silent: std::collections::HashSet<String> = engine
+        let (items, next) = fetch(after.clone()).await?;
+        answered = true;
+        let done = items.is_empty() || Some(next.as_str()) == after.as_deref();
+        let record = record.clone();
+        let notes = engine
+            .store
+            .call(move |s| record(s, &items, &next))
+            .await
+            .map_err(ledger)?;
+        each(notes);
+        if done {
+            break;
+        }
+    }
+    Ok(answered)
+}
+
+/// Reads new ERP shipments and queues the "shipped" write-backs.
+pub async fn poll_shipments(
+    engine: &Engine,
+    shutdown: &CancellationToken,
+) -> Result<usize, Failure> {
+    let silent: std::sync::Arc<std::collections::HashSet<String>> = std::sync::Arc::new(
+        engine
             .connectors
             .iter()
             .filter(|(_, c)| !c.writes_shipped())
             .map(|(name, _)| name.clone())
-            .collect();
-        let (shipments, next) = (page.shipments.clone(), page.next.clone());
-        let queued = engine
-            .store
-            .call(move |s| {
-                s.record_shipments_with(&shipments, &next, |source| !silent.contains(source))
-            })
-            .await
-            .map_err(ledger)?;
-        for (source, key) in &queued {
-            tracing::info!(source = %source, order_key = %key, "shipment reported by the ERP; queued for write-back");
-            engine.wake(source);
-        }
-        total += queued.len();
+            .collect(),
+    );
+    let mut total = 0;
+    let answered = walk_erp_feed(
+        engine,
+        shutdown,
+        "shipments",
+        |after| async move {
+            let page = engine.erp.shipments(after.as_deref(), 100).await?;
+            Ok((page.shipments, page.next))
+        },
+        move |s, shipments, next| {
+            s.record_shipments_with(shipments, next, |source| !silent.contains(source))
+        },
+        |queued: Vec<(String, String)>| {
+            for (source, key) in &queued {
+                tracing::info!(source = %source, order_key = %key, "shipment reported by the ERP; queued for write-back");
+                engine.wake(source);
+            }
+            total += queued.len();
+        },
+    )
+    .await?;
+    if answered {
         // The ERP answers: pushes waiting on a backoff may go now.
         for source in engine.connectors.keys() {
             engine.remote_answered(source, true).await;
-        }
-        if page.shipments.is_empty() || Some(page.next.as_str()) == after.as_deref() {
-            break;
         }
     }
     Ok(total)
 }
 
 /// Reads the sales the ERP cancelled since the stored cursor and queues
-/// their write-backs to the sources (the shipments poll's sibling: one ERP
-/// read, one ledger transaction per page with its cursor).
+/// their write-backs to the sources (the same feed walk as shipments).
 pub async fn poll_cancellations(
     engine: &Engine,
     shutdown: &CancellationToken,
 ) -> Result<usize, Failure> {
-    let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
     let mut total = 0;
-    for _ in 0..1000 {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        let after = engine
-            .store
-            .call(|s| s.cursor("_erp", "cancellations"))
-            .await
-            .map_err(ledger)?;
-        let page = engine.erp.cancellations(after.as_deref(), 100).await?;
-        let (cancellations, next) = (page.cancellations.clone(), page.next.clone());
-        let notes = engine
-            .store
-            .call(move |s| s.record_cancellations(&cancellations, &next))
-            .await
-            .map_err(ledger)?;
-        for note in &notes {
-            match note {
-                crate::store::CancellationNote::Queued { source, order_key } => {
-                    tracing::warn!(source = %source, order_key = %order_key, "sale cancelled in the ERP; queued for write-back to the source");
-                    engine.wake(source);
-                    total += 1;
-                }
-                crate::store::CancellationNote::Settled { order_key } => {
-                    tracing::info!(order_key = %order_key, "the ERP reports the sale cancelled");
-                }
-                crate::store::CancellationNote::Ignored { order_key, state } => {
-                    tracing::warn!(order_key = %order_key, state = %state, "the ERP reports the sale cancelled after the order went further; not written back (orders show)");
+    walk_erp_feed(
+        engine,
+        shutdown,
+        "cancellations",
+        |after| async move {
+            let page = engine.erp.cancellations(after.as_deref(), 100).await?;
+            Ok((page.cancellations, page.next))
+        },
+        |s, cancellations, next| s.record_cancellations(cancellations, next),
+        |notes: Vec<crate::store::CancellationNote>| {
+            for note in &notes {
+                match note {
+                    crate::store::CancellationNote::Queued { source, order_key } => {
+                        tracing::warn!(source = %source, order_key = %order_key, "sale cancelled in the ERP; queued for write-back to the source");
+                        engine.wake(source);
+                        total += 1;
+                    }
+                    crate::store::CancellationNote::Settled { order_key } => {
+                        tracing::info!(order_key = %order_key, "the ERP reports the sale cancelled");
+                    }
+                    crate::store::CancellationNote::Ignored { order_key, state } => {
+                        tracing::warn!(order_key = %order_key, state = %state, "the ERP reports the sale cancelled after the order went further; not written back (orders show)");
+                    }
                 }
             }
-        }
-        if page.cancellations.is_empty() || Some(page.next.as_str()) == after.as_deref() {
-            break;
-        }
-    }
+        },
+    )
+    .await?;
     Ok(total)
 }
