@@ -527,6 +527,17 @@ async fn a_kill_between_the_status_patch_and_the_history_post_loses_no_record() 
     while !patched_and_refused() && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    // From here the shop answers every request with 503: no poll succeeds,
+    // so nothing pulls the backed-off jobs forward (a successful poll
+    // would), and the kill lands between attempts, not inside one.
+    rt.set_faults(ordersync::sandbox::Faults {
+        error_5xx_rate: 1.0,
+        ..Default::default()
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    while !patched_and_refused() && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let log = std::fs::read_to_string(&log_path).unwrap_or_default();
@@ -539,6 +550,7 @@ async fn a_kill_between_the_status_patch_and_the_history_post_loses_no_record() 
         );
     }
     rt.refuse_history_posts(0);
+    rt.set_faults(ordersync::sandbox::Faults::default());
     std::fs::write(&app.config_path, &fast).unwrap();
     let finished = || {
         ids.iter()
