@@ -11,7 +11,6 @@
 //! `write_date`, read with the shipments' overlap; repeats are harmless (the
 //! ledger dedupes them).
 
-use chrono::NaiveDateTime;
 use serde_json::json;
 
 use super::TrytonErp;
@@ -72,16 +71,7 @@ pub async fn cancellations(
     after: Option<&str>,
     limit: u32,
 ) -> Result<CancellationPage, Failure> {
-    let cursor = match after.filter(|a| !a.is_empty()) {
-        Some(text) => Some(
-            NaiveDateTime::parse_from_str(text, CURSOR_FORMAT).map_err(|e| {
-                Failure::permanent(format!(
-                    "stored Tryton cancellations cursor {text:?} is not a timestamp: {e}"
-                ))
-            })?,
-        ),
-        None => None,
-    };
+    let cursor = super::shipments::parse_cursor(after, "cancellations")?;
     let mut domain = vec![json!(["state", "=", "cancelled"])];
     if let Some(c) = cursor {
         domain.push(json!(["write_date", ">=", datetime(c - OVERLAP)]));

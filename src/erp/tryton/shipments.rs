@@ -29,21 +29,29 @@ pub(super) const CURSOR_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 /// Fields only some module sets have: asked for only when present.
 const OPTIONAL: &[&str] = &["shipping_reference", "carrier"];
 
+/// A stored feed cursor (`write_date` of the last record read), if any.
+pub(super) fn parse_cursor(
+    after: Option<&str>,
+    feed: &str,
+) -> Result<Option<NaiveDateTime>, Failure> {
+    after
+        .filter(|a| !a.is_empty())
+        .map(|text| {
+            NaiveDateTime::parse_from_str(text, CURSOR_FORMAT).map_err(|e| {
+                Failure::permanent(format!(
+                    "stored Tryton {feed} cursor {text:?} is not a timestamp: {e}"
+                ))
+            })
+        })
+        .transpose()
+}
+
 pub async fn shipments(
     erp: &TrytonErp,
     after: Option<&str>,
     limit: u32,
 ) -> Result<ShipmentPage, Failure> {
-    let cursor = match after.filter(|a| !a.is_empty()) {
-        Some(text) => Some(
-            NaiveDateTime::parse_from_str(text, CURSOR_FORMAT).map_err(|e| {
-                Failure::permanent(format!(
-                    "stored Tryton shipments cursor {text:?} is not a timestamp: {e}"
-                ))
-            })?,
-        ),
-        None => None,
-    };
+    let cursor = parse_cursor(after, "shipments")?;
     let mut domain = vec![json!(["state", "=", "done"])];
     if let Some(c) = cursor {
         domain.push(json!(["write_date", ">=", datetime(c - OVERLAP)]));

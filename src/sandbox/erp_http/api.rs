@@ -143,6 +143,37 @@ async fn find_orders(
     (StatusCode::OK, axum::Json(json!({"orders": orders}))).into_response()
 }
 
+/// `after` (parsed, and as sent: an unchanged feed echoes it) and `limit`
+/// of a feed (`/shipments`, `/cancellations`), or the 400 the contract
+/// gives for a bad one.
+fn feed_query(
+    query: Result<Query<HashMap<String, String>>, QueryRejection>,
+) -> Result<(Option<u64>, usize, Option<String>), Box<Response>> {
+    let bad = |message: String| Box::new(error(StatusCode::BAD_REQUEST, message));
+    let Ok(Query(query)) = query else {
+        return Err(bad("invalid query string".into()));
+    };
+    let after = match query.get("after") {
+        None => None,
+        Some(a) => Some(
+            a.parse::<u64>()
+                .map_err(|_| bad(format!("invalid cursor \"{a}\"")))?,
+        ),
+    };
+    let limit = match query.get("limit") {
+        None => DEFAULT_LIMIT,
+        Some(l) => match l.parse::<usize>() {
+            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
+            _ => {
+                return Err(bad(format!(
+                    "limit must be an integer from 1 to {MAX_LIMIT}, got \"{l}\""
+                )));
+            }
+        },
+    };
+    Ok((after, limit, query.get("after").cloned()))
+}
+
 async fn shipments(
     State(sim): State<ErpSim>,
     headers: HeaderMap,
@@ -151,27 +182,9 @@ async fn shipments(
     if let Some(denied) = unauthorized(&sim, &headers) {
         return denied;
     }
-    let Ok(Query(query)) = query else {
-        return error(StatusCode::BAD_REQUEST, "invalid query string");
-    };
-    let after = match query.get("after") {
-        None => None,
-        Some(a) => match a.parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) => return error(StatusCode::BAD_REQUEST, format!("invalid cursor \"{a}\"")),
-        },
-    };
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got \"{l}\""),
-                );
-            }
-        },
+    let (after, limit, after_text) = match feed_query(query) {
+        Ok(q) => q,
+        Err(denied) => return *denied,
     };
 
     let mut st = sim.state();
@@ -202,9 +215,9 @@ async fn shipments(
         .last()
         .map(|s| s.seq);
     // Echo the caller's cursor verbatim when nothing is new: it is opaque.
-    let next = match (last_seq, query.get("after")) {
+    let next = match (last_seq, after_text) {
         (Some(seq), _) => seq.to_string(),
-        (None, Some(a)) => a.clone(),
+        (None, Some(a)) => a,
         (None, None) => "0".to_string(),
     };
     (
@@ -270,27 +283,9 @@ async fn cancellations(
     if let Some(denied) = unauthorized(&sim, &headers) {
         return denied;
     }
-    let Ok(Query(query)) = query else {
-        return error(StatusCode::BAD_REQUEST, "invalid query string");
-    };
-    let after = match query.get("after") {
-        None => None,
-        Some(a) => match a.parse::<u64>() {
-            Ok(n) => Some(n),
-            Err(_) => return error(StatusCode::BAD_REQUEST, format!("invalid cursor \"{a}\"")),
-        },
-    };
-    let limit = match query.get("limit") {
-        None => DEFAULT_LIMIT,
-        Some(l) => match l.parse::<usize>() {
-            Ok(n) if (1..=MAX_LIMIT).contains(&n) => n,
-            _ => {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("limit must be an integer from 1 to {MAX_LIMIT}, got \"{l}\""),
-                );
-            }
-        },
+    let (after, limit, after_text) = match feed_query(query) {
+        Ok(q) => q,
+        Err(denied) => return *denied,
     };
     let st = sim.state();
     let from = after.unwrap_or(0);
@@ -300,9 +295,9 @@ async fn cancellations(
         .filter(|c| c.seq > from)
         .take(limit)
         .collect();
-    let next = match (page.last(), query.get("after")) {
+    let next = match (page.last(), after_text) {
         (Some(c), _) => c.seq.to_string(),
-        (None, Some(a)) => a.clone(),
+        (None, Some(a)) => a,
         (None, None) => "0".to_string(),
     };
     let items: Vec<Value> = page
