@@ -328,7 +328,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     // Config loaded, ledger open and migrated, every secret read: ready.
     health::notify::ready();
-    tracing::info!(ledger = %store.path().display(), sources = engine.connectors.len(), "ordersync running");
+    tracing::info!(ledger = %store.describe(), sources = engine.connectors.len(), "ordersync running");
 
     shutdown.cancelled().await;
     health::notify::stopping();

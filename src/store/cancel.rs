@@ -6,10 +6,10 @@
 //! - the ERP reports a sale cancelled before shipping: a `write_cancelled`
 //!   job writes it back to the source (or parks, naming why it cannot).
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, event, exec, now_ms};
+use super::sql::Tx;
+use super::{Store, event, now_ms};
 use crate::outbox::state::OrderState;
 
 /// A sale the ERP reports cancelled (the http contract's shape).
@@ -45,30 +45,25 @@ pub enum CancellationNote {
 /// waiting is stopped: the source has cancelled the order, "processing"
 /// must not be written over that.
 pub(crate) fn queue_erp_cancel(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     source: &str,
     key: &str,
     reason: &str,
     now: i64,
-) -> rusqlite::Result<()> {
-    exec(
-        tx,
+) -> anyhow::Result<()> {
+    tx.exec(
         "UPDATE orders SET state = ?2, updated_at = ?3 WHERE order_key = ?1",
-        params![key, OrderState::Cancelling, now],
+        &[&key, &OrderState::Cancelling, &now],
     )?;
-    exec(
-        tx,
-        "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
+    tx.exec("INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
          VALUES (?1, 'cancel_in_erp', ?2, '', 'pending', 0, ?3, ?4, ?3, ?3)
          ON CONFLICT(order_key, kind, ref) DO NOTHING",
-        params![source, key, now, reason],
+        &[&source, &key, &now, &reason],
     )?;
-    exec(
-        tx,
-        "UPDATE jobs SET state = 'cancelled', last_error = 'cancelled at the source', updated_at = ?2
+    tx.exec("UPDATE jobs SET state = 'cancelled', last_error = 'cancelled at the source', updated_at = ?2
          WHERE order_key = ?1 AND kind = 'write_accepted' AND state IN ('pending', 'parked')
            AND (lease_until IS NULL OR lease_until < ?2)",
-        params![key, now],
+        &[&key, &now],
     )?;
     event(
         tx,
@@ -80,36 +75,33 @@ pub(crate) fn queue_erp_cancel(
 }
 
 /// After a `cancel_in_erp` job settled as done.
-pub(crate) fn erp_cancel_done(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
-    exec(
-        tx,
+pub(crate) fn erp_cancel_done(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<()> {
+    tx.exec(
         "UPDATE orders SET state = 'cancelled_in_erp', updated_at = ?2
          WHERE order_key = ?1 AND state IN ('cancelling', 'cancel_refused')",
-        params![key, now],
+        &[&key, &now],
     )?;
     Ok(())
 }
 
 /// After a `cancel_in_erp` job was parked: the order is flagged.
-pub(crate) fn erp_cancel_refused(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
-    exec(
-        tx,
+pub(crate) fn erp_cancel_refused(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<()> {
+    tx.exec(
         "UPDATE orders SET state = 'cancel_refused', updated_at = ?2
          WHERE order_key = ?1 AND state = 'cancelling'",
-        params![key, now],
+        &[&key, &now],
     )?;
     Ok(())
 }
 
 /// `retry KEY` on a refused cancel: the order is cancelling again.
-pub(crate) fn erp_cancel_retried(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
-    exec(
-        tx,
+pub(crate) fn erp_cancel_retried(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<()> {
+    tx.exec(
         "UPDATE orders SET state = 'cancelling', updated_at = ?2
          WHERE order_key = ?1 AND state = 'cancel_refused'
            AND EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'cancel_in_erp'
                        AND state = 'pending')",
-        params![key, now],
+        &[&key, &now],
     )?;
     Ok(())
 }
@@ -124,129 +116,120 @@ impl Store {
         cancellations: &[ErpCancellation],
         cursor: &str,
     ) -> anyhow::Result<Vec<CancellationNote>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let mut notes = Vec::new();
-        for c in cancellations {
-            let row: Option<(String, OrderState)> = tx
-                .query_row(
+        let fence = self.fence_for(super::fence::ERP_FEED, Some("live"))?;
+        self.lock().write(|tx| {
+            if let Some(lease) = &fence {
+                super::fence::check(tx, lease)?;
+            }
+            let now = now_ms();
+            let mut notes = Vec::new();
+            for c in cancellations {
+                let Some(r) = tx.query_opt(
                     "SELECT source, state FROM orders WHERE order_key = ?1",
-                    params![c.order_key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((source, state)) = row else { continue };
-            let reason = c.reason.as_deref().unwrap_or("no reason given");
-            match state {
-                OrderState::Cancelling | OrderState::CancelRefused => {
-                    // Ours (the cancel job may not have settled yet), or done
-                    // by hand after a refusal: either way it is cancelled.
-                    exec(
-                        &tx,
-                        "UPDATE jobs SET state = 'done', last_error = NULL, parked_reason = NULL, updated_at = ?2
-                         WHERE order_key = ?1 AND kind = 'cancel_in_erp' AND state IN ('pending', 'parked')
-                           AND (lease_until IS NULL OR lease_until < ?2)",
-                        params![c.order_key, now],
-                    )?;
-                    erp_cancel_done(&tx, &c.order_key, now)?;
-                    if state == OrderState::CancelRefused {
+                    &[&c.order_key],
+                )?
+                else {
+                    continue;
+                };
+                let (source, state): (String, OrderState) = (r.get(0)?, r.get(1)?);
+                let reason = c.reason.as_deref().unwrap_or("no reason given");
+                match state {
+                    OrderState::Cancelling | OrderState::CancelRefused => {
+                        // Ours (the cancel job may not have settled yet), or done
+                        // by hand after a refusal: either way it is cancelled.
+                        tx.exec("UPDATE jobs SET state = 'done', last_error = NULL, parked_reason = NULL, updated_at = ?2
+                             WHERE order_key = ?1 AND kind = 'cancel_in_erp' AND state IN ('pending', 'parked')
+                               AND (lease_until IS NULL OR lease_until < ?2)",
+                            &[&c.order_key, &now],
+                        )?;
+                        erp_cancel_done(tx, &c.order_key, now)?;
+                        if state == OrderState::CancelRefused {
+                            event(
+                                tx,
+                                &c.order_key,
+                                now,
+                                "cancelled_in_erp",
+                                &format!("the ERP reports the sale cancelled ({reason})"),
+                            )?;
+                        }
+                        notes.push(CancellationNote::Settled {
+                            order_key: c.order_key.clone(),
+                        });
+                    }
+                    OrderState::Pushed | OrderState::Accepted => {
+                        let accepted_in_flight: bool = tx.value(
+                            "SELECT EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_accepted'
+                               AND state = 'pending' AND lease_until >= ?2)",
+                            &[&c.order_key, &now],
+                        )?;
+                        // Not yet started: writing "processing" to the source
+                        // is moot now. In flight: the cancel waits for it.
+                        tx.exec("UPDATE jobs SET state = 'cancelled', last_error = 'cancelled in the ERP', updated_at = ?2
+                             WHERE order_key = ?1 AND kind = 'write_accepted' AND state IN ('pending', 'parked')
+                               AND (lease_until IS NULL OR lease_until < ?2)",
+                            &[&c.order_key, &now],
+                        )?;
+                        let job_state = if accepted_in_flight {
+                            crate::outbox::state::JobState::Waiting
+                        } else {
+                            crate::outbox::state::JobState::Pending
+                        };
+                        let payload = serde_json::to_string(c)?;
+                        let inserted = tx.exec("INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
+                             VALUES (?1, 'write_cancelled', ?2, '', ?3, 0, ?4, ?5, ?4, ?4)
+                             ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                            &[&source, &c.order_key, &job_state, &now, &payload],
+                        )?;
+                        tx.exec("UPDATE orders SET state = 'cancelled_in_erp', updated_at = ?2 WHERE order_key = ?1",
+                            &[&c.order_key, &now],
+                        )?;
                         event(
-                            &tx,
+                            tx,
                             &c.order_key,
                             now,
                             "cancelled_in_erp",
-                            &format!("the ERP reports the sale cancelled ({reason})"),
-                        )?;
-                    }
-                    notes.push(CancellationNote::Settled {
-                        order_key: c.order_key.clone(),
-                    });
-                }
-                OrderState::Pushed | OrderState::Accepted => {
-                    let accepted_in_flight: bool = tx.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_accepted'
-                           AND state = 'pending' AND lease_until >= ?2)",
-                        params![c.order_key, now],
-                        |r| r.get(0),
-                    )?;
-                    // Not yet started: writing "processing" to the source
-                    // is moot now. In flight: the cancel waits for it.
-                    exec(
-                        &tx,
-                        "UPDATE jobs SET state = 'cancelled', last_error = 'cancelled in the ERP', updated_at = ?2
-                         WHERE order_key = ?1 AND kind = 'write_accepted' AND state IN ('pending', 'parked')
-                           AND (lease_until IS NULL OR lease_until < ?2)",
-                        params![c.order_key, now],
-                    )?;
-                    let job_state = if accepted_in_flight {
-                        crate::outbox::state::JobState::Waiting
-                    } else {
-                        crate::outbox::state::JobState::Pending
-                    };
-                    let payload = serde_json::to_string(c)?;
-                    let inserted = exec(
-                        &tx,
-                        "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
-                         VALUES (?1, 'write_cancelled', ?2, '', ?3, 0, ?4, ?5, ?4, ?4)
-                         ON CONFLICT(order_key, kind, ref) DO NOTHING",
-                        params![source, c.order_key, job_state, now, payload],
-                    )?;
-                    exec(
-                        &tx,
-                        "UPDATE orders SET state = 'cancelled_in_erp', updated_at = ?2 WHERE order_key = ?1",
-                        params![c.order_key, now],
-                    )?;
-                    event(
-                        &tx,
-                        &c.order_key,
-                        now,
-                        "cancelled_in_erp",
-                        &format!(
-                            "the ERP reports the sale {} cancelled ({reason}); written back to the source next",
-                            c.erp_order_number.as_deref().unwrap_or("-")
-                        ),
-                    )?;
-                    if inserted == 1 {
-                        notes.push(CancellationNote::Queued {
-                            source,
-                            order_key: c.order_key.clone(),
-                        });
-                    }
-                }
-                OrderState::CancelledInErp => {}
-                other => {
-                    let seen: bool = tx.query_row(
-                        "SELECT EXISTS (SELECT 1 FROM events WHERE order_key = ?1 AND kind = 'erp_cancel_ignored')",
-                        params![c.order_key],
-                        |r| r.get(0),
-                    )?;
-                    if !seen {
-                        event(
-                            &tx,
-                            &c.order_key,
-                            now,
-                            "erp_cancel_ignored",
                             &format!(
-                                "the ERP reports the sale cancelled ({reason}) while the order is {other}: not written back"
+                                "the ERP reports the sale {} cancelled ({reason}); written back to the source next",
+                                c.erp_order_number.as_deref().unwrap_or("-")
                             ),
                         )?;
-                        notes.push(CancellationNote::Ignored {
-                            order_key: c.order_key.clone(),
-                            state: other,
-                        });
+                        if inserted == 1 {
+                            notes.push(CancellationNote::Queued {
+                                source,
+                                order_key: c.order_key.clone(),
+                            });
+                        }
+                    }
+                    OrderState::CancelledInErp => {}
+                    other => {
+                        let seen: bool = tx.value(
+                            "SELECT EXISTS (SELECT 1 FROM events WHERE order_key = ?1 AND kind = 'erp_cancel_ignored')",
+                            &[&c.order_key],
+                        )?;
+                        if !seen {
+                            event(
+                                tx,
+                                &c.order_key,
+                                now,
+                                "erp_cancel_ignored",
+                                &format!(
+                                    "the ERP reports the sale cancelled ({reason}) while the order is {other}: not written back"
+                                ),
+                            )?;
+                            notes.push(CancellationNote::Ignored {
+                                order_key: c.order_key.clone(),
+                                state: other,
+                            });
+                        }
                     }
                 }
             }
-        }
-        exec(
-            &tx,
-            "INSERT INTO cursors (source, scope, value, updated_at) VALUES ('_erp', 'cancellations', ?1, ?2)
-             ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![cursor, now],
-        )?;
-        tx.commit()?;
-        Ok(notes)
+            tx.exec("INSERT INTO cursors (source, scope, value, updated_at) VALUES ('_erp', 'cancellations', ?1, ?2)
+                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &[&cursor, &now],
+            )?;
+            Ok(notes)
+        })
     }
 }
 
@@ -263,7 +246,7 @@ mod tests {
 
     fn state_of(store: &Store, key: &str) -> String {
         store
-            .lock()
+            .lock_for_tests()
             .query_row(
                 "SELECT state FROM orders WHERE order_key = ?1",
                 [key],
@@ -273,7 +256,7 @@ mod tests {
     }
 
     fn jobs(store: &Store, key: &str) -> Vec<(String, String)> {
-        let conn = store.lock();
+        let conn = store.lock_for_tests();
         let mut stmt = conn
             .prepare("SELECT kind, state FROM jobs WHERE order_key = ?1 ORDER BY id")
             .unwrap();
@@ -483,7 +466,7 @@ mod tests {
         let (_d, store) = temp_store();
         pushed_and_accepted(&store, "5");
         store
-            .lock()
+            .lock_for_tests()
             .execute(
                 "UPDATE orders SET state = 'completed' WHERE order_key = 'shop:5'",
                 [],

@@ -3,10 +3,10 @@
 //! never creates a second one, and a change after the push is recorded, not
 //! pushed (guarantee 2).
 
-use rusqlite::{OptionalExtension, Transaction, params};
 use sha2::{Digest, Sha256};
 
-use super::{Store, event, exec, now_ms};
+use super::sql::Tx;
+use super::{Store, event, now_ms};
 use crate::model::{Order, order_key};
 use crate::outbox::state::OrderState;
 
@@ -112,46 +112,51 @@ impl Store {
         orders: &[IncomingOrder],
         cursor: Option<(&str, &str)>,
     ) -> anyhow::Result<IngestReport> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let mut report = IngestReport::default();
-        for incoming in orders {
-            ingest_one(&tx, source, recorded_by, incoming, now, &mut report)?;
-        }
-        if let Some((scope, value)) = cursor {
-            exec(
-            &tx,
-                "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                params![source, scope, value, now],
-            )?;
-        }
-        tx.commit()?;
-        Ok(report)
+        let fence = self.fence_for(source, cursor.map(|(scope, _)| scope))?;
+        self.lock().write(|tx| {
+            if let Some(lease) = &fence {
+                super::fence::check(tx, lease)?;
+            }
+            let now = now_ms();
+            let mut report = IngestReport::default();
+            for incoming in orders {
+                ingest_one(tx, source, recorded_by, incoming, now, &mut report)?;
+            }
+            if let Some((scope, value)) = cursor {
+                tx.exec(
+                    "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                    &[&source, &scope, &value, &now],
+                )?;
+            }
+            Ok(report)
+        })
     }
 
     pub fn cursor(&self, source: &str, scope: &str) -> anyhow::Result<Option<String>> {
-        let conn = self.lock();
-        Ok(conn
-            .query_row(
+        self.lock().auto(|tx| {
+            tx.query_opt(
                 "SELECT value FROM cursors WHERE source = ?1 AND scope = ?2",
-                params![source, scope],
-                |r| r.get(0),
-            )
-            .optional()?)
+                &[&source, &scope],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
+        })
     }
 
     /// The source version we last recorded for an order, if we know it: lets a
     /// connector skip fetching details that cannot have changed.
     pub fn known_version(&self, order_key: &str) -> anyhow::Result<Option<String>> {
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare_cached("SELECT source_version FROM orders WHERE order_key = ?1")?;
-        Ok(stmt
-            .query_row(params![order_key], |r| r.get::<_, Option<String>>(0))
-            .optional()?
-            .flatten())
+        self.lock().auto(|tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT source_version FROM orders WHERE order_key = ?1",
+                    &[&order_key],
+                )?
+                .map(|r| r.get::<Option<String>>(0))
+                .transpose()?
+                .flatten())
+        })
     }
 
     /// Version marker and state of each of these orders that is recorded:
@@ -160,32 +165,30 @@ impl Store {
         &self,
         order_keys: &[String],
     ) -> anyhow::Result<Vec<(String, Option<String>, OrderState)>> {
-        let conn = self.lock();
-        let tx = conn.unchecked_transaction()?;
-        let mut out = Vec::new();
-        {
-            let mut stmt =
-                tx.prepare_cached("SELECT source_version, state FROM orders WHERE order_key = ?1")?;
+        self.lock().read(|tx| {
+            let mut out = Vec::new();
             for key in order_keys {
-                if let Some((version, state)) = stmt
-                    .query_row(params![key], |r| Ok((r.get(0)?, r.get(1)?)))
-                    .optional()?
-                {
-                    out.push((key.clone(), version, state));
+                if let Some(r) = tx.query_opt(
+                    "SELECT source_version, state FROM orders WHERE order_key = ?1",
+                    &[key],
+                )? {
+                    out.push((key.clone(), r.get(0)?, r.get(1)?));
                 }
             }
-        }
-        tx.commit()?;
-        Ok(out)
+            Ok(out)
+        })
     }
 
     /// The ledger state of an order, if recorded.
     pub fn order_state(&self, order_key: &str) -> anyhow::Result<Option<OrderState>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached("SELECT state FROM orders WHERE order_key = ?1")?;
-        Ok(stmt
-            .query_row(params![order_key], |r| r.get(0))
-            .optional()?)
+        self.lock().auto(|tx| {
+            tx.query_opt(
+                "SELECT state FROM orders WHERE order_key = ?1",
+                &[&order_key],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
+        })
     }
 
     /// Notes that a poll of `source` is under way (at its start and after
@@ -194,13 +197,13 @@ impl Store {
     /// polling (the watchdog would restart the daemon mid-walk). The last
     /// error and last success are left as they are.
     pub fn note_polling(&self, source: &str) -> anyhow::Result<()> {
-        let conn = self.lock();
-        exec(
-            &conn,
-            "INSERT INTO source_status (source, last_poll_at) VALUES (?1, ?2)
-             ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at",
-            params![source, now_ms()],
-        )?;
+        self.lock().auto(|tx| {
+            tx.exec(
+                "INSERT INTO source_status (source, last_poll_at) VALUES (?1, ?2)
+                 ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at",
+                &[&source, &now_ms()],
+            )
+        })?;
         Ok(())
     }
 
@@ -208,17 +211,17 @@ impl Store {
     pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
         let error = error.map(crate::secret::redact);
         let error = error.as_deref();
-        let conn = self.lock();
         let now = now_ms();
-        exec(
-            &conn,
-            "INSERT INTO source_status (source, last_poll_at, last_success_at, last_error)
-             VALUES (?1, ?2, CASE WHEN ?3 IS NULL THEN ?2 END, ?3)
-             ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at,
-               last_success_at = COALESCE(excluded.last_success_at, source_status.last_success_at),
-               last_error = excluded.last_error",
-            params![source, now, error],
-        )?;
+        self.lock().auto(|tx| {
+            tx.exec(
+                "INSERT INTO source_status (source, last_poll_at, last_success_at, last_error)
+                 VALUES (?1, ?2, CASE WHEN CAST(?3 AS TEXT) IS NULL THEN CAST(?2 AS BIGINT) END, ?3)
+                 ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at,
+                   last_success_at = COALESCE(excluded.last_success_at, source_status.last_success_at),
+                   last_error = excluded.last_error",
+                &[&source, &now, &error],
+            )
+        })?;
         Ok(())
     }
 }
@@ -232,30 +235,27 @@ fn disposition_tag(d: &Disposition) -> &'static str {
 }
 
 /// Queues (or re-queues) the push job of an order.
-fn queue_push(tx: &Transaction, source: &str, key: &str, now: i64) -> rusqlite::Result<()> {
-    exec(
-            tx,
-        "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+fn queue_push(tx: &mut Tx<'_>, source: &str, key: &str, now: i64) -> anyhow::Result<()> {
+    tx.exec("INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
          VALUES (?1, 'push', ?2, '', 'pending', 0, ?3, ?3, ?3)
          ON CONFLICT(order_key, kind, ref) DO UPDATE SET state = 'pending', attempts = 0,
            next_attempt_at = excluded.next_attempt_at, parked_reason = NULL, parked_at = NULL,
            last_error = NULL, first_failed_at = NULL, updated_at = excluded.updated_at
          WHERE jobs.state IN ('parked', 'cancelled')",
-        params![source, key, now],
+        &[&source, &key, &now],
     )?;
     Ok(())
 }
 
 /// Parks the push job of an order that cannot be mapped, so `status` shows it.
 fn park_push(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     source: &str,
     key: &str,
     reason: &str,
     now: i64,
-) -> rusqlite::Result<()> {
-    exec(
-        tx,
+) -> anyhow::Result<()> {
+    tx.exec(
         "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at,
                            parked_reason, parked_at, last_error, created_at, updated_at)
          VALUES (?1, 'push', ?2, '', 'parked', 0, ?3, ?4, ?3, ?4, ?3, ?3)
@@ -263,24 +263,23 @@ fn park_push(
            parked_reason = excluded.parked_reason, parked_at = excluded.parked_at,
            last_error = excluded.last_error, updated_at = excluded.updated_at
          WHERE jobs.state != 'done'",
-        params![source, key, now, reason],
+        &[&source, &key, &now, &reason],
     )?;
     Ok(())
 }
 
 /// Stops a push that has not happened (held again, or cancelled).
-fn cancel_push(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<()> {
-    exec(
-        tx,
+fn cancel_push(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<()> {
+    tx.exec(
         "UPDATE jobs SET state = 'cancelled', updated_at = ?2
          WHERE order_key = ?1 AND kind = 'push' AND state IN ('pending', 'parked')",
-        params![key, now],
+        &[&key, &now],
     )?;
     Ok(())
 }
 
 fn ingest_one(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     source: &str,
     recorded_by: &str,
     incoming: &IncomingOrder,
@@ -301,36 +300,24 @@ fn ingest_one(
         ),
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
     };
-    let existing: Option<(OrderState, String, Option<String>, Option<String>)> = tx
-        .prepare_cached(
-            "SELECT state, content_hash, pushed_hash, canonical_json FROM orders WHERE order_key = ?1",
-        )?
-        .query_row(
-            params![key],
-            |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
-        )
-        .optional()?;
-
+    let existing = match tx.query_opt(
+        "SELECT state, content_hash, pushed_hash, canonical_json FROM orders WHERE order_key = ?1",
+        &[&key],
+    )? {
+        Some(r) => Some((
+            r.get::<OrderState>(0)?,
+            r.get::<String>(1)?,
+            r.get::<Option<String>>(2)?,
+            r.get::<Option<String>>(3)?,
+        )),
+        None => None,
+    };
     let Some((state, old_hash, pushed_hash, old_canonical)) = existing else {
         let (state, note) = pre_push_state(&key, &incoming.mapped);
-        exec(
-            tx,
-            "INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
+        tx.exec("INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
                                  content_hash, source_version, note, recorded_by, first_seen_at, updated_at)
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-            params![
-                key,
-                source,
-                incoming.external_id,
-                state,
-                canonical,
-                incoming.raw,
-                hash,
-                incoming.version,
-                note_reason(&note),
-                recorded_by,
-                now
-            ],
+            &[&key, &source, &incoming.external_id, &state, &canonical, &incoming.raw, &hash, &incoming.version, &note_reason(&note), &recorded_by, &now],
         )?;
         event(
             tx,
@@ -346,10 +333,9 @@ fn ingest_one(
 
     if old_hash == hash {
         // Same business content: an echo of our own write-back, or nothing new.
-        exec(
-            tx,
+        tx.exec(
             "UPDATE orders SET source_version = ?2 WHERE order_key = ?1",
-            params![key, incoming.version],
+            &[&key, &incoming.version],
         )?;
         report.unchanged += 1;
         return Ok(());
@@ -358,12 +344,18 @@ fn ingest_one(
     if state == OrderState::Skipped {
         // An operator's skip is final until `retry KEY` (SPEC §5.11): a later
         // change at the source (the payment clearing) is recorded, not queued.
-        exec(
-            tx,
+        tx.exec(
             "UPDATE orders SET canonical_json = COALESCE(?2, canonical_json), raw_payload = ?3,
                                content_hash = ?4, source_version = ?5, updated_at = ?6
              WHERE order_key = ?1",
-            params![key, canonical, incoming.raw, hash, incoming.version, now],
+            &[
+                &key,
+                &canonical,
+                &incoming.raw,
+                &hash,
+                &incoming.version,
+                &now,
+            ],
         )?;
         event(
             tx,
@@ -379,21 +371,10 @@ fn ingest_one(
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
         debug_assert!(state.may_become(new_state), "{state} -> {new_state}");
-        exec(
-            tx,
-            "UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
+        tx.exec("UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
                                source_version = ?6, note = ?7, updated_at = ?8
              WHERE order_key = ?1",
-            params![
-                key,
-                new_state,
-                canonical,
-                incoming.raw,
-                hash,
-                incoming.version,
-                note_reason(&note),
-                now
-            ],
+            &[&key, &new_state, &canonical, &incoming.raw, &hash, &incoming.version, &note_reason(&note), &now],
         )?;
         event(tx, &key, now, "changed", &format!("{state} -> {new_state}"))?;
         apply_pre_push_jobs(tx, source, &key, &note, now)?;
@@ -403,10 +384,8 @@ fn ingest_one(
 
     if pushed_hash.as_deref() == Some(hash.as_str()) {
         // Back to exactly what the ERP has.
-        exec(
-            tx,
-            "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5 WHERE order_key = ?1",
-            params![key, incoming.raw, hash, incoming.version, now],
+        tx.exec("UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5 WHERE order_key = ?1",
+            &[&key, &incoming.raw, &hash, &incoming.version, &now],
         )?;
         report.unchanged += 1;
         return Ok(());
@@ -422,12 +401,11 @@ fn ingest_one(
     {
         // Cancelled at the source after the push: the ERP is asked to cancel
         // it too (a job; the ERP decides whether it still can).
-        exec(
-            tx,
+        tx.exec(
             "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
                                changed_after_push_at = ?5, updated_at = ?5
              WHERE order_key = ?1",
-            params![key, incoming.raw, hash, incoming.version, now],
+            &[&key, &incoming.raw, &hash, &incoming.version, &now],
         )?;
         super::cancel::queue_erp_cancel(tx, source, &key, reason, now)?;
         report.notes.push(OrderNote::CancelledAfterPush {
@@ -448,11 +426,9 @@ fn ingest_one(
     ) {
         // Cancelled on both sides (our own cancel write-back's echo, or a
         // second look at the source's cancel): recorded, nothing more to do.
-        exec(
-            tx,
-            "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5
+        tx.exec("UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5
              WHERE order_key = ?1",
-            params![key, incoming.raw, hash, incoming.version, now],
+            &[&key, &incoming.raw, &hash, &incoming.version, &now],
         )?;
         event(tx, &key, now, "changed", "cancelled at the source")?;
         report.unchanged += 1;
@@ -460,12 +436,11 @@ fn ingest_one(
     }
     // A real change of an order the ERP already has: record, warn, never push again.
     let what = describe_change(old_canonical.as_deref(), &incoming.mapped);
-    exec(
-        tx,
+    tx.exec(
         "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
                            changed_after_push_at = ?5, updated_at = ?5
          WHERE order_key = ?1",
-        params![key, incoming.raw, hash, incoming.version, now],
+        &[&key, &incoming.raw, &hash, &incoming.version, &now],
     )?;
     event(tx, &key, now, "changed_after_push", &what)?;
     report.notes.push(OrderNote::ChangedAfterPush {
@@ -520,12 +495,12 @@ fn note_reason(note: &OrderNote) -> Option<&str> {
 }
 
 fn apply_pre_push_jobs(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     source: &str,
     key: &str,
     note: &OrderNote,
     now: i64,
-) -> rusqlite::Result<()> {
+) -> anyhow::Result<()> {
     match note {
         OrderNote::Queued(_) => queue_push(tx, source, key, now),
         OrderNote::Invalid { reason, .. } => park_push(tx, source, key, reason, now),
@@ -594,7 +569,7 @@ pub(crate) mod tests {
 
     fn state_of(store: &Store, key: &str) -> String {
         store
-            .lock()
+            .lock_for_tests()
             .query_row(
                 "SELECT state FROM orders WHERE order_key = ?1",
                 [key],
@@ -604,7 +579,7 @@ pub(crate) mod tests {
     }
 
     fn push_jobs(store: &Store, key: &str) -> Vec<String> {
-        let conn = store.lock();
+        let conn = store.lock_for_tests();
         let mut stmt = conn
             .prepare("SELECT state FROM jobs WHERE order_key = ?1 AND kind = 'push'")
             .unwrap();
@@ -689,7 +664,7 @@ pub(crate) mod tests {
         store.note_polling("shop").unwrap();
         let row = |store: &Store| -> (Option<i64>, Option<i64>, Option<String>) {
             store
-                .lock()
+                .lock_for_tests()
                 .query_row(
                     "SELECT last_poll_at, last_success_at, last_error FROM source_status WHERE source = 'shop'",
                     [],
@@ -733,14 +708,14 @@ pub(crate) mod tests {
             )
             .unwrap();
         store
-            .lock()
+            .lock_for_tests()
             .execute(
                 "UPDATE orders SET state = 'pushed', pushed_hash = content_hash WHERE order_key = 'shop:5'",
                 [],
             )
             .unwrap();
         store
-            .lock()
+            .lock_for_tests()
             .execute("UPDATE jobs SET state = 'done'", [])
             .unwrap();
         let r = store

@@ -7,12 +7,12 @@ use crate::outbox::state::{JobState, OrderState};
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use rusqlite::{OptionalExtension, Transaction, params};
 use rust_decimal::Decimal;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-use super::{Store, event, exec, now_ms};
+use super::sql::{Conn, Dialect, ToParam, Tx};
+use super::{Store, event, now_ms};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum JobKind {
@@ -221,72 +221,86 @@ pub fn lease_owner() -> String {
 }
 
 fn attempt_row(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     job: &Job,
     outcome: &str,
     error: Option<&str>,
     now: i64,
-) -> rusqlite::Result<()> {
-    exec(
-        tx,
+) -> anyhow::Result<()> {
+    tx.exec(
         "INSERT INTO job_attempts (job_id, attempt, at, outcome, error) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![job.id, job.attempts, now, outcome, error],
+        &[&job.id, &job.attempts, &now, &outcome, &error],
     )?;
     Ok(())
 }
 
 /// Ends our lease on a job with a new state. False when the lease is no
-/// longer ours (it expired and another process took the job).
+/// longer ours: it expired and another process took the job, or (the
+/// attempt number is the claim's fencing token) this very process claimed
+/// it again since. `sql_set` numbers its own parameters from `?5`.
 fn settle(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     job: &Job,
     owner: &str,
+    now: i64,
     sql_set: &str,
-    args: &[&dyn rusqlite::ToSql],
-) -> rusqlite::Result<bool> {
+    args: &[&dyn ToParam],
+) -> anyhow::Result<bool> {
     let sql = format!(
         "UPDATE jobs SET {sql_set}, lease_owner = NULL, lease_until = NULL, updated_at = ?1
-         WHERE id = ?2 AND lease_owner = ?3"
+         WHERE id = ?2 AND lease_owner = ?3 AND attempts = ?4"
     );
-    let now = now_ms();
-    let mut all: Vec<&dyn rusqlite::ToSql> = vec![&now, &job.id, &owner];
+    let mut all: Vec<&dyn ToParam> = vec![&now, &job.id, &owner, &job.attempts];
     all.extend_from_slice(args);
-    Ok(exec(tx, &sql, all.as_slice())? == 1)
+    Ok(tx.exec(&sql, &all)? == 1)
 }
 
 /// Makes shipment write-backs runnable once the accepted write-back is done
 /// (and a cancel write-back that waited for it: see `record_cancellations`;
 /// the count is of shipments only).
-fn release_waiting(tx: &Transaction, key: &str, now: i64) -> rusqlite::Result<usize> {
-    exec(
-        tx,
+fn release_waiting(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<usize> {
+    tx.exec(
         "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
          WHERE order_key = ?1 AND kind = 'write_cancelled' AND state = 'waiting'",
-        params![key, now],
+        &[&key, &now],
     )?;
-    exec(
-        tx,
+    tx.exec(
         "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
          WHERE order_key = ?1 AND kind = 'write_shipped' AND state = 'waiting'",
-        params![key, now],
+        &[&key, &now],
     )
 }
 
 /// For sources that take no "shipped" write-back: an order the ERP already
 /// shipped is complete as soon as it is accepted (nothing is left to send).
 fn complete_if_shipped_without_write_back(
-    tx: &Transaction,
+    tx: &mut Tx<'_>,
     key: &str,
     now: i64,
-) -> rusqlite::Result<usize> {
-    exec(
-        tx,
+) -> anyhow::Result<usize> {
+    tx.exec(
         "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2
          WHERE order_key = ?1 AND state = 'accepted' AND shipped_at IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
                            AND state != 'done')",
-        params![key, now],
+        &[&key, &now],
     )
+}
+
+/// The `payload` of the done shipment write-backs of an order before job `job_id`.
+fn earlier_payloads(tx: &mut Tx<'_>, order_key: &str, job_id: i64) -> anyhow::Result<Vec<String>> {
+    let rows = tx.query(
+        "SELECT payload FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+           AND state = 'done' AND id < ?2 ORDER BY id",
+        &[&order_key, &job_id],
+    )?;
+    let mut out = Vec::new();
+    for r in rows {
+        if let Some(p) = r.get::<Option<String>>(0)? {
+            out.push(p);
+        }
+    }
+    Ok(out)
 }
 
 /// Due jobs of a source (`?1`) at `?2`, earliest first, at most `?3`.
@@ -308,7 +322,10 @@ const CLAIM_SQL: &str =
      ORDER BY next_attempt_at LIMIT ?3";
 
 impl Store {
-    /// Leases up to `limit` due jobs of `source`.
+    /// Leases up to `limit` due jobs of `source`. On PostgreSQL the claim is
+    /// one statement with `FOR UPDATE SKIP LOCKED` on the database's clock
+    /// (several nodes claim at once, see `pg::jobs`); on SQLite it is one
+    /// `IMMEDIATE` transaction.
     pub fn claim(
         &self,
         source: &str,
@@ -320,30 +337,41 @@ impl Store {
         if limit == 0 {
             return Ok(Vec::new());
         }
-        let mut conn = self.lock();
+        let mut guard = self.lock();
+        let conn = match &mut *guard {
+            Conn::Sqlite(conn) => conn,
+            Conn::Postgres(_) => {
+                drop(guard);
+                return self.pg_claim(source, owner, lease, limit, filter);
+            }
+        };
         if let ClaimFilter::Orders(keys) = filter {
-            self.fill_claim_keys(&conn, keys)?;
+            self.fill_claim_keys(conn, keys)?;
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
-        let lease_until = now + lease.as_millis() as i64;
+        let lease_until =
+            now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2));
         let mut jobs = Vec::new();
         {
             let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
             let filtered = matches!(filter, ClaimFilter::Orders(_));
-            let rows = stmt.query_map(params![source, now, limit as i64, filtered], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, String>(3)?,
-                    r.get::<_, u32>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, Option<String>>(7)?,
-                    r.get::<_, Option<i64>>(8)?,
-                ))
-            })?;
+            let rows = stmt.query_map(
+                rusqlite::params![source, now, limit as i64, filtered],
+                |r| {
+                    Ok((
+                        r.get::<_, i64>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, String>(3)?,
+                        r.get::<_, u32>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, Option<String>>(7)?,
+                        r.get::<_, Option<i64>>(8)?,
+                    ))
+                },
+            )?;
             for row in rows {
                 let (
                     id,
@@ -376,61 +404,57 @@ impl Store {
                 }
             }
         }
-        for job in &jobs {
-            // The attempt counts from the claim: a job that crashes the
-            // process every time still runs out of attempts and is parked.
-            exec(
-            &tx,
+        {
+            let mut stmt = tx.prepare_cached(
                 "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1, updated_at = ?4,
                         started_at = COALESCE(started_at, ?4)
                  WHERE id = ?1",
-                params![job.id, owner, lease_until, now],
             )?;
+            for job in &jobs {
+                // The attempt counts from the claim: a job that crashes the
+                // process every time still runs out of attempts and is parked.
+                stmt.execute(rusqlite::params![job.id, owner, lease_until, now])?;
+            }
         }
         tx.commit()?;
         Ok(jobs)
     }
 
     pub fn order_for_job(&self, order_key: &str) -> anyhow::Result<Option<OrderForJob>> {
-        let conn = self.lock();
-        // Cached: this runs for every job (rusqlite's query_row compiles the
-        // statement on every call).
-        let row = conn
-            .prepare_cached(
+        let line_order = match self.lock().dialect() {
+            Dialect::Sqlite => "rowid",
+            Dialect::Postgres => "seq",
+        };
+        let lines_sql = format!(
+            "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY {line_order}"
+        );
+        self.lock().read(|tx| {
+            let Some(r) = tx.query_opt(
                 "SELECT state, canonical_json, raw_payload, content_hash, external_id, erp_order_number, note
                  FROM orders WHERE order_key = ?1",
+                &[&order_key],
             )?
-            .query_row(
-                params![order_key],
-                |r| {
-                    Ok(OrderForJob {
-                        state: r.get(0)?,
-                        canonical_json: r.get(1)?,
-                        raw_payload: r.get(2)?,
-                        content_hash: r.get(3)?,
-                        external_id: r.get(4)?,
-                        erp_order_number: r.get(5)?,
-                        note: r.get(6)?,
-                        lines: Vec::new(),
-                    })
-                },
-            )
-            .optional()?;
-        let Some(mut order) = row else {
-            return Ok(None);
-        };
-        let mut stmt = conn.prepare_cached(
-            "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY rowid",
-        )?;
-        order.lines = stmt
-            .query_map(params![order_key], |r| {
-                Ok(LineNumber {
+            else {
+                return Ok(None);
+            };
+            let mut order = OrderForJob {
+                state: r.get(0)?,
+                canonical_json: r.get(1)?,
+                raw_payload: r.get(2)?,
+                content_hash: r.get(3)?,
+                external_id: r.get(4)?,
+                erp_order_number: r.get(5)?,
+                note: r.get(6)?,
+                lines: Vec::new(),
+            };
+            for r in tx.query(&lines_sql, &[&order_key])? {
+                order.lines.push(LineNumber {
                     source_line_id: r.get(0)?,
                     erp_line_number: r.get(1)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(Some(order))
+                });
+            }
+            Ok(Some(order))
+        })
     }
 
     /// The ERP accepted the order: record its number and line numbers and
@@ -443,147 +467,142 @@ impl Store {
         pushed_hash: &str,
         write_back: bool,
     ) -> anyhow::Result<bool> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        if !settle(&tx, job, owner, "state = 'done', last_error = NULL", &[])? {
-            return Ok(false);
-        }
-        let new_state = if write_back {
-            OrderState::Pushed
-        } else {
-            OrderState::Accepted
-        };
-        // The ERP already had an order for this key, and an earlier attempt
-        // whose outcome we never learned sent another version: what the ERP
-        // holds is that version, not this one (issue 12.3). Record that, and
-        // flag the difference for an operator instead of claiming otherwise.
-        let earlier = job
-            .sent_hash
-            .as_deref()
-            .filter(|sent| !accepted.created && *sent != pushed_hash);
-        let holds = earlier.unwrap_or(pushed_hash);
-        // The source cancelled the order while this push was under way: the
-        // ERP has it now, so the cancel follows it there (never lost).
-        let cancelled_meanwhile: Option<Option<String>> = tx
-            .query_row(
-                "SELECT note FROM orders WHERE order_key = ?1 AND state = 'cancelled'",
-                params![job.order_key],
-                |r| r.get(0),
-            )
-            .optional()?;
-        exec(
-            &tx,
-            "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
-                               erp_order_number = ?3, pushed_at = ?4, pushed_hash = ?5, updated_at = ?4,
-                               accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END,
-                               changed_after_push_at = CASE WHEN ?7 THEN ?4 ELSE changed_after_push_at END
-             WHERE order_key = ?1",
-            params![job.order_key, new_state, accepted.erp_order_number, now, holds, write_back, earlier.is_some()],
-        )?;
-        if earlier.is_some() {
+        self.lock().write(|tx| {
+            let now = now_ms();
+            if !settle(tx, job, owner, now, "state = 'done', last_error = NULL", &[])? {
+                return Ok(false);
+            }
+            let new_state = if write_back {
+                OrderState::Pushed
+            } else {
+                OrderState::Accepted
+            };
+            // The ERP already had an order for this key, and an earlier attempt
+            // whose outcome we never learned sent another version: what the ERP
+            // holds is that version, not this one (issue 12.3). Record that, and
+            // flag the difference for an operator instead of claiming otherwise.
+            let earlier = job
+                .sent_hash
+                .as_deref()
+                .filter(|sent| !accepted.created && *sent != pushed_hash);
+            let holds = earlier.unwrap_or(pushed_hash);
+            // The source cancelled the order while this push was under way: the
+            // ERP has it now, so the cancel follows it there (never lost).
+            let cancelled_meanwhile: Option<Option<String>> = tx
+                .query_opt(
+                    "SELECT note FROM orders WHERE order_key = ?1 AND state = 'cancelled'",
+                    &[&job.order_key],
+                )?
+                .map(|r| r.get(0))
+                .transpose()?;
+            tx.exec(
+                "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
+                                   erp_order_number = ?3, pushed_at = ?4, pushed_hash = ?5, updated_at = ?4,
+                                   accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END,
+                                   changed_after_push_at = CASE WHEN ?7 THEN ?4 ELSE changed_after_push_at END
+                 WHERE order_key = ?1",
+                &[
+                    &job.order_key,
+                    &new_state,
+                    &accepted.erp_order_number,
+                    &now,
+                    &holds,
+                    &write_back,
+                    &earlier.is_some(),
+                ],
+            )?;
+            if earlier.is_some() {
+                event(
+                    tx,
+                    &job.order_key,
+                    now,
+                    "changed_after_push",
+                    "the ERP already held this order from an earlier attempt, made from an earlier version; the source changed since: compare them by hand",
+                )?;
+            }
+            for line in &accepted.lines {
+                tx.exec(
+                    "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(order_key, source_line_id) DO UPDATE SET erp_line_number = excluded.erp_line_number",
+                    &[&job.order_key, &line.source_line_id, &line.erp_line_number],
+                )?;
+            }
+            if let Some(note) = &cancelled_meanwhile {
+                let reason = note.as_deref().unwrap_or("cancelled at the source");
+                super::cancel::queue_erp_cancel(tx, &job.source, &job.order_key, reason, now)?;
+            } else if write_back {
+                tx.exec(
+                    "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+                     VALUES (?1, 'write_accepted', ?2, '', 'pending', 0, ?3, ?3, ?3)
+                     ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                    &[&job.source, &job.order_key, &now],
+                )?;
+            } else {
+                release_waiting(tx, &job.order_key, now)?;
+                complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
+            }
+            attempt_row(tx, job, "done", None, now)?;
             event(
-                &tx,
+                tx,
                 &job.order_key,
                 now,
-                "changed_after_push",
-                "the ERP already held this order from an earlier attempt, made from an earlier version; the source changed since: compare them by hand",
+                "pushed",
+                &format!("ERP order {}", accepted.erp_order_number),
             )?;
-        }
-        for line in &accepted.lines {
-            exec(
-            &tx,
-                "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, ?2, ?3)
-                 ON CONFLICT(order_key, source_line_id) DO UPDATE SET erp_line_number = excluded.erp_line_number",
-                params![job.order_key, line.source_line_id, line.erp_line_number],
-            )?;
-        }
-        if let Some(note) = cancelled_meanwhile {
-            let reason = note.unwrap_or_else(|| "cancelled at the source".into());
-            super::cancel::queue_erp_cancel(&tx, &job.source, &job.order_key, &reason, now)?;
-        } else if write_back {
-            exec(
-            &tx,
-                "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
-                 VALUES (?1, 'write_accepted', ?2, '', 'pending', 0, ?3, ?3, ?3)
-                 ON CONFLICT(order_key, kind, ref) DO NOTHING",
-                params![job.source, job.order_key, now],
-            )?;
-        } else {
-            release_waiting(&tx, &job.order_key, now)?;
-            complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
-        }
-        attempt_row(&tx, job, "done", None, now)?;
-        event(
-            &tx,
-            &job.order_key,
-            now,
-            "pushed",
-            &format!("ERP order {}", accepted.erp_order_number),
-        )?;
-        tx.commit()?;
-        Ok(true)
+            Ok(true)
+        })
     }
 
     /// A write-back (or a push that turned out not to be needed) is done.
     pub fn finish_job(&self, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        if !settle(&tx, job, owner, "state = 'done', last_error = NULL", &[])? {
-            return Ok(false);
-        }
-        match job.kind {
-            JobKind::Push => {}
-            JobKind::WriteAccepted => {
-                // A 'done' write_shipped row without a write-back is only a
-                // marker (see record_shipments_with): nothing left to send.
-                let shipped = release_waiting(&tx, &job.order_key, now)? > 0
-                    || tx
-                        .prepare_cached(
+        self.lock().write(|tx| {
+            let now = now_ms();
+            if !settle(tx, job, owner, now, "state = 'done', last_error = NULL", &[])? {
+                return Ok(false);
+            }
+            match job.kind {
+                JobKind::Push => {}
+                JobKind::WriteAccepted => {
+                    // A 'done' write_shipped row without a write-back is only a
+                    // marker (see record_shipments_with): nothing left to send.
+                    let shipped = release_waiting(tx, &job.order_key, now)? > 0
+                        || tx.value::<i64>(
                             "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
                              AND state != 'done'",
-                        )?
-                        .query_row(params![job.order_key], |r| r.get::<_, i64>(0))?
-                        > 0;
-                exec(
-                    &tx,
-                    "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
-                                       accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
-                    params![
-                        job.order_key,
-                        if shipped {
-                            OrderState::Shipped
-                        } else {
-                            OrderState::Accepted
-                        },
-                        now
-                    ],
-                )?;
-                complete_if_shipped_without_write_back(&tx, &job.order_key, now)?;
-            }
-            JobKind::CancelInErp => super::cancel::erp_cancel_done(&tx, &job.order_key, now)?,
-            JobKind::WriteCancelled => {}
-            JobKind::WriteShipped => {
-                let open: i64 = tx
-                    .prepare_cached(
+                            &[&job.order_key],
+                        )? > 0;
+                    let next = if shipped {
+                        OrderState::Shipped
+                    } else {
+                        OrderState::Accepted
+                    };
+                    tx.exec(
+                        "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
+                                           accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
+                        &[&job.order_key, &next, &now],
+                    )?;
+                    complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
+                }
+                JobKind::CancelInErp => super::cancel::erp_cancel_done(tx, &job.order_key, now)?,
+                JobKind::WriteCancelled => {}
+                JobKind::WriteShipped => {
+                    let open: i64 = tx.value(
                         "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
                          AND state IN ('pending', 'waiting')",
-                    )?
-                    .query_row(params![job.order_key], |r| r.get(0))?;
-                if open == 0 {
-                    exec(
-                        &tx,
-                        "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2 WHERE order_key = ?1",
-                        params![job.order_key, now],
+                        &[&job.order_key],
                     )?;
+                    if open == 0 {
+                        tx.exec(
+                            "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2 WHERE order_key = ?1",
+                            &[&job.order_key, &now],
+                        )?;
+                    }
                 }
             }
-        }
-        attempt_row(&tx, job, "done", None, now)?;
-        event(&tx, &job.order_key, now, job.kind.as_str(), detail)?;
-        tx.commit()?;
-        Ok(true)
+            attempt_row(tx, job, "done", None, now)?;
+            event(tx, &job.order_key, now, job.kind.as_str(), detail)?;
+            Ok(true)
+        })
     }
 
     /// Makes `temp.claim_keys` (this connection's own) hold exactly `keys`,
@@ -605,7 +624,7 @@ impl Store {
         let mut insert =
             conn.prepare_cached("INSERT OR IGNORE INTO temp.claim_keys (order_key) VALUES (?1)")?;
         for k in keys {
-            insert.execute(params![k])?;
+            insert.execute([k])?;
         }
         *memo = Some(fingerprint);
         Ok(())
@@ -617,40 +636,46 @@ impl Store {
     /// ends for every job when it ends for one (SPEC: converge soon after).
     /// The remote's own pause (`Retry-After`) still holds every request.
     pub fn pull_forward(&self, source: &str, pushes: bool) -> anyhow::Result<usize> {
-        let conn = self.lock();
         let now = now_ms();
-        Ok(exec(
-            &conn,
-            "UPDATE jobs SET next_attempt_at = ?2
-             WHERE source = ?1 AND state = 'pending' AND next_attempt_at > ?2
-               AND first_failed_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?2)
-               AND ((?3 AND kind = 'push') OR (NOT ?3 AND kind != 'push'))",
-            params![source, now, pushes],
-        )?)
+        self.lock().auto(|tx| {
+            tx.exec(
+                "UPDATE jobs SET next_attempt_at = ?2
+                 WHERE source = ?1 AND state = 'pending' AND next_attempt_at > ?2
+                   AND first_failed_at IS NOT NULL AND (lease_until IS NULL OR lease_until < ?2)
+                   AND ((?3 AND kind = 'push') OR (NOT ?3 AND kind != 'push'))",
+                &[&source, &now, &pushes],
+            )
+        })
     }
 
     /// Extends the lease of a job we are still running. `false` when the job
     /// is no longer ours (its lease lapsed and another runner took it): the
     /// caller must stop and leave the result to that runner.
     pub fn renew_lease(&self, job: &Job, owner: &str, lease: Duration) -> anyhow::Result<bool> {
-        let conn = self.lock();
-        let now = now_ms();
-        Ok(exec(
-            &conn,
-            "UPDATE jobs SET lease_until = ?3 WHERE id = ?1 AND lease_owner = ?2 AND state = 'pending'",
-            params![job.id, owner, now + lease.as_millis() as i64],
-        )? == 1)
+        if self.on_postgres() {
+            return self.pg_renew_lease(job, owner, lease);
+        }
+        let until =
+            now_ms().saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2));
+        Ok(self.lock().auto(|tx| {
+            tx.exec(
+                "UPDATE jobs SET lease_until = ?3
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?4 AND state = 'pending'",
+                &[&job.id, &owner, &until, &job.attempts],
+            )
+        })? == 1)
     }
 
     /// Notes the content a push attempt sent when its outcome is unknown
     /// (the first such attempt wins: that is what the ERP may hold).
     pub fn remember_sent(&self, job: &Job, owner: &str, hash: &str) -> anyhow::Result<()> {
-        let conn = self.lock();
-        exec(
-            &conn,
-            "UPDATE jobs SET sent_hash = COALESCE(sent_hash, ?3) WHERE id = ?1 AND lease_owner = ?2",
-            params![job.id, owner, hash],
-        )?;
+        self.lock().auto(|tx| {
+            tx.exec(
+                "UPDATE jobs SET sent_hash = COALESCE(sent_hash, ?3)
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?4",
+                &[&job.id, &owner, &hash, &job.attempts],
+            )
+        })?;
         Ok(())
     }
 
@@ -662,12 +687,13 @@ impl Store {
         owner: &str,
         step: Option<&str>,
     ) -> anyhow::Result<bool> {
-        let conn = self.lock();
-        Ok(exec(
-            &conn,
-            "UPDATE jobs SET sent_hash = ?3 WHERE id = ?1 AND lease_owner = ?2 AND kind != 'push'",
-            params![job.id, owner, step],
-        )? == 1)
+        Ok(self.lock().auto(|tx| {
+            tx.exec(
+                "UPDATE jobs SET sent_hash = ?3
+                 WHERE id = ?1 AND lease_owner = ?2 AND attempts = ?4 AND kind != 'push'",
+                &[&job.id, &owner, &step, &job.attempts],
+            )
+        })? == 1)
     }
 
     /// A retryable failure: try again at `next_at_ms`.
@@ -681,52 +707,52 @@ impl Store {
         // The last line of defence: nothing a remote echoed of our secrets is stored.
         let error = crate::secret::redact(error);
         let error = error.as_str();
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        if !settle(
-            &tx,
-            job,
-            owner,
-            "last_error = ?4, next_attempt_at = ?5, first_failed_at = COALESCE(first_failed_at, ?1)",
-            &[&error, &next_at_ms],
-        )? {
-            return Ok(false);
-        }
-        attempt_row(&tx, job, "retry", Some(error), now)?;
-        tx.commit()?;
-        Ok(true)
+        self.lock().write(|tx| {
+            let now = now_ms();
+            if !settle(
+                tx,
+                job,
+                owner,
+                now,
+                "last_error = ?5, next_attempt_at = ?6, first_failed_at = COALESCE(first_failed_at, ?1)",
+                &[&error, &next_at_ms],
+            )? {
+                return Ok(false);
+            }
+            attempt_row(tx, job, "retry", Some(error), now)?;
+            Ok(true)
+        })
     }
 
     /// A permanent failure, or attempts exhausted: only an operator retries it.
     pub fn park(&self, job: &Job, owner: &str, reason: &str) -> anyhow::Result<bool> {
         let reason = crate::secret::redact(reason);
         let reason = reason.as_str();
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        if !settle(
-            &tx,
-            job,
-            owner,
-            "state = 'parked', last_error = ?4, parked_reason = ?4, parked_at = ?1",
-            &[&reason],
-        )? {
-            return Ok(false);
-        }
-        attempt_row(&tx, job, "parked", Some(reason), now)?;
-        if job.kind == JobKind::CancelInErp {
-            super::cancel::erp_cancel_refused(&tx, &job.order_key, now)?;
-        }
-        event(
-            &tx,
-            &job.order_key,
-            now,
-            "parked",
-            &format!("{}: {reason}", job.kind.as_str()),
-        )?;
-        tx.commit()?;
-        Ok(true)
+        self.lock().write(|tx| {
+            let now = now_ms();
+            if !settle(
+                tx,
+                job,
+                owner,
+                now,
+                "state = 'parked', last_error = ?5, parked_reason = ?5, parked_at = ?1",
+                &[&reason],
+            )? {
+                return Ok(false);
+            }
+            attempt_row(tx, job, "parked", Some(reason), now)?;
+            if job.kind == JobKind::CancelInErp {
+                super::cancel::erp_cancel_refused(tx, &job.order_key, now)?;
+            }
+            event(
+                tx,
+                &job.order_key,
+                now,
+                "parked",
+                &format!("{}: {reason}", job.kind.as_str()),
+            )?;
+            Ok(true)
+        })
     }
 
     /// Records shipments the ERP reported and the shipments cursor in one
@@ -751,287 +777,278 @@ impl Store {
         cursor: &str,
         takes_write_back: impl Fn(&str) -> bool,
     ) -> anyhow::Result<Vec<(String, String)>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let mut queued = Vec::new();
-        for s in shipments {
-            let row: Option<(String, OrderState)> = tx
-                .query_row(
+        let fence = self.fence_for(super::fence::ERP_FEED, Some("live"))?;
+        self.lock().write(|tx| {
+            if let Some(lease) = &fence {
+                super::fence::check(tx, lease)?;
+            }
+            let now = now_ms();
+            let mut queued = Vec::new();
+            for s in shipments {
+                let Some(r) = tx.query_opt(
                     "SELECT source, state FROM orders WHERE order_key = ?1",
-                    params![s.order_key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?;
-            let Some((source, state)) = row else { continue };
-            if s.erp_shipment_id.is_some()
-                && let Some(legacy) = s.legacy_ref()
-                && tx
-                    .query_row(
-                        "SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped' AND ref = ?2",
-                        params![s.order_key, legacy],
-                        |_| Ok(()),
-                    )
-                    .optional()?
-                    .is_some()
-            {
-                continue;
-            }
-            let mut s = s.clone();
-            for line in s.lines.iter_mut().filter(|l| l.source_line_id.is_empty()) {
-                if let Some(erp_line) = &line.erp_line_number
-                    && let Some(id) = tx
-                        .query_row(
-                            "SELECT source_line_id FROM order_lines WHERE order_key = ?1 AND erp_line_number = ?2",
-                            params![s.order_key, erp_line],
-                            |r| r.get::<_, String>(0),
-                        )
-                        .optional()?
-                {
-                    line.source_line_id = id;
-                }
-            }
-            // A line the ledger cannot place keeps its empty source id: the
-            // write-back then refuses it by name (parked), never delivering
-            // the whole order in its place.
-            let s = &s;
-            let ready = matches!(
-                state,
-                OrderState::Accepted | OrderState::Shipped | OrderState::Completed
-            );
-            let writes = takes_write_back(&source);
-            let job_state = match (writes, ready) {
-                (false, _) => JobState::Done,
-                (true, true) => JobState::Pending,
-                (true, false) => JobState::Waiting,
-            };
-            let payload = serde_json::to_string(s)?;
-            let inserted = exec(
-            &tx,
-                "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
-                 VALUES (?1, 'write_shipped', ?2, ?3, ?4, 0, ?5, ?6, ?5, ?5)
-                 ON CONFLICT(order_key, kind, ref) DO NOTHING",
-                params![source, s.order_key, s.job_ref(), job_state, now, payload],
-            )?;
-            if inserted == 1 {
-                let update = if writes {
-                    "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
-                       state = CASE WHEN state IN ('accepted', 'completed') THEN 'shipped' ELSE state END
-                     WHERE order_key = ?1"
-                } else {
-                    "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
-                       completed_at = CASE WHEN state IN ('accepted', 'shipped', 'completed') THEN ?2 ELSE completed_at END,
-                       state = CASE WHEN state IN ('accepted', 'shipped', 'completed') THEN 'completed' ELSE state END
-                     WHERE order_key = ?1"
+                    &[&s.order_key],
+                )?
+                else {
+                    continue;
                 };
-                exec(&tx, update, params![s.order_key, now])?;
-                event(
-                    &tx,
-                    &s.order_key,
-                    now,
-                    "shipment",
-                    &format!(
-                        "carrier {}, tracking {}{}",
-                        s.carrier.as_deref().unwrap_or("-"),
-                        s.tracking_number.as_deref().unwrap_or("-"),
-                        if writes {
-                            ""
-                        } else {
-                            " (the source takes no shipped write-back: recorded here only)"
-                        }
-                    ),
+                let (source, state): (String, OrderState) = (r.get(0)?, r.get(1)?);
+                if s.erp_shipment_id.is_some()
+                    && let Some(legacy) = s.legacy_ref()
+                    && tx
+                        .query_opt(
+                            "SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped' AND ref = ?2",
+                            &[&s.order_key, &legacy],
+                        )?
+                        .is_some()
+                {
+                    continue;
+                }
+                let mut s = s.clone();
+                for line in s.lines.iter_mut().filter(|l| l.source_line_id.is_empty()) {
+                    if let Some(erp_line) = &line.erp_line_number
+                        && let Some(r) = tx.query_opt(
+                            "SELECT source_line_id FROM order_lines WHERE order_key = ?1 AND erp_line_number = ?2",
+                            &[&s.order_key, &erp_line],
+                        )?
+                    {
+                        line.source_line_id = r.get(0)?;
+                    }
+                }
+                // A line the ledger cannot place keeps its empty source id: the
+                // write-back then refuses it by name (parked), never delivering
+                // the whole order in its place.
+                let s = &s;
+                let ready = matches!(
+                    state,
+                    OrderState::Accepted | OrderState::Shipped | OrderState::Completed
+                );
+                let writes = takes_write_back(&source);
+                let job_state = match (writes, ready) {
+                    (false, _) => JobState::Done,
+                    (true, true) => JobState::Pending,
+                    (true, false) => JobState::Waiting,
+                };
+                let payload = serde_json::to_string(s)?;
+                let inserted = tx.exec(
+                    "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, payload, created_at, updated_at)
+                     VALUES (?1, 'write_shipped', ?2, ?3, ?4, 0, ?5, ?6, ?5, ?5)
+                     ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                    &[&source, &s.order_key, &s.job_ref(), &job_state, &now, &payload],
                 )?;
-                if writes {
-                    queued.push((source, s.order_key.clone()));
+                if inserted == 1 {
+                    let update = if writes {
+                        "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
+                           state = CASE WHEN state IN ('accepted', 'completed') THEN 'shipped' ELSE state END
+                         WHERE order_key = ?1"
+                    } else {
+                        "UPDATE orders SET shipped_at = ?2, updated_at = ?2,
+                           completed_at = CASE WHEN state IN ('accepted', 'shipped', 'completed') THEN ?2 ELSE completed_at END,
+                           state = CASE WHEN state IN ('accepted', 'shipped', 'completed') THEN 'completed' ELSE state END
+                         WHERE order_key = ?1"
+                    };
+                    tx.exec(update, &[&s.order_key, &now])?;
+                    event(
+                        tx,
+                        &s.order_key,
+                        now,
+                        "shipment",
+                        &format!(
+                            "carrier {}, tracking {}{}",
+                            s.carrier.as_deref().unwrap_or("-"),
+                            s.tracking_number.as_deref().unwrap_or("-"),
+                            if writes {
+                                ""
+                            } else {
+                                " (the source takes no shipped write-back: recorded here only)"
+                            }
+                        ),
+                    )?;
+                    if writes {
+                        queued.push((source, s.order_key.clone()));
+                    }
                 }
             }
-        }
-        exec(
-            &tx,
-            "INSERT INTO cursors (source, scope, value, updated_at) VALUES ('_erp', 'shipments', ?1, ?2)
-             ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![cursor, now],
-        )?;
-        tx.commit()?;
-        Ok(queued)
+            tx.exec(
+                "INSERT INTO cursors (source, scope, value, updated_at) VALUES ('_erp', 'shipments', ?1, ?2)
+                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &[&cursor, &now],
+            )?;
+            Ok(queued)
+        })
     }
 
     /// `retry KEY`: parked jobs of one order go back in the queue. A skipped
     /// order is un-skipped: the jobs the skip stopped are due again and the
     /// order is back where they leave it (queued before its push, else pushed).
     pub fn requeue_order(&self, order_key: &str) -> anyhow::Result<usize> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let skipped = exec(
-            &tx,
-            "UPDATE orders SET state = CASE WHEN erp_order_number IS NULL THEN 'queued' ELSE 'pushed' END,
-                               note = NULL, updated_at = ?2
-             WHERE order_key = ?1 AND state = 'skipped'",
-            params![order_key, now],
-        )?;
-        let mut revived = 0;
-        if skipped > 0 {
-            // A skipped order that never had a push job (held when skipped)
-            // gets one now: the operator asked for it.
-            exec(
-                &tx,
-                "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
-                 SELECT source, 'push', order_key, '', 'cancelled', 0, ?2, ?2, ?2 FROM orders
-                 WHERE order_key = ?1 AND erp_order_number IS NULL AND canonical_json IS NOT NULL
-                 ON CONFLICT(order_key, kind, ref) DO NOTHING",
-                params![order_key, now],
+        self.lock().write(|tx| {
+            let now = now_ms();
+            let skipped = tx.exec(
+                "UPDATE orders SET state = CASE WHEN erp_order_number IS NULL THEN 'queued' ELSE 'pushed' END,
+                                   note = NULL, updated_at = ?2
+                 WHERE order_key = ?1 AND state = 'skipped'",
+                &[&order_key, &now],
             )?;
-            revived = exec(
-                &tx,
-                "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
-                                 first_failed_at = NULL, updated_at = ?2
-                 WHERE order_key = ?1 AND state = 'cancelled'
-                   AND (kind = 'push' OR last_error LIKE 'skipped:%')",
-                params![order_key, now],
+            let mut revived = 0;
+            if skipped > 0 {
+                // A skipped order that never had a push job (held when skipped)
+                // gets one now: the operator asked for it.
+                tx.exec(
+                    "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+                     SELECT source, 'push', order_key, '', 'cancelled', 0, ?2, ?2, ?2 FROM orders
+                     WHERE order_key = ?1 AND erp_order_number IS NULL AND canonical_json IS NOT NULL
+                     ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                    &[&order_key, &now],
+                )?;
+                revived = tx.exec(
+                    "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, last_error = NULL,
+                                     first_failed_at = NULL, updated_at = ?2
+                     WHERE order_key = ?1 AND state = 'cancelled'
+                       AND (kind = 'push' OR last_error LIKE 'skipped:%')",
+                    &[&order_key, &now],
+                )?;
+                event(tx, order_key, now, "unskipped", "retry by an operator")?;
+            }
+            let requeued = tx.exec(
+                "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, parked_reason = NULL,
+                                 parked_at = NULL, first_failed_at = NULL, updated_at = ?2
+                 WHERE order_key = ?1 AND state = 'parked'",
+                &[&order_key, &now],
             )?;
-            event(&tx, order_key, now, "unskipped", "retry by an operator")?;
-        }
-        let requeued = exec(&tx,
-            "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?2, parked_reason = NULL,
-                             parked_at = NULL, first_failed_at = NULL, updated_at = ?2
-             WHERE order_key = ?1 AND state = 'parked'",
-            params![order_key, now],
-        )?;
-        super::cancel::erp_cancel_retried(&tx, order_key, now)?;
-        tx.commit()?;
-        Ok(requeued + revived)
+            super::cancel::erp_cancel_retried(tx, order_key, now)?;
+            Ok(requeued + revived)
+        })
     }
 
     /// `skip KEY --reason`: stops every open job of the order on purpose.
     /// `None` when there is no such order.
     pub fn skip_order(&self, order_key: &str, reason: &str) -> anyhow::Result<Option<usize>> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let now = now_ms();
-        let found = exec(
-            &tx,
-            "UPDATE orders SET state = 'skipped', note = ?2, updated_at = ?3 WHERE order_key = ?1",
-            params![order_key, format!("skipped by an operator: {reason}"), now],
-        )?;
-        if found == 0 {
-            return Ok(None);
-        }
-        let stopped = exec(
-            &tx,
-            "UPDATE jobs SET state = 'cancelled', parked_reason = NULL, lease_owner = NULL, lease_until = NULL,
-                             last_error = ?2, updated_at = ?3
-             WHERE order_key = ?1 AND state IN ('pending', 'waiting', 'parked')",
-            params![order_key, format!("skipped: {reason}"), now],
-        )?;
-        event(&tx, order_key, now, "skipped", reason)?;
-        tx.commit()?;
-        Ok(Some(stopped))
+        self.lock().write(|tx| {
+            let now = now_ms();
+            let found = tx.exec(
+                "UPDATE orders SET state = 'skipped', note = ?2, updated_at = ?3 WHERE order_key = ?1",
+                &[&order_key, &format!("skipped by an operator: {reason}"), &now],
+            )?;
+            if found == 0 {
+                return Ok(None);
+            }
+            let stopped = tx.exec(
+                "UPDATE jobs SET state = 'cancelled', parked_reason = NULL, lease_owner = NULL, lease_until = NULL,
+                                 last_error = ?2, updated_at = ?3
+                 WHERE order_key = ?1 AND state IN ('pending', 'waiting', 'parked')",
+                &[&order_key, &format!("skipped: {reason}"), &now],
+            )?;
+            event(tx, order_key, now, "skipped", reason)?;
+            Ok(Some(stopped))
+        })
     }
 
     /// `retry --parked`: every parked job goes back in the queue.
     pub fn requeue_all_parked(&self) -> anyhow::Result<usize> {
-        let conn = self.lock();
         let now = now_ms();
-        let requeued = exec(&conn,
-            "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?1, parked_reason = NULL,
-                             parked_at = NULL, first_failed_at = NULL, updated_at = ?1
-             WHERE state = 'parked'",
-            params![now],
-        )?;
-        // Refused cancels are being asked again.
-        exec(
-            &conn,
-            "UPDATE orders SET state = 'cancelling', updated_at = ?1 WHERE state = 'cancel_refused'",
-            params![now],
-        )?;
-        Ok(requeued)
+        self.lock().write(|tx| {
+            let requeued = tx.exec(
+                "UPDATE jobs SET state = 'pending', attempts = 0, next_attempt_at = ?1, parked_reason = NULL,
+                                 parked_at = NULL, first_failed_at = NULL, updated_at = ?1
+                 WHERE state = 'parked'",
+                &[&now],
+            )?;
+            // Refused cancels are being asked again.
+            tx.exec(
+                "UPDATE orders SET state = 'cancelling', updated_at = ?1 WHERE state = 'cancel_refused'",
+                &[&now],
+            )?;
+            Ok(requeued)
+        })
     }
 
     /// Gives up our own leases (clean shutdown): the jobs are due again at once.
     pub fn release_leases(&self, owner: &str) -> anyhow::Result<usize> {
-        let conn = self.lock();
-        Ok(exec(
-            &conn,
-            "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
-            params![owner],
-        )?)
+        self.lock().auto(|tx| {
+            tx.exec(
+                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+                &[&owner],
+            )
+        })
     }
 
     /// Frees leases held by processes of this host that no longer exist
     /// (killed with SIGKILL), so a restart does not wait for them to expire.
+    /// On a shared ledger this frees only this host's dead processes; other
+    /// hosts' are the fleet rescue's (dead heartbeats).
     pub fn release_dead_leases(&self) -> anyhow::Result<usize> {
         let me = lease_owner();
         let host = me.split('/').next().unwrap_or_default().to_string();
-        let conn = self.lock();
-        let mut stmt =
-            conn.prepare("SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL")?;
-        let owners: Vec<String> = stmt
-            .query_map([], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
-        let mut freed = 0;
-        for owner in owners {
-            let mut parts = owner.split('/');
-            let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            if h != host {
-                continue;
+        self.lock().auto(|tx| {
+            let owners: Vec<String> = tx
+                .query(
+                    "SELECT DISTINCT lease_owner FROM jobs WHERE lease_owner IS NOT NULL",
+                    &[],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<anyhow::Result<_>>()?;
+            let mut freed = 0;
+            for owner in owners {
+                let mut parts = owner.split('/');
+                let (Some(h), Some(pid)) = (parts.next(), parts.next()) else {
+                    continue;
+                };
+                if h != host {
+                    continue;
+                }
+                if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+                    freed += tx.exec(
+                        "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
+                        &[&owner],
+                    )?;
+                }
             }
-            if !std::path::Path::new(&format!("/proc/{pid}")).exists() {
-                freed += exec(
-                    &conn,
-                    "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = ?1",
-                    params![owner],
-                )?;
-            }
-        }
-        Ok(freed)
+            Ok(freed)
+        })
     }
 
     /// When the next job of `source` that nobody holds is due (for the
     /// worker's sleep). Walks the `jobs_due` index from the earliest, so it
     /// costs the same with ten jobs queued or ten thousand.
     pub fn next_due_ms(&self, source: &str) -> anyhow::Result<Option<i64>> {
-        let conn = self.lock();
         let now = now_ms();
-        let mut stmt = conn.prepare_cached(
-            "SELECT next_attempt_at FROM jobs WHERE source = ?1 AND state = 'pending'
-               AND (lease_until IS NULL OR lease_until < ?2)
-             ORDER BY next_attempt_at LIMIT 1",
-        )?;
-        Ok(stmt
-            .query_row(params![source, now], |r| r.get(0))
-            .optional()?)
+        self.lock().auto(|tx| {
+            tx.query_opt(
+                "SELECT next_attempt_at FROM jobs WHERE source = ?1 AND state = 'pending'
+                   AND (lease_until IS NULL OR lease_until < ?2)
+                 ORDER BY next_attempt_at LIMIT 1",
+                &[&source, &now],
+            )?
+            .map(|r| r.get(0))
+            .transpose()
+        })
     }
 
     /// How many jobs of these orders are still to do (pending or waiting).
     pub fn open_jobs_for(&self, keys: &[String]) -> anyhow::Result<usize> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT count(*) FROM jobs WHERE order_key = ?1 AND state = 'pending' AND kind != 'write_shipped'",
-        )?;
-        let mut n = 0usize;
-        for k in keys {
-            n += stmt.query_row(params![k], |r| r.get::<_, i64>(0))? as usize;
-        }
-        Ok(n)
+        self.lock().read(|tx| {
+            let mut n = 0usize;
+            for k in keys {
+                n += tx.value::<usize>(
+                    "SELECT count(*) FROM jobs WHERE order_key = ?1 AND state = 'pending' AND kind != 'write_shipped'",
+                    &[k],
+                )?;
+            }
+            Ok(n)
+        })
     }
 
     /// What the earlier, completed shipment write-backs of an order
     /// delivered, per source line: a later shipment of the same line adds to
     /// it, so a repeat after a crash can tell what is still owed.
     pub fn shipped_before(&self, order_key: &str, job_id: i64) -> anyhow::Result<Vec<ShippedLine>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT payload FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-               AND state = 'done' AND id < ?2 ORDER BY id",
-        )?;
-        let payloads: Vec<Option<String>> = stmt
-            .query_map(params![order_key, job_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let payloads = self
+            .lock()
+            .auto(|tx| earlier_payloads(tx, order_key, job_id))?;
         let mut total: Vec<ShippedLine> = Vec::new();
-        for payload in payloads.into_iter().flatten() {
+        for payload in payloads {
             let Ok(shipment) = serde_json::from_str::<ErpShipment>(&payload) else {
                 continue;
             };
@@ -1083,13 +1100,16 @@ impl Store {
                 tracking_numbers: tracking,
             });
         }
-        let canonical: Option<String> = {
-            let conn = self.lock();
-            conn.prepare_cached("SELECT canonical_json FROM orders WHERE order_key = ?1")?
-                .query_row(params![order_key], |r| r.get(0))
-                .optional()?
-                .flatten()
-        };
+        let canonical: Option<String> = self.lock().auto(|tx| {
+            Ok(tx
+                .query_opt(
+                    "SELECT canonical_json FROM orders WHERE order_key = ?1",
+                    &[&order_key],
+                )?
+                .map(|r| r.get::<Option<String>>(0))
+                .transpose()?
+                .flatten())
+        })?;
         let ordered: Vec<(String, Decimal)> = canonical
             .and_then(|c| serde_json::from_str::<crate::model::Order>(&c).ok())
             .map(|o| {
@@ -1118,45 +1138,39 @@ impl Store {
 
     /// The shipments of this order written back before job `job_id`.
     fn earlier_shipments(&self, order_key: &str, job_id: i64) -> anyhow::Result<Vec<ErpShipment>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT payload FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-               AND state = 'done' AND id < ?2 ORDER BY id",
-        )?;
-        let payloads: Vec<Option<String>> = stmt
-            .query_map(params![order_key, job_id], |r| r.get(0))?
-            .collect::<Result<_, _>>()?;
+        let payloads = self
+            .lock()
+            .auto(|tx| earlier_payloads(tx, order_key, job_id))?;
         Ok(payloads
             .into_iter()
-            .flatten()
             .filter_map(|p| serde_json::from_str::<ErpShipment>(&p).ok())
             .collect())
     }
 
     /// Pending jobs of a source, due now or later.
     pub fn open_jobs(&self, source: &str) -> anyhow::Result<usize> {
-        let conn = self.lock();
-        Ok(conn.query_row(
-            "SELECT count(*) FROM jobs WHERE source = ?1 AND state = 'pending'",
-            params![source],
-            |r| r.get::<_, i64>(0),
-        )? as usize)
+        self.lock().auto(|tx| {
+            tx.value(
+                "SELECT count(*) FROM jobs WHERE source = ?1 AND state = 'pending'",
+                &[&source],
+            )
+        })
     }
 
     /// Parked jobs among these orders.
     pub fn parked_among(&self, keys: &[String]) -> anyhow::Result<Vec<(String, String)>> {
-        let conn = self.lock();
-        let mut stmt = conn.prepare_cached(
-            "SELECT order_key, COALESCE(parked_reason, '') FROM jobs WHERE order_key = ?1 AND state = 'parked'",
-        )?;
-        let mut out = Vec::new();
-        for k in keys {
-            let rows = stmt.query_map(params![k], |r| Ok((r.get(0)?, r.get(1)?)))?;
-            for row in rows {
-                out.push(row?);
+        self.lock().read(|tx| {
+            let mut out = Vec::new();
+            for k in keys {
+                for r in tx.query(
+                    "SELECT order_key, COALESCE(parked_reason, '') FROM jobs WHERE order_key = ?1 AND state = 'parked'",
+                    &[k],
+                )? {
+                    out.push((r.get(0)?, r.get(1)?));
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 }
 
@@ -1223,7 +1237,7 @@ mod tests {
                 .unwrap();
             std::thread::sleep(Duration::from_millis(2));
         }
-        let conn = store.lock();
+        let conn = store.lock_for_tests();
         // The very statement the claims ran, back from the cache.
         let stmt = conn.prepare_cached(CLAIM_SQL).unwrap();
         use rusqlite::StatementStatus::{RePrepare, Run, Sort};
@@ -1443,7 +1457,7 @@ mod tests {
         store
             .record_shipments_with(&[ship], "5", |_| false)
             .unwrap();
-        let conn = store.lock();
+        let conn = store.lock_for_tests();
         let events: i64 = conn
             .query_row(
                 "SELECT count(*) FROM events WHERE order_key = 'shop:1' AND kind = 'shipment'",
@@ -1635,7 +1649,7 @@ mod tests {
         let (_d, store) = temp_store();
         let hash_of = |store: &Store| -> String {
             store
-                .lock()
+                .lock_for_tests()
                 .query_row(
                     "SELECT content_hash FROM orders WHERE order_key = 'shop:1'",
                     [],
@@ -1645,7 +1659,7 @@ mod tests {
         };
         let column = |store: &Store, c: &str| -> Option<String> {
             store
-                .lock()
+                .lock_for_tests()
                 .query_row(
                     &format!("SELECT CAST({c} AS TEXT) FROM orders WHERE order_key = 'shop:1'"),
                     [],
@@ -1738,7 +1752,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        let conn = store.lock();
+        let conn = store.lock_for_tests();
         let payloads: Vec<String> = conn
             .prepare("SELECT payload FROM jobs WHERE kind = 'write_shipped' ORDER BY id")
             .unwrap()

@@ -5,12 +5,16 @@
 //! daemon's async code reaches them through [`Store::call`] (the ledger's own
 //! thread) and [`Store::read_off`] (reports), never on a runtime worker.
 
+#[cfg(test)]
+mod both;
 mod cancel;
+pub mod fence;
 mod ingest;
 mod jobs;
 mod migrations;
 mod recheck;
 mod retention;
+mod sql;
 mod status;
 mod thread;
 
@@ -24,6 +28,8 @@ use anyhow::Context;
 use chrono::{DateTime, SecondsFormat, TimeZone, Utc};
 use rusqlite::{Connection, OpenFlags};
 
+use sql::{Conn, Dialect, Tx};
+
 pub use cancel::{CancellationNote, ErpCancellation};
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
@@ -36,16 +42,37 @@ pub use status::{
 };
 
 pub struct Store {
-    conn: Mutex<Connection>,
-    /// A read-only connection for `status`, `orders` and the health and
-    /// metrics reports: in WAL mode it reads a snapshot beside the writer, so
-    /// a full-table report never holds up the engine's ledger calls.
-    reader: Mutex<Connection>,
+    conn: Mutex<Conn>,
+    /// A second connection for `status`, `orders` and the health and
+    /// metrics reports: it reads a snapshot beside the writer (SQLite's WAL,
+    /// PostgreSQL's MVCC), so a full-table report never holds up the
+    /// engine's ledger calls.
+    reader: Mutex<Conn>,
     /// Which key set `temp.claim_keys` holds (see `claim` with a filter).
     claim_keys: Mutex<Option<(usize, String, String)>>,
-    path: PathBuf,
+    /// The poll leases this process holds on a shared ledger ([`fence`]).
+    fences: Mutex<std::collections::HashMap<String, pg::PollLease>>,
+    location: Location,
     /// The ledger thread that runs the engine's calls ([`Store::call`]).
     thread: OnceLock<thread::LedgerThread>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never a password: only where the ledger is.
+        f.debug_struct("Store")
+            .field("ledger", &self.describe())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a ledger lives.
+#[derive(Clone, Debug)]
+enum Location {
+    /// The embedded SQLite file.
+    File(PathBuf),
+    /// A PostgreSQL ledger: `host:port/db`, never a password.
+    Postgres(String),
 }
 
 /// Milliseconds since the epoch, the unit of every time column.
@@ -94,13 +121,11 @@ impl Store {
         configure(&conn).with_context(|| format!("cannot open ledger {}", path.display()))?;
         migrations::migrate(&mut conn)
             .with_context(|| format!("cannot migrate ledger {}", path.display()))?;
-        Ok(Store {
-            conn: Mutex::new(conn),
-            reader: Mutex::new(read_connection(path)?),
-            claim_keys: Mutex::new(None),
-            path: path.to_path_buf(),
-            thread: OnceLock::new(),
-        })
+        Ok(Store::new(
+            Conn::Sqlite(conn),
+            Conn::Sqlite(read_connection(path)?),
+            Location::File(path.to_path_buf()),
+        ))
     }
 
     /// Opens an existing ledger for reading only (`status`, `orders`): never
@@ -127,31 +152,71 @@ impl Store {
                 migrations::latest()
             );
         }
-        Ok(Store {
+        Ok(Store::new(
+            Conn::Sqlite(conn),
+            Conn::Sqlite(read_connection(path)?),
+            Location::File(path.to_path_buf()),
+        ))
+    }
+
+    fn new(conn: Conn, reader: Conn, location: Location) -> Store {
+        Store {
             conn: Mutex::new(conn),
-            reader: Mutex::new(read_connection(path)?),
+            reader: Mutex::new(reader),
             claim_keys: Mutex::new(None),
-            path: path.to_path_buf(),
+            fences: Mutex::new(std::collections::HashMap::new()),
+            location,
             thread: OnceLock::new(),
-        })
+        }
     }
 
-    pub fn path(&self) -> &Path {
-        &self.path
+    /// Connects to a PostgreSQL ledger (`postgres://user@host:5432/db`, no
+    /// password in it: the config refuses one) and runs pending migrations.
+    /// Errors name the server, never the password.
+    pub fn connect(url: &str, password: Option<&crate::secret::Secret>) -> anyhow::Result<Store> {
+        let (writer, target) = pg::connect_client(url, password, true)?;
+        let (reader, _) = pg::connect_client(url, password, false)?;
+        Ok(Store::new(
+            Conn::Postgres(Box::new(sql::PgConn::new(writer))),
+            Conn::Postgres(Box::new(sql::PgConn::new(reader))),
+            Location::Postgres(target),
+        ))
     }
 
-    fn lock(&self) -> MutexGuard<'_, Connection> {
-        // A panic while holding the lock leaves SQLite consistent (the
+    /// The SQLite file of an embedded ledger (`None` on PostgreSQL).
+    pub fn path(&self) -> Option<&Path> {
+        match &self.location {
+            Location::File(p) => Some(p),
+            Location::Postgres(_) => None,
+        }
+    }
+
+    /// Where the ledger is, for people: a file, or `postgres://host:port/db`.
+    pub fn describe(&self) -> String {
+        match &self.location {
+            Location::File(p) => p.display().to_string(),
+            Location::Postgres(t) => format!("postgres://{t}"),
+        }
+    }
+
+    /// Whether several nodes may share this ledger (PostgreSQL).
+    pub fn is_shared(&self) -> bool {
+        matches!(self.location, Location::Postgres(_))
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Conn> {
+        // A panic while holding the lock leaves the database consistent (the
         // transaction rolls back on drop), so a poisoned lock is still usable.
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The SQLite connection, for tests that write behind the store's back.
     #[cfg(test)]
-    pub(crate) fn lock_for_tests(&self) -> MutexGuard<'_, Connection> {
-        self.lock()
+    pub(crate) fn lock_for_tests(&self) -> LiteGuard<'_> {
+        LiteGuard(self.lock())
     }
 
-    fn read(&self) -> MutexGuard<'_, Connection> {
+    fn read(&self) -> MutexGuard<'_, Conn> {
         self.reader.lock().unwrap_or_else(|p| p.into_inner())
     }
 
@@ -165,35 +230,44 @@ impl Store {
         let target = dest
             .to_str()
             .with_context(|| format!("backup path {} is not valid UTF-8", dest.display()))?;
-        let conn = self.read();
-        conn.execute("VACUUM INTO ?1", [target])
+        let mut conn = self.read();
+        if conn.dialect() == Dialect::Postgres {
+            anyhow::bail!(
+                "the ledger is in PostgreSQL ({}): back it up with pg_dump (docs/OPERATIONS.md, \"Fleet\")",
+                self.describe()
+            );
+        }
+        conn.auto(|tx| tx.exec("VACUUM INTO ?1", &[&target]))
             .with_context(|| format!("cannot write backup {}", dest.display()))?;
         Ok(())
     }
 }
 
-/// Runs a statement through the connection's statement cache: the daemon
-/// runs the same few statements for every order.
-pub(crate) fn exec<P: rusqlite::Params>(
-    conn: &Connection,
-    sql: &str,
-    params: P,
-) -> rusqlite::Result<usize> {
-    conn.prepare_cached(sql)?.execute(params)
+#[cfg(test)]
+pub(crate) struct LiteGuard<'a>(MutexGuard<'a, Conn>);
+
+#[cfg(test)]
+impl std::ops::Deref for LiteGuard<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        match &*self.0 {
+            Conn::Sqlite(c) => c,
+            Conn::Postgres(_) => panic!("an SQLite test helper on a PostgreSQL ledger"),
+        }
+    }
 }
 
 /// Adds a line to an order's history (`orders show`).
 pub(crate) fn event(
-    conn: &Connection,
+    tx: &mut Tx<'_>,
     key: &str,
     at: i64,
     kind: &str,
     detail: &str,
-) -> rusqlite::Result<()> {
-    exec(
-        conn,
+) -> anyhow::Result<()> {
+    tx.exec(
         "INSERT INTO events (order_key, at, kind, detail) VALUES (?1, ?2, ?3, ?4)",
-        rusqlite::params![key, at, kind, detail],
+        &[&key, &at, &kind, &detail],
     )?;
     Ok(())
 }

@@ -4,10 +4,9 @@
 //! `recheck`), so a large pile of orders that never change (abandoned
 //! carts waiting for payment) cannot starve the others.
 
+use super::sql::ToParam;
+use super::{Store, now_ms};
 use crate::outbox::state::OrderState;
-use rusqlite::params;
-
-use super::{Store, exec, now_ms};
 
 impl Store {
     /// External ids of the next batch of this source's orders in `states`.
@@ -28,13 +27,13 @@ impl Store {
             batch.extend(more);
         }
         let last = batch.last().map(|(key, _)| key.clone()).unwrap_or_default();
-        let conn = self.lock();
-        exec(
-            &conn,
-            "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, 'recheck', ?2, ?3)
-             ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![source, last, now_ms()],
-        )?;
+        self.lock().auto(|tx| {
+            tx.exec(
+                "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, 'recheck', ?2, ?3)
+                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &[&source, &last, &now_ms()],
+            )
+        })?;
         Ok(batch.into_iter().map(|(_, id)| id).collect())
     }
 
@@ -47,22 +46,24 @@ impl Store {
         key: &str,
         limit: usize,
     ) -> anyhow::Result<Vec<(String, String)>> {
-        let conn = self.lock();
-        let placeholders = vec!["?"; states.len()].join(",");
+        let placeholders: Vec<String> = (0..states.len()).map(|i| format!("?{}", i + 2)).collect();
+        let (key_at, limit_at) = (states.len() + 2, states.len() + 3);
         let sql = format!(
             "SELECT order_key, external_id FROM orders
-             WHERE source = ? AND state IN ({placeholders}) AND order_key {op} ?
-             ORDER BY order_key LIMIT ?"
+             WHERE source = ?1 AND state IN ({}) AND order_key {op} ?{key_at}
+             ORDER BY order_key LIMIT ?{limit_at}",
+            placeholders.join(",")
         );
-        let mut stmt = conn.prepare(&sql)?;
-        let mut args: Vec<rusqlite::types::Value> = vec![source.to_string().into()];
-        args.extend(states.iter().map(|s| s.as_str().to_string().into()));
-        args.push(key.to_string().into());
-        args.push((limit as i64).into());
-        let rows = stmt.query_map(rusqlite::params_from_iter(args), |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+        let mut args: Vec<&dyn ToParam> = vec![&source];
+        args.extend(states.iter().map(|s| s as &dyn ToParam));
+        args.push(&key);
+        args.push(&limit);
+        self.lock().auto(|tx| {
+            tx.query(&sql, &args)?
+                .iter()
+                .map(|r| Ok((r.get(0)?, r.get(1)?)))
+                .collect()
+        })
     }
 }
 

@@ -4,49 +4,45 @@
 //! an order from being pushed twice stays: the key, the state, the content
 //! hash, the ERP number and line mapping, the job rows.
 
-use rusqlite::params;
-
-use super::{Store, event, exec, now_ms};
+use super::{Store, event, now_ms};
 
 impl Store {
     /// Prunes at most `batch` completed orders whose completion is older
     /// than `cutoff_ms`; returns how many. Call it until it returns less
     /// than `batch`.
     pub fn prune_completed(&self, cutoff_ms: i64, batch: usize) -> anyhow::Result<usize> {
-        let mut conn = self.lock();
-        let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-        let keys: Vec<String> = {
-            let mut stmt = tx.prepare_cached(
-                "SELECT order_key FROM orders
-                 WHERE state = 'completed' AND pruned_at IS NULL AND completed_at < ?1
-                 ORDER BY completed_at LIMIT ?2",
-            )?;
-            stmt.query_map(params![cutoff_ms, batch as i64], |r| r.get(0))?
-                .collect::<Result<_, _>>()?
-        };
-        let now = now_ms();
-        for key in &keys {
-            exec(
-                &tx,
-                "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE order_key = ?1)",
-                params![key],
-            )?;
-            exec(&tx, "DELETE FROM events WHERE order_key = ?1", params![key])?;
-            exec(
-                &tx,
-                "UPDATE orders SET raw_payload = '', pruned_at = ?2 WHERE order_key = ?1",
-                params![key, now],
-            )?;
-            event(
-                &tx,
-                key,
-                now,
-                "pruned",
-                "raw payload, job attempts and events removed (daemon.retain)",
-            )?;
-        }
-        tx.commit()?;
-        Ok(keys.len())
+        self.lock().write(|tx| {
+            let keys: Vec<String> = tx
+                .query(
+                    "SELECT order_key FROM orders
+                     WHERE state = 'completed' AND pruned_at IS NULL AND completed_at < ?1
+                     ORDER BY completed_at LIMIT ?2",
+                    &[&cutoff_ms, &batch],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<anyhow::Result<_>>()?;
+            let now = now_ms();
+            for key in &keys {
+                tx.exec(
+                    "DELETE FROM job_attempts WHERE job_id IN (SELECT id FROM jobs WHERE order_key = ?1)",
+                    &[key],
+                )?;
+                tx.exec("DELETE FROM events WHERE order_key = ?1", &[key])?;
+                tx.exec(
+                    "UPDATE orders SET raw_payload = '', pruned_at = ?2 WHERE order_key = ?1",
+                    &[key, &now],
+                )?;
+                event(
+                    tx,
+                    key,
+                    now,
+                    "pruned",
+                    "raw payload, job attempts and events removed (daemon.retain)",
+                )?;
+            }
+            Ok(keys.len())
+        })
     }
 }
 
@@ -88,7 +84,7 @@ mod tests {
                 .unwrap();
         }
         {
-            let conn = store.lock();
+            let conn = store.lock_for_tests();
             for (ext, state, completed) in [
                 ("old", "completed", 1_000),
                 ("young", "completed", i64::MAX / 2),
@@ -103,17 +99,17 @@ mod tests {
                 .unwrap();
                 conn.execute(
                     "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, '1', '10')",
-                    params![key],
+                    [&key],
                 )
                 .unwrap();
                 conn.execute(
                     "UPDATE jobs SET state = 'done' WHERE order_key = ?1",
-                    params![key],
+                    [&key],
                 )
                 .unwrap();
                 conn.execute(
                     "INSERT INTO job_attempts (job_id, attempt, at, outcome) SELECT id, 1, 0, 'done' FROM jobs WHERE order_key = ?1",
-                    params![key],
+                    [&key],
                 )
                 .unwrap();
             }
@@ -133,7 +129,7 @@ mod tests {
         let kinds: Vec<&str> = old.events.iter().map(|e| e.kind.as_str()).collect();
         assert_eq!(kinds, ["pruned"]);
         let raw: String = store
-            .lock()
+            .lock_for_tests()
             .query_row(
                 "SELECT raw_payload FROM orders WHERE order_key = 'shop:old'",
                 [],

@@ -2,9 +2,9 @@
 
 use std::collections::BTreeMap;
 
-use rusqlite::{OptionalExtension, params};
 use serde::Serialize;
 
+use super::sql::Dialect;
 use super::{Store, fmt_ms};
 
 #[derive(Clone, Debug, Serialize)]
@@ -131,161 +131,139 @@ impl Store {
     /// `sources` gives the configured names in order; sources the ledger knows
     /// but the config no longer lists are left out.
     pub fn status(&self, sources: &[String]) -> anyhow::Result<StatusReport> {
-        let conn = self.read();
-        let mut rows = Vec::new();
-        for name in sources {
-            let cursor: Option<String> = conn
-                .query_row(
-                    "SELECT value FROM cursors WHERE source = ?1 AND scope = 'live'",
-                    params![name],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let st: Option<(Option<i64>, Option<i64>, Option<String>)> = conn
-                .query_row(
+        self.read().read(|tx| {
+            let mut rows = Vec::new();
+            for name in sources {
+                let cursor: Option<String> = tx
+                    .query_opt(
+                        "SELECT value FROM cursors WHERE source = ?1 AND scope = 'live'",
+                        &[name],
+                    )?
+                    .map(|r| r.get(0))
+                    .transpose()?;
+                let st = tx.query_opt(
                     "SELECT last_poll_at, last_success_at, last_error FROM source_status WHERE source = ?1",
-                    params![name],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .optional()?;
-            let (poll, success, error) = st.unwrap_or((None, None, None));
-            rows.push(SourceStatusRow {
-                name: name.clone(),
-                last_poll_ms: poll,
-                cursor,
-                last_poll_at: opt_time(poll),
-                last_success_ms: success,
-                last_success_at: opt_time(success),
-                last_error: error,
-            });
-        }
-        let mut orders = BTreeMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
-                         THEN 'parked' ELSE o.state END AS s, count(*)
-             FROM orders o GROUP BY s",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (state, n) = row?;
-            orders.insert(state, n);
-        }
-        let mut stmt = conn.prepare(
-            "SELECT order_key, kind, COALESCE(parked_reason, ''), attempts, parked_at FROM jobs
-             WHERE state = 'parked' ORDER BY parked_at, id",
-        )?;
-        let parked = stmt
-            .query_map([], |r| {
-                Ok(ParkedRow {
+                    &[name],
+                )?;
+                let (poll, success, error) = match st {
+                    Some(r) => (r.get(0)?, r.get(1)?, r.get(2)?),
+                    None => (None, None, None),
+                };
+                rows.push(SourceStatusRow {
+                    name: name.clone(),
+                    last_poll_ms: poll,
+                    cursor,
+                    last_poll_at: opt_time(poll),
+                    last_success_ms: success,
+                    last_success_at: opt_time(success),
+                    last_error: error,
+                });
+            }
+            let mut orders = BTreeMap::new();
+            for r in tx.query(
+                "SELECT CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
+                             THEN 'parked' ELSE o.state END AS s, count(*)
+                 FROM orders o GROUP BY s",
+                &[],
+            )? {
+                orders.insert(r.get::<String>(0)?, r.get::<i64>(1)?);
+            }
+            let mut parked = Vec::new();
+            for r in tx.query(
+                "SELECT order_key, kind, COALESCE(parked_reason, ''), attempts, parked_at FROM jobs
+                 WHERE state = 'parked' ORDER BY parked_at, id",
+                &[],
+            )? {
+                parked.push(ParkedRow {
                     order_key: r.get(0)?,
                     job: r.get(1)?,
                     reason: r.get(2)?,
                     attempts: r.get(3)?,
                     parked_at: opt_time(r.get(4)?),
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        let jobs_due: i64 = conn.query_row(
-            "SELECT count(*) FROM jobs WHERE state = 'pending'",
-            [],
-            |r| r.get(0),
-        )?;
-        let shipments_cursor = conn
-            .query_row(
-                "SELECT value FROM cursors WHERE source = '_erp' AND scope = 'shipments'",
-                [],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let daemon_alive_at = conn
-            .query_row(
-                "SELECT updated_at FROM daemon_state WHERE key = 'heartbeat'",
-                [],
-                |r| r.get::<_, i64>(0),
-            )
-            .optional()?
-            .map(fmt_ms);
-        let mut orders_by_source: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
-        let mut stmt = conn.prepare(
-            "SELECT o.source, CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
-                         THEN 'parked' ELSE o.state END AS s, count(*)
-             FROM orders o GROUP BY o.source, s",
-        )?;
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })? {
-            let (source, state, n) = row?;
-            orders_by_source.entry(source).or_default().insert(state, n);
-        }
-        Ok(StatusReport {
-            sources: rows,
-            orders,
-            parked,
-            jobs_due,
-            shipments_cursor,
-            daemon_alive_at,
-            orders_by_source,
+                });
+            }
+            let jobs_due: i64 = tx.value("SELECT count(*) FROM jobs WHERE state = 'pending'", &[])?;
+            let shipments_cursor = tx
+                .query_opt(
+                    "SELECT value FROM cursors WHERE source = '_erp' AND scope = 'shipments'",
+                    &[],
+                )?
+                .map(|r| r.get(0))
+                .transpose()?;
+            let daemon_alive_at = tx
+                .query_opt(
+                    "SELECT updated_at FROM daemon_state WHERE key = 'heartbeat'",
+                    &[],
+                )?
+                .map(|r| r.get::<i64>(0))
+                .transpose()?
+                .map(fmt_ms);
+            let mut orders_by_source: BTreeMap<String, BTreeMap<String, i64>> = BTreeMap::new();
+            for r in tx.query(
+                "SELECT o.source, CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
+                             THEN 'parked' ELSE o.state END AS s, count(*)
+                 FROM orders o GROUP BY o.source, s",
+                &[],
+            )? {
+                orders_by_source
+                    .entry(r.get(0)?)
+                    .or_default()
+                    .insert(r.get(1)?, r.get(2)?);
+            }
+            Ok(StatusReport {
+                sources: rows,
+                orders,
+                parked,
+                jobs_due,
+                shipments_cursor,
+                daemon_alive_at,
+                orders_by_source,
+            })
         })
     }
 
     /// Per-source numbers for `/metrics`.
     pub fn source_numbers(&self) -> anyhow::Result<BTreeMap<String, SourceNumbers>> {
-        let conn = self.read();
-        let mut out: BTreeMap<String, SourceNumbers> = BTreeMap::new();
-        let mut stmt =
-            conn.prepare("SELECT source, count(*), count(pushed_at) FROM orders GROUP BY source")?;
-        for row in stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-            ))
-        })? {
-            let (s, seen, pushed) = row?;
-            let e = out.entry(s).or_default();
-            e.seen = seen;
-            e.pushed = pushed;
-        }
-        let mut stmt = conn.prepare(
-            "SELECT source, count(DISTINCT order_key) FROM jobs WHERE state = 'parked' GROUP BY source",
-        )?;
-        for row in stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
-            let (s, n) = row?;
-            out.entry(s).or_default().parked = n;
-        }
         let now = super::now_ms();
-        let mut stmt = conn.prepare(
-            "SELECT source, count(*), min(CASE WHEN next_attempt_at <= ?1 THEN next_attempt_at END)
-             FROM jobs WHERE state = 'pending' GROUP BY source",
-        )?;
-        for row in stmt.query_map(params![now], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, Option<i64>>(2)?,
-            ))
-        })? {
-            let (s, n, oldest) = row?;
-            let e = out.entry(s).or_default();
-            e.queued_jobs = n;
-            e.oldest_due_ms = oldest;
-        }
-        Ok(out)
+        self.read().read(|tx| {
+            let mut out: BTreeMap<String, SourceNumbers> = BTreeMap::new();
+            for r in tx.query(
+                "SELECT source, count(*), count(pushed_at) FROM orders GROUP BY source",
+                &[],
+            )? {
+                let e = out.entry(r.get(0)?).or_default();
+                e.seen = r.get(1)?;
+                e.pushed = r.get(2)?;
+            }
+            for r in tx.query(
+                "SELECT source, count(DISTINCT order_key) FROM jobs WHERE state = 'parked' GROUP BY source",
+                &[],
+            )? {
+                out.entry(r.get(0)?).or_default().parked = r.get(1)?;
+            }
+            for r in tx.query(
+                "SELECT source, count(*), min(CASE WHEN next_attempt_at <= ?1 THEN next_attempt_at END)
+                 FROM jobs WHERE state = 'pending' GROUP BY source",
+                &[&now],
+            )? {
+                let e = out.entry(r.get(0)?).or_default();
+                e.queued_jobs = r.get(1)?;
+                e.oldest_due_ms = r.get(2)?;
+            }
+            Ok(out)
+        })
     }
 
     /// Proves the ledger takes writes (health checks) and tells `status`
     /// when a daemon was last alive.
     pub fn write_heartbeat(&self) -> anyhow::Result<()> {
-        let conn = self.lock();
-        super::exec(
-            &conn,
-            "INSERT INTO daemon_state (key, value, updated_at) VALUES ('heartbeat', ?1, ?2)
-             ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-            params![std::process::id().to_string(), super::now_ms()],
-        )?;
+        self.lock().auto(|tx| {
+            tx.exec(
+                "INSERT INTO daemon_state (key, value, updated_at) VALUES ('heartbeat', ?1, ?2)
+                 ON CONFLICT(key) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
+                &[&std::process::id().to_string(), &super::now_ms()],
+            )
+        })?;
         Ok(())
     }
 
@@ -293,56 +271,60 @@ impl Store {
     /// state past the push), with their state and when they were ordered:
     /// `reconcile` looks among them for orders the source no longer lists.
     pub fn orders_in_erp(&self, source: &str) -> anyhow::Result<Vec<InErp>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare(
-            "SELECT order_key, state, json_extract(canonical_json, '$.ordered_at') FROM orders
+        let mut conn = self.read();
+        let ordered_at = match conn.dialect() {
+            Dialect::Sqlite => "json_extract(canonical_json, '$.ordered_at')",
+            Dialect::Postgres => "CAST(canonical_json AS json) ->> 'ordered_at'",
+        };
+        let sql = format!(
+            "SELECT order_key, state, {ordered_at} FROM orders
              WHERE source = ?1
                AND (erp_order_number IS NOT NULL OR state IN ('pushed', 'accepted', 'shipped', 'completed'))
-             ORDER BY order_key",
-        )?;
-        let rows = stmt.query_map(params![source], |r| {
-            let at: Option<String> = r.get(2)?;
-            Ok(InErp {
-                order_key: r.get(0)?,
-                state: r.get(1)?,
-                ordered_at: at.and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok()),
-            })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+             ORDER BY order_key"
+        );
+        conn.read(|tx| {
+            tx.query(&sql, &[&source])?
+                .iter()
+                .map(|r| {
+                    let at: Option<String> = r.get(2)?;
+                    Ok(InErp {
+                        order_key: r.get(0)?,
+                        state: r.get(1)?,
+                        ordered_at: at
+                            .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok()),
+                    })
+                })
+                .collect()
+        })
     }
 
     /// How far these orders got: how many are in the ERP (by the ledger),
     /// how many have a parked job, and how many are either (`backfill`'s
     /// progress; an order both pushed and parked counts once in the last).
     pub fn push_outcomes(&self, keys: &[String]) -> anyhow::Result<PushOutcomes> {
-        let conn = self.read();
-        let mut stmt = conn.prepare_cached(
-            "SELECT state,
-                    EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked'),
-                    (SELECT count(*) FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'pending'
-                                                      AND j.kind != 'write_shipped')
-             FROM orders o WHERE o.order_key = ?1",
-        )?;
-        let mut out = PushOutcomes::default();
-        for key in keys {
-            let row = stmt
-                .query_row(params![key], |r| {
-                    Ok((
-                        r.get::<_, String>(0)?,
-                        r.get::<_, bool>(1)?,
-                        r.get::<_, i64>(2)?,
-                    ))
-                })
-                .optional()?;
-            if let Some((state, parked, open)) = row {
-                out.open_jobs += usize::try_from(open).unwrap_or_default();
-                let pushed = super::in_erp(&state);
-                out.pushed += usize::from(pushed);
-                out.parked += usize::from(parked);
-                out.settled += usize::from(pushed || parked);
+        self.read().read(|tx| {
+            let mut out = PushOutcomes::default();
+            for key in keys {
+                let row = tx.query_opt(
+                    "SELECT state,
+                            EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked'),
+                            (SELECT count(*) FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'pending'
+                                                              AND j.kind != 'write_shipped')
+                     FROM orders o WHERE o.order_key = ?1",
+                    &[key],
+                )?;
+                if let Some(r) = row {
+                    let (state, parked, open): (String, bool, usize) =
+                        (r.get(0)?, r.get(1)?, r.get(2)?);
+                    out.open_jobs += open;
+                    let pushed = super::in_erp(&state);
+                    out.pushed += usize::from(pushed);
+                    out.parked += usize::from(parked);
+                    out.settled += usize::from(pushed || parked);
+                }
             }
-        }
-        Ok(out)
+            Ok(out)
+        })
     }
 
     pub fn list_orders(
@@ -351,23 +333,26 @@ impl Store {
         state: Option<&str>,
         limit: usize,
     ) -> anyhow::Result<Vec<OrderRow>> {
-        let conn = self.read();
-        let mut stmt = conn.prepare(
-            "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note FROM orders
-             WHERE (?1 IS NULL OR source = ?1) AND (?2 IS NULL OR state = ?2)
-             ORDER BY first_seen_at DESC, order_key LIMIT ?3",
-        )?;
-        let rows = stmt.query_map(params![source, state, limit as i64], |r| {
-            Ok(OrderRow {
-                order_key: r.get(0)?,
-                state: r.get(1)?,
-                erp_order_number: r.get(2)?,
-                first_seen_at: fmt_ms(r.get(3)?),
-                updated_at: fmt_ms(r.get(4)?),
-                note: r.get(5)?,
+        self.read().read(|tx| {
+            tx.query(
+                "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note FROM orders
+                 WHERE (CAST(?1 AS TEXT) IS NULL OR source = ?1) AND (CAST(?2 AS TEXT) IS NULL OR state = ?2)
+                 ORDER BY first_seen_at DESC, order_key LIMIT ?3",
+                &[&source, &state, &limit],
+            )?
+            .iter()
+            .map(|r| {
+                Ok(OrderRow {
+                    order_key: r.get(0)?,
+                    state: r.get(1)?,
+                    erp_order_number: r.get(2)?,
+                    first_seen_at: fmt_ms(r.get(3)?),
+                    updated_at: fmt_ms(r.get(4)?),
+                    note: r.get(5)?,
+                })
             })
-        })?;
-        Ok(rows.collect::<Result<_, _>>()?)
+            .collect()
+        })
     }
 
     pub fn order_detail(&self, order_key: &str) -> anyhow::Result<Option<OrderDetail>> {
@@ -375,84 +360,75 @@ impl Store {
             Some(o) => o.lines,
             None => return Ok(None),
         };
-        let conn = self.read();
-        let detail = conn.query_row(
-            "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note, source, external_id,
-                    recorded_by, changed_after_push_at, canonical_json
-             FROM orders WHERE order_key = ?1",
-            params![order_key],
-            |r| {
-                let canonical: Option<String> = r.get(10)?;
-                Ok(OrderDetail {
-                    row: OrderRow {
-                        order_key: r.get(0)?,
-                        state: r.get(1)?,
-                        erp_order_number: r.get(2)?,
-                        first_seen_at: fmt_ms(r.get(3)?),
-                        updated_at: fmt_ms(r.get(4)?),
-                        note: r.get(5)?,
-                    },
-                    source: r.get(6)?,
-                    external_id: r.get(7)?,
-                    recorded_by: r.get(8)?,
-                    changed_after_push_at: opt_time(r.get(9)?),
-                    canonical: canonical.and_then(|t| serde_json::from_str(&t).ok()),
-                    erp_lines: Vec::new(),
-                    jobs: Vec::new(),
-                    events: Vec::new(),
-                })
-            },
-        )?;
-        let mut detail = detail;
-        detail.erp_lines = lines;
-        let mut stmt = conn.prepare(
-            "SELECT id, kind, ref, state, attempts, next_attempt_at, last_error, parked_reason
-             FROM jobs WHERE order_key = ?1 ORDER BY id",
-        )?;
-        let jobs: Vec<(i64, JobRow)> = stmt
-            .query_map(params![order_key], |r| {
-                Ok((
-                    r.get(0)?,
-                    JobRow {
-                        kind: r.get(1)?,
-                        job_ref: r.get(2)?,
-                        state: r.get(3)?,
-                        attempts: r.get(4)?,
-                        next_attempt_at: fmt_ms(r.get(5)?),
-                        last_error: r.get(6)?,
-                        parked_reason: r.get(7)?,
-                        history: Vec::new(),
-                    },
-                ))
-            })?
-            .collect::<Result<_, _>>()?;
-        let mut att = conn.prepare(
-            "SELECT attempt, at, outcome, error FROM job_attempts WHERE job_id = ?1 ORDER BY id",
-        )?;
-        for (id, mut job) in jobs {
-            job.history = att
-                .query_map(params![id], |r| {
-                    Ok(AttemptRow {
-                        attempt: r.get(0)?,
-                        at: fmt_ms(r.get(1)?),
-                        outcome: r.get(2)?,
-                        error: r.get(3)?,
-                    })
-                })?
-                .collect::<Result<_, _>>()?;
-            detail.jobs.push(job);
-        }
-        let mut ev =
-            conn.prepare("SELECT at, kind, detail FROM events WHERE order_key = ?1 ORDER BY id")?;
-        detail.events = ev
-            .query_map(params![order_key], |r| {
-                Ok(EventRow {
-                    at: fmt_ms(r.get(0)?),
+        self.read().read(|tx| {
+            let Some(r) = tx.query_opt(
+                "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note, source, external_id,
+                        recorded_by, changed_after_push_at, canonical_json
+                 FROM orders WHERE order_key = ?1",
+                &[&order_key],
+            )?
+            else {
+                return Ok(None);
+            };
+            let canonical: Option<String> = r.get(10)?;
+            let mut detail = OrderDetail {
+                row: OrderRow {
+                    order_key: r.get(0)?,
+                    state: r.get(1)?,
+                    erp_order_number: r.get(2)?,
+                    first_seen_at: fmt_ms(r.get(3)?),
+                    updated_at: fmt_ms(r.get(4)?),
+                    note: r.get(5)?,
+                },
+                source: r.get(6)?,
+                external_id: r.get(7)?,
+                recorded_by: r.get(8)?,
+                changed_after_push_at: opt_time(r.get(9)?),
+                canonical: canonical.and_then(|t| serde_json::from_str(&t).ok()),
+                erp_lines: lines.clone(),
+                jobs: Vec::new(),
+                events: Vec::new(),
+            };
+            for r in tx.query(
+                "SELECT id, kind, ref, state, attempts, next_attempt_at, last_error, parked_reason
+                 FROM jobs WHERE order_key = ?1 ORDER BY id",
+                &[&order_key],
+            )? {
+                let id: i64 = r.get(0)?;
+                let mut job = JobRow {
                     kind: r.get(1)?,
-                    detail: r.get(2)?,
-                })
-            })?
-            .collect::<Result<_, _>>()?;
-        Ok(Some(detail))
+                    job_ref: r.get(2)?,
+                    state: r.get(3)?,
+                    attempts: r.get(4)?,
+                    next_attempt_at: fmt_ms(r.get(5)?),
+                    last_error: r.get(6)?,
+                    parked_reason: r.get(7)?,
+                    history: Vec::new(),
+                };
+                for a in tx.query(
+                    "SELECT attempt, at, outcome, error FROM job_attempts WHERE job_id = ?1 ORDER BY id",
+                    &[&id],
+                )? {
+                    job.history.push(AttemptRow {
+                        attempt: a.get(0)?,
+                        at: fmt_ms(a.get(1)?),
+                        outcome: a.get(2)?,
+                        error: a.get(3)?,
+                    });
+                }
+                detail.jobs.push(job);
+            }
+            for e in tx.query(
+                "SELECT at, kind, detail FROM events WHERE order_key = ?1 ORDER BY id",
+                &[&order_key],
+            )? {
+                detail.events.push(EventRow {
+                    at: fmt_ms(e.get(0)?),
+                    kind: e.get(1)?,
+                    detail: e.get(2)?,
+                });
+            }
+            Ok(Some(detail))
+        })
     }
 }

@@ -15,7 +15,8 @@ use std::time::Duration;
 
 use postgres::Transaction;
 
-use super::{PgStore, millis, now_ms, sql};
+use super::{millis, now_ms, sql};
+use crate::store::Store;
 
 /// A row of `nodes`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -49,13 +50,13 @@ pub struct Rescued {
     pub poll_leases: usize,
 }
 
-impl PgStore {
+impl Store {
     /// Records this process as node `id` (`host/pid/nonce`, like
     /// [`lease_owner`](crate::store::lease_owner)), alive now.
     pub fn register_node(&self, id: &str) -> anyhow::Result<()> {
         let host = id.split('/').next().unwrap_or_default();
         let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        self.lock()
+        self.pg()?
             .execute(
                 concat!(
                     "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at)
@@ -74,7 +75,7 @@ impl PgStore {
     /// dead and freed what it held): the node must step down.
     pub fn heartbeat(&self, id: &str) -> anyhow::Result<bool> {
         let n = self
-            .lock()
+            .pg()?
             .execute(
                 concat!(
                     "UPDATE nodes SET heartbeat_at = ",
@@ -90,7 +91,7 @@ impl PgStore {
     /// The nodes the ledger knows, oldest first.
     pub fn nodes(&self) -> anyhow::Result<Vec<NodeInfo>> {
         let rows = self
-            .lock()
+            .pg()?
             .query(
                 "SELECT id, host, pid, started_at, heartbeat_at FROM nodes ORDER BY started_at, id",
                 &[],
@@ -120,7 +121,7 @@ impl PgStore {
         // Two nodes racing for a lapsed lease: ON CONFLICT locks the row,
         // the second waits, then finds it no longer lapsed and gets nothing.
         let row = self
-            .lock()
+            .pg()?
             .query_opt(
                 concat!(
                     "INSERT INTO poll_leases AS l (name, holder, epoch, acquired_at, expires_at)
@@ -148,7 +149,7 @@ impl PgStore {
     /// False when it lost it: the poller must stop at once.
     pub fn renew_poll_lease(&self, lease: &mut PollLease, ttl: Duration) -> anyhow::Result<bool> {
         let row = self
-            .lock()
+            .pg()?
             .query_opt(
                 concat!(
                     "WITH t AS (SELECT ",
@@ -174,7 +175,7 @@ impl PgStore {
     /// once. The epoch stays; the next holder raises it.
     pub fn release_poll_lease(&self, lease: &PollLease) -> anyhow::Result<bool> {
         let n = self
-            .lock()
+            .pg()?
             .execute(
                 concat!(
                     "UPDATE poll_leases SET holder = NULL, expires_at = ",
@@ -197,7 +198,7 @@ impl PgStore {
     where
         F: FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
     {
-        let mut client = self.lock();
+        let mut client = self.pg()?;
         let mut tx = client.transaction().map_err(sql("begin"))?;
         // FOR SHARE: a concurrent acquire (ON CONFLICT DO UPDATE) waits
         // until this commits, then sees the lease renewed or not lapsed.
@@ -244,18 +245,6 @@ impl PgStore {
         Ok(done.is_some())
     }
 
-    /// The stored cursor of `source` and `scope`.
-    pub fn cursor(&self, source: &str, scope: &str) -> anyhow::Result<Option<String>> {
-        let row = self
-            .lock()
-            .query_opt(
-                "SELECT value FROM cursors WHERE source = $1 AND scope = $2",
-                &[&source, &scope],
-            )
-            .map_err(sql("reading a cursor"))?;
-        Ok(row.map(|r| r.get(0)))
-    }
-
     /// Declares dead the nodes whose last heartbeat is older than
     /// `dead_after`, and frees what they held and every lapsed lease: their
     /// jobs are due again at once, their poll leases free to acquire (the
@@ -263,7 +252,7 @@ impl PgStore {
     /// off should it wake up). One transaction; any node may run it, as
     /// often as it likes.
     pub fn rescue(&self, dead_after: Duration) -> anyhow::Result<Rescued> {
-        let mut client = self.lock();
+        let mut client = self.pg()?;
         let run = |client: &mut postgres::Client| -> Result<Rescued, postgres::Error> {
             let mut tx = client.transaction()?;
             let now: i64 = tx.query_one(concat!("SELECT ", now_ms!()), &[])?.get(0);

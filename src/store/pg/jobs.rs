@@ -1,6 +1,7 @@
-//! Job claims under leases on PostgreSQL, shaped like the SQLite store's
-//! (`claim`, `renew_lease`, `retry_later`, `park`, `finish_job`,
-//! `release_leases`, with the same [`Job`] and [`ClaimFilter`]).
+//! Job claims and lease renewals on PostgreSQL: the two job statements
+//! that differ from SQLite's (`Store::claim` and `Store::renew_lease` come
+//! here on a PostgreSQL ledger). Settling a job (`finish_job`, `retry_later`,
+//! `park`, `finish_push`) is the same statement on both (`../jobs.rs`).
 //!
 //! A claim is one statement: the due jobs are picked with
 //! `FOR UPDATE SKIP LOCKED` (rows another claimer is taking right now are
@@ -16,12 +17,8 @@
 
 use std::time::Duration;
 
-use postgres::Transaction;
-use postgres::types::ToSql;
-
-use super::{PgStore, millis, now_ms, sql};
-use crate::outbox::state::OrderState;
-use crate::store::{ClaimFilter, Job, JobKind};
+use super::{millis, now_ms, sql};
+use crate::store::{ClaimFilter, Job, JobKind, Store};
 
 /// Due jobs of a source, picked and leased in one statement. `$1` source,
 /// `$2` owner, `$3` lease (ms), `$4` limit, `$5` the orders a filtered claim
@@ -53,9 +50,9 @@ const CLAIM_SQL: &str = concat!(
                jobs.first_failed_at, jobs.sent_hash, picked.started_at IS NOT NULL"
 );
 
-impl PgStore {
+impl Store {
     /// Leases up to `limit` due jobs of `source` to `owner` for `lease`.
-    pub fn claim(
+    pub(crate) fn pg_claim(
         &self,
         source: &str,
         owner: &str,
@@ -72,7 +69,7 @@ impl PgStore {
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self
-            .lock()
+            .pg()?
             .query(CLAIM_SQL, &[&source, &owner, &millis(lease), &limit, &keys])
             .map_err(sql("claiming jobs"))?;
         let mut jobs = Vec::with_capacity(rows.len());
@@ -104,9 +101,14 @@ impl PgStore {
     /// Extends the lease of a job we are still running. `false` when it is
     /// no longer ours (the lease lapsed and another claim took the job, or
     /// it was rescued): the caller must stop and leave the job alone.
-    pub fn renew_lease(&self, job: &Job, owner: &str, lease: Duration) -> anyhow::Result<bool> {
+    pub(crate) fn pg_renew_lease(
+        &self,
+        job: &Job,
+        owner: &str,
+        lease: Duration,
+    ) -> anyhow::Result<bool> {
         let n = self
-            .lock()
+            .pg()?
             .execute(
                 concat!(
                     "UPDATE jobs SET lease_until = ",
@@ -119,223 +121,11 @@ impl PgStore {
             .map_err(sql("renewing a job lease"))?;
         Ok(n == 1)
     }
-
-    /// A retryable failure: try again at `next_at_ms`. False when the lease
-    /// is no longer ours.
-    pub fn retry_later(
-        &self,
-        job: &Job,
-        owner: &str,
-        error: &str,
-        next_at_ms: i64,
-    ) -> anyhow::Result<bool> {
-        // The last line of defence: nothing a remote echoed of our secrets is stored.
-        let error = crate::secret::redact(error);
-        self.settle_with(job, |tx, now| {
-            let settled = settle(
-                tx,
-                job,
-                owner,
-                now,
-                "last_error = $5, next_attempt_at = $6, first_failed_at = COALESCE(first_failed_at, $1)",
-                &[&error, &next_at_ms],
-            )?;
-            if settled {
-                attempt_row(tx, job, "retry", Some(&error), now)?;
-            }
-            Ok(settled)
-        })
-    }
-
-    /// A permanent failure, or attempts exhausted: only an operator retries
-    /// it. False when the lease is no longer ours.
-    pub fn park(&self, job: &Job, owner: &str, reason: &str) -> anyhow::Result<bool> {
-        let reason = crate::secret::redact(reason);
-        self.settle_with(job, |tx, now| {
-            let settled = settle(
-                tx,
-                job,
-                owner,
-                now,
-                "state = 'parked', last_error = $5, parked_reason = $5, parked_at = $1",
-                &[&reason],
-            )?;
-            if settled {
-                attempt_row(tx, job, "parked", Some(&reason), now)?;
-                event(
-                    tx,
-                    &job.order_key,
-                    now,
-                    "parked",
-                    &format!("{}: {reason}", job.kind.as_str()),
-                )?;
-            }
-            Ok(settled)
-        })
-    }
-
-    /// A write-back (or a push that turned out not to be needed) is done;
-    /// the order moves on as in SQLite's `finish_job`. False when the lease
-    /// is no longer ours (nothing changes then).
-    pub fn finish_job(&self, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
-        if matches!(job.kind, JobKind::CancelInErp | JobKind::WriteCancelled) {
-            anyhow::bail!(
-                "{} jobs are not yet settled by the PostgreSQL ledger (issue 14)",
-                job.kind.as_str()
-            );
-        }
-        self.settle_with(job, |tx, now| {
-            if !settle(tx, job, owner, now, "state = 'done', last_error = NULL", &[])? {
-                return Ok(false);
-            }
-            match job.kind {
-                JobKind::Push => {}
-                // Refused before the transaction (see above).
-                JobKind::CancelInErp | JobKind::WriteCancelled => return Ok(false),
-                JobKind::WriteAccepted => {
-                    let released = tx.execute(
-                        "UPDATE jobs SET state = 'pending', next_attempt_at = $2, updated_at = $2
-                         WHERE order_key = $1 AND kind = 'write_shipped' AND state = 'waiting'",
-                        &[&job.order_key, &now],
-                    )?;
-                    let shipped = released > 0
-                        || tx
-                            .query_one(
-                                "SELECT count(*) FROM jobs WHERE order_key = $1 AND kind = 'write_shipped'
-                                 AND state != 'done'",
-                                &[&job.order_key],
-                            )?
-                            .get::<_, i64>(0)
-                            > 0;
-                    let next = if shipped {
-                        OrderState::Shipped
-                    } else {
-                        OrderState::Accepted
-                    };
-                    tx.execute(
-                        "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN $2 ELSE state END,
-                                           accepted_at = $3, updated_at = $3 WHERE order_key = $1",
-                        &[&job.order_key, &next.as_str(), &now],
-                    )?;
-                    // A source that takes no "shipped" write-back: an order
-                    // the ERP already shipped is complete once accepted.
-                    tx.execute(
-                        "UPDATE orders SET state = 'completed', completed_at = $2, updated_at = $2
-                         WHERE order_key = $1 AND state = 'accepted' AND shipped_at IS NOT NULL
-                           AND NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = $1
-                                           AND kind = 'write_shipped' AND state != 'done')",
-                        &[&job.order_key, &now],
-                    )?;
-                }
-                JobKind::WriteShipped => {
-                    let open: i64 = tx
-                        .query_one(
-                            "SELECT count(*) FROM jobs WHERE order_key = $1 AND kind = 'write_shipped'
-                             AND state IN ('pending', 'waiting')",
-                            &[&job.order_key],
-                        )?
-                        .get(0);
-                    if open == 0 {
-                        tx.execute(
-                            "UPDATE orders SET state = 'completed', completed_at = $2, updated_at = $2
-                             WHERE order_key = $1",
-                            &[&job.order_key, &now],
-                        )?;
-                    }
-                }
-            }
-            attempt_row(tx, job, "done", None, now)?;
-            event(tx, &job.order_key, now, job.kind.as_str(), detail)?;
-            Ok(true)
-        })
-    }
-
-    /// Gives up `owner`'s leases (clean shutdown): the jobs are due again at once.
-    pub fn release_leases(&self, owner: &str) -> anyhow::Result<usize> {
-        let n = self
-            .lock()
-            .execute(
-                "UPDATE jobs SET lease_owner = NULL, lease_until = NULL WHERE lease_owner = $1",
-                &[&owner],
-            )
-            .map_err(sql("releasing job leases"))?;
-        Ok(usize::try_from(n).unwrap_or(usize::MAX))
-    }
-
-    /// One settling transaction, with the database's time in milliseconds.
-    fn settle_with<F>(&self, job: &Job, work: F) -> anyhow::Result<bool>
-    where
-        F: FnOnce(&mut Transaction<'_>, i64) -> Result<bool, postgres::Error>,
-    {
-        let mut client = self.lock();
-        let run = |client: &mut postgres::Client| -> Result<bool, postgres::Error> {
-            let mut tx = client.transaction()?;
-            let now: i64 = tx.query_one(concat!("SELECT ", now_ms!()), &[])?.get(0);
-            let settled = work(&mut tx, now)?;
-            if settled {
-                tx.commit()?;
-            }
-            Ok(settled)
-        };
-        run(&mut client).map_err(|e| {
-            sql("settling a job")(e).context(format!("job {} of {}", job.id, job.order_key))
-        })
-    }
 }
 
 /// The claim this job value came from (see the module's note on fencing).
 fn attempt_no(job: &Job) -> i32 {
     i32::try_from(job.attempts).unwrap_or(i32::MAX)
-}
-
-/// Ends `owner`'s lease on a job with a new state, if it is still that
-/// claim's (`$1` now, `$2` id, `$3` owner, `$4` attempt; `sql_set` may use
-/// `$5`...). False when the lease is no longer ours.
-fn settle(
-    tx: &mut Transaction<'_>,
-    job: &Job,
-    owner: &str,
-    now: i64,
-    sql_set: &str,
-    args: &[&(dyn ToSql + Sync)],
-) -> Result<bool, postgres::Error> {
-    let statement = format!(
-        "UPDATE jobs SET {sql_set}, lease_owner = NULL, lease_until = NULL, updated_at = $1
-         WHERE id = $2 AND lease_owner = $3 AND attempts = $4 AND state = 'pending'"
-    );
-    let attempt = attempt_no(job);
-    let mut all: Vec<&(dyn ToSql + Sync)> = vec![&now, &job.id, &owner, &attempt];
-    all.extend_from_slice(args);
-    Ok(tx.execute(statement.as_str(), &all)? == 1)
-}
-
-fn attempt_row(
-    tx: &mut Transaction<'_>,
-    job: &Job,
-    outcome: &str,
-    error: Option<&str>,
-    now: i64,
-) -> Result<(), postgres::Error> {
-    tx.execute(
-        "INSERT INTO job_attempts (job_id, attempt, at, outcome, error) VALUES ($1, $2, $3, $4, $5)",
-        &[&job.id, &attempt_no(job), &now, &outcome, &error],
-    )?;
-    Ok(())
-}
-
-/// Adds a line to an order's history.
-fn event(
-    tx: &mut Transaction<'_>,
-    key: &str,
-    at: i64,
-    kind: &str,
-    detail: &str,
-) -> Result<(), postgres::Error> {
-    tx.execute(
-        "INSERT INTO events (order_key, at, kind, detail) VALUES ($1, $2, $3, $4)",
-        &[&key, &at, &kind, &detail],
-    )?;
-    Ok(())
 }
 
 #[cfg(test)]

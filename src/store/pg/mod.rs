@@ -30,12 +30,14 @@ pub mod migrations;
 #[cfg(test)]
 pub(crate) mod testing;
 
-use std::sync::{Mutex, MutexGuard};
+use std::sync::MutexGuard;
 use std::time::Duration;
 
 use anyhow::Context;
 use postgres::{Client, NoTls};
 
+use super::Store;
+use super::sql::{Conn, Dialect};
 use crate::secret::Secret;
 
 pub use fleet::{NodeInfo, PollLease, Rescued};
@@ -51,60 +53,87 @@ macro_rules! now_ms {
 }
 pub(crate) use now_ms;
 
-/// One connection to the PostgreSQL ledger. Every method is one short
-/// transaction, never held across a network call to a remote.
-pub struct PgStore {
-    client: Mutex<Client>,
-    /// `host:port/db` for messages: never the password.
-    target: String,
-}
-
-impl std::fmt::Debug for PgStore {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PgStore")
-            .field("target", &self.target)
-            .finish_non_exhaustive()
+/// Opens one connection to `url` (`postgres://user@host:5432/db`, no
+/// password in it: the config refuses one) with `password`; `migrate` runs
+/// pending migrations first. Errors name the server, never the password.
+/// Returns the client and `host:port/db` for messages.
+pub(crate) fn connect_client(
+    url: &str,
+    password: Option<&Secret>,
+    migrate: bool,
+) -> anyhow::Result<(Client, String)> {
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("ledger.url: not a PostgreSQL URL ({e})"))?;
+    if let Some(p) = password {
+        config.password(p.expose());
     }
-}
-
-impl PgStore {
-    /// Connects to `url` (`postgres://user@host:5432/db`, no password in it:
-    /// the config refuses one) with `password`, and runs pending migrations.
-    /// Errors name the server, never the password.
-    pub fn connect(url: &str, password: Option<&Secret>) -> anyhow::Result<PgStore> {
-        let mut config: postgres::Config = url
-            .parse()
-            .map_err(|e| anyhow::anyhow!("ledger.url: not a PostgreSQL URL ({e})"))?;
-        if let Some(p) = password {
-            config.password(p.expose());
-        }
-        config
-            .application_name("ordersync")
-            .connect_timeout(Duration::from_secs(10));
-        let target = describe(&config);
-        let mut client = config.connect(NoTls).map_err(|e| {
-            anyhow::anyhow!(
-                "cannot connect to the PostgreSQL ledger at {target}: {}",
-                crate::secret::redact(&error_text(&e))
-            )
-        })?;
+    config
+        .application_name("ordersync")
+        .connect_timeout(Duration::from_secs(10));
+    let target = describe(&config);
+    let mut client = config.connect(NoTls).map_err(|e| {
+        anyhow::anyhow!(
+            "cannot connect to the PostgreSQL ledger at {target}: {}",
+            crate::secret::redact(&error_text(&e))
+        )
+    })?;
+    if migrate {
         migrations::migrate(&mut client)
             .with_context(|| format!("cannot migrate the PostgreSQL ledger at {target}"))?;
-        Ok(PgStore {
-            client: Mutex::new(client),
-            target,
-        })
+    } else {
+        let version = migrations::current(&mut client)?;
+        if version != migrations::latest() {
+            anyhow::bail!(
+                "the PostgreSQL ledger at {target} has schema version {version}, this ordersync expects {}",
+                migrations::latest()
+            );
+        }
+    }
+    Ok((client, target))
+}
+
+/// The writer connection of a PostgreSQL ledger, for the statements only
+/// PostgreSQL has (claims with `SKIP LOCKED`, leases on the database's
+/// clock, the fleet's tables).
+pub(crate) struct PgGuard<'a>(MutexGuard<'a, Conn>);
+
+impl std::ops::Deref for PgGuard<'_> {
+    type Target = Client;
+    fn deref(&self) -> &Client {
+        match &*self.0 {
+            Conn::Postgres(pg) => &pg.client,
+            Conn::Sqlite(_) => unreachable!("PgGuard is only made for PostgreSQL"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for PgGuard<'_> {
+    fn deref_mut(&mut self) -> &mut Client {
+        match &mut *self.0 {
+            Conn::Postgres(pg) => &mut pg.client,
+            Conn::Sqlite(_) => unreachable!("PgGuard is only made for PostgreSQL"),
+        }
+    }
+}
+
+impl Store {
+    /// The PostgreSQL writer connection; an error on an SQLite ledger (the
+    /// fleet's operations need a shared ledger).
+    pub(crate) fn pg(&self) -> anyhow::Result<PgGuard<'_>> {
+        let guard = self.lock();
+        match &*guard {
+            Conn::Postgres(_) => Ok(PgGuard(guard)),
+            Conn::Sqlite(_) => anyhow::bail!(
+                "this needs the ledger in PostgreSQL ([ledger] url); {} is an SQLite file",
+                self.describe()
+            ),
+        }
     }
 
-    /// `host:port/db` of this ledger, for messages.
-    pub fn target(&self) -> &str {
-        &self.target
-    }
-
-    fn lock(&self) -> MutexGuard<'_, Client> {
-        // A panic while holding the lock leaves no transaction open (a
-        // dropped `Transaction` rolls back), so a poisoned lock is usable.
-        self.client.lock().unwrap_or_else(|p| p.into_inner())
+    /// Whether this ledger is the PostgreSQL one (then `pg()` succeeds).
+    pub(crate) fn on_postgres(&self) -> bool {
+        self.lock().dialect() == Dialect::Postgres
     }
 }
 
@@ -155,21 +184,18 @@ mod tests {
     fn connects_with_the_password_and_never_shows_it() {
         let db = TestDb::new();
         let store = db.store();
-        assert!(
-            store.target().starts_with("127.0.0.1:"),
-            "{}",
-            store.target()
-        );
-        let shown = format!("{store:?}");
+        let shown = store.describe();
+        assert!(shown.starts_with("postgres://127.0.0.1:"), "{shown}");
         assert!(!shown.contains(db.password.expose()), "{shown}");
+        let target = shown.trim_start_matches("postgres://");
 
         let wrong = Secret::new("wrong-password-for-the-test");
-        let e = PgStore::connect(&db.url, Some(&wrong)).unwrap_err();
+        let e = Store::connect(&db.url, Some(&wrong)).unwrap_err();
         let text = format!("{e:#}");
         assert!(text.contains("password authentication failed"), "{text}");
-        assert!(text.contains(store.target()), "{text}");
+        assert!(text.contains(target), "{text}");
         assert!(!text.contains("wrong-password-for-the-test"), "{text}");
-        let e = PgStore::connect(&db.url, None).unwrap_err();
+        let e = Store::connect(&db.url, None).unwrap_err();
         assert!(format!("{e:#}").contains("password"), "{e:#}");
     }
 }

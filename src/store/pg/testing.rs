@@ -14,7 +14,7 @@ use std::sync::{Mutex, OnceLock};
 
 use crate::secret::Secret;
 
-use super::PgStore;
+use crate::store::Store;
 
 struct Cluster {
     /// `postgres://ordersync@127.0.0.1:PORT/` (no database).
@@ -107,8 +107,8 @@ impl TestDb {
     }
 
     /// A new connection (a node of its own), migrated.
-    pub fn store(&self) -> PgStore {
-        PgStore::connect(&self.url, Some(&self.password))
+    pub fn store(&self) -> Store {
+        Store::connect(&self.url, Some(&self.password))
             .unwrap_or_else(|e| panic!("cannot open the test ledger: {e:#}"))
     }
 

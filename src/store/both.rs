@@ -1,0 +1,355 @@
+//! The same ledger scenarios on both databases: every statement of the
+//! store runs on the embedded SQLite file and on a real PostgreSQL server
+//! (the test cluster of `pg::testing`), and must leave the same ledger.
+
+use std::time::Duration;
+
+use rust_decimal::Decimal;
+
+use super::ingest::tests::incoming;
+use super::pg::testing::TestDb;
+use super::testutil::temp_store;
+use super::{ClaimFilter, Disposition, ErpAccepted, ErpCancellation, ErpShipment, JobKind};
+use super::{LineNumber, ShippedLine, Store};
+use crate::outbox::state::OrderState;
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn on_both(scenario: impl Fn(&Store)) {
+    let (_dir, sqlite) = temp_store();
+    scenario(&sqlite);
+    let db = TestDb::new();
+    let pg = db.store();
+    // On a shared ledger a node writes a source's pages (and the ERP's
+    // feeds) only under its poll lease.
+    pg.register_node("node-a").unwrap();
+    for name in ["shop", super::fence::ERP_FEED] {
+        let lease = pg.acquire_poll_lease(name, "node-a", LEASE).unwrap().unwrap();
+        pg.hold_fence(lease);
+    }
+    scenario(&pg);
+}
+
+fn accepted(number: &str) -> ErpAccepted {
+    ErpAccepted {
+        erp_order_number: number.into(),
+        lines: vec![LineNumber {
+            source_line_id: "1".into(),
+            erp_line_number: "10".into(),
+        }],
+        created: true,
+    }
+}
+
+fn one_job(store: &Store, kind: JobKind) -> super::Job {
+    let jobs = store
+        .claim("shop", "node-a", LEASE, 10, ClaimFilter::All)
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0].kind, kind);
+    jobs.into_iter().next().unwrap()
+}
+
+/// An order's whole life: recorded, pushed once, accepted written back,
+/// shipped in two parts, completed; status, metrics and the operator's
+/// views read it back the same on both ledgers.
+#[test]
+fn an_order_lives_the_same_life_on_both_ledgers() {
+    on_both(|store| {
+        let report = store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("1", Disposition::Push, "2")],
+                Some(("live", "c1")),
+            )
+            .unwrap();
+        assert_eq!(report.notes.len(), 1);
+        // Seen again unchanged: no second job.
+        let again = store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("1", Disposition::Push, "2")],
+                Some(("live", "c2")),
+            )
+            .unwrap();
+        assert_eq!(again.unchanged, 1);
+        assert_eq!(store.cursor("shop", "live").unwrap().as_deref(), Some("c2"));
+        assert_eq!(
+            store.order_state("shop:1").unwrap(),
+            Some(OrderState::Queued)
+        );
+        let recorded = store.recorded(&["shop:1".into(), "shop:2".into()]).unwrap();
+        assert_eq!(recorded.len(), 1);
+        assert_eq!(recorded[0].1.as_deref(), Some("v1"));
+
+        let push = one_job(store, JobKind::Push);
+        assert!(!push.in_doubt);
+        assert!(store.renew_lease(&push, "node-a", LEASE).unwrap());
+        assert!(!store.renew_lease(&push, "node-b", LEASE).unwrap());
+        let order = store.order_for_job("shop:1").unwrap().unwrap();
+        assert_eq!(order.state, OrderState::Queued);
+        store.remember_sent(&push, "node-a", "h1").unwrap();
+        assert!(
+            store
+                .finish_push(&push, "node-a", &accepted("SO1"), "h1", true)
+                .unwrap()
+        );
+        assert!(
+            !store
+                .finish_push(&push, "node-a", &accepted("SO1"), "h1", true)
+                .unwrap(),
+            "a settled job settles once"
+        );
+        let order = store.order_for_job("shop:1").unwrap().unwrap();
+        assert_eq!(order.erp_order_number.as_deref(), Some("SO1"));
+        assert_eq!(order.lines.len(), 1);
+
+        // The accepted write-back fails once, then works.
+        let write = one_job(store, JobKind::WriteAccepted);
+        assert!(
+            store
+                .retry_later(&write, "node-a", "HTTP 503 token=secret", 0)
+                .unwrap()
+        );
+        let write = one_job(store, JobKind::WriteAccepted);
+        assert!(write.in_doubt, "a second attempt knows the first began");
+        assert!(
+            store
+                .set_write_step(&write, "node-a", Some("patched"))
+                .unwrap()
+        );
+        assert!(
+            store
+                .finish_job(&write, "node-a", "accepted written")
+                .unwrap()
+        );
+        assert_eq!(
+            store.order_state("shop:1").unwrap(),
+            Some(OrderState::Accepted)
+        );
+
+        // Two partial shipments; the second is written after the first.
+        let part = |n: &str, qty: i64| ErpShipment {
+            order_key: "shop:1".into(),
+            erp_order_number: Some("SO1".into()),
+            shipped_at: None,
+            carrier: Some("DHL".into()),
+            tracking_number: Some(n.into()),
+            tracking_url: None,
+            lines: vec![ShippedLine {
+                source_line_id: String::new(),
+                quantity: Decimal::from(qty),
+                erp_line_number: Some("10".into()),
+            }],
+            erp_shipment_id: Some(format!("ship-{n}")),
+        };
+        let queued = store
+            .record_shipments(&[part("T1", 1), part("T2", 1)], "s1")
+            .unwrap();
+        assert_eq!(queued.len(), 2);
+        assert!(
+            store
+                .record_shipments(&[part("T1", 1)], "s2")
+                .unwrap()
+                .is_empty(),
+            "a shipment seen again is not queued again"
+        );
+        let first = one_job(store, JobKind::WriteShipped);
+        let payload = |job: &super::Job| -> ErpShipment {
+            serde_json::from_str(job.payload.as_deref().unwrap()).unwrap()
+        };
+        let progress = store
+            .shipment_progress("shop:1", first.id, &payload(&first))
+            .unwrap();
+        assert!(!progress.completes_order);
+        assert!(
+            store
+                .finish_job(&first, "node-a", "shipped written")
+                .unwrap()
+        );
+        let second = one_job(store, JobKind::WriteShipped);
+        let before = store.shipped_before("shop:1", second.id).unwrap();
+        assert_eq!(before.len(), 1);
+        assert_eq!(
+            before[0].source_line_id, "1",
+            "placed by the ERP line number"
+        );
+        let progress = store
+            .shipment_progress("shop:1", second.id, &payload(&second))
+            .unwrap();
+        assert!(progress.completes_order);
+        assert_eq!(progress.tracking_numbers, ["T1", "T2"]);
+        assert!(
+            store
+                .finish_job(&second, "node-a", "shipped written")
+                .unwrap()
+        );
+        assert_eq!(
+            store.order_state("shop:1").unwrap(),
+            Some(OrderState::Completed)
+        );
+
+        store
+            .record_poll("shop", Some("HTTP 500 token=secret"))
+            .unwrap();
+        store.record_poll("shop", None).unwrap();
+        store.note_polling("shop").unwrap();
+        store.write_heartbeat().unwrap();
+        let status = store.status(&["shop".into()]).unwrap();
+        assert_eq!(status.orders.get("completed"), Some(&1));
+        assert_eq!(status.sources[0].cursor.as_deref(), Some("c2"));
+        assert!(status.sources[0].last_error.is_none());
+        assert!(status.daemon_alive_at.is_some());
+        assert_eq!(status.shipments_cursor.as_deref(), Some("s2"));
+        let numbers = store.source_numbers().unwrap();
+        assert_eq!(numbers["shop"].seen, 1);
+        assert_eq!(numbers["shop"].pushed, 1);
+        let rows = store.list_orders(Some("shop"), None, 10).unwrap();
+        assert_eq!(rows.len(), 1);
+        assert!(
+            store
+                .list_orders(None, Some("queued"), 10)
+                .unwrap()
+                .is_empty()
+        );
+        let detail = store.order_detail("shop:1").unwrap().unwrap();
+        assert_eq!(detail.jobs.len(), 4);
+        assert!(detail.events.len() >= 6, "{:?}", detail.events);
+        let retried = &detail.jobs[1].history[0];
+        assert_eq!(retried.outcome, "retry", "{retried:?}");
+        assert!(
+            retried.error.as_deref().unwrap_or("").starts_with("HTTP 503"),
+            "{retried:?}"
+        );
+        let in_erp = store.orders_in_erp("shop").unwrap();
+        assert_eq!(in_erp.len(), 1);
+        assert!(in_erp[0].ordered_at.is_some(), "read from the stored order");
+        let outcomes = store.push_outcomes(&["shop:1".into()]).unwrap();
+        assert_eq!((outcomes.pushed, outcomes.parked), (1, 0));
+        assert_eq!(store.open_jobs("shop").unwrap(), 0);
+        assert_eq!(store.next_due_ms("shop").unwrap(), None);
+
+        // Retention keeps what dedupes.
+        assert_eq!(store.prune_completed(i64::MAX, 10).unwrap(), 1);
+        assert_eq!(
+            store.order_state("shop:1").unwrap(),
+            Some(OrderState::Completed)
+        );
+    });
+}
+
+/// What operators do, and what goes wrong: parking, retry, skip, a change
+/// after the push, a cancel after the push both ways, held orders, rechecks.
+#[test]
+fn operators_and_failures_work_the_same_on_both_ledgers() {
+    on_both(|store| {
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[
+                    incoming("1", Disposition::Push, "1"),
+                    incoming("2", Disposition::Hold("payment open".into()), "1"),
+                    incoming("3", Disposition::Push, "1"),
+                ],
+                None,
+            )
+            .unwrap();
+        let jobs = store
+            .claim(
+                "shop",
+                "node-a",
+                LEASE,
+                10,
+                ClaimFilter::Orders(&["shop:1".into()]),
+            )
+            .unwrap();
+        assert_eq!(jobs.len(), 1, "the filter holds");
+        assert!(store.park(&jobs[0], "node-a", "HTTP 422 bad tax").unwrap());
+        assert_eq!(store.parked_among(&["shop:1".into()]).unwrap().len(), 1);
+        assert_eq!(store.status(&["shop".into()]).unwrap().parked.len(), 1);
+        assert_eq!(store.requeue_order("shop:1").unwrap(), 1);
+        assert_eq!(store.skip_order("shop:1", "duplicate").unwrap(), Some(1));
+        assert_eq!(store.skip_order("shop:nope", "x").unwrap(), None);
+        assert_eq!(store.requeue_order("shop:1").unwrap(), 1, "un-skipped");
+        assert_eq!(store.requeue_all_parked().unwrap(), 0);
+        assert_eq!(
+            store
+                .open_jobs_for(&["shop:1".into(), "shop:3".into()])
+                .unwrap(),
+            2
+        );
+        assert!(store.next_due_ms("shop").unwrap().is_some());
+        assert_eq!(store.pull_forward("shop", true).unwrap(), 0);
+
+        let batch = store
+            .recheck_batch("shop", &[OrderState::Held], 10)
+            .unwrap();
+        assert_eq!(batch, ["2"]);
+
+        // Push 1 and 3; then the source changes 1 and cancels 3.
+        for job in store
+            .claim("shop", "node-a", LEASE, 10, ClaimFilter::All)
+            .unwrap()
+        {
+            let n = format!("SO-{}", job.order_key);
+            assert!(
+                store
+                    .finish_push(&job, "node-a", &accepted(&n), "h", true)
+                    .unwrap()
+            );
+        }
+        let report = store
+            .ingest(
+                "shop",
+                "live",
+                &[
+                    incoming("1", Disposition::Push, "5"),
+                    incoming("3", Disposition::Cancel("customer".into()), "1"),
+                ],
+                None,
+            )
+            .unwrap();
+        assert_eq!(report.notes.len(), 2, "{:?}", report.notes);
+        assert_eq!(
+            store.order_state("shop:3").unwrap(),
+            Some(OrderState::Cancelling)
+        );
+        let cancel = store
+            .claim(
+                "shop",
+                "node-a",
+                LEASE,
+                10,
+                ClaimFilter::Orders(&["shop:3".into()]),
+            )
+            .unwrap();
+        assert_eq!(cancel[0].kind, JobKind::CancelInErp);
+        assert!(
+            store
+                .finish_job(&cancel[0], "node-a", "cancelled in the ERP")
+                .unwrap()
+        );
+        assert_eq!(
+            store.order_state("shop:3").unwrap(),
+            Some(OrderState::CancelledInErp)
+        );
+        // The ERP cancels order 1.
+        let notes = store
+            .record_cancellations(
+                &[ErpCancellation {
+                    order_key: "shop:1".into(),
+                    erp_order_number: Some("SO-shop:1".into()),
+                    cancelled_at: None,
+                    reason: Some("out of stock".into()),
+                }],
+                "k1",
+            )
+            .unwrap();
+        assert_eq!(notes.len(), 1, "{notes:?}");
+        assert_eq!(store.release_leases("node-a").unwrap(), 0);
+        assert_eq!(store.release_dead_leases().unwrap(), 0);
+    });
+}

@@ -1,0 +1,114 @@
+//! Fencing (a fleet on one PostgreSQL ledger): a node writes a source's
+//! pages and live cursor only while it holds that source's poll lease, and
+//! the check runs inside the writing transaction, so a node that lost its
+//! lease (it stalled past the lease, and another node took over, raising
+//! the epoch) commits nothing. The ERP's shipments and cancellations feeds
+//! are fenced the same way, under the lease [`ERP_FEED`].
+//!
+//! The engine tells the store which leases it holds ([`Store::hold_fence`],
+//! [`Store::drop_fence`]); the store refuses a live page of a source whose
+//! lease this process does not hold. An SQLite ledger has one daemon and no
+//! fences.
+
+use std::fmt;
+
+use super::Store;
+use super::pg::{PollLease, now_ms};
+use super::sql::Tx;
+
+/// The poll lease of the ERP's feeds (shipments, cancellations).
+pub const ERP_FEED: &str = "_erp";
+
+/// A write refused because this node no longer holds the poll lease: the
+/// poller must stop polling that source (another node does it now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LostLease {
+    pub source: String,
+}
+
+impl fmt::Display for LostLease {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "this node no longer holds the poll lease of {}: nothing of its page was recorded (another node polls it now)",
+            self.source
+        )
+    }
+}
+
+impl std::error::Error for LostLease {}
+
+/// Whether an error is (or wraps) a [`LostLease`].
+pub fn is_lost_lease(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| c.downcast_ref::<LostLease>().is_some())
+}
+
+impl Store {
+    /// This process holds `lease` (a source's, or [`ERP_FEED`]): its writes
+    /// for that source are fenced by it from now on.
+    pub fn hold_fence(&self, lease: PollLease) {
+        self.fences().insert(lease.name.clone(), lease);
+    }
+
+    /// This process no longer holds the lease of `name`.
+    pub fn drop_fence(&self, name: &str) {
+        self.fences().remove(name);
+    }
+
+    /// The lease this process holds for `name`, if any.
+    pub fn fence(&self, name: &str) -> Option<PollLease> {
+        self.fences().get(name).cloned()
+    }
+
+    fn fences(&self) -> std::sync::MutexGuard<'_, std::collections::HashMap<String, PollLease>> {
+        self.fences.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The lease a write for `source` must be checked against: none on an
+    /// SQLite ledger, and none for a backfill run's own cursor scope (a
+    /// backfill may run beside the fleet; the ledger's transactions keep
+    /// their pages consistent). A live write on a shared ledger without the
+    /// lease is refused.
+    pub(crate) fn fence_for(
+        &self,
+        source: &str,
+        scope: Option<&str>,
+    ) -> anyhow::Result<Option<PollLease>> {
+        if !self.is_shared() {
+            return Ok(None);
+        }
+        match (self.fence(source), scope) {
+            (Some(lease), _) => Ok(Some(lease)),
+            (None, Some("live")) => Err(LostLease {
+                source: source.to_string(),
+            }
+            .into()),
+            (None, _) => Ok(None),
+        }
+    }
+}
+
+/// Checks, inside the writing transaction, that `lease` is still held: same
+/// holder, same epoch, not lapsed. `FOR SHARE` makes a takeover (which
+/// updates the lease row) wait until this transaction ends.
+pub(crate) fn check(tx: &mut Tx<'_>, lease: &PollLease) -> anyhow::Result<()> {
+    let held = tx
+        .query_opt(
+            concat!(
+                "SELECT 1 FROM poll_leases WHERE name = ?1 AND holder = ?2 AND epoch = ?3
+                   AND expires_at >= ",
+                now_ms!(),
+                " FOR SHARE"
+            ),
+            &[&lease.name, &lease.holder, &lease.epoch],
+        )?
+        .is_some();
+    if held {
+        Ok(())
+    } else {
+        Err(LostLease {
+            source: lease.name.clone(),
+        }
+        .into())
+    }
+}

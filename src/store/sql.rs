@@ -1,0 +1,613 @@
+//! One ledger, two databases: the statements of the store are written once,
+//! in the SQL that SQLite and PostgreSQL both speak, and run on either
+//! through this module. A statement uses `?1`, `?2`, … for its parameters
+//! (rewritten to `$1`, `$2`, … for PostgreSQL); values go in as [`Param`]s
+//! and come back as [`Row`]s of [`Value`]s, so the store's logic (what a
+//! page of orders does to the ledger, how a job settles) exists once.
+//!
+//! What differs between the two lives here and nowhere else:
+//! - transactions: SQLite's are `BEGIN IMMEDIATE` (one writer at a time);
+//!   PostgreSQL's are `SERIALIZABLE`, and one that loses a conflict to
+//!   another node (SQLSTATE 40001 or 40P01) runs again from the start, so a
+//!   read-then-write in the store is as safe on a shared server as on the
+//!   embedded file;
+//! - statement caches (rusqlite's, and one of prepared statements per
+//!   PostgreSQL connection);
+//! - how a typed value is sent (PostgreSQL says what type it wants for each
+//!   parameter; an integer goes as `int8`, `int4` or `bool` accordingly);
+//! - [`Dialect`], for the few statements that cannot be written once.
+
+use std::collections::HashMap;
+use std::error::Error as StdError;
+use std::time::Duration;
+
+use anyhow::Context;
+use bytes::BytesMut;
+use postgres::types::{IsNull, ToSql as PgToSql, Type};
+use rusqlite::types::{ToSqlOutput, ValueRef};
+
+/// Which database a statement runs on, for the few that must differ.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// A parameter of a statement, borrowed from the caller.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Param<'a> {
+    Null,
+    Int(i64),
+    Real(f64),
+    Bool(bool),
+    Text(&'a str),
+}
+
+/// Anything the store binds to a statement.
+pub(crate) trait ToParam {
+    fn to_param(&self) -> Param<'_>;
+}
+
+impl ToParam for i64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(*self)
+    }
+}
+impl ToParam for i32 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+impl ToParam for u32 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::from(*self))
+    }
+}
+impl ToParam for usize {
+    fn to_param(&self) -> Param<'_> {
+        Param::Int(i64::try_from(*self).unwrap_or(i64::MAX))
+    }
+}
+impl ToParam for f64 {
+    fn to_param(&self) -> Param<'_> {
+        Param::Real(*self)
+    }
+}
+impl ToParam for bool {
+    fn to_param(&self) -> Param<'_> {
+        Param::Bool(*self)
+    }
+}
+impl ToParam for str {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+impl ToParam for String {
+    fn to_param(&self) -> Param<'_> {
+        Param::Text(self)
+    }
+}
+impl<T: ToParam + ?Sized> ToParam for &T {
+    fn to_param(&self) -> Param<'_> {
+        (**self).to_param()
+    }
+}
+impl<T: ToParam> ToParam for Option<T> {
+    fn to_param(&self) -> Param<'_> {
+        match self {
+            Some(v) => v.to_param(),
+            None => Param::Null,
+        }
+    }
+}
+
+impl rusqlite::ToSql for Param<'_> {
+    fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
+        Ok(match *self {
+            Param::Null => ToSqlOutput::Borrowed(ValueRef::Null),
+            Param::Int(i) => ToSqlOutput::Borrowed(ValueRef::Integer(i)),
+            Param::Real(f) => ToSqlOutput::Borrowed(ValueRef::Real(f)),
+            Param::Bool(b) => ToSqlOutput::Borrowed(ValueRef::Integer(i64::from(b))),
+            Param::Text(s) => ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes())),
+        })
+    }
+}
+
+type BoxError = Box<dyn StdError + Sync + Send>;
+
+impl PgToSql for Param<'_> {
+    fn to_sql(&self, ty: &Type, out: &mut BytesMut) -> Result<IsNull, BoxError> {
+        let mismatch = |what: &str| -> BoxError {
+            format!("the ledger sends {what} where PostgreSQL expects {ty}").into()
+        };
+        match *self {
+            Param::Null => Ok(IsNull::Yes),
+            Param::Int(i) => match *ty {
+                Type::INT8 => i.to_sql(ty, out),
+                Type::INT4 => i32::try_from(i)?.to_sql(ty, out),
+                Type::INT2 => i16::try_from(i)?.to_sql(ty, out),
+                Type::BOOL => (i != 0).to_sql(ty, out),
+                Type::FLOAT8 => (i as f64).to_sql(ty, out),
+                Type::TEXT | Type::VARCHAR => i.to_string().as_str().to_sql(ty, out),
+                _ => Err(mismatch("an integer")),
+            },
+            Param::Bool(b) => match *ty {
+                Type::BOOL => b.to_sql(ty, out),
+                Type::INT8 => i64::from(b).to_sql(ty, out),
+                Type::INT4 => i32::from(b).to_sql(ty, out),
+                _ => Err(mismatch("a boolean")),
+            },
+            Param::Real(f) => match *ty {
+                Type::FLOAT8 => f.to_sql(ty, out),
+                Type::FLOAT4 => (f as f32).to_sql(ty, out),
+                _ => Err(mismatch("a number")),
+            },
+            Param::Text(s) => match *ty {
+                Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME | Type::UNKNOWN => {
+                    s.to_sql(ty, out)
+                }
+                _ => Err(mismatch("text")),
+            },
+        }
+    }
+
+    fn accepts(_: &Type) -> bool {
+        true
+    }
+
+    postgres::types::to_sql_checked!();
+}
+
+/// A value read back.
+#[derive(Clone, Debug, PartialEq)]
+pub(crate) enum Value {
+    Null,
+    Int(i64),
+    Real(f64),
+    Text(String),
+}
+
+/// One row of a result.
+#[derive(Debug)]
+pub(crate) struct Row(Vec<Value>);
+
+impl Row {
+    /// Column `i` as a `T`; an error names the column and what it held.
+    pub fn get<T: FromValue>(&self, i: usize) -> anyhow::Result<T> {
+        let v = self.0.get(i).unwrap_or(&Value::Null);
+        T::from_value(v).map_err(|e| anyhow::anyhow!("ledger column {i}: {e} (found {v:?})"))
+    }
+}
+
+/// What a [`Value`] can be read as.
+pub(crate) trait FromValue: Sized {
+    fn from_value(v: &Value) -> Result<Self, String>;
+}
+
+impl FromValue for i64 {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Int(i) => Ok(*i),
+            _ => Err("expected an integer".into()),
+        }
+    }
+}
+impl FromValue for u32 {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        u32::try_from(i64::from_value(v)?).map_err(|e| e.to_string())
+    }
+}
+impl FromValue for usize {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        usize::try_from(i64::from_value(v)?).map_err(|e| e.to_string())
+    }
+}
+impl FromValue for bool {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        Ok(i64::from_value(v)? != 0)
+    }
+}
+impl FromValue for f64 {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Real(f) => Ok(*f),
+            Value::Int(i) => Ok(*i as f64),
+            _ => Err("expected a number".into()),
+        }
+    }
+}
+impl FromValue for String {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Text(s) => Ok(s.clone()),
+            _ => Err("expected text".into()),
+        }
+    }
+}
+impl<T: FromValue> FromValue for Option<T> {
+    fn from_value(v: &Value) -> Result<Self, String> {
+        match v {
+            Value::Null => Ok(None),
+            v => T::from_value(v).map(Some),
+        }
+    }
+}
+
+macro_rules! words {
+    ($($t:ty, $what:literal);*) => {$(
+        impl ToParam for $t {
+            fn to_param(&self) -> Param<'_> {
+                Param::Text(self.as_str())
+            }
+        }
+        impl FromValue for $t {
+            fn from_value(v: &Value) -> Result<Self, String> {
+                let word = String::from_value(v)?;
+                <$t>::parse(&word).ok_or_else(|| format!("unknown {} {word:?} in the ledger", $what))
+            }
+        }
+    )*};
+}
+words!(
+    crate::outbox::state::OrderState, "order state";
+    crate::outbox::state::JobState, "job state";
+    super::JobKind, "job kind"
+);
+
+/// Rewrites `?N` to `$N` outside quoted text (PostgreSQL's placeholders).
+fn to_pg_placeholders(sql: &str) -> String {
+    let mut out = String::with_capacity(sql.len());
+    let mut quote: Option<char> = None;
+    for c in sql.chars() {
+        match quote {
+            Some(q) => {
+                if c == q {
+                    quote = None;
+                }
+                out.push(c);
+            }
+            None => match c {
+                '\'' | '"' => {
+                    quote = Some(c);
+                    out.push(c);
+                }
+                '?' => out.push('$'),
+                _ => out.push(c),
+            },
+        }
+    }
+    out
+}
+
+/// The server's own words for a PostgreSQL error (its `Display` says only
+/// "db error"), never a connection string.
+pub(crate) fn pg_error(e: postgres::Error) -> anyhow::Error {
+    let text = super::pg::error_text(&e);
+    anyhow::Error::new(e).context(text)
+}
+
+/// Whether a PostgreSQL transaction lost to a concurrent one and may simply
+/// run again (serialization failure or deadlock).
+fn is_conflict(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<postgres::Error>()
+            .and_then(|e| e.code())
+            .is_some_and(|code| {
+                *code == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *code == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            })
+    })
+}
+
+/// A PostgreSQL connection with its prepared statements.
+pub(crate) struct PgConn {
+    pub client: postgres::Client,
+    stmts: HashMap<String, postgres::Statement>,
+}
+
+impl PgConn {
+    pub fn new(client: postgres::Client) -> PgConn {
+        PgConn {
+            client,
+            stmts: HashMap::new(),
+        }
+    }
+}
+
+/// A connection to either ledger.
+pub(crate) enum Conn {
+    Sqlite(rusqlite::Connection),
+    Postgres(Box<PgConn>),
+}
+
+/// How many times a PostgreSQL transaction that lost a conflict runs again
+/// before the error is reported (each waits a little longer).
+const CONFLICT_RETRIES: u32 = 30;
+
+impl Conn {
+    pub fn dialect(&self) -> Dialect {
+        match self {
+            Conn::Sqlite(_) => Dialect::Sqlite,
+            Conn::Postgres(_) => Dialect::Postgres,
+        }
+    }
+
+    /// Runs `work` in one write transaction and commits it. On PostgreSQL a
+    /// transaction that lost a conflict to another node runs again from the
+    /// start, so `work` must do nothing but ledger statements.
+    pub fn write<R>(
+        &mut self,
+        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        match self {
+            Conn::Sqlite(conn) => {
+                let tx =
+                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                let r = work(&mut Tx::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(r)
+            }
+            Conn::Postgres(pg) => {
+                let mut tries = 0;
+                loop {
+                    let attempt = (|| {
+                        let tx = pg
+                            .client
+                            .build_transaction()
+                            .isolation_level(postgres::IsolationLevel::Serializable)
+                            .start()
+                            .map_err(pg_error)?;
+                        let mut tx = Tx::Postgres {
+                            tx,
+                            stmts: &mut pg.stmts,
+                        };
+                        let r = work(&mut tx)?;
+                        if let Tx::Postgres { tx, .. } = tx {
+                            tx.commit().map_err(pg_error)?;
+                        }
+                        Ok(r)
+                    })();
+                    match attempt {
+                        Err(e) if tries < CONFLICT_RETRIES && is_conflict(&e) => {
+                            tries += 1;
+                            let jitter = u64::from(rand::random::<u8>() % 20);
+                            std::thread::sleep(Duration::from_millis(
+                                u64::from(tries.min(10)) * 5 + jitter,
+                            ));
+                        }
+                        other => return other,
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs `work` (statements that read only) in one consistent snapshot.
+    pub fn read<R>(
+        &mut self,
+        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        match self {
+            Conn::Sqlite(conn) => {
+                let tx = conn.unchecked_transaction()?;
+                let r = work(&mut Tx::Sqlite(&tx))?;
+                tx.commit()?;
+                Ok(r)
+            }
+            Conn::Postgres(pg) => {
+                let tx = pg
+                    .client
+                    .build_transaction()
+                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
+                    .read_only(true)
+                    .start()
+                    .map_err(pg_error)?;
+                let mut tx = Tx::Postgres {
+                    tx,
+                    stmts: &mut pg.stmts,
+                };
+                let r = work(&mut tx)?;
+                if let Tx::Postgres { tx, .. } = tx {
+                    tx.commit().map_err(pg_error)?;
+                }
+                Ok(r)
+            }
+        }
+    }
+
+    /// Runs one statement (or several that need not be atomic) outside an
+    /// explicit transaction: each commits on its own.
+    pub fn auto<R>(
+        &mut self,
+        work: impl FnOnce(&mut Tx<'_>) -> anyhow::Result<R>,
+    ) -> anyhow::Result<R> {
+        match self {
+            Conn::Sqlite(conn) => work(&mut Tx::Sqlite(conn)),
+            Conn::Postgres(pg) => work(&mut Tx::PgAuto {
+                client: &mut pg.client,
+                stmts: &mut pg.stmts,
+            }),
+        }
+    }
+}
+
+/// Where statements run: a transaction, or (`auto`) the bare connection.
+pub(crate) enum Tx<'c> {
+    Sqlite(&'c rusqlite::Connection),
+    Postgres {
+        tx: postgres::Transaction<'c>,
+        stmts: &'c mut HashMap<String, postgres::Statement>,
+    },
+    PgAuto {
+        client: &'c mut postgres::Client,
+        stmts: &'c mut HashMap<String, postgres::Statement>,
+    },
+}
+
+fn pg_params<'a>(params: &'a [Param<'a>]) -> Vec<&'a (dyn PgToSql + Sync)> {
+    params.iter().map(|p| p as &(dyn PgToSql + Sync)).collect()
+}
+
+fn lite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
+    let n = r.as_ref().column_count();
+    let mut values = Vec::with_capacity(n);
+    for i in 0..n {
+        values.push(match r.get_ref(i)? {
+            ValueRef::Null => Value::Null,
+            ValueRef::Integer(i) => Value::Int(i),
+            ValueRef::Real(f) => Value::Real(f),
+            ValueRef::Text(t) | ValueRef::Blob(t) => {
+                Value::Text(String::from_utf8_lossy(t).into_owned())
+            }
+        });
+    }
+    Ok(Row(values))
+}
+
+fn pg_row(r: &postgres::Row) -> anyhow::Result<Row> {
+    let mut values = Vec::with_capacity(r.len());
+    for (i, col) in r.columns().iter().enumerate() {
+        let ty = col.type_();
+        let v = match *ty {
+            Type::INT8 => r.try_get::<_, Option<i64>>(i)?.map(Value::Int),
+            Type::INT4 => r
+                .try_get::<_, Option<i32>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::INT2 => r
+                .try_get::<_, Option<i16>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::BOOL => r
+                .try_get::<_, Option<bool>>(i)?
+                .map(|v| Value::Int(v.into())),
+            Type::FLOAT8 => r.try_get::<_, Option<f64>>(i)?.map(Value::Real),
+            Type::FLOAT4 => r
+                .try_get::<_, Option<f32>>(i)?
+                .map(|v| Value::Real(v.into())),
+            Type::TEXT | Type::VARCHAR | Type::BPCHAR | Type::NAME => {
+                r.try_get::<_, Option<String>>(i)?.map(Value::Text)
+            }
+            _ => anyhow::bail!(
+                "ledger column {} has PostgreSQL type {ty}, which the store does not read (cast it)",
+                col.name()
+            ),
+        };
+        values.push(v.unwrap_or(Value::Null));
+    }
+    Ok(Row(values))
+}
+
+impl Tx<'_> {
+    /// The prepared form of `sql` on PostgreSQL, from this connection's cache.
+    fn pg_statement(&mut self, sql: &str) -> anyhow::Result<postgres::Statement> {
+        let (stmts, prepared) = match self {
+            Tx::Sqlite(_) => unreachable!("only called on PostgreSQL"),
+            Tx::Postgres { tx, stmts } => {
+                if let Some(s) = stmts.get(sql) {
+                    return Ok(s.clone());
+                }
+                let prepared = tx.prepare(&to_pg_placeholders(sql));
+                (stmts, prepared)
+            }
+            Tx::PgAuto { client, stmts } => {
+                if let Some(s) = stmts.get(sql) {
+                    return Ok(s.clone());
+                }
+                let prepared = client.prepare(&to_pg_placeholders(sql));
+                (stmts, prepared)
+            }
+        };
+        let stmt = prepared
+            .map_err(pg_error)
+            .with_context(|| format!("preparing: {}", first_words(sql)))?;
+        stmts.insert(sql.to_string(), stmt.clone());
+        Ok(stmt)
+    }
+
+    /// Runs a statement; the number of rows it changed.
+    pub fn exec(&mut self, sql: &str, params: &[&dyn ToParam]) -> anyhow::Result<usize> {
+        let params: Vec<Param<'_>> = params.iter().map(|p| p.to_param()).collect();
+        match self {
+            Tx::Sqlite(conn) => Ok(conn
+                .prepare_cached(sql)?
+                .execute(rusqlite::params_from_iter(params.iter()))?),
+            _ => {
+                let stmt = self.pg_statement(sql)?;
+                let args = pg_params(&params);
+                let n = match self {
+                    Tx::Postgres { tx, .. } => tx.execute(&stmt, &args),
+                    Tx::PgAuto { client, .. } => client.execute(&stmt, &args),
+                    Tx::Sqlite(_) => unreachable!(),
+                }
+                .map_err(pg_error)?;
+                Ok(usize::try_from(n).unwrap_or(usize::MAX))
+            }
+        }
+    }
+
+    /// Runs a query; every row.
+    pub fn query(&mut self, sql: &str, params: &[&dyn ToParam]) -> anyhow::Result<Vec<Row>> {
+        let params: Vec<Param<'_>> = params.iter().map(|p| p.to_param()).collect();
+        match self {
+            Tx::Sqlite(conn) => {
+                let mut stmt = conn.prepare_cached(sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(params.iter()), lite_row)?;
+                Ok(rows.collect::<rusqlite::Result<Vec<Row>>>()?)
+            }
+            _ => {
+                let stmt = self.pg_statement(sql)?;
+                let args = pg_params(&params);
+                let rows = match self {
+                    Tx::Postgres { tx, .. } => tx.query(&stmt, &args),
+                    Tx::PgAuto { client, .. } => client.query(&stmt, &args),
+                    Tx::Sqlite(_) => unreachable!(),
+                }
+                .map_err(pg_error)?;
+                rows.iter().map(pg_row).collect()
+            }
+        }
+    }
+
+    /// Runs a query; its first row, if any.
+    pub fn query_opt(&mut self, sql: &str, params: &[&dyn ToParam]) -> anyhow::Result<Option<Row>> {
+        Ok(self.query(sql, params)?.into_iter().next())
+    }
+
+    /// Runs a query that returns one row.
+    pub fn query_one(&mut self, sql: &str, params: &[&dyn ToParam]) -> anyhow::Result<Row> {
+        self.query_opt(sql, params)?
+            .with_context(|| format!("no row from: {}", first_words(sql)))
+    }
+
+    /// The first column of a one-row query.
+    pub fn value<T: FromValue>(&mut self, sql: &str, params: &[&dyn ToParam]) -> anyhow::Result<T> {
+        self.query_one(sql, params)?.get(0)
+    }
+}
+
+fn first_words(sql: &str) -> String {
+    let words: Vec<&str> = sql.split_whitespace().take(8).collect();
+    words.join(" ")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_are_rewritten_outside_quotes_only() {
+        assert_eq!(
+            to_pg_placeholders("SELECT '?1', \"a?\" FROM t WHERE a = ?1 AND b = ?12"),
+            "SELECT '?1', \"a?\" FROM t WHERE a = $1 AND b = $12"
+        );
+    }
+
+    #[test]
+    fn values_read_back_as_the_store_asks() {
+        assert_eq!(i64::from_value(&Value::Int(7)), Ok(7));
+        assert_eq!(Option::<i64>::from_value(&Value::Null), Ok(None));
+        assert!(i64::from_value(&Value::Text("7".into())).is_err());
+        assert!(u32::from_value(&Value::Int(-1)).is_err());
+        assert_eq!(bool::from_value(&Value::Int(1)), Ok(true));
+    }
+}
