@@ -133,6 +133,21 @@ pub enum OrdersCommand {
 pub enum DbCommand {
     /// Copy the ledger with SQLite's online backup (safe while the daemon runs)
     Backup { path: std::path::PathBuf },
+    /// Copy the SQLite ledger into an empty PostgreSQL ledger (daemon stopped), verified row by row
+    Migrate {
+        /// The PostgreSQL ledger: postgres://user@host:5432/db (no password in it)
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// A file holding its password (default: the config's ledger.password_file / _env)
+        #[arg(long, value_name = "PATH")]
+        password_file: Option<std::path::PathBuf>,
+        /// An environment variable holding its password
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+        /// Copy although a daemon wrote to the SQLite ledger in the last two minutes
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -66,6 +66,10 @@ pub struct LedgerConfig {
     /// `ledger.password_file` / `ledger.password_env`; none for servers
     /// that trust the connection (a local socket).
     pub password: Option<SecretRef>,
+    /// `ledger.heartbeat` (default 5 s): how often a node says it is alive
+    /// and renews its poll leases. A node silent for two heartbeats is dead
+    /// to the others: they take over its sources and jobs.
+    pub heartbeat: Duration,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Deserialize, Default)]
@@ -224,6 +228,12 @@ struct RawLedger {
     url: String,
     password_file: Option<PathBuf>,
     password_env: Option<String>,
+    #[serde(default = "default_heartbeat")]
+    heartbeat: HumanDuration,
+}
+
+fn default_heartbeat() -> HumanDuration {
+    HumanDuration(Duration::from_secs(5))
 }
 
 #[derive(Deserialize)]
@@ -511,20 +521,6 @@ impl Config {
         })
     }
 
-    /// Every command works on the SQLite ledger for now: a config that puts
-    /// the ledger in PostgreSQL is refused, never quietly served from SQLite.
-    pub fn sqlite_ledger_only(&self) -> Result<(), ConfigError> {
-        match &self.ledger {
-            None => Ok(()),
-            Some(_) => Err(ConfigError(
-                "ledger.url: the PostgreSQL ledger is not yet usable by the daemon or its \
-                 commands (issue 14 is in progress: schema and fleet primitives only); remove \
-                 [ledger] to keep the ledger in SQLite in daemon.state_dir"
-                    .into(),
-            )),
-        }
-    }
-
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
@@ -557,10 +553,35 @@ pub(crate) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
 /// no password in it (that comes from `password_file` / `password_env`).
 /// No error repeats the URL: whatever it carries stays out of logs.
 fn build_ledger(raw: RawLedger, base_dir: &Path) -> Result<LedgerConfig, ConfigError> {
-    let err =
-        |what: &str| ConfigError(format!("ledger.url: {what} (the URL is not repeated here)"));
+    let url = check_ledger_url("ledger.url", &raw.url)?;
+    let password = SecretRef::from_pair(
+        "ledger.password",
+        raw.password_file,
+        raw.password_env,
+        base_dir,
+    )?;
+    let heartbeat = raw.heartbeat.0;
+    if heartbeat < Duration::from_secs(1) || heartbeat > Duration::from_secs(300) {
+        return Err(ConfigError(format!(
+            "ledger.heartbeat: {}s is outside 1s..300s",
+            heartbeat.as_secs_f64()
+        )));
+    }
+    Ok(LedgerConfig {
+        url,
+        password,
+        heartbeat,
+    })
+}
+
+/// A PostgreSQL ledger URL (`key` names where it came from, for errors):
+/// `postgres://user@host:5432/db` with user, host and database, and no
+/// password in it (that comes from `password_file` / `password_env`). No
+/// error repeats the URL: whatever it carries stays out of logs.
+pub fn check_ledger_url(key: &str, raw: &str) -> Result<String, ConfigError> {
+    let err = |what: &str| ConfigError(format!("{key}: {what} (the URL is not repeated here)"));
     let url =
-        reqwest::Url::parse(raw.url.trim()).map_err(|e| err(&format!("not a valid URL ({e})")))?;
+        reqwest::Url::parse(raw.trim()).map_err(|e| err(&format!("not a valid URL ({e})")))?;
     if !matches!(url.scheme(), "postgres" | "postgresql") {
         return Err(err(
             "must start with postgres:// (like postgres://user@host:5432/db)",
@@ -591,16 +612,7 @@ fn build_ledger(raw: RawLedger, base_dir: &Path) -> Result<LedgerConfig, ConfigE
             ));
         }
     }
-    let password = SecretRef::from_pair(
-        "ledger.password",
-        raw.password_file,
-        raw.password_env,
-        base_dir,
-    )?;
-    Ok(LedgerConfig {
-        url: raw.url.trim().to_string(),
-        password,
-    })
+    Ok(raw.trim().to_string())
 }
 
 fn build_daemon(raw: RawDaemon, base_dir: &Path) -> Result<DaemonConfig, ConfigError> {
@@ -1085,7 +1097,6 @@ mod tests {
     fn no_ledger_table_means_sqlite() {
         let c = parse(MINIMAL).unwrap();
         assert!(c.ledger.is_none());
-        c.sqlite_ledger_only().unwrap();
     }
 
     #[test]
@@ -1097,9 +1108,6 @@ mod tests {
         let ledger = c.ledger.as_ref().unwrap();
         assert_eq!(ledger.url, "postgres://ordersync@db.example:5432/ledger");
         assert_eq!(ledger.password, Some(SecretRef::Env("PG_PW".into())));
-        // Until the engine runs on it, every command refuses it, saying why.
-        let e = c.sqlite_ledger_only().unwrap_err().0;
-        assert!(e.contains("not yet usable"), "{e}");
         let c =
             with("url = \"postgresql://ordersync@127.0.0.1/ledger\"\npassword_file = \"pg.pw\"")
                 .unwrap();

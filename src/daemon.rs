@@ -241,7 +241,7 @@ fn status_line(engine: &Engine, config: &Config) -> String {
 
 /// Runs the daemon until `shutdown` is cancelled.
 pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
-    let store = Arc::new(Store::open(&config.daemon.db_path())?);
+    let store = Arc::new(Store::for_config(&config)?);
     let freed = store.release_dead_leases()?;
     if freed > 0 {
         tracing::info!(
@@ -251,6 +251,8 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
     let engine = build_engine(&config, Arc::clone(&store))?;
     prepare_connectors(&engine).await?;
+    // A shared ledger: this process is one node of a fleet (crate::fleet).
+    let mut pollers: HashMap<String, Arc<Notify>> = HashMap::new();
     let mut scheduler = JobScheduler::new().await?;
     let mut tasks = Vec::new();
     let grace = config.daemon.shutdown_grace;
@@ -268,9 +270,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             shutdown.clone(),
             move || {
                 let (e, c, sd) = (Arc::clone(&e), Arc::clone(&connector), sd.clone());
-                async move { poll_live(&e, &c, &sd).await }
+                async move {
+                    // On a fleet, only the node holding the poll lease polls.
+                    if crate::fleet::may_poll(&e.store, c.name()) {
+                        poll_live(&e, &c, &sd).await
+                    }
+                }
             },
         ));
+        pollers.insert(source.name.clone(), Arc::clone(&trigger));
         trigger.notify_one(); // first poll at startup, not at the first tick
         tasks.push(tokio::spawn(Arc::clone(&engine).work(
             source.name.clone(),
@@ -292,6 +300,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         tasks.push(spawn_triggered(Arc::clone(&ship_trigger), shutdown.clone(), move || {
             let (e, sd) = (Arc::clone(&e), sd.clone());
             async move {
+                if !crate::fleet::may_poll(&e.store, crate::store::fence::ERP_FEED) {
+                    return;
+                }
                 if let Err(err) = poll_shipments(&e, &sd).await {
                     tracing::warn!(error = %err, "reading ERP shipments failed; the next scheduled poll tries again");
                 }
@@ -300,6 +311,22 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 }
             }
         }));
+    }
+    pollers.insert(
+        crate::store::fence::ERP_FEED.to_string(),
+        Arc::clone(&ship_trigger),
+    );
+    if let Some(ledger) = config.ledger.as_ref().filter(|_| store.is_shared()) {
+        // The fleet's own connection: a busy engine never delays a heartbeat.
+        let own = Arc::new(Store::for_config(&config)?);
+        tasks.push(crate::fleet::spawn(
+            engine.owner.clone(),
+            Arc::clone(&store),
+            own,
+            pollers,
+            crate::fleet::FleetTiming::from_heartbeat(ledger.heartbeat),
+            shutdown.clone(),
+        ));
     }
     scheduler.start().await?;
     engine.heartbeat.beat();

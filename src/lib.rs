@@ -37,6 +37,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod erp;
+pub mod fleet;
 pub mod health;
 pub mod http;
 pub mod metrics;

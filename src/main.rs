@@ -45,12 +45,6 @@ async fn dispatch(cli: Cli) -> ExitCode {
             return ExitCode::from(EXIT_CONFIG);
         }
     };
-    // `[ledger] url` (PostgreSQL) is not served yet: refused by every command
-    // at startup, never quietly replaced by the SQLite ledger.
-    if let Err(e) = config.sqlite_ledger_only() {
-        eprintln!("ordersync: configuration error: {e}");
-        return ExitCode::from(EXIT_CONFIG);
-    }
     telemetry::init(config.daemon.log_format);
     let outcome = match &cli.command {
         Command::Run => {

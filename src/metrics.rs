@@ -43,8 +43,10 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 
 /// Every metric family `/metrics` serves (counters with their `_total`), for
 /// the dashboard and alert checks.
-pub const METRIC_NAMES: [&str; 11] = [
+pub const METRIC_NAMES: [&str; 13] = [
     "ordersync_up",
+    "ordersync_node_info",
+    "ordersync_node_polls",
     "ordersync_orders_seen_total",
     "ordersync_orders_pushed_total",
     "ordersync_orders_parked",
@@ -56,6 +58,12 @@ pub const METRIC_NAMES: [&str; 11] = [
     "ordersync_job_retries_total",
     "ordersync_erp_push_duration_seconds",
 ];
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NodeLabel {
+    node: String,
+    ledger: String,
+}
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct HostStatus {
@@ -163,6 +171,43 @@ fn render_with(
     let up = Gauge::<i64>::default();
     up.set(1);
     registry.register("ordersync_up", "1 while the daemon serves metrics", up);
+
+    // Which node this is (a fleet on PostgreSQL has several): its lease
+    // identity, as `status` lists it, and the poll leases it holds now.
+    let node = Family::<NodeLabel, Gauge>::default();
+    node.get_or_create(&NodeLabel {
+        node: engine.owner.clone(),
+        ledger: if engine.store.is_shared() {
+            "postgres".into()
+        } else {
+            "sqlite".into()
+        },
+    })
+    .set(1);
+    registry.register(
+        "ordersync_node_info",
+        "This node's id (host/pid/nonce) and ledger kind; always 1",
+        node,
+    );
+    let polling = Family::<SourceLabel, Gauge>::default();
+    for s in names
+        .iter()
+        .map(String::as_str)
+        .chain([crate::store::fence::ERP_FEED])
+    {
+        if crate::fleet::may_poll(&engine.store, s) {
+            polling
+                .get_or_create(&SourceLabel {
+                    source: s.to_string(),
+                })
+                .set(1);
+        }
+    }
+    registry.register(
+        "ordersync_node_polls",
+        "1 for each source (and _erp, the ERP's feeds) this node polls; on a fleet, the poll leases it holds",
+        polling,
+    );
 
     let seen = Family::<SourceLabel, Counter>::default();
     let pushed = Family::<SourceLabel, Counter>::default();

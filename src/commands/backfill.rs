@@ -52,7 +52,7 @@ pub async fn backfill(
         ))
         .into());
     }
-    let store = Arc::new(Store::open(&config.daemon.db_path())?);
+    let store = Arc::new(Store::for_config(config)?);
     let engine = build_engine(config, Arc::clone(&store))?;
     crate::daemon::prepare_connectors(&engine).await?;
     let scope = format!(

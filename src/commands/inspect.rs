@@ -11,18 +11,30 @@ fn dash(v: &Option<String>) -> &str {
 }
 
 pub fn status(config: &Config, json: bool, check: bool) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(&config.daemon.db_path())?;
+    let store = Store::for_config_read_only(config)?;
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let report = store.status(&names)?;
     let stale = crate::health::stale_sources(&store, config, None)?;
     let failing = crate::health::failing_sources(&store, config)?;
+    let nodes = if store.is_shared() {
+        Some(store.fleet_view()?)
+    } else {
+        None
+    };
     if json {
         let mut v = status_json(config, &report);
+        v["ledger"] = serde_json::json!(store.describe());
+        if let Some(nodes) = &nodes {
+            v["nodes"] = serde_json::json!(nodes);
+        }
         v["stale_sources"] = serde_json::json!(stale);
         v["failing_sources"] = serde_json::json!(failing);
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
         print_status(config, &report);
+        if let Some(nodes) = &nodes {
+            print_nodes(&store.describe(), nodes);
+        }
         for s in &stale {
             println!("STALE: {s}");
         }
@@ -50,7 +62,7 @@ pub fn skip(config: &Config, key: &str, reason: &str) -> anyhow::Result<ExitCode
             crate::config::ConfigError("--reason: say why the order is skipped".into()).into(),
         );
     }
-    let store = Store::open(&config.daemon.db_path())?;
+    let store = Store::for_config(config)?;
     match store.skip_order(key, reason)? {
         None => {
             eprintln!("no order {key:?} in the ledger (keys look like SOURCE:EXTERNAL_ID)");
@@ -73,12 +85,74 @@ pub fn db(config: &Config, cmd: &crate::cli::DbCommand) -> anyhow::Result<ExitCo
                 ))
                 .into());
             }
-            let store = Store::open_read_only(&config.daemon.db_path())?;
+            let store = Store::for_config_read_only(config)?;
             store.backup_to(path)?;
             println!("ledger copied to {}", path.display());
             Ok(ExitCode::SUCCESS)
         }
+        crate::cli::DbCommand::Migrate {
+            to,
+            password_file,
+            password_env,
+            force,
+        } => migrate_to(config, to, password_file, password_env, *force),
     }
+}
+
+/// `db migrate --to URL`: the SQLite ledger of `daemon.state_dir` into an
+/// empty PostgreSQL ledger, verified (see `store::copy`).
+fn migrate_to(
+    config: &Config,
+    to: &str,
+    password_file: &Option<std::path::PathBuf>,
+    password_env: &Option<String>,
+    force: bool,
+) -> anyhow::Result<ExitCode> {
+    use crate::config::ConfigError;
+    let url = crate::config::check_ledger_url("--to", to)?;
+    let here = std::env::current_dir().unwrap_or_default();
+    let reference = match crate::secret::SecretRef::from_pair(
+        "--password",
+        password_file.clone(),
+        password_env.clone(),
+        &here,
+    )
+    .map_err(ConfigError)?
+    {
+        Some(r) => Some(r),
+        None => config.ledger.as_ref().and_then(|l| l.password.clone()),
+    };
+    let password = reference
+        .map(|r| r.load("--password").map_err(ConfigError))
+        .transpose()?;
+    let source = Store::open_read_only(&config.daemon.db_path())?;
+    let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
+    let alive = source.status(&names)?.daemon_alive_at;
+    if let Some(at) = alive
+        .as_deref()
+        .and_then(|t| t.parse::<chrono::DateTime<chrono::Utc>>().ok())
+        && chrono::Utc::now() - at < chrono::Duration::minutes(2)
+        && !force
+    {
+        return Err(ConfigError(format!(
+            "db migrate --to: a daemon wrote to {} at {at}; stop it first (systemctl stop ordersync), or pass --force",
+            source.describe()
+        ))
+        .into());
+    }
+    let target = Store::connect(&url, password.as_ref())?;
+    let copied = crate::store::copy::copy_ledger(&source, &target)?;
+    println!("copied {} into {}:", source.describe(), target.describe());
+    println!("{:<14} {:>9} SHA-256 (same on both sides)", "TABLE", "ROWS");
+    for t in &copied {
+        println!("{:<14} {:>9} {}", t.table, t.rows, t.hash);
+    }
+    println!(
+        "next: set [ledger] url = \"{url}\" (and password_file) in {}, then start the nodes; keep {} as the fallback copy",
+        config.path.display(),
+        source.describe()
+    );
+    Ok(ExitCode::SUCCESS)
 }
 
 fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
@@ -115,6 +189,26 @@ fn shown_cursor(config: &Config, source: &str, cursor: Option<&str>) -> Option<S
         Some(c) => crate::sources::cursor_for_display(c.kind, cursor),
         None => cursor.to_string(),
     })
+}
+
+fn print_nodes(ledger: &str, nodes: &[crate::store::pg::NodeView]) {
+    println!();
+    println!("FLEET on {ledger}: {} node(s)", nodes.len());
+    println!(
+        "{:<36} {:<16} {:>7} {:<21} {:>6} {:>5} SOURCES",
+        "NODE", "HOST", "PID", "LAST HEARTBEAT", "AGE", "JOBS"
+    );
+    for n in nodes {
+        let sources = if n.sources.is_empty() {
+            "-".to_string()
+        } else {
+            n.sources.join(",")
+        };
+        println!(
+            "{:<36} {:<16} {:>7} {:<21} {:>5}s {:>5} {}",
+            n.id, n.host, n.pid, n.last_heartbeat_at, n.heartbeat_age_s, n.jobs_running, sources
+        );
+    }
 }
 
 fn print_status(config: &Config, r: &StatusReport) {
@@ -181,7 +275,7 @@ fn print_status(config: &Config, r: &StatusReport) {
 }
 
 pub fn orders(config: &Config, cmd: &crate::cli::OrdersCommand) -> anyhow::Result<ExitCode> {
-    let store = Store::open_read_only(&config.daemon.db_path())?;
+    let store = Store::for_config_read_only(config)?;
     match cmd {
         crate::cli::OrdersCommand::List {
             source,
@@ -281,7 +375,7 @@ pub fn orders(config: &Config, cmd: &crate::cli::OrdersCommand) -> anyhow::Resul
 }
 
 pub fn retry(config: &Config, args: &crate::cli::RetryArgs) -> anyhow::Result<ExitCode> {
-    let store = Store::open(&config.daemon.db_path())?;
+    let store = Store::for_config(config)?;
     if args.parked {
         let n = store.requeue_all_parked()?;
         println!("re-queued {n} parked job(s)");

@@ -98,7 +98,7 @@ pub async fn reconcile(
             ConfigError(format!("--since: {} is in the future", since.to_rfc3339())).into(),
         );
     }
-    let store = Arc::new(crate::store::Store::open(&config.daemon.db_path())?);
+    let store = Arc::new(crate::store::Store::for_config(config)?);
     let engine = build_engine(config, store)?;
     prepare_connectors(&engine).await?;
     let mut reports = Vec::new();

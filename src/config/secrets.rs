@@ -13,8 +13,9 @@ pub struct SecretUse<'a> {
 }
 
 impl Config {
-    /// The ERP's secret and those of every enabled source (a disabled source
-    /// is never built, so its secrets are not read), in config order.
+    /// The ERP's secret, the PostgreSQL ledger's password (if any) and those
+    /// of every enabled source (a disabled source is never built, so its
+    /// secrets are not read), in config order.
     pub fn secrets_mut(&mut self) -> Vec<SecretUse<'_>> {
         let erp_key = match self.erp.kind {
             ErpKind::Http => "erp.token",
@@ -24,6 +25,12 @@ impl Config {
             key: erp_key.to_string(),
             secret: &mut self.erp.credential,
         }];
+        if let Some(password) = self.ledger.as_mut().and_then(|l| l.password.as_mut()) {
+            uses.push(SecretUse {
+                key: "ledger.password".to_string(),
+                secret: password,
+            });
+        }
         for (i, source) in self.sources.iter_mut().enumerate() {
             if !source.enabled {
                 continue;

@@ -271,6 +271,15 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
         }
     };
     let result = poll_source(engine, connector, Window::Live { cursor }, "live", shutdown).await;
+    if result.is_err() && !crate::fleet::may_poll(&engine.store, source) {
+        // A fleet node whose poll lease went to another node mid-poll:
+        // nothing of the page was recorded; that node polls it now.
+        tracing::info!(
+            source,
+            "stopped polling: another node holds the poll lease now"
+        );
+        return;
+    }
     let error = result
         .as_ref()
         .err()

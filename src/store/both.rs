@@ -24,7 +24,10 @@ fn on_both(scenario: impl Fn(&Store)) {
     // feeds) only under its poll lease.
     pg.register_node("node-a").unwrap();
     for name in ["shop", super::fence::ERP_FEED] {
-        let lease = pg.acquire_poll_lease(name, "node-a", LEASE).unwrap().unwrap();
+        let lease = pg
+            .acquire_poll_lease(name, "node-a", LEASE)
+            .unwrap()
+            .unwrap();
         pg.hold_fence(lease);
     }
     scenario(&pg);
@@ -55,7 +58,13 @@ fn one_job(store: &Store, kind: JobKind) -> super::Job {
 /// views read it back the same on both ledgers.
 #[test]
 fn an_order_lives_the_same_life_on_both_ledgers() {
-    on_both(|store| {
+    on_both(seeded_life);
+}
+
+/// The life of `an_order_lives_the_same_life_on_both_ledgers`, checked as
+/// it goes; also what `db migrate --to` copies in its test.
+pub(crate) fn seeded_life(store: &Store) {
+    {
         let report = store
             .ingest(
                 "shop",
@@ -220,7 +229,11 @@ fn an_order_lives_the_same_life_on_both_ledgers() {
         let retried = &detail.jobs[1].history[0];
         assert_eq!(retried.outcome, "retry", "{retried:?}");
         assert!(
-            retried.error.as_deref().unwrap_or("").starts_with("HTTP 503"),
+            retried
+                .error
+                .as_deref()
+                .unwrap_or("")
+                .starts_with("HTTP 503"),
             "{retried:?}"
         );
         let in_erp = store.orders_in_erp("shop").unwrap();
@@ -237,7 +250,7 @@ fn an_order_lives_the_same_life_on_both_ledgers() {
             store.order_state("shop:1").unwrap(),
             Some(OrderState::Completed)
         );
-    });
+    }
 }
 
 /// What operators do, and what goes wrong: parking, retry, skip, a change

@@ -117,7 +117,7 @@ impl Store {
         cursor: &str,
     ) -> anyhow::Result<Vec<CancellationNote>> {
         let fence = self.fence_for(super::fence::ERP_FEED, Some("live"))?;
-        self.lock().write(|tx| {
+        let result = self.lock().write(|tx| {
             if let Some(lease) = &fence {
                 super::fence::check(tx, lease)?;
             }
@@ -229,7 +229,8 @@ impl Store {
                 &[&cursor, &now],
             )?;
             Ok(notes)
-        })
+        });
+        self.forget_lost(super::fence::ERP_FEED, result)
     }
 }
 

@@ -64,6 +64,21 @@ impl Store {
         self.fences.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Forgets the lease of `name` when `result` says it was lost, so the
+    /// poller stops at once (the fleet task would notice at its next beat).
+    pub(crate) fn forget_lost<T>(
+        &self,
+        name: &str,
+        result: anyhow::Result<T>,
+    ) -> anyhow::Result<T> {
+        if let Err(e) = &result
+            && is_lost_lease(e)
+        {
+            self.drop_fence(name);
+        }
+        result
+    }
+
     /// The lease a write for `source` must be checked against: none on an
     /// SQLite ledger, and none for a backfill run's own cursor scope (a
     /// backfill may run beside the fleet; the ledger's transactions keep

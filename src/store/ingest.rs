@@ -113,7 +113,7 @@ impl Store {
         cursor: Option<(&str, &str)>,
     ) -> anyhow::Result<IngestReport> {
         let fence = self.fence_for(source, cursor.map(|(scope, _)| scope))?;
-        self.lock().write(|tx| {
+        let result = self.lock().write(|tx| {
             if let Some(lease) = &fence {
                 super::fence::check(tx, lease)?;
             }
@@ -130,7 +130,8 @@ impl Store {
                 )?;
             }
             Ok(report)
-        })
+        });
+        self.forget_lost(source, result)
     }
 
     pub fn cursor(&self, source: &str, scope: &str) -> anyhow::Result<Option<String>> {

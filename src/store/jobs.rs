@@ -775,10 +775,10 @@ impl Store {
         &self,
         shipments: &[ErpShipment],
         cursor: &str,
-        takes_write_back: impl Fn(&str) -> bool,
+        takes_write_back: impl Fn(&str) -> bool + Sync,
     ) -> anyhow::Result<Vec<(String, String)>> {
         let fence = self.fence_for(super::fence::ERP_FEED, Some("live"))?;
-        self.lock().write(|tx| {
+        let result = self.lock().write(|tx| {
             if let Some(lease) = &fence {
                 super::fence::check(tx, lease)?;
             }
@@ -875,7 +875,8 @@ impl Store {
                 &[&cursor, &now],
             )?;
             Ok(queued)
-        })
+        });
+        self.forget_lost(super::fence::ERP_FEED, result)
     }
 
     /// `retry KEY`: parked jobs of one order go back in the queue. A skipped

@@ -8,10 +8,12 @@
 #[cfg(test)]
 mod both;
 mod cancel;
+pub mod copy;
 pub mod fence;
 mod ingest;
 mod jobs;
 mod migrations;
+mod open;
 mod recheck;
 mod retention;
 mod sql;
@@ -174,8 +176,23 @@ impl Store {
     /// password in it: the config refuses one) and runs pending migrations.
     /// Errors name the server, never the password.
     pub fn connect(url: &str, password: Option<&crate::secret::Secret>) -> anyhow::Result<Store> {
-        let (writer, target) = pg::connect_client(url, password, true)?;
-        let (reader, _) = pg::connect_client(url, password, false)?;
+        let (writer, target) = sql::off_runtime(|| pg::connect_client(url, password, true))?;
+        let (reader, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
+        Ok(Store::new(
+            Conn::Postgres(Box::new(sql::PgConn::new(writer))),
+            Conn::Postgres(Box::new(sql::PgConn::new(reader))),
+            Location::Postgres(target),
+        ))
+    }
+
+    /// Connects to a PostgreSQL ledger that must already be at this
+    /// build's schema version (reports: they never migrate).
+    pub fn connect_existing(
+        url: &str,
+        password: Option<&crate::secret::Secret>,
+    ) -> anyhow::Result<Store> {
+        let (writer, target) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
+        let (reader, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
         Ok(Store::new(
             Conn::Postgres(Box::new(sql::PgConn::new(writer))),
             Conn::Postgres(Box::new(sql::PgConn::new(reader))),

@@ -44,7 +44,7 @@ pub(crate) enum Param<'a> {
 }
 
 /// Anything the store binds to a statement.
-pub(crate) trait ToParam {
+pub(crate) trait ToParam: Sync {
     fn to_param(&self) -> Param<'_>;
 }
 
@@ -180,6 +180,13 @@ impl Row {
     }
 }
 
+impl Row {
+    /// The row's values, in column order.
+    pub fn into_values(self) -> Vec<Value> {
+        self.0
+    }
+}
+
 /// What a [`Value`] can be read as.
 pub(crate) trait FromValue: Sized {
     fn from_value(v: &Value) -> Result<Self, String>;
@@ -300,17 +307,61 @@ fn is_conflict(e: &anyhow::Error) -> bool {
     })
 }
 
+/// Runs `f` where the synchronous PostgreSQL client may block. That client
+/// drives its connection with a small runtime of its own, which must not be
+/// started on a thread that is running tokio tasks: the ledger thread and
+/// plain threads run `f` in place; a thread inside a runtime (a command's
+/// own code, a report on the blocking pool) hands it to a scoped thread.
+pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
+    if tokio::runtime::Handle::try_current().is_err() {
+        return f();
+    }
+    std::thread::scope(|s| match s.spawn(f).join() {
+        Ok(r) => r,
+        Err(panic) => std::panic::resume_unwind(panic),
+    })
+}
+
 /// A PostgreSQL connection with its prepared statements.
 pub(crate) struct PgConn {
-    pub client: postgres::Client,
+    pub client: OwnClient,
     stmts: HashMap<String, postgres::Statement>,
 }
 
 impl PgConn {
     pub fn new(client: postgres::Client) -> PgConn {
         PgConn {
-            client,
+            client: OwnClient(Some(client)),
             stmts: HashMap::new(),
+        }
+    }
+}
+
+/// A PostgreSQL client that closes off the runtime when dropped (closing
+/// blocks on the client's own runtime, like every call: see [`off_runtime`]).
+pub(crate) struct OwnClient(Option<postgres::Client>);
+
+impl std::ops::Deref for OwnClient {
+    type Target = postgres::Client;
+    fn deref(&self) -> &postgres::Client {
+        self.0
+            .as_ref()
+            .expect("a client is only taken when dropped")
+    }
+}
+
+impl std::ops::DerefMut for OwnClient {
+    fn deref_mut(&mut self) -> &mut postgres::Client {
+        self.0
+            .as_mut()
+            .expect("a client is only taken when dropped")
+    }
+}
+
+impl Drop for OwnClient {
+    fn drop(&mut self) {
+        if let Some(client) = self.0.take() {
+            off_runtime(move || drop(client));
         }
     }
 }
@@ -336,9 +387,9 @@ impl Conn {
     /// Runs `work` in one write transaction and commits it. On PostgreSQL a
     /// transaction that lost a conflict to another node runs again from the
     /// start, so `work` must do nothing but ledger statements.
-    pub fn write<R>(
+    pub fn write<R: Send>(
         &mut self,
-        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
+        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         match self {
             Conn::Sqlite(conn) => {
@@ -348,7 +399,7 @@ impl Conn {
                 tx.commit()?;
                 Ok(r)
             }
-            Conn::Postgres(pg) => {
+            Conn::Postgres(pg) => off_runtime(move || {
                 let mut tries = 0;
                 loop {
                     let attempt = (|| {
@@ -379,14 +430,14 @@ impl Conn {
                         other => return other,
                     }
                 }
-            }
+            }),
         }
     }
 
     /// Runs `work` (statements that read only) in one consistent snapshot.
-    pub fn read<R>(
+    pub fn read<R: Send>(
         &mut self,
-        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
+        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         match self {
             Conn::Sqlite(conn) => {
@@ -395,7 +446,7 @@ impl Conn {
                 tx.commit()?;
                 Ok(r)
             }
-            Conn::Postgres(pg) => {
+            Conn::Postgres(pg) => off_runtime(move || {
                 let tx = pg
                     .client
                     .build_transaction()
@@ -412,21 +463,23 @@ impl Conn {
                     tx.commit().map_err(pg_error)?;
                 }
                 Ok(r)
-            }
+            }),
         }
     }
 
     /// Runs one statement (or several that need not be atomic) outside an
     /// explicit transaction: each commits on its own.
-    pub fn auto<R>(
+    pub fn auto<R: Send>(
         &mut self,
-        work: impl FnOnce(&mut Tx<'_>) -> anyhow::Result<R>,
+        work: impl FnOnce(&mut Tx<'_>) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         match self {
             Conn::Sqlite(conn) => work(&mut Tx::Sqlite(conn)),
-            Conn::Postgres(pg) => work(&mut Tx::PgAuto {
-                client: &mut pg.client,
-                stmts: &mut pg.stmts,
+            Conn::Postgres(pg) => off_runtime(move || {
+                work(&mut Tx::PgAuto {
+                    client: &mut pg.client,
+                    stmts: &mut pg.stmts,
+                })
             }),
         }
     }

@@ -11,6 +11,7 @@ mod config;
 mod crash;
 mod credentials;
 mod desadv;
+mod fleet;
 mod flow;
 mod mplus;
 mod operator;

@@ -28,6 +28,22 @@ pub struct NodeInfo {
     pub heartbeat_at: i64,
 }
 
+/// A node as `status` shows it: what it holds right now.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct NodeView {
+    pub id: String,
+    pub host: String,
+    pub pid: u32,
+    pub started_at: String,
+    pub last_heartbeat_at: String,
+    /// Seconds since its last heartbeat, on the database's clock.
+    pub heartbeat_age_s: i64,
+    /// The poll leases it holds (sources, `_erp` for the ERP's feeds).
+    pub sources: Vec<String>,
+    /// Jobs it has claimed and not settled.
+    pub jobs_running: i64,
+}
+
 /// A poll lease this node holds. `epoch` is its fencing token: it grows at
 /// every change of holder, so a node that lost the lease (it lapsed, or a
 /// rescue freed it) and was replaced holds an epoch that no longer matches.
@@ -56,8 +72,8 @@ impl Store {
     pub fn register_node(&self, id: &str) -> anyhow::Result<()> {
         let host = id.split('/').next().unwrap_or_default();
         let pid = i32::try_from(std::process::id()).unwrap_or(i32::MAX);
-        self.pg()?
-            .execute(
+        self.with_pg(|c| {
+            c.execute(
                 concat!(
                     "INSERT INTO nodes (id, host, pid, started_at, heartbeat_at)
                      SELECT $1, $2, $3, t.now, t.now FROM (SELECT ",
@@ -67,16 +83,16 @@ impl Store {
                 ),
                 &[&id, &host, &pid],
             )
-            .map_err(sql("registering the node"))?;
+            .map_err(sql("registering the node"))
+        })?;
         Ok(())
     }
 
     /// This node is alive. False when its row is gone (a rescue declared it
     /// dead and freed what it held): the node must step down.
     pub fn heartbeat(&self, id: &str) -> anyhow::Result<bool> {
-        let n = self
-            .pg()?
-            .execute(
+        let n = self.with_pg(|c| {
+            c.execute(
                 concat!(
                     "UPDATE nodes SET heartbeat_at = ",
                     now_ms!(),
@@ -84,19 +100,20 @@ impl Store {
                 ),
                 &[&id],
             )
-            .map_err(sql("heartbeat"))?;
+            .map_err(sql("heartbeat"))
+        })?;
         Ok(n == 1)
     }
 
     /// The nodes the ledger knows, oldest first.
     pub fn nodes(&self) -> anyhow::Result<Vec<NodeInfo>> {
-        let rows = self
-            .pg()?
-            .query(
+        let rows = self.with_pg(|c| {
+            c.query(
                 "SELECT id, host, pid, started_at, heartbeat_at FROM nodes ORDER BY started_at, id",
                 &[],
             )
-            .map_err(sql("listing nodes"))?;
+            .map_err(sql("listing nodes"))
+        })?;
         Ok(rows
             .iter()
             .map(|r| NodeInfo {
@@ -105,6 +122,58 @@ impl Store {
                 pid: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
                 started_at: r.get(3),
                 heartbeat_at: r.get(4),
+            })
+            .collect())
+    }
+
+    /// A clean stop: node `id` leaves the fleet (its row goes; its job
+    /// leases are released by the caller).
+    pub fn leave_fleet(&self, id: &str) -> anyhow::Result<()> {
+        self.with_pg(|c| {
+            c.execute("DELETE FROM nodes WHERE id = $1", &[&id])
+                .map_err(sql("leaving the fleet"))
+        })?;
+        Ok(())
+    }
+
+    /// The fleet for `status`: every node, what it polls and how many jobs
+    /// it runs now.
+    pub fn fleet_view(&self) -> anyhow::Result<Vec<NodeView>> {
+        let rows = self.with_pg(|c| {
+            c.query(
+                concat!(
+                    "WITH t AS (SELECT ",
+                    now_ms!(),
+                    " AS now)
+                     SELECT n.id, n.host, n.pid, n.started_at, n.heartbeat_at, t.now - n.heartbeat_at,
+                            COALESCE((SELECT string_agg(l.name, ',' ORDER BY l.name) FROM poll_leases l
+                                      WHERE l.holder = n.id AND l.expires_at >= t.now), ''),
+                            (SELECT count(*) FROM jobs j WHERE j.lease_owner = n.id
+                               AND j.state = 'pending' AND j.lease_until >= t.now)
+                     FROM nodes n, t ORDER BY n.started_at, n.id"
+                ),
+                &[],
+            )
+            .map_err(sql("listing the fleet"))
+        })?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let held: String = r.get(6);
+                NodeView {
+                    id: r.get(0),
+                    host: r.get(1),
+                    pid: u32::try_from(r.get::<_, i32>(2)).unwrap_or(0),
+                    started_at: crate::store::fmt_ms(r.get(3)),
+                    last_heartbeat_at: crate::store::fmt_ms(r.get(4)),
+                    heartbeat_age_s: r.get::<_, i64>(5) / 1000,
+                    sources: held
+                        .split(',')
+                        .filter(|s| !s.is_empty())
+                        .map(str::to_string)
+                        .collect(),
+                    jobs_running: r.get(7),
+                }
             })
             .collect())
     }
@@ -120,9 +189,8 @@ impl Store {
     ) -> anyhow::Result<Option<PollLease>> {
         // Two nodes racing for a lapsed lease: ON CONFLICT locks the row,
         // the second waits, then finds it no longer lapsed and gets nothing.
-        let row = self
-            .pg()?
-            .query_opt(
+        let row = self.with_pg(|c| {
+            c.query_opt(
                 concat!(
                     "INSERT INTO poll_leases AS l (name, holder, epoch, acquired_at, expires_at)
                      SELECT $1, $2, 1, t.now, t.now + $3 FROM (SELECT ",
@@ -136,7 +204,8 @@ impl Store {
                 ),
                 &[&name, &node, &millis(ttl)],
             )
-            .map_err(sql("acquiring a poll lease"))?;
+            .map_err(sql("acquiring a poll lease"))
+        })?;
         Ok(row.map(|r| PollLease {
             name: r.get(0),
             holder: r.get(1),
@@ -148,9 +217,8 @@ impl Store {
     /// Extends a poll lease this node still holds (same epoch, not lapsed).
     /// False when it lost it: the poller must stop at once.
     pub fn renew_poll_lease(&self, lease: &mut PollLease, ttl: Duration) -> anyhow::Result<bool> {
-        let row = self
-            .pg()?
-            .query_opt(
+        let row = self.with_pg(|c| {
+            c.query_opt(
                 concat!(
                     "WITH t AS (SELECT ",
                     now_ms!(),
@@ -161,7 +229,8 @@ impl Store {
                 ),
                 &[&lease.name, &lease.holder, &lease.epoch, &millis(ttl)],
             )
-            .map_err(sql("renewing a poll lease"))?;
+            .map_err(sql("renewing a poll lease"))
+        })?;
         match row {
             Some(r) => {
                 lease.expires_at = r.get(0);
@@ -174,9 +243,8 @@ impl Store {
     /// Gives a poll lease up (clean shutdown): another node may take it at
     /// once. The epoch stays; the next holder raises it.
     pub fn release_poll_lease(&self, lease: &PollLease) -> anyhow::Result<bool> {
-        let n = self
-            .pg()?
-            .execute(
+        let n = self.with_pg(|c| {
+            c.execute(
                 concat!(
                     "UPDATE poll_leases SET holder = NULL, expires_at = ",
                     now_ms!(),
@@ -184,7 +252,8 @@ impl Store {
                 ),
                 &[&lease.name, &lease.holder, &lease.epoch],
             )
-            .map_err(sql("releasing a poll lease"))?;
+            .map_err(sql("releasing a poll lease"))
+        })?;
         Ok(n == 1)
     }
 
@@ -196,30 +265,32 @@ impl Store {
     /// cursor will be written.
     pub fn fenced<T, F>(&self, lease: &PollLease, work: F) -> anyhow::Result<Option<T>>
     where
-        F: FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error>,
+        F: FnOnce(&mut Transaction<'_>) -> Result<T, postgres::Error> + Send,
+        T: Send,
     {
-        let mut client = self.pg()?;
-        let mut tx = client.transaction().map_err(sql("begin"))?;
-        // FOR SHARE: a concurrent acquire (ON CONFLICT DO UPDATE) waits
-        // until this commits, then sees the lease renewed or not lapsed.
-        let held = tx
-            .query_opt(
-                concat!(
-                    "SELECT 1 FROM poll_leases WHERE name = $1 AND holder = $2 AND epoch = $3
-                       AND expires_at >= ",
-                    now_ms!(),
-                    " FOR SHARE"
-                ),
-                &[&lease.name, &lease.holder, &lease.epoch],
-            )
-            .map_err(sql("checking the poll lease"))?
-            .is_some();
-        if !held {
-            return Ok(None);
-        }
-        let out = work(&mut tx).map_err(sql("a fenced write"))?;
-        tx.commit().map_err(sql("commit"))?;
-        Ok(Some(out))
+        self.with_pg(|client| {
+            let mut tx = client.transaction().map_err(sql("begin"))?;
+            // FOR SHARE: a concurrent acquire (ON CONFLICT DO UPDATE) waits
+            // until this commits, then sees the lease renewed or not lapsed.
+            let held = tx
+                .query_opt(
+                    concat!(
+                        "SELECT 1 FROM poll_leases WHERE name = $1 AND holder = $2 AND epoch = $3
+                           AND expires_at >= ",
+                        now_ms!(),
+                        " FOR SHARE"
+                    ),
+                    &[&lease.name, &lease.holder, &lease.epoch],
+                )
+                .map_err(sql("checking the poll lease"))?
+                .is_some();
+            if !held {
+                return Ok(None);
+            }
+            let out = work(&mut tx).map_err(sql("a fenced write"))?;
+            tx.commit().map_err(sql("commit"))?;
+            Ok(Some(out))
+        })
     }
 
     /// Moves the cursor `scope` of the lease's source to `value`, only while
@@ -252,7 +323,6 @@ impl Store {
     /// off should it wake up). One transaction; any node may run it, as
     /// often as it likes.
     pub fn rescue(&self, dead_after: Duration) -> anyhow::Result<Rescued> {
-        let mut client = self.pg()?;
         let run = |client: &mut postgres::Client| -> Result<Rescued, postgres::Error> {
             let mut tx = client.transaction()?;
             let now: i64 = tx.query_one(concat!("SELECT ", now_ms!()), &[])?.get(0);
@@ -282,7 +352,7 @@ impl Store {
                 poll_leases: usize::try_from(poll_leases).unwrap_or(usize::MAX),
             })
         };
-        run(&mut client).map_err(sql("rescue"))
+        self.with_pg(|client| run(client).map_err(sql("rescue")))
     }
 }
 

@@ -68,10 +68,10 @@ impl Store {
             ClaimFilter::Orders(keys) => Some(keys),
         };
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let rows = self
-            .pg()?
-            .query(CLAIM_SQL, &[&source, &owner, &millis(lease), &limit, &keys])
-            .map_err(sql("claiming jobs"))?;
+        let rows = self.with_pg(|c| {
+            c.query(CLAIM_SQL, &[&source, &owner, &millis(lease), &limit, &keys])
+                .map_err(sql("claiming jobs"))
+        })?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
             let kind: String = r.get(1);
@@ -107,9 +107,8 @@ impl Store {
         owner: &str,
         lease: Duration,
     ) -> anyhow::Result<bool> {
-        let n = self
-            .pg()?
-            .execute(
+        let n = self.with_pg(|c| {
+            c.execute(
                 concat!(
                     "UPDATE jobs SET lease_until = ",
                     now_ms!(),
@@ -118,7 +117,8 @@ impl Store {
                 ),
                 &[&job.id, &owner, &attempt_no(job), &millis(lease)],
             )
-            .map_err(sql("renewing a job lease"))?;
+            .map_err(sql("renewing a job lease"))
+        })?;
         Ok(n == 1)
     }
 }

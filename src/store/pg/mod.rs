@@ -27,8 +27,10 @@
 pub mod fleet;
 pub mod jobs;
 pub mod migrations;
-#[cfg(test)]
-pub(crate) mod testing;
+/// A throwaway PostgreSQL server for tests (the integration tests use it
+/// too, hence the `sandbox` feature that carries the simulators).
+#[cfg(any(test, feature = "sandbox"))]
+pub mod testing;
 
 use std::sync::MutexGuard;
 use std::time::Duration;
@@ -40,7 +42,7 @@ use super::Store;
 use super::sql::{Conn, Dialect};
 use crate::secret::Secret;
 
-pub use fleet::{NodeInfo, PollLease, Rescued};
+pub use fleet::{NodeInfo, NodeView, PollLease, Rescued};
 
 /// The database's clock in milliseconds since the epoch, as SQL (the time
 /// unit of every column). `clock_timestamp()`, not `now()`: a lease is
@@ -129,6 +131,17 @@ impl Store {
                 self.describe()
             ),
         }
+    }
+
+    /// Runs `f` on the PostgreSQL writer connection, off any tokio runtime
+    /// thread (see [`super::sql::off_runtime`]); an error on SQLite.
+    pub(crate) fn with_pg<R: Send>(
+        &self,
+        f: impl FnOnce(&mut Client) -> anyhow::Result<R> + Send,
+    ) -> anyhow::Result<R> {
+        let mut guard = self.pg()?;
+        let client: &mut Client = &mut guard;
+        super::sql::off_runtime(move || f(client))
     }
 
     /// Whether this ledger is the PostgreSQL one (then `pg()` succeeds).

@@ -76,13 +76,14 @@ fn cluster() -> &'static Cluster {
 }
 
 /// A fresh, empty database on the test cluster.
-pub(crate) struct TestDb {
+pub struct TestDb {
     /// `postgres://ordersync@127.0.0.1:PORT/t_N`: no password, as the config has it.
     pub url: String,
     pub password: Secret,
 }
 
 impl TestDb {
+    #[allow(clippy::new_without_default)]
     pub fn new() -> TestDb {
         let c = cluster();
         let name = format!(
@@ -90,16 +91,20 @@ impl TestDb {
             std::process::id(),
             NEXT_DB.fetch_add(1, Ordering::SeqCst)
         );
-        let mut admin: postgres::Config = format!("{}postgres", c.base)
-            .parse()
-            .expect("the cluster's URL parses");
-        admin.password(&c.password);
-        let mut client = admin
-            .connect(postgres::NoTls)
-            .unwrap_or_else(|e| panic!("cannot reach the test cluster: {}", super::error_text(&e)));
-        client
-            .batch_execute(&format!("CREATE DATABASE {name}"))
-            .unwrap_or_else(|e| panic!("CREATE DATABASE {name}: {}", super::error_text(&e)));
+        let admin_url = format!("{}postgres", c.base);
+        let password = c.password.clone();
+        let db = name.clone();
+        // Callable from async tests too: the sync client stays off the runtime.
+        crate::store::sql::off_runtime(move || {
+            let mut admin: postgres::Config = admin_url.parse().expect("the cluster's URL parses");
+            admin.password(&password);
+            let mut client = admin.connect(postgres::NoTls).unwrap_or_else(|e| {
+                panic!("cannot reach the test cluster: {}", super::error_text(&e))
+            });
+            client
+                .batch_execute(&format!("CREATE DATABASE {db}"))
+                .unwrap_or_else(|e| panic!("CREATE DATABASE {db}: {}", super::error_text(&e)));
+        });
         TestDb {
             url: format!("{}{name}", c.base),
             password: Secret::new(c.password.clone()),

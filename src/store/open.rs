@@ -1,0 +1,42 @@
+//! Which ledger a config names: the SQLite file in `daemon.state_dir`, or
+//! the PostgreSQL server of `[ledger] url` (its password read from
+//! `ledger.password_file` / `ledger.password_env`). Every command opens the
+//! ledger here, so they all work against the same one.
+
+use super::Store;
+use crate::config::{Config, ConfigError};
+
+impl Store {
+    /// Opens (creating and migrating if needed) the ledger `config` names.
+    pub fn for_config(config: &Config) -> anyhow::Result<Store> {
+        match &config.ledger {
+            None => Store::open(&config.daemon.db_path()),
+            Some(ledger) => {
+                let password = ledger_password(config)?;
+                Store::connect(&ledger.url, password.as_ref())
+            }
+        }
+    }
+
+    /// Opens the ledger for reports (`status`, `orders`): never creates or
+    /// migrates it, so a report cannot disturb the running daemons.
+    pub fn for_config_read_only(config: &Config) -> anyhow::Result<Store> {
+        match &config.ledger {
+            None => Store::open_read_only(&config.daemon.db_path()),
+            Some(ledger) => {
+                let password = ledger_password(config)?;
+                Store::connect_existing(&ledger.url, password.as_ref())
+            }
+        }
+    }
+}
+
+fn ledger_password(config: &Config) -> anyhow::Result<Option<crate::secret::Secret>> {
+    let Some(reference) = config.ledger.as_ref().and_then(|l| l.password.as_ref()) else {
+        return Ok(None);
+    };
+    reference
+        .load("ledger.password")
+        .map(Some)
+        .map_err(|e| ConfigError(e).into())
+}

@@ -1,0 +1,408 @@
+//! A fleet: three `ordersync run` nodes with one config on one real
+//! PostgreSQL ledger (a throwaway cluster from Debian's packages), three
+//! kinds of source (CloudSuite, Vinou, MplusKASSA) and the http ERP, while
+//! random nodes are SIGKILLed and restarted again and again. Afterwards
+//! every order is in the ERP exactly once and every write-back took effect
+//! exactly once; nothing is parked; the sources moved between nodes.
+
+use std::collections::HashSet;
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use ordersync::sandbox::{Sandbox, SandboxOptions};
+use ordersync::store::pg::testing::TestDb;
+use rand::{Rng, SeedableRng};
+use serde_json::Value;
+
+use crate::common::{App, app_from_config, pushable};
+
+const CS: &str = "shop";
+const VINOU: &str = "weingut";
+const TILL: &str = "till";
+const NODES: usize = 3;
+
+struct Fleet {
+    app: App,
+    cs_ids: Vec<i64>,
+    vinou_ids: Vec<i64>,
+    till_ids: Vec<String>,
+}
+
+impl Fleet {
+    fn expected(&self) -> HashSet<String> {
+        let mut keys: HashSet<String> = self.cs_ids.iter().map(|i| format!("{CS}:{i}")).collect();
+        keys.extend(self.vinou_ids.iter().map(|i| format!("{VINOU}:{i}")));
+        keys.extend(self.till_ids.iter().map(|i| format!("{TILL}:{i}")));
+        keys
+    }
+
+    /// Every order in the ERP and every write-back visible at its source.
+    fn finished(&self) -> bool {
+        let sb = &self.app.sandbox;
+        self.cs_ids.iter().all(|id| {
+            sb.cloudsuite
+                .order(*id)
+                .is_some_and(|o| o["shipment_state"] == "sent")
+        }) && self
+            .vinou_ids
+            .iter()
+            .all(|id| sb.vinou.order(*id).is_some_and(|o| o["touched"] == 1))
+            && self.till_ids.iter().all(|id| sb.mplus.deliveries(id) >= 1)
+            && sb.erp.orders().len() >= self.expected().len()
+    }
+
+    fn node(&self, n: usize, generation: usize) -> Child {
+        let log = std::fs::File::create(self.log_path(n, generation)).unwrap();
+        self.app
+            .run_binary()
+            .arg("run")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn log_path(&self, n: usize, generation: usize) -> std::path::PathBuf {
+        self.app
+            .dir
+            .path()
+            .join(format!("node-{n}-{generation}.log"))
+    }
+
+    fn logs(&self) -> Vec<String> {
+        let mut texts = Vec::new();
+        for entry in std::fs::read_dir(self.app.dir.path()).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "log") {
+                texts.push(std::fs::read_to_string(&path).unwrap());
+            }
+        }
+        texts
+    }
+}
+
+async fn start_fleet(db: &TestDb) -> Fleet {
+    ordersync::http::install_crypto();
+    let mut opts = SandboxOptions::default();
+    opts.erp.ship_after = Some(Duration::ZERO);
+    // Latency so a kill lands inside calls; dropped ERP answers: applied,
+    // but the node never heard.
+    let latency = Duration::from_millis(15);
+    opts.cloudsuite.faults.latency = latency;
+    opts.vinou.faults.latency = latency;
+    opts.mplus.faults.latency = latency;
+    opts.erp.faults.latency = latency;
+    opts.erp.faults.drop_rate = 0.02;
+    let erp_token = opts.erp.token.clone();
+    let cs_secret = opts.cloudsuite.client_secret.clone();
+    let vinou_token = opts.vinou.api_token.clone();
+    let vinou_auth = opts.vinou.auth_id.clone();
+    let till_secret = opts.mplus.secret.clone();
+    let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
+    let spread = Duration::from_secs(6 * 3600);
+    let cs_ids: Vec<i64> = sandbox
+        .cloudsuite
+        .seed_orders(480, 5, spread)
+        .into_iter()
+        .filter(|i| pushable(&sandbox.cloudsuite.order(*i).unwrap()))
+        .collect();
+    let vinou_ids: Vec<i64> = sandbox
+        .vinou
+        .seed_orders(420, 21, spread)
+        .into_iter()
+        .filter(|i| {
+            sandbox
+                .vinou
+                .order(*i)
+                .is_some_and(|o| matches!(o["status"].as_str(), Some("payed" | "need_package")))
+        })
+        .collect();
+    let till_ids = sandbox.mplus.seed_orders(380);
+    let pw_file = "ledger-password";
+    let sources = format!(
+        r#"name = "{CS}"
+kind = "cloudsuite"
+base_url = "{cs}"
+token_url = "{token_url}"
+client_id = "ordersync"
+client_secret_file = "cs-secret"
+schedule = "*/1 * * * * *"
+page_size = 50
+max_in_flight = 4
+rate_limit_per_sec = 2000
+
+[[sources]]
+name = "{VINOU}"
+kind = "vinou"
+base_url = "{vinou}"
+auth_id = "{vinou_auth}"
+api_token_file = "vinou-token"
+schedule = "*/1 * * * * *"
+page_size = 50
+max_in_flight = 4
+rate_limit_per_sec = 2000
+
+[[sources]]
+name = "{TILL}"
+kind = "mplus"
+base_url = "{mplus}"
+ident = "ordersync"
+secret_file = "mplus-secret"
+schedule = "*/1 * * * * *"
+page_size = 50
+max_in_flight = 4
+rate_limit_per_sec = 2000
+
+[ledger]
+url = "{url}"
+password_file = "{pw_file}"
+heartbeat = "1s"
+"#,
+        cs = sandbox.cloudsuite_url,
+        token_url = sandbox.token_url,
+        vinou = sandbox.vinou_url,
+        mplus = sandbox.mplus_url,
+        url = db.url,
+    );
+    let erp = format!(
+        "kind = \"http\"\nurl = \"{}\"\ntoken_file = \"erp-token\"\n",
+        sandbox.erp_url
+    );
+    let secrets = [
+        ("erp-token", erp_token),
+        ("cs-secret", cs_secret),
+        ("vinou-token", vinou_token),
+        ("mplus-secret", till_secret),
+        (pw_file, db.password.expose().to_string()),
+    ];
+    let app = app_from_config(sandbox, "", &erp, &sources, &secrets);
+    Fleet {
+        app,
+        cs_ids,
+        vinou_ids,
+        till_ids,
+    }
+}
+
+/// SPEC §5 across nodes: 3 nodes, over 1,000 orders of three source kinds,
+/// at least 20 SIGKILLs of random nodes (each restarted at once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
+    let db = TestDb::new();
+    let fleet = start_fleet(&db).await;
+    let total = fleet.expected().len();
+    assert!(total >= 1000, "{total} orders");
+    let seed: u64 = std::env::var("CRASH_SEED")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(rand::random);
+    eprintln!("fleet test seed {seed} (CRASH_SEED={seed} repeats it)");
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+
+    let (kills, mut nodes, mut generation) = tokio::task::block_in_place(|| {
+        let mut generation = [0usize; NODES];
+        let mut nodes: Vec<Child> = (0..NODES).map(|n| fleet.node(n, 0)).collect();
+        let mut kills = 0;
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while kills < 20 && Instant::now() < deadline && !fleet.finished() {
+            std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+            let n = rng.random_range(0..NODES);
+            nodes[n].kill().unwrap(); // SIGKILL
+            nodes[n].wait().unwrap();
+            if !fleet.finished() {
+                kills += 1;
+            }
+            generation[n] += 1;
+            nodes[n] = fleet.node(n, generation[n]);
+        }
+        (kills, nodes, generation)
+    });
+    let in_erp = fleet.app.sandbox.erp.orders().len();
+    eprintln!("{kills} kills landed mid-sync; the ERP has {in_erp} of {total} orders");
+    assert!(kills >= 20, "only {kills} kills landed while work was left");
+    assert!(in_erp > 0, "the killed nodes made progress");
+
+    // The surviving nodes finish the work; then all stop cleanly.
+    tokio::task::block_in_place(|| {
+        let deadline = Instant::now() + Duration::from_secs(240);
+        while !fleet.finished() {
+            assert!(
+                Instant::now() < deadline,
+                "no convergence within 240 s: {} of {total} in the ERP",
+                fleet.app.sandbox.erp.orders().len()
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        // Let the last settles commit, then SIGTERM every node.
+        std::thread::sleep(Duration::from_secs(2));
+        for node in &mut nodes {
+            let pid = node.id().to_string();
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &pid])
+                .status();
+        }
+        for (n, node) in nodes.iter_mut().enumerate() {
+            let status = node.wait().unwrap();
+            let log = std::fs::read_to_string(fleet.log_path(n, generation[n])).unwrap();
+            assert_eq!(status.code(), Some(0), "node {n}: {log}");
+            assert!(log.contains("left the fleet"), "node {n}: {log}");
+        }
+        generation.iter_mut().for_each(|g| *g += 1);
+    });
+
+    assert_every_order_once(&fleet);
+
+    // The sources moved: more lease takeovers than the first three sources
+    // and the ERP feed, and takeovers of silent (killed) nodes.
+    let logs = fleet.logs();
+    let takeovers: usize = logs
+        .iter()
+        .map(|l| l.matches("took the poll lease").count())
+        .sum();
+    assert!(takeovers > 4, "{takeovers} lease takeovers");
+    assert!(
+        logs.iter()
+            .any(|l| l.contains("freed what silent nodes held")),
+        "no node ever rescued a killed one"
+    );
+    // No log line shows the ledger's password.
+    for log in &logs {
+        assert!(!log.contains(db.password.expose()), "the password leaked");
+    }
+
+    // `status` against the shared ledger: nothing parked, the fleet listed.
+    let out = fleet
+        .app
+        .run_binary()
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let status: Value = serde_json::from_str(&text).unwrap();
+    assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
+    assert!(status["nodes"].is_array(), "{status}");
+    assert!(!text.contains(db.password.expose()));
+}
+
+fn assert_every_order_once(fleet: &Fleet) {
+    let sb = &fleet.app.sandbox;
+    let expected = fleet.expected();
+    for k in &expected {
+        assert_eq!(sb.erp.erp_orders_for(k).len(), 1, "{k}: ERP orders");
+    }
+    for o in sb.erp.orders() {
+        assert!(
+            expected.contains(&o.order_key),
+            "{} should not be in the ERP",
+            o.order_key
+        );
+    }
+    assert_eq!(sb.erp.orders().len(), expected.len(), "ERP order count");
+    for id in &fleet.cs_ids {
+        let k = format!("{CS}:{id}");
+        let order = sb.cloudsuite.order(*id).unwrap();
+        let number = sb.erp.erp_orders_for(&k)[0].erp_order_number.clone();
+        assert_eq!(order["state"], "processing", "{k}");
+        assert_eq!(order["erp_order_number"], number.as_str(), "{k}");
+        assert_eq!(order["shipment_state"], "sent", "{k}");
+        let history = sb.cloudsuite.history(*id);
+        for field in ["state", "erp_order_number", "shipment_state"] {
+            let n = history.iter().filter(|c| c.field == field).count();
+            assert_eq!(n, 1, "{k}: {field} written {n} times: {history:?}");
+        }
+    }
+    for id in &fleet.vinou_ids {
+        let k = format!("{VINOU}:{id}");
+        let touches = sb
+            .vinou
+            .history(*id)
+            .iter()
+            .filter(|c| c.field == "touched")
+            .count();
+        assert_eq!(touches, 1, "{k}: marked as read {touches} times");
+    }
+    for id in &fleet.till_ids {
+        let k = format!("{TILL}:{id}");
+        assert_eq!(sb.mplus.updates(id), 1, "{k}: reference written once");
+        assert_eq!(sb.mplus.deliveries(id), 1, "{k}: delivered once");
+    }
+}
+
+/// Moving in: `db migrate --to` copies a working SQLite ledger into an
+/// empty PostgreSQL ledger, refuses while a daemon seems to run and refuses
+/// a second copy; a config pointed at the copy then sees the same ledger,
+/// and a node started on it does not push anything again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_ledger_moves_into_postgresql_and_the_daemon_goes_on_there() {
+    let app = crate::common::spawn_app(crate::common::AppOptions::default()).await;
+    app.sandbox
+        .cloudsuite
+        .seed_orders(40, 3, Duration::from_secs(3600));
+    let engine = app.engine();
+    app.sync(&engine).await;
+    let ids = app.pushable_ids();
+    crate::common::assert_converged(&app, &ids);
+    let before = crate::common::status_json(&app);
+    let db = TestDb::new();
+    let pw = app.dir.path().join("pg-password");
+    std::fs::write(&pw, db.password.expose()).unwrap();
+    let migrate = |force: bool| {
+        let mut cmd = app.run_binary();
+        cmd.args(["db", "migrate", "--to", &db.url, "--password-file"])
+            .arg(&pw);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd.output().unwrap()
+    };
+    // A daemon wrote its heartbeat just now: refused (exit 2), nothing copied.
+    engine.store.write_heartbeat().unwrap();
+    drop(engine);
+    let out = tokio::task::block_in_place(|| migrate(false));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(err.contains("stop it first"), "{err}");
+    let out = tokio::task::block_in_place(|| migrate(true));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        text.contains("orders") && text.contains("SHA-256"),
+        "{text}"
+    );
+    assert!(!text.contains(db.password.expose()));
+    // Again: the target is no longer empty.
+    let out = tokio::task::block_in_place(|| migrate(true));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("is not empty"),
+        "{err}"
+    );
+
+    // The config now names the PostgreSQL ledger: same status there.
+    let mut config = std::fs::read_to_string(&app.config_path).unwrap();
+    config.push_str(&format!(
+        "\n[ledger]\nurl = \"{}\"\npassword_file = \"pg-password\"\nheartbeat = \"1s\"\n",
+        db.url
+    ));
+    std::fs::write(&app.config_path, config).unwrap();
+    let after = crate::common::status_json(&app);
+    assert_eq!(before["orders"], after["orders"], "{after}");
+    assert_eq!(
+        before["sources"][0]["cursor"],
+        after["sources"][0]["cursor"]
+    );
+    // A node on the moved ledger polls again (for a few polls: what is
+    // checked is that nothing happens) and pushes nothing twice.
+    let started = Instant::now();
+    let (status, log) = tokio::task::block_in_place(|| {
+        crate::binary::run_daemon_until(&app, &[], || started.elapsed() > Duration::from_secs(6))
+    });
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains("took the poll lease"), "{log}");
+    crate::common::assert_converged(&app, &ids);
+}
