@@ -127,3 +127,60 @@ pub(crate) fn check(tx: &mut Tx<'_>, lease: &PollLease) -> anyhow::Result<()> {
         .into())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::store::Disposition;
+    use crate::store::ingest::tests::incoming;
+    use crate::store::pg::testing::TestDb;
+
+    /// A node that stalled past its lease (another node took the source
+    /// over) wakes up with a page in hand: nothing of it is recorded, not
+    /// the orders nor the cursor, and it stops considering itself the
+    /// poller. A node without the lease cannot write a live page at all.
+    #[test]
+    fn a_stalled_node_records_nothing_after_its_lease_went_to_another() {
+        let db = TestDb::new();
+        let (a, b) = (db.store(), db.store());
+        let page = [incoming("1", Disposition::Push, "1")];
+        let e = a
+            .ingest("shop", "live", &page, Some(("live", "c1")))
+            .unwrap_err();
+        assert!(is_lost_lease(&e), "{e:#}");
+
+        let short = Duration::from_millis(200);
+        let lease = a
+            .acquire_poll_lease("shop", "node-a", short)
+            .unwrap()
+            .unwrap();
+        a.hold_fence(lease);
+        a.ingest("shop", "live", &page, Some(("live", "c1")))
+            .unwrap();
+        // Node a stalls; its lease lapses and node b takes the source.
+        std::thread::sleep(Duration::from_millis(300));
+        let taken = b
+            .acquire_poll_lease("shop", "node-b", Duration::from_secs(60))
+            .unwrap()
+            .unwrap();
+        b.hold_fence(taken);
+        let later = [incoming("2", Disposition::Push, "1")];
+        let e = a
+            .ingest("shop", "live", &later, Some(("live", "c2")))
+            .unwrap_err();
+        assert!(is_lost_lease(&e), "{e:#}");
+        assert!(a.fence("shop").is_none(), "a forgets the lease at once");
+        assert_eq!(b.cursor("shop", "live").unwrap().as_deref(), Some("c1"));
+        assert_eq!(
+            b.order_state("shop:2").unwrap(),
+            None,
+            "nothing of a's page"
+        );
+        // b, the holder now, records it.
+        b.ingest("shop", "live", &later, Some(("live", "c2")))
+            .unwrap();
+        assert_eq!(b.cursor("shop", "live").unwrap().as_deref(), Some("c2"));
+    }
+}
