@@ -21,6 +21,19 @@ const VINOU: &str = "weingut";
 const TILL: &str = "till";
 const NODES: usize = 3;
 
+/// The running nodes: SIGKILLed when the test ends, however it ends (a
+/// failed assertion must not leave daemons running on the machine).
+struct Nodes(Vec<Child>);
+
+impl Drop for Nodes {
+    fn drop(&mut self) {
+        for child in &mut self.0 {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
 struct Fleet {
     app: App,
     cs_ids: Vec<i64>,
@@ -201,19 +214,19 @@ async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
 
     let (kills, mut nodes, mut generation) = tokio::task::block_in_place(|| {
         let mut generation = [0usize; NODES];
-        let mut nodes: Vec<Child> = (0..NODES).map(|n| fleet.node(n, 0)).collect();
+        let mut nodes = Nodes((0..NODES).map(|n| fleet.node(n, 0)).collect());
         let mut kills = 0;
         let deadline = Instant::now() + Duration::from_secs(240);
         while kills < 20 && Instant::now() < deadline && !fleet.finished() {
             std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
             let n = rng.random_range(0..NODES);
-            nodes[n].kill().unwrap(); // SIGKILL
-            nodes[n].wait().unwrap();
+            nodes.0[n].kill().unwrap(); // SIGKILL
+            nodes.0[n].wait().unwrap();
             if !fleet.finished() {
                 kills += 1;
             }
             generation[n] += 1;
-            nodes[n] = fleet.node(n, generation[n]);
+            nodes.0[n] = fleet.node(n, generation[n]);
         }
         (kills, nodes, generation)
     });
@@ -235,13 +248,13 @@ async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
         }
         // Let the last settles commit, then SIGTERM every node.
         std::thread::sleep(Duration::from_secs(2));
-        for node in &mut nodes {
+        for node in &mut nodes.0 {
             let pid = node.id().to_string();
             let _ = std::process::Command::new("kill")
                 .args(["-TERM", &pid])
                 .status();
         }
-        for (n, node) in nodes.iter_mut().enumerate() {
+        for (n, node) in nodes.0.iter_mut().enumerate() {
             let status = node.wait().unwrap();
             let log = std::fs::read_to_string(fleet.log_path(n, generation[n])).unwrap();
             assert_eq!(status.code(), Some(0), "node {n}: {log}");
@@ -396,6 +409,27 @@ async fn an_sqlite_ledger_moves_into_postgresql_and_the_daemon_goes_on_there() {
         before["sources"][0]["cursor"],
         after["sources"][0]["cursor"]
     );
+    // The operator's commands work against the shared ledger.
+    let first = format!("{}:{}", crate::common::SOURCE, ids[0]);
+    let run = |args: &[&str]| {
+        let out = app.run_binary().args(args).output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(out.status.success(), "{args:?}: {text}");
+        assert!(!text.contains(db.password.expose()), "{args:?}: {text}");
+        text
+    };
+    tokio::task::block_in_place(|| {
+        assert!(run(&["orders", "show", &first]).contains(&first));
+        run(&["orders", "list"]);
+        run(&["skip", &first, "--reason", "checked by hand"]);
+        run(&["retry", &first]);
+        run(&["backfill", "--since", "2h"]);
+        run(&["reconcile", "--since", "2h"]);
+    });
     // A node on the moved ledger polls again (for a few polls: what is
     // checked is that nothing happens) and pushes nothing twice.
     let started = Instant::now();
