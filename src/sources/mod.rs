@@ -356,6 +356,18 @@ impl Connector {
         }
     }
 
+    /// Whether a live walk reads each order it returns in [`Page::orders`]
+    /// as whole as [`Connector::recheck`] would, so a recheck round may
+    /// leave out orders a walk read since the last round
+    /// ([`crate::poll::fresh`]). CloudSuite reads the same detail; Retailys'
+    /// list with `expanded=true` carries the same order as
+    /// `GET /System/Orders/{id}?expanded=true`. Titelive's list is not its
+    /// detail (packages come with the detail only); Vinou's and MplusKASSA's
+    /// rechecks are left as they were.
+    pub fn walk_reads_as_recheck(&self) -> bool {
+        matches!(self, Connector::CloudSuite(_) | Connector::Retailys(_))
+    }
+
     /// Whether the source takes an "accepted" write-back at all. Without
     /// one, a pushed order is `accepted` at once.
     pub fn writes_accepted(&self) -> bool {
