@@ -121,6 +121,7 @@ pub async fn poll_source_with(
                 .map(|id| order_key(source, id)),
         );
         let listed = page.orders.len() + page.unchanged.len();
+        let read = page.orders.len();
         // What this page shows of each order, for the next recheck round
         // once the page is recorded (see [`fresh`]).
         let fresh = (live && connector.walk_reads_as_recheck()).then(|| {
@@ -161,6 +162,12 @@ pub async fn poll_source_with(
         if report.new_jobs() > 0 {
             engine.wake(source);
         }
+        // A change feed read to its head whose last batch held nothing new
+        // (only the echoes of our own write-backs): stop here rather than
+        // chase the next echoes; the next poll reads on from the cursor
+        // just stored (issue 13).
+        let at_head_with_nothing_new =
+            walk.at_head() && read > 0 && report.notes.is_empty() && report.unchanged == read;
         if live {
             // Under way: health must not take a long walk for a stopped one.
             let src = source.to_string();
@@ -169,7 +176,7 @@ pub async fn poll_source_with(
                 .await
                 .map_err(ledger)?;
         }
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || at_head_with_nothing_new {
             break;
         }
     }

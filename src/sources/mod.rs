@@ -213,6 +213,16 @@ impl Walk {
         guard.incomplete()
     }
 
+    /// A live walk of a change feed whose last page was short of a full
+    /// batch: the source held nothing more when it answered (MplusKASSA,
+    /// [`mplus::Walk::at_head`]). Other walks: never.
+    pub fn at_head(&self) -> bool {
+        match self {
+            Walk::Mplus(w) => w.at_head(),
+            _ => false,
+        }
+    }
+
     /// The walk is over: reports, once, what its guard counted.
     pub fn finish(&mut self) {
         match self {
