@@ -183,11 +183,12 @@ async fn naive_side(n: usize) -> (Side, f64) {
         run.failed
     );
     println!(
-        "naive peer: listed {}, written back {}, skipped {} (cancelled); {} ORDER-HAS-CHANGED answers",
+        "naive peer: listed {}, written back {}, skipped {} (cancelled); {} ORDER-HAS-CHANGED answers; {:.3} getOrders calls per order",
         run.listed,
         run.written_back,
         run.skipped,
-        sb.mplus.conflicts()
+        sb.mplus.conflicts(),
+        sb.mplus.get_orders_calls() as f64 / pushable.len().max(1) as f64
     );
     let side = Side {
         elapsed: run.elapsed(),
@@ -242,8 +243,9 @@ async fn ordersync_side(n: usize) -> (Side, Option<Delivered>, Usage, f64) {
         "ordersync: ERP orders"
     );
     println!(
-        "ordersync: {} ORDER-HAS-CHANGED answers",
-        sb.mplus.conflicts()
+        "ordersync: {} ORDER-HAS-CHANGED answers; {:.3} getOrders calls per order",
+        sb.mplus.conflicts(),
+        sb.mplus.get_orders_calls() as f64 / pushable.len().max(1) as f64
     );
     let accepted = Side {
         elapsed: timeline.finished - timeline.first_request,

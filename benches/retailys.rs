@@ -85,6 +85,31 @@ async fn sandbox(n: usize) -> (Sandbox, SandboxOptions, Vec<i64>) {
     (sb, opts, pushable)
 }
 
+/// Where a client's requests to the shop went (`requests` in all, for
+/// `orders` pushable orders): single-order reads and accepted writes as the
+/// simulator counts them; the rest are list and status pages.
+fn source_breakdown(sb: &Sandbox, who: &str, requests: u64, orders: usize) {
+    let ids: Vec<i64> = sb
+        .retailys
+        .orders()
+        .iter()
+        .filter_map(|o| o["id"].as_i64())
+        .collect();
+    let reads: u64 = ids.iter().map(|id| sb.retailys.detail_reads(*id)).sum();
+    let writes: u64 = ids
+        .iter()
+        .map(|id| sb.retailys.writes(*id).len() as u64)
+        .sum();
+    let rest = requests.saturating_sub(reads + writes);
+    let per = |n: u64| n as f64 / orders.max(1) as f64;
+    println!(
+        "{who}: shop requests per order: single-order reads {:.3}, writes {:.3}, list and status pages and other {:.3}",
+        per(reads),
+        per(writes),
+        per(rest)
+    );
+}
+
 /// Status Processing and the ERP-number history record written.
 fn written_back(sb: &Sandbox, processing: i64, id: i64) -> bool {
     sb.retailys
@@ -133,6 +158,12 @@ async fn naive_side(n: usize) -> (Side, f64) {
         run.written_back,
         run.skipped,
         sb.retailys.fault_count()
+    );
+    source_breakdown(
+        &sb,
+        "naive peer",
+        sb.retailys.request_count() - shop0,
+        pushable.len(),
     );
     let side = Side {
         elapsed: run.elapsed(),
@@ -193,6 +224,7 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
         sb.retailys.fault_count(),
         sb.retailys.peak_requests_per_sec()
     );
+    source_breakdown(&sb, "ordersync", shop1 - shop0, pushable.len());
     let accepted = Side {
         elapsed: timeline.finished - timeline.first_request,
         orders: pushable.len(),

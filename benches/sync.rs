@@ -82,6 +82,24 @@ async fn sandbox(n: usize) -> (Sandbox, SandboxOptions, Vec<i64>) {
     (sb, opts, pushable)
 }
 
+/// Where a client's CloudSuite requests went (`requests` in all, for
+/// `orders` pushable orders): detail reads, PATCH/PUT writes and token
+/// requests as the simulator counts them; the rest are list pages.
+fn source_breakdown(sb: &Sandbox, who: &str, requests: u64, orders: usize) {
+    let ids = sb.cloudsuite.order_ids();
+    let details: u64 = ids.iter().map(|id| sb.cloudsuite.detail_reads(*id)).sum();
+    let writes: u64 = ids.iter().map(|id| sb.cloudsuite.write_requests(*id)).sum();
+    let tokens = sb.cloudsuite.token_requests();
+    let lists = requests.saturating_sub(details + writes + tokens);
+    let per = |n: u64| n as f64 / orders.max(1) as f64;
+    println!(
+        "{who}: source requests per order: detail reads {:.3}, writes {:.3}, list pages and other {:.3}, tokens {tokens}",
+        per(details),
+        per(writes),
+        per(lists)
+    );
+}
+
 /// `BENCH_SHIP_DURING=1`: the ERP ships each order as soon as it has it, so
 /// ordersync's "shipped" write-backs run during the timed part too (as in
 /// the first version of this benchmark); the naive peer does none.
@@ -123,6 +141,12 @@ async fn naive_side(n: usize) -> (Side, f64) {
     println!(
         "naive peer: listed {}, written back {}, skipped {} (held or cancelled)",
         run.listed, run.written_back, run.skipped
+    );
+    source_breakdown(
+        &sb,
+        "naive peer",
+        sb.cloudsuite.request_count() - cs0,
+        pushable.len(),
     );
     let side = Side {
         elapsed: run.elapsed(),
@@ -179,6 +203,7 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
         pushable.len(),
         "ordersync: ERP orders"
     );
+    source_breakdown(&sb, "ordersync", cs1 - cs0, pushable.len());
     let accepted_side = Side {
         elapsed: timeline.finished - timeline.first_request,
         orders: pushable.len(),

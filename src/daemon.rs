@@ -53,6 +53,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
         poll_trouble: Default::default(),
         pulled_forward: Default::default(),
+        fresh: Default::default(),
     }))
 }
 

@@ -35,6 +35,9 @@ pub struct Engine {
     /// When jobs waiting on a backoff were last pulled forward, per source
     /// and class (pushes / write-backs): at most every couple of seconds.
     pub pulled_forward: std::sync::Mutex<HashMap<(String, bool), std::time::Instant>>,
+    /// Per source: the orders live walks read since its last recheck round
+    /// ([`crate::poll::fresh`]).
+    pub fresh: std::sync::Mutex<HashMap<String, crate::poll::fresh::Fresh>>,
 }
 
 /// A successful job.

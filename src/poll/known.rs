@@ -71,6 +71,10 @@ impl Known {
         }
     }
 
+    pub fn source(&self) -> &str {
+        &self.source
+    }
+
     /// [`Known::look_up`] for one order.
     pub async fn one(&self, id: &str) -> Option<Recorded> {
         let id = id.to_string();

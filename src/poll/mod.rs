@@ -15,6 +15,7 @@
 //! by [`crate::sources::list::isolated`]; a panic in a whole poll by the
 //! daemon's trigger loop.
 
+pub mod fresh;
 pub mod known;
 pub mod walk;
 
@@ -120,6 +121,13 @@ pub async fn poll_source_with(
                 .map(|id| order_key(source, id)),
         );
         let listed = page.orders.len() + page.unchanged.len();
+        let read = page.orders.len();
+        // What this page shows of each order, for the next recheck round
+        // once the page is recorded (see [`fresh`]).
+        let fresh = (live && connector.walk_reads_as_recheck()).then(|| {
+            let read: Vec<String> = page.orders.iter().map(|o| o.external_id.clone()).collect();
+            (read, page.unchanged.clone())
+        });
         let Page { orders, cursor, .. } = page;
         let (src, sc) = (source.to_string(), scope.to_string());
         let report = store
@@ -133,6 +141,13 @@ pub async fn poll_source_with(
             })
             .await
             .map_err(ledger)?;
+        if let Some((read, unchanged)) = fresh {
+            let mut all = engine.fresh.lock().unwrap_or_else(|p| p.into_inner());
+            all.entry(source.to_string()).or_default().note(
+                read.iter().map(String::as_str),
+                unchanged.iter().map(String::as_str),
+            );
+        }
         if let Some(p) = progress {
             p.page(listed, &report);
         }
@@ -147,6 +162,12 @@ pub async fn poll_source_with(
         if report.new_jobs() > 0 {
             engine.wake(source);
         }
+        // A change feed read to its head whose last batch held nothing new
+        // (only the echoes of our own write-backs): stop here rather than
+        // chase the next echoes; the next poll reads on from the cursor
+        // just stored (issue 13).
+        let at_head_with_nothing_new =
+            walk.at_head() && read > 0 && report.notes.is_empty() && report.unchanged == read;
         if live {
             // Under way: health must not take a long walk for a stopped one.
             let src = source.to_string();
@@ -155,7 +176,7 @@ pub async fn poll_source_with(
                 .await
                 .map_err(ledger)?;
         }
-        if shutdown.is_cancelled() {
+        if shutdown.is_cancelled() || at_head_with_nothing_new {
             break;
         }
     }
@@ -192,7 +213,9 @@ pub async fn read_page(
     }
 }
 
-/// Looks again at orders the list will not show us again (held ones).
+/// Looks again at orders the list will not show us again (held ones, and
+/// at some sources every order not yet final), leaving out those a walk has
+/// read since the last round ([`fresh`]).
 async fn recheck(
     engine: &Engine,
     connector: &Connector,
@@ -200,13 +223,25 @@ async fn recheck(
     shutdown: &CancellationToken,
 ) -> Result<(), Failure> {
     let source = connector.name();
-    let (src, states) = (source.to_string(), connector.recheck_states());
+    let states = connector.recheck_states();
+    if states.is_empty() {
+        // No round this poll: what the walks read counts for the next one.
+        return Ok(());
+    }
+    let fresh = engine
+        .fresh
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .remove(source)
+        .unwrap_or_default();
+    let src = source.to_string();
     let ids = engine
         .store
         .call(move |s| s.recheck_batch(&src, states, 200))
         .await
         .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
     let known = Known::new(std::sync::Arc::clone(&engine.store), source);
+    let ids = leave_out_fresh(ids, &fresh, &known).await;
     let mut batch = Vec::new();
     for id in ids {
         if shutdown.is_cancelled() {
@@ -238,6 +273,36 @@ async fn recheck(
         }
     }
     Ok(())
+}
+
+/// The ids of a recheck batch worth reading: those a walk read since the
+/// last round are left out, and those it listed unchanged unless the ledger
+/// has them unmappable (one ledger call for those, if any).
+async fn leave_out_fresh(ids: Vec<String>, fresh: &fresh::Fresh, known: &Known) -> Vec<String> {
+    if fresh.is_empty() {
+        return ids;
+    }
+    let total = ids.len();
+    let mut ids: Vec<String> = ids.into_iter().filter(|id| !fresh.was_read(id)).collect();
+    let unchanged: Vec<&String> = ids
+        .iter()
+        .filter(|id| fresh.was_listed_unchanged(id))
+        .collect();
+    if !unchanged.is_empty() {
+        let seen = known.look_up(unchanged).await;
+        ids.retain(|id| {
+            !(fresh.was_listed_unchanged(id) && fresh::unchanged_is_enough(seen.state(id)))
+        });
+    }
+    if ids.len() < total {
+        tracing::debug!(
+            source = %known.source(),
+            skipped = total - ids.len(),
+            reading = ids.len(),
+            "recheck: orders a walk read since the last round are not read again"
+        );
+    }
+    ids
 }
 
 /// One live poll of a source, with its outcome noted for `status`.

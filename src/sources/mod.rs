@@ -213,6 +213,16 @@ impl Walk {
         guard.incomplete()
     }
 
+    /// A live walk of a change feed whose last page was short of a full
+    /// batch: the source held nothing more when it answered (MplusKASSA,
+    /// [`mplus::Walk::at_head`]). Other walks: never.
+    pub fn at_head(&self) -> bool {
+        match self {
+            Walk::Mplus(w) => w.at_head(),
+            _ => false,
+        }
+    }
+
     /// The walk is over: reports, once, what its guard counted.
     pub fn finish(&mut self) {
         match self {
@@ -354,6 +364,18 @@ impl Connector {
             // sinks out of the pages we read, so only `get` sees it again.
             Connector::Vinou(_) => &[Held, Invalid],
         }
+    }
+
+    /// Whether a live walk reads each order it returns in [`Page::orders`]
+    /// as whole as [`Connector::recheck`] would, so a recheck round may
+    /// leave out orders a walk read since the last round
+    /// ([`crate::poll::fresh`]). CloudSuite reads the same detail; Retailys'
+    /// list with `expanded=true` carries the same order as
+    /// `GET /System/Orders/{id}?expanded=true`. Titelive's list is not its
+    /// detail (packages come with the detail only); Vinou's and MplusKASSA's
+    /// rechecks are left as they were.
+    pub fn walk_reads_as_recheck(&self) -> bool {
+        matches!(self, Connector::CloudSuite(_) | Connector::Retailys(_))
     }
 
     /// Whether the source takes an "accepted" write-back at all. Without

@@ -310,6 +310,81 @@ async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
     assert_converged(&app, &[paid, started]);
 }
 
+/// Issue 13: the recheck round after a walk does not read again what that
+/// walk has just read (a held or unmappable order's detail), nor a held
+/// order the list shows with its `modified_date` unchanged. An unmappable
+/// order listed unchanged, and a held order the list no longer shows (aged
+/// out of the window), are still read again, and a payment still releases
+/// a held order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_recheck_does_not_read_again_what_the_walk_just_read() {
+    let app = spawn_app(AppOptions::default()).await;
+    let cs = &app.sandbox.cloudsuite;
+    let paid: Vec<i64> = (0..3).map(|_| cs.add_order(OrderSpec::default())).collect();
+    let unpaid = || OrderSpec {
+        payment_status: "started".into(),
+        ..Default::default()
+    };
+    let held_new = cs.add_order(unpaid());
+    let held_old = cs.add_order(OrderSpec {
+        confirm_date: Some(cs.now_local() - chrono::Duration::hours(5)),
+        ..unpaid()
+    });
+    let poisoned = cs.add_order(OrderSpec::default());
+    cs.poison_quantity(poisoned);
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    let reads = |id: i64| cs.detail_reads(id);
+
+    // The first walk reads every detail once; its recheck round (held and
+    // unmappable orders) reads none of them again.
+    poll_live(&engine, &connector, &stop).await;
+    for id in paid.iter().chain(&[held_new, held_old, poisoned]) {
+        assert_eq!(reads(*id), 1, "order {id}: detail reads after one poll");
+    }
+    let state = |id: i64| {
+        engine
+            .store
+            .order_detail(&key(id))
+            .unwrap()
+            .unwrap()
+            .row
+            .state
+    };
+    assert_eq!(
+        (state(held_new), state(held_old)),
+        ("held".into(), "held".into())
+    );
+    assert_eq!(state(poisoned), "invalid");
+    assert!(
+        engine.store.cursor(SOURCE, "live").unwrap().is_some(),
+        "a clean walk moves the cursor"
+    );
+
+    // The next poll lists only the last 15 minutes: the recent held order
+    // unchanged (not read again), the unmappable one unchanged (read again:
+    // a fix need not touch modified_date), and not the old held one (read
+    // again by the recheck).
+    engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(reads(held_new), 1, "held, listed unchanged");
+    assert_eq!(reads(poisoned), 2, "unmappable, listed unchanged");
+    assert_eq!(reads(held_old), 2, "held, no longer listed");
+
+    // Paid: the walk reads it (modified_date moved), the recheck does not.
+    cs.set_payment_status(held_new, "paid");
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(reads(held_new), 2, "read once by the walk");
+    assert_eq!(state(held_new), "queued");
+    cs.set_payment_status(held_old, "paid");
+    cs.unpoison(poisoned);
+    app.sync(&engine).await;
+    let mut all = paid.clone();
+    all.extend([held_new, held_old, poisoned]);
+    assert_converged(&app, &all);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_after_the_push_is_recorded_and_never_pushed_again() {
     let app = spawn_app(AppOptions::default()).await;

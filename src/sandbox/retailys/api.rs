@@ -265,8 +265,11 @@ async fn detail(
         Ok(e) => e.unwrap_or(false),
         Err(r) => return r,
     };
-    match sim.state().orders.get(&id) {
-        Some(o) => axum::Json(shown(&o.json, expanded)).into_response(),
+    match sim.state().orders.get_mut(&id) {
+        Some(o) => {
+            o.detail_reads += 1;
+            axum::Json(shown(&o.json, expanded)).into_response()
+        }
         None => not_found(id),
     }
 }

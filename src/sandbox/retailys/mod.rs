@@ -113,6 +113,8 @@ pub(crate) struct SimOrder {
     pub json: Value,
     pub history: Vec<Value>,
     pub writes: Vec<Write>,
+    /// Authenticated `GET /System/Orders/{id}` that found this order.
+    pub detail_reads: u64,
 }
 
 pub(crate) struct State {
@@ -250,6 +252,12 @@ impl RetailysSim {
             .get(&id)
             .map(|o| o.writes.clone())
             .unwrap_or_default()
+    }
+
+    /// Authenticated reads of this one order (`GET /System/Orders/{id}`);
+    /// list pages do not count.
+    pub fn detail_reads(&self, id: i64) -> u64 {
+        self.state().orders.get(&id).map_or(0, |o| o.detail_reads)
     }
 
     pub fn status_id(&self, name: &str) -> Option<i64> {

@@ -188,6 +188,7 @@ pub(super) fn insert(
         json,
         history: Vec::new(),
         writes: Vec::new(),
+        detail_reads: 0,
     };
     if let Some(s) = status {
         api::apply_status(&mut order, &s);

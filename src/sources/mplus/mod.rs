@@ -1,8 +1,9 @@
 //! MplusKASSA (Dutch POS), SOAP 1.1 over HTTP, `ident`/`secret` in the URL.
 //! Read: `getOrders` from `syncMarker = stored + 1` (inclusive lower bound),
 //! `syncMarkerLimit = page_size`, answers unsorted, so the cursor is the
-//! largest marker of the batch; read until an empty list (or until
-//! [`WalkGuard`] stops a batch that repeats). Each `<order>` is parsed on
+//! largest marker of the batch; read until an empty list, or a short batch
+//! of nothing but echoes ([`Walk::at_head`]), or until [`WalkGuard`] stops
+//! a batch that repeats. Each `<order>` is parsed on
 //! its own: a bad one is parked, the batch flows. Every change bumps
 //! an order's marker, our own write-backs included: the echo comes back and
 //! the ledger's content hash tells it from a real change.
@@ -60,6 +61,27 @@ pub struct Walk {
     /// cannot be keyed.
     pub(super) guard: WalkGuard,
     done: bool,
+    /// A live walk whose last batch was short of `syncMarkerLimit`: the till
+    /// held no more orders above the marker when it answered (see
+    /// [`Walk::at_head`]).
+    at_head: bool,
+}
+
+impl Walk {
+    /// Whether the batch just returned was a live walk's short batch (fewer
+    /// orders than `syncMarkerLimit`): the till held no more above the
+    /// marker when it answered, so a further `getOrders` can only return
+    /// changes made since. The poll ends the walk there when the batch held
+    /// nothing new to the ledger, the echoes of our own write-backs (every
+    /// write bumps the marker), instead of chasing the next echoes until a
+    /// batch comes back empty; the next poll reads on from the cursor.
+    /// (A till that capped its answers below `syncMarkerLimit` would make a
+    /// batch of echoes end a walk with more behind it: nothing is lost, the
+    /// cursor is stored with the batch and the rest waits for the next poll;
+    /// a batch with anything new goes on either way.)
+    pub fn at_head(&self) -> bool {
+        self.at_head
+    }
 }
 
 /// One getOrders answer read order by order.
@@ -199,6 +221,7 @@ impl Mplus {
                 through: None,
                 guard,
                 done: false,
+                at_head: false,
             },
             // Backfill reads all history from marker 1 within the financial
             // dates, with its own cursor so an interrupted run resumes.
@@ -213,6 +236,7 @@ impl Mplus {
                 through: until.map(financial_date),
                 guard,
                 done: false,
+                at_head: false,
             },
             // Every order of the window, from the first marker: the till
             // lists them all, the ledger filters nothing out.
@@ -223,6 +247,7 @@ impl Mplus {
                 through: until.map(financial_date),
                 guard,
                 done: false,
+                at_head: false,
             },
         }
     }
@@ -298,6 +323,7 @@ impl Mplus {
             walk.done = true;
         }
         walk.cursor = Some(next);
+        walk.at_head = walk.live && orders.len() + unkeyed.len() < self.page_size as usize;
         Ok(Some(Page {
             orders,
             cursor: Some(next.to_string()),

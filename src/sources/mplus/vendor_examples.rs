@@ -61,6 +61,7 @@ fn the_get_orders_request_we_send_has_the_documented_shape() {
         through: None,
         guard: crate::sources::walk::WalkGuard::new("till", 100),
         done: false,
+        at_head: false,
     };
     let sent = super::get_orders_envelope(1233, 100, &walk).unwrap();
     let ours = request_of(&sent);

@@ -6,7 +6,8 @@
 //! at the end of a walk in which every order could be keyed. Each order of
 //! a page is read on its own: a bad one is parked, the others flow.
 //! Retailys has no "changed since" filter, so ledger orders that are not final
-//! are read again one by one on every [`RECHECK_EVERY`]th poll.
+//! are read again one by one on every [`RECHECK_EVERY`]th poll, except those
+//! a walk listed since the last such round ([`crate::poll::fresh`]).
 //! Write-back: status, then the ERP number as a history record (at most
 //! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.

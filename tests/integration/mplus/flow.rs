@@ -249,3 +249,63 @@ async fn backfill_reads_from_the_start_with_its_own_cursor() {
     assert_eq!(summary.seen, 0);
     assert_eq!(ids.len(), 12);
 }
+
+/// Issue 13: every write-back bumps the order's marker, so the till's feed
+/// keeps handing back the echoes of our own writes. A live poll that reaches
+/// the head of the feed with a short batch (fewer than `syncMarkerLimit`)
+/// of nothing but those echoes stops there, instead of asking again until a
+/// batch comes back empty; the next poll reads on from the stored cursor. A
+/// short batch with anything new goes on as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_poll_stops_at_a_short_batch_of_our_own_echoes() {
+    let mut o = options();
+    o.erp.ship_after = None; // no deliveries: the reference write's echo only
+    let app = spawn_mplus(o, "", 5).await;
+    let till = &app.sandbox.mplus;
+    let ids = till.seed_orders(12);
+    let engine = app.engine();
+    let connector = engine.connectors.get(TILL).unwrap().clone();
+    let stop = CancellationToken::new();
+    let calls = || till.get_orders_calls();
+
+    // New orders: batches of 5, 5 and 2, then an empty one.
+    let before = calls();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(calls() - before, 4, "{:?}", till.requested_markers());
+    engine.drain(TILL, None, 8, &stop).await.unwrap();
+    for id in &ids {
+        assert_eq!(till.updates(id), 1, "{id}: reference written once");
+    }
+
+    // Their twelve echoes: 5, 5, and a short batch of 2 that ends the walk.
+    let before = calls();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(calls() - before, 3, "{:?}", till.requested_markers());
+    assert_eq!(
+        engine.store.cursor(TILL, "live").unwrap(),
+        Some(till.current_marker().to_string()),
+        "the cursor is at the head"
+    );
+    let before = calls();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(calls() - before, 1, "nothing new: one empty batch");
+
+    // A short batch with a new order in it: the walk goes on to an empty one.
+    let new = till.seed_orders(1);
+    let before = calls();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(calls() - before, 2);
+    assert_eq!(app.state(&new[0]), "queued");
+    app.sync_until(&engine, &new, false).await;
+    let mut all = ids.clone();
+    all.extend(new);
+    let store = ordersync::store::Store::open_read_only(&app.db_path()).unwrap();
+    for id in &all {
+        let d = store.order_detail(&key(id)).unwrap().unwrap();
+        assert!(
+            d.changed_after_push_at.is_none(),
+            "{id}: an echo was taken for a change"
+        );
+        assert_eq!(app.sandbox.erp.erp_orders_for(&key(id)).len(), 1, "{id}");
+    }
+}

@@ -168,3 +168,52 @@ async fn a_retailys_order_whose_id_cannot_be_read_keeps_the_cursor_and_the_other
     let status = engine.store.status(&[RT.to_string()]).unwrap();
     assert_eq!(status.orders.get("queued").copied(), Some(4));
 }
+
+/// Issue 13: a recheck round does not read one by one the orders a walk has
+/// read since the last round (the list with `expanded=true` carries the
+/// whole order). The first poll's round reads none of the orders its walk
+/// just listed; five polls later, the orders the walks keep listing (inside
+/// the lookback) are not read again either, while a held order the list no
+/// longer shows is, as before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_round_does_not_read_again_what_the_walks_listed() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let recent = new_orders(&app, 60);
+    let old_held = rt.add_order(RetailysOrderSpec {
+        status: "Awaiting payment".into(),
+        date_order: Some(chrono::Utc::now() - chrono::Duration::hours(5)),
+        ..Default::default()
+    });
+    let engine = app.engine();
+    let stop = CancellationToken::new();
+    let reads = |ids: &[i64]| -> u64 { ids.iter().map(|id| rt.detail_reads(*id)).sum() };
+
+    // Poll 1: the walk lists everything (no cursor yet); its round (the
+    // first poll always has one) reads nothing again.
+    poll_once(&engine).await;
+    assert_eq!(recorded(&engine, &recent), recent.len());
+    assert_eq!(
+        reads(&recent) + reads(&[old_held]),
+        0,
+        "orders read one by one"
+    );
+    // Polls 2 to 5 and their write-backs (which read each order before
+    // writing), then poll 6, which has the next round. The recent orders are
+    // listed every time (lookback 15 minutes), the old held one is not.
+    for _ in 2..=5 {
+        engine.drain(RT, None, 8, &stop).await.unwrap();
+        poll_once(&engine).await;
+    }
+    engine.drain(RT, None, 8, &stop).await.unwrap();
+    let status = engine.store.status(&[RT.to_string()]).unwrap();
+    assert!(
+        status.orders.get("accepted").copied().unwrap_or(0) > 0,
+        "orders not yet final are in the round: {:?}",
+        status.orders
+    );
+    let before = reads(&recent);
+    poll_once(&engine).await;
+    assert_eq!(reads(&recent) - before, 0, "listed since the last round");
+    assert_eq!(rt.detail_reads(old_held), 1, "held, no longer listed: read");
+}
