@@ -14,7 +14,7 @@ use super::state::OrderState;
 use crate::erp::Erp;
 use crate::http::Failure;
 use crate::sources::{Connector, WriteBack};
-use crate::store::{ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, Store, now_ms};
+use crate::store::{ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, Remote, Store, now_ms};
 
 /// Everything a job needs, shared by the workers, the pollers and the CLI.
 pub struct Engine {
@@ -26,6 +26,9 @@ pub struct Engine {
     pub owner: String,
     /// How long a claimed job stays ours; longer than any call can take.
     pub lease: Duration,
+    /// The ERP's `max_in_flight`: how many pushes (and ERP cancels) a
+    /// source's worker runs besides its write-backs.
+    pub erp_slots: usize,
     /// Poked when new work is queued for a source.
     pub wake: HashMap<String, Arc<Notify>>,
     /// Turned by every worker loop: proof for the watchdog that the engine runs.
@@ -226,10 +229,33 @@ impl Engine {
     }
 
     /// Claims up to `free` due jobs of `source`, on the ledger thread.
-    async fn claim(&self, source: &str, free: usize) -> anyhow::Result<Vec<Job>> {
+    /// Claims up to `free_erp` jobs that talk to the ERP and `free_source`
+    /// that talk to the source.
+    async fn claim(
+        &self,
+        source: &str,
+        free_erp: usize,
+        free_source: usize,
+    ) -> anyhow::Result<Vec<Job>> {
         let (src, owner, lease) = (source.to_string(), self.owner.clone(), self.lease);
         self.store
-            .call(move |s| s.claim(&src, &owner, lease, free, ClaimFilter::All))
+            .call(move |s| {
+                let mut jobs = s.claim(
+                    &src,
+                    &owner,
+                    lease,
+                    free_erp,
+                    ClaimFilter::Talking(Remote::Erp),
+                )?;
+                jobs.extend(s.claim(
+                    &src,
+                    &owner,
+                    lease,
+                    free_source,
+                    ClaimFilter::Talking(Remote::Source),
+                )?);
+                Ok(jobs)
+            })
             .await
     }
 
@@ -450,8 +476,11 @@ impl Engine {
         }
     }
 
-    /// The daemon's worker for one source: keeps up to `slots` jobs running
-    /// until shutdown, then gives in-flight jobs `grace` to finish.
+    /// The daemon's worker for one source: keeps up to `slots` write-backs
+    /// (the source's `max_in_flight`) and up to `erp_slots` pushes running
+    /// until shutdown, then gives in-flight jobs `grace` to finish. Pushes
+    /// wait on the ERP, write-backs on the source: neither kind holds a slot
+    /// the other could use.
     pub async fn work(
         self: Arc<Self>,
         source: String,
@@ -460,7 +489,13 @@ impl Engine {
         grace: Duration,
     ) {
         let wake = self.wake.get(&source).cloned().unwrap_or_default();
+        let erp_slots = self.erp_slots.max(1);
         let mut tasks = JoinSet::new();
+        let mut running: std::collections::HashMap<tokio::task::Id, Remote> =
+            std::collections::HashMap::new();
+        let count = |running: &std::collections::HashMap<tokio::task::Id, Remote>, r: Remote| {
+            running.values().filter(|v| **v == r).count()
+        };
         // A ledger that refuses (full disk, locked file) must not make this
         // loop spin and flood the log: back off, log a repeat once a minute.
         let mut ledger_trouble = crate::throttle::FailureStreak::new();
@@ -469,8 +504,9 @@ impl Engine {
                 break;
             }
             self.heartbeat.beat();
-            let free = slots.saturating_sub(tasks.len());
-            let claimed = match self.claim(&source, free).await {
+            let free_erp = erp_slots.saturating_sub(count(&running, Remote::Erp));
+            let free_source = slots.saturating_sub(count(&running, Remote::Source));
+            let claimed = match self.claim(&source, free_erp, free_source).await {
                 Ok(jobs) => {
                     if let Some(failures) = ledger_trouble.success() {
                         tracing::info!(source = %source, failures, "the ledger gives out jobs again");
@@ -495,21 +531,35 @@ impl Engine {
             };
             let got = claimed.len();
             for job in claimed {
+                let remote = if job.kind.talks_to_erp() {
+                    Remote::Erp
+                } else {
+                    Remote::Source
+                };
                 let me = Arc::clone(&self);
-                tasks.spawn(async move { me.run_job(job).await });
+                let handle = tasks.spawn(async move { me.run_job(job).await });
+                running.insert(handle.id(), remote);
             }
-            if got > 0 && tasks.len() < slots {
+            let all_busy = count(&running, Remote::Erp) >= erp_slots
+                && count(&running, Remote::Source) >= slots;
+            if got > 0 && !all_busy {
                 continue;
             }
             // All slots busy: the next thing worth doing comes when one frees
             // up. Only an idle worker needs to know when work is next due.
-            let idle = if tasks.len() >= slots {
+            let idle = if all_busy {
                 Duration::from_secs(1)
             } else {
                 self.idle_wait(&source).await
             };
             tokio::select! {
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
+                    let id = match &done {
+                        Ok((id, ())) => *id,
+                        Err(e) => e.id(),
+                    };
+                    running.remove(&id);
+                }
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep(idle) => {}
                 _ = shutdown.cancelled() => break,

@@ -366,3 +366,53 @@ fn operators_and_failures_work_the_same_on_both_ledgers() {
         assert_eq!(store.release_dead_leases().unwrap(), 0);
     });
 }
+
+/// The worker claims pushes (they wait on the ERP) and write-backs (they
+/// wait on the source) apart, each up to its own slots.
+#[test]
+fn pushes_and_write_backs_are_claimed_apart_on_both_ledgers() {
+    use super::Remote;
+    on_both(|store| {
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[
+                    incoming("1", Disposition::Push, "1"),
+                    incoming("2", Disposition::Push, "1"),
+                ],
+                None,
+            )
+            .unwrap();
+        let push = store
+            .claim(
+                "shop",
+                "a",
+                LEASE,
+                1,
+                ClaimFilter::Orders(&["shop:1".into()]),
+            )
+            .unwrap();
+        assert!(
+            store
+                .finish_push(&push[0], "a", &accepted("SO1"), "h", true)
+                .unwrap()
+        );
+        // Due now: one push (order 2) and one write-back (order 1).
+        let none = store
+            .claim("shop", "a", LEASE, 0, ClaimFilter::Talking(Remote::Erp))
+            .unwrap();
+        assert!(none.is_empty());
+        let writes = store
+            .claim("shop", "a", LEASE, 10, ClaimFilter::Talking(Remote::Source))
+            .unwrap();
+        assert_eq!(writes.len(), 1);
+        assert_eq!(writes[0].kind, JobKind::WriteAccepted);
+        let pushes = store
+            .claim("shop", "a", LEASE, 10, ClaimFilter::Talking(Remote::Erp))
+            .unwrap();
+        assert_eq!(pushes.len(), 1);
+        assert_eq!(pushes[0].kind, JobKind::Push);
+        assert_eq!(pushes[0].order_key, "shop:2");
+    });
+}

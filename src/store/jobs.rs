@@ -206,6 +206,28 @@ pub enum ClaimFilter<'a> {
     All,
     /// Only these orders (a backfill run works on what it recorded).
     Orders(&'a [String]),
+    /// Only jobs that talk to this remote: the daemon's worker keeps the
+    /// source's slots for write-backs and the ERP's for pushes, so pushes
+    /// waiting on the ERP never hold a slot a write-back could use.
+    Talking(Remote),
+}
+
+/// The remote a job talks to ([`JobKind::talks_to_erp`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Remote {
+    Erp,
+    Source,
+}
+
+impl ClaimFilter<'_> {
+    /// The claim statements' class parameter: 0 any kind, 1 the ERP's, 2 the source's.
+    pub(crate) fn class(&self) -> i64 {
+        match self {
+            ClaimFilter::Talking(Remote::Erp) => 1,
+            ClaimFilter::Talking(Remote::Source) => 2,
+            _ => 0,
+        }
+    }
 }
 
 /// This process's identity for leases: host, pid and a random nonce.
@@ -312,6 +334,9 @@ const CLAIM_SQL: &str =
        -- filled once per key set (no scan of other orders' jobs inside the
        -- write transaction).
        AND (?4 = 0 OR order_key IN (SELECT order_key FROM temp.claim_keys))
+       -- the worker's pushes and write-backs claim apart (ClaimFilter::Talking)
+       AND (?5 = 0 OR (?5 = 1 AND kind IN ('push', 'cancel_in_erp'))
+                   OR (?5 = 2 AND kind NOT IN ('push', 'cancel_in_erp')))
        -- Shipments of one order are written back one at a time, in
        -- the order the ERP reported them: each knows what the
        -- earlier ones delivered (see `shipped_before`).
@@ -357,7 +382,7 @@ impl Store {
             let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
             let filtered = matches!(filter, ClaimFilter::Orders(_));
             let rows = stmt.query_map(
-                rusqlite::params![source, now, limit as i64, filtered],
+                rusqlite::params![source, now, limit as i64, filtered, filter.class()],
                 |r| {
                     Ok((
                         r.get::<_, i64>(0)?,
@@ -1180,6 +1205,29 @@ mod tests {
     use super::*;
     use crate::store::ingest::{Disposition, IncomingOrder, MappedOrder};
     use crate::store::testutil::temp_store;
+
+    /// The claim statements list the kinds that talk to the ERP as SQL;
+    /// they must be exactly the kinds `talks_to_erp` names.
+    #[test]
+    fn the_claim_statements_know_which_kinds_talk_to_the_erp() {
+        let kinds = [
+            "push",
+            "write_accepted",
+            "write_shipped",
+            "cancel_in_erp",
+            "write_cancelled",
+        ];
+        let erp: Vec<String> = kinds
+            .iter()
+            .filter_map(|w| JobKind::parse(w))
+            .filter(|k| k.talks_to_erp())
+            .map(|k| format!("'{}'", k.as_str()))
+            .collect();
+        let list = format!("kind IN ({})", erp.join(", "));
+        assert!(CLAIM_SQL.contains(&list), "{list}");
+        assert!(crate::store::pg::jobs::CLAIM_SQL.contains(&list), "{list}");
+        assert_eq!(CLAIM_SQL.matches("'push', 'cancel_in_erp'").count(), 2);
+    }
 
     fn seed(store: &Store, ext: &str) {
         store

@@ -35,8 +35,8 @@ use sql::{Conn, Dialect, Tx};
 pub use cancel::{CancellationNote, ErpCancellation};
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
-    ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, ShipmentProgress,
-    ShippedLine, lease_owner,
+    ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, Remote,
+    ShipmentProgress, ShippedLine, lease_owner,
 };
 pub use status::{
     AttemptRow, EventRow, InErp, JobRow, OrderDetail, OrderRow, ParkedRow, PushOutcomes,
@@ -44,7 +44,11 @@ pub use status::{
 };
 
 pub struct Store {
-    conn: Mutex<Conn>,
+    /// The writer connections: one for SQLite (one writer at a time is all
+    /// it has); [`PG_CONNECTIONS`] for PostgreSQL, which takes writes from
+    /// several at once (each ledger call is round trips to the server: one
+    /// connection would make a node wait on them one by one).
+    conns: Vec<Mutex<Conn>>,
     /// A second connection for `status`, `orders` and the health and
     /// metrics reports: it reads a snapshot beside the writer (SQLite's WAL,
     /// PostgreSQL's MVCC), so a full-table report never holds up the
@@ -76,6 +80,9 @@ enum Location {
     /// A PostgreSQL ledger: `host:port/db`, never a password.
     Postgres(String),
 }
+
+/// Writer connections (and ledger threads) of a PostgreSQL ledger per node.
+pub const PG_CONNECTIONS: usize = 4;
 
 /// Milliseconds since the epoch, the unit of every time column.
 pub fn now_ms() -> i64 {
@@ -124,7 +131,7 @@ impl Store {
         migrations::migrate(&mut conn)
             .with_context(|| format!("cannot migrate ledger {}", path.display()))?;
         Ok(Store::new(
-            Conn::Sqlite(conn),
+            vec![Conn::Sqlite(conn)],
             Conn::Sqlite(read_connection(path)?),
             Location::File(path.to_path_buf()),
         ))
@@ -155,15 +162,15 @@ impl Store {
             );
         }
         Ok(Store::new(
-            Conn::Sqlite(conn),
+            vec![Conn::Sqlite(conn)],
             Conn::Sqlite(read_connection(path)?),
             Location::File(path.to_path_buf()),
         ))
     }
 
-    fn new(conn: Conn, reader: Conn, location: Location) -> Store {
+    fn new(conns: Vec<Conn>, reader: Conn, location: Location) -> Store {
         Store {
-            conn: Mutex::new(conn),
+            conns: conns.into_iter().map(Mutex::new).collect(),
             reader: Mutex::new(reader),
             claim_keys: Mutex::new(None),
             fences: Mutex::new(std::collections::HashMap::new()),
@@ -176,13 +183,7 @@ impl Store {
     /// password in it: the config refuses one) and runs pending migrations.
     /// Errors name the server, never the password.
     pub fn connect(url: &str, password: Option<&crate::secret::Secret>) -> anyhow::Result<Store> {
-        let (writer, target) = sql::off_runtime(|| pg::connect_client(url, password, true))?;
-        let (reader, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
-        Ok(Store::new(
-            Conn::Postgres(Box::new(sql::PgConn::new(writer))),
-            Conn::Postgres(Box::new(sql::PgConn::new(reader))),
-            Location::Postgres(target),
-        ))
+        Store::connect_with(url, password, true)
     }
 
     /// Connects to a PostgreSQL ledger that must already be at this
@@ -191,13 +192,33 @@ impl Store {
         url: &str,
         password: Option<&crate::secret::Secret>,
     ) -> anyhow::Result<Store> {
-        let (writer, target) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
+        Store::connect_with(url, password, false)
+    }
+
+    /// [`PG_CONNECTIONS`] writers and a reader; the first migrates if asked.
+    fn connect_with(
+        url: &str,
+        password: Option<&crate::secret::Secret>,
+        migrate: bool,
+    ) -> anyhow::Result<Store> {
+        let (first, target) = sql::off_runtime(|| pg::connect_client(url, password, migrate))?;
+        let mut writers = vec![Conn::Postgres(Box::new(sql::PgConn::new(first)))];
+        for _ in 1..PG_CONNECTIONS {
+            let (c, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
+            writers.push(Conn::Postgres(Box::new(sql::PgConn::new(c))));
+        }
         let (reader, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
         Ok(Store::new(
-            Conn::Postgres(Box::new(sql::PgConn::new(writer))),
+            writers,
             Conn::Postgres(Box::new(sql::PgConn::new(reader))),
             Location::Postgres(target),
         ))
+    }
+
+    /// How many ledger calls may run at once: the ledger threads
+    /// ([`Store::call`]) and writer connections.
+    pub(crate) fn writers(&self) -> usize {
+        self.conns.len()
     }
 
     /// The SQLite file of an embedded ledger (`None` on PostgreSQL).
@@ -224,7 +245,17 @@ impl Store {
     fn lock(&self) -> MutexGuard<'_, Conn> {
         // A panic while holding the lock leaves the database consistent (the
         // transaction rolls back on drop), so a poisoned lock is still usable.
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+        if self.conns.len() > 1 {
+            for c in &self.conns {
+                match c.try_lock() {
+                    Ok(g) => return g,
+                    Err(std::sync::TryLockError::Poisoned(p)) => return p.into_inner(),
+                    Err(std::sync::TryLockError::WouldBlock) => {}
+                }
+            }
+        }
+        // All busy (or only one): wait for the first.
+        self.conns[0].lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The SQLite connection, for tests that write behind the store's back.

@@ -402,23 +402,7 @@ impl Conn {
             Conn::Postgres(pg) => off_runtime(move || {
                 let mut tries = 0;
                 loop {
-                    let attempt = (|| {
-                        let tx = pg
-                            .client
-                            .build_transaction()
-                            .isolation_level(postgres::IsolationLevel::Serializable)
-                            .start()
-                            .map_err(pg_error)?;
-                        let mut tx = Tx::Postgres {
-                            tx,
-                            stmts: &mut pg.stmts,
-                        };
-                        let r = work(&mut tx)?;
-                        if let Tx::Postgres { tx, .. } = tx {
-                            tx.commit().map_err(pg_error)?;
-                        }
-                        Ok(r)
-                    })();
+                    let attempt = pg_transaction(pg, false, &mut work);
                     match attempt {
                         Err(e) if tries < CONFLICT_RETRIES && is_conflict(&e) => {
                             tries += 1;
@@ -446,24 +430,7 @@ impl Conn {
                 tx.commit()?;
                 Ok(r)
             }
-            Conn::Postgres(pg) => off_runtime(move || {
-                let tx = pg
-                    .client
-                    .build_transaction()
-                    .isolation_level(postgres::IsolationLevel::RepeatableRead)
-                    .read_only(true)
-                    .start()
-                    .map_err(pg_error)?;
-                let mut tx = Tx::Postgres {
-                    tx,
-                    stmts: &mut pg.stmts,
-                };
-                let r = work(&mut tx)?;
-                if let Tx::Postgres { tx, .. } = tx {
-                    tx.commit().map_err(pg_error)?;
-                }
-                Ok(r)
-            }),
+            Conn::Postgres(pg) => off_runtime(move || pg_transaction(pg, true, &mut work)),
         }
     }
 
@@ -483,6 +450,36 @@ impl Conn {
             }),
         }
     }
+}
+
+/// One PostgreSQL transaction around `work`, committed: `SERIALIZABLE` for
+/// writes, a `REPEATABLE READ READ ONLY` snapshot for reads.
+fn pg_transaction<R>(
+    pg: &mut PgConn,
+    read_only: bool,
+    work: &mut impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    let isolation = if read_only {
+        postgres::IsolationLevel::RepeatableRead
+    } else {
+        postgres::IsolationLevel::Serializable
+    };
+    let tx = pg
+        .client
+        .build_transaction()
+        .isolation_level(isolation)
+        .read_only(read_only)
+        .start()
+        .map_err(pg_error)?;
+    let mut tx = Tx::Postgres {
+        tx,
+        stmts: &mut pg.stmts,
+    };
+    let r = work(&mut tx)?;
+    if let Tx::Postgres { tx, .. } = tx {
+        tx.commit().map_err(pg_error)?;
+    }
+    Ok(r)
 }
 
 /// Where statements run: a transaction, or (`auto`) the bare connection.

@@ -26,9 +26,11 @@ pub(super) struct LedgerThread {
 }
 
 impl Store {
-    /// Runs `work` on the ledger thread and waits for it without blocking
-    /// the runtime. The work is one short ledger call (one transaction);
-    /// calls run one after another in the order they were made.
+    /// Runs `work` on a ledger thread and waits for it without blocking
+    /// the runtime. The work is one short ledger call (one transaction). On
+    /// SQLite there is one ledger thread: calls run one after another in the
+    /// order they were made; on PostgreSQL there is one per writer
+    /// connection, and calls run side by side.
     pub async fn call<R, F>(self: &Arc<Self>, work: F) -> R
     where
         F: FnOnce(&Store) -> R + Send + 'static,
@@ -76,16 +78,24 @@ impl Store {
     fn thread(self: &Arc<Self>) -> &LedgerThread {
         self.thread.get_or_init(|| {
             let (tx, rx) = mpsc::channel::<Task>();
-            let spawned = std::thread::Builder::new()
-                .name("ordersync-ledger".into())
-                .spawn(move || {
-                    for task in rx {
-                        // A panicking task drops its reply; the caller sees it.
-                        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
-                    }
-                });
-            if let Err(e) = spawned {
-                tracing::error!(error = %e, "cannot start the ledger thread; ledger calls run inline");
+            let rx = Arc::new(std::sync::Mutex::new(rx));
+            for _ in 0..self.writers() {
+                let rx = Arc::clone(&rx);
+                let spawned = std::thread::Builder::new()
+                    .name("ordersync-ledger".into())
+                    .spawn(move || {
+                        loop {
+                            // One waits for the next task at a time; the
+                            // lock is let go before the task runs.
+                            let next = rx.lock().unwrap_or_else(|p| p.into_inner()).recv();
+                            let Ok(task) = next else { break };
+                            // A panicking task drops its reply; the caller sees it.
+                            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(task));
+                        }
+                    });
+                if let Err(e) = spawned {
+                    tracing::error!(error = %e, "cannot start a ledger thread; ledger calls run inline");
+                }
             }
             LedgerThread { tx }
         })
@@ -144,6 +154,42 @@ mod tests {
             .map(|m| m.len())
             .unwrap_or(0);
         assert!(wal < 16 * 1024 * 1024, "WAL grew to {wal} bytes");
+    }
+
+    /// On PostgreSQL the node's ledger calls run side by side, one per
+    /// writer connection (each call is round trips to the server).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn postgresql_calls_run_side_by_side() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let db = crate::store::pg::testing::TestDb::new();
+        let (url, pw) = (db.url.clone(), db.password.clone());
+        let store = tokio::task::spawn_blocking(move || Store::connect(&url, Some(&pw)))
+            .await
+            .unwrap()
+            .unwrap();
+        let store = Arc::new(store);
+        assert_eq!(store.writers(), crate::store::PG_CONNECTIONS);
+        let (inside, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+        let calls = (0..8).map(|i| {
+            let (store, inside, most) =
+                (Arc::clone(&store), Arc::clone(&inside), Arc::clone(&most));
+            async move {
+                store
+                    .call(move |s| {
+                        let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                        most.fetch_max(now, Ordering::SeqCst);
+                        let r = s.note_polling(&format!("shop-{i}"));
+                        std::thread::sleep(std::time::Duration::from_millis(100));
+                        inside.fetch_sub(1, Ordering::SeqCst);
+                        r
+                    })
+                    .await
+            }
+        });
+        for r in futures_util::future::join_all(calls).await {
+            r.unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) > 1, "calls ran one at a time");
     }
 
     #[tokio::test(flavor = "current_thread")]

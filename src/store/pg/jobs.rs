@@ -22,8 +22,8 @@ use crate::store::{ClaimFilter, Job, JobKind, Store};
 
 /// Due jobs of a source, picked and leased in one statement. `$1` source,
 /// `$2` owner, `$3` lease (ms), `$4` limit, `$5` the orders a filtered claim
-/// may take (NULL: all).
-const CLAIM_SQL: &str = concat!(
+/// may take (NULL: all), `$6` the class of kinds (`ClaimFilter::class`).
+pub(crate) const CLAIM_SQL: &str = concat!(
     "WITH t AS (SELECT ",
     now_ms!(),
     " AS now),
@@ -32,6 +32,8 @@ const CLAIM_SQL: &str = concat!(
        WHERE j.source = $1 AND j.state = 'pending' AND j.next_attempt_at <= t.now
          AND (j.lease_until IS NULL OR j.lease_until < t.now)
          AND ($5::text[] IS NULL OR j.order_key = ANY($5::text[]))
+         AND ($6::bigint = 0 OR ($6::bigint = 1 AND j.kind IN ('push', 'cancel_in_erp'))
+                     OR ($6::bigint = 2 AND j.kind NOT IN ('push', 'cancel_in_erp')))
          -- Shipments of one order are written back one at a time, in the
          -- order the ERP reported them (as in SQLite).
          AND NOT (j.kind = 'write_shipped' AND EXISTS (
@@ -64,13 +66,17 @@ impl Store {
             return Ok(Vec::new());
         }
         let keys: Option<&[String]> = match filter {
-            ClaimFilter::All => None,
+            ClaimFilter::All | ClaimFilter::Talking(_) => None,
             ClaimFilter::Orders(keys) => Some(keys),
         };
+        let class = filter.class();
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
         let rows = self.with_pg(|c| {
-            c.query(CLAIM_SQL, &[&source, &owner, &millis(lease), &limit, &keys])
-                .map_err(sql("claiming jobs"))
+            c.query(
+                CLAIM_SQL,
+                &[&source, &owner, &millis(lease), &limit, &keys, &class],
+            )
+            .map_err(sql("claiming jobs"))
         })?;
         let mut jobs = Vec::with_capacity(rows.len());
         for r in rows {
