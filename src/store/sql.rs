@@ -7,10 +7,16 @@
 //!
 //! What differs between the two lives here and nowhere else:
 //! - transactions: SQLite's are `BEGIN IMMEDIATE` (one writer at a time);
-//!   PostgreSQL's are `SERIALIZABLE`, and one that loses a conflict to
-//!   another node (SQLSTATE 40001 or 40P01) runs again from the start, so a
-//!   read-then-write in the store is as safe on a shared server as on the
-//!   embedded file;
+//!   PostgreSQL's are `REPEATABLE READ` (a snapshot; of two transactions
+//!   that change one row, the second fails with SQLSTATE 40001), and one
+//!   that loses such a conflict, a deadlock (40P01) or a race to insert one
+//!   key (23505) runs again from the start. Every read-then-write of the
+//!   store ends in a write to the rows it read (the order's row, the job's
+//!   row, the lease row it locked), so two of them cannot both act on what
+//!   one of them changed. (`SERIALIZABLE` was tried: a page of 100 orders
+//!   reads enough rows that PostgreSQL widens its predicate locks to the
+//!   whole table, and with a node's four connections nearly every page
+//!   failed as a "pivot" against the job settles beside it.)
 //! - statement caches (rusqlite's, and one of prepared statements per
 //!   PostgreSQL connection);
 //! - how a typed value is sent (PostgreSQL says what type it wants for each
@@ -295,7 +301,8 @@ pub(crate) fn pg_error(e: postgres::Error) -> anyhow::Error {
 }
 
 /// Whether a PostgreSQL transaction lost to a concurrent one and may simply
-/// run again (serialization failure or deadlock).
+/// run again: a row changed since its snapshot, a deadlock, or a key
+/// another transaction inserted first (the next run reads it).
 fn is_conflict(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
         c.downcast_ref::<postgres::Error>()
@@ -303,6 +310,7 @@ fn is_conflict(e: &anyhow::Error) -> bool {
             .is_some_and(|code| {
                 *code == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
                     || *code == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+                    || *code == postgres::error::SqlState::UNIQUE_VIOLATION
             })
     })
 }
@@ -452,22 +460,17 @@ impl Conn {
     }
 }
 
-/// One PostgreSQL transaction around `work`, committed: `SERIALIZABLE` for
-/// writes, a `REPEATABLE READ READ ONLY` snapshot for reads.
+/// One PostgreSQL transaction around `work`, committed: `REPEATABLE READ`
+/// (a snapshot), read-only for reports.
 fn pg_transaction<R>(
     pg: &mut PgConn,
     read_only: bool,
     work: &mut impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
 ) -> anyhow::Result<R> {
-    let isolation = if read_only {
-        postgres::IsolationLevel::RepeatableRead
-    } else {
-        postgres::IsolationLevel::Serializable
-    };
     let tx = pg
         .client
         .build_transaction()
-        .isolation_level(isolation)
+        .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(read_only)
         .start()
         .map_err(pg_error)?;
