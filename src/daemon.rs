@@ -320,7 +320,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     );
     if let Some(ledger) = config.ledger.as_ref().filter(|_| store.is_shared()) {
         // The fleet's own connection: a busy engine never delays a heartbeat.
-        let own = Arc::new(Store::for_config(&config)?);
+        let own = Store::for_fleet(&config)?
+            .map(Arc::new)
+            .ok_or_else(|| anyhow::anyhow!("the fleet needs the PostgreSQL ledger"))?;
         tasks.push(crate::fleet::spawn(
             engine.owner.clone(),
             Arc::clone(&store),

@@ -183,7 +183,7 @@ impl Store {
     /// password in it: the config refuses one) and runs pending migrations.
     /// Errors name the server, never the password.
     pub fn connect(url: &str, password: Option<&crate::secret::Secret>) -> anyhow::Result<Store> {
-        Store::connect_with(url, password, true)
+        Store::connect_with(url, password, true, PG_CONNECTIONS)
     }
 
     /// Connects to a PostgreSQL ledger that must already be at this
@@ -192,18 +192,19 @@ impl Store {
         url: &str,
         password: Option<&crate::secret::Secret>,
     ) -> anyhow::Result<Store> {
-        Store::connect_with(url, password, false)
+        Store::connect_with(url, password, false, PG_CONNECTIONS)
     }
 
-    /// [`PG_CONNECTIONS`] writers and a reader; the first migrates if asked.
-    fn connect_with(
+    /// `count` writer connections and a reader; the first migrates if asked.
+    pub(crate) fn connect_with(
         url: &str,
         password: Option<&crate::secret::Secret>,
         migrate: bool,
+        count: usize,
     ) -> anyhow::Result<Store> {
         let (first, target) = sql::off_runtime(|| pg::connect_client(url, password, migrate))?;
         let mut writers = vec![Conn::Postgres(Box::new(sql::PgConn::new(first)))];
-        for _ in 1..PG_CONNECTIONS {
+        for _ in 1..count.max(1) {
             let (c, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
             writers.push(Conn::Postgres(Box::new(sql::PgConn::new(c))));
         }

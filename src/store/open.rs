@@ -18,6 +18,19 @@ impl Store {
         }
     }
 
+    /// A second, small handle on the shared ledger `config` names (one
+    /// writer connection): the fleet task's own, so that a busy engine
+    /// never delays a heartbeat. `None` on SQLite.
+    pub fn for_fleet(config: &Config) -> anyhow::Result<Option<Store>> {
+        match &config.ledger {
+            None => Ok(None),
+            Some(ledger) => {
+                let password = ledger_password(config)?;
+                Store::connect_with(&ledger.url, password.as_ref(), false, 1).map(Some)
+            }
+        }
+    }
+
     /// Opens the ledger for reports (`status`, `orders`): never creates or
     /// migrates it, so a report cannot disturb the running daemons.
     pub fn for_config_read_only(config: &Config) -> anyhow::Result<Store> {
