@@ -240,21 +240,15 @@ impl Engine {
         let (src, owner, lease) = (source.to_string(), self.owner.clone(), self.lease);
         self.store
             .call(move |s| {
-                let mut jobs = s.claim(
+                s.claim_each(
                     &src,
                     &owner,
                     lease,
-                    free_erp,
-                    ClaimFilter::Talking(Remote::Erp),
-                )?;
-                jobs.extend(s.claim(
-                    &src,
-                    &owner,
-                    lease,
-                    free_source,
-                    ClaimFilter::Talking(Remote::Source),
-                )?);
-                Ok(jobs)
+                    &[
+                        (ClaimFilter::Talking(Remote::Erp), free_erp),
+                        (ClaimFilter::Talking(Remote::Source), free_source),
+                    ],
+                )
             })
             .await
     }

@@ -346,6 +346,82 @@ const CLAIM_SQL: &str =
               AND p.state IN ('pending', 'waiting', 'parked')))
      ORDER BY next_attempt_at LIMIT ?3";
 
+/// One claim on SQLite inside the caller's transaction: picks up to
+/// `limit` due jobs the filter allows and leases them.
+fn claim_sqlite(
+    tx: &rusqlite::Transaction<'_>,
+    source: &str,
+    owner: &str,
+    now: i64,
+    lease_until: i64,
+    limit: usize,
+    filter: ClaimFilter<'_>,
+) -> anyhow::Result<Vec<Job>> {
+    let mut jobs = Vec::new();
+    {
+        let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
+        let filtered = matches!(filter, ClaimFilter::Orders(_));
+        let rows = stmt.query_map(
+            rusqlite::params![source, now, limit as i64, filtered, filter.class()],
+            |r| {
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, String>(3)?,
+                    r.get::<_, u32>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, Option<String>>(7)?,
+                    r.get::<_, Option<i64>>(8)?,
+                ))
+            },
+        )?;
+        for row in rows {
+            let (
+                id,
+                kind,
+                order_key,
+                job_ref,
+                attempts,
+                payload,
+                first_failed_at,
+                sent_hash,
+                started_at,
+            ) = row?;
+            let Some(kind) = JobKind::parse(&kind) else {
+                continue;
+            };
+            jobs.push(Job {
+                id,
+                source: source.to_string(),
+                kind,
+                order_key,
+                job_ref,
+                attempts: attempts + 1,
+                payload,
+                first_failed_at,
+                sent_hash,
+                in_doubt: started_at.is_some(),
+            });
+            if jobs.len() == limit {
+                break;
+            }
+        }
+    }
+    let mut stmt = tx.prepare_cached(
+        "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1, updated_at = ?4,
+                started_at = COALESCE(started_at, ?4)
+         WHERE id = ?1",
+    )?;
+    for job in &jobs {
+        // The attempt counts from the claim: a job that crashes the
+        // process every time still runs out of attempts and is parked.
+        stmt.execute(rusqlite::params![job.id, owner, lease_until, now])?;
+    }
+    Ok(jobs)
+}
+
 impl Store {
     /// Leases up to `limit` due jobs of `source`. On PostgreSQL the claim is
     /// one statement with `FOR UPDATE SKIP LOCKED` on the database's clock
@@ -359,7 +435,22 @@ impl Store {
         limit: usize,
         filter: ClaimFilter<'_>,
     ) -> anyhow::Result<Vec<Job>> {
-        if limit == 0 {
+        self.claim_each(source, owner, lease, &[(filter, limit)])
+    }
+
+    /// Claims for several filters at once (the worker's pushes and
+    /// write-backs, each up to its free slots): on SQLite in one
+    /// transaction. At most one of them may be `ClaimFilter::Orders`.
+    pub fn claim_each(
+        &self,
+        source: &str,
+        owner: &str,
+        lease: Duration,
+        wanted: &[(ClaimFilter<'_>, usize)],
+    ) -> anyhow::Result<Vec<Job>> {
+        let wanted: Vec<&(ClaimFilter<'_>, usize)> =
+            wanted.iter().filter(|(_, limit)| *limit > 0).collect();
+        if wanted.is_empty() {
             return Ok(Vec::new());
         }
         let mut guard = self.lock();
@@ -367,79 +458,33 @@ impl Store {
             Conn::Sqlite(conn) => conn,
             Conn::Postgres(_) => {
                 drop(guard);
-                return self.pg_claim(source, owner, lease, limit, filter);
+                let mut jobs = Vec::new();
+                for (filter, limit) in wanted {
+                    jobs.extend(self.pg_claim(source, owner, lease, *limit, *filter)?);
+                }
+                return Ok(jobs);
             }
         };
-        if let ClaimFilter::Orders(keys) = filter {
-            self.fill_claim_keys(conn, keys)?;
+        for (filter, _) in &wanted {
+            if let ClaimFilter::Orders(keys) = filter {
+                self.fill_claim_keys(conn, keys)?;
+            }
         }
         let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         let now = now_ms();
         let lease_until =
             now.saturating_add(i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2));
         let mut jobs = Vec::new();
-        {
-            let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
-            let filtered = matches!(filter, ClaimFilter::Orders(_));
-            let rows = stmt.query_map(
-                rusqlite::params![source, now, limit as i64, filtered, filter.class()],
-                |r| {
-                    Ok((
-                        r.get::<_, i64>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, String>(3)?,
-                        r.get::<_, u32>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, Option<String>>(7)?,
-                        r.get::<_, Option<i64>>(8)?,
-                    ))
-                },
-            )?;
-            for row in rows {
-                let (
-                    id,
-                    kind,
-                    order_key,
-                    job_ref,
-                    attempts,
-                    payload,
-                    first_failed_at,
-                    sent_hash,
-                    started_at,
-                ) = row?;
-                let Some(kind) = JobKind::parse(&kind) else {
-                    continue;
-                };
-                jobs.push(Job {
-                    id,
-                    source: source.to_string(),
-                    kind,
-                    order_key,
-                    job_ref,
-                    attempts: attempts + 1,
-                    payload,
-                    first_failed_at,
-                    sent_hash,
-                    in_doubt: started_at.is_some(),
-                });
-                if jobs.len() == limit {
-                    break;
-                }
-            }
-        }
-        {
-            let mut stmt = tx.prepare_cached(
-                "UPDATE jobs SET lease_owner = ?2, lease_until = ?3, attempts = attempts + 1, updated_at = ?4,
-                        started_at = COALESCE(started_at, ?4)
-                 WHERE id = ?1",
-            )?;
-            for job in &jobs {
-                // The attempt counts from the claim: a job that crashes the
-                // process every time still runs out of attempts and is parked.
-                stmt.execute(rusqlite::params![job.id, owner, lease_until, now])?;
-            }
+        for (filter, limit) in wanted {
+            jobs.extend(claim_sqlite(
+                &tx,
+                source,
+                owner,
+                now,
+                lease_until,
+                *limit,
+                *filter,
+            )?);
         }
         tx.commit()?;
         Ok(jobs)
