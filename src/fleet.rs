@@ -118,12 +118,6 @@ async fn beat(
             return;
         }
     }
-    for name in names {
-        match engine_store.fence(name) {
-            Some(lease) => renew(node, engine_store, own, lease, timing).await,
-            None => take(node, engine_store, own, pollers, name, timing).await,
-        }
-    }
     let dead_after = timing.dead_after;
     match own.call(move |s| s.rescue(dead_after)).await {
         Ok(r) if !r.nodes.is_empty() || r.jobs > 0 || r.poll_leases > 0 => {
@@ -137,6 +131,13 @@ async fn beat(
         }
         Ok(_) => {}
         Err(e) => tracing::warn!(node, error = %format!("{e:#}"), "fleet rescue failed"),
+    }
+    // After the rescue: what silent nodes held is free to take in this beat.
+    for name in names {
+        match engine_store.fence(name) {
+            Some(lease) => renew(node, engine_store, own, lease, timing).await,
+            None => take(node, engine_store, own, pollers, name, timing).await,
+        }
     }
 }
 

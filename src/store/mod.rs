@@ -203,15 +203,19 @@ impl Store {
         count: usize,
     ) -> anyhow::Result<Store> {
         let (first, target) = sql::off_runtime(|| pg::connect_client(url, password, migrate))?;
-        let mut writers = vec![Conn::Postgres(Box::new(sql::PgConn::new(first)))];
+        let again = || -> sql::Reconnect {
+            let (url, password) = (url.to_string(), password.cloned());
+            Box::new(move || pg::connect_client(&url, password.as_ref(), false).map(|(c, _)| c))
+        };
+        let mut writers = vec![Conn::Postgres(Box::new(sql::PgConn::new(first, again())))];
         for _ in 1..count.max(1) {
             let (c, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
-            writers.push(Conn::Postgres(Box::new(sql::PgConn::new(c))));
+            writers.push(Conn::Postgres(Box::new(sql::PgConn::new(c, again()))));
         }
         let (reader, _) = sql::off_runtime(|| pg::connect_client(url, password, false))?;
         Ok(Store::new(
             writers,
-            Conn::Postgres(Box::new(sql::PgConn::new(reader))),
+            Conn::Postgres(Box::new(sql::PgConn::new(reader, again()))),
             Location::Postgres(target),
         ))
     }

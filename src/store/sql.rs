@@ -311,8 +311,41 @@ fn is_conflict(e: &anyhow::Error) -> bool {
                 *code == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
                     || *code == postgres::error::SqlState::T_R_DEADLOCK_DETECTED
                     || *code == postgres::error::SqlState::UNIQUE_VIOLATION
+                    || *code == postgres::error::SqlState::LOCK_NOT_AVAILABLE
             })
     })
+}
+
+/// Whether the connection itself is gone (the server ended the session:
+/// restarted, or it found this node idle inside a transaction while the
+/// node was frozen).
+fn is_closed(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<postgres::Error>().is_some_and(|e| {
+            e.is_closed()
+                || e.as_db_error()
+                    .is_some_and(|d| d.code().code().starts_with("57P"))
+        })
+    })
+}
+
+/// After an error on a PostgreSQL connection: a connection the server
+/// closed is opened again (the error still goes to the caller, whose work
+/// runs again as it would after any ledger error).
+pub(crate) fn heal(pg: &mut PgConn, e: &anyhow::Error) {
+    if !is_closed(e) {
+        return;
+    }
+    match off_runtime(|| (pg.reconnect)()) {
+        Ok(client) => {
+            pg.client = OwnClient(Some(client));
+            pg.stmts.clear();
+            tracing::warn!("the PostgreSQL ledger closed a connection; opened it again");
+        }
+        Err(again) => {
+            tracing::warn!(error = %format!("{again:#}"), "the PostgreSQL ledger closed a connection and cannot be reached again yet")
+        }
+    }
 }
 
 /// Runs `f` where the synchronous PostgreSQL client may block. That client
@@ -334,13 +367,18 @@ pub(crate) fn off_runtime<R: Send>(f: impl FnOnce() -> R + Send) -> R {
 pub(crate) struct PgConn {
     pub client: OwnClient,
     stmts: HashMap<String, postgres::Statement>,
+    /// Opens the same connection again (see [`heal`]).
+    reconnect: Reconnect,
 }
 
+pub(crate) type Reconnect = Box<dyn Fn() -> anyhow::Result<postgres::Client> + Send + Sync>;
+
 impl PgConn {
-    pub fn new(client: postgres::Client) -> PgConn {
+    pub fn new(client: postgres::Client, reconnect: Reconnect) -> PgConn {
         PgConn {
             client: OwnClient(Some(client)),
             stmts: HashMap::new(),
+            reconnect,
         }
     }
 }
@@ -411,6 +449,9 @@ impl Conn {
                 let mut tries = 0;
                 loop {
                     let attempt = pg_transaction(pg, false, &mut work);
+                    if let Err(e) = &attempt {
+                        heal(pg, e);
+                    }
                     match attempt {
                         Err(e) if tries < CONFLICT_RETRIES && is_conflict(&e) => {
                             tries += 1;
@@ -438,7 +479,13 @@ impl Conn {
                 tx.commit()?;
                 Ok(r)
             }
-            Conn::Postgres(pg) => off_runtime(move || pg_transaction(pg, true, &mut work)),
+            Conn::Postgres(pg) => off_runtime(move || {
+                let result = pg_transaction(pg, true, &mut work);
+                if let Err(e) = &result {
+                    heal(pg, e);
+                }
+                result
+            }),
         }
     }
 
@@ -451,10 +498,14 @@ impl Conn {
         match self {
             Conn::Sqlite(conn) => work(&mut Tx::Sqlite(conn)),
             Conn::Postgres(pg) => off_runtime(move || {
-                work(&mut Tx::PgAuto {
+                let result = work(&mut Tx::PgAuto {
                     client: &mut pg.client,
                     stmts: &mut pg.stmts,
-                })
+                });
+                if let Err(e) = &result {
+                    heal(pg, e);
+                }
+                result
             }),
         }
     }

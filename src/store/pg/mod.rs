@@ -70,8 +70,14 @@ pub(crate) fn connect_client(
     if let Some(p) = password {
         config.password(p.expose());
     }
+    // A node frozen mid-transaction (SIGSTOP, a stalled VM) must not hold
+    // its row locks, the lease rows above all, until it wakes: the server
+    // ends a session idle inside a transaction after 5 s (the node
+    // reconnects when it wakes), and no statement waits more than 5 s for
+    // a lock (it fails and is run again).
     config
         .application_name("ordersync")
+        .options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=5000")
         .connect_timeout(Duration::from_secs(10));
     let target = describe(&config);
     let mut client = config.connect(NoTls).map_err(|e| {
@@ -140,8 +146,14 @@ impl Store {
         f: impl FnOnce(&mut Client) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         let mut guard = self.pg()?;
-        let client: &mut Client = &mut guard;
-        super::sql::off_runtime(move || f(client))
+        let result = {
+            let client: &mut Client = &mut guard;
+            super::sql::off_runtime(move || f(client))
+        };
+        if let (Err(e), Conn::Postgres(pg)) = (&result, &mut *guard.0) {
+            super::sql::heal(pg, e);
+        }
+        result
     }
 
     /// Whether this ledger is the PostgreSQL one (then `pg()` succeeds).
