@@ -546,6 +546,11 @@ impl CloudSuite {
                     let mut current: serde_json::Value = reply.json()?;
                     let mut done = vec!["state=processing, erp_order_number"];
                     if set_line_numbers(&mut current, wb) {
+                        // The PUT sends the whole order as the PATCH found
+                        // it: only while the job is still ours, or a node
+                        // that stalled past its lease would write an old
+                        // copy over what the job's new runner wrote since.
+                        wb.step.set(Some("put")).await?;
                         let body = current.clone();
                         self.send(|| self.endpoint.client().put(&url).json(&body))
                             .await?;
@@ -595,6 +600,8 @@ impl CloudSuite {
             done.push("state=processing, erp_order_number");
         }
         if set_line_numbers(&mut current, wb) {
+            // Only while the job is still ours (see above).
+            wb.step.set(Some("put")).await?;
             let url = self.order_url(&wb.external_id)?;
             let body = current.clone();
             self.send(|| self.endpoint.client().put(&url).json(&body))
