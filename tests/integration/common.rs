@@ -16,6 +16,16 @@ use tokio_util::sync::CancellationToken;
 
 pub const SOURCE: &str = "webshop-nl";
 
+/// Held by the tests that load the machine most (three daemons and a
+/// PostgreSQL server) and by the one that measures a time bound, so that
+/// they do not run at the same time on a small CI machine.
+pub static HEAVY: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Takes [`HEAVY`] (a test that panicked while holding it releases it).
+pub async fn heavy() -> tokio::sync::MutexGuard<'static, ()> {
+    HEAVY.lock().await
+}
+
 pub struct App {
     pub dir: tempfile::TempDir,
     pub sandbox: Sandbox,

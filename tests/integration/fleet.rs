@@ -201,6 +201,7 @@ heartbeat = "1s"
 /// at least 20 SIGKILLs of random nodes (each restarted at once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
+    let _heavy = crate::common::heavy().await;
     let db = TestDb::new();
     let fleet = start_fleet(&db).await;
     let total = fleet.expected().len();
@@ -462,6 +463,7 @@ async fn an_sqlite_ledger_moves_into_postgresql_and_the_daemon_goes_on_there() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "intermittent: a node frozen between its lease check and a CloudSuite PUT writes a stale copy when it wakes (issue 14 follow-up)"]
 async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
+    let _heavy = crate::common::heavy().await;
     let db = TestDb::new();
     let fleet = start_fleet(&db).await;
     let signal = |sig: &str, child: &Child| {

@@ -138,6 +138,8 @@ fn assert_waited_out_retry_after(app: &App) {
 /// against what it measures (a backoff of minutes would miss it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn after_a_stretch_of_faults_everything_converges_within_a_minute() {
+    // Not beside the fleet test's three daemons: the bound is wall-clock.
+    let _heavy = crate::common::heavy().await;
     let mut opts = AppOptions {
         rate_limit_per_sec: 40,
         max_in_flight: 4,
