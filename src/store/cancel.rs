@@ -245,16 +245,7 @@ mod tests {
         crate::store::ingest::tests::incoming(ext, disposition, "1")
     }
 
-    fn state_of(store: &Store, key: &str) -> String {
-        store
-            .lock_for_tests()
-            .query_row(
-                "SELECT state FROM orders WHERE order_key = ?1",
-                [key],
-                |r| r.get(0),
-            )
-            .unwrap()
-    }
+    use crate::store::ingest::tests::state_of;
 
     fn jobs(store: &Store, key: &str) -> Vec<(String, String)> {
         let conn = store.lock_for_tests();

@@ -568,7 +568,7 @@ pub(crate) mod tests {
         }
     }
 
-    fn state_of(store: &Store, key: &str) -> String {
+    pub(crate) fn state_of(store: &Store, key: &str) -> String {
         store
             .lock_for_tests()
             .query_row(
