@@ -55,6 +55,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         poll_trouble: Default::default(),
         pulled_forward: Default::default(),
         fresh: Default::default(),
+        membership: Default::default(),
     }))
 }
 
@@ -325,6 +326,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
             .ok_or_else(|| anyhow::anyhow!("the fleet needs the PostgreSQL ledger"))?;
         tasks.push(crate::fleet::spawn(
             engine.owner.clone(),
+            engine.membership.clone(),
             Arc::clone(&store),
             own,
             pollers,

@@ -28,6 +28,7 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use crate::outbox::lease::{LeaseClock, Membership};
 use crate::store::Store;
 use crate::store::pg::PollLease;
 
@@ -58,6 +59,7 @@ impl FleetTiming {
 /// names and `_erp`) to the trigger of its poller.
 pub fn spawn(
     node: String,
+    membership: Membership,
     engine_store: Arc<Store>,
     own: Arc<Store>,
     pollers: HashMap<String, Arc<Notify>>,
@@ -73,12 +75,25 @@ pub fn spawn(
         } else {
             tracing::info!(node = %node, heartbeat_s = timing.heartbeat.as_secs_f64(), "joined the fleet");
         }
+        // Beats start a heartbeat apart however long one takes (a slow beat
+        // must not stretch the gap the others and `membership` judge by).
+        let mut every = tokio::time::interval(timing.heartbeat);
+        every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            beat(&node, &engine_store, &own, &pollers, &names, &timing).await;
             tokio::select! {
-                _ = tokio::time::sleep(timing.heartbeat) => {}
+                _ = every.tick() => {}
                 _ = shutdown.cancelled() => break,
             }
+            beat(
+                &node,
+                &membership,
+                &engine_store,
+                &own,
+                &pollers,
+                &names,
+                &timing,
+            )
+            .await;
         }
         leave(&node, &engine_store, &own, &names).await;
     })
@@ -86,6 +101,7 @@ pub fn spawn(
 
 async fn beat(
     node: &str,
+    membership: &Membership,
     engine_store: &Arc<Store>,
     own: &Arc<Store>,
     pollers: &HashMap<String, Arc<Notify>>,
@@ -93,9 +109,12 @@ async fn beat(
     timing: &FleetTiming,
 ) {
     let id = node.to_string();
+    let asked = LeaseClock::now();
     match own.call(move |s| s.heartbeat(&id)).await {
-        Ok(true) => {}
+        Ok(true) => membership.beat(asked, timing.dead_after),
         Ok(false) => {
+            // Before anything else: no job of ours sends another request.
+            membership.declared_dead();
             // Another node found our heartbeat too old and freed what we
             // held: whatever we think we hold is no longer ours.
             tracing::warn!(

@@ -271,6 +271,13 @@ impl Endpoint {
             limiter.until_ready().await;
         }
         let host = url.host_str().unwrap_or("?").to_string();
+        // Last thing before the wire: a job whose lease ran out while this
+        // process stalled (here or in any wait above) sends nothing more.
+        if let Err(why) = crate::outbox::lease::check() {
+            return Err(Failure::retry(format!(
+                "{what} not sent: {why}; whoever holds the job now does the work"
+            )));
+        }
         let sent = self.client.execute(request).await;
         crate::metrics::global()
             .http_request(&host, sent.as_ref().ok().map(|r| r.status().as_u16()));

@@ -2,6 +2,7 @@
 //! lease, run against the ERP or the source, and settled as done, retry later
 //! or parked (the three outcomes). Retry state lives in the job row.
 
+pub mod lease;
 pub mod policy;
 pub mod state;
 mod worker;

@@ -3,12 +3,13 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::lease::{self, LeaseClock};
 use super::policy::{Decision, RetryPolicy};
 use super::state::OrderState;
 use crate::erp::Erp;
@@ -41,6 +42,9 @@ pub struct Engine {
     /// Per source: the orders live walks read since its last recheck round
     /// ([`crate::poll::fresh`]).
     pub fresh: std::sync::Mutex<HashMap<String, crate::poll::fresh::Fresh>>,
+    /// This node's place in the fleet (renewed by [`crate::fleet`]); a job
+    /// sends nothing once it has lapsed since the claim.
+    pub membership: lease::Membership,
 }
 
 /// A successful job.
@@ -220,12 +224,16 @@ impl Engine {
         }
     }
 
-    /// Renews the lease of a running job, on the ledger thread.
-    async fn renew(&self, job: &Job) -> anyhow::Result<bool> {
+    /// Renews the lease of a running job, on the ledger thread: when it was
+    /// asked for if it was renewed, `None` if the lease is no longer ours.
+    async fn renew(&self, job: &Job) -> anyhow::Result<Option<(Instant, SystemTime)>> {
         let (j, owner, lease) = (job.clone(), self.owner.clone(), self.lease);
-        self.store
+        let asked = LeaseClock::now();
+        let renewed = self
+            .store
             .call(move |s| s.renew_lease(&j, &owner, lease))
-            .await
+            .await?;
+        Ok(renewed.then_some(asked))
     }
 
     /// Claims up to `free` due jobs of `source`, on the ledger thread.
@@ -264,13 +272,21 @@ impl Engine {
     /// lease is lost anyway (the process stalled), the job stops and leaves
     /// the result to whoever holds it now. Dropping this future (shutdown's
     /// abort) aborts the job's own task too, so no call outlives its lease.
-    pub async fn run_job(self: &Arc<Self>, job: Job) {
+    /// `asked`: when the claim that granted the lease was asked for
+    /// ([`LeaseClock::now`]); no request of the job goes out once the lease
+    /// has run out by this process's clocks ([`crate::outbox::lease`]).
+    pub async fn run_job(self: &Arc<Self>, job: Job, asked: (Instant, SystemTime)) {
         let me = Arc::clone(self);
         let j = job.clone();
-        let mut task =
-            tokio_util::task::AbortOnDropHandle::new(tokio::spawn(
-                async move { me.execute(&j).await },
-            ));
+        let clock = LeaseClock::new(asked, self.lease);
+        let held = lease::Held {
+            lease: clock.clone(),
+            node: self.membership.clone(),
+            claimed: asked.0,
+        };
+        let mut task = tokio_util::task::AbortOnDropHandle::new(tokio::spawn(async move {
+            lease::holding(held, me.execute(&j)).await
+        }));
         let mut renew = tokio::time::interval(self.lease / 4);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         renew.tick().await;
@@ -304,8 +320,8 @@ impl Engine {
                     )));
                 }
                 _ = renew.tick() => match self.renew(&job).await {
-                    Ok(true) => {}
-                    Ok(false) => {
+                    Ok(Some(asked)) => clock.renewed(asked, self.lease),
+                    Ok(None) => {
                         task.abort();
                         tracing::warn!(
                             source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
@@ -500,6 +516,7 @@ impl Engine {
             self.heartbeat.beat();
             let free_erp = erp_slots.saturating_sub(count(&running, Remote::Erp));
             let free_source = slots.saturating_sub(count(&running, Remote::Source));
+            let asked = LeaseClock::now();
             let claimed = match self.claim(&source, free_erp, free_source).await {
                 Ok(jobs) => {
                     if let Some(failures) = ledger_trouble.success() {
@@ -531,7 +548,7 @@ impl Engine {
                     Remote::Source
                 };
                 let me = Arc::clone(&self);
-                let handle = tasks.spawn(async move { me.run_job(job).await });
+                let handle = tasks.spawn(async move { me.run_job(job, asked).await });
                 running.insert(handle.id(), remote);
             }
             let all_busy = count(&running, Remote::Erp) >= erp_slots
@@ -613,6 +630,7 @@ impl Engine {
                 self.lease,
                 keys.clone(),
             );
+            let asked = LeaseClock::now();
             let claimed = self
                 .store
                 .call(move |s| {
@@ -625,7 +643,7 @@ impl Engine {
                 .await?;
             for job in claimed {
                 let me = Arc::clone(self);
-                tasks.spawn(async move { me.run_job(job).await });
+                tasks.spawn(async move { me.run_job(job, asked).await });
             }
             if tasks.is_empty() {
                 let (src, k) = (source.to_string(), keys.clone());

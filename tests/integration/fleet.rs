@@ -448,20 +448,15 @@ async fn an_sqlite_ledger_moves_into_postgresql_and_the_daemon_goes_on_there() {
 /// joins again. Every order still ends in the ERP once, every write-back
 /// once.
 ///
-/// Ignored: it found that a frozen node held its lease row locked and so
-/// froze the others' fleet task too (fixed: sessions idle in a transaction
-/// end after 5 s, lock waits after 5 s, closed connections are opened
-/// again, the rescue runs before leases are taken), then that a frozen
-/// node's stale CloudSuite PUT (the whole order, as its PATCH returned it)
-/// undid the "sent" the job's new runner wrote meanwhile (narrowed: the PUT
-/// now goes out only after the job's lease is confirmed). It still fails
-/// about one run in five: a node frozen between that confirmation and its
-/// PUT sends the old copy when it wakes (seen in the sources' history:
-/// shipment_state "sent" -> null via PUT). Closing it needs a conditional
-/// write at CloudSuite (If-Match / a version) or no whole-order PUT. Run it
-/// with `cargo test --test integration fleet::a_node_frozen -- --ignored`.
+/// It found that a frozen node held its lease row locked and so froze the
+/// others' fleet task too (fixed: sessions idle in a transaction end after
+/// 5 s, lock waits after 5 s, closed connections are opened again, the
+/// rescue runs before leases are taken), then that a frozen node's stale
+/// CloudSuite PUT (the whole order, as its PATCH returned it) undid the
+/// "sent" the job's new runner wrote meanwhile (about one run in five).
+/// Fixed: no request of a job goes out once its lease has run out by the
+/// process's own clocks, checked right before the wire (outbox::lease).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "intermittent: a node frozen between its lease check and a CloudSuite PUT writes a stale copy when it wakes (issue 14 follow-up)"]
 async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
     let _heavy = crate::common::heavy().await;
     let db = TestDb::new();

@@ -683,6 +683,7 @@ async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
     let stop = CancellationToken::new();
     poll_live(&engine, &connector, &stop).await;
     // Every push, and nothing else yet: one claim takes them all.
+    let asked = ordersync::outbox::lease::LeaseClock::now();
     let jobs = engine
         .store
         .claim(SOURCE, &engine.owner, engine.lease, 256, ClaimFilter::All)
@@ -691,7 +692,7 @@ async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
     for job in jobs {
         assert_eq!(job.kind, JobKind::Push, "{job:?}");
         assert!(!job.in_doubt, "a first attempt is not in doubt");
-        engine.run_job(job).await;
+        engine.run_job(job, asked).await;
     }
     let third = ids.len() / 3;
     let (direct, rest) = ids.split_at(third);
@@ -767,6 +768,78 @@ async fn a_first_write_back_writes_directly_and_one_after_a_kill_reads_first() {
         }
     }
     // And the rest of the way: everything exactly once.
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
+}
+
+/// Issue 14 (a frozen node): a process that stalls after its claim, past
+/// the job's lease, sends nothing for that job when it runs on, though the
+/// ledger still shows the lease as its own (nobody else claimed it yet):
+/// neither the push nor the write-back. Both go out later, once each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_job_whose_lease_ran_out_while_the_process_stalled_sends_nothing() {
+    use ordersync::outbox::lease::LeaseClock;
+    use ordersync::store::{ClaimFilter, JobKind};
+
+    let app = spawn_app(AppOptions::default()).await;
+    app.sandbox
+        .cloudsuite
+        .seed_orders(12, 41, Duration::from_secs(3600));
+    let ids = app.pushable_ids();
+    assert!(!ids.is_empty());
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    poll_live(&engine, &connector, &stop).await;
+    // Claimed a whole lease ago by this process's clocks: the stall.
+    let stalled = |asked: (std::time::Instant, std::time::SystemTime)| {
+        (asked.0 - engine.lease, asked.1 - engine.lease)
+    };
+    let asked = stalled(LeaseClock::now());
+    let jobs = engine
+        .store
+        .claim(SOURCE, &engine.owner, engine.lease, 256, ClaimFilter::All)
+        .unwrap();
+    assert_eq!(jobs.len(), ids.len());
+    for job in jobs {
+        assert_eq!(job.kind, JobKind::Push);
+        engine.run_job(job, asked).await;
+    }
+    assert!(
+        app.sandbox.erp.orders().is_empty(),
+        "a push went out after its lease ran out"
+    );
+    // The pushes again, with their lease; then the write-backs, stalled.
+    engine.store.pull_forward(SOURCE, true).unwrap();
+    let asked = LeaseClock::now();
+    let jobs = engine
+        .store
+        .claim(SOURCE, &engine.owner, engine.lease, 256, ClaimFilter::All)
+        .unwrap();
+    assert_eq!(jobs.len(), ids.len());
+    for job in jobs {
+        assert_eq!(job.kind, JobKind::Push);
+        engine.run_job(job, asked).await;
+    }
+    assert_eq!(app.sandbox.erp.orders().len(), ids.len());
+    let asked = stalled(LeaseClock::now());
+    let jobs = engine
+        .store
+        .claim(SOURCE, &engine.owner, engine.lease, 256, ClaimFilter::All)
+        .unwrap();
+    assert_eq!(jobs.len(), ids.len());
+    for job in jobs {
+        assert_eq!(job.kind, JobKind::WriteAccepted);
+        engine.run_job(job, asked).await;
+    }
+    let cs = &app.sandbox.cloudsuite;
+    for id in &ids {
+        assert_eq!(
+            cs.write_requests(*id),
+            0,
+            "{id}: written after the lease ran out"
+        );
+    }
     app.sync(&engine).await;
     assert_converged(&app, &ids);
 }
