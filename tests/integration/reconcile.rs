@@ -12,12 +12,15 @@ use serde_json::Value;
 
 use crate::common::App;
 
-/// 5xx on the next two requests, then on one in five: a flaky remote, not
-/// a dead one.
+/// 5xx on the next two requests, then on one in ten: a flaky remote, not
+/// a dead one. (At one in five, a lookup that failed five times running
+/// under the MplusKASSA test's `max_attempts = 5` failed about one run in
+/// a hundred, in CI once: the command gave up as designed, the test was
+/// wrong.)
 fn flaky() -> Faults {
     Faults {
         error_5xx_next: 2,
-        error_5xx_rate: 0.2,
+        error_5xx_rate: 0.1,
         ..Default::default()
     }
 }
