@@ -35,6 +35,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         connectors.insert(source.name.clone(), Arc::new(c));
         wake.insert(source.name.clone(), Arc::new(Notify::new()));
     }
+    let owner = lease_owner();
     Ok(Arc::new(Engine {
         store,
         erp: Arc::new(erp),
@@ -45,7 +46,8 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
             max_attempts: config.daemon.max_attempts,
             give_up_after: config.daemon.give_up_after,
         },
-        owner: lease_owner(),
+        settler: super::outbox::Settler::new(&owner),
+        owner,
         // A job's calls are bounded by the request timeout; a few of them
         // (read, patch, put) plus slack.
         lease: config.daemon.request_timeout * 4 + Duration::from_secs(30),

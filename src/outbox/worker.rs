@@ -15,7 +15,9 @@ use super::state::OrderState;
 use crate::erp::Erp;
 use crate::http::Failure;
 use crate::sources::{Connector, WriteBack};
-use crate::store::{ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, Remote, Store, now_ms};
+use crate::store::{
+    ClaimFilter, ErpAccepted, ErpShipment, Finish, Job, JobKind, Remote, Store, now_ms,
+};
 
 /// Everything a job needs, shared by the workers, the pollers and the CLI.
 pub struct Engine {
@@ -45,6 +47,8 @@ pub struct Engine {
     /// This node's place in the fleet (renewed by [`crate::fleet`]); a job
     /// sends nothing once it has lapsed since the claim.
     pub membership: lease::Membership,
+    /// Records finished jobs several to a transaction.
+    pub settler: super::batch::Settler,
 }
 
 /// A successful job.
@@ -392,10 +396,13 @@ impl Engine {
                     .get(&job.source)
                     .map(|c| c.writes_accepted())
                     .unwrap_or(true);
-                let (j, owner, acc) = (job.clone(), self.owner.clone(), accepted.clone());
-                let r = store
-                    .call(move |s| s.finish_push(&j, &owner, &acc, &hash, connector_writes))
-                    .await;
+                let finish = Finish::Pushed {
+                    job: job.clone(),
+                    accepted: accepted.clone(),
+                    hash,
+                    write_back: connector_writes,
+                };
+                let r = self.settler.finish(store, finish).await;
                 if matches!(r, Ok(true)) {
                     tracing::info!(
                         source = %job.source, order_key = %job.order_key,
@@ -411,8 +418,11 @@ impl Engine {
                 detail,
                 erp_order_number,
             }) => {
-                let (j, owner, d) = (job.clone(), self.owner.clone(), detail.clone());
-                let r = store.call(move |s| s.finish_job(&j, &owner, &d)).await;
+                let finish = Finish::Done {
+                    job: job.clone(),
+                    detail: detail.clone(),
+                };
+                let r = self.settler.finish(store, finish).await;
                 if matches!(r, Ok(true)) {
                     let what = match job.kind {
                         JobKind::Push => "order not pushed",

@@ -256,6 +256,176 @@ fn attempt_row(
     Ok(())
 }
 
+/// A job's successful end, to be settled with others in one transaction
+/// ([`Store::finish_many`]).
+#[derive(Clone, Debug)]
+pub enum Finish {
+    /// The ERP accepted the order (see [`Store::finish_push`]).
+    Pushed {
+        job: Job,
+        accepted: ErpAccepted,
+        hash: String,
+        write_back: bool,
+    },
+    /// A write-back (or a push not needed) is done (see [`Store::finish_job`]).
+    Done { job: Job, detail: String },
+}
+
+fn finish_push_in(
+    tx: &mut Tx<'_>,
+    job: &Job,
+    owner: &str,
+    accepted: &ErpAccepted,
+    pushed_hash: &str,
+    write_back: bool,
+) -> anyhow::Result<bool> {
+    let now = now_ms();
+    if !settle(
+        tx,
+        job,
+        owner,
+        now,
+        "state = 'done', last_error = NULL",
+        &[],
+    )? {
+        return Ok(false);
+    }
+    let new_state = if write_back {
+        OrderState::Pushed
+    } else {
+        OrderState::Accepted
+    };
+    // The ERP already had an order for this key, and an earlier attempt
+    // whose outcome we never learned sent another version: what the ERP
+    // holds is that version, not this one (issue 12.3). Record that, and
+    // flag the difference for an operator instead of claiming otherwise.
+    let earlier = job
+        .sent_hash
+        .as_deref()
+        .filter(|sent| !accepted.created && *sent != pushed_hash);
+    let holds = earlier.unwrap_or(pushed_hash);
+    // The source cancelled the order while this push was under way: the
+    // ERP has it now, so the cancel follows it there (never lost).
+    let cancelled_meanwhile: Option<Option<String>> = tx
+        .query_opt(
+            "SELECT note FROM orders WHERE order_key = ?1 AND state = 'cancelled'",
+            &[&job.order_key],
+        )?
+        .map(|r| r.get(0))
+        .transpose()?;
+    tx.exec(
+                "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
+                                   erp_order_number = ?3, pushed_at = ?4, pushed_hash = ?5, updated_at = ?4,
+                                   accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END,
+                                   changed_after_push_at = CASE WHEN ?7 THEN ?4 ELSE changed_after_push_at END
+                 WHERE order_key = ?1",
+                &[
+                    &job.order_key,
+                    &new_state,
+                    &accepted.erp_order_number,
+                    &now,
+                    &holds,
+                    &write_back,
+                    &earlier.is_some(),
+                ],
+            )?;
+    if earlier.is_some() {
+        event(
+            tx,
+            &job.order_key,
+            now,
+            "changed_after_push",
+            "the ERP already held this order from an earlier attempt, made from an earlier version; the source changed since: compare them by hand",
+        )?;
+    }
+    for line in &accepted.lines {
+        tx.exec(
+                    "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, ?2, ?3)
+                     ON CONFLICT(order_key, source_line_id) DO UPDATE SET erp_line_number = excluded.erp_line_number",
+                    &[&job.order_key, &line.source_line_id, &line.erp_line_number],
+                )?;
+    }
+    if let Some(note) = &cancelled_meanwhile {
+        let reason = note.as_deref().unwrap_or("cancelled at the source");
+        super::cancel::queue_erp_cancel(tx, &job.source, &job.order_key, reason, now)?;
+    } else if write_back {
+        tx.exec(
+                    "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+                     VALUES (?1, 'write_accepted', ?2, '', 'pending', 0, ?3, ?3, ?3)
+                     ON CONFLICT(order_key, kind, ref) DO NOTHING",
+                    &[&job.source, &job.order_key, &now],
+                )?;
+    } else {
+        release_waiting(tx, &job.order_key, now)?;
+        complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
+    }
+    attempt_row(tx, job, "done", None, now)?;
+    event(
+        tx,
+        &job.order_key,
+        now,
+        "pushed",
+        &format!("ERP order {}", accepted.erp_order_number),
+    )?;
+    Ok(true)
+}
+
+fn finish_job_in(tx: &mut Tx<'_>, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
+    let now = now_ms();
+    if !settle(
+        tx,
+        job,
+        owner,
+        now,
+        "state = 'done', last_error = NULL",
+        &[],
+    )? {
+        return Ok(false);
+    }
+    match job.kind {
+        JobKind::Push => {}
+        JobKind::WriteAccepted => {
+            // A 'done' write_shipped row without a write-back is only a
+            // marker (see record_shipments_with): nothing left to send.
+            let shipped = release_waiting(tx, &job.order_key, now)? > 0
+                || tx.value::<i64>(
+                    "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                             AND state != 'done'",
+                    &[&job.order_key],
+                )? > 0;
+            let next = if shipped {
+                OrderState::Shipped
+            } else {
+                OrderState::Accepted
+            };
+            tx.exec(
+                "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
+                                           accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
+                &[&job.order_key, &next, &now],
+            )?;
+            complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
+        }
+        JobKind::CancelInErp => super::cancel::erp_cancel_done(tx, &job.order_key, now)?,
+        JobKind::WriteCancelled => {}
+        JobKind::WriteShipped => {
+            let open: i64 = tx.value(
+                "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                         AND state IN ('pending', 'waiting')",
+                &[&job.order_key],
+            )?;
+            if open == 0 {
+                tx.exec(
+                            "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2 WHERE order_key = ?1",
+                            &[&job.order_key, &now],
+                        )?;
+            }
+        }
+    }
+    attempt_row(tx, job, "done", None, now)?;
+    event(tx, &job.order_key, now, job.kind.as_str(), detail)?;
+    Ok(true)
+}
+
 /// Ends our lease on a job with a new state. False when the lease is no
 /// longer ours: it expired and another process took the job, or (the
 /// attempt number is the claim's fencing token) this very process claimed
@@ -537,141 +707,33 @@ impl Store {
         pushed_hash: &str,
         write_back: bool,
     ) -> anyhow::Result<bool> {
-        self.lock().write(|tx| {
-            let now = now_ms();
-            if !settle(tx, job, owner, now, "state = 'done', last_error = NULL", &[])? {
-                return Ok(false);
-            }
-            let new_state = if write_back {
-                OrderState::Pushed
-            } else {
-                OrderState::Accepted
-            };
-            // The ERP already had an order for this key, and an earlier attempt
-            // whose outcome we never learned sent another version: what the ERP
-            // holds is that version, not this one (issue 12.3). Record that, and
-            // flag the difference for an operator instead of claiming otherwise.
-            let earlier = job
-                .sent_hash
-                .as_deref()
-                .filter(|sent| !accepted.created && *sent != pushed_hash);
-            let holds = earlier.unwrap_or(pushed_hash);
-            // The source cancelled the order while this push was under way: the
-            // ERP has it now, so the cancel follows it there (never lost).
-            let cancelled_meanwhile: Option<Option<String>> = tx
-                .query_opt(
-                    "SELECT note FROM orders WHERE order_key = ?1 AND state = 'cancelled'",
-                    &[&job.order_key],
-                )?
-                .map(|r| r.get(0))
-                .transpose()?;
-            tx.exec(
-                "UPDATE orders SET state = CASE WHEN state IN ('queued', 'held', 'invalid', 'cancelled') THEN ?2 ELSE state END,
-                                   erp_order_number = ?3, pushed_at = ?4, pushed_hash = ?5, updated_at = ?4,
-                                   accepted_at = CASE WHEN ?6 THEN accepted_at ELSE ?4 END,
-                                   changed_after_push_at = CASE WHEN ?7 THEN ?4 ELSE changed_after_push_at END
-                 WHERE order_key = ?1",
-                &[
-                    &job.order_key,
-                    &new_state,
-                    &accepted.erp_order_number,
-                    &now,
-                    &holds,
-                    &write_back,
-                    &earlier.is_some(),
-                ],
-            )?;
-            if earlier.is_some() {
-                event(
-                    tx,
-                    &job.order_key,
-                    now,
-                    "changed_after_push",
-                    "the ERP already held this order from an earlier attempt, made from an earlier version; the source changed since: compare them by hand",
-                )?;
-            }
-            for line in &accepted.lines {
-                tx.exec(
-                    "INSERT INTO order_lines (order_key, source_line_id, erp_line_number) VALUES (?1, ?2, ?3)
-                     ON CONFLICT(order_key, source_line_id) DO UPDATE SET erp_line_number = excluded.erp_line_number",
-                    &[&job.order_key, &line.source_line_id, &line.erp_line_number],
-                )?;
-            }
-            if let Some(note) = &cancelled_meanwhile {
-                let reason = note.as_deref().unwrap_or("cancelled at the source");
-                super::cancel::queue_erp_cancel(tx, &job.source, &job.order_key, reason, now)?;
-            } else if write_back {
-                tx.exec(
-                    "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
-                     VALUES (?1, 'write_accepted', ?2, '', 'pending', 0, ?3, ?3, ?3)
-                     ON CONFLICT(order_key, kind, ref) DO NOTHING",
-                    &[&job.source, &job.order_key, &now],
-                )?;
-            } else {
-                release_waiting(tx, &job.order_key, now)?;
-                complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
-            }
-            attempt_row(tx, job, "done", None, now)?;
-            event(
-                tx,
-                &job.order_key,
-                now,
-                "pushed",
-                &format!("ERP order {}", accepted.erp_order_number),
-            )?;
-            Ok(true)
-        })
+        self.lock()
+            .write(|tx| finish_push_in(tx, job, owner, accepted, pushed_hash, write_back))
     }
 
     /// A write-back (or a push that turned out not to be needed) is done.
     pub fn finish_job(&self, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
+        self.lock()
+            .write(|tx| finish_job_in(tx, job, owner, detail))
+    }
+
+    /// Several jobs' successful ends in one transaction (issue 13.5): what
+    /// [`Store::finish_push`] and [`Store::finish_job`] each do, in order,
+    /// with one commit. Per item: whether it was still this claim's.
+    pub fn finish_many(&self, owner: &str, items: &[Finish]) -> anyhow::Result<Vec<bool>> {
         self.lock().write(|tx| {
-            let now = now_ms();
-            if !settle(tx, job, owner, now, "state = 'done', last_error = NULL", &[])? {
-                return Ok(false);
-            }
-            match job.kind {
-                JobKind::Push => {}
-                JobKind::WriteAccepted => {
-                    // A 'done' write_shipped row without a write-back is only a
-                    // marker (see record_shipments_with): nothing left to send.
-                    let shipped = release_waiting(tx, &job.order_key, now)? > 0
-                        || tx.value::<i64>(
-                            "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                             AND state != 'done'",
-                            &[&job.order_key],
-                        )? > 0;
-                    let next = if shipped {
-                        OrderState::Shipped
-                    } else {
-                        OrderState::Accepted
-                    };
-                    tx.exec(
-                        "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
-                                           accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
-                        &[&job.order_key, &next, &now],
-                    )?;
-                    complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
-                }
-                JobKind::CancelInErp => super::cancel::erp_cancel_done(tx, &job.order_key, now)?,
-                JobKind::WriteCancelled => {}
-                JobKind::WriteShipped => {
-                    let open: i64 = tx.value(
-                        "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                         AND state IN ('pending', 'waiting')",
-                        &[&job.order_key],
-                    )?;
-                    if open == 0 {
-                        tx.exec(
-                            "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2 WHERE order_key = ?1",
-                            &[&job.order_key, &now],
-                        )?;
-                    }
-                }
-            }
-            attempt_row(tx, job, "done", None, now)?;
-            event(tx, &job.order_key, now, job.kind.as_str(), detail)?;
-            Ok(true)
+            items
+                .iter()
+                .map(|item| match item {
+                    Finish::Pushed {
+                        job,
+                        accepted,
+                        hash,
+                        write_back,
+                    } => finish_push_in(tx, job, owner, accepted, hash, *write_back),
+                    Finish::Done { job, detail } => finish_job_in(tx, job, owner, detail),
+                })
+                .collect()
         })
     }
 
@@ -1248,8 +1310,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::ingest::{Disposition, IncomingOrder, MappedOrder};
-    use crate::store::testutil::temp_store;
+    use crate::store::testutil::{incoming_with_qty, seed, temp_store};
 
     /// The claim statements list the kinds that talk to the ERP as SQL;
     /// they must be exactly the kinds `talks_to_erp` names.
@@ -1272,32 +1333,6 @@ mod tests {
         assert!(CLAIM_SQL.contains(&list), "{list}");
         assert!(crate::store::pg::jobs::CLAIM_SQL.contains(&list), "{list}");
         assert_eq!(CLAIM_SQL.matches("'push', 'cancel_in_erp'").count(), 2);
-    }
-
-    fn seed(store: &Store, ext: &str) {
-        store
-            .ingest("shop", "live", &[incoming_with_qty(ext, "1")], None)
-            .unwrap();
-    }
-
-    fn incoming_with_qty(ext: &str, qty: &str) -> IncomingOrder {
-        let order: crate::model::Order = serde_json::from_value(serde_json::json!({
-            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
-            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
-            "prices_include_tax": false, "customer": {},
-            "lines": [{"source_line_id": "1", "quantity": qty, "unit_price": "10.00", "line_total": "10.00"}],
-            "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
-        }))
-        .unwrap();
-        IncomingOrder {
-            external_id: ext.into(),
-            raw: format!("{{\"q\":\"{qty}\"}}"),
-            version: None,
-            mapped: Ok(MappedOrder {
-                order,
-                disposition: Disposition::Push,
-            }),
-        }
     }
 
     fn accepted() -> ErpAccepted {
@@ -1390,6 +1425,66 @@ mod tests {
             .unwrap();
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].kind, JobKind::WriteAccepted);
+    }
+
+    /// Issue 13.5: several jobs settled in one transaction, each fenced on
+    /// its own: a job another runner holds is not settled, the others are,
+    /// and each ends as the one-at-a-time calls would leave it.
+    #[test]
+    fn several_jobs_settle_in_one_transaction_each_fenced_on_its_own() {
+        let (_d, store) = temp_store();
+        for ext in ["1", "2", "3"] {
+            seed(&store, ext);
+        }
+        let lease = Duration::from_secs(60);
+        let mine = store
+            .claim("shop", "a/1/x", lease, 2, ClaimFilter::All)
+            .unwrap();
+        let theirs = store
+            .claim("shop", "b/2/y", lease, 5, ClaimFilter::All)
+            .unwrap();
+        assert_eq!((mine.len(), theirs.len()), (2, 1));
+        let pushed = |job: &Job| Finish::Pushed {
+            job: job.clone(),
+            accepted: accepted(),
+            hash: "h".into(),
+            write_back: true,
+        };
+        let done = store
+            .finish_many(
+                "a/1/x",
+                &[pushed(&mine[0]), pushed(&theirs[0]), pushed(&mine[1])],
+            )
+            .unwrap();
+        assert_eq!(done, vec![true, false, true]);
+        // Their write-backs are next; the fenced one is still b's push.
+        let next = store
+            .claim("shop", "a/1/x", lease, 10, ClaimFilter::All)
+            .unwrap();
+        assert_eq!(next.len(), 2, "{next:?}");
+        assert!(next.iter().all(|j| j.kind == JobKind::WriteAccepted));
+        let finished: Vec<Finish> = next
+            .iter()
+            .map(|j| Finish::Done {
+                job: j.clone(),
+                detail: "written".into(),
+            })
+            .collect();
+        assert_eq!(
+            store.finish_many("a/1/x", &finished).unwrap(),
+            vec![true, true]
+        );
+        // Settled once: the same results again change nothing.
+        assert_eq!(
+            store.finish_many("a/1/x", &finished).unwrap(),
+            vec![false, false]
+        );
+        for j in &next {
+            let detail = store.order_detail(&j.order_key).unwrap().unwrap();
+            assert_eq!(detail.row.state, "accepted", "{}", j.order_key);
+        }
+        let b = store.order_detail(&theirs[0].order_key).unwrap().unwrap();
+        assert_eq!(b.row.state, "queued");
     }
 
     #[test]

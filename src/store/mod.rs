@@ -35,7 +35,7 @@ use sql::{Conn, Dialect, Tx};
 pub use cancel::{CancellationNote, ErpCancellation};
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
-    ClaimFilter, ErpAccepted, ErpShipment, Job, JobKind, LineNumber, OrderForJob, Remote,
+    ClaimFilter, ErpAccepted, ErpShipment, Finish, Job, JobKind, LineNumber, OrderForJob, Remote,
     ShipmentProgress, ShippedLine, lease_owner,
 };
 pub use status::{
@@ -398,10 +398,38 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
 
 #[cfg(test)]
 pub(crate) mod testutil {
+    use super::ingest::{Disposition, IncomingOrder, MappedOrder};
     use super::*;
     pub fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("ordersync.db")).unwrap();
         (dir, store)
+    }
+
+    /// One pushable order `shop:<ext>` recorded by the live poll.
+    pub fn seed(store: &Store, ext: &str) {
+        store
+            .ingest("shop", "live", &[incoming_with_qty(ext, "1")], None)
+            .unwrap();
+    }
+
+    pub fn incoming_with_qty(ext: &str, qty: &str) -> IncomingOrder {
+        let order: crate::model::Order = serde_json::from_value(serde_json::json!({
+            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
+            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": false, "customer": {},
+            "lines": [{"source_line_id": "1", "quantity": qty, "unit_price": "10.00", "line_total": "10.00"}],
+            "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
+        }))
+        .unwrap();
+        IncomingOrder {
+            external_id: ext.into(),
+            raw: format!("{{\"q\":\"{qty}\"}}"),
+            version: None,
+            mapped: Ok(MappedOrder {
+                order,
+                disposition: Disposition::Push,
+            }),
+        }
     }
 }
