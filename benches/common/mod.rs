@@ -199,7 +199,8 @@ pub fn dir_bytes(dir: &Path) -> u64 {
 impl Daemon {
     /// `BENCH_DAEMON_LOG=<file>`: the daemon logs at info level, as JSON
     /// lines (each with its timestamp), into that file: when each order was
-    /// recorded, pushed and written back.
+    /// recorded, pushed and written back (`BENCH_DAEMON_LOG_LEVEL`, a
+    /// `RUST_LOG` filter, for another level).
     /// `BENCH_ORDERSYNC_BIN=<path>` runs that binary instead of this
     /// build's (to compare two builds under the same load).
     pub fn start(config: &PathBuf) -> Daemon {
@@ -213,7 +214,9 @@ impl Daemon {
         match std::env::var_os("BENCH_DAEMON_LOG") {
             Some(path) => {
                 let log = std::fs::File::create(&path).expect("create BENCH_DAEMON_LOG");
-                cmd.env("RUST_LOG", "info")
+                let level =
+                    std::env::var("BENCH_DAEMON_LOG_LEVEL").unwrap_or_else(|_| "info".into());
+                cmd.env("RUST_LOG", level)
                     .env("ORDERSYNC__DAEMON__LOG_FORMAT", "json")
                     .stderr(log);
             }

@@ -104,6 +104,10 @@ async fn settle_loop(
         let (items, replies): (Vec<Finish>, Vec<oneshot::Sender<Answer>>) =
             batch.into_iter().unzip();
         batches.fetch_add(1, Ordering::Relaxed);
+        tracing::debug!(
+            jobs = items.len(),
+            "ledger: settling jobs in one transaction"
+        );
         let items = Arc::new(items);
         let (all, o) = (Arc::clone(&items), owner.clone());
         match store.call(move |s| s.finish_many(&o, &all)).await {

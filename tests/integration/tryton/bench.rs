@@ -6,6 +6,8 @@
 //!
 //!     cargo test --test integration tryton::bench -- --ignored --nocapture
 //!     BENCH_ORDERS=200 BENCH_SWEEP=1,2,4,8 (the defaults)
+//!     BENCH_PLAIN_BATCHES=10,50: also the plain client with that many sales
+//!     per `create` / `quote` / `confirm` call
 //!
 //! Results go to docs/BENCHMARKS.md.
 
@@ -35,8 +37,11 @@ async fn one(rpc: &Rpc, model: &str, domain: Value) -> i64 {
         .unwrap()
 }
 
-/// The recipe's sequential client: 4 calls per sale, one line each.
-async fn plain_client(rpc: &Rpc, n: usize) -> f64 {
+/// The recipe's sequential client: 4 calls per sale, one line each. With
+/// `batch` > 1, the same calls each carry `batch` sales (one search for their
+/// references, one `create` of all, `quote` and `confirm` on the list): what
+/// batching could gain on this server (issue 13.6).
+async fn plain_client(rpc: &Rpc, n: usize, batch: usize) -> f64 {
     let party = rpc
         .model(
             "party.party",
@@ -60,37 +65,39 @@ async fn plain_client(rpc: &Rpc, n: usize) -> f64 {
         .unwrap();
     let product = one(rpc, "product.product", json!([["code", "=", "205_STUK"]])).await;
     let started = Instant::now();
-    for i in 0..n {
-        let reference = format!("plain:{i}");
+    let ids: Vec<usize> = (0..n).collect();
+    for chunk in ids.chunks(batch.max(1)) {
+        let references: Vec<String> = chunk.iter().map(|i| format!("plain{batch}:{i}")).collect();
         let found = rpc
             .model(
                 "sale.sale",
                 "search",
                 vec![
-                    json!([["reference", "=", reference]]),
+                    json!([["reference", "in", references]]),
                     json!(0),
-                    json!(1),
+                    json!(null),
                     json!(null),
                 ],
             )
             .await
             .unwrap();
         assert_eq!(found, json!([]));
-        let sale = rpc
-            .model(
-                "sale.sale",
-                "create",
-                vec![json!([{"party": party, "reference": reference,
+        let sales: Vec<Value> = references
+            .iter()
+            .map(|reference| {
+                json!({"party": party, "reference": reference,
                     "invoice_address": address, "shipment_address": address,
                     "lines": [["create", [{"type": "line", "product": product, "unit": 1,
-                        "quantity": 2.0, "unit_price": decimal(Decimal::new(695, 2))}]]]}])],
-            )
+                        "quantity": 2.0, "unit_price": decimal(Decimal::new(695, 2))}]]]})
+            })
+            .collect();
+        let created = rpc
+            .model("sale.sale", "create", vec![json!(sales)])
             .await
-            .unwrap()[0]
-            .as_i64()
             .unwrap();
+        assert_eq!(created.as_array().map(Vec::len), Some(chunk.len()));
         for button in ["quote", "confirm"] {
-            rpc.model("sale.sale", button, vec![json!([sale])])
+            rpc.model("sale.sale", button, vec![created.clone()])
                 .await
                 .unwrap();
         }
@@ -135,9 +142,21 @@ async fn tryton_push_throughput() {
         .collect();
     let server = TrytonServer::start().await;
     let rpc = server.rpc();
-    let plain = plain_client(&rpc, n).await;
+    let plain = plain_client(&rpc, n, 1).await;
     let plain_rate = n as f64 / plain;
     eprintln!("plain sequential client: {n} sales in {plain:.1} s = {plain_rate:.2} sales/s");
+    let batches = env_or("BENCH_PLAIN_BATCHES", "");
+    for batch in batches
+        .split(',')
+        .filter_map(|s| s.trim().parse::<usize>().ok())
+    {
+        let secs = plain_client(&rpc, n, batch).await;
+        let rate = n as f64 / secs;
+        eprintln!(
+            "plain client, {batch} sales per call: {n} sales in {secs:.1} s = {rate:.2} sales/s (x{:.2} of one per call)",
+            rate / plain_rate
+        );
+    }
     for (i, slots) in sweep.iter().enumerate() {
         let secs = ordersync_run(&server, n, *slots, 100_000 * (i as i64 + 1)).await;
         let rate = n as f64 / secs;
