@@ -220,8 +220,8 @@ pub enum Remote {
 }
 
 impl ClaimFilter<'_> {
-    /// The claim statements' class parameter: 0 any kind, 1 the ERP's, 2 the source's.
-    pub(crate) fn class(&self) -> i64 {
+    /// Which claim statement: 0 any kind, 1 the ERP's, 2 the source's.
+    pub(crate) fn class(&self) -> usize {
         match self {
             ClaimFilter::Talking(Remote::Erp) => 1,
             ClaimFilter::Talking(Remote::Source) => 2,
@@ -495,18 +495,23 @@ fn earlier_payloads(tx: &mut Tx<'_>, order_key: &str, job_id: i64) -> anyhow::Re
     Ok(out)
 }
 
-/// Due jobs of a source (`?1`) at `?2`, earliest first, at most `?3`.
-const CLAIM_SQL: &str =
-    "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash, started_at FROM jobs j
-     WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2
+/// Due jobs of a source (`?1`) at `?2`, earliest first, at most `?3`,
+/// walking `$index`, of the kinds `$kinds` allows.
+macro_rules! sqlite_claim {
+    ($index:literal, $kinds:literal) => {
+        concat!(
+            "SELECT id, kind, order_key, ref, attempts, payload, first_failed_at, sent_hash, started_at
+     FROM jobs j INDEXED BY ",
+            $index,
+            "
+     WHERE source = ?1 AND state = 'pending' AND next_attempt_at <= ?2",
+            $kinds,
+            "
        AND (lease_until IS NULL OR lease_until < ?2)
        -- backfill: only its own orders, chosen in SQL through a temp table
        -- filled once per key set (no scan of other orders' jobs inside the
        -- write transaction).
        AND (?4 = 0 OR order_key IN (SELECT order_key FROM temp.claim_keys))
-       -- the worker's pushes and write-backs claim apart (ClaimFilter::Talking)
-       AND (?5 = 0 OR (?5 = 1 AND kind IN ('push', 'cancel_in_erp'))
-                   OR (?5 = 2 AND kind NOT IN ('push', 'cancel_in_erp')))
        -- Shipments of one order are written back one at a time, in
        -- the order the ERP reported them: each knows what the
        -- earlier ones delivered (see `shipped_before`).
@@ -514,7 +519,23 @@ const CLAIM_SQL: &str =
            SELECT 1 FROM jobs p WHERE p.order_key = j.order_key
               AND p.kind = 'write_shipped' AND p.id < j.id
               AND p.state IN ('pending', 'waiting', 'parked')))
-     ORDER BY next_attempt_at LIMIT ?3";
+     ORDER BY next_attempt_at LIMIT ?3"
+        )
+    };
+}
+
+/// The claim statement of each class of kinds ([`ClaimFilter::class`]):
+/// any kind; the worker's pushes (the ERP's kinds); its write-backs (the
+/// source's). Each class walks its own index (SQLite migration 6), so a
+/// claim of write-backs never steps over the backlog of pending pushes.
+const CLAIM_SQL: [&str; 3] = [
+    sqlite_claim!("jobs_due", ""),
+    sqlite_claim!("jobs_due_erp", " AND kind IN ('push', 'cancel_in_erp')"),
+    sqlite_claim!(
+        "jobs_due_source",
+        " AND kind NOT IN ('push', 'cancel_in_erp')"
+    ),
+];
 
 /// One claim on SQLite inside the caller's transaction: picks up to
 /// `limit` due jobs the filter allows and leases them.
@@ -529,10 +550,10 @@ fn claim_sqlite(
 ) -> anyhow::Result<Vec<Job>> {
     let mut jobs = Vec::new();
     {
-        let mut stmt = tx.prepare_cached(CLAIM_SQL)?;
+        let mut stmt = tx.prepare_cached(CLAIM_SQL[filter.class()])?;
         let filtered = matches!(filter, ClaimFilter::Orders(_));
         let rows = stmt.query_map(
-            rusqlite::params![source, now, limit as i64, filtered, filter.class()],
+            rusqlite::params![source, now, limit as i64, filtered],
             |r| {
                 Ok((
                     r.get::<_, i64>(0)?,
@@ -1330,9 +1351,23 @@ mod tests {
             .map(|k| format!("'{}'", k.as_str()))
             .collect();
         let list = format!("kind IN ({})", erp.join(", "));
-        assert!(CLAIM_SQL.contains(&list), "{list}");
-        assert!(crate::store::pg::jobs::CLAIM_SQL.contains(&list), "{list}");
-        assert_eq!(CLAIM_SQL.matches("'push', 'cancel_in_erp'").count(), 2);
+        let pg = crate::store::pg::jobs::CLAIM_SQL;
+        let not = list.replace("kind IN", "kind NOT IN");
+        for (class, sql) in [(1, &list), (2, &not)] {
+            assert!(CLAIM_SQL[class].contains(sql.as_str()), "{sql}");
+            assert!(pg[class].contains(sql.as_str()), "{sql}");
+        }
+        // The indexes each class walks hold exactly its kinds.
+        for migrations in [
+            crate::store::migrations::MIGRATIONS,
+            crate::store::pg::migrations::MIGRATIONS,
+        ] {
+            let all = migrations.concat();
+            for sql in [&list, &not] {
+                assert!(all.contains(&format!("'pending' AND {sql};")), "{sql}");
+            }
+        }
+        assert_eq!(CLAIM_SQL[0].matches("'push', 'cancel_in_erp'").count(), 0);
     }
 
     fn accepted() -> ErpAccepted {
@@ -1344,6 +1379,49 @@ mod tests {
             }],
             created: true,
         }
+    }
+
+    /// Issue 13: a claim of write-backs walks the write-backs' own index,
+    /// not every pending push due before them (on `jobs_due` it stepped
+    /// over the whole backlog on every claim).
+    #[test]
+    fn a_write_back_claim_does_not_walk_the_backlog_of_pushes() {
+        let (_d, store) = temp_store();
+        for i in 0..1000 {
+            seed(&store, &i.to_string());
+        }
+        let lease = Duration::from_secs(60);
+        let pushes = store
+            .claim("shop", "me", lease, 1, ClaimFilter::Talking(Remote::Erp))
+            .unwrap();
+        assert_eq!(pushes.len(), 1);
+        assert!(
+            store
+                .finish_push(&pushes[0], "me", &accepted(), "h", true)
+                .unwrap()
+        );
+        let claim = || {
+            store
+                .claim("shop", "me", lease, 8, ClaimFilter::Talking(Remote::Source))
+                .unwrap()
+        };
+        let steps = |class: usize| {
+            let conn = store.lock_for_tests();
+            let stmt = conn.prepare_cached(CLAIM_SQL[class]).unwrap();
+            stmt.get_status(rusqlite::StatementStatus::VmStep)
+        };
+        let got = claim();
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0].kind, JobKind::WriteAccepted);
+        // 999 pushes are pending and due before the write-back: walking
+        // them costs thousands of steps; the write-backs' index a few dozen.
+        let walked = steps(2);
+        assert!(walked < 300, "{walked} VM steps for one write-back");
+        let pushes = store
+            .claim("shop", "me", lease, 8, ClaimFilter::Talking(Remote::Erp))
+            .unwrap();
+        assert_eq!(pushes.len(), 8);
+        assert!(pushes.iter().all(|j| j.kind == JobKind::Push));
     }
 
     #[test]
@@ -1368,7 +1446,7 @@ mod tests {
         }
         let conn = store.lock_for_tests();
         // The very statement the claims ran, back from the cache.
-        let stmt = conn.prepare_cached(CLAIM_SQL).unwrap();
+        let stmt = conn.prepare_cached(CLAIM_SQL[0]).unwrap();
         use rusqlite::StatementStatus::{RePrepare, Run, Sort};
         assert_eq!(stmt.get_status(Run), 4, "the claims ran this statement");
         assert_eq!(stmt.get_status(RePrepare), 0, "compiled again");

@@ -2,7 +2,7 @@
 
 use rusqlite::Connection;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the initial ledger.
     r#"
 CREATE TABLE orders (
@@ -120,6 +120,18 @@ CREATE INDEX orders_to_prune ON orders(completed_at) WHERE state = 'completed' A
     r#"
 ALTER TABLE jobs ADD COLUMN started_at INTEGER;
 UPDATE jobs SET started_at = updated_at WHERE attempts > 0;
+"#,
+    // 6: the due jobs of each remote apart. The worker claims pushes (the
+    // ERP's) and write-backs (the source's) separately; on `jobs_due` a
+    // write-back claim walked every pending push due before it, the whole
+    // backlog on each claim (issue 13). The claim statements name these
+    // indexes (`INDEXED BY`): SQLite's planner prefers `jobs_due`, which
+    // matches one more column.
+    r#"
+CREATE INDEX jobs_due_erp ON jobs(source, next_attempt_at)
+    WHERE state = 'pending' AND kind IN ('push', 'cancel_in_erp');
+CREATE INDEX jobs_due_source ON jobs(source, next_attempt_at)
+    WHERE state = 'pending' AND kind NOT IN ('push', 'cancel_in_erp');
 "#,
 ];
 

@@ -18,7 +18,7 @@ use super::error_text;
 /// "ordersyn" in ASCII).
 const MIGRATION_LOCK: i64 = 0x6f72_6465_7273_796e;
 
-const MIGRATIONS: &[&str] = &[
+pub(crate) const MIGRATIONS: &[&str] = &[
     // 1: the ledger, as SQLite has it at its version 5.
     r#"
 CREATE TABLE orders (
@@ -141,6 +141,14 @@ CREATE TABLE poll_leases (
     expires_at BIGINT NOT NULL
 );
 CREATE INDEX jobs_by_lease_owner ON jobs(lease_owner) WHERE lease_owner IS NOT NULL;
+"#,
+    // 3: the due jobs of each remote apart (SQLite's version 6): a claim of
+    // write-backs no longer walks the pending pushes due before them.
+    r#"
+CREATE INDEX jobs_due_erp ON jobs(source, next_attempt_at, id)
+    WHERE state = 'pending' AND kind IN ('push', 'cancel_in_erp');
+CREATE INDEX jobs_due_source ON jobs(source, next_attempt_at, id)
+    WHERE state = 'pending' AND kind NOT IN ('push', 'cancel_in_erp');
 "#,
 ];
 
