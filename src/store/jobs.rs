@@ -280,14 +280,7 @@ fn finish_push_in(
     write_back: bool,
 ) -> anyhow::Result<bool> {
     let now = now_ms();
-    if !settle(
-        tx,
-        job,
-        owner,
-        now,
-        "state = 'done', last_error = NULL",
-        &[],
-    )? {
+    if !settle_done(tx, job, owner, now)? {
         return Ok(false);
     }
     let new_state = if write_back {
@@ -370,16 +363,21 @@ fn finish_push_in(
     Ok(true)
 }
 
-fn finish_job_in(tx: &mut Tx<'_>, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
-    let now = now_ms();
-    if !settle(
+/// Marks the job done if it is still this claim's (the fence).
+fn settle_done(tx: &mut Tx<'_>, job: &Job, owner: &str, now: i64) -> anyhow::Result<bool> {
+    settle(
         tx,
         job,
         owner,
         now,
         "state = 'done', last_error = NULL",
         &[],
-    )? {
+    )
+}
+
+fn finish_job_in(tx: &mut Tx<'_>, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
+    let now = now_ms();
+    if !settle_done(tx, job, owner, now)? {
         return Ok(false);
     }
     match job.kind {

@@ -398,7 +398,7 @@ fn configure(conn: &Connection) -> anyhow::Result<()> {
 
 #[cfg(test)]
 pub(crate) mod testutil {
-    use super::ingest::{Disposition, IncomingOrder, MappedOrder};
+    use super::ingest::{Disposition, IncomingOrder};
     use super::*;
     pub fn temp_store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
@@ -414,22 +414,6 @@ pub(crate) mod testutil {
     }
 
     pub fn incoming_with_qty(ext: &str, qty: &str) -> IncomingOrder {
-        let order: crate::model::Order = serde_json::from_value(serde_json::json!({
-            "order_key": format!("shop:{ext}"), "source": "shop", "source_kind": "cloudsuite",
-            "external_id": ext, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
-            "prices_include_tax": false, "customer": {},
-            "lines": [{"source_line_id": "1", "quantity": qty, "unit_price": "10.00", "line_total": "10.00"}],
-            "totals": {"net": "10.00", "tax": "2.10", "gross": "12.10"}
-        }))
-        .unwrap();
-        IncomingOrder {
-            external_id: ext.into(),
-            raw: format!("{{\"q\":\"{qty}\"}}"),
-            version: None,
-            mapped: Ok(MappedOrder {
-                order,
-                disposition: Disposition::Push,
-            }),
-        }
+        super::ingest::tests::incoming(ext, Disposition::Push, qty)
     }
 }
