@@ -571,7 +571,20 @@ impl Engine {
             let idle = if all_busy {
                 Duration::from_secs(1)
             } else {
-                self.idle_wait(&source).await
+                // Only the kinds there is a free slot for: with every push
+                // slot busy and a backlog of due pushes, the worker woke
+                // every 5 ms to find them still due (a third of the
+                // daemon's CPU per order with a 200 ms remote, see
+                // docs/BENCHMARKS.md).
+                let class = match (
+                    count(&running, Remote::Erp) < erp_slots,
+                    count(&running, Remote::Source) < slots,
+                ) {
+                    (true, false) => ClaimFilter::Talking(Remote::Erp),
+                    (false, true) => ClaimFilter::Talking(Remote::Source),
+                    _ => ClaimFilter::All,
+                };
+                self.idle_wait(&source, class).await
             };
             tokio::select! {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
@@ -601,13 +614,14 @@ impl Engine {
         }
     }
 
-    /// How long to sleep when there is nothing to do: until the next job is
-    /// due, at most a second (another process may queue work meanwhile).
-    async fn idle_wait(&self, source: &str) -> Duration {
+    /// How long to sleep when there is nothing to do: until the next job of
+    /// `class` is due, at most a second (another process may queue work
+    /// meanwhile).
+    async fn idle_wait(&self, source: &str, class: ClaimFilter<'static>) -> Duration {
         let src = source.to_string();
         let due = self
             .store
-            .call(move |s| s.next_due_ms(&src))
+            .call(move |s| s.next_due_ms(&src, class))
             .await
             .ok()
             .flatten();
@@ -667,7 +681,7 @@ impl Engine {
                 if open == 0 {
                     break;
                 }
-                let idle = self.idle_wait(source).await;
+                let idle = self.idle_wait(source, ClaimFilter::All).await;
                 tokio::select! {
                     _ = tokio::time::sleep(idle) => {}
                     _ = shutdown.cancelled() => break,

@@ -242,7 +242,7 @@ pub(crate) fn seeded_life(store: &Store) {
         let outcomes = store.push_outcomes(&["shop:1".into()]).unwrap();
         assert_eq!((outcomes.pushed, outcomes.parked), (1, 0));
         assert_eq!(store.open_jobs("shop").unwrap(), 0);
-        assert_eq!(store.next_due_ms("shop").unwrap(), None);
+        assert_eq!(store.next_due_ms("shop", ClaimFilter::All).unwrap(), None);
 
         // Retention keeps what dedupes.
         assert_eq!(store.prune_completed(i64::MAX, 10).unwrap(), 1);
@@ -294,7 +294,18 @@ fn operators_and_failures_work_the_same_on_both_ledgers() {
                 .unwrap(),
             2
         );
-        assert!(store.next_due_ms("shop").unwrap().is_some());
+        assert!(
+            store
+                .next_due_ms("shop", ClaimFilter::All)
+                .unwrap()
+                .is_some()
+        );
+        // Only pushes are queued: a worker with free write-back slots only
+        // has nothing to wait for.
+        let erp = ClaimFilter::Talking(crate::store::Remote::Erp);
+        let source = ClaimFilter::Talking(crate::store::Remote::Source);
+        assert!(store.next_due_ms("shop", erp).unwrap().is_some());
+        assert_eq!(store.next_due_ms("shop", source).unwrap(), None);
         assert_eq!(store.pull_forward("shop", true).unwrap(), 0);
 
         let batch = store

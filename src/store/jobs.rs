@@ -535,6 +535,42 @@ const CLAIM_SQL: [&str; 3] = [
     ),
 ];
 
+/// When the next job of a class that nobody holds is due: `$index` the
+/// index to walk (SQLite's planner keeps `jobs_due` unless told), `$kinds`
+/// the class's kinds, as in the claim statements.
+macro_rules! next_due {
+    ($index:literal, $kinds:literal) => {
+        concat!(
+            "SELECT next_attempt_at FROM jobs ",
+            $index,
+            " WHERE source = ?1 AND state = 'pending'",
+            $kinds,
+            " AND (lease_until IS NULL OR lease_until < ?2) ORDER BY next_attempt_at LIMIT 1"
+        )
+    };
+}
+
+/// [`Store::next_due_ms`]'s statement by dialect (SQLite, PostgreSQL) and
+/// class ([`ClaimFilter::class`]).
+const NEXT_DUE_SQL: [[&str; 3]; 2] = [
+    [
+        next_due!("INDEXED BY jobs_due", ""),
+        next_due!(
+            "INDEXED BY jobs_due_erp",
+            " AND kind IN ('push', 'cancel_in_erp')"
+        ),
+        next_due!(
+            "INDEXED BY jobs_due_source",
+            " AND kind NOT IN ('push', 'cancel_in_erp')"
+        ),
+    ],
+    [
+        next_due!("", ""),
+        next_due!("", " AND kind IN ('push', 'cancel_in_erp')"),
+        next_due!("", " AND kind NOT IN ('push', 'cancel_in_erp')"),
+    ],
+];
+
 /// One claim on SQLite inside the caller's transaction: picks up to
 /// `limit` due jobs the filter allows and leases them.
 fn claim_sqlite(
@@ -1161,20 +1197,26 @@ impl Store {
         })
     }
 
-    /// When the next job of `source` that nobody holds is due (for the
-    /// worker's sleep). Walks the `jobs_due` index from the earliest, so it
-    /// costs the same with ten jobs queued or ten thousand.
-    pub fn next_due_ms(&self, source: &str) -> anyhow::Result<Option<i64>> {
+    /// When the next job of `source` that nobody holds is due, among the
+    /// kinds `filter`'s class may take (for the worker's sleep: a worker
+    /// whose push slots are all busy waits for write-backs only). Walks the
+    /// class's index from the earliest, so it costs the same with ten jobs
+    /// queued or ten thousand.
+    pub fn next_due_ms(
+        &self,
+        source: &str,
+        filter: ClaimFilter<'_>,
+    ) -> anyhow::Result<Option<i64>> {
         let now = now_ms();
-        self.lock().auto(|tx| {
-            tx.query_opt(
-                "SELECT next_attempt_at FROM jobs WHERE source = ?1 AND state = 'pending'
-                   AND (lease_until IS NULL OR lease_until < ?2)
-                 ORDER BY next_attempt_at LIMIT 1",
-                &[&source, &now],
-            )?
-            .map(|r| r.get(0))
-            .transpose()
+        let mut conn = self.lock();
+        let sql = match conn.dialect() {
+            Dialect::Sqlite => NEXT_DUE_SQL[0][filter.class()],
+            Dialect::Postgres => NEXT_DUE_SQL[1][filter.class()],
+        };
+        conn.auto(|tx| {
+            tx.query_opt(sql, &[&source, &now])?
+                .map(|r| r.get(0))
+                .transpose()
         })
     }
 
