@@ -70,9 +70,7 @@ impl Settler {
             ))
         })
     }
-}
 
-impl Settler {
     /// How many transactions the settle loop has written.
     pub fn batches(&self) -> usize {
         self.batches.load(Ordering::Relaxed)

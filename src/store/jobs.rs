@@ -753,7 +753,9 @@ impl Store {
     }
 
     /// The ERP accepted the order: record its number and line numbers and
-    /// queue the accepted write-back, all in one transaction.
+    /// queue the accepted write-back, all in one transaction. (The worker
+    /// settles through [`Store::finish_many`]; this is one item of it.)
+    #[cfg(test)]
     pub fn finish_push(
         &self,
         job: &Job,
@@ -767,6 +769,7 @@ impl Store {
     }
 
     /// A write-back (or a push that turned out not to be needed) is done.
+    #[cfg(test)]
     pub fn finish_job(&self, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
         self.lock()
             .write(|tx| finish_job_in(tx, job, owner, detail))
