@@ -51,7 +51,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         // A job's calls are bounded by the request timeout; a few of them
         // (read, patch, put) plus slack.
         lease: config.daemon.request_timeout * 4 + Duration::from_secs(30),
-        erp_slots: config.erp.max_in_flight,
+        erp_slots: config.erp.push_slots(),
         wake,
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
         poll_trouble: Default::default(),

@@ -140,8 +140,12 @@ pub async fn backfill(
             None => println!("{line}"),
         }
         let keys = summary.queued;
+        // Write-backs and pushes, as the daemon's worker runs them (requests
+        // stay bounded by each remote's max_in_flight); enough pushes at
+        // once to fill the ERP's batches.
+        let slots = source.max_in_flight + engine.erp_slots;
         engine
-            .drain(&source.name, Some(&keys), source.max_in_flight, &shutdown)
+            .drain(&source.name, Some(&keys), slots, &shutdown)
             .await?;
         pushed_keys.extend(keys);
         window_keys.extend(summary.listed);

@@ -187,18 +187,35 @@ impl Held {
 }
 
 tokio::task_local! {
-    static HELD: Held;
+    /// What the requests sent from this task are made for: one job, or the
+    /// jobs of a batch sent together (an ERP's batched push).
+    static HELD: Arc<[Held]>;
 }
 
 /// Runs `job` (a job's whole task) with what it holds in scope.
 pub async fn holding<F: Future>(held: Held, job: F) -> F::Output {
-    HELD.scope(held, job).await
+    HELD.scope(Arc::from([held]), job).await
 }
 
-/// Whether the calling task may still send for the job it runs: `Ok` when
-/// it runs no job (polls, commands) or may still act for it, else why not.
+/// Runs `call`, made for every job of `held` at once (one batched request
+/// for several jobs), with their leases in scope instead of the calling
+/// task's: it may send only while each of them may.
+pub async fn holding_all<F: Future>(held: Vec<Held>, call: F) -> F::Output {
+    HELD.scope(Arc::from(held), call).await
+}
+
+/// What the calling task holds (empty outside a job): a job handing its
+/// request to another task's batch passes it along.
+pub fn current() -> Vec<Held> {
+    HELD.try_with(|h| h.to_vec()).unwrap_or_default()
+}
+
+/// Whether the calling task may still send for the job(s) it runs: `Ok`
+/// when it runs no job (polls, commands) or may still act for every one of
+/// them, else why not.
 pub fn check() -> Result<(), String> {
-    HELD.try_with(Held::check).unwrap_or(Ok(()))
+    HELD.try_with(|held| held.iter().try_for_each(Held::check))
+        .unwrap_or(Ok(()))
 }
 
 #[cfg(test)]
@@ -255,7 +272,18 @@ mod tests {
         let gone = held(LeaseClock::new(ago(60), lease), &solo, ago(60).0);
         assert!(holding(gone, async { check() }).await.is_err());
         let fine = held(LeaseClock::new(ago(0), lease), &solo, ago(0).0);
-        assert!(holding(fine, async { check() }).await.is_ok());
+        assert!(holding(fine.clone(), async { check() }).await.is_ok());
+        // A batch sends for several jobs: every one of them must still run,
+        // whatever the task that sends it holds itself.
+        let gone = held(LeaseClock::new(ago(60), lease), &solo, ago(60).0);
+        let passed = holding(fine.clone(), async { current() }).await;
+        assert_eq!(passed.len(), 1);
+        let batch = vec![fine.clone(), gone.clone()];
+        let outcome = holding(fine.clone(), holding_all(batch, async { check() })).await;
+        assert!(outcome.unwrap_err().contains("lease ran out"));
+        let outcome = holding(gone, holding_all(passed, async { check() })).await;
+        assert!(outcome.is_ok());
+        assert!(current().is_empty());
     }
 
     #[test]

@@ -29,8 +29,9 @@ pub struct Engine {
     pub owner: String,
     /// How long a claimed job stays ours; longer than any call can take.
     pub lease: Duration,
-    /// The ERP's `max_in_flight`: how many pushes (and ERP cancels) a
-    /// source's worker runs besides its write-backs.
+    /// How many pushes (and ERP cancels) a source's worker runs besides its
+    /// write-backs: the ERP's `max_in_flight` times its `batch_size`
+    /// (requests stay bounded by `max_in_flight` in the ERP's endpoint).
     pub erp_slots: usize,
     /// Poked when new work is queued for a source.
     pub wake: HashMap<String, Arc<Notify>>,

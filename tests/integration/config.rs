@@ -38,6 +38,7 @@ fn example_config_parses_and_documents_every_key() {
         "token_env",
         "max_in_flight",
         "tax_map",
+        "batch_size",
         "user",
         "password_file",
         "confirm",
@@ -146,11 +147,15 @@ fn example_tax_map_parses_for_a_tryton_erp() {
         .lines()
         .find_map(|l| l.strip_prefix("# tax_map = "))
         .expect("the example documents tax_map");
+    let batch = text
+        .lines()
+        .find_map(|l| l.strip_prefix("# batch_size = "))
+        .expect("the example documents batch_size");
     let tryton = text
         .replacen(
             "kind = \"http\"",
             &format!(
-                "kind = \"tryton\"\nuser = \"ordersync\"\npassword_env = \"ORDERSYNC_ERP_PASSWORD\"\ntax_map = {line}"
+                "kind = \"tryton\"\nuser = \"ordersync\"\npassword_env = \"ORDERSYNC_ERP_PASSWORD\"\ntax_map = {line}\nbatch_size = {batch}"
             ),
             1,
         )
@@ -173,6 +178,10 @@ fn example_tax_map_parses_for_a_tryton_erp() {
             (rust_decimal::Decimal::from(9), "NL 9% verkoop".to_string()),
         ]
     );
+    // The documented batch size is the default, and the worker keeps
+    // enough pushes in flight to fill the batches.
+    assert_eq!(config.erp.batch_size, 20);
+    assert_eq!(config.erp.push_slots(), 4 * 20);
 }
 
 /// The Tryton test master data (tests/tryton/products.json) is the sandbox
@@ -188,6 +197,12 @@ fn tryton_fixture_products_are_the_sandbox_catalogue() {
         assert_eq!(f["sku"], p.sku);
         assert_eq!(f["ean"], p.ean);
         assert_eq!(f["price"], p.price().to_string().as_str(), "{}", p.sku);
+        assert_eq!(
+            f["tax_rate"],
+            p.tax_rate().to_string().as_str(),
+            "{}",
+            p.sku
+        );
     }
 }
 

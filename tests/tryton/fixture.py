@@ -5,10 +5,11 @@ Creates: EUR, the countries the simulators use, the company "Ordersync Test
 BV" (made the admin's current company), manual invoicing (so no chart of
 accounts is needed), the company's sale taxes (NL 21%, 9% and 0% "verkoop",
 on one balance account; plus a 21% purchase tax that a sale must never
-get), every product of the sandbox catalogue (products.json,
-kept equal to src/sandbox/catalog.rs by a Rust test) with its SKU as code
-and its EAN as identifier, and 100000 of each in stock so shipments can be
-assigned. Usage: fixture.py URL DB LOGIN PASSWORD"""
+get), an accounting category per sale rate carrying that customer tax,
+every product of the sandbox catalogue (products.json, kept equal to
+src/sandbox/catalog.rs by a Rust test) with its SKU as code, its EAN as
+identifier and the category of its rate (what a line without a rate
+gets), and 100000 of each in stock so shipments can be assigned. Usage: fixture.py URL DB LOGIN PASSWORD"""
 import json
 import os
 import sys
@@ -87,6 +88,18 @@ def main():
                         'invoice_account': vat_account,
                         'credit_note_account': vat_account}], ctx)
 
+    # A product's default customer taxes come from its accounting category.
+    categories = {}
+    for rate in sorted({p['tax_rate'] for p in catalogue}):
+        name = f'Goods {rate}%'
+        cat = one(c, 'product.category', [('name', '=', name)], ctx)
+        if not cat:
+            tax = one(c, 'account.tax', [('name', '=', f'NL {rate}% verkoop')], ctx)
+            cat, = c.call('model.product.category.create', [{
+                        'name': name, 'accounting': True,
+                        'customer_taxes': [['add', [tax]]]}], ctx)
+        categories[rate] = cat
+
     unit = one(c, 'product.uom', [('name', '=', 'Unit')], ctx)
     kg = one(c, 'product.uom', [('name', '=', 'Kilogram')], ctx)
     # Weighed goods are sold in grams precision ("0.530 kg").
@@ -102,6 +115,7 @@ def main():
                         'name': p['name'], 'type': 'goods',
                         'salable': True, 'default_uom': uom,
                         'sale_uom': uom, 'list_price': Decimal(p['price']),
+                        'account_category': categories[p['tax_rate']],
                         # product.product.code is read-only: prefix + suffix
                         'products': [['create', [{
                                         'suffix_code': p['sku'],

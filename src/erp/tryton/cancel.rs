@@ -46,12 +46,12 @@ pub async fn cancel(erp: &TrytonErp, order_key: &str) -> Result<String, Failure>
         match sale["state"].as_str().unwrap_or_default() {
             "cancelled" => done.push(format!("{label} was cancelled already")),
             "draft" | "quotation" => {
-                erp.button("sale.sale", "cancel", id).await?;
+                erp.button("sale.sale", "cancel", &[id]).await?;
                 done.push(format!("{label} cancelled"));
             }
             "confirmed" => {
-                erp.button("sale.sale", "draft", id).await?;
-                erp.button("sale.sale", "cancel", id).await?;
+                erp.button("sale.sale", "draft", &[id]).await?;
+                erp.button("sale.sale", "cancel", &[id]).await?;
                 done.push(format!("{label} reset to draft and cancelled"));
             }
             other => {

@@ -4,7 +4,9 @@
 //! resume or reuse it; only when none exists create party, addresses and the
 //! sale, then quote and confirm. Every call is its own Tryton transaction, so
 //! a crash between create and confirm leaves a draft that the next attempt
-//! resumes: never a second sale (guarantee 2).
+//! resumes: never a second sale (guarantee 2). With `erp.batch_size` > 1
+//! orders waiting at the same time go through the same steps together, one
+//! call per step for all of them ([`batch`]).
 //! Shipments ([`shipments`]): `stock.shipment.out` done since a `write_date`
 //! cursor, re-read with an overlap because Tryton stamps `write_date` when
 //! its transaction starts, not when it commits; repeats are harmless
@@ -12,6 +14,7 @@
 //! Cancellations ([`cancel`]): cancel a sale while Tryton's workflow allows
 //! it; report cancelled sales by `write_date` like shipments.
 
+mod batch;
 mod cancel;
 mod push;
 pub mod rpc;
@@ -46,6 +49,8 @@ pub struct TrytonErp {
     master_data: Mutex<()>,
     /// Which optional shipment fields this server has (module-dependent).
     shipment_fields: Mutex<Option<Vec<String>>>,
+    /// `erp.batch_size` > 1: pushes go out together.
+    batcher: Option<batch::Batcher>,
 }
 
 impl TrytonErp {
@@ -70,6 +75,8 @@ impl TrytonErp {
             ids: Mutex::new(HashMap::new()),
             master_data: Mutex::new(()),
             shipment_fields: Mutex::new(None),
+            batcher: (config.erp.batch_size > 1)
+                .then(|| batch::Batcher::new(config.erp.batch_size, config.erp.max_in_flight)),
         })
     }
 
@@ -78,7 +85,10 @@ impl TrytonErp {
         order_key: &str,
         canonical_json: &str,
     ) -> Result<crate::store::ErpAccepted, Failure> {
-        push::push(self, order_key, canonical_json).await
+        match &self.batcher {
+            Some(b) => b.push(self, order_key, canonical_json).await,
+            None => push::push(self, order_key, canonical_json).await,
+        }
     }
 
     pub async fn shipments(
@@ -198,8 +208,29 @@ impl TrytonErp {
         })
     }
 
-    async fn button(&self, model: &str, button: &str, id: i64) -> Result<(), Failure> {
-        self.rpc.model(model, button, vec![json!([id])]).await?;
+    /// Creates several records in one call (one Tryton transaction): their
+    /// ids in the order of `values`.
+    async fn create_many(&self, model: &str, values: Vec<Value>) -> Result<Vec<i64>, Failure> {
+        let wanted = values.len();
+        let ids = ids_of(
+            &self
+                .rpc
+                .model(model, "create", vec![Value::Array(values)])
+                .await?,
+        );
+        if ids.len() != wanted {
+            return Err(Failure::retry(format!(
+                "Tryton at {}: {model}.create of {wanted} records returned {} ids",
+                self.rpc.base,
+                ids.len()
+            )));
+        }
+        Ok(ids)
+    }
+
+    /// A workflow button on records, all in one call (one transaction).
+    async fn button(&self, model: &str, button: &str, ids: &[i64]) -> Result<(), Failure> {
+        self.rpc.model(model, button, vec![json!(ids)]).await?;
         Ok(())
     }
 

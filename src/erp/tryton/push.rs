@@ -29,11 +29,22 @@ pub async fn push(
     order_key: &str,
     canonical_json: &str,
 ) -> Result<ErpAccepted, Failure> {
-    let order: Order = serde_json::from_str(canonical_json).map_err(|e| {
+    push_order(erp, &parse(order_key, canonical_json)?).await
+}
+
+/// The canonical order stored in the ledger.
+pub(super) fn parse(order_key: &str, canonical_json: &str) -> Result<Order, Failure> {
+    serde_json::from_str(canonical_json).map_err(|e| {
         Failure::permanent(format!(
             "order {order_key}: stored order is not canonical JSON: {e}"
         ))
-    })?;
+    })
+}
+
+/// One order on its own: `erp.batch_size = 1`, and each order of a batch
+/// whose list call Tryton refused (so the bad one fails alone).
+pub(super) async fn push_order(erp: &TrytonErp, order: &Order) -> Result<ErpAccepted, Failure> {
+    let order_key = order.order_key.as_str();
     let found = erp
         .search_read(
             "sale.sale",
@@ -57,32 +68,22 @@ pub async fn push(
             row["state"].as_str().unwrap_or_default().to_string(),
             false,
         ),
-        None => (create_sale(erp, &order).await?, "draft".to_string(), true),
+        None => {
+            let values = {
+                let _master_data = erp.master_data.lock().await;
+                sale_values(erp, order, &mut Products::default()).await?
+            };
+            (
+                erp.create("sale.sale", values).await?,
+                "draft".to_string(),
+                true,
+            )
+        }
     };
     if state == "draft" {
-        check_totals(erp, &order, sale).await?;
+        check_totals(erp, order, sale).await?;
     }
     advance(erp, sale, &state).await?;
-    let mut accepted = read_back(erp, &order, sale).await?;
-    accepted.created = created;
-    Ok(accepted)
-}
-
-/// Moves the sale on from wherever a previous attempt left it.
-async fn advance(erp: &TrytonErp, sale: i64, state: &str) -> Result<(), Failure> {
-    if state == "draft" {
-        erp.button("sale.sale", "quote", sale).await?;
-    }
-    if erp.confirm && matches!(state, "draft" | "quotation") {
-        erp.button("sale.sale", "confirm", sale).await?;
-    }
-    Ok(())
-}
-
-/// The sale number and one line id per source line, in the order created.
-async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccepted, Failure> {
-    // Product lines were created first and in the order's order; shipping
-    // and discount lines carry no product. One call reads the number too.
     let lines = erp
         .search_read(
             "sale.line",
@@ -91,6 +92,27 @@ async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccep
             None,
         )
         .await?;
+    let mut accepted = accepted(order, sale, &lines.iter().collect::<Vec<_>>())?;
+    accepted.created = created;
+    Ok(accepted)
+}
+
+/// Moves the sale on from wherever a previous attempt left it.
+async fn advance(erp: &TrytonErp, sale: i64, state: &str) -> Result<(), Failure> {
+    if state == "draft" {
+        erp.button("sale.sale", "quote", &[sale]).await?;
+    }
+    if erp.confirm && matches!(state, "draft" | "quotation") {
+        erp.button("sale.sale", "confirm", &[sale]).await?;
+    }
+    Ok(())
+}
+
+/// The sale number and one line id per source line, from the sale's
+/// product lines (`sale.number` read along) in the order they were created.
+pub(super) fn accepted(order: &Order, sale: i64, lines: &[&Value]) -> Result<ErpAccepted, Failure> {
+    // Product lines were created first and in the order's order; shipping
+    // and discount lines carry no product.
     let number = sale_label(
         &json!({"id": sale, "number": lines.first().map(|l| l["sale."]["number"].clone())}),
     );
@@ -108,7 +130,7 @@ async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccep
         lines: order
             .lines
             .iter()
-            .zip(&lines)
+            .zip(lines)
             .map(|(l, row)| LineNumber {
                 source_line_id: l.source_line_id.clone(),
                 erp_line_number: row["id"].to_string(),
@@ -117,7 +139,67 @@ async fn read_back(erp: &TrytonErp, order: &Order, sale: i64) -> Result<ErpAccep
     })
 }
 
-async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
+/// Products found during one push (or one batch), by rule and code.
+#[derive(Default)]
+pub(super) struct Products(std::collections::HashMap<(ProductMatch, String), Product>);
+
+impl Products {
+    /// Looks every SKU of `orders` up in one search (when SKUs are matched
+    /// first), so a batch pays one call for its products instead of one per
+    /// line. What is not found here goes the per-line way.
+    pub(super) async fn prefetch(erp: &TrytonErp, orders: &[&Order]) -> Result<Products, Failure> {
+        let mut found = Products::default();
+        if erp.product_match.first() != Some(&ProductMatch::Sku) {
+            return Ok(found);
+        }
+        let mut skus: Vec<&String> = orders
+            .iter()
+            .flat_map(|o| o.lines.iter().filter_map(|l| l.sku.as_ref()))
+            .collect();
+        skus.sort();
+        skus.dedup();
+        if skus.is_empty() {
+            return Ok(found);
+        }
+        let rows = erp
+            .search_read(
+                "product.product",
+                json!([["code", "in", skus]]),
+                &[
+                    "code",
+                    "sale_uom",
+                    "default_uom",
+                    "account_category.customer_taxes_used",
+                ],
+                None,
+            )
+            .await?;
+        // By id ascending, as the per-line search: the first of a code wins.
+        for row in &rows {
+            let Some(code) = row["code"].as_str() else {
+                continue;
+            };
+            let key = (ProductMatch::Sku, code.to_string());
+            if found.0.contains_key(&key) {
+                continue;
+            }
+            if let Ok(product) = product_and_unit(row, "batch") {
+                found.0.insert(key, product);
+            }
+        }
+        Ok(found)
+    }
+}
+
+/// The values of a new `sale.sale` for `order`: its customer's party and
+/// addresses found or created, its products and taxes found. The caller
+/// holds `erp.master_data`, so one new customer (or product) of two orders
+/// pushed at once is created once.
+pub(super) async fn sale_values(
+    erp: &TrytonErp,
+    order: &Order,
+    products: &mut Products,
+) -> Result<Value, Failure> {
     let key = &order.order_key;
     let currency = erp
         .id_by_code("currency.currency", &order.currency)
@@ -129,12 +211,11 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
             ))
         })?;
     let mut table = erp.sale_taxes(false).await?;
-    let master_data = erp.master_data.lock().await;
     let mut lines = Vec::new();
     let mut line_taxes = Vec::new();
     for line in &order.lines {
         let what = format!("order {key}: line {}", line.source_line_id);
-        let product = find_product(erp, order, line).await?;
+        let product = find_product(erp, order, line, products).await?;
         let tax_ids = match line.tax_rate {
             Some(rate) => vec![tax_for_rate(erp, &mut table, rate, &what).await?],
             None => product.default_taxes,
@@ -171,11 +252,38 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
     };
     if let Some(shipping) = order.shipping.as_ref().filter(|s| !s.amount.is_zero()) {
         let what = shipping.method.as_deref().unwrap_or("shipping");
+        let shipping_taxes = match expected_gross(order).map_err(Failure::permanent)? {
+            // With net prices the stated gross tells which rate the shop
+            // charged on shipping; with gross prices the rate does not
+            // change what the customer paid.
+            Some(gross) if !order.prices_include_tax && order.discounts.is_empty() => {
+                let mut nets = Vec::with_capacity(order.lines.len());
+                for (line, taxes) in order.lines.iter().zip(&line_taxes) {
+                    let what = format!("order {key}: line {}", line.source_line_id);
+                    let net = arith::line_total(line.quantity, line.unit_price, &what)
+                        .map_err(Failure::permanent)?;
+                    let rate = table
+                        .rate_of(taxes)
+                        .map_err(|e| Failure::permanent(format!("{what}: {e}")))?;
+                    nets.push((net, rate));
+                }
+                taxes::shipping_taxes(
+                    gross,
+                    &nets,
+                    shipping.amount,
+                    &order_taxes,
+                    &table,
+                    &erp.tax_map,
+                )
+                .map_err(|e| Failure::permanent(format!("order {key}: {e}")))?
+            }
+            _ => order_taxes.clone(),
+        };
         lines.push(json!({
             "type": "line", "quantity": 1.0,
             "unit_price": decimal(without_tax(shipping.amount, "shipping")?),
             "description": format!("Shipping costs ({what})"),
-            "taxes": [["add", order_taxes]],
+            "taxes": [["add", shipping_taxes]],
         }));
     }
     for d in &order.discounts {
@@ -198,12 +306,9 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
     } else {
         address(erp, order, party, new_party, shipping).await?
     };
-    drop(master_data);
     let shown = order.reference.as_deref().unwrap_or(&order.external_id);
     let sale_date: NaiveDate = order.ordered_at.date_naive();
-    erp.create(
-        "sale.sale",
-        json!({
+    Ok(json!({
             "party": party, "reference": key, "currency": currency,
             "invoice_address": invoice_address, "shipment_address": shipment_address,
             "sale_date": date(sale_date),
@@ -213,9 +318,7 @@ async fn create_sale(erp: &TrytonErp, order: &Order) -> Result<i64, Failure> {
                 order.source, order.source_kind, shown, order.external_id
             ),
             "lines": [["create", lines]],
-        }),
-    )
-    .await
+    }))
 }
 
 /// The sale tax for a line's rate; a miss reads the company's taxes again
@@ -257,24 +360,59 @@ fn expected_gross(order: &Order) -> Result<Option<Decimal>, String> {
     )?))
 }
 
+/// The `sale.sale` fields [`totals_differ`] reads.
+pub(super) const TOTAL_FIELDS: &[&str] = &["total_amount", "tax_amount", "untaxed_amount", "lines"];
+
 /// Before a draft is quoted: Tryton's own total must reproduce the source's
 /// gross within one cent per sale line. If it does not, the draft is
 /// removed (so no later attempt quotes it) and the order is parked naming
 /// both figures.
 async fn check_totals(erp: &TrytonErp, order: &Order, sale: i64) -> Result<(), Failure> {
-    let key = &order.order_key;
-    let Some(expected) = expected_gross(order).map_err(Failure::permanent)? else {
+    if expected_gross(order).map_err(Failure::permanent)?.is_none() {
         return Ok(());
-    };
+    }
     let rows = erp
         .search_read(
             "sale.sale",
             json!([["id", "=", sale]]),
-            &["total_amount", "tax_amount", "untaxed_amount", "lines"],
+            TOTAL_FIELDS,
             Some(1),
         )
         .await?;
-    let row = rows.first().ok_or_else(|| {
+    let Some(why) = totals_differ(order, sale, rows.first())? else {
+        return Ok(());
+    };
+    remove_drafts(erp, &[sale]).await.map_err(|e| {
+        e.context(&format!(
+            "order {}: removing draft sale {sale} whose total is wrong",
+            order.order_key
+        ))
+    })?;
+    Err(Failure::permanent(why))
+}
+
+/// Deletes draft sales whose totals are wrong, in one call.
+pub(super) async fn remove_drafts(erp: &TrytonErp, sales: &[i64]) -> Result<(), Failure> {
+    erp.rpc
+        .model("sale.sale", "delete", vec![json!(sales)])
+        .await
+        .map(drop)
+}
+
+/// Whether the draft `sale` (its [`TOTAL_FIELDS`] in `row`) misses the
+/// source's gross by more than a cent per line: `Some(why)`, the reason the
+/// order is parked once the draft is removed. An unreadable row is worth
+/// another try.
+pub(super) fn totals_differ(
+    order: &Order,
+    sale: i64,
+    row: Option<&Value>,
+) -> Result<Option<String>, Failure> {
+    let key = &order.order_key;
+    let Some(expected) = expected_gross(order).map_err(Failure::permanent)? else {
+        return Ok(None);
+    };
+    let row = row.ok_or_else(|| {
         Failure::retry(format!(
             "order {key}: Tryton sale {sale} vanished while it was checked"
         ))
@@ -294,17 +432,9 @@ async fn check_totals(erp: &TrytonErp, order: &Order, sale: i64) -> Result<(), F
         .map_err(Failure::permanent)?
         .abs();
     if difference <= tolerance {
-        return Ok(());
+        return Ok(None);
     }
-    erp.rpc
-        .model("sale.sale", "delete", vec![json!([sale])])
-        .await
-        .map_err(|e| {
-            e.context(&format!(
-                "order {key}: removing draft sale {sale} whose total is wrong"
-            ))
-        })?;
-    Err(Failure::permanent(format!(
+    Ok(Some(format!(
         "order {key}: Tryton's total {total} (tax {tax}) differs from the source's gross {expected} by {difference}, more than one cent per line ({lines} lines); the draft sale was removed. Check the lines' tax rates and erp.tax_map"
     )))
 }
@@ -316,7 +446,8 @@ fn float(d: Decimal, key: &str) -> Result<f64, Failure> {
 }
 
 /// A line's Tryton product.
-struct Product {
+#[derive(Clone)]
+pub(super) struct Product {
     id: i64,
     /// Its sale unit.
     unit: i64,
@@ -329,6 +460,7 @@ async fn find_product(
     erp: &TrytonErp,
     order: &Order,
     line: &OrderLine,
+    products: &mut Products,
 ) -> Result<Product, Failure> {
     let mut tried = Vec::new();
     for rule in &erp.product_match {
@@ -343,6 +475,10 @@ async fn find_product(
             },
         };
         tried.push(code.clone());
+        let known = (*rule, code.clone());
+        if let Some(product) = products.0.get(&known) {
+            return Ok(product.clone());
+        }
         let rows = erp
             .search_read(
                 "product.product",
@@ -356,7 +492,9 @@ async fn find_product(
             )
             .await?;
         if let Some(row) = rows.first() {
-            return product_and_unit(row, &order.order_key);
+            let product = product_and_unit(row, &order.order_key)?;
+            products.0.insert(known, product.clone());
+            return Ok(product);
         }
     }
     let Some(code) = tried.first() else {

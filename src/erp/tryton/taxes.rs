@@ -161,6 +161,58 @@ pub fn order_level_taxes(lines: &[Vec<i64>], table: &TaxTable) -> Vec<i64> {
     best.map(|(t, _)| t.clone()).unwrap_or_default()
 }
 
+/// The taxes a source's shipping costs get, with net prices and a stated
+/// gross: `default` (the lines' taxes, [`order_level_taxes`]) when the
+/// stated gross comes out with them, else the one sale tax rate with which
+/// the lines (each net amount with its combined rate) plus the shipping
+/// come to the gross within a cent per line. Shops differ on whether
+/// shipping follows the goods' rate or the standard rate; the stated gross
+/// says which this one charged. `default` when no rate, or more than one,
+/// fits.
+pub fn shipping_taxes(
+    gross: Decimal,
+    lines: &[(Decimal, Decimal)],
+    shipping: Decimal,
+    default: &[i64],
+    table: &TaxTable,
+    map: &[(Decimal, String)],
+) -> Result<Vec<i64>, String> {
+    let what = "shipping tax";
+    let mut lines_gross = Decimal::ZERO;
+    for (net, rate) in lines {
+        let with_tax = arith::mul(*net, arith::add(Decimal::ONE, *rate, what)?, what)?;
+        lines_gross = arith::add(lines_gross, with_tax, what)?;
+    }
+    let count = i64::try_from(lines.len() + 1).unwrap_or(i64::MAX);
+    let tolerance = Decimal::new(count, 2);
+    let fits = |rate: Decimal| -> Result<bool, String> {
+        let on_shipping = arith::mul(shipping, arith::add(Decimal::ONE, rate, what)?, what)?;
+        let total = arith::add(lines_gross, on_shipping, what)?;
+        Ok(arith::sub(total, gross, what)?.abs() <= tolerance)
+    };
+    if let Ok(rate) = table.rate_of(default)
+        && fits(rate)?
+    {
+        return Ok(default.to_vec());
+    }
+    let mut rates: Vec<Decimal> = table.taxes.iter().filter_map(|t| t.rate).collect();
+    rates.sort();
+    rates.dedup();
+    let mut fitting = Vec::new();
+    for rate in rates {
+        if fits(rate)? {
+            fitting.push(rate);
+        }
+    }
+    let [rate] = fitting.as_slice() else {
+        return Ok(default.to_vec());
+    };
+    let percent = arith::mul(*rate, Decimal::ONE_HUNDRED, what)?;
+    Ok(table
+        .for_rate(percent, map)
+        .map_or_else(|_| default.to_vec(), |t| vec![t.id]))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -242,5 +294,28 @@ mod tests {
         assert_eq!(order_level_taxes(&[vec![2], vec![2]], &t), vec![2]);
         assert_eq!(order_level_taxes(&[vec![2], vec![1], vec![]], &t), vec![1]);
         assert!(order_level_taxes(&[], &t).is_empty());
+    }
+
+    #[test]
+    fn shipping_takes_the_rate_the_stated_gross_was_charged_at() {
+        let t = table();
+        let map = [(d("21"), "NL 21% verkoop".to_string())];
+        // A book at 9% (19.99) and shipping 5.00: at 9% the gross would be
+        // 27.24, at 21% it is 27.84.
+        let book = [(d("19.99"), d("0.09"))];
+        let shipping = |gross: &str| shipping_taxes(d(gross), &book, d("5.00"), &[2], &t, &map);
+        assert_eq!(shipping("27.84").unwrap(), vec![1], "charged at 21%");
+        assert_eq!(shipping("27.24").unwrap(), vec![2], "the lines' rate fits");
+        assert_eq!(
+            shipping("30.00").unwrap(),
+            vec![2],
+            "no rate fits: the default"
+        );
+        // Two taxes at 21% and no tax_map entry: not one tax, the default.
+        let unmapped = shipping_taxes(d("27.84"), &book, d("5.00"), &[2], &t, &[]).unwrap();
+        assert_eq!(unmapped, vec![2]);
+        // Remote numbers that overflow are an error, not a panic.
+        let huge = [(Decimal::MAX, d("0.21"))];
+        assert!(shipping_taxes(d("1"), &huge, d("1"), &[2], &t, &map).is_err());
     }
 }

@@ -1,11 +1,12 @@
 //! Benchmark (ignored by default; a measurement, not a test): N orders into
 //! one Tryton server, first by a plain sequential JSON-RPC client (search by
 //! reference, create, quote, confirm: the recipe's loop), then by ordersync
-//! (sandbox CloudSuite orders, the real engine, `max_in_flight` = `slots` =
-//! each value of the sweep). Prints orders/s and the ratio. Debug build:
+//! (sandbox CloudSuite orders, the real engine, `max_in_flight` = each
+//! value of the sweep, `batch_size` = each of BENCH_BATCH_SIZES). Prints
+//! orders/s and the ratio. Debug build:
 //!
 //!     cargo test --test integration tryton::bench -- --ignored --nocapture
-//!     BENCH_ORDERS=200 BENCH_SWEEP=1,2,4,8 (the defaults)
+//!     BENCH_ORDERS=200 BENCH_SWEEP=1,2,4,8 BENCH_BATCH_SIZES=1,20 (the defaults)
 //!     BENCH_PLAIN_BATCHES=10,50: also the plain client with that many sales
 //!     per `create` / `quote` / `confirm` call
 //!
@@ -105,11 +106,20 @@ async fn plain_client(rpc: &Rpc, n: usize, batch: usize) -> f64 {
     started.elapsed().as_secs_f64()
 }
 
-/// ordersync: n sandbox orders, polled and pushed with `slots` at once.
-async fn ordersync_run(server: &TrytonServer, n: usize, slots: usize, first_id: i64) -> f64 {
+/// ordersync: n sandbox orders, polled and pushed with `slots` calls at
+/// once, `batch` orders per call; as many jobs in flight as the daemon's
+/// worker keeps (pushes: slots × batch, plus the source's write-backs).
+async fn ordersync_run(
+    server: &TrytonServer,
+    n: usize,
+    (slots, batch): (usize, usize),
+    first_id: i64,
+) -> f64 {
     let mut opts = SandboxOptions::default();
     opts.cloudsuite.first_order_id = first_id;
-    let app = spawn_tryton_app_with(server, &format!("max_in_flight = {slots}"), opts).await;
+    let erp = format!("max_in_flight = {slots}\nbatch_size = {batch}");
+    let app = spawn_tryton_app_with(server, &erp, opts).await;
+    let jobs = app.config.erp.push_slots() + app.config.sources[0].max_in_flight;
     for _ in 0..n {
         app.sandbox.cloudsuite.add_order(OrderSpec::default());
     }
@@ -119,7 +129,7 @@ async fn ordersync_run(server: &TrytonServer, n: usize, slots: usize, first_id: 
     let started = Instant::now();
     poll_live(&engine, &connector, &stop).await;
     loop {
-        engine.drain(SOURCE, None, slots, &stop).await.unwrap();
+        engine.drain(SOURCE, None, jobs, &stop).await.unwrap();
         let status = engine.store.status(&[SOURCE.to_string()]).unwrap();
         let count = |s: &str| status.orders.get(s).copied().unwrap_or(0);
         assert_eq!(count("parked"), 0, "{:?}", status.parked);
@@ -157,11 +167,18 @@ async fn tryton_push_throughput() {
             rate / plain_rate
         );
     }
-    for (i, slots) in sweep.iter().enumerate() {
-        let secs = ordersync_run(&server, n, *slots, 100_000 * (i as i64 + 1)).await;
+    let batch_sizes: Vec<usize> = env_or("BENCH_BATCH_SIZES", "1,20")
+        .split(',')
+        .map(|s| s.trim().parse().unwrap())
+        .collect();
+    let runs = sweep
+        .iter()
+        .flat_map(|slots| batch_sizes.iter().map(move |batch| (*slots, *batch)));
+    for (i, (slots, batch)) in runs.enumerate() {
+        let secs = ordersync_run(&server, n, (slots, batch), 100_000 * (i as i64 + 1)).await;
         let rate = n as f64 / secs;
         eprintln!(
-            "ordersync max_in_flight={slots}: {n} orders in {secs:.1} s = {rate:.2} orders/s (x{:.2} of plain)",
+            "ordersync max_in_flight={slots} batch_size={batch}: {n} orders in {secs:.1} s = {rate:.2} orders/s (x{:.2} of plain)",
             rate / plain_rate
         );
     }

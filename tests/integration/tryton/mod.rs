@@ -4,6 +4,7 @@
 //! SQLite's backup API, starts its own trytond on a free loopback port and
 //! kills it by PID when dropped.
 
+mod batch;
 mod bench;
 mod cancel;
 mod check;
@@ -143,17 +144,26 @@ pub async fn spawn_tryton_app(server: &TrytonServer, erp_extra: &str) -> App {
     spawn_tryton_app_with(server, erp_extra, SandboxOptions::default()).await
 }
 
+/// As [`spawn_tryton_app`], with the ERP reached at `url` (a proxy in
+/// front of a server).
+pub async fn spawn_tryton_app_via(url: &str, erp_extra: &str) -> App {
+    spawn_app(url, erp_extra, SandboxOptions::default()).await
+}
+
 pub async fn spawn_tryton_app_with(
     server: &TrytonServer,
     erp_extra: &str,
     opts: SandboxOptions,
 ) -> App {
+    spawn_app(&server.url, erp_extra, opts).await
+}
+
+async fn spawn_app(url: &str, erp_extra: &str, opts: SandboxOptions) -> App {
     ordersync::http::install_crypto();
     let secret = opts.cloudsuite.client_secret.clone();
     let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
     let erp = format!(
-        "kind = \"tryton\"\nurl = \"{}\"\nuser = \"admin\"\npassword_file = \"erp-pass\"\n{erp_extra}",
-        server.url
+        "kind = \"tryton\"\nurl = \"{url}\"\nuser = \"admin\"\npassword_file = \"erp-pass\"\n{erp_extra}"
     );
     let source = format!(
         r#"name = "{SOURCE}"
@@ -214,7 +224,14 @@ pub async fn sales_for(rpc: &Rpc, order_key: &str) -> Vec<Value> {
                 json!(0),
                 json!(null),
                 json!([["id", "ASC"]]),
-                json!(["state", "number", "total_amount", "shipments", "lines"]),
+                json!([
+                    "state",
+                    "number",
+                    "total_amount",
+                    "untaxed_amount",
+                    "shipments",
+                    "lines"
+                ]),
             ],
         )
         .await

@@ -175,7 +175,20 @@ async fn sale_lines_get_the_tax_of_their_rate_and_tryton_reproduces_the_gross() 
             "totals": {"net": "69.10"}
         }),
     );
-    for (key, order) in [("7001", &gross), ("7002", &net)] {
+    // A book at 9% and shipping the shop charged at 21% (net prices, a
+    // stated gross): 19.99 × 1.09 + 5.00 × 1.21 = 27.84. The lines' rate
+    // would make it 27.24; the stated gross says which rate shipping got.
+    let shipped_at_21 = order_json(
+        "7003",
+        false,
+        json!({
+            "lines": [{"source_line_id": "1", "sku": "124_STUK", "quantity": "1", "unit_price": "19.99",
+                       "tax_rate": "9", "line_total": "19.99"}],
+            "shipping": {"amount": "5.00"},
+            "totals": {"net": "24.99", "tax": "2.85", "gross": "27.84"}
+        }),
+    );
+    for (key, order) in [("7001", &gross), ("7002", &net), ("7003", &shipped_at_21)] {
         engine
             .erp
             .push(&format!("{SOURCE}:{key}"), order)
@@ -262,6 +275,14 @@ async fn sale_lines_get_the_tax_of_their_rate_and_tryton_reproduces_the_gross() 
     // 21% of 59.97 + 4.13 = 64.10 → 13.461 → 13.46.
     assert_eq!(tryton_dec(&sale["tax_amount"]), dec("13.46"));
     assert_eq!(tryton_dec(&sale["total_amount"]), dec("82.56"));
+
+    let (sale, lines) = sale_of(&rpc, &format!("{SOURCE}:7003")).await;
+    assert_eq!(
+        lines.iter().map(|(_, _, t)| t.clone()).collect::<Vec<_>>(),
+        vec![names(&["NL 9% verkoop"]), names(&["NL 21% verkoop"])],
+        "shipping at the rate the stated gross was charged at"
+    );
+    assert_eq!(tryton_dec(&sale["total_amount"]), dec("27.84"));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -298,8 +319,9 @@ async fn what_tryton_cannot_reproduce_is_parked_naming_both_figures_and_leaves_n
         }
         l
     };
-    // The source states a gross, but its lines have no rate and the
-    // product no default taxes: Tryton's total would be the net.
+    // The source states a gross at 21%, but its lines have no rate and the
+    // product's default tax (its category, in the fixture) is 9%: Tryton's
+    // total would be 43.58.
     let no_tax = order_json(
         "7101",
         false,
@@ -313,7 +335,7 @@ async fn what_tryton_cannot_reproduce_is_parked_naming_both_figures_and_leaves_n
     let msg = err.to_string();
     assert!(matches!(err, Failure::Permanent { .. }), "{msg}");
     assert!(
-        msg.contains("7101") && msg.contains("39.98") && msg.contains("48.38"),
+        msg.contains("7101") && msg.contains("43.58") && msg.contains("48.38"),
         "both figures named: {msg}"
     );
     assert!(
