@@ -9,6 +9,8 @@
 //!     BENCH_ORDERS=200 BENCH_SWEEP=1,2,4,8 BENCH_BATCH_SIZES=1,20 (the defaults)
 //!     BENCH_PLAIN_BATCHES=10,50: also the plain client with that many sales
 //!     per `create` / `quote` / `confirm` call
+//!     BENCH_TRYTON_DB=postgresql: Tryton's own database on PostgreSQL (the
+//!     tests' throwaway cluster) instead of SQLite
 //!
 //! Results go to docs/BENCHMARKS.md.
 
@@ -150,7 +152,11 @@ async fn tryton_push_throughput() {
         .split(',')
         .map(|s| s.trim().parse().unwrap())
         .collect();
-    let server = TrytonServer::start().await;
+    let server = match env_or("BENCH_TRYTON_DB", "sqlite").as_str() {
+        "sqlite" => TrytonServer::start().await,
+        "postgresql" => TrytonServer::start_postgres().await,
+        other => panic!("BENCH_TRYTON_DB={other}: sqlite or postgresql"),
+    };
     let rpc = server.rpc();
     let plain = plain_client(&rpc, n, 1).await;
     let plain_rate = n as f64 / plain;

@@ -72,36 +72,60 @@ impl TrytonServer {
             .status()
             .unwrap();
         assert!(status.success(), "cloning the template database failed");
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let conf = dir.path().join("trytond.conf");
-        std::fs::write(
-            &conf,
-            format!(
-                "[database]\nuri = sqlite://\npath = {}\nlanguage = en\n\n[web]\nlisten = 127.0.0.1:{port}\n",
-                db_dir.display()
+        let (conf, port) = write_conf(
+            &dir,
+            &format!("uri = sqlite://\npath = {}", db_dir.display()),
+        );
+        launch(cache, dir, &conf, port, DB).await
+    }
+
+    /// A trytond whose own database is PostgreSQL (a fresh database on the
+    /// tests' throwaway cluster, initialised and loaded with the fixture's
+    /// master data here, a few minutes): where Tryton takes more than one
+    /// writer at a time. For the benchmark.
+    pub async fn start_postgres() -> TrytonServer {
+        ordersync::http::install_crypto();
+        let cache = tokio::task::spawn_blocking(setup_dir).await.unwrap();
+        let db = tokio::task::spawn_blocking(ordersync::store::pg::testing::TestDb::new)
+            .await
+            .unwrap();
+        let url = reqwest::Url::parse(&db.url).unwrap();
+        let name = url.path().trim_start_matches('/').to_string();
+        let dir = tempfile::tempdir().unwrap();
+        let (conf, port) = write_conf(
+            &dir,
+            &format!(
+                "uri = postgresql://{}:{}@{}:{}/",
+                url.username(),
+                db.password.expose(),
+                url.host_str().unwrap(),
+                url.port().unwrap()
             ),
-        )
-        .unwrap();
-        let log = std::fs::File::create(dir.path().join("trytond.log")).unwrap();
-        // -d preloads the pool: trytond 8.2.1 fails every login without it.
-        let child = Command::new(cache.join("venv/bin/trytond"))
+        );
+        let pass = dir.path().join("admin.pass");
+        std::fs::write(&pass, format!("{PASSWORD}\n")).unwrap();
+        let status = Command::new(cache.join("venv/bin/trytond-admin"))
+            .env("TRYTONPASSFILE", &pass)
             .arg("-c")
             .arg(&conf)
-            .args(["-d", DB])
-            .stdout(log.try_clone().unwrap())
-            .stderr(log)
-            .spawn()
-            .expect("trytond starts");
-        let server = TrytonServer {
-            url: format!("http://127.0.0.1:{port}/{DB}"),
-            dir,
-            child,
-        };
-        server.wait_ready(port).await;
+            .args(["-d", &name, "--email", "admin@example.com", "-u", "sale"])
+            .args(["stock_package_shipping", "--activate-dependencies"])
+            .stdout(Stdio::null())
+            .status()
+            .expect("trytond-admin runs");
+        assert!(status.success(), "initialising Tryton on PostgreSQL failed");
+        let server = launch(cache, dir, &conf, port, &name).await;
+        let status = Command::new(cache.join("venv/bin/python"))
+            .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/tryton/fixture.py"))
+            .arg(format!("http://127.0.0.1:{port}"))
+            .args([&name, "admin", PASSWORD])
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(
+            status.success(),
+            "loading the fixture into Tryton on PostgreSQL failed"
+        );
         server
     }
 
@@ -129,6 +153,50 @@ impl TrytonServer {
         let ep = Endpoint::new("tryton-test", Duration::from_secs(60), 4, None, 64 << 20).unwrap();
         Rpc::new(&self.url, "admin", Secret::new(PASSWORD), ep)
     }
+}
+
+/// A trytond config in `dir` with this `[database]` section and a free
+/// loopback port: the file and the port.
+fn write_conf(dir: &tempfile::TempDir, database: &str) -> (PathBuf, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let conf = dir.path().join("trytond.conf");
+    std::fs::write(
+        &conf,
+        format!("[database]\n{database}\nlanguage = en\n\n[web]\nlisten = 127.0.0.1:{port}\n"),
+    )
+    .unwrap();
+    (conf, port)
+}
+
+/// Starts trytond on database `name` and waits until it answers.
+async fn launch(
+    cache: &Path,
+    dir: tempfile::TempDir,
+    conf: &Path,
+    port: u16,
+    name: &str,
+) -> TrytonServer {
+    let log = std::fs::File::create(dir.path().join("trytond.log")).unwrap();
+    // -d preloads the pool: trytond 8.2.1 fails every login without it.
+    let child = Command::new(cache.join("venv/bin/trytond"))
+        .arg("-c")
+        .arg(conf)
+        .args(["-d", name])
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .spawn()
+        .expect("trytond starts");
+    let server = TrytonServer {
+        url: format!("http://127.0.0.1:{port}/{name}"),
+        dir,
+        child,
+    };
+    server.wait_ready(port).await;
+    server
 }
 
 impl Drop for TrytonServer {
