@@ -55,6 +55,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         wake,
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
         poll_trouble: Default::default(),
+        rewalk: Default::default(),
         pulled_forward: Default::default(),
         fresh: Default::default(),
         membership: Default::default(),

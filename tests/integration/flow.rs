@@ -895,3 +895,72 @@ async fn a_split_shipment_marks_the_order_sent_only_with_its_last_line() {
     );
     assert_eq!(app.sandbox.erp.shipments().len(), 2);
 }
+
+/// CloudSuite's confirmed list shrinks while a walk reads it by offset (here
+/// the shop moves orders on mid-walk, as our own write-backs do): the walk
+/// keeps its cursor, the list is not walked again at once (at a 100,000
+/// order backlog every poll re-walked the whole remaining queue), and the
+/// walk after that records every order still confirmed, the ones the shift
+/// skipped included.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_list_that_shrank_under_its_walk_is_walked_again_later_and_nothing_is_missed() {
+    let app = spawn_app(AppOptions {
+        page_size: 5,
+        max_in_flight: 2,
+        ..Default::default()
+    })
+    .await;
+    let cs = &app.sandbox.cloudsuite;
+    let ids: Vec<i64> = (0..30).map(|_| cs.add_confirmed_order()).collect();
+    cs.set_faults(Faults {
+        latency: Duration::from_millis(30),
+        ..Default::default()
+    });
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    // As soon as the walk has read a few details (its first page), the
+    // shop moves those orders on: every later page shifts.
+    let moved = async {
+        let deadline = std::time::Instant::now() + Duration::from_secs(20);
+        loop {
+            let read: Vec<i64> = ids
+                .iter()
+                .copied()
+                .filter(|id| cs.detail_reads(*id) > 0)
+                .collect();
+            if read.len() >= 3 {
+                for id in &read {
+                    assert!(cs.set_state(*id, "processing"));
+                }
+                return read;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the walk read no detail"
+            );
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    };
+    let ((), moved) = tokio::join!(poll_live(&engine, &connector, &stop), moved);
+    let again = engine
+        .rewalk_at(SOURCE)
+        .expect("the walk saw its list change under it");
+    let before = cs.request_count();
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(cs.request_count(), before, "not walked again at once");
+
+    cs.set_faults(Faults::default());
+    tokio::time::sleep(again.saturating_duration_since(std::time::Instant::now())).await;
+    poll_live(&engine, &connector, &stop).await;
+    assert!(
+        cs.request_count() > before,
+        "walked again once the wait was over"
+    );
+    for id in ids.iter().filter(|id| !moved.contains(id)) {
+        assert!(
+            engine.store.order_detail(&key(*id)).unwrap().is_some(),
+            "order {id}, still confirmed, is recorded"
+        );
+    }
+}
