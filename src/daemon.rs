@@ -55,7 +55,6 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         wake,
         heartbeat: Arc::new(crate::health::Heartbeat::default()),
         poll_trouble: Default::default(),
-        rewalk: Default::default(),
         pulled_forward: Default::default(),
         fresh: Default::default(),
         membership: Default::default(),

@@ -39,9 +39,6 @@ pub struct Engine {
     pub heartbeat: Arc<crate::health::Heartbeat>,
     /// Per source: a run of failed polls is logged once, then once a minute.
     pub poll_trouble: std::sync::Mutex<HashMap<String, crate::throttle::FailureStreak>>,
-    /// Per source: not before when a walk whose list changed under it is
-    /// walked again ([`crate::poll::poll_live`]).
-    pub rewalk: std::sync::Mutex<HashMap<String, Instant>>,
     /// When jobs waiting on a backoff were last pulled forward, per source
     /// and class (pushes / write-backs): at most every couple of seconds.
     pub pulled_forward: std::sync::Mutex<HashMap<(String, bool), std::time::Instant>>,
@@ -69,21 +66,6 @@ pub enum Outcome {
 }
 
 impl Engine {
-    /// When `source`'s list may be walked again, if its last walk changed
-    /// under it.
-    pub fn rewalk_at(&self, source: &str) -> Option<Instant> {
-        let all = self.rewalk.lock().unwrap_or_else(|p| p.into_inner());
-        all.get(source).copied()
-    }
-
-    pub fn set_rewalk_at(&self, source: &str, at: Option<Instant>) {
-        let mut all = self.rewalk.lock().unwrap_or_else(|p| p.into_inner());
-        match at {
-            Some(at) => all.insert(source.to_string(), at),
-            None => all.remove(source),
-        };
-    }
-
     pub fn wake(&self, source: &str) {
         if let Some(n) = self.wake.get(source) {
             n.notify_one();

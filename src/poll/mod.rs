@@ -40,8 +40,6 @@ pub struct PollSummary {
     pub listed: Vec<String>,
     pub queued: Vec<String>,
     pub parked: usize,
-    /// The list changed size while it was walked; the cursor stayed.
-    pub changed_under_us: bool,
 }
 
 fn log_notes(source: &str, notes: &[OrderNote]) {
@@ -183,7 +181,6 @@ pub async fn poll_source_with(
         }
     }
     walk.finish();
-    summary.changed_under_us = walk.changed_under_us();
     if live {
         recheck(engine, connector, &mut summary, shutdown).await?;
     }
@@ -328,23 +325,6 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
             None
         }
     };
-    if let Some(at) = engine.rewalk_at(source)
-        && at > std::time::Instant::now()
-    {
-        // The last walk could not move the cursor (the list shrank under
-        // it); it is walked again once that walk's duration has passed
-        // four times, so re-walking takes at most a fifth of the source's
-        // list traffic. Under way, for health: the daemon chose to wait.
-        let src = source.to_string();
-        let _ = engine.store.call(move |s| s.note_polling(&src)).await;
-        tracing::debug!(
-            source,
-            in_ms = (at - std::time::Instant::now()).as_millis() as u64,
-            "the order list changed while it was last walked; walking it again later"
-        );
-        return;
-    }
-    let started = std::time::Instant::now();
     let src = source.to_string();
     let cursor = match engine.store.call(move |s| s.cursor(&src, "live")).await {
         Ok(c) => c,
@@ -382,11 +362,6 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
         }
         (Ok(s), Ok(())) => {
             trouble(false);
-            engine.set_rewalk_at(
-                source,
-                s.changed_under_us
-                    .then(|| std::time::Instant::now() + started.elapsed() * 4),
-            );
             engine.remote_answered(source, false).await;
             tracing::debug!(
                 source,

@@ -223,17 +223,6 @@ impl Walk {
         }
     }
 
-    /// The walk ended without moving its cursor because the list changed
-    /// size while it was read (CloudSuite's confirmed queue, which our own
-    /// write-backs shrink): walking it again at once would mostly re-read
-    /// what this walk read.
-    pub fn changed_under_us(&self) -> bool {
-        match self {
-            Walk::CloudSuite(w) => w.changed_under_us(),
-            _ => false,
-        }
-    }
-
     /// The walk is over: reports, once, what its guard counted.
     pub fn finish(&mut self) {
         match self {

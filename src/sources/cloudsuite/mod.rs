@@ -78,19 +78,9 @@ pub struct Walk {
     max_confirm: Option<DateTime<Utc>>,
     /// A detail could not be read this walk: do not move the cursor past it.
     incomplete: bool,
-    /// The walk ended, and the list changed size under it: the cursor stayed.
-    changed: bool,
     /// Ends a `next` chain that does not; counts items without an id.
     pub(super) guard: WalkGuard,
     done: bool,
-}
-
-impl Walk {
-    /// The walk ended and the list changed size while it was read, so the
-    /// cursor stayed where it was.
-    pub fn changed_under_us(&self) -> bool {
-        self.changed
-    }
 }
 
 /// The summaries stay raw: each is read on its own ([`super::list`]), so
@@ -350,7 +340,6 @@ impl CloudSuite {
             seen: HashSet::new(),
             max_confirm: None,
             incomplete: false,
-            changed: false,
             guard: WalkGuard::new(&self.name, self.page_size),
             done: false,
         }
@@ -486,7 +475,6 @@ impl CloudSuite {
                     let new = walk.old_cursor.max(walk.max_confirm);
                     cursor = new.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
                 } else {
-                    walk.changed = true;
                     tracing::debug!(source = %self.name, "order list changed while walking; the cursor stays where it was");
                 }
                 walk.done = true;
