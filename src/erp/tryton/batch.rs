@@ -407,22 +407,7 @@ async fn read_back(erp: &TrytonErp, members: &mut Vec<Member>) -> Result<(), Fai
     if sales.is_empty() {
         return Ok(());
     }
-    let rows = lease::holding_all(
-        held,
-        erp.search_read(
-            "sale.line",
-            json!([["sale", "in", sales], ["product", "!=", null]]),
-            &["sale", "sale.number"],
-            None,
-        ),
-    )
-    .await?;
-    let mut lines: HashMap<i64, Vec<&Value>> = HashMap::new();
-    for row in &rows {
-        if let Some(sale) = row["sale"].as_i64() {
-            lines.entry(sale).or_default().push(row);
-        }
-    }
+    let lines = lease::holding_all(held, push::product_lines(erp, &sales)).await?;
     for m in members.iter_mut() {
         let Some((sale, _)) = m.sale else {
             continue;

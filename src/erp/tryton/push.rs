@@ -84,15 +84,9 @@ pub(super) async fn push_order(erp: &TrytonErp, order: &Order) -> Result<ErpAcce
         check_totals(erp, order, sale).await?;
     }
     advance(erp, sale, &state).await?;
-    let lines = erp
-        .search_read(
-            "sale.line",
-            json!([["sale", "=", sale], ["product", "!=", null]]),
-            &["sale.number"],
-            None,
-        )
-        .await?;
-    let mut accepted = accepted(order, sale, &lines.iter().collect::<Vec<_>>())?;
+    let lines = product_lines(erp, &[sale]).await?;
+    let mine = lines.get(&sale).map_or(&[][..], Vec::as_slice);
+    let mut accepted = accepted(order, sale, mine)?;
     accepted.created = created;
     Ok(accepted)
 }
@@ -108,9 +102,32 @@ async fn advance(erp: &TrytonErp, sale: i64, state: &str) -> Result<(), Failure>
     Ok(())
 }
 
+/// The product lines of `sales` in one read, per sale, in the order they
+/// were created, each with `sale.number` read along.
+pub(super) async fn product_lines(
+    erp: &TrytonErp,
+    sales: &[i64],
+) -> Result<std::collections::HashMap<i64, Vec<Value>>, Failure> {
+    let rows = erp
+        .search_read(
+            "sale.line",
+            json!([["sale", "in", sales], ["product", "!=", null]]),
+            &["sale", "sale.number"],
+            None,
+        )
+        .await?;
+    let mut lines: std::collections::HashMap<i64, Vec<Value>> = Default::default();
+    for row in rows {
+        if let Some(sale) = row["sale"].as_i64() {
+            lines.entry(sale).or_default().push(row);
+        }
+    }
+    Ok(lines)
+}
+
 /// The sale number and one line id per source line, from the sale's
-/// product lines (`sale.number` read along) in the order they were created.
-pub(super) fn accepted(order: &Order, sale: i64, lines: &[&Value]) -> Result<ErpAccepted, Failure> {
+/// product lines ([`product_lines`]) in the order they were created.
+pub(super) fn accepted(order: &Order, sale: i64, lines: &[Value]) -> Result<ErpAccepted, Failure> {
     // Product lines were created first and in the order's order; shipping
     // and discount lines carry no product.
     let number = sale_label(
