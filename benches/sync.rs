@@ -98,6 +98,29 @@ fn source_breakdown(sb: &Sandbox, who: &str, requests: u64, orders: usize) {
         per(writes),
         per(lists)
     );
+    // Which orders were read more than once: those still `confirmed`
+    // (held: the recheck reads them) or those that moved on.
+    let (mut again_held, mut again_moved) = ((0u64, 0u64), (0u64, 0u64));
+    for id in &ids {
+        let n = sb.cloudsuite.detail_reads(*id);
+        if n > 1 {
+            let held = sb
+                .cloudsuite
+                .order(*id)
+                .is_some_and(|o| o["state"] == "confirmed");
+            let slot = if held {
+                &mut again_held
+            } else {
+                &mut again_moved
+            };
+            slot.0 += 1;
+            slot.1 += n - 1;
+        }
+    }
+    println!(
+        "{who}: detail reads beyond the first: {} on {} orders still confirmed (held), {} on {} that moved on",
+        again_held.1, again_held.0, again_moved.1, again_moved.0
+    );
 }
 
 /// `BENCH_SHIP_DURING=1`: the ERP ships each order as soon as it has it, so

@@ -27,7 +27,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::list::{self, Body, Listing};
-use super::walk::WalkGuard;
+use super::walk::{OffsetSteer, WalkGuard, offset_of, with_offset};
 use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
 use crate::http::session::{Issued, Session, refused_401};
@@ -74,6 +74,11 @@ pub struct Walk {
     listing: bool,
     old_cursor: Option<DateTime<Utc>>,
     first_count: Option<u64>,
+    /// Pages start where the list's shrinking put the orders not yet read
+    /// ([`OffsetSteer`]), while the remote's links page by offset.
+    steer: OffsetSteer,
+    /// Every `next` link so far paged by `offset`: the walk steers.
+    steered: bool,
     seen: HashSet<String>,
     max_confirm: Option<DateTime<Utc>>,
     /// A detail could not be read this walk: do not move the cursor past it.
@@ -337,6 +342,8 @@ impl CloudSuite {
             listing,
             old_cursor,
             first_count: None,
+            steer: OffsetSteer::default(),
+            steered: true,
             seen: HashSet::new(),
             max_confirm: None,
             incomplete: false,
@@ -353,21 +360,30 @@ impl CloudSuite {
         let url = format!("{}{path}", self.base);
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
         let listing = read_list(&reply.body, &reply.what)?;
-        if !walk
-            .guard
-            .admit_page(&format!("the page at {path:?}"), listing.listed())
-        {
+        let what = format!("the page at {path:?}");
+        let admitted = if walk.next.is_some() && walk.steered {
+            // Steered pages may read orders again on purpose.
+            let new = listing
+                .ids
+                .iter()
+                .flatten()
+                .filter(|id| !walk.seen.contains(*id))
+                .count();
+            walk.guard.admit_steered_page(&what, new)
+        } else {
+            walk.guard.admit_page(&what, listing.listed())
+        };
+        if !admitted {
             walk.done = true;
             return Ok(None);
         }
         let Listing { page, items, ids } = listing;
         let seen = known.look_up(ids.iter().flatten()).await;
-        // From here on the walk moves: nothing below returns early with an error.
-        walk.first_count.get_or_insert(page.count);
+        let mut listed = Vec::with_capacity(ids.len());
         let mut wanted = Vec::new();
         let mut unchanged = Vec::new();
         let mut unkeyed = Vec::new();
-        for (item, id) in items.iter().zip(ids) {
+        for (item, id) in items.iter().zip(ids.iter().cloned()) {
             // A summary that does not parse whole still names its order: the
             // detail is what gets recorded (or parked, naming what is wrong).
             let s = &item.value;
@@ -375,7 +391,7 @@ impl CloudSuite {
                 unkeyed.push(item.broken.as_deref().unwrap_or("no id"));
                 continue;
             };
-            walk.seen.insert(id.clone());
+            listed.push(id.clone());
             if let Some(t) = s["confirm_date"]
                 .as_str()
                 .and_then(|c| naive_local_to_utc(c, self.timezone).ok())
@@ -414,6 +430,9 @@ impl CloudSuite {
             walk.guard.retract_page();
             return Err(f.clone());
         }
+        // From here on the walk moves: nothing below returns early with an error.
+        walk.first_count.get_or_insert(page.count);
+        walk.seen.extend(listed);
         for why in unkeyed {
             walk.guard.unkeyed(why);
         }
@@ -458,27 +477,52 @@ impl CloudSuite {
             }
         }
         let mut cursor = None;
-        match page.next.as_deref().map(path_of) {
-            Some(next) if walk.guard.follow(&next) => walk.next = Some(next),
-            // A link followed before: the walk ends here, its cursor stays.
-            Some(_) => walk.done = true,
-            None => {
-                // A clean walk saw every order the list held, and the list
-                // did not change size under us.
-                let consistent = !walk.incomplete
-                    && walk.guard.complete()
-                    && walk.first_count == Some(page.count)
-                    && walk.seen.len() as u64 == page.count;
-                // If not, the cursor stays: walking again at once would only
-                // re-read a queue that our own write-backs are shrinking.
-                if consistent {
-                    let new = walk.old_cursor.max(walk.max_confirm);
-                    cursor = new.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
-                } else {
-                    tracing::debug!(source = %self.name, "order list changed while walking; the cursor stays where it was");
+        let next = page.next.as_deref().map(path_of);
+        walk.steered &= next.as_deref().is_none_or(|l| offset_of(l).is_some());
+        let backwards = next
+            .as_deref()
+            .and_then(offset_of)
+            .is_some_and(|o| o <= walk.steer.offset());
+        let consistent = if walk.steered && backwards {
+            let link = next.as_deref().unwrap_or_default();
+            Some(walk.guard.backwards(link))
+        } else if walk.steered {
+            // Pages by offset: the next one starts where the orders not
+            // yet read are now, whatever the list lost meanwhile.
+            let listed = ids.iter().map(Option::as_deref);
+            match walk.steer.read(page.count, listed, next.is_some()) {
+                Some(at) => {
+                    walk.next = Some(with_offset(next.as_deref().unwrap_or(&path), at));
+                    None
                 }
-                walk.done = true;
+                None => Some(walk.steer.saw_everything()),
             }
+        } else {
+            match next {
+                Some(next) if walk.guard.follow(&next) => {
+                    walk.next = Some(next);
+                    None
+                }
+                // A link followed before: the walk ends here, its cursor stays.
+                Some(_) => Some(false),
+                // The list did not change size under us, and the walk saw
+                // as many orders as it holds.
+                None => Some(
+                    walk.first_count == Some(page.count) && walk.seen.len() as u64 == page.count,
+                ),
+            }
+        };
+        if let Some(saw_everything) = consistent {
+            // A clean walk saw every order the list held: the cursor moves.
+            // If not, it stays, and the next walk reads the window again.
+            if saw_everything && !walk.incomplete && walk.guard.complete() {
+                let new = walk.old_cursor.max(walk.max_confirm);
+                cursor = new.map(|t| t.to_rfc3339_opts(SecondsFormat::Micros, true));
+                tracing::debug!(source = %self.name, pages = walk.steer.pages(), stepped_back = walk.steer.steps_back(), "walked the whole list; the cursor moves");
+            } else {
+                tracing::debug!(source = %self.name, pages = walk.steer.pages(), stepped_back = walk.steer.steps_back(), steered = walk.steered, saw_everything, incomplete = walk.incomplete, "order list changed while walking; the cursor stays where it was");
+            }
+            walk.done = true;
         }
         Ok(Some(Page {
             orders,
