@@ -214,6 +214,32 @@ impl WalkGuard {
     }
 }
 
+/// Order ids a walk has read, 8 bytes each: a hash keyed afresh for every
+/// set, so a remote cannot make one id pass for another.
+#[derive(Debug, Default)]
+pub struct IdSet {
+    keys: RandomState,
+    set: HashSet<u64>,
+}
+
+impl IdSet {
+    pub fn insert(&mut self, id: &str) -> bool {
+        self.set.insert(self.keys.hash_one(id))
+    }
+
+    pub fn contains(&self, id: &str) -> bool {
+        self.set.contains(&self.keys.hash_one(id))
+    }
+
+    pub fn len(&self) -> usize {
+        self.set.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.set.is_empty()
+    }
+}
+
 /// Pages in a row with no order not read before that end a steered walk:
 /// more than the misses in a row [`OffsetSteer`] steps back over.
 const MAX_STALE: u32 = MAX_MISSES + 2;
@@ -255,10 +281,8 @@ pub struct OffsetSteer {
     count: Option<u64>,
     /// The list's size changed between two pages of this walk.
     changed: bool,
-    /// The orders of the unbroken run, by a hash keyed for this walk (a
-    /// remote cannot make an order look read): 8 bytes an order.
-    run: HashSet<u64>,
-    keys: RandomState,
+    /// The orders of the unbroken run.
+    run: IdSet,
     /// Pages in a row that did not join the run.
     misses: u32,
     /// A page was left unjoined: the walk may have skipped orders.
@@ -311,10 +335,10 @@ impl OffsetSteer {
                 .peek()
                 .copied()
                 .flatten()
-                .is_some_and(|id| self.run.contains(&self.keys.hash_one(id)));
+                .is_some_and(|id| self.run.contains(id));
         if joined {
             for id in ids.flatten() {
-                self.run.insert(self.keys.hash_one(id));
+                self.run.insert(id);
             }
         } else if self.misses < MAX_MISSES {
             // Back by what the list lost since the last page, and by more

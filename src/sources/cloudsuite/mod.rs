@@ -16,7 +16,6 @@ mod map;
 #[cfg(test)]
 mod vendor_examples;
 
-use std::collections::HashSet;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -27,7 +26,7 @@ use serde_json::Value;
 use serde_json::value::RawValue;
 
 use super::list::{self, Body, Listing};
-use super::walk::{OffsetSteer, WalkGuard, offset_of, with_offset};
+use super::walk::{IdSet, OffsetSteer, WalkGuard, offset_of, with_offset};
 use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
 use crate::http::session::{Issued, Session, refused_401};
@@ -79,7 +78,8 @@ pub struct Walk {
     steer: OffsetSteer,
     /// Every `next` link so far paged by `offset`: the walk steers.
     steered: bool,
-    seen: HashSet<String>,
+    /// Every order this walk listed.
+    seen: IdSet,
     max_confirm: Option<DateTime<Utc>>,
     /// A detail could not be read this walk: do not move the cursor past it.
     incomplete: bool,
@@ -344,7 +344,7 @@ impl CloudSuite {
             first_count: None,
             steer: OffsetSteer::default(),
             steered: true,
-            seen: HashSet::new(),
+            seen: IdSet::default(),
             max_confirm: None,
             incomplete: false,
             guard: WalkGuard::new(&self.name, self.page_size),
@@ -367,7 +367,7 @@ impl CloudSuite {
                 .ids
                 .iter()
                 .flatten()
-                .filter(|id| !walk.seen.contains(*id))
+                .filter(|id| !walk.seen.contains(id))
                 .count();
             walk.guard.admit_steered_page(&what, new)
         } else {
@@ -432,7 +432,9 @@ impl CloudSuite {
         }
         // From here on the walk moves: nothing below returns early with an error.
         walk.first_count.get_or_insert(page.count);
-        walk.seen.extend(listed);
+        for id in &listed {
+            walk.seen.insert(id);
+        }
         for why in unkeyed {
             walk.guard.unkeyed(why);
         }
