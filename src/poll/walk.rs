@@ -64,15 +64,8 @@ impl WalkGuard {
     /// read this one before; it must end now, without this page's orders
     /// and without moving its cursor.
     pub fn admit_page<'a>(&mut self, page: &str, ids: impl IntoIterator<Item = &'a str>) -> bool {
-        if self.tripped {
+        if !self.count_page(page) {
             return false;
-        }
-        self.pages += 1;
-        if self.pages > self.max_pages {
-            let max = self.max_pages;
-            return self.trip(format_args!(
-                "the walk reached {max} pages; stopping at {page}"
-            ));
         }
         // Sorted: a remote that answers unsorted (MplusKASSA) repeats a page
         // in any order.
@@ -99,6 +92,22 @@ impl WalkGuard {
     /// it; [`MAX_STALE`] pages in a row with nothing new do (a remote that
     /// answers the same page whatever is asked).
     pub fn admit_steered_page(&mut self, page: &str, new_orders: usize) -> bool {
+        if !self.count_page(page) {
+            return false;
+        }
+        self.last_page = None;
+        self.stale_before = Some(self.stale);
+        self.stale = if new_orders == 0 { self.stale + 1 } else { 0 };
+        if self.stale >= MAX_STALE {
+            return self.trip(format_args!(
+                "{page} is the {MAX_STALE}th page in a row that lists no order not read before"
+            ));
+        }
+        true
+    }
+
+    /// One more page read; `false`: the walk has ended (now or before).
+    fn count_page(&mut self, page: &str) -> bool {
         if self.tripped {
             return false;
         }
@@ -107,14 +116,6 @@ impl WalkGuard {
             let max = self.max_pages;
             return self.trip(format_args!(
                 "the walk reached {max} pages; stopping at {page}"
-            ));
-        }
-        self.last_page = None;
-        self.stale_before = Some(self.stale);
-        self.stale = if new_orders == 0 { self.stale + 1 } else { 0 };
-        if self.stale >= MAX_STALE {
-            return self.trip(format_args!(
-                "{page} is the {MAX_STALE}th page in a row that lists no order not read before"
             ));
         }
         true
@@ -634,7 +635,7 @@ mod steer_tests {
     #[test]
     fn a_walk_that_says_it_saw_everything_missed_nothing() {
         let mut claimed = 0;
-        for seed in 0..600 {
+        for seed in 0..400 {
             let mut rng = StdRng::seed_from_u64(seed);
             let churn = Churn {
                 read_leave: rng.random_range(0..120),
@@ -664,7 +665,7 @@ mod steer_tests {
                 assert_eq!(o.missed, 0, "seed {seed}");
             }
         }
-        eprintln!("{claimed} of 600 walks saw everything");
+        eprintln!("{claimed} of 400 walks saw everything");
         assert!(
             claimed > 60,
             "the walk hardly ever trusts itself: {claimed} of 600"
