@@ -260,9 +260,9 @@ const MAX_MISSES: u32 = 6;
 /// next poll, and at a backlog of 100,000 orders those re-walks were most of
 /// the list requests (docs/BENCHMARKS.md, issue 13).
 ///
-/// Instead, each next page starts earlier than the remote's link by as much
-/// as the list shrank while the last page was read, and one item more, so
-/// that it starts with an order of the walk's unbroken run: read on the
+/// Instead, each next page starts earlier than the remote's link by one and
+/// a half times what the list lost while the last page was read, and two
+/// items more (never before the last page's start), so that it starts with an order of the walk's unbroken run: read on the
 /// first page, or on a page that itself started with such an order. That
 /// first item is the proof: the list keeps its order (offset paging needs
 /// that anyway), so every order that was in the list when the walk began and
