@@ -191,6 +191,10 @@ pub struct SourceConfig {
     pub base_url: String,
     pub schedule: String,
     pub lookback: Duration,
+    /// Orders the list no longer shows (held, unmappable, not final) are
+    /// read again one by one; a new round through them begins at most this
+    /// often.
+    pub recheck_every: Duration,
     pub page_size: u32,
     pub max_in_flight: usize,
     pub rate_limit_per_sec: u32,
@@ -332,6 +336,7 @@ const COMMON_SOURCE_KEYS: &[&str] = &[
     "base_url",
     "schedule",
     "lookback",
+    "recheck_every",
     "page_size",
     "max_in_flight",
     "rate_limit_per_sec",
@@ -348,6 +353,8 @@ struct RawCommonSource {
     schedule: String,
     #[serde(default = "default_lookback")]
     lookback: HumanDuration,
+    #[serde(default = "default_recheck_every")]
+    recheck_every: HumanDuration,
     #[serde(default = "default_page_size")]
     page_size: u32,
     #[serde(default = "default_source_in_flight")]
@@ -363,6 +370,9 @@ fn default_schedule() -> String {
 }
 fn default_lookback() -> HumanDuration {
     HumanDuration(Duration::from_secs(15 * 60))
+}
+fn default_recheck_every() -> HumanDuration {
+    HumanDuration(Duration::from_secs(60))
 }
 fn default_page_size() -> u32 {
     100
@@ -901,6 +911,7 @@ fn build_source(
         base_url: c.base_url.trim_end_matches('/').to_string(),
         schedule: c.schedule,
         lookback: c.lookback.0,
+        recheck_every: c.recheck_every.0,
         page_size: c.page_size,
         max_in_flight: c.max_in_flight,
         rate_limit_per_sec: c.rate_limit_per_sec,

@@ -30,10 +30,12 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
     let erp = Erp::from_config(config)?;
     let mut connectors = HashMap::new();
     let mut wake = HashMap::new();
+    let mut recheck_every = HashMap::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
         let c = Connector::from_config(config, source)?;
         connectors.insert(source.name.clone(), Arc::new(c));
         wake.insert(source.name.clone(), Arc::new(Notify::new()));
+        recheck_every.insert(source.name.clone(), source.recheck_every);
     }
     let owner = lease_owner();
     Ok(Arc::new(Engine {
@@ -57,6 +59,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         poll_trouble: Default::default(),
         pulled_forward: Default::default(),
         fresh: Default::default(),
+        recheck_every,
         membership: Default::default(),
     }))
 }

@@ -45,6 +45,9 @@ pub struct Engine {
     /// Per source: the orders live walks read since its last recheck round
     /// ([`crate::poll::fresh`]).
     pub fresh: std::sync::Mutex<HashMap<String, crate::poll::fresh::Fresh>>,
+    /// Per source: a new recheck round begins at most this often
+    /// (`recheck_every`).
+    pub recheck_every: HashMap<String, Duration>,
     /// This node's place in the fleet (renewed by [`crate::fleet`]); a job
     /// sends nothing once it has lapsed since the claim.
     pub membership: lease::Membership,

@@ -213,6 +213,9 @@ pub async fn read_page(
     }
 }
 
+/// Orders a poll reads again one by one, at most.
+const RECHECK_BATCH: usize = 200;
+
 /// Looks again at orders the list will not show us again (held ones, and
 /// at some sources every order not yet final), leaving out those a walk has
 /// read since the last round ([`fresh`]).
@@ -235,9 +238,14 @@ async fn recheck(
         .remove(source)
         .unwrap_or_default();
     let src = source.to_string();
+    let every = engine
+        .recheck_every
+        .get(source)
+        .copied()
+        .unwrap_or(std::time::Duration::ZERO);
     let ids = engine
         .store
-        .call(move |s| s.recheck_batch(&src, states, 200))
+        .call(move |s| s.recheck_batch(&src, states, RECHECK_BATCH, every))
         .await
         .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
     let known = Known::new(std::sync::Arc::clone(&engine.store), source);

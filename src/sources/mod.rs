@@ -344,7 +344,8 @@ impl Connector {
         }
     }
 
-    /// States of ledger orders this source wants looked at again each poll:
+    /// States of ledger orders this source wants looked at again in recheck
+    /// rounds (`recheck_every`):
     /// held ones (CloudSuite's list no longer shows them once they age out of
     /// the window) and unmappable ones (a fix at the source need not change
     /// the fields the list shows). Retailys: every order not yet final, on

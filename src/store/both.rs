@@ -308,10 +308,16 @@ fn operators_and_failures_work_the_same_on_both_ledgers() {
         assert_eq!(store.next_due_ms("shop", source).unwrap(), None);
         assert_eq!(store.pull_forward("shop", true).unwrap(), 0);
 
+        let hour = std::time::Duration::from_secs(3600);
         let batch = store
-            .recheck_batch("shop", &[OrderState::Held], 10)
+            .recheck_batch("shop", &[OrderState::Held], 10, hour)
             .unwrap();
         assert_eq!(batch, ["2"]);
+        // The round is through and the next may begin only in an hour.
+        let batch = store
+            .recheck_batch("shop", &[OrderState::Held], 10, hour)
+            .unwrap();
+        assert!(batch.is_empty(), "{batch:?}");
 
         // Push 1 and 3; then the source changes 1 and cancels 3.
         for job in store

@@ -2,7 +2,10 @@
 //! A poll re-reads at most `limit` of them; the batches rotate through all
 //! of them by order key (the last key read is kept in `cursors`, scope
 //! `recheck`), so a large pile of orders that never change (abandoned
-//! carts waiting for payment) cannot starve the others.
+//! carts waiting for payment) cannot starve the others. A new round begins
+//! at most once per the source's `recheck_every` (scope `recheck_round`
+//! keeps when the last one began): on a schedule of seconds, a pile of
+//! orders that never change would otherwise be read again every few polls.
 
 use super::sql::ToParam;
 use super::{Store, now_ms};
@@ -10,29 +13,57 @@ use crate::outbox::state::OrderState;
 
 impl Store {
     /// External ids of the next batch of this source's orders in `states`.
+    /// A round goes through them in key order, `limit` a poll; a new round
+    /// begins at most once per `round_every` (the time it began is kept in
+    /// `cursors`, scope `recheck_round`), so orders that never change are
+    /// not read again every few seconds on a short schedule. Until then the
+    /// batch holds only orders recorded past the round's last key.
     pub fn recheck_batch(
         &self,
         source: &str,
         states: &[OrderState],
         limit: usize,
+        round_every: std::time::Duration,
     ) -> anyhow::Result<Vec<String>> {
         if states.is_empty() || limit == 0 {
             return Ok(Vec::new());
         }
+        let now = now_ms();
         let after = self.cursor(source, "recheck")?.unwrap_or_default();
-        let mut batch = self.keys_in_states(source, states, ">", &after, limit)?;
-        if batch.len() < limit && !after.is_empty() {
-            // Wrap around to the start for the rest of this batch.
-            let more = self.keys_in_states(source, states, "<=", &after, limit - batch.len())?;
+        let began: Option<i64> = self
+            .cursor(source, "recheck_round")?
+            .and_then(|v| v.parse().ok());
+        let every = i64::try_from(round_every.as_millis()).unwrap_or(i64::MAX);
+        // A clock set back (began in the future) must not stop rounds.
+        let due = began.is_none_or(|t| t > now || now.saturating_sub(t) >= every);
+        let mut batch = if after.is_empty() {
+            Vec::new()
+        } else {
+            self.keys_in_states(source, states, ">", &after, limit)?
+        };
+        let mut new_round = false;
+        if batch.len() < limit && due {
+            // This round is through: the next one begins from the first key
+            // (up to `after`, which the part above did not reach).
+            let more = if after.is_empty() {
+                self.keys_in_states(source, states, ">", "", limit)?
+            } else {
+                self.keys_in_states(source, states, "<=", &after, limit - batch.len())?
+            };
             batch.extend(more);
+            new_round = true;
         }
-        let last = batch.last().map(|(key, _)| key.clone()).unwrap_or_default();
-        self.lock().auto(|tx| {
-            tx.exec(
-                "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, 'recheck', ?2, ?3)
-                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
-                &[&source, &last, &now_ms()],
-            )
+        let Some(last) = batch.last().map(|(key, _)| key.clone()) else {
+            return Ok(Vec::new());
+        };
+        self.lock().write(|tx| {
+            let upsert = "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at";
+            tx.exec(upsert, &[&source, &"recheck", &last, &now])?;
+            if new_round {
+                tx.exec(upsert, &[&source, &"recheck_round", &now.to_string(), &now])?;
+            }
+            Ok(())
         })?;
         Ok(batch.into_iter().map(|(_, id)| id).collect())
     }
@@ -70,6 +101,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use std::collections::HashSet;
+    use std::time::Duration;
 
     use crate::outbox::state::OrderState;
 
@@ -102,9 +134,15 @@ mod tests {
         let (_d, store) = temp_store();
         let orders: Vec<IncomingOrder> = (1..=5).map(|i| held(&i.to_string())).collect();
         store.ingest("shop", "live", &orders, None).unwrap();
-        let b1 = store.recheck_batch("shop", &[OrderState::Held], 2).unwrap();
-        let b2 = store.recheck_batch("shop", &[OrderState::Held], 2).unwrap();
-        let b3 = store.recheck_batch("shop", &[OrderState::Held], 2).unwrap();
+        let b1 = store
+            .recheck_batch("shop", &[OrderState::Held], 2, Duration::ZERO)
+            .unwrap();
+        let b2 = store
+            .recheck_batch("shop", &[OrderState::Held], 2, Duration::ZERO)
+            .unwrap();
+        let b3 = store
+            .recheck_batch("shop", &[OrderState::Held], 2, Duration::ZERO)
+            .unwrap();
         assert_eq!((b1.len(), b2.len(), b3.len()), (2, 2, 2));
         let seen: HashSet<String> = b1.iter().chain(&b2).chain(&b3).cloned().collect();
         assert_eq!(
@@ -114,15 +152,47 @@ mod tests {
         );
         assert!(
             store
-                .recheck_batch("other", &[OrderState::Held], 2)
+                .recheck_batch("other", &[OrderState::Held], 2, Duration::ZERO)
                 .unwrap()
                 .is_empty()
         );
         assert!(
             store
-                .recheck_batch("shop", &[OrderState::Invalid], 2)
+                .recheck_batch("shop", &[OrderState::Invalid], 2, Duration::ZERO)
                 .unwrap()
                 .is_empty()
         );
+    }
+
+    #[test]
+    fn a_new_round_waits_for_recheck_every_but_new_orders_do_not() {
+        let (_d, store) = temp_store();
+        let hour = Duration::from_secs(3600);
+        let orders: Vec<IncomingOrder> = (1..=5).map(|i| held(&i.to_string())).collect();
+        store.ingest("shop", "live", &orders, None).unwrap();
+        let batch = |every| {
+            store
+                .recheck_batch("shop", &[OrderState::Held], 2, every)
+                .unwrap()
+        };
+        let first: Vec<String> = [batch(hour), batch(hour), batch(hour)].concat();
+        assert_eq!(
+            first,
+            ["1", "2", "3", "4", "5"],
+            "the first round is not held back"
+        );
+        assert!(
+            batch(hour).is_empty(),
+            "the round is through; the next waits"
+        );
+        // An order recorded past the round's last key is read in this round.
+        store.ingest("shop", "live", &[held("6")], None).unwrap();
+        assert_eq!(batch(hour), ["6"]);
+        assert!(batch(hour).is_empty());
+        // Once it is time, a new round begins from the first key.
+        assert_eq!(batch(Duration::ZERO), ["1", "2"]);
+        assert_eq!(batch(hour), ["3", "4"], "a round under way goes on");
+        assert_eq!(batch(hour), ["5", "6"]);
+        assert!(batch(hour).is_empty());
     }
 }

@@ -248,7 +248,12 @@ async fn pushes_waiting_on_a_long_backoff_go_when_the_erp_answers_again() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_malformed_order_is_parked_with_its_reason_and_the_others_flow() {
-    let app = spawn_app(AppOptions::default()).await;
+    // The fix is seen by the next recheck round: let every poll begin one.
+    let app = spawn_app(AppOptions {
+        source_extra: "recheck_every = \"0s\"".into(),
+        ..Default::default()
+    })
+    .await;
     let cs = &app.sandbox.cloudsuite;
     let mut ids = Vec::new();
     for _ in 0..12 {
@@ -320,7 +325,12 @@ async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
 /// a held order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recheck_does_not_read_again_what_the_walk_just_read() {
-    let app = spawn_app(AppOptions::default()).await;
+    // Every poll begins a recheck round (the pacing has its own test below).
+    let app = spawn_app(AppOptions {
+        source_extra: "recheck_every = \"0s\"".into(),
+        ..Default::default()
+    })
+    .await;
     let cs = &app.sandbox.cloudsuite;
     let paid: Vec<i64> = (0..3).map(|_| cs.add_order(OrderSpec::default())).collect();
     let unpaid = || OrderSpec {
@@ -385,6 +395,48 @@ async fn the_recheck_does_not_read_again_what_the_walk_just_read() {
     let mut all = paid.clone();
     all.extend([held_new, held_old, poisoned]);
     assert_converged(&app, &all);
+}
+
+/// A held order the list no longer shows is read again by the recheck, but
+/// a new round through held orders begins at most once per
+/// `recheck_every`: polls in between do not read it again, and a payment
+/// is seen by the first round after that.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_recheck_round_begins_at_most_once_per_recheck_every() {
+    let app = spawn_app(AppOptions {
+        source_extra: "recheck_every = \"3s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let cs = &app.sandbox.cloudsuite;
+    let held_old = cs.add_order(OrderSpec {
+        payment_status: "started".into(),
+        confirm_date: Some(cs.now_local() - chrono::Duration::hours(5)),
+        ..Default::default()
+    });
+    // A recent order: the cursor moves past the held one's window.
+    let recent = cs.add_order(OrderSpec::default());
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    let reads = || cs.detail_reads(held_old);
+    // First poll: the walk reads it; the round that begins leaves it out.
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(reads(), 1);
+    let began = std::time::Instant::now();
+    // Out of the list's window now; the round is through.
+    for _ in 0..3 {
+        poll_live(&engine, &connector, &stop).await;
+    }
+    if began.elapsed() < Duration::from_secs(2) {
+        assert_eq!(reads(), 1, "polls within recheck_every read it again");
+    }
+    cs.set_payment_status(held_old, "paid");
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(began.elapsed())).await;
+    poll_live(&engine, &connector, &stop).await;
+    assert_eq!(reads(), 2, "the next round reads it once");
+    app.sync(&engine).await;
+    assert_converged(&app, &[recent, held_old]);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

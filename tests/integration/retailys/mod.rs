@@ -52,6 +52,8 @@ base_url = "{rt}"
 token_file = "rt-token"
 schedule = "*/1 * * * * *"
 lookback = "15m"
+# Retailys' recheck comes every few polls already (RECHECK_EVERY).
+recheck_every = "0s"
 page_size = 50
 max_in_flight = 4
 rate_limit_per_sec = {rate}

@@ -134,7 +134,8 @@ async fn without_touch_orders_complete_on_shipment_and_vinou_is_not_written() {
 async fn a_bad_order_is_parked_the_others_flow_and_a_fix_is_picked_up() {
     let app = spawn_vinou(Setup {
         page_size: 10,
-        source_extra: "lookback = \"1s\"",
+        // The fix is seen by the next recheck round: every poll begins one.
+        source_extra: "lookback = \"1s\"\nrecheck_every = \"0s\"",
         ..Default::default()
     })
     .await;

@@ -144,7 +144,8 @@ async fn the_jwt_expires_mid_walk_and_login_happens_again() {
 async fn a_payment_is_caught_by_the_recheck_not_the_list() {
     let app = spawn_vinou(Setup {
         page_size: 5,
-        source_extra: "lookback = \"1s\"",
+        // Every poll begins a recheck round.
+        source_extra: "lookback = \"1s\"\nrecheck_every = \"0s\"",
         ..Default::default()
     })
     .await;
