@@ -14,6 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::daemon::{build_engine, poll_source_with, read_page};
 use crate::model::order_key;
 use crate::outbox::policy::InPlace;
+use crate::poll::Keys;
 use crate::progress::Progress;
 use crate::sources::Window;
 use crate::store::{Disposition, Store};
@@ -126,6 +127,7 @@ pub async fn backfill(
             InPlace::COMMAND,
             &shutdown,
             progress.as_ref(),
+            Keys::Keep,
         )
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", source.name))?;

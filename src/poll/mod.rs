@@ -36,10 +36,22 @@ pub use known::Known;
 pub struct PollSummary {
     pub pages: usize,
     pub seen: usize,
-    /// Every order key the walk listed, read again or not.
+    /// Every order key the walk listed, read again or not, and the keys it
+    /// queued for the ERP: kept only where the caller asked for the keys
+    /// ([`Keys::Keep`]: `backfill`, which pushes exactly those). A live poll
+    /// only counts them: its first walk over a backlog of 100,000 orders
+    /// would otherwise hold 200,000 keys (about 10 MB) until it ends.
     pub listed: Vec<String>,
     pub queued: Vec<String>,
+    pub queued_count: usize,
     pub parked: usize,
+}
+
+/// Whether a poll keeps the keys it listed and queued ([`PollSummary`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keys {
+    Keep,
+    Count,
 }
 
 fn log_notes(source: &str, notes: &[OrderNote]) {
@@ -85,6 +97,7 @@ pub async fn poll_source(
         InPlace::POLL,
         shutdown,
         None,
+        Keys::Keep,
     )
     .await
 }
@@ -99,6 +112,7 @@ pub async fn poll_source_with(
     limits: InPlace,
     shutdown: &CancellationToken,
     progress: Option<&Progress>,
+    keys: Keys,
 ) -> Result<PollSummary, Failure> {
     let source = connector.name();
     let store = &engine.store;
@@ -113,13 +127,15 @@ pub async fn poll_source_with(
         let Some(page) = page else { break };
         summary.pages += 1;
         summary.seen += page.orders.len();
-        summary.listed.extend(
-            page.orders
-                .iter()
-                .map(|o| &o.external_id)
-                .chain(&page.unchanged)
-                .map(|id| order_key(source, id)),
-        );
+        if keys == Keys::Keep {
+            summary.listed.extend(
+                page.orders
+                    .iter()
+                    .map(|o| &o.external_id)
+                    .chain(&page.unchanged)
+                    .map(|id| order_key(source, id)),
+            );
+        }
         let listed = page.orders.len() + page.unchanged.len();
         let read = page.orders.len();
         // What this page shows of each order, for the next recheck round
@@ -154,7 +170,12 @@ pub async fn poll_source_with(
         log_notes(source, &report.notes);
         for note in &report.notes {
             match note {
-                OrderNote::Queued(k) => summary.queued.push(k.clone()),
+                OrderNote::Queued(k) => {
+                    summary.queued_count += 1;
+                    if keys == Keys::Keep {
+                        summary.queued.push(k.clone());
+                    }
+                }
                 OrderNote::Invalid { .. } => summary.parked += 1,
                 _ => {}
             }
@@ -270,12 +291,12 @@ async fn recheck(
             .await
             .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
         log_notes(source, &report.notes);
-        summary
-            .queued
-            .extend(report.notes.iter().filter_map(|n| match n {
-                OrderNote::Queued(k) => Some(k.clone()),
-                _ => None,
-            }));
+        let queued = report.notes.iter().filter_map(|n| match n {
+            OrderNote::Queued(k) => Some(k.clone()),
+            _ => None,
+        });
+        summary.queued_count += queued.clone().count();
+        summary.queued.extend(queued);
         if report.new_jobs() > 0 {
             engine.wake(source);
         }
@@ -343,7 +364,17 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
             return;
         }
     };
-    let result = poll_source(engine, connector, Window::Live { cursor }, "live", shutdown).await;
+    let result = poll_source_with(
+        engine,
+        connector,
+        Window::Live { cursor },
+        "live",
+        InPlace::POLL,
+        shutdown,
+        None,
+        Keys::Count,
+    )
+    .await;
     if result.is_err() && !crate::fleet::may_poll(&engine.store, source) {
         // A fleet node whose poll lease went to another node mid-poll:
         // nothing of the page was recorded; that node polls it now.
@@ -375,7 +406,7 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
                 source,
                 pages = s.pages,
                 seen = s.seen,
-                queued = s.queued.len(),
+                queued = s.queued_count,
                 "poll done"
             )
         }
