@@ -14,7 +14,7 @@ use crate::config::{Config, ConfigError};
 use crate::daemon::{build_engine, poll_source_with, read_page};
 use crate::model::order_key;
 use crate::outbox::policy::InPlace;
-use crate::poll::Keys;
+use crate::poll::{Keys, PollAs};
 use crate::progress::Progress;
 use crate::sources::Window;
 use crate::store::{Disposition, Store};
@@ -124,10 +124,12 @@ pub async fn backfill(
             connector,
             window,
             &scope,
-            InPlace::COMMAND,
             &shutdown,
-            progress.as_ref(),
-            Keys::Keep,
+            PollAs {
+                limits: InPlace::COMMAND,
+                progress: progress.as_ref(),
+                keys: Keys::Keep,
+            },
         )
         .await
         .map_err(|e| anyhow::anyhow!("{}: {e}", source.name))?;

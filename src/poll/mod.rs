@@ -54,6 +54,24 @@ pub enum Keys {
     Count,
 }
 
+/// How a walk runs for its caller: how long a failed page is retried,
+/// who hears about each page, and whether the summary keeps the keys.
+#[derive(Clone, Copy)]
+pub struct PollAs<'a> {
+    pub limits: InPlace,
+    pub progress: Option<&'a Progress>,
+    pub keys: Keys,
+}
+
+impl PollAs<'_> {
+    /// A live poll: the poll's retry limits, keys counted only.
+    pub const LIVE: PollAs<'static> = PollAs {
+        limits: InPlace::POLL,
+        progress: None,
+        keys: Keys::Count,
+    };
+}
+
 fn log_notes(source: &str, notes: &[OrderNote]) {
     for note in notes {
         match note {
@@ -89,31 +107,28 @@ pub async fn poll_source(
     scope: &str,
     shutdown: &CancellationToken,
 ) -> Result<PollSummary, Failure> {
-    poll_source_with(
-        engine,
-        connector,
-        window,
-        scope,
-        InPlace::POLL,
-        shutdown,
-        None,
-        Keys::Keep,
-    )
-    .await
+    let how = PollAs {
+        keys: Keys::Keep,
+        ..PollAs::LIVE
+    };
+    poll_source_with(engine, connector, window, scope, shutdown, how).await
 }
 
-/// [`poll_source`] for a command (`backfill`): a failed page is retried
-/// within `limits`, and `progress` hears about every page.
+/// [`poll_source`] as `how` says: for a command (`backfill`) a failed page
+/// is retried within its limits and its progress hears about every page.
 pub async fn poll_source_with(
     engine: &Engine,
     connector: &Connector,
     window: Window,
     scope: &str,
-    limits: InPlace,
     shutdown: &CancellationToken,
-    progress: Option<&Progress>,
-    keys: Keys,
+    how: PollAs<'_>,
 ) -> Result<PollSummary, Failure> {
+    let PollAs {
+        limits,
+        progress,
+        keys,
+    } = how;
     let source = connector.name();
     let store = &engine.store;
     let live = matches!(window, Window::Live { .. });
@@ -364,17 +379,8 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
             return;
         }
     };
-    let result = poll_source_with(
-        engine,
-        connector,
-        Window::Live { cursor },
-        "live",
-        InPlace::POLL,
-        shutdown,
-        None,
-        Keys::Count,
-    )
-    .await;
+    let window = Window::Live { cursor };
+    let result = poll_source_with(engine, connector, window, "live", shutdown, PollAs::LIVE).await;
     if result.is_err() && !crate::fleet::may_poll(&engine.store, source) {
         // A fleet node whose poll lease went to another node mid-poll:
         // nothing of the page was recorded; that node polls it now.
