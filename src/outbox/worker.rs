@@ -1,4 +1,5 @@
-//! Runs jobs: per source, at most `max_in_flight` at a time. A job's network
+//! Runs jobs: per source, a few more write-backs than its `max_in_flight`
+//! (requests stay bounded by it) and the ERP's pushes. A job's network
 //! call happens with no transaction open; its result is settled in one.
 
 use std::collections::HashMap;
@@ -500,8 +501,9 @@ impl Engine {
         }
     }
 
-    /// The daemon's worker for one source: keeps up to `slots` write-backs
-    /// (the source's `max_in_flight`) and up to `erp_slots` pushes running
+    /// The daemon's worker for one source: keeps up to
+    /// [`write_back_slots`]`(slots)` write-backs (`slots`: the source's
+    /// `max_in_flight`) and up to `erp_slots` pushes running
     /// until shutdown, then gives in-flight jobs `grace` to finish. Pushes
     /// wait on the ERP, write-backs on the source: neither kind holds a slot
     /// the other could use.
@@ -514,6 +516,7 @@ impl Engine {
     ) {
         let wake = self.wake.get(&source).cloned().unwrap_or_default();
         let erp_slots = self.erp_slots.max(1);
+        let slots = write_back_slots(slots);
         let mut tasks = JoinSet::new();
         let mut running: std::collections::HashMap<tokio::task::Id, Remote> =
             std::collections::HashMap::new();
@@ -700,4 +703,14 @@ impl Engine {
         while tasks.join_next().await.is_some() {}
         Ok(())
     }
+}
+
+/// How many write-backs a source's worker runs at once for a source with
+/// `max_in_flight` requests: a quarter more (at least one), so the next
+/// write-back has read its order from the ledger and waits at the source's
+/// request limit when a request slot frees, instead of being claimed then.
+/// Requests stay bounded by `max_in_flight` ([`crate::http::Endpoint`]).
+fn write_back_slots(max_in_flight: usize) -> usize {
+    let max_in_flight = max_in_flight.max(1);
+    max_in_flight + max_in_flight.div_ceil(4)
 }

@@ -86,6 +86,26 @@ pub(crate) struct FaultState {
     /// by a client that did not wait.
     pause: Mutex<Option<(Instant, Instant)>>,
     early: AtomicU64,
+    /// Requests being answered now, and the most there ever were at once.
+    in_flight: AtomicU64,
+    peak_in_flight: AtomicU64,
+}
+
+/// Counts a request as in flight until its answer (headers) leaves.
+struct InFlight<'a>(&'a FaultState);
+
+impl<'a> InFlight<'a> {
+    fn enter(state: &'a FaultState) -> Self {
+        let now = state.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
+        state.peak_in_flight.fetch_max(now, Ordering::SeqCst);
+        InFlight(state)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
 }
 
 /// Requests already sent when a 429 went out arrive just after it; one that
@@ -111,6 +131,8 @@ impl FaultState {
             window: Mutex::new(Window::default()),
             pause: Mutex::new(None),
             early: AtomicU64::new(0),
+            in_flight: AtomicU64::new(0),
+            peak_in_flight: AtomicU64::new(0),
         })
     }
 
@@ -137,6 +159,11 @@ impl FaultState {
 
     pub(crate) fn peak_requests_per_sec(&self) -> u32 {
         lock(&self.window).peak
+    }
+
+    /// The most requests this server was answering at one time.
+    pub(crate) fn peak_in_flight(&self) -> u64 {
+        self.peak_in_flight.load(Ordering::SeqCst)
     }
 
     /// Requests that arrived while a `Retry-After` this server gave was
@@ -191,6 +218,7 @@ pub(crate) async fn inject(
     next: Next,
 ) -> Response {
     let in_window = state.arrive();
+    let _in_flight = InFlight::enter(&state);
     let faults = state.get();
     if !faults.latency.is_zero() {
         tokio::time::sleep(faults.latency).await;

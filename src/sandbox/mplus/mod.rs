@@ -144,6 +144,11 @@ impl MplusSim {
         self.inner.faults.set(faults);
     }
 
+    /// The most requests the till was answering at one time.
+    pub fn peak_in_flight(&self) -> u64 {
+        self.inner.faults.peak_in_flight()
+    }
+
     pub fn request_count(&self) -> u64 {
         self.inner.faults.request_count()
     }

@@ -45,6 +45,12 @@ impl std::ops::Deref for MplusApp {
 /// A sandbox and a config with one `mplus` source named "till".
 pub async fn spawn_mplus(sandbox: SandboxOptions, source_extra: &str, page_size: u32) -> MplusApp {
     let secret = sandbox.mplus.secret.clone();
+    // `source_extra` may set its own `max_in_flight`.
+    let in_flight = if source_extra.contains("max_in_flight") {
+        ""
+    } else {
+        "max_in_flight = 8"
+    };
     let app = crate::common::start_app(sandbox, "max_attempts = 5", |sb| {
         let source = format!(
             r#"name = "{TILL}"
@@ -54,7 +60,7 @@ ident = "ordersync"
 secret_file = "mplus-secret"
 schedule = "*/1 * * * * *"
 page_size = {page_size}
-max_in_flight = 8
+{in_flight}
 rate_limit_per_sec = 2000
 {source_extra}
 "#,

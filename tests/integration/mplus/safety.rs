@@ -86,6 +86,36 @@ async fn sigkill_at_random_moments_with_the_till_loses_and_doubles_nothing() {
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
 }
 
+/// The daemon runs more write-backs than `max_in_flight` (the next ones
+/// wait at the request limit, their order already read): the till must
+/// still never answer more than `max_in_flight` requests at once, and
+/// every order goes through once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_till_never_sees_more_requests_at_once_than_max_in_flight() {
+    for max_in_flight in [1u64, 3] {
+        let mut o = options();
+        o.erp.ship_after = None;
+        o.mplus.faults.latency = Duration::from_millis(15);
+        let app = spawn_mplus(o, &format!("max_in_flight = {max_in_flight}"), 20).await;
+        let ids = app.sandbox.mplus.seed_orders(60);
+        let till = app.sandbox.mplus.clone();
+        let done = || ids.iter().all(|id| till.updates(id) >= 1);
+        let (status, log) = tokio::task::block_in_place(|| run_daemon_until(&app, &[], done));
+        assert_eq!(status, Some(0), "{log}");
+        assert!(done(), "max_in_flight = {max_in_flight}: not synced: {log}");
+        let peak = till.peak_in_flight();
+        assert_eq!(
+            peak, max_in_flight,
+            "max_in_flight = {max_in_flight}: the till saw up to {peak} requests at once"
+        );
+        for id in &ids {
+            let in_erp = app.sandbox.erp.erp_orders_for(&key(id)).len();
+            assert_eq!(in_erp, 1, "order {id} in the ERP {in_erp} times");
+            assert_eq!(till.updates(id), 1, "order {id}: reference written again");
+        }
+    }
+}
+
 /// reqwest prints a failed request's URL, query string included: the
 /// secret must not come out that way either.
 #[test]
