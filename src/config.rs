@@ -182,6 +182,17 @@ impl SourceKind {
             SourceKind::Vinou => "vinou",
         }
     }
+
+    /// `recheck_every` when the config names none: a minute, except at
+    /// Retailys, whose rounds read every order not yet final (it has no
+    /// "changed since" filter) under a shop-wide rate limit: ten minutes,
+    /// every fifth poll on the default two-minute schedule.
+    pub fn default_recheck_every(self) -> Duration {
+        match self {
+            SourceKind::Retailys => Duration::from_secs(10 * 60),
+            _ => Duration::from_secs(60),
+        }
+    }
 }
 
 #[derive(Clone, Debug)]
@@ -353,8 +364,9 @@ struct RawCommonSource {
     schedule: String,
     #[serde(default = "default_lookback")]
     lookback: HumanDuration,
-    #[serde(default = "default_recheck_every")]
-    recheck_every: HumanDuration,
+    /// Default per kind: [`SourceKind::default_recheck_every`].
+    #[serde(default)]
+    recheck_every: Option<HumanDuration>,
     #[serde(default = "default_page_size")]
     page_size: u32,
     #[serde(default = "default_source_in_flight")]
@@ -370,9 +382,6 @@ fn default_schedule() -> String {
 }
 fn default_lookback() -> HumanDuration {
     HumanDuration(Duration::from_secs(15 * 60))
-}
-fn default_recheck_every() -> HumanDuration {
-    HumanDuration(Duration::from_secs(60))
 }
 fn default_page_size() -> u32 {
     100
@@ -911,7 +920,9 @@ fn build_source(
         base_url: c.base_url.trim_end_matches('/').to_string(),
         schedule: c.schedule,
         lookback: c.lookback.0,
-        recheck_every: c.recheck_every.0,
+        recheck_every: c
+            .recheck_every
+            .map_or_else(|| c.kind.default_recheck_every(), |d| d.0),
         page_size: c.page_size,
         max_in_flight: c.max_in_flight,
         rate_limit_per_sec: c.rate_limit_per_sec,

@@ -43,9 +43,9 @@ pub struct Engine {
     /// When jobs waiting on a backoff were last pulled forward, per source
     /// and class (pushes / write-backs): at most every couple of seconds.
     pub pulled_forward: std::sync::Mutex<HashMap<(String, bool), std::time::Instant>>,
-    /// Per source: the orders live walks read since its last recheck round
-    /// ([`crate::poll::fresh`]).
-    pub fresh: std::sync::Mutex<HashMap<String, crate::poll::fresh::Fresh>>,
+    /// Per source: the orders live walks read in its recheck round under
+    /// way and the one before ([`crate::poll::fresh`]).
+    pub fresh: std::sync::Mutex<HashMap<String, crate::poll::fresh::Rounds>>,
     /// Per source: a new recheck round begins at most this often
     /// (`recheck_every`).
     pub recheck_every: HashMap<String, Duration>,

@@ -267,25 +267,40 @@ async fn recheck(
         // No round this poll: what the walks read counts for the next one.
         return Ok(());
     }
-    let fresh = engine
-        .fresh
-        .lock()
-        .unwrap_or_else(|p| p.into_inner())
-        .remove(source)
-        .unwrap_or_default();
     let src = source.to_string();
     let every = engine
         .recheck_every
         .get(source)
         .copied()
         .unwrap_or(std::time::Duration::ZERO);
-    let ids = engine
+    let round = engine
         .store
         .call(move |s| s.recheck_batch(&src, states, RECHECK_BATCH, every))
         .await
         .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+    // What the walks read stays known through the round and the one after
+    // it (`fresh::Rounds`), not only until the next poll.
+    let (total, ids, unchanged) = {
+        let mut all = engine.fresh.lock().unwrap_or_else(|p| p.into_inner());
+        let rounds = all.entry(source.to_string()).or_default();
+        if round.new_round {
+            rounds.begin_round();
+        }
+        let total = round.ids.len();
+        let ids: Vec<String> = round
+            .ids
+            .into_iter()
+            .filter(|id| !rounds.was_read(id))
+            .collect();
+        let unchanged: Vec<String> = ids
+            .iter()
+            .filter(|id| rounds.was_listed_unchanged(id))
+            .cloned()
+            .collect();
+        (total, ids, unchanged)
+    };
     let known = Known::new(std::sync::Arc::clone(&engine.store), source);
-    let ids = leave_out_fresh(ids, &fresh, &known).await;
+    let ids = leave_out_unchanged(total, ids, unchanged, &known).await;
     let mut batch = Vec::new();
     for id in ids {
         if shutdown.is_cancelled() {
@@ -319,24 +334,20 @@ async fn recheck(
     Ok(())
 }
 
-/// The ids of a recheck batch worth reading: those a walk read since the
-/// last round are left out, and those it listed unchanged unless the ledger
-/// has them unmappable (one ledger call for those, if any).
-async fn leave_out_fresh(ids: Vec<String>, fresh: &fresh::Fresh, known: &Known) -> Vec<String> {
-    if fresh.is_empty() {
-        return ids;
-    }
-    let total = ids.len();
-    let mut ids: Vec<String> = ids.into_iter().filter(|id| !fresh.was_read(id)).collect();
-    let unchanged: Vec<&String> = ids
-        .iter()
-        .filter(|id| fresh.was_listed_unchanged(id))
-        .collect();
+/// The ids of a recheck batch worth reading, of `total` handed out: those a
+/// walk read recently are already left out; of those it listed unchanged
+/// (`unchanged`), the ones the ledger has unmappable stay in (one ledger
+/// call for those, if any).
+async fn leave_out_unchanged(
+    total: usize,
+    mut ids: Vec<String>,
+    unchanged: Vec<String>,
+    known: &Known,
+) -> Vec<String> {
     if !unchanged.is_empty() {
-        let seen = known.look_up(unchanged).await;
-        ids.retain(|id| {
-            !(fresh.was_listed_unchanged(id) && fresh::unchanged_is_enough(seen.state(id)))
-        });
+        let seen = known.look_up(&unchanged).await;
+        let unchanged: std::collections::HashSet<&String> = unchanged.iter().collect();
+        ids.retain(|id| !(unchanged.contains(id) && fresh::unchanged_is_enough(seen.state(id))));
     }
     if ids.len() < total {
         tracing::debug!(

@@ -348,8 +348,8 @@ impl Connector {
     /// rounds (`recheck_every`):
     /// held ones (CloudSuite's list no longer shows them once they age out of
     /// the window) and unmappable ones (a fix at the source need not change
-    /// the fields the list shows). Retailys: every order not yet final, on
-    /// every Nth poll only (it has no "changed since" filter).
+    /// the fields the list shows). Retailys: every order not yet final (it
+    /// has no "changed since" filter).
     pub fn recheck_states(&self) -> &'static [OrderState] {
         use OrderState::*;
         match self {

@@ -311,12 +311,14 @@ fn operators_and_failures_work_the_same_on_both_ledgers() {
         let hour = std::time::Duration::from_secs(3600);
         let batch = store
             .recheck_batch("shop", &[OrderState::Held], 10, hour)
-            .unwrap();
+            .unwrap()
+            .ids;
         assert_eq!(batch, ["2"]);
         // The round is through and the next may begin only in an hour.
         let batch = store
             .recheck_batch("shop", &[OrderState::Held], 10, hour)
-            .unwrap();
+            .unwrap()
+            .ids;
         assert!(batch.is_empty(), "{batch:?}");
 
         // Push 1 and 3; then the source changes 1 and cancels 3.

@@ -38,6 +38,7 @@ pub use jobs::{
     ClaimFilter, ErpAccepted, ErpShipment, Finish, Job, JobKind, LineNumber, OrderForJob, Remote,
     ShipmentProgress, ShippedLine, lease_owner,
 };
+pub use recheck::RecheckBatch;
 pub use status::{
     AttemptRow, EventRow, InErp, JobRow, OrderDetail, OrderRow, ParkedRow, PushOutcomes,
     SourceNumbers, SourceStatusRow, StatusReport,

@@ -11,6 +11,16 @@ use super::sql::ToParam;
 use super::{Store, now_ms};
 use crate::outbox::state::OrderState;
 
+/// What [`Store::recheck_batch`] hands out.
+#[derive(Debug, Default)]
+pub struct RecheckBatch {
+    /// External ids to read again, in key order.
+    pub ids: Vec<String>,
+    /// A new round began with this batch (it was due and the last one was
+    /// through); also when nothing is in the states to read.
+    pub new_round: bool,
+}
+
 impl Store {
     /// External ids of the next batch of this source's orders in `states`.
     /// A round goes through them in key order, `limit` a poll; a new round
@@ -24,9 +34,9 @@ impl Store {
         states: &[OrderState],
         limit: usize,
         round_every: std::time::Duration,
-    ) -> anyhow::Result<Vec<String>> {
+    ) -> anyhow::Result<RecheckBatch> {
         if states.is_empty() || limit == 0 {
-            return Ok(Vec::new());
+            return Ok(RecheckBatch::default());
         }
         let now = now_ms();
         let after = self.cursor(source, "recheck")?.unwrap_or_default();
@@ -54,7 +64,10 @@ impl Store {
             new_round = true;
         }
         let Some(last) = batch.last().map(|(key, _)| key.clone()) else {
-            return Ok(Vec::new());
+            return Ok(RecheckBatch {
+                ids: Vec::new(),
+                new_round,
+            });
         };
         self.lock().write(|tx| {
             let upsert = "INSERT INTO cursors (source, scope, value, updated_at) VALUES (?1, ?2, ?3, ?4)
@@ -65,7 +78,10 @@ impl Store {
             }
             Ok(())
         })?;
-        Ok(batch.into_iter().map(|(_, id)| id).collect())
+        Ok(RecheckBatch {
+            ids: batch.into_iter().map(|(_, id)| id).collect(),
+            new_round,
+        })
     }
 
     /// (order_key, external_id) of orders in `states` whose key is `op` `key`.
@@ -136,13 +152,16 @@ mod tests {
         store.ingest("shop", "live", &orders, None).unwrap();
         let b1 = store
             .recheck_batch("shop", &[OrderState::Held], 2, Duration::ZERO)
-            .unwrap();
+            .unwrap()
+            .ids;
         let b2 = store
             .recheck_batch("shop", &[OrderState::Held], 2, Duration::ZERO)
-            .unwrap();
+            .unwrap()
+            .ids;
         let b3 = store
             .recheck_batch("shop", &[OrderState::Held], 2, Duration::ZERO)
-            .unwrap();
+            .unwrap()
+            .ids;
         assert_eq!((b1.len(), b2.len(), b3.len()), (2, 2, 2));
         let seen: HashSet<String> = b1.iter().chain(&b2).chain(&b3).cloned().collect();
         assert_eq!(
@@ -154,12 +173,14 @@ mod tests {
             store
                 .recheck_batch("other", &[OrderState::Held], 2, Duration::ZERO)
                 .unwrap()
+                .ids
                 .is_empty()
         );
         assert!(
             store
                 .recheck_batch("shop", &[OrderState::Invalid], 2, Duration::ZERO)
                 .unwrap()
+                .ids
                 .is_empty()
         );
     }
@@ -170,11 +191,12 @@ mod tests {
         let hour = Duration::from_secs(3600);
         let orders: Vec<IncomingOrder> = (1..=5).map(|i| held(&i.to_string())).collect();
         store.ingest("shop", "live", &orders, None).unwrap();
-        let batch = |every| {
+        let round = |every| {
             store
                 .recheck_batch("shop", &[OrderState::Held], 2, every)
                 .unwrap()
         };
+        let batch = |every| round(every).ids;
         let first: Vec<String> = [batch(hour), batch(hour), batch(hour)].concat();
         assert_eq!(
             first,
@@ -189,9 +211,13 @@ mod tests {
         store.ingest("shop", "live", &[held("6")], None).unwrap();
         assert_eq!(batch(hour), ["6"]);
         assert!(batch(hour).is_empty());
-        // Once it is time, a new round begins from the first key.
-        assert_eq!(batch(Duration::ZERO), ["1", "2"]);
-        assert_eq!(batch(hour), ["3", "4"], "a round under way goes on");
+        // Once it is time, a new round begins from the first key, and says so.
+        let next = round(Duration::ZERO);
+        assert_eq!(next.ids, ["1", "2"]);
+        assert!(next.new_round);
+        let on = round(hour);
+        assert_eq!(on.ids, ["3", "4"], "a round under way goes on");
+        assert!(!on.new_round);
         assert_eq!(batch(hour), ["5", "6"]);
         assert!(batch(hour).is_empty());
     }

@@ -110,6 +110,8 @@ pub(crate) fn build(
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use super::StatusRef;
     use crate::config::SourceSettings;
     use crate::config::test_support::{MINIMAL, parse};
@@ -133,6 +135,16 @@ mod tests {
             s.import_statuses.as_deref(),
             Some(&[StatusRef::Name("New".into()), StatusRef::Id(303)][..])
         );
+        // One pacing rule for recheck rounds, `recheck_every`: ten minutes
+        // here by default (every order not final is in a round), a minute
+        // elsewhere, and what the config says wins.
+        assert_eq!(ok.sources[0].recheck_every, Duration::from_secs(600));
+        assert_eq!(
+            parse(MINIMAL).unwrap().sources[0].recheck_every,
+            Duration::from_secs(60)
+        );
+        let set = parse(&rt("processing_status = 3\nrecheck_every = \"0s\"")).unwrap();
+        assert_eq!(set.sources[0].recheck_every, Duration::ZERO);
         let err = parse(&rt("")).unwrap_err().0;
         assert!(err.contains("sources[0].processing_status"), "{err}");
         let err = parse(&rt("processing_status = 3\npage_size = 500"))

@@ -6,8 +6,9 @@
 //! at the end of a walk in which every order could be keyed. Each order of
 //! a page is read on its own: a bad one is parked, the others flow.
 //! Retailys has no "changed since" filter, so ledger orders that are not final
-//! are read again one by one on every [`RECHECK_EVERY`]th poll, except those
-//! a walk listed since the last such round ([`crate::poll::fresh`]).
+//! are read again one by one in recheck rounds (`recheck_every`, default ten
+//! minutes here), except those a walk listed since the last such round
+//! ([`crate::poll::fresh`]).
 //! Write-back: status, then the ERP number as a history record (at most
 //! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.
@@ -22,7 +23,6 @@ mod vendor_examples;
 mod writes;
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -41,11 +41,6 @@ use crate::poll::Known;
 use crate::secret::Secret;
 use crate::store::IncomingOrder;
 use statuses::{Status, StatusTable, Wanted};
-
-/// Ledger orders that are not final are read again on every Nth live poll
-/// only: one request per order, and the list already re-reads everything
-/// inside the lookback window on every poll.
-pub const RECHECK_EVERY: u64 = 5;
 
 /// States of ledger orders worth reading again: not yet pushed (a status
 /// change may release, hold or cancel them) and pushed but not shipped (a
@@ -77,7 +72,6 @@ pub struct Retailys {
     /// `(id, name)` of the shop's shippings, read once when a carrier must
     /// be matched by name.
     shippings: Mutex<Option<Vec<(i64, String)>>>,
-    polls: AtomicU64,
 }
 
 /// Where a walk is: page numbers of one `from`/`to` query.
@@ -217,7 +211,6 @@ impl Retailys {
             lookback: source.lookback,
             statuses: Mutex::new(None),
             shippings: Mutex::new(None),
-            polls: AtomicU64::new(0),
         })
     }
 
@@ -517,18 +510,10 @@ impl Retailys {
         .map_err(Failure::retry)
     }
 
+    /// How often a round begins is `recheck_every`'s alone
+    /// ([`crate::store::Store::recheck_batch`]).
     pub fn recheck_states(&self) -> &'static [OrderState] {
-        // Counted per live poll (the daemon asks once per poll); the first
-        // poll after startup rechecks.
-        if self
-            .polls
-            .fetch_add(1, Ordering::Relaxed)
-            .is_multiple_of(RECHECK_EVERY)
-        {
-            RECHECK_STATES
-        } else {
-            &[]
-        }
+        RECHECK_STATES
     }
 
     pub async fn check(&self) -> Result<String, Failure> {

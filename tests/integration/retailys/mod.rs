@@ -44,6 +44,13 @@ impl Default for RtOptions {
 pub(crate) async fn spawn_retailys(opts: RtOptions) -> App {
     let api_key = opts.sandbox.retailys.token.clone();
     let (rate, keys) = (opts.rate_limit_per_sec, opts.source_keys);
+    // A recheck round on every poll (the default at Retailys is ten
+    // minutes), unless the test sets its own.
+    let recheck = if keys.contains("recheck_every") {
+        ""
+    } else {
+        "recheck_every = \"0s\""
+    };
     crate::common::start_app(opts.sandbox, "", |sb| {
         let source = format!(
             r#"name = "{RT}"
@@ -52,8 +59,7 @@ base_url = "{rt}"
 token_file = "rt-token"
 schedule = "*/1 * * * * *"
 lookback = "15m"
-# Retailys' recheck comes every few polls already (RECHECK_EVERY).
-recheck_every = "0s"
+{recheck}
 page_size = 50
 max_in_flight = 4
 rate_limit_per_sec = {rate}
