@@ -117,8 +117,8 @@ mod tests {
             let conn = store.lock_for_tests();
             for (id, version, state) in [("1", Some("v1"), "queued"), ("2", None, "pushed")] {
                 conn.execute(
-                    "INSERT INTO orders (order_key, source, external_id, state, raw_payload, content_hash, source_version, recorded_by, first_seen_at, updated_at)
-                     VALUES (?1, 'shop', ?2, ?3, '{}', 'h', ?4, 'live', 0, 0)",
+                    "INSERT INTO orders (order_key, source, external_id, state, content_hash, source_version, recorded_by, first_seen_at, updated_at)
+                     VALUES (?1, 'shop', ?2, ?3, 'h', ?4, 'live', 0, 0)",
                     rusqlite::params![order_key("shop", id), id, state, version],
                 )
                 .unwrap();

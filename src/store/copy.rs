@@ -22,8 +22,6 @@ const TABLES: &[(&str, &[&str], &str)] = &[
             "source",
             "external_id",
             "state",
-            "canonical_json",
-            "raw_payload",
             "content_hash",
             "pushed_hash",
             "source_version",
@@ -39,6 +37,11 @@ const TABLES: &[(&str, &[&str], &str)] = &[
             "changed_after_push_at",
             "pruned_at",
         ],
+        "order_key",
+    ),
+    (
+        "order_payloads",
+        &["order_key", "canonical_json", "raw_payload"],
         "order_key",
     ),
     (
@@ -294,11 +297,12 @@ mod tests {
         assert_eq!(
             (
                 rows("orders"),
+                rows("order_payloads"),
                 rows("jobs"),
                 rows("cursors"),
                 rows("events")
             ),
-            (3, 5, 2, 3),
+            (3, 3, 5, 2, 3),
             "{copied:?}"
         );
         // The moved ledger works: the same status, and new jobs get new ids.
@@ -329,5 +333,38 @@ mod tests {
         // A second copy into the now non-empty ledger is refused.
         let e = copy_ledger(&sqlite, &pg).unwrap_err().to_string();
         assert!(e.contains("is not empty"), "{e}");
+    }
+
+    /// Every table and column of the SQLite ledger is copied (a migration
+    /// that adds one must add it here, or `db migrate --to` drops it).
+    #[test]
+    fn the_copy_names_every_table_and_column_of_the_ledger() {
+        let (_dir, sqlite) = temp_store();
+        let conn = sqlite.lock_for_tests();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let mut copied: Vec<&str> = TABLES.iter().map(|(t, _, _)| *t).collect();
+        copied.sort();
+        assert_eq!(tables, copied);
+        for (table, columns, _) in TABLES {
+            let mut have: Vec<String> = conn
+                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+                .unwrap()
+                .query_map([], |r| r.get(0))
+                .unwrap()
+                .collect::<Result<_, _>>()
+                .unwrap();
+            // Leases are not copied: no job is running during the copy.
+            have.retain(|c| !(*table == "jobs" && c.starts_with("lease_")));
+            have.sort();
+            let mut want: Vec<&str> = columns.to_vec();
+            want.sort();
+            assert_eq!(have, want, "{table}");
+        }
     }
 }

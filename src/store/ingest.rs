@@ -302,23 +302,26 @@ fn ingest_one(
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
     };
     let existing = match tx.query_opt(
-        "SELECT state, content_hash, pushed_hash, canonical_json FROM orders WHERE order_key = ?1",
+        "SELECT state, content_hash, pushed_hash FROM orders WHERE order_key = ?1",
         &[&key],
     )? {
         Some(r) => Some((
             r.get::<OrderState>(0)?,
             r.get::<String>(1)?,
             r.get::<Option<String>>(2)?,
-            r.get::<Option<String>>(3)?,
         )),
         None => None,
     };
-    let Some((state, old_hash, pushed_hash, old_canonical)) = existing else {
+    let Some((state, old_hash, pushed_hash)) = existing else {
         let (state, note) = pre_push_state(&key, &incoming.mapped);
-        tx.exec("INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
+        tx.exec("INSERT INTO orders (order_key, source, external_id, state,
                                  content_hash, source_version, note, recorded_by, first_seen_at, updated_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?11)",
-            &[&key, &source, &incoming.external_id, &state, &canonical, &incoming.raw, &hash, &incoming.version, &note_reason(&note), &recorded_by, &now],
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+            &[&key, &source, &incoming.external_id, &state, &hash, &incoming.version, &note_reason(&note), &recorded_by, &now],
+        )?;
+        tx.exec(
+            "INSERT INTO order_payloads (order_key, canonical_json, raw_payload) VALUES (?1, ?2, ?3)",
+            &[&key, &canonical, &incoming.raw],
         )?;
         event(
             tx,
@@ -346,18 +349,11 @@ fn ingest_one(
         // An operator's skip is final until `retry KEY` (SPEC §5.11): a later
         // change at the source (the payment clearing) is recorded, not queued.
         tx.exec(
-            "UPDATE orders SET canonical_json = COALESCE(?2, canonical_json), raw_payload = ?3,
-                               content_hash = ?4, source_version = ?5, updated_at = ?6
+            "UPDATE orders SET content_hash = ?2, source_version = ?3, updated_at = ?4
              WHERE order_key = ?1",
-            &[
-                &key,
-                &canonical,
-                &incoming.raw,
-                &hash,
-                &incoming.version,
-                &now,
-            ],
+            &[&key, &hash, &incoming.version, &now],
         )?;
+        set_payloads(tx, &key, canonical.as_deref(), &incoming.raw, true)?;
         event(
             tx,
             &key,
@@ -372,11 +368,11 @@ fn ingest_one(
         // Not in the ERP yet: the latest version is the one to push.
         let (new_state, note) = pre_push_state(&key, &incoming.mapped);
         debug_assert!(state.may_become(new_state), "{state} -> {new_state}");
-        tx.exec("UPDATE orders SET state = ?2, canonical_json = ?3, raw_payload = ?4, content_hash = ?5,
-                               source_version = ?6, note = ?7, updated_at = ?8
+        tx.exec("UPDATE orders SET state = ?2, content_hash = ?3, source_version = ?4, note = ?5, updated_at = ?6
              WHERE order_key = ?1",
-            &[&key, &new_state, &canonical, &incoming.raw, &hash, &incoming.version, &note_reason(&note), &now],
+            &[&key, &new_state, &hash, &incoming.version, &note_reason(&note), &now],
         )?;
+        set_payloads(tx, &key, canonical.as_deref(), &incoming.raw, false)?;
         event(tx, &key, now, "changed", &format!("{state} -> {new_state}"))?;
         apply_pre_push_jobs(tx, source, &key, &note, now)?;
         report.notes.push(note);
@@ -385,9 +381,10 @@ fn ingest_one(
 
     if pushed_hash.as_deref() == Some(hash.as_str()) {
         // Back to exactly what the ERP has.
-        tx.exec("UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5 WHERE order_key = ?1",
-            &[&key, &incoming.raw, &hash, &incoming.version, &now],
+        tx.exec("UPDATE orders SET content_hash = ?2, source_version = ?3, updated_at = ?4 WHERE order_key = ?1",
+            &[&key, &hash, &incoming.version, &now],
         )?;
+        set_raw_payload(tx, &key, &incoming.raw)?;
         report.unchanged += 1;
         return Ok(());
     }
@@ -403,11 +400,12 @@ fn ingest_one(
         // Cancelled at the source after the push: the ERP is asked to cancel
         // it too (a job; the ERP decides whether it still can).
         tx.exec(
-            "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
-                               changed_after_push_at = ?5, updated_at = ?5
+            "UPDATE orders SET content_hash = ?2, source_version = ?3,
+                               changed_after_push_at = ?4, updated_at = ?4
              WHERE order_key = ?1",
-            &[&key, &incoming.raw, &hash, &incoming.version, &now],
+            &[&key, &hash, &incoming.version, &now],
         )?;
+        set_raw_payload(tx, &key, &incoming.raw)?;
         super::cancel::queue_erp_cancel(tx, source, &key, reason, now)?;
         report.notes.push(OrderNote::CancelledAfterPush {
             order_key: key,
@@ -427,27 +425,72 @@ fn ingest_one(
     ) {
         // Cancelled on both sides (our own cancel write-back's echo, or a
         // second look at the source's cancel): recorded, nothing more to do.
-        tx.exec("UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4, updated_at = ?5
+        tx.exec("UPDATE orders SET content_hash = ?2, source_version = ?3, updated_at = ?4
              WHERE order_key = ?1",
-            &[&key, &incoming.raw, &hash, &incoming.version, &now],
+            &[&key, &hash, &incoming.version, &now],
         )?;
+        set_raw_payload(tx, &key, &incoming.raw)?;
         event(tx, &key, now, "changed", "cancelled at the source")?;
         report.unchanged += 1;
         return Ok(());
     }
     // A real change of an order the ERP already has: record, warn, never push again.
+    let old_canonical: Option<String> = tx
+        .query_opt(
+            "SELECT canonical_json FROM order_payloads WHERE order_key = ?1",
+            &[&key],
+        )?
+        .map(|r| r.get::<Option<String>>(0))
+        .transpose()?
+        .flatten();
     let what = describe_change(old_canonical.as_deref(), &incoming.mapped);
     tx.exec(
-        "UPDATE orders SET raw_payload = ?2, content_hash = ?3, source_version = ?4,
-                           changed_after_push_at = ?5, updated_at = ?5
+        "UPDATE orders SET content_hash = ?2, source_version = ?3,
+                           changed_after_push_at = ?4, updated_at = ?4
          WHERE order_key = ?1",
-        &[&key, &incoming.raw, &hash, &incoming.version, &now],
+        &[&key, &hash, &incoming.version, &now],
     )?;
+    set_raw_payload(tx, &key, &incoming.raw)?;
     event(tx, &key, now, "changed_after_push", &what)?;
     report.notes.push(OrderNote::ChangedAfterPush {
         order_key: key,
         what,
     });
+    Ok(())
+}
+
+/// Replaces an order's payloads (`order_payloads`, one row per order,
+/// written with the order). `keep_canonical`: an unmappable new version
+/// keeps the canonical JSON of the last mappable one (a skipped order's).
+fn set_payloads(
+    tx: &mut Tx<'_>,
+    key: &str,
+    canonical: Option<&str>,
+    raw: &str,
+    keep_canonical: bool,
+) -> anyhow::Result<()> {
+    let sql = if keep_canonical {
+        "INSERT INTO order_payloads (order_key, canonical_json, raw_payload) VALUES (?1, ?2, ?3)
+         ON CONFLICT (order_key) DO UPDATE
+         SET canonical_json = COALESCE(excluded.canonical_json, order_payloads.canonical_json),
+             raw_payload = excluded.raw_payload"
+    } else {
+        "INSERT INTO order_payloads (order_key, canonical_json, raw_payload) VALUES (?1, ?2, ?3)
+         ON CONFLICT (order_key) DO UPDATE
+         SET canonical_json = excluded.canonical_json, raw_payload = excluded.raw_payload"
+    };
+    tx.exec(sql, &[&key, &canonical, &raw])?;
+    Ok(())
+}
+
+/// Replaces the raw payload only: the ERP has the order, and the canonical
+/// JSON stays what was pushed.
+fn set_raw_payload(tx: &mut Tx<'_>, key: &str, raw: &str) -> anyhow::Result<()> {
+    tx.exec(
+        "INSERT INTO order_payloads (order_key, raw_payload) VALUES (?1, ?2)
+         ON CONFLICT (order_key) DO UPDATE SET raw_payload = excluded.raw_payload",
+        &[&key, &raw],
+    )?;
     Ok(())
 }
 

@@ -725,8 +725,10 @@ impl Store {
         );
         self.lock().read(|tx| {
             let Some(r) = tx.query_opt(
-                "SELECT state, canonical_json, raw_payload, content_hash, external_id, erp_order_number, note
-                 FROM orders WHERE order_key = ?1",
+                "SELECT o.state, p.canonical_json, COALESCE(p.raw_payload, ''), o.content_hash, o.external_id,
+                        o.erp_order_number, o.note
+                 FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
+                 WHERE o.order_key = ?1",
                 &[&order_key],
             )?
             else {
@@ -1088,7 +1090,9 @@ impl Store {
                 tx.exec(
                     "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
                      SELECT source, 'push', order_key, '', 'cancelled', 0, ?2, ?2, ?2 FROM orders
-                     WHERE order_key = ?1 AND erp_order_number IS NULL AND canonical_json IS NOT NULL
+                     WHERE order_key = ?1 AND erp_order_number IS NULL
+                       AND EXISTS (SELECT 1 FROM order_payloads p
+                                   WHERE p.order_key = orders.order_key AND p.canonical_json IS NOT NULL)
                      ON CONFLICT(order_key, kind, ref) DO NOTHING",
                     &[&order_key, &now],
                 )?;
@@ -1300,7 +1304,7 @@ impl Store {
         let canonical: Option<String> = self.lock().auto(|tx| {
             Ok(tx
                 .query_opt(
-                    "SELECT canonical_json FROM orders WHERE order_key = ?1",
+                    "SELECT canonical_json FROM order_payloads WHERE order_key = ?1",
                     &[&order_key],
                 )?
                 .map(|r| r.get::<Option<String>>(0))

@@ -133,6 +133,22 @@ CREATE INDEX jobs_due_erp ON jobs(source, next_attempt_at)
 CREATE INDEX jobs_due_source ON jobs(source, next_attempt_at)
     WHERE state = 'pending' AND kind NOT IN ('push', 'cancel_in_erp');
 "#,
+    // 7: an order's payloads (the source's raw payload and the canonical
+    // JSON, about 5 KB together) in a table of their own. SQLite writes a
+    // changed row whole: with the payloads in `orders`, every state change
+    // (queued, pushed, accepted, an echo's new version) wrote them again
+    // through the WAL (issue 13). They change only when the order does.
+    r#"
+CREATE TABLE order_payloads (
+    order_key TEXT PRIMARY KEY REFERENCES orders(order_key),
+    canonical_json TEXT,            -- NULL while the order cannot be mapped
+    raw_payload TEXT NOT NULL       -- latest payload seen at the source; '' once pruned
+);
+INSERT INTO order_payloads (order_key, canonical_json, raw_payload)
+    SELECT order_key, canonical_json, raw_payload FROM orders;
+ALTER TABLE orders DROP COLUMN canonical_json;
+ALTER TABLE orders DROP COLUMN raw_payload;
+"#,
 ];
 
 pub fn latest() -> i64 {
@@ -203,6 +219,50 @@ mod tests {
                 .unwrap()
                 .expect("every opener migrates or finds it done");
         }
+    }
+
+    /// Version 7 moves the payloads out of `orders`: a ledger written by
+    /// version 6 keeps every order's raw payload and canonical JSON, and the
+    /// daemon reads them where they are now.
+    #[test]
+    fn payloads_recorded_before_version_7_move_with_their_orders() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        {
+            let conn = Connection::open(&path).unwrap();
+            for sql in &MIGRATIONS[..6] {
+                conn.execute_batch(sql).unwrap();
+            }
+            conn.pragma_update(None, "user_version", 6).unwrap();
+            conn.execute_batch(
+                r#"INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
+                                       content_hash, recorded_by, first_seen_at, updated_at)
+                   VALUES ('shop:1', 'shop', '1', 'held', NULL, '{"id":1}', 'raw:x', 'live', 0, 0),
+                          ('shop:2', 'shop', '2', 'queued', '{"ordered_at":"2026-01-02T00:00:00Z"}',
+                           '{"id":2}', 'h', 'live', 0, 0);"#,
+            )
+            .unwrap();
+        }
+        let store = crate::store::Store::open(&path).unwrap();
+        let one = store.order_for_job("shop:1").unwrap().unwrap();
+        assert_eq!((one.canonical_json, one.raw_payload.as_str()), (None, r#"{"id":1}"#));
+        let two = store.order_for_job("shop:2").unwrap().unwrap();
+        assert_eq!(
+            (two.canonical_json.as_deref(), two.raw_payload.as_str()),
+            (Some(r#"{"ordered_at":"2026-01-02T00:00:00Z"}"#), r#"{"id":2}"#)
+        );
+        let conn = store.lock_for_tests();
+        let columns: Vec<String> = conn
+            .prepare("SELECT name FROM pragma_table_info('orders')")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(
+            !columns.iter().any(|c| c == "raw_payload" || c == "canonical_json"),
+            "{columns:?}"
+        );
     }
 
     #[test]

@@ -30,8 +30,12 @@ impl Store {
                 )?;
                 tx.exec("DELETE FROM events WHERE order_key = ?1", &[key])?;
                 tx.exec(
-                    "UPDATE orders SET raw_payload = '', pruned_at = ?2 WHERE order_key = ?1",
+                    "UPDATE orders SET pruned_at = ?2 WHERE order_key = ?1",
                     &[key, &now],
+                )?;
+                tx.exec(
+                    "UPDATE order_payloads SET raw_payload = '' WHERE order_key = ?1",
+                    &[key],
                 )?;
                 event(
                     tx,
@@ -131,7 +135,7 @@ mod tests {
         let raw: String = store
             .lock_for_tests()
             .query_row(
-                "SELECT raw_payload FROM orders WHERE order_key = 'shop:old'",
+                "SELECT raw_payload FROM order_payloads WHERE order_key = 'shop:old'",
                 [],
                 |r| r.get(0),
             )

@@ -273,14 +273,15 @@ impl Store {
     pub fn orders_in_erp(&self, source: &str) -> anyhow::Result<Vec<InErp>> {
         let mut conn = self.read();
         let ordered_at = match conn.dialect() {
-            Dialect::Sqlite => "json_extract(canonical_json, '$.ordered_at')",
-            Dialect::Postgres => "CAST(canonical_json AS json) ->> 'ordered_at'",
+            Dialect::Sqlite => "json_extract(p.canonical_json, '$.ordered_at')",
+            Dialect::Postgres => "CAST(p.canonical_json AS json) ->> 'ordered_at'",
         };
         let sql = format!(
-            "SELECT order_key, state, {ordered_at} FROM orders
-             WHERE source = ?1
-               AND (erp_order_number IS NOT NULL OR state IN ('pushed', 'accepted', 'shipped', 'completed'))
-             ORDER BY order_key"
+            "SELECT o.order_key, o.state, {ordered_at}
+             FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
+             WHERE o.source = ?1
+               AND (o.erp_order_number IS NOT NULL OR o.state IN ('pushed', 'accepted', 'shipped', 'completed'))
+             ORDER BY o.order_key"
         );
         conn.read(|tx| {
             tx.query(&sql, &[&source])?
@@ -362,9 +363,10 @@ impl Store {
         };
         self.read().read(|tx| {
             let Some(r) = tx.query_opt(
-                "SELECT order_key, state, erp_order_number, first_seen_at, updated_at, note, source, external_id,
-                        recorded_by, changed_after_push_at, canonical_json
-                 FROM orders WHERE order_key = ?1",
+                "SELECT o.order_key, o.state, o.erp_order_number, o.first_seen_at, o.updated_at, o.note,
+                        o.source, o.external_id, o.recorded_by, o.changed_after_push_at, p.canonical_json
+                 FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
+                 WHERE o.order_key = ?1",
                 &[&order_key],
             )?
             else {

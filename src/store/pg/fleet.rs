@@ -530,9 +530,9 @@ mod tests {
         let (a, b) = (db.store(), db.store());
         let mut c = db.raw();
         c.batch_execute(
-            "INSERT INTO orders (order_key, source, external_id, state, raw_payload, content_hash,
+            "INSERT INTO orders (order_key, source, external_id, state, content_hash,
                                  recorded_by, first_seen_at, updated_at)
-             VALUES ('shop:1', 'shop', '1', 'queued', '{}', 'h', 'live', 0, 0);
+             VALUES ('shop:1', 'shop', '1', 'queued', 'h', 'live', 0, 0);
              INSERT INTO jobs (source, kind, order_key, state, next_attempt_at, created_at, updated_at)
              VALUES ('shop', 'push', 'shop:1', 'pending', 0, 0, 0);",
         )

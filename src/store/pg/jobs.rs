@@ -166,9 +166,9 @@ mod tests {
         jobs: &[(&str, &str, &str)],
     ) -> Vec<i64> {
         c.execute(
-            "INSERT INTO orders (order_key, source, external_id, state, raw_payload, content_hash,
+            "INSERT INTO orders (order_key, source, external_id, state, content_hash,
                                  recorded_by, first_seen_at, updated_at)
-             VALUES ($1, 'shop', $1, $2, '{}', 'h', 'live', 0, 0)",
+             VALUES ($1, 'shop', $1, $2, 'h', 'live', 0, 0)",
             &[&key, &state],
         )
         .unwrap();

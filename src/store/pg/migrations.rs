@@ -150,6 +150,18 @@ CREATE INDEX jobs_due_erp ON jobs(source, next_attempt_at, id)
 CREATE INDEX jobs_due_source ON jobs(source, next_attempt_at, id)
     WHERE state = 'pending' AND kind NOT IN ('push', 'cancel_in_erp');
 "#,
+    // 4: an order's payloads in a table of their own (SQLite's version 7):
+    // the statements that read and write them are shared by both ledgers.
+    r#"
+CREATE TABLE order_payloads (
+    order_key TEXT PRIMARY KEY REFERENCES orders(order_key),
+    canonical_json TEXT,
+    raw_payload TEXT NOT NULL
+);
+INSERT INTO order_payloads (order_key, canonical_json, raw_payload)
+    SELECT order_key, canonical_json, raw_payload FROM orders;
+ALTER TABLE orders DROP COLUMN canonical_json, DROP COLUMN raw_payload;
+"#,
 ];
 
 pub fn latest() -> i64 {
@@ -256,6 +268,7 @@ mod tests {
             "jobs",
             "nodes",
             "order_lines",
+            "order_payloads",
             "orders",
             "poll_leases",
             "schema_migrations",
@@ -283,6 +296,50 @@ mod tests {
             .unwrap()
             .get(0);
         assert_eq!(n, 1, "data survives a second migration run");
+    }
+
+    /// Version 4 moves the payloads out of `orders` (SQLite's 7): a ledger
+    /// written by version 3 keeps them, and the store reads them back.
+    #[test]
+    fn payloads_recorded_before_version_4_move_with_their_orders() {
+        let db = TestDb::new();
+        let mut client = db.raw();
+        for (i, sql) in MIGRATIONS[..3].iter().enumerate() {
+            client.batch_execute(sql).unwrap();
+            client
+                .batch_execute(&format!(
+                    "CREATE TABLE IF NOT EXISTS schema_migrations (
+                         version BIGINT PRIMARY KEY,
+                         applied_at TIMESTAMPTZ NOT NULL DEFAULT now()
+                     );
+                     INSERT INTO schema_migrations (version) VALUES ({})",
+                    i + 1
+                ))
+                .unwrap();
+        }
+        client
+            .batch_execute(
+                r#"INSERT INTO orders (order_key, source, external_id, state, canonical_json, raw_payload,
+                                       content_hash, recorded_by, first_seen_at, updated_at)
+                   VALUES ('shop:1', 'shop', '1', 'queued', '{"a":1}', '{"id":1}', 'h', 'live', 0, 0)"#,
+            )
+            .unwrap();
+        assert_eq!(current(&mut client).unwrap(), 3);
+        let store = db.store();
+        let order = store.order_for_job("shop:1").unwrap().unwrap();
+        assert_eq!(
+            (order.canonical_json.as_deref(), order.raw_payload.as_str()),
+            (Some(r#"{"a":1}"#), r#"{"id":1}"#)
+        );
+        let left: i64 = client
+            .query_one(
+                "SELECT count(*) FROM information_schema.columns
+                 WHERE table_name = 'orders' AND column_name IN ('raw_payload', 'canonical_json')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert_eq!(left, 0);
     }
 
     /// Nodes starting at the same moment on an empty database: every one
