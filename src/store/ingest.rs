@@ -425,7 +425,8 @@ fn ingest_one(
     ) {
         // Cancelled on both sides (our own cancel write-back's echo, or a
         // second look at the source's cancel): recorded, nothing more to do.
-        tx.exec("UPDATE orders SET content_hash = ?2, source_version = ?3, updated_at = ?4
+        tx.exec(
+            "UPDATE orders SET content_hash = ?2, source_version = ?3, updated_at = ?4
              WHERE order_key = ?1",
             &[&key, &hash, &incoming.version, &now],
         )?;

@@ -245,11 +245,17 @@ mod tests {
         }
         let store = crate::store::Store::open(&path).unwrap();
         let one = store.order_for_job("shop:1").unwrap().unwrap();
-        assert_eq!((one.canonical_json, one.raw_payload.as_str()), (None, r#"{"id":1}"#));
+        assert_eq!(
+            (one.canonical_json, one.raw_payload.as_str()),
+            (None, r#"{"id":1}"#)
+        );
         let two = store.order_for_job("shop:2").unwrap().unwrap();
         assert_eq!(
             (two.canonical_json.as_deref(), two.raw_payload.as_str()),
-            (Some(r#"{"ordered_at":"2026-01-02T00:00:00Z"}"#), r#"{"id":2}"#)
+            (
+                Some(r#"{"ordered_at":"2026-01-02T00:00:00Z"}"#),
+                r#"{"id":2}"#
+            )
         );
         let conn = store.lock_for_tests();
         let columns: Vec<String> = conn
@@ -260,7 +266,9 @@ mod tests {
             .collect::<Result<_, _>>()
             .unwrap();
         assert!(
-            !columns.iter().any(|c| c == "raw_payload" || c == "canonical_json"),
+            !columns
+                .iter()
+                .any(|c| c == "raw_payload" || c == "canonical_json"),
             "{columns:?}"
         );
     }
