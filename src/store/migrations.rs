@@ -134,7 +134,7 @@ CREATE INDEX jobs_due_source ON jobs(source, next_attempt_at)
     WHERE state = 'pending' AND kind NOT IN ('push', 'cancel_in_erp');
 "#,
     // 7: an order's payloads (the source's raw payload and the canonical
-    // JSON, about 5 KB together) in a table of their own. SQLite writes a
+    // JSON) in a table of their own. SQLite writes a
     // changed row whole: with the payloads in `orders`, every state change
     // (queued, pushed, accepted, an echo's new version) wrote them again
     // through the WAL (issue 13). They change only when the order does.
