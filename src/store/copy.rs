@@ -264,7 +264,7 @@ mod tests {
     use super::*;
     use crate::store::both::seeded_life;
     use crate::store::pg::testing::TestDb;
-    use crate::store::testutil::temp_store;
+    use crate::store::testutil::{temp_store, texts};
 
     #[test]
     fn an_sqlite_ledger_moves_into_postgresql_whole_and_verified() {
@@ -341,24 +341,18 @@ mod tests {
     fn the_copy_names_every_table_and_column_of_the_ledger() {
         let (_dir, sqlite) = temp_store();
         let conn = sqlite.lock_for_tests();
-        let tables: Vec<String> = conn
-            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let tables = texts(
+            &conn,
+            "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name",
+        );
         let mut copied: Vec<&str> = TABLES.iter().map(|(t, _, _)| *t).collect();
         copied.sort();
         assert_eq!(tables, copied);
         for (table, columns, _) in TABLES {
-            let mut have: Vec<String> = conn
-                .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
-                .unwrap()
-                .query_map([], |r| r.get(0))
-                .unwrap()
-                .collect::<Result<_, _>>()
-                .unwrap();
+            let mut have = texts(
+                &conn,
+                &format!("SELECT name FROM pragma_table_info('{table}')"),
+            );
             // Leases are not copied: no job is running during the copy.
             have.retain(|c| !(*table == "jobs" && c.starts_with("lease_")));
             have.sort();

@@ -2067,13 +2067,10 @@ mod tests {
                 .is_empty()
         );
         let conn = store.lock_for_tests();
-        let payloads: Vec<String> = conn
-            .prepare("SELECT payload FROM jobs WHERE kind = 'write_shipped' ORDER BY id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let payloads = crate::store::testutil::texts(
+            &conn,
+            "SELECT payload FROM jobs WHERE kind = 'write_shipped' ORDER BY id",
+        );
         for p in payloads {
             let s: ErpShipment = serde_json::from_str(&p).unwrap();
             assert_eq!(

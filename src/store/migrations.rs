@@ -258,13 +258,8 @@ mod tests {
             )
         );
         let conn = store.lock_for_tests();
-        let columns: Vec<String> = conn
-            .prepare("SELECT name FROM pragma_table_info('orders')")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .collect::<Result<_, _>>()
-            .unwrap();
+        let columns =
+            crate::store::testutil::texts(&conn, "SELECT name FROM pragma_table_info('orders')");
         assert!(
             !columns
                 .iter()

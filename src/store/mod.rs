@@ -417,4 +417,14 @@ pub(crate) mod testutil {
     pub fn incoming_with_qty(ext: &str, qty: &str) -> IncomingOrder {
         super::ingest::tests::incoming(ext, Disposition::Push, qty)
     }
+
+    /// The first column of every row `sql` returns, as text.
+    pub fn texts(conn: &Connection, sql: &str) -> Vec<String> {
+        conn.prepare(sql)
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+    }
 }
