@@ -207,8 +207,14 @@ impl Order {
     /// Hash of the business content, used to tell a real change at the source
     /// from an echo of our own write-back (which changes no business field).
     pub fn content_hash(&self) -> String {
-        let digest = Sha256::digest(self.to_json().as_bytes());
-        digest.iter().map(|b| format!("{b:02x}")).collect()
+        self.json_and_hash().1
+    }
+
+    /// [`Order::to_json`] and [`Order::content_hash`], serializing once.
+    pub fn json_and_hash(&self) -> (String, String) {
+        let json = self.to_json();
+        let hash = super::hex(&Sha256::digest(json.as_bytes()));
+        (json, hash)
     }
 
     /// SPEC §3: lines + shipping − discounts must equal gross (prices with tax)

@@ -255,7 +255,7 @@ fn summary(table: &'static str, rows: &[Vec<Value>]) -> TableCopy {
     TableCopy {
         table,
         rows: rows.len(),
-        hash: hash.finalize().iter().map(|b| format!("{b:02x}")).collect(),
+        hash: crate::model::hex(&hash.finalize()),
     }
 }
 

@@ -96,10 +96,7 @@ impl IngestReport {
 }
 
 fn sha256_hex(text: &str) -> String {
-    Sha256::digest(text.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    crate::model::hex(&Sha256::digest(text.as_bytes()))
 }
 
 impl Store {
@@ -291,14 +288,13 @@ fn ingest_one(
     let (hash, canonical) = match &incoming.mapped {
         // The disposition is part of the content: a cancellation may change
         // nothing in the canonical order but the source's state.
-        Ok(m) => (
-            format!(
-                "{}:{}",
-                disposition_tag(&m.disposition),
-                m.order.content_hash()
-            ),
-            Some(m.order.to_json()),
-        ),
+        Ok(m) => {
+            let (json, hash) = m.order.json_and_hash();
+            (
+                format!("{}:{hash}", disposition_tag(&m.disposition)),
+                Some(json),
+            )
+        }
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
     };
     let existing = match tx.query_opt(

@@ -167,14 +167,7 @@ impl ErpShipment {
         self.legacy_ref().unwrap_or_else(|| {
             let text = serde_json::to_string(&(&self.carrier, &self.lines)).unwrap_or_default();
             let digest = sha2::Sha256::digest(text.as_bytes());
-            format!(
-                "content:{}",
-                digest
-                    .iter()
-                    .take(8)
-                    .map(|b| format!("{b:02x}"))
-                    .collect::<String>()
-            )
+            format!("content:{}", crate::model::hex(&digest[..8]))
         })
     }
 
