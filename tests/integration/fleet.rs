@@ -486,11 +486,39 @@ async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
             }
         };
         wait_for(1, "joined the fleet");
+        // Node 0's id, as its log names it (`node=<id>`).
+        let node0 = log_of(0)
+            .lines()
+            .find(|l| l.contains("joined the fleet"))
+            .and_then(|l| l.split("node=").nth(1))
+            .and_then(|rest| rest.split_whitespace().next())
+            .map(str::to_string)
+            .expect("node 0 logged its id when it joined");
+        // Only what node 1 logs from the freeze on counts: under load it
+        // may free an expired lease, or take a poll lease node 0 was late
+        // to renew, before node 0 stops (seen in CI: the test then woke
+        // node 0 before it was declared dead).
+        let from = log_of(1).len();
+        let logged_since = |n: usize, what: &dyn Fn(&str) -> bool| {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while !log_of(n)
+                .get(from..)
+                .is_some_and(|new| new.lines().any(what))
+            {
+                assert!(
+                    Instant::now() < deadline,
+                    "node {n} never logged it since the freeze"
+                );
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        };
         signal("-STOP", &nodes.0[0]);
         // Frozen until node 1 has found it silent (two heartbeats of 1 s)
         // and taken over what it held.
-        wait_for(1, "freed what silent nodes held");
-        wait_for(1, "took the poll lease");
+        logged_since(1, &|l| {
+            l.contains("freed what silent nodes held") && l.contains(&node0)
+        });
+        logged_since(1, &|l| l.contains("took the poll lease"));
         std::thread::sleep(Duration::from_secs(1));
         let while_frozen = fleet.app.sandbox.erp.orders().len();
         signal("-CONT", &nodes.0[0]);
