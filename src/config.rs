@@ -202,6 +202,9 @@ pub struct SourceConfig {
     pub base_url: String,
     pub schedule: String,
     pub lookback: Duration,
+    /// A live poll reads the whole `lookback` window at most this often; the
+    /// polls in between read from the cursor on ([`crate::poll::overlap`]).
+    pub lookback_every: Duration,
     /// Orders the list no longer shows (held, unmappable, not final) are
     /// read again one by one; a new round through them begins at most this
     /// often.
@@ -347,6 +350,7 @@ const COMMON_SOURCE_KEYS: &[&str] = &[
     "base_url",
     "schedule",
     "lookback",
+    "lookback_every",
     "recheck_every",
     "page_size",
     "max_in_flight",
@@ -364,6 +368,9 @@ struct RawCommonSource {
     schedule: String,
     #[serde(default = "default_lookback")]
     lookback: HumanDuration,
+    /// Default: a tenth of `lookback`.
+    #[serde(default)]
+    lookback_every: Option<HumanDuration>,
     /// Default per kind: [`SourceKind::default_recheck_every`].
     #[serde(default)]
     recheck_every: Option<HumanDuration>,
@@ -894,6 +901,15 @@ fn build_source(
             "{prefix}.rate_limit_per_sec: must be at least 1"
         )));
     }
+    let lookback = c.lookback.0;
+    let lookback_every = c.lookback_every.map_or(lookback / 10, |d| d.0);
+    if !lookback.is_zero() && lookback_every >= lookback {
+        return Err(ConfigError(format!(
+            "{prefix}.lookback_every: {} must be shorter than lookback ({}): the polls between two reads of the whole window start at the cursor, so an order that shows up late is found only while it is still inside the window",
+            format_duration(lookback_every),
+            format_duration(lookback)
+        )));
+    }
     let context = SourceContext {
         prefix: &prefix,
         base_dir,
@@ -919,7 +935,8 @@ fn build_source(
         kind: c.kind,
         base_url: c.base_url.trim_end_matches('/').to_string(),
         schedule: c.schedule,
-        lookback: c.lookback.0,
+        lookback,
+        lookback_every,
         recheck_every: c
             .recheck_every
             .map_or_else(|| c.kind.default_recheck_every(), |d| d.0),
@@ -971,7 +988,28 @@ mod tests {
         assert_eq!(c.daemon.shipments_schedule, "0 * * * * *");
         assert_eq!(c.sources[0].page_size, 100);
         assert_eq!(c.sources[0].lookback, Duration::from_secs(900));
+        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(90));
         assert!(c.daemon.state_dir.is_absolute());
+    }
+
+    /// The window is read whole at least once within itself, or an order
+    /// that shows up late could fall out of it unread.
+    #[test]
+    fn lookback_every_must_be_shorter_than_lookback() {
+        let set = |extra: &str| parse(&format!("{MINIMAL}\n{extra}\n"));
+        let c = set("lookback = \"2h\"\nlookback_every = \"0s\"").unwrap();
+        assert_eq!(c.sources[0].lookback_every, Duration::ZERO);
+        let c = set("lookback = \"2h\"").unwrap();
+        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(12 * 60));
+        let err = set("lookback_every = \"15m\"").unwrap_err().0;
+        assert!(err.contains("sources[0].lookback_every"), "{err}");
+        assert!(
+            err.contains("15m") && err.contains("shorter than lookback"),
+            "{err}"
+        );
+        // No window at all: nothing to pace.
+        let c = set("lookback = \"0s\"\nlookback_every = \"1m\"").unwrap();
+        assert_eq!(c.sources[0].lookback, Duration::ZERO);
     }
 
     #[test]

@@ -31,11 +31,16 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
     let mut connectors = HashMap::new();
     let mut wake = HashMap::new();
     let mut recheck_every = HashMap::new();
+    let mut overlap = HashMap::new();
     for source in config.sources.iter().filter(|s| s.enabled) {
         let c = Connector::from_config(config, source)?;
         connectors.insert(source.name.clone(), Arc::new(c));
         wake.insert(source.name.clone(), Arc::new(Notify::new()));
         recheck_every.insert(source.name.clone(), source.recheck_every);
+        overlap.insert(
+            source.name.clone(),
+            (source.lookback, source.lookback_every),
+        );
     }
     let owner = lease_owner();
     Ok(Arc::new(Engine {
@@ -60,6 +65,7 @@ pub fn build_engine(config: &Config, store: Arc<Store>) -> anyhow::Result<Arc<En
         pulled_forward: Default::default(),
         fresh: Default::default(),
         recheck_every,
+        overlap: crate::poll::overlap::Overlap::new(overlap),
         membership: Default::default(),
     }))
 }

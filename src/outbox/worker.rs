@@ -49,6 +49,8 @@ pub struct Engine {
     /// Per source: a new recheck round begins at most this often
     /// (`recheck_every`).
     pub recheck_every: HashMap<String, Duration>,
+    /// Per source: how much of the past a live poll reads again.
+    pub overlap: crate::poll::overlap::Overlap,
     /// This node's place in the fleet (renewed by [`crate::fleet`]); a job
     /// sends nothing once it has lapsed since the claim.
     pub membership: lease::Membership,

@@ -17,6 +17,7 @@
 
 pub mod fresh;
 pub mod known;
+pub mod overlap;
 pub mod walk;
 
 use tokio_util::sync::CancellationToken;
@@ -390,8 +391,15 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
             return;
         }
     };
-    let window = Window::Live { cursor };
+    let reach = engine.overlap.reach(source, std::time::Instant::now());
+    let window = Window::Live {
+        cursor,
+        lookback: reach.lookback,
+    };
     let result = poll_source_with(engine, connector, window, "live", shutdown, PollAs::LIVE).await;
+    if result.is_ok() {
+        engine.overlap.read(source, reach);
+    }
     if result.is_err() && !crate::fleet::may_poll(&engine.store, source) {
         // A fleet node whose poll lease went to another node mid-poll:
         // nothing of the page was recorded; that node polls it now.
@@ -424,6 +432,7 @@ pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &Cancel
                 pages = s.pages,
                 seen = s.seen,
                 queued = s.queued_count,
+                whole_lookback = reach.whole_since.is_some(),
                 "poll done"
             )
         }

@@ -30,8 +30,13 @@ use crate::store::{ErpShipment, IncomingOrder, LineNumber};
 /// What part of the source's history a walk reads.
 #[derive(Clone, Debug)]
 pub enum Window {
-    /// The daemon's incremental read from the stored live cursor.
-    Live { cursor: Option<String> },
+    /// The daemon's incremental read from the stored live cursor, reading
+    /// `lookback` before it again (zero between two reads of the whole
+    /// window: [`crate::poll::overlap`]).
+    Live {
+        cursor: Option<String>,
+        lookback: std::time::Duration,
+    },
     /// `backfill --since/--until`: a fixed window with its own cursor.
     Backfill {
         since: DateTime<Utc>,

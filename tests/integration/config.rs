@@ -49,6 +49,8 @@ fn example_config_parses_and_documents_every_key() {
         "base_url",
         "schedule",
         "lookback",
+        "lookback_every",
+        "recheck_every",
         "page_size",
         "rate_limit_per_sec",
         "enabled",

@@ -284,7 +284,12 @@ async fn a_malformed_order_is_parked_with_its_reason_and_the_others_flow() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
-    let app = spawn_app(AppOptions::default()).await;
+    // The payment is seen by the next poll that reads the whole window.
+    let app = spawn_app(AppOptions {
+        source_extra: "lookback_every = \"1s\"".into(),
+        ..Default::default()
+    })
+    .await;
     let cs = &app.sandbox.cloudsuite;
     let paid = cs.add_order(OrderSpec::default());
     let started = cs.add_order(OrderSpec {
@@ -313,6 +318,7 @@ async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
     );
 
     cs.set_payment_status(started, "paid");
+    tokio::time::sleep(Duration::from_secs(1)).await;
     app.sync(&engine).await;
     assert_converged(&app, &[paid, started]);
 }
@@ -325,9 +331,10 @@ async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
 /// a held order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_recheck_does_not_read_again_what_the_walk_just_read() {
-    // Every poll begins a recheck round (the pacing has its own test below).
+    // Every poll begins a recheck round (the pacing has its own test below)
+    // and reads the whole window (that pacing has its own test too).
     let app = spawn_app(AppOptions {
-        source_extra: "recheck_every = \"0s\"".into(),
+        source_extra: "recheck_every = \"0s\"\nlookback_every = \"0s\"".into(),
         ..Default::default()
     })
     .await;
@@ -946,6 +953,83 @@ async fn a_split_shipment_marks_the_order_sent_only_with_its_last_line() {
         "{history:?}"
     );
     assert_eq!(app.sandbox.erp.shipments().len(), 2);
+}
+
+/// Issue 13: a live poll reads the whole lookback window at most once per
+/// `lookback_every`; the polls in between list from the cursor on, so a
+/// schedule of seconds does not list every known order of the window again
+/// on each poll. An order that shows up late (its `confirm_date` before
+/// the cursor) is still found: by the next whole read, and by the first
+/// poll of a restarted daemon, which knows of no whole read. Each reaches
+/// the ERP once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_between_whole_reads_list_from_the_cursor_and_a_late_order_is_still_found() {
+    let app = spawn_app(AppOptions {
+        page_size: 5,
+        source_extra: "lookback_every = \"3s\"".into(),
+        ..Default::default()
+    })
+    .await;
+    let cs = &app.sandbox.cloudsuite;
+    let mut ids: Vec<i64> = (0..20)
+        .map(|_| cs.add_order(OrderSpec::default()))
+        .collect();
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    let recorded = |engine: &ordersync::outbox::Engine, id: i64| {
+        engine.store.order_detail(&key(id)).unwrap().is_some()
+    };
+
+    // The first poll reads the whole window: 20 orders, 5 a page.
+    let began = std::time::Instant::now();
+    let before = cs.request_count();
+    poll_live(&engine, &connector, &stop).await;
+    let whole = cs.request_count() - before;
+    assert!(ids.iter().all(|id| recorded(&engine, *id)));
+    assert!(engine.store.cursor(SOURCE, "live").unwrap().is_some());
+    assert!(whole >= 24, "4 pages and 20 details: {whole} requests");
+
+    // The orders are still confirmed (nothing pushed yet) and inside the
+    // window, but the next poll lists only from the cursor on: one page.
+    let late = |minutes: i64| {
+        cs.add_order(OrderSpec {
+            confirm_date: Some(cs.now_local() - chrono::Duration::minutes(minutes)),
+            ..Default::default()
+        })
+    };
+    let late_a = late(5);
+    let before = cs.request_count();
+    poll_live(&engine, &connector, &stop).await;
+    let narrow = cs.request_count() - before;
+    if began.elapsed() < Duration::from_secs(3) {
+        assert_eq!(narrow, 1, "one list page from the cursor on");
+        assert!(
+            !recorded(&engine, late_a),
+            "a late order waits for a whole read"
+        );
+    }
+
+    // A restarted daemon knows of no whole read: its first poll reads the
+    // whole window and finds the late order.
+    let restarted = app.engine();
+    let connector2 = restarted.connectors.get(SOURCE).unwrap().clone();
+    poll_live(&restarted, &connector2, &stop).await;
+    assert!(
+        recorded(&restarted, late_a),
+        "found by the first poll after a restart"
+    );
+
+    // The first engine reads the whole window again once lookback_every
+    // has passed since its last whole read began.
+    let late_b = late(7);
+    tokio::time::sleep(Duration::from_secs(3).saturating_sub(began.elapsed())).await;
+    poll_live(&engine, &connector, &stop).await;
+    assert!(recorded(&engine, late_b), "found by the next whole read");
+
+    ids.extend([late_a, late_b]);
+    app.sync(&engine).await;
+    assert_converged(&app, &ids);
 }
 
 /// CloudSuite's confirmed list shrinks while a walk reads it by offset (here

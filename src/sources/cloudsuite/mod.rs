@@ -288,13 +288,17 @@ impl CloudSuite {
         let mut query: Vec<(&str, String)> = Vec::new();
         let listing = window.is_listing();
         let (backfill, old_cursor) = match &window {
-            Window::Live { cursor } => {
+            Window::Live {
+                cursor,
+                lookback: reread,
+            } => {
                 let cursor = cursor
                     .as_deref()
                     .and_then(|c| c.parse::<DateTime<Utc>>().ok());
                 query.push(("state", "confirmed".into()));
                 if let Some(c) = cursor {
-                    query.push(("confirm_date__gte", self.local(c - lookback)));
+                    let reread = chrono::Duration::from_std(*reread).unwrap_or_default();
+                    query.push(("confirm_date__gte", self.local(c - reread)));
                 }
                 (false, cursor)
             }

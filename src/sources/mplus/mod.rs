@@ -214,7 +214,7 @@ impl Mplus {
         let parse = |c: Option<String>| c.and_then(|c| c.parse::<i64>().ok());
         let guard = WalkGuard::new(&self.name, self.page_size);
         match window {
-            Window::Live { cursor } => Walk {
+            Window::Live { cursor, .. } => Walk {
                 cursor: parse(cursor),
                 live: true,
                 from: None,

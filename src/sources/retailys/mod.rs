@@ -319,12 +319,16 @@ impl Retailys {
         let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, false);
         let mut query = Vec::new();
         let old_cursor = match &window {
-            Window::Live { cursor } => {
+            Window::Live {
+                cursor,
+                lookback: reread,
+            } => {
                 let cursor = cursor
                     .as_deref()
                     .and_then(|c| c.parse::<DateTime<Utc>>().ok());
                 if let Some(c) = cursor {
-                    query.push(("from", stamp(c - lookback)));
+                    let reread = chrono::Duration::from_std(*reread).unwrap_or_default();
+                    query.push(("from", stamp(c - reread)));
                 }
                 cursor
             }

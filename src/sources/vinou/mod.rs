@@ -34,7 +34,6 @@ pub use auth::base64url_decode;
 pub use map::TIMEZONE;
 
 use std::collections::HashSet;
-use std::time::Duration;
 
 use chrono::NaiveDateTime;
 use reqwest::header::AUTHORIZATION;
@@ -67,7 +66,6 @@ pub struct Vinou {
     import_statuses: Vec<String>,
     touch_on_import: bool,
     page_size: u32,
-    lookback: Duration,
 }
 
 /// Where a walk is; see the module doc for the rules.
@@ -148,7 +146,6 @@ impl Vinou {
             import_statuses: settings.import_statuses.clone(),
             touch_on_import: settings.touch_on_import,
             page_size: source.page_size.min(MAX_PAGE_SIZE),
-            lookback: source.lookback,
         })
     }
 
@@ -205,11 +202,11 @@ impl Vinou {
     // --- reading ----------------------------------------------------------
 
     pub fn begin(&self, window: Window) -> Walk {
-        let lookback = chrono::Duration::from_std(self.lookback).unwrap_or_default();
         let parse = |c: Option<&str>| c.and_then(|c| parse_naive(c).ok());
         let local = |t| parse_naive(&utc_to_naive_local(t, map::TIMEZONE)).ok();
         let (stop_below, until, backfill, old_cursor) = match &window {
-            Window::Live { cursor } => {
+            Window::Live { cursor, lookback } => {
+                let lookback = chrono::Duration::from_std(*lookback).unwrap_or_default();
                 let cursor = parse(cursor.as_deref());
                 (cursor.map(|c| c - lookback), None, false, cursor)
             }

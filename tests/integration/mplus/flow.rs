@@ -41,6 +41,7 @@ async fn two_hundred_till_orders_sync_once_with_reference_and_delivery() {
         &connector,
         Window::Live {
             cursor: Some("0".into()),
+            lookback: std::time::Duration::ZERO,
         },
         "live",
         &stop,
