@@ -600,7 +600,8 @@ impl CloudSuite {
                         // it: only while the job is still ours, or a node
                         // that stalled past its lease would write an old
                         // copy over what the job's new runner wrote since.
-                        wb.step.set(Some("put")).await?;
+                        // That fence is the HTTP layer's, checked right
+                        // before the request goes out (`outbox::lease`).
                         let body = current.clone();
                         self.send(|| self.endpoint.client().put(&url).json(&body))
                             .await?;
@@ -651,7 +652,6 @@ impl CloudSuite {
         }
         if set_line_numbers(&mut current, wb) {
             // Only while the job is still ours (see above).
-            wb.step.set(Some("put")).await?;
             let url = self.order_url(&wb.external_id)?;
             let body = current.clone();
             self.send(|| self.endpoint.client().put(&url).json(&body))
