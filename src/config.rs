@@ -368,7 +368,7 @@ struct RawCommonSource {
     schedule: String,
     #[serde(default = "default_lookback")]
     lookback: HumanDuration,
-    /// Default: a tenth of `lookback`.
+    /// Default: [`default_lookback_every`].
     #[serde(default)]
     lookback_every: Option<HumanDuration>,
     /// Default per kind: [`SourceKind::default_recheck_every`].
@@ -389,6 +389,12 @@ fn default_schedule() -> String {
 }
 fn default_lookback() -> HumanDuration {
     HumanDuration(Duration::from_secs(15 * 60))
+}
+/// A minute, or a tenth of `lookback` when that is shorter: on the default
+/// two-minute schedule every poll still reads the whole window, whatever
+/// `lookback` is; on a schedule of seconds, once a minute.
+fn default_lookback_every(lookback: Duration) -> Duration {
+    (lookback / 10).min(Duration::from_secs(60))
 }
 fn default_page_size() -> u32 {
     100
@@ -902,7 +908,9 @@ fn build_source(
         )));
     }
     let lookback = c.lookback.0;
-    let lookback_every = c.lookback_every.map_or(lookback / 10, |d| d.0);
+    let lookback_every = c
+        .lookback_every
+        .map_or_else(|| default_lookback_every(lookback), |d| d.0);
     if !lookback.is_zero() && lookback_every >= lookback {
         return Err(ConfigError(format!(
             "{prefix}.lookback_every: {} must be shorter than lookback ({}): the polls between two reads of the whole window start at the cursor, so an order that shows up late is found only while it is still inside the window",
@@ -988,7 +996,7 @@ mod tests {
         assert_eq!(c.daemon.shipments_schedule, "0 * * * * *");
         assert_eq!(c.sources[0].page_size, 100);
         assert_eq!(c.sources[0].lookback, Duration::from_secs(900));
-        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(90));
+        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(60));
         assert!(c.daemon.state_dir.is_absolute());
     }
 
@@ -1000,7 +1008,9 @@ mod tests {
         let c = set("lookback = \"2h\"\nlookback_every = \"0s\"").unwrap();
         assert_eq!(c.sources[0].lookback_every, Duration::ZERO);
         let c = set("lookback = \"2h\"").unwrap();
-        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(12 * 60));
+        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(60));
+        let c = set("lookback = \"5m\"").unwrap();
+        assert_eq!(c.sources[0].lookback_every, Duration::from_secs(30));
         let err = set("lookback_every = \"15m\"").unwrap_err().0;
         assert!(err.contains("sources[0].lookback_every"), "{err}");
         assert!(

@@ -11,7 +11,8 @@
 //! docs/BENCHMARKS.md).
 //!
 //! So a poll reads the whole window only when it was last read whole
-//! `lookback_every` ago or more (by default a tenth of `lookback`), and
+//! `lookback_every` ago or more (by default a minute, or a tenth of
+//! `lookback` when that is shorter), and
 //! always on the first poll after the daemon starts or takes a source over;
 //! the polls in between read from the cursor on. An order that shows up
 //! late is then found by the next whole read, at most `lookback_every`

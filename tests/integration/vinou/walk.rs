@@ -180,3 +180,50 @@ async fn a_payment_is_caught_by_the_recheck_not_the_list() {
     assert_eq!(app.sandbox.erp.erp_orders_for(&key(waiting)).len(), 1);
     assert_converged(&app, &pushable(&app), true);
 }
+
+/// Issue 13: between two whole reads of the lookback window, a poll walks
+/// only down to the cursor, not `lookback` below it; an order that shows
+/// up late (its `crstamp` below the cursor) is found by the next whole
+/// read, which a restarted daemon's first poll always is.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn polls_between_whole_reads_stop_at_the_cursor_and_a_restart_reads_the_window_whole() {
+    let app = spawn_vinou(Setup {
+        page_size: 5,
+        source_extra: "lookback_every = \"10m\"",
+        ..Default::default()
+    })
+    .await;
+    let vinou = &app.sandbox.vinou;
+    // 40 orders of the last ten minutes: all inside the 15-minute window.
+    vinou.seed_orders(40, 5, Duration::from_secs(600));
+    let engine = app.engine();
+    let lists = vinou.list_requests();
+    poll(&engine).await;
+    let whole = vinou.list_requests() - lists;
+    assert!(whole >= 8, "the whole window is 8 pages: {whole} read");
+
+    let late = vinou.add_order(
+        "payed",
+        Some(vinou.now_local() - chrono::Duration::minutes(5)),
+    );
+    let lists = vinou.list_requests();
+    poll(&engine).await;
+    assert_eq!(
+        vinou.list_requests() - lists,
+        1,
+        "a poll between whole reads stops at the cursor, on page 1"
+    );
+    assert!(
+        engine.store.order_detail(&key(late)).unwrap().is_none(),
+        "the late order waits for a whole read"
+    );
+
+    let restarted = app.engine();
+    poll(&restarted).await;
+    assert!(
+        restarted.store.order_detail(&key(late)).unwrap().is_some(),
+        "the first poll after a restart reads the whole window"
+    );
+    sync(&app, &restarted).await;
+    assert_converged(&app, &pushable(&app), true);
+}
