@@ -22,8 +22,31 @@ pub fn hex(bytes: &[u8]) -> String {
     out
 }
 
+/// `bytes` as text, each byte that is not UTF-8 as U+FFFD, like
+/// `String::from_utf8_lossy`, but valid text (nearly all of it) goes
+/// through `str::from_utf8`, which checks ASCII a word at a time where the
+/// lossy decoder goes byte by byte: that was 2.7 % of the daemon's
+/// instructions (every text column the ledger reads, every order body).
+pub fn utf8_lossy(bytes: &[u8]) -> std::borrow::Cow<'_, str> {
+    match std::str::from_utf8(bytes) {
+        Ok(text) => std::borrow::Cow::Borrowed(text),
+        Err(_) => String::from_utf8_lossy(bytes),
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn utf8_lossy_borrows_valid_text_and_replaces_what_is_not() {
+        use std::borrow::Cow;
+        assert!(matches!(
+            super::utf8_lossy("Straße 1".as_bytes()),
+            Cow::Borrowed("Straße 1")
+        ));
+        assert_eq!(super::utf8_lossy(b"ORD-\xff\xfe"), "ORD-\u{FFFD}\u{FFFD}");
+        assert_eq!(super::utf8_lossy(b""), "");
+    }
+
     #[test]
     fn hex_is_two_lower_case_digits_per_byte() {
         let bytes: Vec<u8> = (0..=255).collect();

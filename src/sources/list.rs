@@ -32,6 +32,10 @@ const ESCAPE_BASE: u32 = 0xF700;
 /// U+FFFD, so `ORD-\xff` and `ORD-\xfe` stay two ids (and two order keys)
 /// rather than both becoming `ORD-\u{FFFD}`. `true` when any byte was escaped.
 pub fn decode_text(bytes: &[u8]) -> (String, bool) {
+    // Valid text (nearly all of it) is checked the fast way first.
+    if let Ok(text) = std::str::from_utf8(bytes) {
+        return (text.to_owned(), false);
+    }
     let mut out = String::with_capacity(bytes.len());
     let mut escaped = false;
     for chunk in bytes.utf8_chunks() {

@@ -562,7 +562,7 @@ fn lite_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<Row> {
             ValueRef::Integer(i) => Value::Int(i),
             ValueRef::Real(f) => Value::Real(f),
             ValueRef::Text(t) | ValueRef::Blob(t) => {
-                Value::Text(String::from_utf8_lossy(t).into_owned())
+                Value::Text(crate::model::utf8_lossy(t).into_owned())
             }
         });
     }

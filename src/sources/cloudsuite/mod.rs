@@ -449,12 +449,12 @@ impl CloudSuite {
                 Ok((reply, Err(reason))) => {
                     orders.push(self.unreadable(
                         &id,
-                        &String::from_utf8_lossy(&reply.body),
+                        &crate::model::utf8_lossy(&reply.body),
                         &reason,
                     ));
                 }
                 Ok((reply, Ok(value))) => {
-                    let raw = String::from_utf8_lossy(&reply.body);
+                    let raw = crate::model::utf8_lossy(&reply.body);
                     // The list items the documents show carry no
                     // confirm_date: the details tell the cursor.
                     if let Some(t) = value["confirm_date"]
@@ -561,7 +561,7 @@ impl CloudSuite {
     /// warning every poll.
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
         let (reply, value) = self.detail_with_retry(external_id).await?;
-        let raw = String::from_utf8_lossy(&reply.body);
+        let raw = crate::model::utf8_lossy(&reply.body);
         match value {
             Ok(value) => self
                 .map(&self.map_context(), external_id, &raw, &value)
