@@ -602,7 +602,7 @@ impl CloudSuite {
                         // copy over what the job's new runner wrote since.
                         // That fence is the HTTP layer's, checked right
                         // before the request goes out (`outbox::lease`).
-                        let body = current.clone();
+                        let body = current;
                         self.send(|| self.endpoint.client().put(&url).json(&body))
                             .await?;
                         done.push("erp_line_number on lines");
@@ -653,7 +653,7 @@ impl CloudSuite {
         if set_line_numbers(&mut current, wb) {
             // Only while the job is still ours (see above).
             let url = self.order_url(&wb.external_id)?;
-            let body = current.clone();
+            let body = current;
             self.send(|| self.endpoint.client().put(&url).json(&body))
                 .await?;
             done.push("erp_line_number on lines");
