@@ -71,6 +71,24 @@ pub enum Outcome {
     },
 }
 
+/// What one claim gave the worker: the jobs, and when work is next due
+/// for the slots they left free (`None`: no slot left free, or nothing
+/// queued for them).
+struct Claimed {
+    jobs: Vec<Job>,
+    next_due: Option<i64>,
+}
+
+/// How long an idle worker sleeps: until the next job is due (epoch ms),
+/// at least 5 ms and at most a second (another process may queue work
+/// meanwhile, and a new job of this one wakes it sooner).
+fn until_due(due: Option<i64>) -> Duration {
+    match due {
+        Some(at) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
+        None => Duration::from_secs(1),
+    }
+}
+
 impl Engine {
     pub fn wake(&self, source: &str) {
         if let Some(n) = self.wake.get(source) {
@@ -259,11 +277,11 @@ impl Engine {
         source: &str,
         free_erp: usize,
         free_source: usize,
-    ) -> anyhow::Result<Vec<Job>> {
+    ) -> anyhow::Result<Claimed> {
         let (src, owner, lease) = (source.to_string(), self.owner.clone(), self.lease);
         self.store
             .call(move |s| {
-                s.claim_each(
+                let jobs = s.claim_each(
                     &src,
                     &owner,
                     lease,
@@ -271,7 +289,25 @@ impl Engine {
                         (ClaimFilter::Talking(Remote::Erp), free_erp),
                         (ClaimFilter::Talking(Remote::Source), free_source),
                     ],
-                )
+                )?;
+                // Slots this claim could not fill stay free: when is work
+                // for them next due? Asked in the same ledger call, so an
+                // idle worker does not come back for it (nor claim again
+                // only to find nothing: the claim took every due job it had
+                // room for).
+                let erp_jobs = jobs.iter().filter(|j| j.kind.talks_to_erp()).count();
+                let class = match (erp_jobs < free_erp, jobs.len() - erp_jobs < free_source) {
+                    (false, false) => None,
+                    (true, false) => Some(ClaimFilter::Talking(Remote::Erp)),
+                    (false, true) => Some(ClaimFilter::Talking(Remote::Source)),
+                    (true, true) => Some(ClaimFilter::All),
+                };
+                let next_due = match class {
+                    // A failed look-up only costs a wake-up: wait the most.
+                    Some(class) => s.next_due_ms(&src, class).ok().flatten(),
+                    None => None,
+                };
+                Ok(Claimed { jobs, next_due })
             })
             .await
     }
@@ -540,12 +576,15 @@ impl Engine {
             let free_erp = erp_slots.saturating_sub(count(&running, Remote::Erp));
             let free_source = slots.saturating_sub(count(&running, Remote::Source));
             let asked = LeaseClock::now();
-            let claimed = match self.claim(&source, free_erp, free_source).await {
-                Ok(jobs) => {
+            let Claimed {
+                jobs: claimed,
+                next_due,
+            } = match self.claim(&source, free_erp, free_source).await {
+                Ok(claimed) => {
                     if let Some(failures) = ledger_trouble.success() {
                         tracing::info!(source = %source, failures, "the ledger gives out jobs again");
                     }
-                    jobs
+                    claimed
                 }
                 Err(e) => {
                     let next = ledger_trouble.failure();
@@ -563,7 +602,6 @@ impl Engine {
                     continue;
                 }
             };
-            let got = claimed.len();
             for job in claimed {
                 let remote = if job.kind.talks_to_erp() {
                     Remote::Erp
@@ -574,31 +612,14 @@ impl Engine {
                 let handle = tasks.spawn(async move { me.run_job(job, asked).await });
                 running.insert(handle.id(), remote);
             }
-            let all_busy = count(&running, Remote::Erp) >= erp_slots
-                && count(&running, Remote::Source) >= slots;
-            if got > 0 && !all_busy {
-                continue;
-            }
-            // All slots busy: the next thing worth doing comes when one frees
-            // up. Only an idle worker needs to know when work is next due.
-            let idle = if all_busy {
-                Duration::from_secs(1)
-            } else {
-                // Only the kinds there is a free slot for: with every push
-                // slot busy and a backlog of due pushes, the worker woke
-                // every 5 ms to find them still due (a third of the
-                // daemon's CPU per order with a 200 ms remote, see
-                // docs/BENCHMARKS.md).
-                let class = match (
-                    count(&running, Remote::Erp) < erp_slots,
-                    count(&running, Remote::Source) < slots,
-                ) {
-                    (true, false) => ClaimFilter::Talking(Remote::Erp),
-                    (false, true) => ClaimFilter::Talking(Remote::Source),
-                    _ => ClaimFilter::All,
-                };
-                self.idle_wait(&source, class).await
-            };
+            // With every slot busy, the next thing worth doing comes when
+            // one frees up. Otherwise the claim took every due job it had
+            // room for and said when the next one for the free slots is due
+            // (only the kinds there is a free slot for: with every push slot
+            // busy and a backlog of due pushes, the worker woke every 5 ms
+            // to find them still due, a third of the daemon's CPU per order
+            // with a 200 ms remote, see docs/BENCHMARKS.md).
+            let idle = until_due(next_due);
             tokio::select! {
                 Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
                     let id = match &done {
@@ -638,10 +659,7 @@ impl Engine {
             .await
             .ok()
             .flatten();
-        match due {
-            Some(at) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
-            None => Duration::from_secs(1),
-        }
+        until_due(due)
     }
 
     /// Runs jobs to the end (done or parked) — those of `keys`, or all of the
