@@ -38,7 +38,7 @@ pub fn stale_sources(
     since_ms: Option<i64>,
 ) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
-    let report = store.status(&names)?;
+    let rows = store.source_rows(&names)?;
     let now = now_ms();
     let mut stale = Vec::new();
     for s in config.sources.iter().filter(|s| s.enabled) {
@@ -48,8 +48,7 @@ pub fn stale_sources(
         {
             continue;
         }
-        let last = report
-            .sources
+        let last = rows
             .iter()
             .find(|r| r.name == s.name)
             .and_then(|r| r.last_poll_ms);
@@ -74,11 +73,11 @@ pub fn stale_sources(
 /// do this, issue 12.12).
 pub fn failing_sources(store: &Store, config: &Config) -> anyhow::Result<Vec<String>> {
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
-    let report = store.status(&names)?;
+    let rows = store.source_rows(&names)?;
     let now = now_ms();
     let mut failing = Vec::new();
     for s in config.sources.iter().filter(|s| s.enabled) {
-        let Some(row) = report.sources.iter().find(|r| r.name == s.name) else {
+        let Some(row) = rows.iter().find(|r| r.name == s.name) else {
             continue;
         };
         let Some(error) = &row.last_error else {

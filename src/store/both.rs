@@ -435,3 +435,89 @@ fn pushes_and_write_backs_are_claimed_apart_on_both_ledgers() {
         assert_eq!(pushes[0].order_key, "shop:2");
     });
 }
+
+/// `status` counts an order with a parked job as `parked`, once however
+/// many of its jobs are parked, per source and in total: the same numbers
+/// the old per-order `EXISTS` query gave (kept here as the oracle), from
+/// the `(source, state)` index and the parked jobs instead.
+#[test]
+fn status_counts_parked_orders_once_and_agrees_with_the_per_order_query() {
+    on_both(|store| {
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[
+                    incoming("1", Disposition::Push, "1"),
+                    incoming("2", Disposition::Push, "1"),
+                    incoming("3", Disposition::Hold("payment open".into()), "1"),
+                    incoming("4", Disposition::Push, "1"),
+                    incoming("5", Disposition::Push, "1"),
+                ],
+                None,
+            )
+            .unwrap();
+        for key in ["shop:1", "shop:2"] {
+            let jobs = store
+                .claim(
+                    "shop",
+                    "node-a",
+                    LEASE,
+                    10,
+                    ClaimFilter::Orders(&[key.into()]),
+                )
+                .unwrap();
+            assert_eq!(jobs.len(), 1);
+            assert!(store.park(&jobs[0], "node-a", "HTTP 422").unwrap());
+        }
+        // A second parked job of the same order (a shipment write-back, say)
+        // still counts the order once.
+        store
+            .lock()
+            .write(|tx| {
+                tx.exec(
+                    "INSERT INTO jobs (source, kind, order_key, ref, state, attempts, next_attempt_at, created_at, updated_at)
+                     VALUES ('shop', 'write_shipped', 'shop:2', 'p1', 'parked', 3, 0, 0, 0)",
+                    &[],
+                )
+            })
+            .unwrap();
+        let oracle = |by_source: bool| -> Vec<(String, String, i64)> {
+            let sql = if by_source {
+                "SELECT o.source, CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
+                        THEN 'parked' ELSE o.state END AS s, count(*)
+                 FROM orders o GROUP BY o.source, s ORDER BY 1, 2"
+            } else {
+                "SELECT '', CASE WHEN EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key AND j.state = 'parked')
+                        THEN 'parked' ELSE o.state END AS s, count(*)
+                 FROM orders o GROUP BY s ORDER BY 1, 2"
+            };
+            store
+                .lock()
+                .read(|tx| {
+                    tx.query(sql, &[])?
+                        .into_iter()
+                        .map(|r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+                        .collect()
+                })
+                .unwrap()
+        };
+        let status = store.status(&["shop".into()]).unwrap();
+        let totals: Vec<(String, String, i64)> = status
+            .orders
+            .iter()
+            .map(|(s, n)| (String::new(), s.clone(), *n))
+            .collect();
+        let by_source: Vec<(String, String, i64)> = status
+            .orders_by_source
+            .iter()
+            .flat_map(|(src, states)| states.iter().map(|(s, n)| (src.clone(), s.clone(), *n)))
+            .collect();
+        assert_eq!(status.orders.get("parked"), Some(&2), "{:?}", status.orders);
+        assert_eq!(status.orders.get("queued"), Some(&2), "{:?}", status.orders);
+        assert_eq!(status.orders.get("held"), Some(&1), "{:?}", status.orders);
+        assert_eq!(totals, oracle(false));
+        assert_eq!(by_source, oracle(true));
+        assert_eq!(status.parked.len(), 3, "every parked job is listed");
+    });
+}
