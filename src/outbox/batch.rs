@@ -3,8 +3,9 @@
 //! to the ledger thread). Here the runners hand their results to one
 //! settle loop per engine, which records whatever has queued up while the
 //! previous batch was being written in one transaction
-//! ([`Store::finish_many`]). Under load that is many jobs per commit; when
-//! idle, a batch of one, with no wait added to gather more.
+//! ([`Store::finish_many`]), after waiting up to [`GATHER`] for more to
+//! come: under load that is many jobs per commit; when idle, a batch of
+//! one, [`GATHER`] late.
 //!
 //! Every item stays fenced on its own (lease owner and attempt), and a
 //! runner's answer comes only after the commit, so nothing is reported
@@ -22,6 +23,17 @@ use crate::store::{Finish, Store};
 /// At most this many results per transaction: a commit stays short, and
 /// the ledger thread serves other calls (claims, pages) between them.
 const MAX_BATCH: usize = 64;
+
+/// How long the loop waits, after a batch's first result, for more to
+/// join it. A transaction rewrites every page it touches in the WAL
+/// (about 16 pages, 4 KB each, for one pushed order: the job, its three
+/// due indexes, the order, its state index, its lines, the write-back job,
+/// the attempt and the event), and consecutive orders share most of them:
+/// ten results in one transaction write little more than one. The wait
+/// holds no worker slot (a job gives its slot back before it settles), so
+/// it costs a result this long, never throughput (docs/BENCHMARKS.md,
+/// "Results wait 2 ms for company").
+const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 type Answer = anyhow::Result<bool>;
 
@@ -93,10 +105,14 @@ async fn settle_loop(
 ) {
     while let Some(first) = queue.recv().await {
         let mut batch = vec![first];
+        let until = tokio::time::Instant::now() + GATHER;
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
                 Ok(next) => batch.push(next),
-                Err(_) => break,
+                Err(_) => match tokio::time::timeout_at(until, queue.recv()).await {
+                    Ok(Some(next)) => batch.push(next),
+                    _ => break,
+                },
             }
         }
         let (items, replies): (Vec<Finish>, Vec<oneshot::Sender<Answer>>) =

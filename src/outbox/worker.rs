@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::sync::Notify;
@@ -77,6 +78,30 @@ pub enum Outcome {
 struct Claimed {
     jobs: Vec<Job>,
     next_due: Option<i64>,
+}
+
+/// One of a worker's slots (pushes or write-backs), held by a running job
+/// until it has heard from its remote; giving it back wakes the worker.
+struct Slot {
+    busy: Arc<AtomicUsize>,
+    freed: Arc<Notify>,
+}
+
+impl Slot {
+    fn take(busy: &Arc<AtomicUsize>, freed: &Arc<Notify>) -> Slot {
+        busy.fetch_add(1, Ordering::AcqRel);
+        Slot {
+            busy: Arc::clone(busy),
+            freed: Arc::clone(freed),
+        }
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.busy.fetch_sub(1, Ordering::AcqRel);
+        self.freed.notify_one();
+    }
 }
 
 /// How long an idle worker sleeps: until the next job is due (epoch ms),
@@ -327,6 +352,20 @@ impl Engine {
     /// ([`LeaseClock::now`]); no request of the job goes out once the lease
     /// has run out by this process's clocks ([`crate::outbox::lease`]).
     pub async fn run_job(self: &Arc<Self>, job: Job, asked: (Instant, SystemTime)) {
+        self.run_job_in(job, asked, None).await
+    }
+
+    /// [`Engine::run_job`] holding one of its worker's `slot`s, given back
+    /// as soon as the job has heard from its remote: settling the result
+    /// is ledger work only, and the next job need not wait for it (while
+    /// it waits, results queue up for the settle loop and go into the
+    /// ledger several to a transaction).
+    async fn run_job_in(
+        self: &Arc<Self>,
+        job: Job,
+        asked: (Instant, SystemTime),
+        slot: Option<Slot>,
+    ) {
         let me = Arc::clone(self);
         let j = job.clone();
         let clock = LeaseClock::new(asked, self.lease);
@@ -387,6 +426,7 @@ impl Engine {
                 },
             }
         };
+        drop(slot);
         self.settle(&job, result).await;
     }
 
@@ -560,76 +600,77 @@ impl Engine {
         let erp_slots = self.erp_slots.max(1);
         let slots = write_back_slots(slots);
         let mut tasks = JoinSet::new();
-        let mut running: std::collections::HashMap<tokio::task::Id, Remote> =
-            std::collections::HashMap::new();
-        let count = |running: &std::collections::HashMap<tokio::task::Id, Remote>, r: Remote| {
-            running.values().filter(|v| **v == r).count()
-        };
+        let freed = Arc::new(Notify::new());
+        let busy_erp = Arc::new(AtomicUsize::new(0));
+        let busy_source = Arc::new(AtomicUsize::new(0));
         // A ledger that refuses (full disk, locked file) must not make this
         // loop spin and flood the log: back off, log a repeat once a minute.
         let mut ledger_trouble = crate::throttle::FailureStreak::new();
+        // Whether to claim on this turn: not when the turn only reaped a
+        // job whose slot was given back (and claimed for) already.
+        let mut claim = true;
+        let mut idle_until = tokio::time::Instant::now();
         loop {
             if shutdown.is_cancelled() {
                 break;
             }
             self.heartbeat.beat();
-            let free_erp = erp_slots.saturating_sub(count(&running, Remote::Erp));
-            let free_source = slots.saturating_sub(count(&running, Remote::Source));
-            let asked = LeaseClock::now();
-            let Claimed {
-                jobs: claimed,
-                next_due,
-            } = match self.claim(&source, free_erp, free_source).await {
-                Ok(claimed) => {
-                    if let Some(failures) = ledger_trouble.success() {
-                        tracing::info!(source = %source, failures, "the ledger gives out jobs again");
+            if claim {
+                let free_erp = erp_slots.saturating_sub(busy_erp.load(Ordering::Acquire));
+                let free_source = slots.saturating_sub(busy_source.load(Ordering::Acquire));
+                let asked = LeaseClock::now();
+                let Claimed {
+                    jobs: claimed,
+                    next_due,
+                } = match self.claim(&source, free_erp, free_source).await {
+                    Ok(claimed) => {
+                        if let Some(failures) = ledger_trouble.success() {
+                            tracing::info!(source = %source, failures, "the ledger gives out jobs again");
+                        }
+                        claimed
                     }
-                    claimed
-                }
-                Err(e) => {
-                    let next = ledger_trouble.failure();
-                    if next.log {
-                        tracing::error!(
-                            source = %source, error = %format!("{e:#}"), failures = next.failures,
-                            suppressed = next.suppressed, retry_in = %format_args!("{:.1}s", next.delay.as_secs_f32()),
-                            "cannot read jobs from the ledger"
-                        );
+                    Err(e) => {
+                        let next = ledger_trouble.failure();
+                        if next.log {
+                            tracing::error!(
+                                source = %source, error = %format!("{e:#}"), failures = next.failures,
+                                suppressed = next.suppressed, retry_in = %format_args!("{:.1}s", next.delay.as_secs_f32()),
+                                "cannot read jobs from the ledger"
+                            );
+                        }
+                        tokio::select! {
+                            _ = tokio::time::sleep(next.delay) => {}
+                            _ = shutdown.cancelled() => break,
+                        }
+                        continue;
                     }
-                    tokio::select! {
-                        _ = tokio::time::sleep(next.delay) => {}
-                        _ = shutdown.cancelled() => break,
-                    }
-                    continue;
-                }
-            };
-            for job in claimed {
-                let remote = if job.kind.talks_to_erp() {
-                    Remote::Erp
-                } else {
-                    Remote::Source
                 };
-                let me = Arc::clone(&self);
-                let handle = tasks.spawn(async move { me.run_job(job, asked).await });
-                running.insert(handle.id(), remote);
-            }
-            // With every slot busy, the next thing worth doing comes when
-            // one frees up. Otherwise the claim took every due job it had
-            // room for and said when the next one for the free slots is due
-            // (only the kinds there is a free slot for: with every push slot
-            // busy and a backlog of due pushes, the worker woke every 5 ms
-            // to find them still due, a third of the daemon's CPU per order
-            // with a 200 ms remote, see docs/BENCHMARKS.md).
-            let idle = until_due(next_due);
-            tokio::select! {
-                Some(done) = tasks.join_next_with_id(), if !tasks.is_empty() => {
-                    let id = match &done {
-                        Ok((id, ())) => *id,
-                        Err(e) => e.id(),
+                for job in claimed {
+                    let busy = if job.kind.talks_to_erp() {
+                        &busy_erp
+                    } else {
+                        &busy_source
                     };
-                    running.remove(&id);
+                    let slot = Slot::take(busy, &freed);
+                    let me = Arc::clone(&self);
+                    tasks.spawn(async move { me.run_job_in(job, asked, Some(slot)).await });
                 }
+                // With every slot busy, the next thing worth doing comes
+                // when one frees up. Otherwise the claim took every due job
+                // it had room for and said when the next one for the free
+                // slots is due (only the kinds there is a free slot for:
+                // with every push slot busy and a backlog of due pushes,
+                // the worker woke every 5 ms to find them still due, a
+                // third of the daemon's CPU per order with a 200 ms remote,
+                // see docs/BENCHMARKS.md).
+                idle_until = tokio::time::Instant::now() + until_due(next_due);
+            }
+            claim = true;
+            tokio::select! {
+                _ = freed.notified() => {}
+                Some(_) = tasks.join_next(), if !tasks.is_empty() => claim = false,
                 _ = wake.notified() => {}
-                _ = tokio::time::sleep(idle) => {}
+                _ = tokio::time::sleep_until(idle_until) => {}
                 _ = shutdown.cancelled() => break,
             }
         }
@@ -737,4 +778,124 @@ impl Engine {
 fn write_back_slots(max_in_flight: usize) -> usize {
     let max_in_flight = max_in_flight.max(1);
     max_in_flight + max_in_flight.div_ceil(4)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use crate::daemon::{build_engine, poll_live};
+    use crate::sandbox::{Faults, Sandbox, SandboxOptions};
+
+    const SOURCE: &str = "till";
+
+    /// A push whose ERP answer has come gives its slot back at once, while
+    /// its result still waits for the ledger: the worker can start the
+    /// next job meanwhile, and results queue up to be settled together.
+    /// The result is recorded once the ledger is free, and the ERP holds
+    /// the order exactly once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_gives_its_slot_back_when_its_remote_answered_before_its_result_is_settled() {
+        crate::http::install_crypto();
+        let mut opts = SandboxOptions::default();
+        opts.mplus.seed_orders = 1;
+        let secret = opts.mplus.secret.clone();
+        let erp_token = opts.erp.token.clone();
+        let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("mplus-secret"), format!("{secret}\n")).unwrap();
+        std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
+        let config = format!(
+            r#"
+[daemon]
+state_dir = "state"
+
+[erp]
+kind = "http"
+url = "{erp}"
+token_file = "erp-token"
+
+[[sources]]
+name = "{SOURCE}"
+kind = "mplus"
+base_url = "{mplus}"
+ident = "ordersync"
+secret_file = "mplus-secret"
+schedule = "*/1 * * * * *"
+"#,
+            erp = sandbox.erp_url,
+            mplus = sandbox.mplus_url,
+        );
+        let path = dir.path().join("ordersync.toml");
+        std::fs::write(&path, config).unwrap();
+        let config = Config::load(&path).expect("config loads");
+        let store = Arc::new(Store::open(&config.daemon.db_path()).unwrap());
+        let engine = build_engine(&config, Arc::clone(&store)).unwrap();
+        let connector = engine.connectors.get(SOURCE).unwrap().clone();
+        poll_live(&engine, &connector, &CancellationToken::new()).await;
+        let [id] = &sandbox.mplus.order_ids()[..] else {
+            panic!("one order seeded")
+        };
+        let key = format!("{SOURCE}:{id}");
+        let queued = || {
+            Store::open_read_only(&config.daemon.db_path())
+                .unwrap()
+                .order_state(&key)
+                .unwrap()
+                .map(|s| s.to_string())
+        };
+        assert_eq!(queued().as_deref(), Some("queued"));
+
+        // The ERP holds every request a while: long enough to stop the
+        // ledger after the push went out and before its answer comes.
+        sandbox.erp.set_faults(Faults {
+            latency: Duration::from_millis(300),
+            ..Faults::none()
+        });
+        let asked = LeaseClock::now();
+        let [job] = &store
+            .claim(SOURCE, &engine.owner, engine.lease, 1, ClaimFilter::All)
+            .unwrap()[..]
+        else {
+            panic!("the push is due")
+        };
+        assert_eq!(job.kind, JobKind::Push);
+        let (busy, freed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+        let slot = Slot::take(&busy, &freed);
+        assert_eq!(busy.load(Ordering::Acquire), 1);
+        let sent = sandbox.erp.request_count();
+        let runner = {
+            let (engine, job) = (Arc::clone(&engine), job.clone());
+            tokio::spawn(async move { engine.run_job_in(job, asked, Some(slot)).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while sandbox.erp.request_count() == sent {
+            assert!(Instant::now() < deadline, "the push never reached the ERP");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The push is at the ERP: the ledger is busy with something else
+        // until the test lets it go.
+        let (release, held) = std::sync::mpsc::channel::<()>();
+        let blocker = tokio::spawn({
+            let store = Arc::clone(&store);
+            async move { store.call(move |_| held.recv().is_ok()).await }
+        });
+
+        tokio::time::timeout(Duration::from_secs(10), freed.notified())
+            .await
+            .expect("the slot came back while the result waited for the ledger");
+        assert_eq!(busy.load(Ordering::Acquire), 0);
+        assert!(!runner.is_finished(), "the result cannot be settled yet");
+        assert_eq!(sandbox.erp.erp_orders_for(&key).len(), 1);
+        assert_eq!(queued().as_deref(), Some("queued"), "not settled yet");
+
+        release.send(()).unwrap();
+        assert!(blocker.await.unwrap());
+        tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("the job ends once the ledger is free")
+            .unwrap();
+        assert_eq!(queued().as_deref(), Some("pushed"));
+        assert_eq!(sandbox.erp.erp_orders_for(&key).len(), 1, "pushed once");
+    }
 }
