@@ -129,10 +129,10 @@ impl Engine {
     /// job's task is about 2 KB and holds only the call it makes.
     async fn execute(&self, job: &Job) -> Result<Outcome, Failure> {
         let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
-        let key = job.order_key.clone();
+        let (key, payload) = (job.order_key.clone(), job.kind == JobKind::Push);
         let order = self
             .store
-            .call(move |s| s.order_for_job(&key))
+            .call(move |s| s.order_for(&key, payload))
             .await
             .map_err(ledger)?
             .ok_or_else(|| Failure::permanent("the order is not in the ledger"))?;
@@ -397,7 +397,7 @@ impl Engine {
                         let (j, owner) = (job.clone(), self.owner.clone());
                         let _ = self
                             .store
-                            .call(move |s| match s.order_for_job(&j.order_key) {
+                            .call(move |s| match s.order_for(&j.order_key, false) {
                                 Ok(Some(order)) => s.remember_sent(&j, &owner, &order.content_hash),
                                 Ok(None) => Ok(()),
                                 Err(e) => Err(e),

@@ -114,6 +114,14 @@ pub(crate) fn seeded_life(store: &Store) {
         let order = store.order_for_job("shop:1").unwrap().unwrap();
         assert_eq!(order.erp_order_number.as_deref(), Some("SO1"));
         assert_eq!(order.lines.len(), 1);
+        assert!(order.canonical_json.is_some());
+        // A write-back reads the same order without its payload.
+        let bare = store.order_for("shop:1", false).unwrap().unwrap();
+        assert_eq!(bare.canonical_json, None);
+        assert_eq!(
+            (bare.erp_order_number, bare.lines, bare.content_hash),
+            (order.erp_order_number, order.lines, order.content_hash)
+        );
 
         // The accepted write-back fails once, then works.
         let write = one_job(store, JobKind::WriteAccepted);

@@ -184,8 +184,9 @@ impl ErpShipment {
 #[derive(Clone, Debug)]
 pub struct OrderForJob {
     pub state: OrderState,
+    /// The mapped order; `None` when it could not be mapped, or when not
+    /// asked for ([`Store::order_for`]).
     pub canonical_json: Option<String>,
-    pub raw_payload: String,
     pub content_hash: String,
     pub external_id: String,
     pub erp_order_number: Option<String>,
@@ -708,36 +709,45 @@ impl Store {
         Ok(jobs)
     }
 
+    /// An order as a job sees it, with its mapped payload.
     pub fn order_for_job(&self, order_key: &str) -> anyhow::Result<Option<OrderForJob>> {
-        let line_order = match self.lock().dialect() {
-            Dialect::Sqlite => "rowid",
-            Dialect::Postgres => "seq",
+        self.order_for(order_key, true)
+    }
+
+    /// An order as a job sees it; its mapped payload (`canonical_json`) only
+    /// when `payload` (a push needs it, a write-back or cancel does not,
+    /// and it is most of the order's bytes).
+    pub fn order_for(&self, order_key: &str, payload: bool) -> anyhow::Result<Option<OrderForJob>> {
+        const ORDER: [&str; 2] = [
+            "SELECT o.state, NULL, o.content_hash, o.external_id, o.erp_order_number, o.note
+             FROM orders o WHERE o.order_key = ?1",
+            "SELECT o.state, p.canonical_json, o.content_hash, o.external_id, o.erp_order_number, o.note
+             FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
+             WHERE o.order_key = ?1",
+        ];
+        let mut conn = self.lock();
+        let lines_sql = match conn.dialect() {
+            Dialect::Sqlite => {
+                "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY rowid"
+            }
+            Dialect::Postgres => {
+                "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY seq"
+            }
         };
-        let lines_sql = format!(
-            "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY {line_order}"
-        );
-        self.lock().read(|tx| {
-            let Some(r) = tx.query_opt(
-                "SELECT o.state, p.canonical_json, COALESCE(p.raw_payload, ''), o.content_hash, o.external_id,
-                        o.erp_order_number, o.note
-                 FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
-                 WHERE o.order_key = ?1",
-                &[&order_key],
-            )?
-            else {
+        conn.read(|tx| {
+            let Some(r) = tx.query_opt(ORDER[usize::from(payload)], &[&order_key])? else {
                 return Ok(None);
             };
             let mut order = OrderForJob {
                 state: r.get(0)?,
                 canonical_json: r.get(1)?,
-                raw_payload: r.get(2)?,
-                content_hash: r.get(3)?,
-                external_id: r.get(4)?,
-                erp_order_number: r.get(5)?,
-                note: r.get(6)?,
+                content_hash: r.get(2)?,
+                external_id: r.get(3)?,
+                erp_order_number: r.get(4)?,
+                note: r.get(5)?,
                 lines: Vec::new(),
             };
-            for r in tx.query(&lines_sql, &[&order_key])? {
+            for r in tx.query(lines_sql, &[&order_key])? {
                 order.lines.push(LineNumber {
                     source_line_id: r.get(0)?,
                     erp_line_number: r.get(1)?,

@@ -325,7 +325,7 @@ impl Store {
     }
 
     pub fn order_detail(&self, order_key: &str) -> anyhow::Result<Option<OrderDetail>> {
-        let lines = match self.order_for_job(order_key)? {
+        let lines = match self.order_for(order_key, false)? {
             Some(o) => o.lines,
             None => return Ok(None),
         };
