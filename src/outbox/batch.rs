@@ -31,8 +31,8 @@ const MAX_BATCH: usize = 64;
 /// the attempt and the event), and consecutive orders share most of them:
 /// ten results in one transaction write little more than one. The wait
 /// holds no worker slot (a job gives its slot back before it settles), so
-/// it costs a result this long, never throughput (docs/BENCHMARKS.md,
-/// "Results wait 2 ms for company").
+/// it costs a result this long, never throughput (docs/BENCHMARKS.md, "100
+/// KB of WAL per order: results wait up to 2 ms for company").
 const GATHER: std::time::Duration = std::time::Duration::from_millis(2);
 
 type Answer = anyhow::Result<bool>;
