@@ -780,12 +780,11 @@ fn write_back_slots(max_in_flight: usize) -> usize {
     max_in_flight + max_in_flight.div_ceil(4)
 }
 
-#[cfg(test)]
+#[cfg(all(test, feature = "sandbox"))]
 mod tests {
     use super::*;
-    use crate::config::Config;
     use crate::daemon::{build_engine, poll_live};
-    use crate::sandbox::{Faults, Sandbox, SandboxOptions};
+    use crate::sandbox::{Faults, MplusApp, SandboxOptions, mplus_app};
 
     const SOURCE: &str = "till";
 
@@ -796,39 +795,13 @@ mod tests {
     /// the order exactly once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_gives_its_slot_back_when_its_remote_answered_before_its_result_is_settled() {
-        crate::http::install_crypto();
         let mut opts = SandboxOptions::default();
         opts.mplus.seed_orders = 1;
-        let secret = opts.mplus.secret.clone();
-        let erp_token = opts.erp.token.clone();
-        let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("mplus-secret"), format!("{secret}\n")).unwrap();
-        std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-        let config = format!(
-            r#"
-[daemon]
-state_dir = "state"
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{SOURCE}"
-kind = "mplus"
-base_url = "{mplus}"
-ident = "ordersync"
-secret_file = "mplus-secret"
-schedule = "*/1 * * * * *"
-"#,
-            erp = sandbox.erp_url,
-            mplus = sandbox.mplus_url,
-        );
-        let path = dir.path().join("ordersync.toml");
-        std::fs::write(&path, config).unwrap();
-        let config = Config::load(&path).expect("config loads");
+        let MplusApp {
+            sandbox,
+            dir: _dir,
+            config,
+        } = mplus_app(opts, "").await;
         let store = Arc::new(Store::open(&config.daemon.db_path()).unwrap());
         let engine = build_engine(&config, Arc::clone(&store)).unwrap();
         let connector = engine.connectors.get(SOURCE).unwrap().clone();

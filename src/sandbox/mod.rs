@@ -232,3 +232,54 @@ pub(crate) async fn serve(
 pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// For the library's own tests: the sandbox, and a loaded config (in
+/// `dir`) whose ERP is the sandbox's http ERP and whose one source, `till`,
+/// is its MplusKASSA; `source_extra` adds keys to that source.
+#[cfg(test)]
+pub(crate) struct MplusApp {
+    pub sandbox: Sandbox,
+    pub dir: tempfile::TempDir,
+    pub config: crate::config::Config,
+}
+
+#[cfg(test)]
+pub(crate) async fn mplus_app(opts: SandboxOptions, source_extra: &str) -> MplusApp {
+    crate::http::install_crypto();
+    let secret = opts.mplus.secret.clone();
+    let erp_token = opts.erp.token.clone();
+    let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("mplus-secret"), format!("{secret}\n")).unwrap();
+    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
+    let config = format!(
+        r#"
+[daemon]
+state_dir = "state"
+
+[erp]
+kind = "http"
+url = "{erp}"
+token_file = "erp-token"
+
+[[sources]]
+name = "till"
+kind = "mplus"
+base_url = "{mplus}"
+ident = "ordersync"
+secret_file = "mplus-secret"
+schedule = "*/1 * * * * *"
+{source_extra}
+"#,
+        erp = sandbox.erp_url,
+        mplus = sandbox.mplus_url,
+    );
+    let path = dir.path().join("ordersync.toml");
+    std::fs::write(&path, config).unwrap();
+    let config = crate::config::Config::load(&path).expect("config loads");
+    MplusApp {
+        sandbox,
+        dir,
+        config,
+    }
+}

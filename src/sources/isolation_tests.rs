@@ -9,49 +9,21 @@ use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 use super::list::panic_hook;
-use crate::config::Config;
 use crate::daemon::{build_engine, poll_live};
-use crate::sandbox::{Sandbox, SandboxOptions};
+use crate::sandbox::{MplusApp, SandboxOptions, mplus_app};
 use crate::store::Store;
 
 const SOURCE: &str = "till";
 
 #[tokio::test]
 async fn a_panic_mapping_one_order_parks_it_and_the_source_keeps_polling() {
-    crate::http::install_crypto();
     let mut opts = SandboxOptions::default();
     opts.mplus.seed_orders = 3;
-    let secret = opts.mplus.secret.clone();
-    let erp_token = opts.erp.token.clone();
-    let sandbox = Sandbox::start(opts).await.expect("sandbox starts");
-    let dir = tempfile::tempdir().unwrap();
-    std::fs::write(dir.path().join("mplus-secret"), format!("{secret}\n")).unwrap();
-    std::fs::write(dir.path().join("erp-token"), format!("{erp_token}\n")).unwrap();
-    let config = format!(
-        r#"
-[daemon]
-state_dir = "state"
-
-[erp]
-kind = "http"
-url = "{erp}"
-token_file = "erp-token"
-
-[[sources]]
-name = "{SOURCE}"
-kind = "mplus"
-base_url = "{mplus}"
-ident = "ordersync"
-secret_file = "mplus-secret"
-schedule = "*/1 * * * * *"
-page_size = 10
-"#,
-        erp = sandbox.erp_url,
-        mplus = sandbox.mplus_url,
-    );
-    let path = dir.path().join("ordersync.toml");
-    std::fs::write(&path, config).unwrap();
-    let config = Config::load(&path).expect("config loads");
+    let MplusApp {
+        sandbox,
+        dir: _dir,
+        config,
+    } = mplus_app(opts, "page_size = 10").await;
     let store = Arc::new(Store::open(&config.daemon.db_path()).unwrap());
     let engine = build_engine(&config, store).unwrap();
     let connector = engine.connectors.get(SOURCE).unwrap().clone();
