@@ -527,5 +527,27 @@ fn status_counts_parked_orders_once_and_agrees_with_the_per_order_query() {
         assert_eq!(totals, oracle(false));
         assert_eq!(by_source, oracle(true));
         assert_eq!(status.parked.len(), 3, "every parked job is listed");
+
+        // `/metrics` counts from the indexes: five seen, none pushed, then one.
+        let numbers = |store: &Store| {
+            let n = &store.source_numbers().unwrap()["shop"];
+            (n.seen, n.pushed, n.parked)
+        };
+        assert_eq!(numbers(store), (5, 0, 2));
+        let jobs = store
+            .claim(
+                "shop",
+                "node-a",
+                LEASE,
+                10,
+                ClaimFilter::Orders(&["shop:4".into()]),
+            )
+            .unwrap();
+        assert!(
+            store
+                .finish_push(&jobs[0], "node-a", &accepted("SO4"), "h", true)
+                .unwrap()
+        );
+        assert_eq!(numbers(store), (5, 1, 2));
     });
 }

@@ -195,13 +195,16 @@ impl Store {
         let now = super::now_ms();
         self.read().read(|tx| {
             let mut out: BTreeMap<String, SourceNumbers> = BTreeMap::new();
+            // Both counts from indexes (`orders_by_source_state`,
+            // `orders_pushed`): a scrape never reads every order row.
+            for r in tx.query("SELECT source, count(*) FROM orders GROUP BY source", &[])? {
+                out.entry(r.get(0)?).or_default().seen = r.get(1)?;
+            }
             for r in tx.query(
-                "SELECT source, count(*), count(pushed_at) FROM orders GROUP BY source",
+                "SELECT source, count(*) FROM orders WHERE pushed_at IS NOT NULL GROUP BY source",
                 &[],
             )? {
-                let e = out.entry(r.get(0)?).or_default();
-                e.seen = r.get(1)?;
-                e.pushed = r.get(2)?;
+                out.entry(r.get(0)?).or_default().pushed = r.get(1)?;
             }
             for r in tx.query(
                 "SELECT source, count(DISTINCT order_key) FROM jobs WHERE state = 'parked' GROUP BY source",

@@ -162,6 +162,10 @@ INSERT INTO order_payloads (order_key, canonical_json, raw_payload)
     SELECT order_key, canonical_json, raw_payload FROM orders;
 ALTER TABLE orders DROP COLUMN canonical_json, DROP COLUMN raw_payload;
 "#,
+    // 5: the pushed orders per source, for `/metrics` (SQLite's version 8).
+    r#"
+CREATE INDEX orders_pushed ON orders(source) WHERE pushed_at IS NOT NULL;
+"#,
 ];
 
 pub fn latest() -> i64 {
