@@ -788,6 +788,100 @@ mod tests {
 
     const SOURCE: &str = "till";
 
+    /// One till order, recorded; its push claimed; the ERP holding every
+    /// request 300 ms, long enough to stop the ledger after the push went
+    /// out and before its answer comes.
+    struct Scene {
+        app: MplusApp,
+        store: Arc<Store>,
+        engine: Arc<Engine>,
+        key: String,
+        job: Job,
+        asked: (Instant, SystemTime),
+    }
+
+    impl Scene {
+        async fn new() -> Scene {
+            let mut opts = SandboxOptions::default();
+            opts.mplus.seed_orders = 1;
+            let app = mplus_app(opts, "").await;
+            let store = Arc::new(Store::open(&app.config.daemon.db_path()).unwrap());
+            let engine = build_engine(&app.config, Arc::clone(&store)).unwrap();
+            let connector = engine.connectors.get(SOURCE).unwrap().clone();
+            poll_live(&engine, &connector, &CancellationToken::new()).await;
+            let [id] = &app.sandbox.mplus.order_ids()[..] else {
+                panic!("one order seeded")
+            };
+            let key = format!("{SOURCE}:{id}");
+            app.sandbox.erp.set_faults(Faults {
+                latency: Duration::from_millis(300),
+                ..Faults::none()
+            });
+            let asked = LeaseClock::now();
+            let [job] = &store
+                .claim(SOURCE, &engine.owner, engine.lease, 1, ClaimFilter::All)
+                .unwrap()[..]
+            else {
+                panic!("the push is due")
+            };
+            assert_eq!(job.kind, JobKind::Push);
+            let job = job.clone();
+            Scene {
+                app,
+                store,
+                engine,
+                key,
+                job,
+                asked,
+            }
+        }
+
+        /// The order's state, read from the ledger file by another handle.
+        fn state(&self) -> Option<String> {
+            Store::open_read_only(&self.app.config.daemon.db_path())
+                .unwrap()
+                .order_state(&self.key)
+                .unwrap()
+                .map(|s| s.to_string())
+        }
+
+        fn in_erp(&self) -> usize {
+            self.app.sandbox.erp.erp_orders_for(&self.key).len()
+        }
+
+        /// Runs the push holding a slot; once it is at the ERP, holds the
+        /// ledger until the test lets go (the sender) and waits for the slot
+        /// to come back. Returns the runner, still settling.
+        async fn push_until_the_slot_is_back(
+            &self,
+        ) -> (tokio::task::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+            let (busy, freed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
+            let slot = Slot::take(&busy, &freed);
+            assert_eq!(busy.load(Ordering::Acquire), 1);
+            let sent = self.app.sandbox.erp.request_count();
+            let runner = {
+                let (engine, job, asked) = (Arc::clone(&self.engine), self.job.clone(), self.asked);
+                tokio::spawn(async move { engine.run_job_in(job, asked, Some(slot)).await })
+            };
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while self.app.sandbox.erp.request_count() == sent {
+                assert!(Instant::now() < deadline, "the push never reached the ERP");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let (release, held) = std::sync::mpsc::channel::<()>();
+            let store = Arc::clone(&self.store);
+            tokio::spawn(async move { store.call(move |_| held.recv().is_ok()).await });
+            tokio::time::timeout(Duration::from_secs(10), freed.notified())
+                .await
+                .expect("the slot came back while the result waited for the ledger");
+            assert_eq!(busy.load(Ordering::Acquire), 0);
+            assert!(!runner.is_finished(), "the result cannot be settled yet");
+            assert_eq!(self.in_erp(), 1);
+            assert_eq!(self.state().as_deref(), Some("queued"), "not settled yet");
+            (runner, release)
+        }
+    }
+
     /// A push whose ERP answer has come gives its slot back at once, while
     /// its result still waits for the ledger: the worker can start the
     /// next job meanwhile, and results queue up to be settled together.
@@ -795,80 +889,50 @@ mod tests {
     /// the order exactly once.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_job_gives_its_slot_back_when_its_remote_answered_before_its_result_is_settled() {
-        let mut opts = SandboxOptions::default();
-        opts.mplus.seed_orders = 1;
-        let MplusApp {
-            sandbox,
-            dir: _dir,
-            config,
-        } = mplus_app(opts, "").await;
-        let store = Arc::new(Store::open(&config.daemon.db_path()).unwrap());
-        let engine = build_engine(&config, Arc::clone(&store)).unwrap();
-        let connector = engine.connectors.get(SOURCE).unwrap().clone();
-        poll_live(&engine, &connector, &CancellationToken::new()).await;
-        let [id] = &sandbox.mplus.order_ids()[..] else {
-            panic!("one order seeded")
-        };
-        let key = format!("{SOURCE}:{id}");
-        let queued = || {
-            Store::open_read_only(&config.daemon.db_path())
-                .unwrap()
-                .order_state(&key)
-                .unwrap()
-                .map(|s| s.to_string())
-        };
-        assert_eq!(queued().as_deref(), Some("queued"));
-
-        // The ERP holds every request a while: long enough to stop the
-        // ledger after the push went out and before its answer comes.
-        sandbox.erp.set_faults(Faults {
-            latency: Duration::from_millis(300),
-            ..Faults::none()
-        });
-        let asked = LeaseClock::now();
-        let [job] = &store
-            .claim(SOURCE, &engine.owner, engine.lease, 1, ClaimFilter::All)
-            .unwrap()[..]
-        else {
-            panic!("the push is due")
-        };
-        assert_eq!(job.kind, JobKind::Push);
-        let (busy, freed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
-        let slot = Slot::take(&busy, &freed);
-        assert_eq!(busy.load(Ordering::Acquire), 1);
-        let sent = sandbox.erp.request_count();
-        let runner = {
-            let (engine, job) = (Arc::clone(&engine), job.clone());
-            tokio::spawn(async move { engine.run_job_in(job, asked, Some(slot)).await })
-        };
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while sandbox.erp.request_count() == sent {
-            assert!(Instant::now() < deadline, "the push never reached the ERP");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
-        // The push is at the ERP: the ledger is busy with something else
-        // until the test lets it go.
-        let (release, held) = std::sync::mpsc::channel::<()>();
-        let blocker = tokio::spawn({
-            let store = Arc::clone(&store);
-            async move { store.call(move |_| held.recv().is_ok()).await }
-        });
-
-        tokio::time::timeout(Duration::from_secs(10), freed.notified())
-            .await
-            .expect("the slot came back while the result waited for the ledger");
-        assert_eq!(busy.load(Ordering::Acquire), 0);
-        assert!(!runner.is_finished(), "the result cannot be settled yet");
-        assert_eq!(sandbox.erp.erp_orders_for(&key).len(), 1);
-        assert_eq!(queued().as_deref(), Some("queued"), "not settled yet");
-
+        let scene = Scene::new().await;
+        let (runner, release) = scene.push_until_the_slot_is_back().await;
         release.send(()).unwrap();
-        assert!(blocker.await.unwrap());
         tokio::time::timeout(Duration::from_secs(10), runner)
             .await
             .expect("the job ends once the ledger is free")
             .unwrap();
-        assert_eq!(queued().as_deref(), Some("pushed"));
-        assert_eq!(sandbox.erp.erp_orders_for(&key).len(), 1, "pushed once");
+        assert_eq!(scene.state().as_deref(), Some("pushed"));
+        assert_eq!(scene.in_erp(), 1, "pushed once");
+    }
+
+    /// The process dies while a result waits for the ledger (the slot is
+    /// free, the ERP has the order, the ledger does not know): once the
+    /// lease has run out, the next runner (its attempt in doubt) pushes
+    /// again under the same order key, which the ERP contract answers with
+    /// the order it holds: recorded, its write-back done, one ERP order.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_lost_while_it_waited_for_the_ledger_is_found_again_and_not_doubled() {
+        let scene = Scene::new().await;
+        let (runner, release) = scene.push_until_the_slot_is_back().await;
+        // The kill: the runner and its result are gone, nothing settled.
+        runner.abort();
+        let _ = runner.await;
+        release.send(()).unwrap();
+        assert_eq!(scene.state().as_deref(), Some("queued"));
+        // Its lease runs out (as it would after the process died).
+        scene
+            .store
+            .lock_for_tests()
+            .execute(
+                "UPDATE jobs SET lease_until = 0 WHERE id = ?1",
+                [scene.job.id],
+            )
+            .unwrap();
+        scene.app.sandbox.erp.set_faults(Faults::none());
+        let next = build_engine(&scene.app.config, Arc::clone(&scene.store)).unwrap();
+        next.drain(SOURCE, None, 4, &CancellationToken::new())
+            .await
+            .unwrap();
+        assert_eq!(scene.in_erp(), 1, "never pushed twice");
+        assert!(
+            matches!(scene.state().as_deref(), Some("accepted" | "completed")),
+            "{:?}",
+            scene.state()
+        );
     }
 }

@@ -411,20 +411,7 @@ fn pushes_and_write_backs_are_claimed_apart_on_both_ledgers() {
                 None,
             )
             .unwrap();
-        let push = store
-            .claim(
-                "shop",
-                "a",
-                LEASE,
-                1,
-                ClaimFilter::Orders(&["shop:1".into()]),
-            )
-            .unwrap();
-        assert!(
-            store
-                .finish_push(&push[0], "a", &accepted("SO1"), "h", true)
-                .unwrap()
-        );
+        push_one(store, "a", "shop:1", "SO1");
         // Due now: one push (order 2) and one write-back (order 1).
         let none = store
             .claim("shop", "a", LEASE, 0, ClaimFilter::Talking(Remote::Erp))
@@ -534,20 +521,21 @@ fn status_counts_parked_orders_once_and_agrees_with_the_per_order_query() {
             (n.seen, n.pushed, n.parked)
         };
         assert_eq!(numbers(store), (5, 0, 2));
-        let jobs = store
-            .claim(
-                "shop",
-                "node-a",
-                LEASE,
-                10,
-                ClaimFilter::Orders(&["shop:4".into()]),
-            )
-            .unwrap();
-        assert!(
-            store
-                .finish_push(&jobs[0], "node-a", &accepted("SO4"), "h", true)
-                .unwrap()
-        );
+        push_one(store, "node-a", "shop:4", "SO4");
         assert_eq!(numbers(store), (5, 1, 2));
     });
+}
+
+/// Claims the push of `key` (source `shop`) as `owner` and records that
+/// the ERP accepted it as `erp_number`.
+fn push_one(store: &Store, owner: &str, key: &str, erp_number: &str) {
+    let jobs = store
+        .claim("shop", owner, LEASE, 1, ClaimFilter::Orders(&[key.into()]))
+        .unwrap();
+    assert_eq!(jobs.len(), 1, "the push of {key} is due");
+    assert!(
+        store
+            .finish_push(&jobs[0], owner, &accepted(erp_number), "h", true)
+            .unwrap()
+    );
 }
