@@ -33,6 +33,11 @@ fn on_both(scenario: impl Fn(&Store)) {
     scenario(&pg);
 }
 
+/// Records `orders` of source `shop` as a live poll would.
+fn record_live(store: &Store, orders: &[super::IncomingOrder]) {
+    store.ingest("shop", "live", orders, None).unwrap();
+}
+
 fn accepted(number: &str) -> ErpAccepted {
     ErpAccepted {
         erp_order_number: number.into(),
@@ -266,18 +271,14 @@ pub(crate) fn seeded_life(store: &Store) {
 #[test]
 fn operators_and_failures_work_the_same_on_both_ledgers() {
     on_both(|store| {
-        store
-            .ingest(
-                "shop",
-                "live",
-                &[
-                    incoming("1", Disposition::Push, "1"),
-                    incoming("2", Disposition::Hold("payment open".into()), "1"),
-                    incoming("3", Disposition::Push, "1"),
-                ],
-                None,
-            )
-            .unwrap();
+        record_live(
+            store,
+            &[
+                incoming("1", Disposition::Push, "1"),
+                incoming("2", Disposition::Hold("payment open".into()), "1"),
+                incoming("3", Disposition::Push, "1"),
+            ],
+        );
         let jobs = store
             .claim(
                 "shop",
@@ -400,17 +401,13 @@ fn operators_and_failures_work_the_same_on_both_ledgers() {
 fn pushes_and_write_backs_are_claimed_apart_on_both_ledgers() {
     use super::Remote;
     on_both(|store| {
-        store
-            .ingest(
-                "shop",
-                "live",
-                &[
-                    incoming("1", Disposition::Push, "1"),
-                    incoming("2", Disposition::Push, "1"),
-                ],
-                None,
-            )
-            .unwrap();
+        record_live(
+            store,
+            &[
+                incoming("1", Disposition::Push, "1"),
+                incoming("2", Disposition::Push, "1"),
+            ],
+        );
         push_one(store, "a", "shop:1", "SO1");
         // Due now: one push (order 2) and one write-back (order 1).
         let none = store
@@ -438,20 +435,16 @@ fn pushes_and_write_backs_are_claimed_apart_on_both_ledgers() {
 #[test]
 fn status_counts_parked_orders_once_and_agrees_with_the_per_order_query() {
     on_both(|store| {
-        store
-            .ingest(
-                "shop",
-                "live",
-                &[
-                    incoming("1", Disposition::Push, "1"),
-                    incoming("2", Disposition::Push, "1"),
-                    incoming("3", Disposition::Hold("payment open".into()), "1"),
-                    incoming("4", Disposition::Push, "1"),
-                    incoming("5", Disposition::Push, "1"),
-                ],
-                None,
-            )
-            .unwrap();
+        record_live(
+            store,
+            &[
+                incoming("1", Disposition::Push, "1"),
+                incoming("2", Disposition::Push, "1"),
+                incoming("3", Disposition::Hold("payment open".into()), "1"),
+                incoming("4", Disposition::Push, "1"),
+                incoming("5", Disposition::Push, "1"),
+            ],
+        );
         for key in ["shop:1", "shop:2"] {
             let jobs = store
                 .claim(
