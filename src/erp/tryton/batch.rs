@@ -9,8 +9,9 @@
 //! `batch_size` queued orders and runs them together (a group commit): one
 //! search by reference, one product search, one `create` of the new sales,
 //! one totals read, `quote` and `confirm` on the list, one read-back.
-//! Parties and addresses are found or created per order, under the
-//! master-data lock, as for one order.
+//! Parties and addresses are found, and the missing ones created, for the
+//! whole batch in at most four calls under the master-data lock
+//! ([`Parties::resolve`]).
 //!
 //! Every step is its own Tryton transaction, as one order's are, so a crash
 //! between any two leaves drafts that the next attempt finds by reference
@@ -32,6 +33,7 @@ use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
 use super::TrytonErp;
+use super::parties::Parties;
 use super::push::{self, Products};
 use crate::http::Failure;
 use crate::model::Order;
@@ -306,9 +308,11 @@ async fn create(erp: &TrytonErp, members: &mut Vec<Member>) -> Result<(), Failur
             .filter(|m| m.sale.is_none())
             .map(|m| &m.order)
             .collect();
-        let mut products = lease::holding_all(held, Products::prefetch(erp, &orders)).await?;
+        let mut products =
+            lease::holding_all(held.clone(), Products::prefetch(erp, &orders)).await?;
+        let mut parties = lease::holding_all(held, Parties::resolve(erp, &orders)).await?;
         for m in members.iter_mut().filter(|m| m.sale.is_none()) {
-            let prepared = push::sale_values(erp, &m.order, &mut products);
+            let prepared = push::sale_values(erp, &m.order, &mut products, &mut parties);
             match lease::holding_all(m.held.clone(), prepared).await {
                 Ok(v) => m.values = Some(v),
                 Err(f) => m.answer(Err(f)),

@@ -16,12 +16,13 @@ use rust_decimal::Decimal;
 use rust_decimal::prelude::ToPrimitive;
 use serde_json::{Value, json};
 
+use super::parties::{self, Parties};
 use super::rpc::{date, decimal, parse_decimal};
 use super::taxes::{self, TaxTable};
 use super::{TrytonErp, sale_label};
 use crate::config::{ProductMatch, UnknownProduct};
 use crate::http::Failure;
-use crate::model::{Address, Order, OrderLine, arith};
+use crate::model::{Order, OrderLine, arith};
 use crate::store::{ErpAccepted, LineNumber};
 
 pub async fn push(
@@ -71,7 +72,13 @@ pub(super) async fn push_order(erp: &TrytonErp, order: &Order) -> Result<ErpAcce
         None => {
             let values = {
                 let _master_data = erp.master_data.lock().await;
-                sale_values(erp, order, &mut Products::default()).await?
+                sale_values(
+                    erp,
+                    order,
+                    &mut Products::default(),
+                    &mut Parties::default(),
+                )
+                .await?
             };
             (
                 erp.create("sale.sale", values).await?,
@@ -216,6 +223,7 @@ pub(super) async fn sale_values(
     erp: &TrytonErp,
     order: &Order,
     products: &mut Products,
+    parties: &mut Parties,
 ) -> Result<Value, Failure> {
     let key = &order.order_key;
     let currency = erp
@@ -311,18 +319,15 @@ pub(super) async fn sale_values(
             "taxes": [["add", order_taxes]],
         }));
     }
-    let (party, new_party) = find_or_create_party(erp, order).await?;
-    let billing = order
-        .billing_address
-        .as_ref()
-        .or(order.shipping_address.as_ref());
-    let shipping = order.shipping_address.as_ref().or(billing);
-    let invoice_address = address(erp, order, party, new_party, billing).await?;
+    let party = parties::find_or_create(erp, order, parties).await?;
+    let (billing, shipping) = parties::addresses_of(order);
+    let invoice_address = parties::address(erp, order, party, billing, parties).await?;
     let shipment_address = if shipping == billing {
         invoice_address
     } else {
-        address(erp, order, party, new_party, shipping).await?
+        parties::address(erp, order, party, shipping, parties).await?
     };
+    let party = party.0;
     let shown = order.reference.as_deref().unwrap_or(&order.external_id);
     let sale_date: NaiveDate = order.ordered_at.date_naive();
     Ok(json!({
@@ -604,153 +609,4 @@ async fn create_product(
         unit,
         default_taxes: Vec::new(),
     })
-}
-
-/// The stable identifier of a source's customer in Tryton: kept as a
-/// `party.identifier` code (the party `code` is a read-only sequence).
-fn customer_identifier(order: &Order) -> Option<String> {
-    order
-        .customer
-        .source_customer_id
-        .as_ref()
-        .map(|id| format!("{}:{id}", order.source))
-}
-
-/// The customer's party: by the source's customer id (a party identifier
-/// `SOURCE:ID`), else by e-mail, else by name and postcode, else new (then
-/// `true`: it has no addresses yet). A B2B shop often knows its customer
-/// only by id: such a party is named from what is known (company, name,
-/// address name, else "<source> customer <id>"), never parked for it.
-/// The caller holds the master-data lock, so one customer is one party.
-async fn find_or_create_party(erp: &TrytonErp, order: &Order) -> Result<(i64, bool), Failure> {
-    let c = &order.customer;
-    let billing = order
-        .billing_address
-        .as_ref()
-        .or(order.shipping_address.as_ref());
-    let identifier = customer_identifier(order);
-    if let Some(code) = &identifier {
-        let ids = erp
-            .search(
-                "party.party",
-                json!([["identifiers.code", "=", code]]),
-                Some(1),
-            )
-            .await?;
-        if let Some(p) = ids.first() {
-            return Ok((*p, false));
-        }
-    }
-    if identifier.is_none()
-        && let Some(email) = &c.email
-    {
-        let rows = erp
-            .search_read(
-                "party.contact_mechanism",
-                json!([["type", "=", "email"], ["value", "=", email]]),
-                &["party"],
-                Some(1),
-            )
-            .await?;
-        if let Some(p) = rows.first().and_then(|r| r["party"].as_i64()) {
-            return Ok((p, false));
-        }
-    }
-    let known_name = c
-        .company
-        .clone()
-        .or_else(|| c.name.clone())
-        .or_else(|| billing.and_then(|a| a.name.clone()));
-    let name = match (&known_name, &c.source_customer_id) {
-        (Some(n), _) => n.clone(),
-        (None, Some(id)) => format!("{} customer {id}", order.source),
-        (None, None) => {
-            return Err(Failure::permanent(format!(
-                "order {}: the customer has no id, name, company or e-mail to find a Tryton party by",
-                order.order_key
-            )));
-        }
-    };
-    if identifier.is_none()
-        && c.email.is_none()
-        && let Some(pc) = billing.and_then(|a| a.postcode.as_ref())
-    {
-        let ids = erp
-            .search(
-                "party.party",
-                json!([["name", "=", name], ["addresses.postal_code", "=", pc]]),
-                Some(1),
-            )
-            .await?;
-        if let Some(p) = ids.first() {
-            return Ok((*p, false));
-        }
-    }
-    let mut mechanisms = Vec::new();
-    if let Some(email) = &c.email {
-        mechanisms.push(json!({"type": "email", "value": email}));
-    }
-    if let Some(phone) = &c.phone {
-        mechanisms.push(json!({"type": "phone", "value": phone}));
-    }
-    let identifiers: Vec<Value> = identifier
-        .iter()
-        .map(|code| json!({"code": code}))
-        .collect();
-    // Addresses are added by `address`; an explicit empty list stops Tryton's
-    // default of one blank address.
-    let id = erp
-        .create(
-            "party.party",
-            json!({
-                "name": name,
-                "identifiers": [["create", identifiers]],
-                "contact_mechanisms": [["create", mechanisms]],
-                "addresses": [["create", []]],
-            }),
-        )
-        .await?;
-    Ok((id, true))
-}
-
-/// The party's address equal to `addr`, created when missing (at once for
-/// a party created just now: it has none).
-async fn address(
-    erp: &TrytonErp,
-    order: &Order,
-    party: i64,
-    new_party: bool,
-    addr: Option<&Address>,
-) -> Result<i64, Failure> {
-    let empty = Address::default();
-    let a = addr.unwrap_or(&empty);
-    let country =
-        match &a.country {
-            Some(code) => Some(erp.id_by_code("country.country", code).await?.ok_or_else(
-                || {
-                    Failure::permanent(format!(
-                        "order {}: country {code} not found in Tryton",
-                        order.order_key
-                    ))
-                },
-            )?),
-            None => None,
-        };
-    let values = json!({
-        "street": a.street, "postal_code": a.postcode, "city": a.city,
-        "country": country, "party_name": a.name,
-    });
-    let domain = json!([
-        ["party", "=", party],
-        ["street", "=", a.street],
-        ["postal_code", "=", a.postcode],
-        ["city", "=", a.city],
-        ["country", "=", country],
-    ]);
-    if !new_party && let Some(id) = erp.search("party.address", domain, Some(1)).await?.first() {
-        return Ok(*id);
-    }
-    let mut values = values;
-    values["party"] = json!(party);
-    erp.create("party.address", values).await
 }

@@ -176,3 +176,236 @@ async fn orders_pushed_together_share_each_call_and_a_refused_sale_fails_alone()
     let reason = parked[0]["reason"].as_str().unwrap();
     assert!(reason.contains("Tryton"), "{k}: Tryton's reason: {reason}");
 }
+
+/// The rows of `model` matching `domain`, with `fields`.
+async fn rows(rpc: &Rpc, model: &str, domain: Value, fields: Value) -> Vec<Value> {
+    let found = rpc
+        .model(
+            model,
+            "search_read",
+            vec![
+                domain,
+                json!(0),
+                json!(null),
+                json!([["id", "ASC"]]),
+                fields,
+            ],
+        )
+        .await
+        .unwrap();
+    found.as_array().unwrap().clone()
+}
+
+/// Issue 13.6: a batch looks its customers up together (one search of the
+/// identifiers, one of the e-mails), creates the new ones in one call with
+/// their addresses, and reads the known parties' addresses once. The
+/// result is what one order at a time gives: a customer is one party
+/// whether known by id or by e-mail, each distinct address is created
+/// once, a known party's known address is reused, and a customer known by
+/// name only still gets its party.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let (url, calls) = proxy(&server).await;
+    let app =
+        spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 8\nmax_in_flight = 1").await;
+    let engine = engine(&app);
+    let address = |street: &str| {
+        json!({"name": "Jan de Vries", "street": street, "postcode": "1234 AB",
+               "city": "Utrecht", "country": "NL"})
+    };
+    let order = |id: &str, customer: Value, billing: Value, shipping: Option<Value>| {
+        let mut o = json!({
+            "order_key": format!("{SOURCE}:{id}"), "source": SOURCE, "source_kind": "cloudsuite",
+            "external_id": id, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+            "prices_include_tax": false, "customer": customer, "billing_address": billing,
+            "lines": [{"source_line_id": "1", "sku": "124_STUK", "quantity": "2",
+                       "unit_price": "19.99", "line_total": "39.98"}],
+            "totals": {"net": "39.98"}
+        });
+        if let Some(s) = shipping {
+            o["shipping_address"] = s;
+        }
+        (format!("{SOURCE}:{id}"), o.to_string())
+    };
+    let push_all = |orders: Vec<(String, String)>| {
+        let erp = Arc::clone(&engine.erp);
+        async move {
+            let pushes = orders.iter().map(|(k, o)| erp.push(k, o));
+            let answers = futures_util::future::join_all(pushes).await;
+            orders
+                .into_iter()
+                .zip(answers)
+                .map(|((k, _), a)| (k, a.map(drop).map_err(|e| e.to_string())))
+                .collect::<Vec<_>>()
+        }
+    };
+    // A customer Tryton knows already, with one address.
+    let known = json!({"source_customer_id": "5003", "name": "Bakkerij De Korf"});
+    push_all(vec![order(
+        "8000",
+        known.clone(),
+        address("Dorpsstraat 3"),
+        None,
+    )])
+    .await;
+    calls.lock().unwrap().clear();
+
+    let by_id = json!({"source_customer_id": "5001", "name": "Jan de Vries"});
+    let by_email = json!({"name": "Els Jansen", "email": "els@example.nl"});
+    let by_name = json!({"name": "Piet Puk"});
+    let mut nowhere = address("Nergensweg 1");
+    nowhere["country"] = json!("XX");
+    let answers = push_all(vec![
+        order("8001", by_id.clone(), address("Dorpsstraat 1"), None),
+        order("8002", by_email.clone(), address("Kerkweg 2"), None),
+        order(
+            "8003",
+            by_id.clone(),
+            address(" Dorpsstraat 1 "),
+            Some(address("Havenkade 9")),
+        ),
+        order("8004", by_email.clone(), address("Kerkweg 2"), None),
+        order("8005", known.clone(), address("Dorpsstraat 3"), None),
+        order("8006", by_name, address("Molenlaan 4"), None),
+        order("8007", json!({"source_customer_id": "5004"}), nowhere, None),
+    ])
+    .await;
+    // An address in a country Tryton does not know fails its order alone,
+    // saying which.
+    for (k, answer) in &answers {
+        if k.ends_with(":8007") {
+            let e = answer.as_ref().expect_err("an unknown country is refused");
+            assert!(e.contains("country XX not found"), "{k}: {e}");
+        } else {
+            assert!(answer.is_ok(), "{k}: {answer:?}");
+        }
+    }
+
+    let count = |method: &str| sizes(&calls, method).len();
+    assert_eq!(
+        sizes(&calls, "model.sale.sale.create"),
+        vec![6],
+        "one batch of six sales (the seventh refused before it)"
+    );
+    assert_eq!(
+        count("model.party.identifier.search_read"),
+        1,
+        "identifiers in one search"
+    );
+    assert_eq!(
+        count("model.party.contact_mechanism.search_read"),
+        1,
+        "e-mails in one search"
+    );
+    assert_eq!(
+        count("model.party.address.search_read"),
+        1,
+        "known addresses in one read"
+    );
+    // Two new customers (by id, by e-mail) in one create; the customer known
+    // by name only and the one in an unknown country go the per-order way.
+    let mut creates = sizes(&calls, "model.party.party.create");
+    creates.sort_unstable();
+    assert_eq!(creates, vec![1, 1, 2], "party creates: {creates:?}");
+    assert_eq!(
+        sizes(&calls, "model.party.address.create"),
+        vec![1],
+        "only the name-only customer's address is created on its own"
+    );
+
+    // By id: one party, two addresses (the billing one given twice, once
+    // with blanks around it), each order's own.
+    let (s1, s3) = (sale(&rpc, "8001").await, sale(&rpc, "8003").await);
+    assert_eq!(s1["party"], s3["party"], "one party for customer 5001");
+    let parties = parties_by_code(&rpc, "webshop-nl:5001").await;
+    assert_eq!(parties.len(), 1, "{parties:?}");
+    assert_eq!(addresses_of(&rpc, s1["party"].clone()).await.len(), 2);
+    assert_eq!(s1["invoice_address"], s3["invoice_address"]);
+    assert_eq!(s1["shipment_address"], s1["invoice_address"]);
+    assert_eq!(
+        street(&rpc, s3["shipment_address"].clone()).await,
+        "Havenkade 9"
+    );
+    assert_eq!(
+        street(&rpc, s3["invoice_address"].clone()).await,
+        "Dorpsstraat 1"
+    );
+
+    // By e-mail: one party, one address.
+    let (s2, s4) = (sale(&rpc, "8002").await, sale(&rpc, "8004").await);
+    assert_eq!(s2["party"], s4["party"], "one party for els@example.nl");
+    let mechanisms = rows(
+        &rpc,
+        "party.contact_mechanism",
+        json!([["value", "=", "els@example.nl"]]),
+        json!(["party"]),
+    )
+    .await;
+    assert_eq!(mechanisms.len(), 1, "{mechanisms:?}");
+    assert_eq!(s2["invoice_address"], s4["invoice_address"]);
+    assert_eq!(addresses_of(&rpc, s2["party"].clone()).await.len(), 1);
+
+    // Known before the batch: the same party and address as its first sale.
+    let (s0, s5) = (sale(&rpc, "8000").await, sale(&rpc, "8005").await);
+    assert_eq!(s0["party"], s5["party"]);
+    assert_eq!(s0["invoice_address"], s5["invoice_address"]);
+    assert_eq!(addresses_of(&rpc, s0["party"].clone()).await.len(), 1);
+
+    // By name only: a party of its own with its address.
+    let s6 = sale(&rpc, "8006").await;
+    assert_eq!(
+        street(&rpc, s6["invoice_address"].clone()).await,
+        "Molenlaan 4"
+    );
+    let distinct: std::collections::HashSet<String> = [&s0, &s1, &s2, &s6]
+        .iter()
+        .map(|s| s["party"].to_string())
+        .collect();
+    assert_eq!(distinct.len(), 4, "four customers, four parties");
+}
+
+async fn parties_by_code(rpc: &Rpc, code: &str) -> Vec<Value> {
+    rows(
+        rpc,
+        "party.party",
+        json!([["identifiers.code", "=", code]]),
+        json!(["name"]),
+    )
+    .await
+}
+
+/// The sale of order `id`: its party and addresses.
+async fn sale(rpc: &Rpc, id: &str) -> Value {
+    let found = rows(
+        rpc,
+        "sale.sale",
+        json!([["reference", "=", format!("{SOURCE}:{id}")]]),
+        json!(["party", "invoice_address", "shipment_address"]),
+    )
+    .await;
+    assert_eq!(found.len(), 1, "order {id}: one sale: {found:?}");
+    found[0].clone()
+}
+
+async fn street(rpc: &Rpc, address: Value) -> String {
+    let found = rows(
+        rpc,
+        "party.address",
+        json!([["id", "=", address]]),
+        json!(["street"]),
+    )
+    .await;
+    found[0]["street"].as_str().unwrap_or_default().to_string()
+}
+
+async fn addresses_of(rpc: &Rpc, party: Value) -> Vec<Value> {
+    rows(
+        rpc,
+        "party.address",
+        json!([["party", "=", party]]),
+        json!(["street"]),
+    )
+    .await
+}
