@@ -855,17 +855,38 @@ mod tests {
         async fn push_until_the_slot_is_back(
             &self,
         ) -> (tokio::task::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+            let erp = self.app.sandbox.erp.clone();
+            let held = self
+                .until_the_slot_is_back(self.job.clone(), self.asked, move || erp.request_count())
+                .await;
+            assert_eq!(self.in_erp(), 1);
+            held
+        }
+
+        /// Runs `job` holding a slot; once `sent` counts its request, holds
+        /// the ledger until the test lets go (the sender) and waits for the
+        /// slot to come back. Returns the runner, still settling.
+        async fn until_the_slot_is_back(
+            &self,
+            job: Job,
+            asked: (Instant, SystemTime),
+            sent: impl Fn() -> u64,
+        ) -> (tokio::task::JoinHandle<()>, std::sync::mpsc::Sender<()>) {
+            let state = self.state();
             let (busy, freed) = (Arc::new(AtomicUsize::new(0)), Arc::new(Notify::new()));
             let slot = Slot::take(&busy, &freed);
             assert_eq!(busy.load(Ordering::Acquire), 1);
-            let sent = self.app.sandbox.erp.request_count();
+            let before = sent();
             let runner = {
-                let (engine, job, asked) = (Arc::clone(&self.engine), self.job.clone(), self.asked);
+                let engine = Arc::clone(&self.engine);
                 tokio::spawn(async move { engine.run_job_in(job, asked, Some(slot)).await })
             };
             let deadline = Instant::now() + Duration::from_secs(10);
-            while self.app.sandbox.erp.request_count() == sent {
-                assert!(Instant::now() < deadline, "the push never reached the ERP");
+            while sent() == before {
+                assert!(
+                    Instant::now() < deadline,
+                    "the job's request never went out"
+                );
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             let (release, held) = std::sync::mpsc::channel::<()>();
@@ -876,9 +897,32 @@ mod tests {
                 .expect("the slot came back while the result waited for the ledger");
             assert_eq!(busy.load(Ordering::Acquire), 0);
             assert!(!runner.is_finished(), "the result cannot be settled yet");
-            assert_eq!(self.in_erp(), 1);
-            assert_eq!(self.state().as_deref(), Some("queued"), "not settled yet");
+            assert_eq!(self.state(), state, "not settled yet");
             (runner, release)
+        }
+
+        /// What a killed process leaves: the runner and its result gone,
+        /// nothing settled, then (once the ledger is free) its lease run
+        /// out. The next runner then drains the source.
+        async fn kill_and_recover(
+            &self,
+            runner: tokio::task::JoinHandle<()>,
+            release: std::sync::mpsc::Sender<()>,
+            job: &Job,
+        ) {
+            runner.abort();
+            let _ = runner.await;
+            release.send(()).unwrap();
+            self.store
+                .lock_for_tests()
+                .execute("UPDATE jobs SET lease_until = 0 WHERE id = ?1", [job.id])
+                .unwrap();
+            self.app.sandbox.erp.set_faults(Faults::none());
+            self.app.sandbox.mplus.set_faults(Faults::none());
+            let next = build_engine(&self.app.config, Arc::clone(&self.store)).unwrap();
+            next.drain(SOURCE, None, 4, &CancellationToken::new())
+                .await
+                .unwrap();
         }
     }
 
@@ -909,26 +953,58 @@ mod tests {
     async fn a_result_lost_while_it_waited_for_the_ledger_is_found_again_and_not_doubled() {
         let scene = Scene::new().await;
         let (runner, release) = scene.push_until_the_slot_is_back().await;
-        // The kill: the runner and its result are gone, nothing settled.
-        runner.abort();
-        let _ = runner.await;
-        release.send(()).unwrap();
-        assert_eq!(scene.state().as_deref(), Some("queued"));
-        // Its lease runs out (as it would after the process died).
-        scene
-            .store
-            .lock_for_tests()
-            .execute(
-                "UPDATE jobs SET lease_until = 0 WHERE id = ?1",
-                [scene.job.id],
-            )
-            .unwrap();
-        scene.app.sandbox.erp.set_faults(Faults::none());
-        let next = build_engine(&scene.app.config, Arc::clone(&scene.store)).unwrap();
-        next.drain(SOURCE, None, 4, &CancellationToken::new())
-            .await
-            .unwrap();
+        scene.kill_and_recover(runner, release, &scene.job).await;
         assert_eq!(scene.in_erp(), 1, "never pushed twice");
+        assert!(
+            matches!(scene.state().as_deref(), Some("accepted" | "completed")),
+            "{:?}",
+            scene.state()
+        );
+    }
+
+    /// The same for a write-back: the till has the ERP number, the slot is
+    /// free, the process dies before the ledger records it. After the lease
+    /// runs out the next runner claims the write-back again (in doubt),
+    /// reads the till, finds the reference there and records it: the job
+    /// does not stay stuck at "pushed" and the till's order changed once.
+    /// (MplusKASSA's updateOrder would answer NO-CHANGES to a repeat, so
+    /// what this guards is the recovery, not the till's own idempotency.)
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_back_lost_while_it_waited_for_the_ledger_is_found_again() {
+        let scene = Scene::new().await;
+        scene.engine.run_job(scene.job.clone(), scene.asked).await;
+        assert_eq!(scene.state().as_deref(), Some("pushed"));
+        let id = scene
+            .key
+            .trim_start_matches(&format!("{SOURCE}:"))
+            .to_string();
+        let till = scene.app.sandbox.mplus.clone();
+        till.set_faults(Faults {
+            latency: Duration::from_millis(300),
+            ..Faults::none()
+        });
+        let asked = LeaseClock::now();
+        let [job] = &scene
+            .store
+            .claim(
+                SOURCE,
+                &scene.engine.owner,
+                scene.engine.lease,
+                1,
+                ClaimFilter::All,
+            )
+            .unwrap()[..]
+        else {
+            panic!("the write-back is due")
+        };
+        assert_eq!(job.kind, JobKind::WriteAccepted);
+        let counted = till.clone();
+        let (runner, release) = scene
+            .until_the_slot_is_back(job.clone(), asked, move || counted.request_count())
+            .await;
+        assert_eq!(till.updates(&id), 1, "the write-back reached the till");
+        scene.kill_and_recover(runner, release, job).await;
+        assert_eq!(till.updates(&id), 1, "never written twice");
         assert!(
             matches!(scene.state().as_deref(), Some("accepted" | "completed")),
             "{:?}",
