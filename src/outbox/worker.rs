@@ -129,13 +129,17 @@ impl Engine {
     /// job's task is about 2 KB and holds only the call it makes.
     async fn execute(&self, job: &Job) -> Result<Outcome, Failure> {
         let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
-        let (key, payload) = (job.order_key.clone(), job.kind == JobKind::Push);
-        let order = self
-            .store
-            .call(move |s| s.order_for(&key, payload))
-            .await
-            .map_err(ledger)?
-            .ok_or_else(|| Failure::permanent("the order is not in the ledger"))?;
+        let order = match &job.order {
+            Some(order) => Arc::clone(order),
+            None => {
+                let (key, payload) = (job.order_key.clone(), job.kind == JobKind::Push);
+                let read = self.store.call(move |s| s.order_for(&key, payload)).await;
+                Arc::new(
+                    read.map_err(ledger)?
+                        .ok_or_else(|| Failure::permanent("the order is not in the ledger"))?,
+                )
+            }
+        };
         let connector = self.connectors.get(&job.source).ok_or_else(|| {
             Failure::retry(format!(
                 "source {} is not configured or not enabled",
@@ -175,6 +179,7 @@ impl Engine {
                     return Err(Failure::permanent(
                         order
                             .note
+                            .clone()
                             .unwrap_or_else(|| "the order could not be mapped".into()),
                     ));
                 };
@@ -194,7 +199,7 @@ impl Engine {
                 let accepted = pushed.map_err(|f| f.context("ERP push"))?;
                 Ok(Outcome::Pushed {
                     accepted,
-                    hash: order.content_hash,
+                    hash: order.content_hash.clone(),
                 })
             }
             JobKind::WriteAccepted | JobKind::WriteShipped | JobKind::WriteCancelled => {
@@ -306,7 +311,7 @@ impl Engine {
         let (src, owner, lease) = (source.to_string(), self.owner.clone(), self.lease);
         self.store
             .call(move |s| {
-                let jobs = s.claim_each(
+                let mut jobs = s.claim_each(
                     &src,
                     &owner,
                     lease,
@@ -315,6 +320,12 @@ impl Engine {
                         (ClaimFilter::Talking(Remote::Source), free_source),
                     ],
                 )?;
+                // Their orders in the same ledger call: a job then goes to
+                // its remote without waiting on the ledger again. If the read
+                // fails, each job reads its own (and reports what fails).
+                if let Err(e) = s.read_orders(&mut jobs) {
+                    tracing::debug!(source = %src, error = %format!("{e:#}"), "could not read the claimed jobs' orders together; each job reads its own");
+                }
                 // Slots this claim could not fill stay free: when is work
                 // for them next due? Asked in the same ledger call, so an
                 // idle worker does not come back for it (nor claim again

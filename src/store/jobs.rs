@@ -4,6 +4,7 @@
 //! time, so the daemon, `backfill` and `retry` can run together (guarantee 9).
 
 use crate::outbox::state::{JobState, OrderState};
+use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
@@ -74,6 +75,11 @@ pub struct Job {
     /// written before it ended unknown: a write-back reads the remote first.
     /// `false` on a job's very first attempt, which may write directly.
     pub in_doubt: bool,
+    /// Its order, when read together with the claim ([`Store::read_orders`]):
+    /// the worker reads every claimed job's order in the claim's own ledger
+    /// call, so a job goes to its remote without a ledger call of its own.
+    /// `None`: not read yet; the job reads it itself.
+    pub order: Option<Arc<OrderForJob>>,
 }
 
 impl Job {
@@ -622,6 +628,7 @@ fn claim_sqlite(
                 first_failed_at,
                 sent_hash,
                 in_doubt: started_at.is_some(),
+                order: None,
             });
             if jobs.len() == limit {
                 break;
@@ -718,43 +725,29 @@ impl Store {
     /// when `payload` (a push needs it, a write-back or cancel does not,
     /// and it is most of the order's bytes).
     pub fn order_for(&self, order_key: &str, payload: bool) -> anyhow::Result<Option<OrderForJob>> {
-        const ORDER: [&str; 2] = [
-            "SELECT o.state, NULL, o.content_hash, o.external_id, o.erp_order_number, o.note
-             FROM orders o WHERE o.order_key = ?1",
-            "SELECT o.state, p.canonical_json, o.content_hash, o.external_id, o.erp_order_number, o.note
-             FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
-             WHERE o.order_key = ?1",
-        ];
         let mut conn = self.lock();
-        let lines_sql = match conn.dialect() {
-            Dialect::Sqlite => {
-                "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY rowid"
-            }
-            Dialect::Postgres => {
-                "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY seq"
-            }
-        };
-        conn.read(|tx| {
-            let Some(r) = tx.query_opt(ORDER[usize::from(payload)], &[&order_key])? else {
-                return Ok(None);
-            };
-            let mut order = OrderForJob {
-                state: r.get(0)?,
-                canonical_json: r.get(1)?,
-                content_hash: r.get(2)?,
-                external_id: r.get(3)?,
-                erp_order_number: r.get(4)?,
-                note: r.get(5)?,
-                lines: Vec::new(),
-            };
-            for r in tx.query(lines_sql, &[&order_key])? {
-                order.lines.push(LineNumber {
-                    source_line_id: r.get(0)?,
-                    erp_line_number: r.get(1)?,
-                });
-            }
-            Ok(Some(order))
-        })
+        let dialect = conn.dialect();
+        conn.read(|tx| order_in(tx, dialect, order_key, payload))
+    }
+
+    /// Reads each job's order into [`Job::order`], all in one read
+    /// transaction (a push's with its mapped payload). A job whose order is
+    /// not in the ledger keeps `None` and finds that out itself.
+    pub fn read_orders(&self, jobs: &mut [Job]) -> anyhow::Result<()> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        let mut conn = self.lock();
+        let dialect = conn.dialect();
+        let orders = conn.read(|tx| {
+            jobs.iter()
+                .map(|j| order_in(tx, dialect, &j.order_key, j.kind == JobKind::Push))
+                .collect::<anyhow::Result<Vec<_>>>()
+        })?;
+        for (job, order) in jobs.iter_mut().zip(orders) {
+            job.order = order.map(Arc::new);
+        }
+        Ok(())
     }
 
     /// The ERP accepted the order: record its number and line numbers and
@@ -1378,6 +1371,49 @@ impl Store {
     }
 }
 
+/// An order as a job sees it ([`Store::order_for`]), inside `tx`.
+fn order_in(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    order_key: &str,
+    payload: bool,
+) -> anyhow::Result<Option<OrderForJob>> {
+    const ORDER: [&str; 2] = [
+        "SELECT o.state, NULL, o.content_hash, o.external_id, o.erp_order_number, o.note
+         FROM orders o WHERE o.order_key = ?1",
+        "SELECT o.state, p.canonical_json, o.content_hash, o.external_id, o.erp_order_number, o.note
+         FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
+         WHERE o.order_key = ?1",
+    ];
+    let lines_sql = match dialect {
+        Dialect::Sqlite => {
+            "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY rowid"
+        }
+        Dialect::Postgres => {
+            "SELECT source_line_id, erp_line_number FROM order_lines WHERE order_key = ?1 ORDER BY seq"
+        }
+    };
+    let Some(r) = tx.query_opt(ORDER[usize::from(payload)], &[&order_key])? else {
+        return Ok(None);
+    };
+    let mut order = OrderForJob {
+        state: r.get(0)?,
+        canonical_json: r.get(1)?,
+        content_hash: r.get(2)?,
+        external_id: r.get(3)?,
+        erp_order_number: r.get(4)?,
+        note: r.get(5)?,
+        lines: Vec::new(),
+    };
+    for r in tx.query(lines_sql, &[&order_key])? {
+        order.lines.push(LineNumber {
+            source_line_id: r.get(0)?,
+            erp_line_number: r.get(1)?,
+        });
+    }
+    Ok(Some(order))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1429,6 +1465,45 @@ mod tests {
             }],
             created: true,
         }
+    }
+
+    /// The worker reads its claimed jobs' orders together: a push gets its
+    /// mapped payload, a write-back its ERP number and line numbers without
+    /// the payload, a job whose order is missing gets none and the rest are
+    /// read all the same.
+    #[test]
+    fn claimed_jobs_read_their_orders_together() {
+        let (_d, store) = temp_store();
+        seed(&store, "1");
+        seed(&store, "2");
+        let mut pushes = runnable(&store);
+        assert_eq!(pushes.len(), 2);
+        store.read_orders(&mut pushes).unwrap();
+        for (job, ext) in pushes.iter().zip(["1", "2"]) {
+            let order = job.order.as_deref().expect("read with the claim");
+            assert_eq!(order.external_id, ext);
+            assert!(order.canonical_json.is_some(), "a push gets its payload");
+            assert_eq!(order.state, OrderState::Queued);
+        }
+        store
+            .finish_push(&pushes[0], "o", &accepted(), "h", true)
+            .unwrap();
+        let mut jobs = runnable(&store);
+        assert_eq!(jobs.len(), 1);
+        assert_eq!(jobs[0].kind, JobKind::WriteAccepted);
+        let mut lost = jobs[0].clone();
+        lost.order_key = "shop:not-in-the-ledger".into();
+        jobs.insert(0, lost);
+        store.read_orders(&mut jobs).unwrap();
+        assert!(jobs[0].order.is_none(), "no such order");
+        let order = jobs[1].order.as_deref().expect("read with the claim");
+        assert!(
+            order.canonical_json.is_none(),
+            "a write-back needs no payload"
+        );
+        assert_eq!(order.erp_order_number.as_deref(), Some("SO1"));
+        assert_eq!(order.lines.len(), 1);
+        assert_eq!(order.lines[0].erp_line_number, "10");
     }
 
     /// Issue 13: a claim of write-backs walks the write-backs' own index,

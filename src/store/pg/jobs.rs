@@ -110,6 +110,7 @@ impl Store {
                 first_failed_at: r.get(6),
                 sent_hash: r.get(7),
                 in_doubt: r.get(8),
+                order: None,
             });
         }
         jobs.sort_by_key(|j| j.id);
