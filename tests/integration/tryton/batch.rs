@@ -177,25 +177,6 @@ async fn orders_pushed_together_share_each_call_and_a_refused_sale_fails_alone()
     assert!(reason.contains("Tryton"), "{k}: Tryton's reason: {reason}");
 }
 
-/// The rows of `model` matching `domain`, with `fields`.
-async fn rows(rpc: &Rpc, model: &str, domain: Value, fields: Value) -> Vec<Value> {
-    let found = rpc
-        .model(
-            model,
-            "search_read",
-            vec![
-                domain,
-                json!(0),
-                json!(null),
-                json!([["id", "ASC"]]),
-                fields,
-            ],
-        )
-        .await
-        .unwrap();
-    found.as_array().unwrap().clone()
-}
-
 /// Issue 13.6: a batch looks its customers up together (one search of the
 /// identifiers, one of the e-mails), creates the new ones in one call with
 /// their addresses, and reads the known parties' addresses once. The
@@ -336,7 +317,7 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     // By e-mail: one party, one address.
     let (s2, s4) = (sale(&rpc, "8002").await, sale(&rpc, "8004").await);
     assert_eq!(s2["party"], s4["party"], "one party for els@example.nl");
-    let mechanisms = rows(
+    let mechanisms = search_read(
         &rpc,
         "party.contact_mechanism",
         json!([["value", "=", "els@example.nl"]]),
@@ -367,7 +348,7 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
 }
 
 async fn parties_by_code(rpc: &Rpc, code: &str) -> Vec<Value> {
-    rows(
+    search_read(
         rpc,
         "party.party",
         json!([["identifiers.code", "=", code]]),
@@ -378,7 +359,7 @@ async fn parties_by_code(rpc: &Rpc, code: &str) -> Vec<Value> {
 
 /// The sale of order `id`: its party and addresses.
 async fn sale(rpc: &Rpc, id: &str) -> Value {
-    let found = rows(
+    let found = search_read(
         rpc,
         "sale.sale",
         json!([["reference", "=", format!("{SOURCE}:{id}")]]),
@@ -390,7 +371,7 @@ async fn sale(rpc: &Rpc, id: &str) -> Value {
 }
 
 async fn street(rpc: &Rpc, address: Value) -> String {
-    let found = rows(
+    let found = search_read(
         rpc,
         "party.address",
         json!([["id", "=", address]]),
@@ -401,7 +382,7 @@ async fn street(rpc: &Rpc, address: Value) -> String {
 }
 
 async fn addresses_of(rpc: &Rpc, party: Value) -> Vec<Value> {
-    rows(
+    search_read(
         rpc,
         "party.address",
         json!([["party", "=", party]]),

@@ -281,30 +281,41 @@ pub async fn sync(engine: &Arc<Engine>) {
     }
 }
 
-/// Every sale (any state) whose reference is this order key.
-pub async fn sales_for(rpc: &Rpc, order_key: &str) -> Vec<Value> {
+/// The rows of `model` matching `domain`, with `fields`, in id order.
+pub async fn search_read(rpc: &Rpc, model: &str, domain: Value, fields: Value) -> Vec<Value> {
     let rows = rpc
         .model(
-            "sale.sale",
+            model,
             "search_read",
             vec![
-                json!([["reference", "=", order_key]]),
+                domain,
                 json!(0),
                 json!(null),
                 json!([["id", "ASC"]]),
-                json!([
-                    "state",
-                    "number",
-                    "total_amount",
-                    "untaxed_amount",
-                    "shipments",
-                    "lines"
-                ]),
+                fields,
             ],
         )
         .await
         .unwrap();
     rows.as_array().unwrap().clone()
+}
+
+/// Every sale (any state) whose reference is this order key.
+pub async fn sales_for(rpc: &Rpc, order_key: &str) -> Vec<Value> {
+    search_read(
+        rpc,
+        "sale.sale",
+        json!([["reference", "=", order_key]]),
+        json!([
+            "state",
+            "number",
+            "total_amount",
+            "untaxed_amount",
+            "shipments",
+            "lines"
+        ]),
+    )
+    .await
 }
 
 /// What a warehouse person does in Tryton: assign, pick, pack, enter the

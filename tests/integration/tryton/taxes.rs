@@ -33,25 +33,6 @@ fn order_json(id: &str, prices_include_tax: bool, rest: Value) -> String {
     o.to_string()
 }
 
-async fn search_read(rpc: &Rpc, model: &str, domain: Value, fields: Value) -> Vec<Value> {
-    rpc.model(
-        model,
-        "search_read",
-        vec![
-            domain,
-            json!(0),
-            json!(null),
-            json!([["id", "ASC"]]),
-            fields,
-        ],
-    )
-    .await
-    .unwrap()
-    .as_array()
-    .unwrap()
-    .clone()
-}
-
 async fn tax_id(rpc: &Rpc, name: &str) -> i64 {
     search_read(
         rpc,
