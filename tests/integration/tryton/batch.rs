@@ -28,6 +28,11 @@ struct Proxy {
     upstream: String,
     client: reqwest::Client,
     calls: Arc<Mutex<Vec<Call>>>,
+    /// A `party.party` create whose request holds this text is answered
+    /// with Tryton's refusal of an e-mail address (as its `party` module
+    /// does when `email_validator` is installed, which the test venv is
+    /// not), instead of being forwarded.
+    refuse_party: Option<&'static str>,
 }
 
 /// Forwards every request to trytond unchanged and records what it was.
@@ -38,10 +43,21 @@ async fn forward(
     body: Bytes,
 ) -> (StatusCode, Bytes) {
     if let Ok(call) = serde_json::from_slice::<Value>(&body) {
+        let method = call["method"].as_str().unwrap_or_default().to_string();
         proxy.calls.lock().unwrap().push(Call {
-            method: call["method"].as_str().unwrap_or_default().to_string(),
+            method: method.clone(),
             records: call["params"][0].as_array().map_or(0, Vec::len),
         });
+        if let Some(marker) = proxy.refuse_party
+            && method == "model.party.party.create"
+            && String::from_utf8_lossy(&body).contains(marker)
+        {
+            let refusal = json!({"id": call["id"], "error": ["UserError", [
+                format!("The e-mail address \"{marker}\" for party is not valid."),
+                "The part after the @-sign is not valid.",
+            ]]});
+            return (StatusCode::OK, Bytes::from(refusal.to_string()));
+        }
     }
     let mut request = proxy
         .client
@@ -63,6 +79,14 @@ async fn forward(
 
 /// Starts the proxy in front of `server`; its URL (same database path).
 async fn proxy(server: &TrytonServer) -> (String, Arc<Mutex<Vec<Call>>>) {
+    proxy_refusing(server, None).await
+}
+
+/// [`proxy`], refusing each party create that holds `refuse_party`.
+async fn proxy_refusing(
+    server: &TrytonServer,
+    refuse_party: Option<&'static str>,
+) -> (String, Arc<Mutex<Vec<Call>>>) {
     let url = reqwest::Url::parse(&server.url).unwrap();
     let upstream = format!("http://{}:{}", url.host_str().unwrap(), url.port().unwrap());
     let calls = Arc::new(Mutex::new(Vec::new()));
@@ -70,6 +94,7 @@ async fn proxy(server: &TrytonServer) -> (String, Arc<Mutex<Vec<Call>>>) {
         upstream,
         client: reqwest::Client::new(),
         calls: Arc::clone(&calls),
+        refuse_party,
     };
     let app = axum::Router::new().fallback(forward).with_state(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -192,44 +217,12 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let app =
         spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 8\nmax_in_flight = 1").await;
     let engine = engine(&app);
-    let address = |street: &str| {
-        json!({"name": "Jan de Vries", "street": street, "postcode": "1234 AB",
-               "city": "Utrecht", "country": "NL"})
-    };
-    let order = |id: &str, customer: Value, billing: Value, shipping: Option<Value>| {
-        let mut o = json!({
-            "order_key": format!("{SOURCE}:{id}"), "source": SOURCE, "source_kind": "cloudsuite",
-            "external_id": id, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
-            "prices_include_tax": false, "customer": customer, "billing_address": billing,
-            "lines": [{"source_line_id": "1", "sku": "124_STUK", "quantity": "2",
-                       "unit_price": "19.99", "line_total": "39.98"}],
-            "totals": {"net": "39.98"}
-        });
-        if let Some(s) = shipping {
-            o["shipping_address"] = s;
-        }
-        (format!("{SOURCE}:{id}"), o.to_string())
-    };
-    let push_all = |orders: Vec<(String, String)>| {
-        let erp = Arc::clone(&engine.erp);
-        async move {
-            let pushes = orders.iter().map(|(k, o)| erp.push(k, o));
-            let answers = futures_util::future::join_all(pushes).await;
-            orders
-                .into_iter()
-                .zip(answers)
-                .map(|((k, _), a)| (k, a.map(drop).map_err(|e| e.to_string())))
-                .collect::<Vec<_>>()
-        }
-    };
     // A customer Tryton knows already, with one address.
     let known = json!({"source_customer_id": "5003", "name": "Bakkerij De Korf"});
-    push_all(vec![order(
-        "8000",
-        known.clone(),
-        address("Dorpsstraat 3"),
-        None,
-    )])
+    push_all(
+        &engine,
+        vec![order("8000", known.clone(), address("Dorpsstraat 3"), None)],
+    )
     .await;
     calls.lock().unwrap().clear();
 
@@ -238,20 +231,23 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let by_name = json!({"name": "Piet Puk"});
     let mut nowhere = address("Nergensweg 1");
     nowhere["country"] = json!("XX");
-    let answers = push_all(vec![
-        order("8001", by_id.clone(), address("Dorpsstraat 1"), None),
-        order("8002", by_email.clone(), address("Kerkweg 2"), None),
-        order(
-            "8003",
-            by_id.clone(),
-            address(" Dorpsstraat 1 "),
-            Some(address("Havenkade 9")),
-        ),
-        order("8004", by_email.clone(), address("Kerkweg 2"), None),
-        order("8005", known.clone(), address("Dorpsstraat 3"), None),
-        order("8006", by_name, address("Molenlaan 4"), None),
-        order("8007", json!({"source_customer_id": "5004"}), nowhere, None),
-    ])
+    let answers = push_all(
+        &engine,
+        vec![
+            order("8001", by_id.clone(), address("Dorpsstraat 1"), None),
+            order("8002", by_email.clone(), address("Kerkweg 2"), None),
+            order(
+                "8003",
+                by_id.clone(),
+                address(" Dorpsstraat 1 "),
+                Some(address("Havenkade 9")),
+            ),
+            order("8004", by_email.clone(), address("Kerkweg 2"), None),
+            order("8005", known.clone(), address("Dorpsstraat 3"), None),
+            order("8006", by_name, address("Molenlaan 4"), None),
+            order("8007", json!({"source_customer_id": "5004"}), nowhere, None),
+        ],
+    )
     .await;
     // An address in a country Tryton does not know fails its order alone,
     // saying which.
@@ -345,6 +341,107 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
         .map(|s| s["party"].to_string())
         .collect();
     assert_eq!(distinct.len(), 4, "four customers, four parties");
+}
+
+/// A Dutch address at `street`, as the canonical order carries it.
+fn address(street: &str) -> Value {
+    json!({"name": "Jan de Vries", "street": street, "postcode": "1234 AB",
+           "city": "Utrecht", "country": "NL"})
+}
+
+/// A canonical order `id` of one line for `customer`: its key and JSON.
+fn order(id: &str, customer: Value, billing: Value, shipping: Option<Value>) -> (String, String) {
+    let mut o = json!({
+        "order_key": format!("{SOURCE}:{id}"), "source": SOURCE, "source_kind": "cloudsuite",
+        "external_id": id, "ordered_at": "2024-06-29T08:15:00Z", "currency": "EUR",
+        "prices_include_tax": false, "customer": customer, "billing_address": billing,
+        "lines": [{"source_line_id": "1", "sku": "124_STUK", "quantity": "2",
+                   "unit_price": "19.99", "line_total": "39.98"}],
+        "totals": {"net": "39.98"}
+    });
+    if let Some(s) = shipping {
+        o["shipping_address"] = s;
+    }
+    (format!("{SOURCE}:{id}"), o.to_string())
+}
+
+/// Pushes `orders` into the ERP at once (so they can share batches); each
+/// key with its answer.
+async fn push_all(
+    engine: &Arc<Engine>,
+    orders: Vec<(String, String)>,
+) -> Vec<(String, Result<(), String>)> {
+    let pushes = orders.iter().map(|(k, o)| engine.erp.push(k, o));
+    let answers = futures_util::future::join_all(pushes).await;
+    orders
+        .into_iter()
+        .zip(answers)
+        .map(|((k, _), a)| (k, a.map(drop).map_err(|e| e.to_string())))
+        .collect()
+}
+
+/// A customer Tryton refuses (an e-mail address its party module does not
+/// accept; the proxy answers as Tryton would) is in the batch's one party
+/// create with the others: Tryton refuses that create for all of them, the
+/// batch goes on one order at a time, and only that order fails, with
+/// Tryton's reason. The others get their sale and one party each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_customer_tryton_refuses_fails_its_order_alone() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let (url, calls) = proxy_refusing(&server, Some("not-an-e-mail")).await;
+    let app =
+        spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 8\nmax_in_flight = 1").await;
+    let engine = engine(&app);
+    let customer = |id: &str, email: &str| json!({"source_customer_id": id, "name": format!("Klant {id}"), "email": email});
+    let answers = push_all(
+        &engine,
+        vec![
+            order(
+                "8101",
+                customer("5101", "a@example.nl"),
+                address("Laan 1"),
+                None,
+            ),
+            order(
+                "8102",
+                customer("5102", "not-an-e-mail"),
+                address("Laan 2"),
+                None,
+            ),
+            order(
+                "8103",
+                customer("5103", "c@example.nl"),
+                address("Laan 3"),
+                None,
+            ),
+        ],
+    )
+    .await;
+    let creates = sizes(&calls, "model.party.party.create");
+    assert!(
+        creates.contains(&3),
+        "the three customers were in one create first: {creates:?}"
+    );
+    for (k, answer) in &answers {
+        if k.ends_with(":8102") {
+            let e = answer.as_ref().expect_err("Tryton refuses the e-mail");
+            assert!(e.contains("not-an-e-mail"), "{k}: Tryton's reason: {e}");
+        } else {
+            assert!(answer.is_ok(), "{k}: {answer:?}");
+            assert_eq!(sales_for(&rpc, k).await.len(), 1, "{k}: one sale");
+        }
+    }
+    for code in ["5101", "5103"] {
+        let parties = parties_by_code(&rpc, &format!("{SOURCE}:{code}")).await;
+        assert_eq!(parties.len(), 1, "customer {code}: one party: {parties:?}");
+    }
+    assert!(
+        parties_by_code(&rpc, &format!("{SOURCE}:5102"))
+            .await
+            .is_empty(),
+        "no party for the refused customer"
+    );
 }
 
 async fn parties_by_code(rpc: &Rpc, code: &str) -> Vec<Value> {
