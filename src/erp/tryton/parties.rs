@@ -316,10 +316,17 @@ impl Parties {
                 None if self.was_asked(&lookup) => None,
                 None => continue,
             };
+            // An order with no address at all still needs one for its
+            // sale: a blank one, as one order at a time makes it.
+            let blank = Address::default();
             let (billing, shipping) = addresses_of(order);
+            let given = match (billing, shipping) {
+                (None, None) => vec![&blank],
+                _ => [billing, shipping].into_iter().flatten().collect(),
+            };
             let mut wanted = Vec::new();
             let mut plannable = true;
-            for a in [billing, shipping].into_iter().flatten() {
+            for a in given {
                 match country_of(erp, order, a).await {
                     Ok(country) => wanted.push((a, AddressKey::of(a, country), country)),
                     Err(Failure::Permanent { .. }) => plannable = false,

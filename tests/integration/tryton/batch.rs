@@ -246,6 +246,12 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
             order("8005", known.clone(), address("Dorpsstraat 3"), None),
             order("8006", by_name, address("Molenlaan 4"), None),
             order("8007", json!({"source_customer_id": "5004"}), nowhere, None),
+            order(
+                "8008",
+                json!({"source_customer_id": "5005", "name": "Zonder Adres"}),
+                Value::Null,
+                None,
+            ),
         ],
     )
     .await;
@@ -263,8 +269,8 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let count = |method: &str| sizes(&calls, method).len();
     assert_eq!(
         sizes(&calls, "model.sale.sale.create"),
-        vec![6],
-        "one batch of six sales (the seventh refused before it)"
+        vec![7],
+        "one batch of seven sales (the eighth refused before it)"
     );
     assert_eq!(
         count("model.party.identifier.search_read"),
@@ -281,11 +287,13 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
         1,
         "known addresses in one read"
     );
-    // Two new customers (by id, by e-mail) in one create; the customer known
-    // by name only and the one in an unknown country go the per-order way.
+    // Three new customers (by id, by e-mail, one with no address: it gets
+    // a blank one inline, as its sale needs an address) in one create; the
+    // customer known by name only and the one in an unknown country go the
+    // per-order way.
     let mut creates = sizes(&calls, "model.party.party.create");
     creates.sort_unstable();
-    assert_eq!(creates, vec![1, 1, 2], "party creates: {creates:?}");
+    assert_eq!(creates, vec![1, 1, 3], "party creates: {creates:?}");
     assert_eq!(
         sizes(&calls, "model.party.address.create"),
         vec![1],
@@ -341,6 +349,11 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
         .map(|s| s["party"].to_string())
         .collect();
     assert_eq!(distinct.len(), 4, "four customers, four parties");
+
+    // No address given: one blank address, the sale's both ways.
+    let s8 = sale(&rpc, "8008").await;
+    assert_eq!(addresses_of(&rpc, s8["party"].clone()).await.len(), 1);
+    assert_eq!(s8["invoice_address"], s8["shipment_address"]);
 }
 
 /// A Dutch address at `street`, as the canonical order carries it.
