@@ -70,7 +70,19 @@ impl Rpc {
         for attempt in 0..2 {
             let mut full = params.clone();
             full.push(session.context.clone());
-            match self.post(&name, full, Some(&session.authorization)).await {
+            let started = std::time::Instant::now();
+            let answer = self.post(&name, full, Some(&session.authorization)).await;
+            // Which call is slow, and on how many records (no values: they
+            // may hold customer data).
+            let records = params.first().and_then(Value::as_array).map_or(0, Vec::len);
+            tracing::debug!(
+                call = %name,
+                records,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                ok = answer.is_ok(),
+                "Tryton call"
+            );
+            match answer {
                 Err(Failure::Retryable {
                     status: Some(401), ..
                 }) if attempt == 0 => {
