@@ -585,16 +585,38 @@ fn check_schedule(key: &str, expr: &str) -> Result<(), ConfigError> {
         })
 }
 
+/// A remote's base URL (`erp.url`, a source's `base_url`, `token_url`):
+/// http(s) with a host, and nothing that could be a secret. Credentials
+/// before the host (`user:password@`) and a query string are refused:
+/// reqwest would send the first as Basic auth behind the connector's back,
+/// and either would be printed wherever the URL is. Each connector adds
+/// its paths (and MplusKASSA its query) to the base, and its credentials
+/// come from its own `*_file` / `*_env` settings. No error repeats the URL.
 pub(crate) fn check_url(key: &str, url: &str) -> Result<(), ConfigError> {
-    match reqwest::Url::parse(url) {
-        Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => Ok(()),
-        Ok(_) => Err(ConfigError(format!(
-            "{key}: {url:?} is not an http(s) URL with a host"
-        ))),
-        Err(e) => Err(ConfigError(format!(
-            "{key}: {url:?} is not a valid URL: {e}"
-        ))),
+    let err = |what: &str| ConfigError(format!("{key}: {what} (the URL is not repeated here)"));
+    let u = reqwest::Url::parse(url).map_err(|e| err(&format!("not a valid URL ({e})")))?;
+    if !matches!(u.scheme(), "http" | "https") {
+        return Err(err(&format!(
+            "scheme {:?} is not http or https",
+            u.scheme()
+        )));
     }
+    if u.host_str().is_none_or(str::is_empty) {
+        return Err(err("names no host"));
+    }
+    if !u.username().is_empty() || u.password().is_some() {
+        return Err(err(
+            "carries credentials before the host (user:password@); give them in this \
+             section's token/secret/password _file or _env setting instead",
+        ));
+    }
+    if u.query().is_some() || u.fragment().is_some() {
+        return Err(err(
+            "has a query string or fragment; give the bare base URL (ordersync adds the \
+             paths and parameters, and credentials go in _file or _env settings)",
+        ));
+    }
+    Ok(())
 }
 
 /// `[ledger] url`: a `postgres://` URL naming user, host and database, with
@@ -1241,6 +1263,75 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("pasword_env"), "{e}");
+    }
+
+    /// A remote's URL with credentials or a query in it is refused, for the
+    /// ERP, a source's base and a token URL alike, and no error repeats the
+    /// URL (nor anything in it).
+    #[test]
+    fn a_remote_url_with_credentials_or_a_query_is_refused_without_echoing_it() {
+        let erp = |url: &str| {
+            MINIMAL.replace("url = \"http://127.0.0.1:9/\"", &format!("url = \"{url}\""))
+        };
+        let base = |url: &str| {
+            MINIMAL.replace(
+                "base_url = \"http://127.0.0.1:8/\"",
+                &format!("base_url = \"{url}\""),
+            )
+        };
+        let token = |url: &str| format!("{}\ntoken_url = \"{url}\"\n", MINIMAL.trim_end());
+        let cases: [(&str, &str, &str); 8] = [
+            (
+                "http://ops:Hunter2-secret@erp.example/",
+                "credentials",
+                "erp.url",
+            ),
+            (
+                "http://Hunter2-secret@erp.example/",
+                "credentials",
+                "erp.url",
+            ),
+            (
+                "https://erp.example/x?token=Hunter2-secret",
+                "query",
+                "erp.url",
+            ),
+            (
+                "https://erp.example/x#Hunter2-secret",
+                "fragment",
+                "erp.url",
+            ),
+            ("ftp://erp.example/Hunter2-secret", "scheme", "erp.url"),
+            ("http://:8/Hunter2-secret", "not a valid URL", "erp.url"),
+            ("not a url Hunter2-secret", "not a valid URL", "erp.url"),
+            (
+                "https://u:Hunter2-secret@shop.example/",
+                "credentials",
+                "base_url",
+            ),
+        ];
+        for (url, named, key) in cases {
+            let text = if key == "erp.url" {
+                erp(url)
+            } else {
+                base(url)
+            };
+            assert_ne!(text, MINIMAL, "the test did not put {url} in");
+            let e = parse(&text).unwrap_err().0;
+            assert!(e.contains(key) && e.contains(named), "{url}: {e}");
+            assert!(
+                !e.contains("Hunter2") && !e.contains(".example"),
+                "{url} echoed: {e}"
+            );
+        }
+        let e = parse(&token("https://id.example/t?secret=Hunter2-secret"))
+            .unwrap_err()
+            .0;
+        assert!(e.contains("token_url") && e.contains("query"), "{e}");
+        assert!(!e.contains("Hunter2"), "{e}");
+        // A plain base with a path still passes.
+        parse(&erp("https://erp.example:8443/tryton/db")).unwrap();
+        parse(&base("https://shop.example/api/")).unwrap();
     }
 
     /// A password in the URL is a config error, and no error about the URL
