@@ -10,7 +10,7 @@
 //! search by reference, one product search, one `create` of the new sales,
 //! one totals read, `quote` and `confirm` on the list, one read-back.
 //! Parties and addresses are found, and the missing ones created, for the
-//! whole batch in at most four calls under the master-data lock
+//! whole batch in at most five calls under the master-data lock
 //! ([`Parties::resolve`]).
 //!
 //! Every step is its own Tryton transaction, as one order's are, so a crash

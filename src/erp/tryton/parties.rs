@@ -4,13 +4,13 @@
 //! code `SOURCE:ID`), else by e-mail, else by name and postcode; what is
 //! missing is created. One order on its own asks Tryton one question at a
 //! time. A batch ([`Parties::resolve`]) asks for all its orders at once,
-//! in at most four calls: one search of the identifiers, one of the
+//! in at most five calls: one search of the identifiers, one of the
 //! e-mails, one `create` of every new party with its addresses, one read
-//! of these parties' addresses. The answers are the ones the per-order
-//! questions would get, asked in the batch's order (the first party by id
-//! wins, a customer new to Tryton becomes one party). What the batch leaves
-//! open (a customer known by name only, an address a known party lacks)
-//! goes the per-order way with what the batch learned.
+//! of these parties' addresses, one `create` of the addresses known parties
+//! lack. The answers are the ones the per-order questions would get, asked
+//! in the batch's order (the first party by id wins, a customer new to
+//! Tryton becomes one party). What the batch leaves open (a customer known
+//! by name only) goes the per-order way with what the batch learned.
 //!
 //! Every caller holds `erp.master_data`, so one new customer of two orders
 //! pushed at once is created once.
@@ -210,6 +210,7 @@ impl Parties {
         parties.find_emails(erp, emails).await?;
         parties.create_missing(erp, orders).await?;
         parties.read_addresses(erp).await?;
+        parties.create_addresses(erp, orders).await?;
         Ok(parties)
     }
 
@@ -427,6 +428,63 @@ impl Parties {
             };
             if let Some(list) = self.addresses.get_mut(&party) {
                 list.push((id, AddressKey::of_row(row)));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Parties {
+    /// Creates, in one call, the addresses the batch's orders use that their
+    /// parties lack (a returning customer's new address), as [`address`]
+    /// would one order at a time; each distinct address of a party once.
+    /// An order with an address in a country Tryton does not know is left
+    /// to the per-order way, where it fails alone with its reason.
+    async fn create_addresses(
+        &mut self,
+        erp: &TrytonErp,
+        orders: &[&Order],
+    ) -> Result<(), Failure> {
+        let mut planned: Vec<(i64, AddressKey, Value)> = Vec::new();
+        let blank = Address::default();
+        'orders: for &order in orders {
+            let Some(Ok(party)) = self.known(&lookup(order), &[]) else {
+                continue;
+            };
+            let Some(known) = self.addresses.get(&party) else {
+                continue;
+            };
+            let (billing, shipping) = addresses_of(order);
+            let given = match (billing, shipping) {
+                (None, None) => vec![&blank],
+                _ => [billing, shipping].into_iter().flatten().collect(),
+            };
+            let mut wanted = Vec::new();
+            for a in given {
+                match country_of(erp, order, a).await {
+                    Ok(country) => wanted.push((a, AddressKey::of(a, country), country)),
+                    Err(Failure::Permanent { .. }) => continue 'orders,
+                    Err(retry) => return Err(retry),
+                }
+            }
+            for (a, key, country) in wanted {
+                let have = known.iter().any(|(_, k)| *k == key)
+                    || planned.iter().any(|(p, k, _)| *p == party && *k == key);
+                if !have {
+                    let mut values = address_values(a, country);
+                    values["party"] = json!(party);
+                    planned.push((party, key, values));
+                }
+            }
+        }
+        if planned.is_empty() {
+            return Ok(());
+        }
+        let values = planned.iter().map(|(_, _, v)| v.clone()).collect();
+        let ids = erp.create_many("party.address", values).await?;
+        for ((party, key, _), id) in planned.into_iter().zip(ids) {
+            if let Some(list) = self.addresses.get_mut(&party) {
+                list.push((id, key));
             }
         }
         Ok(())

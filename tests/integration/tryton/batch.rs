@@ -207,15 +207,16 @@ async fn orders_pushed_together_share_each_call_and_a_refused_sale_fails_alone()
 /// their addresses, and reads the known parties' addresses once. The
 /// result is what one order at a time gives: a customer is one party
 /// whether known by id or by e-mail, each distinct address is created
-/// once, a known party's known address is reused, and a customer known by
-/// name only still gets its party.
+/// once, a known party's known address is reused and its new addresses
+/// are created together, and a customer known by name only still gets its
+/// party.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let server = TrytonServer::start().await;
     let rpc = server.rpc();
     let (url, calls) = proxy(&server).await;
     let app =
-        spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 8\nmax_in_flight = 1").await;
+        spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 10\nmax_in_flight = 1").await;
     let engine = engine(&app);
     // A customer Tryton knows already, with one address.
     let known = json!({"source_customer_id": "5003", "name": "Bakkerij De Korf"});
@@ -252,6 +253,15 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
                 Value::Null,
                 None,
             ),
+            // The known customer at a new address, twice, once with a new
+            // shipping address too.
+            order(
+                "8009",
+                known.clone(),
+                address("Marktplein 7"),
+                Some(address("Stationsweg 2")),
+            ),
+            order("8010", known.clone(), address("Marktplein 7"), None),
         ],
     )
     .await;
@@ -269,8 +279,8 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let count = |method: &str| sizes(&calls, method).len();
     assert_eq!(
         sizes(&calls, "model.sale.sale.create"),
-        vec![7],
-        "one batch of seven sales (the eighth refused before it)"
+        vec![9],
+        "one batch of nine sales (the tenth refused before it)"
     );
     assert_eq!(
         count("model.party.identifier.search_read"),
@@ -294,11 +304,11 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let mut creates = sizes(&calls, "model.party.party.create");
     creates.sort_unstable();
     assert_eq!(creates, vec![1, 1, 3], "party creates: {creates:?}");
-    assert_eq!(
-        sizes(&calls, "model.party.address.create"),
-        vec![1],
-        "only the name-only customer's address is created on its own"
-    );
+    // The known customer's two new addresses in one create; only the
+    // name-only customer's address is created on its own.
+    let mut address_creates = sizes(&calls, "model.party.address.create");
+    address_creates.sort_unstable();
+    assert_eq!(address_creates, vec![1, 2], "address creates");
 
     // By id: one party, two addresses (the billing one given twice, once
     // with blanks around it), each order's own.
@@ -336,7 +346,21 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let (s0, s5) = (sale(&rpc, "8000").await, sale(&rpc, "8005").await);
     assert_eq!(s0["party"], s5["party"]);
     assert_eq!(s0["invoice_address"], s5["invoice_address"]);
-    assert_eq!(addresses_of(&rpc, s0["party"].clone()).await.len(), 1);
+    // Its new addresses: each once, on the same party, each sale's own.
+    let (s9, s10) = (sale(&rpc, "8009").await, sale(&rpc, "8010").await);
+    assert_eq!(s9["party"], s0["party"]);
+    assert_eq!(s10["party"], s0["party"]);
+    assert_eq!(addresses_of(&rpc, s0["party"].clone()).await.len(), 3);
+    assert_eq!(s9["invoice_address"], s10["invoice_address"]);
+    assert_eq!(
+        street(&rpc, s9["invoice_address"].clone()).await,
+        "Marktplein 7"
+    );
+    assert_eq!(
+        street(&rpc, s9["shipment_address"].clone()).await,
+        "Stationsweg 2"
+    );
+    assert_eq!(s10["shipment_address"], s10["invoice_address"]);
 
     // By name only: a party of its own with its address.
     let s6 = sale(&rpc, "8006").await;
