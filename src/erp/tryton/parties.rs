@@ -76,12 +76,32 @@ impl AddressKey {
 
 /// The stable identifier of a source's customer in Tryton: kept as a
 /// `party.identifier` code (the party `code` is a read-only sequence).
+/// A customer with nothing to know it by (no id, e-mail, company or name,
+/// as a till's walk-in sale) is the source's one walk-in party,
+/// `SOURCE#walk-in` (a source name holds no `:` or `#`, so no customer id
+/// can give that code).
 fn customer_identifier(order: &Order) -> Option<String> {
-    order
-        .customer
-        .source_customer_id
-        .as_ref()
-        .map(|id| format!("{}:{id}", order.source))
+    match &order.customer.source_customer_id {
+        Some(id) => Some(format!("{}:{id}", order.source)),
+        None if is_walk_in(order) => Some(format!("{}#walk-in", order.source)),
+        None => None,
+    }
+}
+
+/// Whether `order`'s customer has nothing to find or name a party by.
+fn is_walk_in(order: &Order) -> bool {
+    let c = &order.customer;
+    c.source_customer_id.is_none() && c.email.is_none() && named(order).is_none()
+}
+
+/// The company, else the customer's name, else the billing address's.
+fn named(order: &Order) -> Option<String> {
+    let c = &order.customer;
+    let (billing, _) = addresses_of(order);
+    c.company
+        .clone()
+        .or_else(|| c.name.clone())
+        .or_else(|| billing.and_then(|a| a.name.clone()))
 }
 
 /// How an order's customer is looked up: the first of these it has.
@@ -112,20 +132,18 @@ pub(super) fn addresses_of(order: &Order) -> (Option<&Address>, Option<&Address>
 }
 
 /// The name of a new party: the company, else the customer's name, else
-/// the billing address's, else "<source> customer <id>". `None`: nothing
-/// to name it by.
-fn party_name(order: &Order) -> Option<String> {
+/// the billing address's, else "<source> customer <id>", else the e-mail
+/// address, else (a walk-in customer) "<source> walk-in customer".
+fn party_name(order: &Order) -> String {
     let c = &order.customer;
-    let (billing, _) = addresses_of(order);
-    c.company
-        .clone()
-        .or_else(|| c.name.clone())
-        .or_else(|| billing.and_then(|a| a.name.clone()))
+    named(order)
         .or_else(|| {
             c.source_customer_id
                 .as_ref()
                 .map(|id| format!("{} customer {id}", order.source))
         })
+        .or_else(|| c.email.clone())
+        .unwrap_or_else(|| format!("{} walk-in customer", order.source))
 }
 
 /// The values of a new `party.party` for `order`'s customer, with
@@ -136,7 +154,8 @@ fn party_values(order: &Order, name: String, addresses: Vec<Value>) -> Value {
     if let Some(email) = &c.email {
         mechanisms.push(json!({"type": "email", "value": email}));
     }
-    if let Some(phone) = &c.phone {
+    // The walk-in party is every walk-in's: not the first one's phone.
+    if let Some(phone) = c.phone.as_ref().filter(|_| !is_walk_in(order)) {
         mechanisms.push(json!({"type": "phone", "value": phone}));
     }
     let identifiers: Vec<Value> = customer_identifier(order)
@@ -193,7 +212,8 @@ struct NewParty<'a> {
 impl Parties {
     /// Looks up (and creates) the parties of a batch's orders together; see
     /// the module's documentation. An order whose customer or addresses
-    /// cannot be planned here (no name, an unknown country) is left to
+    /// cannot be planned here (an address in a country Tryton does not
+    /// know) is left to
     /// the per-order way, where it fails alone with its reason.
     pub(super) async fn resolve(erp: &TrytonErp, orders: &[&Order]) -> Result<Parties, Failure> {
         let mut parties = Parties::default();
@@ -340,12 +360,9 @@ impl Parties {
             let i = match existing {
                 Some(i) => i,
                 None => {
-                    let Some(name) = party_name(order) else {
-                        continue;
-                    };
                     planned.push(NewParty {
                         order,
-                        name,
+                        name: party_name(order),
                         emails: order.customer.email.iter().cloned().collect(),
                         addresses: Vec::new(),
                         lookup,
@@ -495,8 +512,11 @@ impl Parties {
 /// `SOURCE:ID`), else by e-mail, else by name and postcode, else new (then
 /// `true`: it has no addresses yet). A B2B shop often knows its customer
 /// only by id: such a party is named from what is known (company, name,
-/// address name, else "<source> customer <id>"), never parked for it.
-/// What `parties` knows is not asked again.
+/// address name, else "<source> customer <id>", else the e-mail), never
+/// parked for it. A customer with nothing to know it by (a till's walk-in
+/// sale) is the source's walk-in party, found by its identifier
+/// `SOURCE#walk-in` and created once. What `parties` knows is not asked
+/// again.
 pub(super) async fn find_or_create(
     erp: &TrytonErp,
     order: &Order,
@@ -540,12 +560,7 @@ pub(super) async fn find_or_create(
         },
         Lookup::Name => {}
     }
-    let name = party_name(order).ok_or_else(|| {
-        Failure::permanent(format!(
-            "order {}: the customer has no id, name, company or e-mail to find a Tryton party by",
-            order.order_key
-        ))
-    })?;
+    let name = party_name(order);
     if let Lookup::Name = lookup
         && let Some(pc) = addresses_of(order).0.and_then(|a| a.postcode.as_ref())
     {

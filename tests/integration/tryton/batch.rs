@@ -380,6 +380,81 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     assert_eq!(s8["invoice_address"], s8["shipment_address"]);
 }
 
+/// A customer with nothing to know it by (a till's walk-in sale: the
+/// MplusKASSA notes show `relationNumber` and `relationName`, and no
+/// document says an order has them) is the source's one walk-in party,
+/// found by its identifier `SOURCE#walk-in`; a customer known by e-mail
+/// only gets a party named by that e-mail. One order at a time and batched
+/// alike; both were refused before ("the customer has no id, name, company
+/// or e-mail").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn walk_in_and_email_only_customers_get_their_party() {
+    for (batch_size, base) in [(1, 8300), (8, 8400)] {
+        let server = TrytonServer::start().await;
+        let rpc = server.rpc();
+        let (url, _calls) = proxy(&server).await;
+        let app = spawn_tryton_app_via(
+            &url,
+            &format!("confirm = false\nbatch_size = {batch_size}\nmax_in_flight = 1"),
+        )
+        .await;
+        let engine = engine(&app);
+        let id = |n: u32| (base + n).to_string();
+        let mut nameless = address("Laan 3");
+        nameless.as_object_mut().unwrap().remove("name");
+        let walk_in = json!({"phone": "+31 6 1234 5678"});
+        let answers = push_all(
+            &engine,
+            vec![
+                order(&id(1), json!({}), Value::Null, None),
+                order(&id(2), walk_in.clone(), nameless.clone(), None),
+                order(
+                    &id(3),
+                    json!({"email": "anna@example.nl"}),
+                    nameless.clone(),
+                    None,
+                ),
+            ],
+        )
+        .await;
+        for (k, answer) in &answers {
+            assert!(answer.is_ok(), "batch_size {batch_size}: {k}: {answer:?}");
+        }
+        // A later walk-in finds the same party.
+        let later = push_all(&engine, vec![order(&id(4), json!({}), Value::Null, None)]).await;
+        assert!(later[0].1.is_ok(), "{later:?}");
+
+        let walk_ins = parties_by_code(&rpc, &format!("{SOURCE}#walk-in")).await;
+        assert_eq!(walk_ins.len(), 1, "batch_size {batch_size}: {walk_ins:?}");
+        assert_eq!(walk_ins[0]["name"], format!("{SOURCE} walk-in customer"));
+        for n in [1, 2, 4] {
+            let s = sale(&rpc, &id(n)).await;
+            assert_eq!(
+                s["party"], walk_ins[0]["id"],
+                "batch_size {batch_size}: order {n}"
+            );
+        }
+        // Not the first walk-in's phone: the party is everyone's.
+        let phones = search_read(
+            &rpc,
+            "party.contact_mechanism",
+            json!([["party", "=", walk_ins[0]["id"]]]),
+            json!(["value"]),
+        )
+        .await;
+        assert!(phones.is_empty(), "{phones:?}");
+        let anna = sale(&rpc, &id(3)).await;
+        let named = search_read(
+            &rpc,
+            "party.party",
+            json!([["id", "=", anna["party"]]]),
+            json!(["name"]),
+        )
+        .await;
+        assert_eq!(named[0]["name"], "anna@example.nl");
+    }
+}
+
 /// A Dutch address at `street`, as the canonical order carries it.
 fn address(street: &str) -> Value {
     json!({"name": "Jan de Vries", "street": street, "postcode": "1234 AB",
