@@ -107,6 +107,11 @@ impl Drop for Slot {
 /// How long an idle worker sleeps: until the next job is due (epoch ms),
 /// at least 5 ms and at most a second (another process may queue work
 /// meanwhile, and a new job of this one wakes it sooner).
+/// How long a result the ledger could not take waits before it is offered
+/// again ([`Engine::settle`]), doubling up to [`SETTLE_RETRY_MAX`].
+const SETTLE_RETRY_FIRST: Duration = Duration::from_millis(200);
+const SETTLE_RETRY_MAX: Duration = Duration::from_secs(5);
+
 fn until_due(due: Option<i64>) -> Duration {
     match due {
         Some(at) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),
@@ -438,7 +443,7 @@ impl Engine {
             }
         };
         drop(slot);
-        self.settle(&job, result).await;
+        self.settle(&job, result, &clock).await;
     }
 
     /// A remote answered (a job, a poll, a shipments read succeeded): jobs of
@@ -481,13 +486,63 @@ impl Engine {
         }
     }
 
-    async fn settle(&self, job: &Job, result: Result<Outcome, Failure>) {
-        let store = &self.store;
+    /// Records a job's result. A ledger that cannot take it now (a
+    /// PostgreSQL restart or failover, a locked SQLite file) is asked again,
+    /// backing off, while the job's lease lasts: the result of a remote call
+    /// is not thrown away for a blip, which would leave the job to wait out
+    /// its whole lease and then repeat the call. Each try is fenced by the
+    /// ledger as the first (lease owner and attempt).
+    async fn settle(&self, job: &Job, result: Result<Outcome, Failure>, lease: &LeaseClock) {
         if result.is_ok() {
             self.remote_answered(&job.source, job.kind.talks_to_erp())
                 .await;
         }
-        let kept = match result {
+        let mut wait = SETTLE_RETRY_FIRST;
+        let mut tries = 1u32;
+        let kept = loop {
+            match self.record(job, &result).await {
+                // At shutdown the grace period bounds this too: the daemon
+                // aborts what is still running when it ends.
+                Err(e) if lease.check().is_ok() => {
+                    if tries == 1 {
+                        tracing::warn!(
+                            source = %job.source, order_key = %job.order_key, job = job.kind.as_str(), error = %format!("{e:#}"),
+                            "cannot record the job's result in the ledger yet; trying again while its lease lasts"
+                        );
+                    }
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(SETTLE_RETRY_MAX);
+                    tries += 1;
+                }
+                other => break other,
+            }
+        };
+        match kept {
+            Ok(true) if tries > 1 => tracing::info!(
+                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(), tries,
+                "the ledger took the job's result"
+            ),
+            Ok(true) => {}
+            Ok(false) if tries > 1 => tracing::warn!(
+                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                "the job's result was recorded by an earlier try whose answer was lost, or its lease was taken over meanwhile"
+            ),
+            Ok(false) => tracing::warn!(
+                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
+                "lease expired before the job finished; another process has it now"
+            ),
+            Err(e) => tracing::error!(
+                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(), error = %format!("{e:#}"), tries,
+                "cannot record the job's result in the ledger; it will run again when its lease expires"
+            ),
+        }
+    }
+
+    /// One try at recording a job's result ([`Engine::settle`]): whether
+    /// the job was still this claim's.
+    async fn record(&self, job: &Job, result: &Result<Outcome, Failure>) -> anyhow::Result<bool> {
+        let store = &self.store;
+        match result {
             Ok(Outcome::Pushed { accepted, hash }) => {
                 let connector_writes = self
                     .connectors
@@ -497,7 +552,7 @@ impl Engine {
                 let finish = Finish::Pushed {
                     job: job.clone(),
                     accepted: accepted.clone(),
-                    hash,
+                    hash: hash.clone(),
                     write_back: connector_writes,
                 };
                 let r = self.settler.finish(store, finish).await;
@@ -541,7 +596,7 @@ impl Engine {
             Err(failure) => {
                 // A remote may echo a token in its error text: scrubbed once
                 // here, for the log lines and the ledger alike.
-                let failure = failure.redacted();
+                let failure = failure.clone().redacted();
                 match self
                     .policy
                     .decide(job.attempts, job.failing_for(now_ms()), &failure)
@@ -556,8 +611,8 @@ impl Engine {
                         let r = store
                             .call(move |s| s.retry_later(&j, &owner, &message, at))
                             .await;
-                        crate::metrics::global().retry(&job.source, job.kind.as_str());
                         if matches!(r, Ok(true)) {
+                            crate::metrics::global().retry(&job.source, job.kind.as_str());
                             tracing::warn!(
                                 source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
                                 attempt = job.attempts, retry_in = %format_args!("{:.1}s", delay.as_secs_f32()), error = %failure,
@@ -580,17 +635,6 @@ impl Engine {
                     }
                 }
             }
-        };
-        match kept {
-            Ok(true) => {}
-            Ok(false) => tracing::warn!(
-                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(),
-                "lease expired before the job finished; another process has it now"
-            ),
-            Err(e) => tracing::error!(
-                source = %job.source, order_key = %job.order_key, job = job.kind.as_str(), error = %format!("{e:#}"),
-                "cannot record the job's result in the ledger; it will run again when its lease expires"
-            ),
         }
     }
 

@@ -684,9 +684,20 @@ impl Store {
             Conn::Sqlite(conn) => conn,
             Conn::Postgres(_) => {
                 drop(guard);
+                // One transaction per filter. Once one has committed, its
+                // jobs are leased to us: a later one failing (the server
+                // ended the session) must not drop them, or they would sit
+                // out their whole lease unrun.
                 let mut jobs = Vec::new();
                 for (filter, limit) in wanted {
-                    jobs.extend(self.pg_claim(source, owner, lease, *limit, *filter)?);
+                    match self.pg_claim(source, owner, lease, *limit, *filter) {
+                        Ok(claimed) => jobs.extend(claimed),
+                        Err(e) if jobs.is_empty() => return Err(e),
+                        Err(e) => {
+                            tracing::warn!(source, error = %format!("{e:#}"), "claimed part of the due jobs; the rest at the next claim");
+                            break;
+                        }
+                    }
                 }
                 return Ok(jobs);
             }

@@ -297,7 +297,32 @@ fn to_pg_placeholders(sql: &str) -> String {
 /// "db error"), never a connection string.
 pub(crate) fn pg_error(e: postgres::Error) -> anyhow::Error {
     let text = super::pg::error_text(&e);
-    anyhow::Error::new(e).context(text)
+    anyhow::Error::new(PgFailure { text, error: e })
+}
+
+/// A PostgreSQL client error shown as `text` (the server's own words, and
+/// what was being done), keeping the client's error itself for
+/// [`is_closed`] and [`is_conflict`]: a connection the server closed (a
+/// restart, a failover) must be told apart to be opened again.
+#[derive(Debug)]
+pub(crate) struct PgFailure {
+    pub text: String,
+    pub error: postgres::Error,
+}
+
+impl std::fmt::Display for PgFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.text)
+    }
+}
+
+/// No `source`: `text` already says what the client's error says.
+impl std::error::Error for PgFailure {}
+
+/// The client's error in `e`'s chain, if any.
+fn pg_client_error<'a>(c: &'a (dyn std::error::Error + 'static)) -> Option<&'a postgres::Error> {
+    c.downcast_ref::<postgres::Error>()
+        .or_else(|| c.downcast_ref::<PgFailure>().map(|f| &f.error))
 }
 
 /// Whether a PostgreSQL transaction lost to a concurrent one and may simply
@@ -305,7 +330,7 @@ pub(crate) fn pg_error(e: postgres::Error) -> anyhow::Error {
 /// another transaction inserted first (the next run reads it).
 fn is_conflict(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<postgres::Error>()
+        pg_client_error(c)
             .and_then(|e| e.code())
             .is_some_and(|code| {
                 *code == postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
@@ -321,7 +346,7 @@ fn is_conflict(e: &anyhow::Error) -> bool {
 /// node was frozen).
 fn is_closed(e: &anyhow::Error) -> bool {
     e.chain().any(|c| {
-        c.downcast_ref::<postgres::Error>().is_some_and(|e| {
+        pg_client_error(c).is_some_and(|e| {
             e.is_closed()
                 || e.as_db_error()
                     .is_some_and(|d| d.code().code().starts_with("57P"))

@@ -599,3 +599,158 @@ async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
         "node 1 took over: {other}"
     );
 }
+
+/// The ledger goes away under a running fleet and comes back, three times,
+/// as a PostgreSQL restart or failover does it to every session: each
+/// node's connections are cut, and for 4 s the database lets no one in.
+/// The nodes keep running, connect again and finish: every order in the
+/// ERP once, every write-back once, nothing parked, and both nodes stop
+/// cleanly at the end.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_ledger_cut_off_and_back_three_times_loses_and_doubles_nothing() {
+    let _heavy = crate::common::heavy().await;
+    let db = TestDb::new();
+    let fleet = start_fleet(&db).await;
+    let total = fleet.expected().len();
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    let admin_url = format!("{}postgres", db.url.strip_suffix(&name).unwrap());
+    let password = db.password.expose().to_string();
+    // The synchronous client runs its own runtime: on a thread of its own.
+    let admin = move |sql: String| {
+        let (url, pw) = (admin_url.clone(), password.clone());
+        std::thread::spawn(move || {
+            let mut config: postgres::Config = url.parse().unwrap();
+            config.password(&pw);
+            let mut client = config.connect(postgres::NoTls).unwrap();
+            client.batch_execute(&sql).unwrap();
+        })
+        .join()
+        .unwrap();
+    };
+    let cut = format!(
+        "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false; \
+         SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
+    );
+    let back = format!("ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true;");
+    let log_of = |n: usize| std::fs::read_to_string(fleet.log_path(n, 0)).unwrap_or_default();
+    tokio::task::block_in_place(|| {
+        let mut nodes = Nodes(vec![fleet.node(0, 0), fleet.node(1, 0)]);
+        let mut outages = Vec::new();
+        let tail = |n: usize| {
+            let log = log_of(n);
+            let lines: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
+            lines[lines.len().saturating_sub(30)..].join("\n")
+        };
+        for outage in 0..3 {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            let before = fleet.app.sandbox.erp.orders().len();
+            // Orders are moving (and more are left) when the ledger goes.
+            while fleet.app.sandbox.erp.orders().len() < before + 40 {
+                assert!(
+                    Instant::now() < deadline,
+                    "no progress before outage {outage} ({before} in the ERP)\nnode 0:\n{}\nnode 1:\n{}",
+                    tail(0),
+                    tail(1)
+                );
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            assert!(!fleet.finished(), "the work ended before the outages");
+            admin(cut.clone());
+            std::thread::sleep(Duration::from_secs(4));
+            admin(back.clone());
+            outages.push(fleet.app.sandbox.erp.orders().len());
+        }
+        eprintln!("the ERP had {outages:?} of {total} orders after each outage");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !fleet.finished() {
+            assert!(
+                Instant::now() < deadline,
+                "no convergence within 120 s after the outages: {} of {total} in the ERP; {}\nnode 0:\n{}\nnode 1:\n{}",
+                fleet.app.sandbox.erp.orders().len(),
+                unfinished(&fleet),
+                tail(0),
+                tail(1)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        std::thread::sleep(Duration::from_secs(2));
+        for node in &mut nodes.0 {
+            let _ = std::process::Command::new("kill")
+                .args(["-TERM", &node.id().to_string()])
+                .status();
+        }
+        for (n, node) in nodes.0.iter_mut().enumerate() {
+            let status = node.wait().unwrap();
+            assert_eq!(status.code(), Some(0), "node {n}: {}", log_of(n));
+        }
+    });
+    assert_every_order_once(&fleet);
+    let logs = [log_of(0), log_of(1)];
+    assert!(
+        logs.iter().any(|l| l.contains("opened it again")),
+        "no node connected to the ledger again: {logs:?}"
+    );
+    for log in &logs {
+        assert!(!log.contains(db.password.expose()), "the password leaked");
+    }
+    let out = fleet
+        .app
+        .run_binary()
+        .args(["status", "--json"])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}");
+    let status: Value = serde_json::from_str(&text).unwrap();
+    assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
+}
+
+/// What is not finished yet, and the ledger's view of the first such order.
+fn unfinished(fleet: &Fleet) -> String {
+    let sb = &fleet.app.sandbox;
+    let mut left: Vec<String> = fleet
+        .cs_ids
+        .iter()
+        .filter(|id| {
+            !sb.cloudsuite
+                .order(**id)
+                .is_some_and(|o| o["shipment_state"] == "sent")
+        })
+        .map(|id| format!("{CS}:{id}"))
+        .collect();
+    left.extend(
+        fleet
+            .vinou_ids
+            .iter()
+            .filter(|id| !sb.vinou.order(**id).is_some_and(|o| o["touched"] == 1))
+            .map(|id| format!("{VINOU}:{id}")),
+    );
+    left.extend(
+        fleet
+            .till_ids
+            .iter()
+            .filter(|id| sb.mplus.deliveries(id) == 0)
+            .map(|id| format!("{TILL}:{id}")),
+    );
+    let shown = left.first().map(|k| {
+        let out = fleet
+            .app
+            .run_binary()
+            .args(["orders", "show", "--json", k])
+            .output()
+            .unwrap();
+        // Without the canonical order: its state, jobs, attempts and
+        // events are what tells why it is left.
+        let mut detail: Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+        if let Some(d) = detail.as_object_mut() {
+            d.remove("canonical");
+        }
+        format!("{detail}{}", String::from_utf8_lossy(&out.stderr))
+    });
+    format!(
+        "{} left: {:?}\n{}",
+        left.len(),
+        &left[..left.len().min(10)],
+        shown.unwrap_or_default()
+    )
+}

@@ -190,8 +190,17 @@ fn describe(config: &postgres::Config) -> String {
 
 /// Maps a client error to one that carries the server's own words (and
 /// what we were doing), never a connection string or a password.
+///
+/// The `postgres::Error` stays in the chain: a connection the server
+/// closed (a restart, a failover) is told apart by it and opened again
+/// (`sql::heal`). Without it the fleet heartbeat went on failing with
+/// "connection closed" after the ledger came back, and every job stopped
+/// at the fence.
 pub(crate) fn sql(what: &'static str) -> impl Fn(postgres::Error) -> anyhow::Error {
-    move |e| anyhow::anyhow!("{what}: {}", error_text(&e))
+    move |e| {
+        let text = format!("{what}: {}", error_text(&e));
+        anyhow::Error::new(super::sql::PgFailure { text, error: e })
+    }
 }
 
 /// A job settlement or lease operation, in milliseconds: a `Duration` that
