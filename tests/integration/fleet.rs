@@ -95,6 +95,11 @@ impl Fleet {
 }
 
 async fn start_fleet(db: &TestDb) -> Fleet {
+    start_fleet_with(db, "").await
+}
+
+/// [`start_fleet`] with `daemon_extra` in the config's `[daemon]` section.
+async fn start_fleet_with(db: &TestDb, daemon_extra: &str) -> Fleet {
     ordersync::http::install_crypto();
     let mut opts = SandboxOptions::default();
     opts.erp.ship_after = Some(Duration::ZERO);
@@ -188,7 +193,7 @@ heartbeat = "1s"
         ("mplus-secret", till_secret),
         (pw_file, db.password.expose().to_string()),
     ];
-    let app = app_from_config(sandbox, "", &erp, &sources, &secrets);
+    let app = app_from_config(sandbox, daemon_extra, &erp, &sources, &secrets);
     Fleet {
         app,
         cs_ids,
@@ -610,7 +615,10 @@ async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
 async fn the_ledger_cut_off_and_back_three_times_loses_and_doubles_nothing() {
     let _heavy = crate::common::heavy().await;
     let db = TestDb::new();
-    let fleet = start_fleet(&db).await;
+    // Job leases of 50 s (request_timeout × 4 + 30 s): a claim the server
+    // committed as it cut the session, unheard by the node, is run again
+    // when its lease ends (OPERATIONS.md), within the wait below.
+    let fleet = start_fleet_with(&db, "request_timeout = \"5s\"").await;
     let total = fleet.expected().len();
     let name = db.url.rsplit('/').next().unwrap().to_string();
     let admin_url = format!("{}postgres", db.url.strip_suffix(&name).unwrap());
