@@ -999,6 +999,49 @@ mod tests {
         assert_eq!(scene.in_erp(), 1, "pushed once");
     }
 
+    /// A result the ledger refuses for a moment (here it takes no writes,
+    /// as on a full disk or while PostgreSQL restarts) is offered again
+    /// while the job's lease lasts, and lands once the ledger takes writes
+    /// again: the order does not wait out its lease (150 s here) and the
+    /// push is not repeated.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_result_the_ledger_refuses_for_a_moment_lands_when_it_takes_writes_again() {
+        let scene = Scene::new().await;
+        let erp = scene.app.sandbox.erp.clone();
+        let before = erp.request_count();
+        let runner = {
+            let (engine, job, asked) = (Arc::clone(&scene.engine), scene.job.clone(), scene.asked);
+            tokio::spawn(async move { engine.run_job(job, asked).await })
+        };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while erp.request_count() == before {
+            assert!(Instant::now() < deadline, "the push never went out");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        // The ERP holds the push 300 ms; meanwhile the ledger stops taking
+        // writes, and its result is refused (more than once).
+        scene
+            .store
+            .lock_for_tests()
+            .execute_batch("PRAGMA query_only = ON")
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(1200)).await;
+        assert_eq!(scene.state().as_deref(), Some("queued"), "not recorded yet");
+        assert!(!runner.is_finished(), "the result is still offered");
+        scene
+            .store
+            .lock_for_tests()
+            .execute_batch("PRAGMA query_only = OFF")
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(10), runner)
+            .await
+            .expect("the result lands once the ledger takes writes")
+            .unwrap();
+        assert_eq!(scene.state().as_deref(), Some("pushed"));
+        assert_eq!(scene.in_erp(), 1, "one ERP order");
+        assert_eq!(erp.request_count() - before, 1, "pushed once");
+    }
+
     /// The process dies while a result waits for the ledger (the slot is
     /// free, the ERP has the order, the ledger does not know): once the
     /// lease has run out, the next runner (its attempt in doubt) pushes
