@@ -2,7 +2,7 @@
 //! (requests stay bounded by it) and the ERP's pushes. A job's network
 //! call happens with no transaction open; its result is settled in one.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant, SystemTime};
@@ -665,6 +665,12 @@ impl Engine {
         // job whose slot was given back (and claimed for) already.
         let mut claim = true;
         let mut idle_until = tokio::time::Instant::now();
+        // The jobs this worker has running (until their task is reaped),
+        // and whether a claim failed since the last that worked: a claim
+        // the ledger committed as its session ended leased jobs to us that
+        // we never heard of, freed again by the next claim that works.
+        let mut running: HashSet<i64> = HashSet::new();
+        let mut claim_in_doubt = false;
         loop {
             if shutdown.is_cancelled() {
                 break;
@@ -685,6 +691,7 @@ impl Engine {
                         claimed
                     }
                     Err(e) => {
+                        claim_in_doubt = true;
                         let next = ledger_trouble.failure();
                         if next.log {
                             tracing::error!(
@@ -708,7 +715,12 @@ impl Engine {
                     };
                     let slot = Slot::take(busy, &freed);
                     let me = Arc::clone(&self);
-                    tasks.spawn(async move { me.run_job_in(job, asked, Some(slot)).await });
+                    let id = job.id;
+                    running.insert(id);
+                    tasks.spawn(async move {
+                        me.run_job_in(job, asked, Some(slot)).await;
+                        id
+                    });
                 }
                 // With every slot busy, the next thing worth doing comes
                 // when one frees up. Otherwise the claim took every due job
@@ -719,11 +731,36 @@ impl Engine {
                 // third of the daemon's CPU per order with a 200 ms remote,
                 // see docs/BENCHMARKS.md).
                 idle_until = tokio::time::Instant::now() + until_due(next_due);
+                if claim_in_doubt {
+                    let ids: Vec<i64> = running.iter().copied().collect();
+                    let (src, owner) = (source.clone(), self.owner.clone());
+                    match self
+                        .store
+                        .call(move |s| s.release_unrun(&src, &owner, &ids))
+                        .await
+                    {
+                        Ok(freed) => {
+                            claim_in_doubt = false;
+                            if freed > 0 {
+                                tracing::warn!(source = %source, jobs = freed, "freed jobs a failed claim had leased to this worker unheard; they run now");
+                                idle_until = tokio::time::Instant::now();
+                            }
+                        }
+                        Err(e) => {
+                            tracing::debug!(source = %source, error = %format!("{e:#}"), "could not look for jobs a failed claim leased; trying after the next claim")
+                        }
+                    }
+                }
             }
             claim = true;
             tokio::select! {
                 _ = freed.notified() => {}
-                Some(_) = tasks.join_next(), if !tasks.is_empty() => claim = false,
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Ok(id) = done {
+                        running.remove(&id);
+                    }
+                    claim = false;
+                }
                 _ = wake.notified() => {}
                 _ = tokio::time::sleep_until(idle_until) => {}
                 _ = shutdown.cancelled() => break,
@@ -996,6 +1033,50 @@ mod tests {
             .expect("the job ends once the ledger is free")
             .unwrap();
         assert_eq!(scene.state().as_deref(), Some("pushed"));
+        assert_eq!(scene.in_erp(), 1, "pushed once");
+    }
+
+    /// A claim the ledger committed while the worker heard only an error
+    /// (the session ended as it committed) leased a job to this worker
+    /// that it never ran. The next claim that works frees it, and it runs
+    /// at once instead of after its lease (150 s here): pushed once.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_job_a_failed_claim_leased_unheard_is_freed_by_the_next_claim_and_runs() {
+        // The scene's own claim is the one whose answer was lost: the push
+        // is leased to the engine, and nothing runs it.
+        let scene = Scene::new().await;
+        scene.app.sandbox.erp.set_faults(Faults::none());
+        // The worker's first claims fail: the ledger takes no writes.
+        scene
+            .store
+            .lock_for_tests()
+            .execute_batch("PRAGMA query_only = ON")
+            .unwrap();
+        let shutdown = CancellationToken::new();
+        let worker = tokio::spawn(Arc::clone(&scene.engine).work(
+            SOURCE.to_string(),
+            2,
+            shutdown.clone(),
+            Duration::from_secs(5),
+        ));
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        assert_eq!(scene.state().as_deref(), Some("queued"));
+        scene
+            .store
+            .lock_for_tests()
+            .execute_batch("PRAGMA query_only = OFF")
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while scene.state().as_deref() == Some("queued") {
+            assert!(
+                Instant::now() < deadline,
+                "the job leased unheard was not freed: it waits for its lease"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        shutdown.cancel();
+        worker.await.unwrap();
+        assert_ne!(scene.state().as_deref(), Some("queued"));
         assert_eq!(scene.in_erp(), 1, "pushed once");
     }
 

@@ -1166,6 +1166,37 @@ impl Store {
     }
 
     /// Gives up our own leases (clean shutdown): the jobs are due again at once.
+    /// Frees `owner`'s leases on pending jobs of `source` except those in
+    /// `running`: what a claim committed whose answer never reached the
+    /// worker (the session ended as it committed), which would otherwise
+    /// sit out its whole lease unrun. Returns how many were freed.
+    pub fn release_unrun(
+        &self,
+        source: &str,
+        owner: &str,
+        running: &[i64],
+    ) -> anyhow::Result<usize> {
+        self.lock().write(|tx| {
+            let held: Vec<i64> = tx
+                .query(
+                    "SELECT id FROM jobs WHERE source = ?1 AND state = 'pending' AND lease_owner = ?2",
+                    &[&source, &owner],
+                )?
+                .iter()
+                .map(|r| r.get(0))
+                .collect::<anyhow::Result<_>>()?;
+            let mut freed = 0;
+            for id in held.into_iter().filter(|id| !running.contains(id)) {
+                freed += tx.exec(
+                    "UPDATE jobs SET lease_owner = NULL, lease_until = NULL
+                     WHERE id = ?1 AND lease_owner = ?2",
+                    &[&id, &owner],
+                )?;
+            }
+            Ok(freed)
+        })
+    }
+
     pub fn release_leases(&self, owner: &str) -> anyhow::Result<usize> {
         self.lock().auto(|tx| {
             tx.exec(
