@@ -615,9 +615,9 @@ async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
 async fn the_ledger_cut_off_and_back_three_times_loses_and_doubles_nothing() {
     let _heavy = crate::common::heavy().await;
     let db = TestDb::new();
-    // Job leases of 50 s (request_timeout × 4 + 30 s): a claim the server
-    // committed as it cut the session, unheard by the node, is run again
-    // when its lease ends (OPERATIONS.md), within the wait below.
+    // Job leases of 50 s (request_timeout × 4 + 30 s): should anything be
+    // left to its lease after an outage, it still ends within the wait
+    // below, and the test fails only on an order lost or doubled.
     let fleet = start_fleet_with(&db, "request_timeout = \"5s\"").await;
     let total = fleet.expected().len();
     let name = db.url.rsplit('/').next().unwrap().to_string();

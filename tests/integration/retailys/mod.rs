@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use ordersync::daemon::{poll_live, poll_shipments, prepare_connectors};
 use ordersync::outbox::Engine;
+use ordersync::outbox::state::OrderState;
 use ordersync::sandbox::RetailysOrderSpec;
 use ordersync::sandbox::{Faults, SandboxOptions};
 use rand::SeedableRng;
@@ -345,12 +346,25 @@ async fn orders_first_seen_in_a_status_we_do_not_import_are_never_pushed() {
     assert_eq!(app.sandbox.erp.erp_orders_for(&rkey(imported)).len(), 1);
     assert_eq!(app.sandbox.erp.orders().len(), 1);
     // They are recorded, not lost from view.
-    let status = engine.store.status(&[RT.to_string()]).unwrap();
-    assert!(
-        status.orders.get("held").copied().unwrap_or(0) >= 4,
-        "{:?}",
-        status.orders
-    );
+    // Those first seen in a status still open at the shop (Processing, On
+    // hold, the new one) are recorded, held. One first seen shipped or
+    // delivered was completed at the shop before ordersync saw it and is
+    // not recorded then (`Retailys::next_page`); it is recorded only if a
+    // later walk caught it while the test had it in an open status, which
+    // is timing (this assertion wanted all five and failed about one run in
+    // four under a parallel run), so either is right for those two.
+    let states: Vec<_> = elsewhere
+        .iter()
+        .map(|id| engine.store.order_state(&rkey(*id)).unwrap())
+        .collect();
+    for (i, state) in states.iter().enumerate() {
+        let held = *state == Some(OrderState::Held);
+        assert!(
+            held || (matches!(i, 1 | 2) && state.is_none()),
+            "order {} (first seen in its status {i}): {state:?}; all: {states:?}",
+            elsewhere[i]
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
