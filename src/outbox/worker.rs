@@ -928,6 +928,16 @@ mod tests {
             }
         }
 
+        /// Whether the ledger's connection takes writes: without, every
+        /// write fails as on a full disk (`PRAGMA query_only`).
+        fn ledger_takes_writes(&self, yes: bool) {
+            let pragma = if yes { "OFF" } else { "ON" };
+            self.store
+                .lock_for_tests()
+                .execute_batch(&format!("PRAGMA query_only = {pragma}"))
+                .unwrap();
+        }
+
         /// The order's state, read from the ledger file by another handle.
         fn state(&self) -> Option<String> {
             Store::open_read_only(&self.app.config.daemon.db_path())
@@ -1047,11 +1057,7 @@ mod tests {
         let scene = Scene::new().await;
         scene.app.sandbox.erp.set_faults(Faults::none());
         // The worker's first claims fail: the ledger takes no writes.
-        scene
-            .store
-            .lock_for_tests()
-            .execute_batch("PRAGMA query_only = ON")
-            .unwrap();
+        scene.ledger_takes_writes(false);
         let shutdown = CancellationToken::new();
         let worker = tokio::spawn(Arc::clone(&scene.engine).work(
             SOURCE.to_string(),
@@ -1061,11 +1067,7 @@ mod tests {
         ));
         tokio::time::sleep(Duration::from_millis(300)).await;
         assert_eq!(scene.state().as_deref(), Some("queued"));
-        scene
-            .store
-            .lock_for_tests()
-            .execute_batch("PRAGMA query_only = OFF")
-            .unwrap();
+        scene.ledger_takes_writes(true);
         let deadline = Instant::now() + Duration::from_secs(20);
         while scene.state().as_deref() == Some("queued") {
             assert!(
@@ -1101,19 +1103,11 @@ mod tests {
         }
         // The ERP holds the push 300 ms; meanwhile the ledger stops taking
         // writes, and its result is refused (more than once).
-        scene
-            .store
-            .lock_for_tests()
-            .execute_batch("PRAGMA query_only = ON")
-            .unwrap();
+        scene.ledger_takes_writes(false);
         tokio::time::sleep(Duration::from_millis(1200)).await;
         assert_eq!(scene.state().as_deref(), Some("queued"), "not recorded yet");
         assert!(!runner.is_finished(), "the result is still offered");
-        scene
-            .store
-            .lock_for_tests()
-            .execute_batch("PRAGMA query_only = OFF")
-            .unwrap();
+        scene.ledger_takes_writes(true);
         tokio::time::timeout(Duration::from_secs(10), runner)
             .await
             .expect("the result lands once the ledger takes writes")

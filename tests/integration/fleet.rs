@@ -284,12 +284,17 @@ async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
             .any(|l| l.contains("freed what silent nodes held")),
         "no node ever rescued a killed one"
     );
-    // No log line shows the ledger's password.
-    for log in &logs {
+    let status = assert_quiet_end(&fleet, &db, &logs);
+    assert!(status["nodes"].is_array(), "{status}");
+}
+
+/// No log line and no `status` output shows the ledger's password, and
+/// `status` against the shared ledger finds nothing parked. Returns the
+/// status (`--json`).
+fn assert_quiet_end(fleet: &Fleet, db: &TestDb, logs: &[String]) -> Value {
+    for log in logs {
         assert!(!log.contains(db.password.expose()), "the password leaked");
     }
-
-    // `status` against the shared ledger: nothing parked, the fleet listed.
     let out = fleet
         .app
         .run_binary()
@@ -298,10 +303,10 @@ async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}");
+    assert!(!text.contains(db.password.expose()));
     let status: Value = serde_json::from_str(&text).unwrap();
     assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
-    assert!(status["nodes"].is_array(), "{status}");
-    assert!(!text.contains(db.password.expose()));
+    status
 }
 
 fn assert_every_order_once(fleet: &Fleet) {
@@ -535,46 +540,10 @@ async fn a_node_frozen_past_its_leases_writes_nothing_stale_when_it_wakes() {
                     let lines: Vec<&str> = log.lines().filter(|l| !l.contains("DEBUG")).collect();
                     lines[lines.len().saturating_sub(25)..].join("\n")
                 };
-                let sb = &fleet.app.sandbox;
-                let cs: Vec<&i64> = fleet
-                    .cs_ids
-                    .iter()
-                    .filter(|id| {
-                        !sb.cloudsuite
-                            .order(**id)
-                            .is_some_and(|o| o["shipment_state"] == "sent")
-                    })
-                    .collect();
-                let vi: Vec<&i64> = fleet
-                    .vinou_ids
-                    .iter()
-                    .filter(|id| !sb.vinou.order(**id).is_some_and(|o| o["touched"] == 1))
-                    .collect();
-                let ti: Vec<&String> = fleet
-                    .till_ids
-                    .iter()
-                    .filter(|id| sb.mplus.deliveries(id) == 0)
-                    .collect();
-                if let Some(id) = cs.first() {
-                    let out = fleet
-                        .app
-                        .run_binary()
-                        .args(["orders", "show", &format!("{CS}:{id}")])
-                        .output()
-                        .unwrap();
-                    eprintln!(
-                        "LEFT ORDER:\n{}{}\nat the source: {:?}\nhistory: {:?}",
-                        String::from_utf8_lossy(&out.stdout),
-                        String::from_utf8_lossy(&out.stderr),
-                        sb.cloudsuite
-                            .order(**id)
-                            .map(|o| (o["state"].clone(), o["shipment_state"].clone())),
-                        sb.cloudsuite.history(**id)
-                    );
-                }
                 panic!(
-                    "no convergence within 60 s ({} in the ERP; left: cloudsuite {cs:?} vinou {vi:?} till {ti:?})\nnode 0:\n{}\nnode 1:\n{}",
+                    "no convergence within 60 s ({} in the ERP; {})\nnode 0:\n{}\nnode 1:\n{}",
                     fleet.app.sandbox.erp.orders().len(),
+                    unfinished(&fleet),
                     tail(0),
                     tail(1)
                 );
@@ -698,19 +667,7 @@ async fn the_ledger_cut_off_and_back_three_times_loses_and_doubles_nothing() {
         logs.iter().any(|l| l.contains("opened it again")),
         "no node connected to the ledger again: {logs:?}"
     );
-    for log in &logs {
-        assert!(!log.contains(db.password.expose()), "the password leaked");
-    }
-    let out = fleet
-        .app
-        .run_binary()
-        .args(["status", "--json"])
-        .output()
-        .unwrap();
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{text}");
-    let status: Value = serde_json::from_str(&text).unwrap();
-    assert!(status["parked"].as_array().unwrap().is_empty(), "{status}");
+    assert_quiet_end(&fleet, &db, &logs);
 }
 
 /// What is not finished yet, and the ledger's view of the first such order.
