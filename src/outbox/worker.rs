@@ -104,14 +104,14 @@ impl Drop for Slot {
     }
 }
 
-/// How long an idle worker sleeps: until the next job is due (epoch ms),
-/// at least 5 ms and at most a second (another process may queue work
-/// meanwhile, and a new job of this one wakes it sooner).
 /// How long a result the ledger could not take waits before it is offered
 /// again ([`Engine::settle`]), doubling up to [`SETTLE_RETRY_MAX`].
 const SETTLE_RETRY_FIRST: Duration = Duration::from_millis(200);
 const SETTLE_RETRY_MAX: Duration = Duration::from_secs(5);
 
+/// How long an idle worker sleeps: until the next job is due (epoch ms),
+/// at least 5 ms and at most a second (another process may queue work
+/// meanwhile, and a new job of this one wakes it sooner).
 fn until_due(due: Option<i64>) -> Duration {
     match due {
         Some(at) => Duration::from_millis((at - now_ms()).clamp(5, 1000) as u64),

@@ -684,20 +684,15 @@ impl Store {
             Conn::Sqlite(conn) => conn,
             Conn::Postgres(_) => {
                 drop(guard);
-                // One transaction per filter. Once one has committed, its
-                // jobs are leased to us: a later one failing (the server
-                // ended the session) must not drop them, or they would sit
-                // out their whole lease unrun.
+                // One transaction per filter. When a later one fails, the
+                // claim fails as a whole, though an earlier one committed:
+                // the worker then frees, at its next claim that works, every
+                // lease of its own on a job it is not running
+                // (`release_unrun`), which also covers a commit whose answer
+                // was lost.
                 let mut jobs = Vec::new();
                 for (filter, limit) in wanted {
-                    match self.pg_claim(source, owner, lease, *limit, *filter) {
-                        Ok(claimed) => jobs.extend(claimed),
-                        Err(e) if jobs.is_empty() => return Err(e),
-                        Err(e) => {
-                            tracing::warn!(source, error = %format!("{e:#}"), "claimed part of the due jobs; the rest at the next claim");
-                            break;
-                        }
-                    }
+                    jobs.extend(self.pg_claim(source, owner, lease, *limit, *filter)?);
                 }
                 return Ok(jobs);
             }
