@@ -105,7 +105,8 @@ impl Drop for Slot {
 }
 
 /// How long a result the ledger could not take waits before it is offered
-/// again ([`Engine::settle`]), doubling up to [`SETTLE_RETRY_MAX`].
+/// again ([`Engine::settle`]), doubling up to [`SETTLE_RETRY_MAX`]
+/// (`throttle::FailureStreak`).
 const SETTLE_RETRY_FIRST: Duration = Duration::from_millis(200);
 const SETTLE_RETRY_MAX: Duration = Duration::from_secs(5);
 
@@ -497,22 +498,29 @@ impl Engine {
             self.remote_answered(&job.source, job.kind.talks_to_erp())
                 .await;
         }
-        let mut wait = SETTLE_RETRY_FIRST;
-        let mut tries = 1u32;
+        // The ledger-failure back-off every loop here uses, with this
+        // job's own first and longest wait.
+        let mut streak = crate::throttle::FailureStreak::with(
+            SETTLE_RETRY_FIRST,
+            SETTLE_RETRY_MAX,
+            Duration::from_secs(60),
+        );
+        let mut tries = 1u64;
         let kept = loop {
             match self.record(job, &result).await {
                 // At shutdown the grace period bounds this too: the daemon
                 // aborts what is still running when it ends.
                 Err(e) if lease.check().is_ok() => {
-                    if tries == 1 {
+                    let next = streak.failure();
+                    if next.log {
                         tracing::warn!(
                             source = %job.source, order_key = %job.order_key, job = job.kind.as_str(), error = %format!("{e:#}"),
+                            failures = next.failures, suppressed = next.suppressed,
                             "cannot record the job's result in the ledger yet; trying again while its lease lasts"
                         );
                     }
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(SETTLE_RETRY_MAX);
-                    tries += 1;
+                    tries = next.failures + 1;
+                    tokio::time::sleep(next.delay).await;
                 }
                 other => break other,
             }
