@@ -528,7 +528,13 @@ impl Config {
                     .try_parsing(true),
             )
             .build()
-            .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
+            .map_err(|e| {
+                ConfigError(format!(
+                    "{}: {}",
+                    path.display(),
+                    without_quoted_source(&e.to_string())
+                ))
+            })?;
         let value: serde_json::Value = merged
             .try_deserialize()
             .map_err(|e| ConfigError(format!("{}: {e}", path.display())))?;
@@ -572,6 +578,23 @@ impl Config {
     pub fn source(&self, name: &str) -> Option<&SourceConfig> {
         self.sources.iter().find(|s| s.name == name)
     }
+}
+
+/// A TOML parse error quotes the offending line, and that line may hold a
+/// secret written inline. Keep the position and the reason, drop the quote
+/// (the gutter lines `  |`, `3 | …` and the caret under them).
+fn without_quoted_source(msg: &str) -> String {
+    msg.lines()
+        .filter(|line| {
+            let rest = line
+                .trim_start()
+                .trim_start_matches(|c: char| c.is_ascii_digit());
+            !rest.trim_start().starts_with('|')
+        })
+        .map(str::trim)
+        .filter(|line| !line.is_empty())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn check_schedule(key: &str, expr: &str) -> Result<(), ConfigError> {
@@ -1263,6 +1286,25 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(e.contains("pasword_env"), "{e}");
+    }
+
+    /// A TOML syntax error says where and why, but does not quote the line:
+    /// an operator who wrote a secret inline must not find it in the journal.
+    #[test]
+    fn a_toml_syntax_error_names_the_place_without_quoting_the_line() {
+        for broken in [
+            "token = \"Hunter2-secret\n",
+            "token = \"Hunter2-secret\" x\n",
+            "token = Hunter2-secret\n",
+        ] {
+            let text = format!("{MINIMAL}\n[extra]\n{broken}");
+            let line = text.lines().count();
+            let err = parse(&text).unwrap_err().0;
+            assert!(!err.contains("Hunter2"), "{err}");
+            assert!(err.contains(&format!("line {line}")), "{err}");
+            assert!(err.contains("c.toml"), "{err}");
+            assert!(!err.contains('\n'), "one line for the journal: {err}");
+        }
     }
 
     /// A remote's URL with credentials or a query in it is refused, for the
