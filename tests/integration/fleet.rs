@@ -223,8 +223,17 @@ async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
         let mut nodes = Nodes((0..NODES).map(|n| fleet.node(n, 0)).collect());
         let mut kills = 0;
         let deadline = Instant::now() + Duration::from_secs(240);
+        // Kills are paced by the work as well as the clock: the next one
+        // comes after a random pause or as soon as a thirtieth of the
+        // orders has reached the ERP since the last, whichever is first,
+        // so however fast the fleet runs, 20 kills land before it is done.
+        let step = total / 30;
         while kills < 20 && Instant::now() < deadline && !fleet.finished() {
-            std::thread::sleep(Duration::from_millis(rng.random_range(150..900)));
+            let pause = Instant::now() + Duration::from_millis(rng.random_range(150..900));
+            let before = fleet.app.sandbox.erp.orders().len();
+            while Instant::now() < pause && fleet.app.sandbox.erp.orders().len() < before + step {
+                std::thread::sleep(Duration::from_millis(10));
+            }
             let n = rng.random_range(0..NODES);
             nodes.0[n].kill().unwrap(); // SIGKILL
             nodes.0[n].wait().unwrap();
