@@ -4,13 +4,15 @@
 //! code `SOURCE:ID`), else by e-mail, else by name and postcode; what is
 //! missing is created. One order on its own asks Tryton one question at a
 //! time. A batch ([`Parties::resolve`]) asks for all its orders at once,
-//! in at most five calls: one search of the identifiers, one of the
-//! e-mails, one `create` of every new party with its addresses, one read
-//! of these parties' addresses, one `create` of the addresses known parties
-//! lack. The answers are the ones the per-order questions would get, asked
-//! in the batch's order (the first party by id wins, a customer new to
+//! in at most seven calls: one search of the identifiers, one of the
+//! e-mails, one of the names with one read of those parties' postcodes,
+//! one `create` of every new party with its addresses, one read of these
+//! parties' addresses, one `create` of the addresses known parties lack.
+//! The answers are the ones the per-order questions would get, asked in
+//! the batch's order (the first party by id wins, a customer new to
 //! Tryton becomes one party). What the batch leaves open (a customer known
-//! by name only) goes the per-order way with what the batch learned.
+//! by name only with no postcode: always a new party) goes the per-order
+//! way with what the batch learned.
 //!
 //! Every caller holds `erp.master_data`, so one new customer of two orders
 //! pushed at once is created once.
@@ -32,6 +34,8 @@ pub(super) struct Parties {
     by_identifier: HashMap<String, Option<i64>>,
     /// By e-mail, the same way.
     by_email: HashMap<String, Option<i64>>,
+    /// By name and postcode, the same way.
+    by_name: HashMap<NameKey, Option<i64>>,
     /// Every active address of a party, by id ascending, once read (a
     /// party not in the map: its addresses were not read).
     addresses: HashMap<i64, Vec<(i64, AddressKey)>>,
@@ -104,19 +108,33 @@ fn named(order: &Order) -> Option<String> {
         .or_else(|| billing.and_then(|a| a.name.clone()))
 }
 
+/// A customer known by name only: the party's name and the billing
+/// address's postcode, as Tryton is asked for them (exactly).
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct NameKey {
+    name: String,
+    postcode: String,
+}
+
 /// How an order's customer is looked up: the first of these it has.
 enum Lookup {
     Identifier(String),
     Email(String),
-    /// By name and postcode: left to the per-order way.
-    Name,
+    /// By name and postcode; `None` without a postcode: nothing to find
+    /// it by, so a new party (left to the per-order way).
+    Name(Option<NameKey>),
 }
 
 fn lookup(order: &Order) -> Lookup {
     match (customer_identifier(order), &order.customer.email) {
         (Some(code), _) => Lookup::Identifier(code),
         (None, Some(email)) => Lookup::Email(email.clone()),
-        (None, None) => Lookup::Name,
+        (None, None) => Lookup::Name(addresses_of(order).0.and_then(|a| a.postcode.clone()).map(
+            |postcode| NameKey {
+                name: party_name(order),
+                postcode,
+            },
+        )),
     }
 }
 
@@ -219,15 +237,18 @@ impl Parties {
         let mut parties = Parties::default();
         let mut codes = Vec::new();
         let mut emails = Vec::new();
+        let mut names = Vec::new();
         for order in orders {
             match lookup(order) {
                 Lookup::Identifier(code) => codes.push(code),
                 Lookup::Email(email) => emails.push(email),
-                Lookup::Name => {}
+                Lookup::Name(Some(key)) => names.push(key),
+                Lookup::Name(None) => {}
             }
         }
         parties.find_identifiers(erp, codes).await?;
         parties.find_emails(erp, emails).await?;
+        parties.find_names(erp, names).await?;
         parties.create_missing(erp, orders).await?;
         parties.read_addresses(erp).await?;
         parties.create_addresses(erp, orders).await?;
@@ -302,6 +323,73 @@ impl Parties {
         Ok(())
     }
 
+    /// The party of each name and postcode: the lowest party id of that
+    /// name with an address at that postcode, as the per-order search of
+    /// `party.party` by `name` and `addresses.postal_code` ordered by id.
+    /// Two calls: the parties of those names with an address at any of
+    /// the postcodes, then which postcodes each of them has.
+    async fn find_names(&mut self, erp: &TrytonErp, mut keys: Vec<NameKey>) -> Result<(), Failure> {
+        keys.sort();
+        keys.dedup();
+        if keys.is_empty() {
+            return Ok(());
+        }
+        let mut names: Vec<&str> = keys.iter().map(|k| k.name.as_str()).collect();
+        let mut postcodes: Vec<&str> = keys.iter().map(|k| k.postcode.as_str()).collect();
+        names.sort_unstable();
+        names.dedup();
+        postcodes.sort_unstable();
+        postcodes.dedup();
+        let candidates = erp
+            .search_read(
+                "party.party",
+                json!([
+                    ["name", "in", names],
+                    ["addresses.postal_code", "in", postcodes]
+                ]),
+                &["name"],
+                None,
+            )
+            .await?;
+        let named: HashMap<i64, &str> = candidates
+            .iter()
+            .filter_map(|row| Some((row["id"].as_i64()?, row["name"].as_str()?)))
+            .collect();
+        let at = if named.is_empty() {
+            Vec::new()
+        } else {
+            let ids: Vec<i64> = named.keys().copied().collect();
+            erp.search_read(
+                "party.address",
+                json!([["party", "in", ids], ["postal_code", "in", postcodes]]),
+                &["party", "postal_code"],
+                None,
+            )
+            .await?
+        };
+        for key in &keys {
+            self.by_name.insert(key.clone(), None);
+        }
+        for row in &at {
+            let (Some(party), Some(postcode)) =
+                (row["party"].as_i64(), row["postal_code"].as_str())
+            else {
+                continue;
+            };
+            let Some(name) = named.get(&party) else {
+                continue;
+            };
+            let key = NameKey {
+                name: (*name).to_string(),
+                postcode: postcode.to_string(),
+            };
+            if let Some(found) = self.by_name.get_mut(&key) {
+                *found = Some(found.map_or(party, |p| p.min(party)));
+            }
+        }
+        Ok(())
+    }
+
     /// The party an order's customer was found as (or planned as, by index
     /// into `planned`).
     fn known(&self, lookup: &Lookup, planned: &[NewParty<'_>]) -> Option<Result<i64, usize>> {
@@ -319,7 +407,20 @@ impl Parties {
                 Some(p) => Some(Ok(*p)),
                 None => planned_for(&|n| n.emails.contains(email)).map(Err),
             },
-            Lookup::Name => None,
+            // Found by name and postcode: a party created before it in the
+            // batch (whatever it was looked up by) with that name and an
+            // address at that postcode.
+            Lookup::Name(Some(key)) => match self.by_name.get(key)? {
+                Some(p) => Some(Ok(*p)),
+                None => planned_for(&|n| {
+                    n.name == key.name
+                        && n.addresses
+                            .iter()
+                            .any(|(_, v)| v["postal_code"].as_str() == Some(key.postcode.as_str()))
+                })
+                .map(Err),
+            },
+            Lookup::Name(None) => None,
         }
     }
 
@@ -332,7 +433,7 @@ impl Parties {
             let existing = match self.known(&lookup, &planned) {
                 Some(Ok(_)) => continue,
                 Some(Err(i)) => Some(i),
-                None if matches!(lookup, Lookup::Name) => continue,
+                None if matches!(lookup, Lookup::Name(None)) => continue,
                 // Looked up, and neither in Tryton nor planned.
                 None if self.was_asked(&lookup) => None,
                 None => continue,
@@ -398,15 +499,25 @@ impl Parties {
         match lookup {
             Lookup::Identifier(code) => self.by_identifier.contains_key(code),
             Lookup::Email(email) => self.by_email.contains_key(email),
-            Lookup::Name => false,
+            Lookup::Name(Some(key)) => self.by_name.contains_key(key),
+            Lookup::Name(None) => false,
         }
     }
 
     /// Remembers a party created for a customer, so the next order of the
     /// same customer (or e-mail) finds it.
     fn created(&mut self, lookup: &Lookup, emails: &[String], party: i64) {
-        if let Lookup::Identifier(code) = lookup {
-            self.by_identifier.insert(code.clone(), Some(party));
+        match lookup {
+            Lookup::Identifier(code) => {
+                self.by_identifier.insert(code.clone(), Some(party));
+            }
+            Lookup::Name(Some(key)) => {
+                self.by_name
+                    .entry(key.clone())
+                    .or_insert(None)
+                    .get_or_insert(party);
+            }
+            Lookup::Email(_) | Lookup::Name(None) => {}
         }
         for email in emails {
             let known = self.by_email.entry(email.clone()).or_insert(None);
@@ -420,6 +531,7 @@ impl Parties {
             .by_identifier
             .values()
             .chain(self.by_email.values())
+            .chain(self.by_name.values())
             .flatten()
             .copied()
             .collect();
@@ -558,23 +670,28 @@ pub(super) async fn find_or_create(
                 }
             }
         },
-        Lookup::Name => {}
+        Lookup::Name(Some(key)) => match parties.by_name.get(key) {
+            Some(Some(p)) => return Ok((*p, false)),
+            Some(None) => {}
+            None => {
+                let ids = erp
+                    .search(
+                        "party.party",
+                        json!([
+                            ["name", "=", key.name],
+                            ["addresses.postal_code", "=", key.postcode]
+                        ]),
+                        Some(1),
+                    )
+                    .await?;
+                if let Some(p) = ids.first() {
+                    return Ok((*p, false));
+                }
+            }
+        },
+        Lookup::Name(None) => {}
     }
     let name = party_name(order);
-    if let Lookup::Name = lookup
-        && let Some(pc) = addresses_of(order).0.and_then(|a| a.postcode.as_ref())
-    {
-        let ids = erp
-            .search(
-                "party.party",
-                json!([["name", "=", name], ["addresses.postal_code", "=", pc]]),
-                Some(1),
-            )
-            .await?;
-        if let Some(p) = ids.first() {
-            return Ok((*p, false));
-        }
-    }
     // Addresses are added by `address`.
     let id = erp
         .create("party.party", party_values(order, name, Vec::new()))

@@ -208,21 +208,32 @@ async fn orders_pushed_together_share_each_call_and_a_refused_sale_fails_alone()
 /// result is what one order at a time gives: a customer is one party
 /// whether known by id or by e-mail, each distinct address is created
 /// once, a known party's known address is reused and its new addresses
-/// are created together, and a customer known by name only still gets its
-/// party.
+/// are created together. A customer known by name only is looked up by
+/// name and postcode with the others (found, or created in the batch's
+/// one create), and without a postcode gets a new party of its own.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let server = TrytonServer::start().await;
     let rpc = server.rpc();
     let (url, calls) = proxy(&server).await;
     let app =
-        spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 10\nmax_in_flight = 1").await;
+        spawn_tryton_app_via(&url, "confirm = false\nbatch_size = 16\nmax_in_flight = 1").await;
     let engine = engine(&app);
-    // A customer Tryton knows already, with one address.
+    // Customers Tryton knows already, with one address each: one by id,
+    // one by name only.
     let known = json!({"source_customer_id": "5003", "name": "Bakkerij De Korf"});
+    let known_by_name = json!({"name": "Kaaswinkel Gouda"});
     push_all(
         &engine,
-        vec![order("8000", known.clone(), address("Dorpsstraat 3"), None)],
+        vec![
+            order("8000", known.clone(), address("Dorpsstraat 3"), None),
+            order(
+                "8100",
+                known_by_name.clone(),
+                address("Dorpsstraat 5"),
+                None,
+            ),
+        ],
     )
     .await;
     calls.lock().unwrap().clear();
@@ -245,7 +256,7 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
             ),
             order("8004", by_email.clone(), address("Kerkweg 2"), None),
             order("8005", known.clone(), address("Dorpsstraat 3"), None),
-            order("8006", by_name, address("Molenlaan 4"), None),
+            order("8006", by_name.clone(), address("Molenlaan 4"), None),
             order("8007", json!({"source_customer_id": "5004"}), nowhere, None),
             order(
                 "8008",
@@ -262,6 +273,16 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
                 Some(address("Stationsweg 2")),
             ),
             order("8010", known.clone(), address("Marktplein 7"), None),
+            // By name and postcode: the known one at a new street, the new
+            // one again, and the new one's name with no postcode.
+            order("8011", known_by_name, address("Kerkstraat 8"), None),
+            order("8012", by_name.clone(), address("Molenlaan 4"), None),
+            order(
+                "8013",
+                by_name,
+                json!({"street": "Molenlaan 4", "city": "Utrecht", "country": "NL"}),
+                None,
+            ),
         ],
     )
     .await;
@@ -279,8 +300,8 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
     let count = |method: &str| sizes(&calls, method).len();
     assert_eq!(
         sizes(&calls, "model.sale.sale.create"),
-        vec![9],
-        "one batch of nine sales (the tenth refused before it)"
+        vec![12],
+        "one batch of twelve sales (the thirteenth refused before it)"
     );
     assert_eq!(
         count("model.party.identifier.search_read"),
@@ -293,22 +314,32 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
         "e-mails in one search"
     );
     assert_eq!(
-        count("model.party.address.search_read"),
+        count("model.party.party.search_read"),
         1,
-        "known addresses in one read"
+        "names and postcodes in one search"
     );
-    // Three new customers (by id, by e-mail, one with no address: it gets
-    // a blank one inline, as its sale needs an address) in one create; the
-    // customer known by name only and the one in an unknown country go the
-    // per-order way.
+    assert_eq!(
+        count("model.party.address.search_read"),
+        2,
+        "the named parties' postcodes, then the known addresses, in one read each"
+    );
+    assert_eq!(
+        count("model.party.party.search"),
+        0,
+        "no customer looked up on its own"
+    );
+    // Four new customers (by id, by e-mail, by name and postcode, one with
+    // no address: it gets a blank one inline, as its sale needs an
+    // address) in one create; the one with no postcode and the one in an
+    // unknown country go the per-order way.
     let mut creates = sizes(&calls, "model.party.party.create");
     creates.sort_unstable();
-    assert_eq!(creates, vec![1, 1, 3], "party creates: {creates:?}");
-    // The known customer's two new addresses in one create; only the
-    // name-only customer's address is created on its own.
+    assert_eq!(creates, vec![1, 1, 4], "party creates: {creates:?}");
+    // The known customers' three new addresses in one create; only the
+    // address of the customer with no postcode is created on its own.
     let mut address_creates = sizes(&calls, "model.party.address.create");
     address_creates.sort_unstable();
-    assert_eq!(address_creates, vec![1, 2], "address creates");
+    assert_eq!(address_creates, vec![1, 3], "address creates");
 
     // By id: one party, two addresses (the billing one given twice, once
     // with blanks around it), each order's own.
@@ -368,11 +399,24 @@ async fn a_batch_finds_and_creates_its_customers_together_one_party_each() {
         street(&rpc, s6["invoice_address"].clone()).await,
         "Molenlaan 4"
     );
-    let distinct: std::collections::HashSet<String> = [&s0, &s1, &s2, &s6]
+    // Again: the same party and address. Without a postcode: a new party.
+    let (s12, s13) = (sale(&rpc, "8012").await, sale(&rpc, "8013").await);
+    assert_eq!(s12["party"], s6["party"]);
+    assert_eq!(s12["invoice_address"], s6["invoice_address"]);
+    assert_ne!(s13["party"], s6["party"]);
+    // Known by name before the batch: found, its new street added.
+    let (s100, s11) = (sale(&rpc, "8100").await, sale(&rpc, "8011").await);
+    assert_eq!(s11["party"], s100["party"]);
+    assert_eq!(addresses_of(&rpc, s11["party"].clone()).await.len(), 2);
+    assert_eq!(
+        street(&rpc, s11["invoice_address"].clone()).await,
+        "Kerkstraat 8"
+    );
+    let distinct: std::collections::HashSet<String> = [&s0, &s1, &s2, &s6, &s13, &s100]
         .iter()
         .map(|s| s["party"].to_string())
         .collect();
-    assert_eq!(distinct.len(), 4, "four customers, four parties");
+    assert_eq!(distinct.len(), 6, "six customers, six parties");
 
     // No address given: one blank address, the sale's both ways.
     let s8 = sale(&rpc, "8008").await;
