@@ -636,60 +636,48 @@ pub(super) async fn find_or_create(
 ) -> Result<(i64, bool), Failure> {
     let c = &order.customer;
     let lookup = lookup(order);
-    match &lookup {
-        Lookup::Identifier(code) => match parties.by_identifier.get(code) {
-            Some(Some(p)) => return Ok((*p, false)),
-            Some(None) => {}
-            None => {
-                let ids = erp
-                    .search(
-                        "party.party",
-                        json!([["identifiers.code", "=", code]]),
-                        Some(1),
-                    )
-                    .await?;
-                if let Some(p) = ids.first() {
-                    return Ok((*p, false));
-                }
+    // What the batch learned, and else the one question to ask Tryton:
+    // the model, the domain, and the field of the answer with the party.
+    let (known, question) = match &lookup {
+        Lookup::Identifier(code) => (
+            parties.by_identifier.get(code),
+            Some((
+                "party.party",
+                json!([["identifiers.code", "=", code]]),
+                "id",
+            )),
+        ),
+        Lookup::Email(email) => (
+            parties.by_email.get(email),
+            Some((
+                "party.contact_mechanism",
+                json!([["type", "=", "email"], ["value", "=", email]]),
+                "party",
+            )),
+        ),
+        Lookup::Name(Some(key)) => (
+            parties.by_name.get(key),
+            Some((
+                "party.party",
+                json!([
+                    ["name", "=", key.name],
+                    ["addresses.postal_code", "=", key.postcode]
+                ]),
+                "id",
+            )),
+        ),
+        Lookup::Name(None) => (None, None),
+    };
+    match (known, question) {
+        (Some(Some(p)), _) => return Ok((*p, false)),
+        (None, Some((model, domain, field))) => {
+            let rows = erp.search_read(model, domain, &[field], Some(1)).await?;
+            if let Some(p) = rows.first().and_then(|r| r[field].as_i64()) {
+                return Ok((p, false));
             }
-        },
-        Lookup::Email(email) => match parties.by_email.get(email) {
-            Some(Some(p)) => return Ok((*p, false)),
-            Some(None) => {}
-            None => {
-                let rows = erp
-                    .search_read(
-                        "party.contact_mechanism",
-                        json!([["type", "=", "email"], ["value", "=", email]]),
-                        &["party"],
-                        Some(1),
-                    )
-                    .await?;
-                if let Some(p) = rows.first().and_then(|r| r["party"].as_i64()) {
-                    return Ok((p, false));
-                }
-            }
-        },
-        Lookup::Name(Some(key)) => match parties.by_name.get(key) {
-            Some(Some(p)) => return Ok((*p, false)),
-            Some(None) => {}
-            None => {
-                let ids = erp
-                    .search(
-                        "party.party",
-                        json!([
-                            ["name", "=", key.name],
-                            ["addresses.postal_code", "=", key.postcode]
-                        ]),
-                        Some(1),
-                    )
-                    .await?;
-                if let Some(p) = ids.first() {
-                    return Ok((*p, false));
-                }
-            }
-        },
-        Lookup::Name(None) => {}
+        }
+        // Asked with the batch and not found, or nothing to ask by.
+        (Some(None), _) | (None, None) => {}
     }
     let name = party_name(order);
     // Addresses are added by `address`.
