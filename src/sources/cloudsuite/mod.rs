@@ -16,6 +16,7 @@ mod map;
 #[cfg(test)]
 mod vendor_examples;
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -593,7 +594,7 @@ impl CloudSuite {
                 .await
             {
                 Ok(reply) => {
-                    let mut current: serde_json::Value = reply.json()?;
+                    let mut current: RawOrder = reply.json()?;
                     let mut done = vec!["state=processing, erp_order_number"];
                     if set_line_numbers(&mut current, wb) {
                         // The PUT sends the whole order as the PATCH found
@@ -620,8 +621,8 @@ impl CloudSuite {
                 Err(f) => return Err(f),
             }
         }
-        let (_, mut current) = self.get_detail(&wb.external_id).await?;
-        let state = current["state"].as_str().unwrap_or_default().to_string();
+        let (read, detail) = self.get_detail(&wb.external_id).await?;
+        let state = detail["state"].as_str().unwrap_or_default().to_string();
         if state == "cancel" {
             return Err(Failure::permanent(format!(
                 "order was cancelled at CloudSuite after the push: cancel ERP order {} by hand",
@@ -629,9 +630,11 @@ impl CloudSuite {
             )));
         }
         let mut done = Vec::new();
-        let number_ok = current["erp_order_number"].as_str() == Some(wb.erp_order_number.as_str());
+        let number_ok = detail["erp_order_number"].as_str() == Some(wb.erp_order_number.as_str());
         let state_ok = matches!(state.as_str(), "processing" | "done");
-        if !number_ok || !state_ok {
+        let mut current: RawOrder = if number_ok && state_ok {
+            read.json()?
+        } else {
             let mut body = serde_json::json!({ "erp_order_number": wb.erp_order_number });
             if !state_ok {
                 if state != "confirmed" {
@@ -645,11 +648,11 @@ impl CloudSuite {
             let reply = self
                 .send(|| self.endpoint.client().patch(&url).json(&body))
                 .await?;
+            done.push("state=processing, erp_order_number");
             // DRF answers a PATCH with the whole object as it now stands:
             // the fresh copy the PUT below must start from.
-            current = reply.json()?;
-            done.push("state=processing, erp_order_number");
-        }
+            reply.json()?
+        };
         if set_line_numbers(&mut current, wb) {
             // Only while the job is still ours (see above).
             let url = self.order_url(&wb.external_id)?;
@@ -812,26 +815,56 @@ pub fn canonical_json(
 }
 
 /// Sets `erp_line_number` on the lines we have numbers for; true if any changed.
-fn set_line_numbers(order: &mut Value, wb: &WriteBack) -> bool {
+/// An order (or one of its lines) as CloudSuite answered it, each field
+/// kept as the exact JSON text it came in. The PUT of the line numbers
+/// sends back what it does not change to the letter (a number an `f64`
+/// would round, or one out of its range, goes back as it came), and reading
+/// the PATCH's answer costs a scan of it, not a tree of values.
+type RawOrder = BTreeMap<String, Box<RawValue>>;
+
+/// A field's JSON value, `None` when it is missing or not valid JSON.
+fn field(object: &RawOrder, name: &str) -> Option<Value> {
+    serde_json::from_str(object.get(name)?.get()).ok()
+}
+
+/// Sets `erp_line_number` on each line of `order` that `wb` numbers,
+/// matched by the line's `id`; whether anything changed. Lines that are not
+/// a list of objects, or have no `id`, are left as they are.
+fn set_line_numbers(order: &mut RawOrder, wb: &WriteBack) -> bool {
+    let Some(Ok(mut lines)) = order
+        .get("order_lines")
+        .map(|raw| serde_json::from_str::<Vec<RawOrder>>(raw.get()))
+    else {
+        return false;
+    };
     let mut changed = false;
-    if let Some(lines) = order["order_lines"].as_array_mut() {
-        for line in lines {
-            let id = match &line["id"] {
-                Value::Number(n) => n.to_string(),
-                Value::String(s) => s.clone(),
-                _ => continue,
-            };
-            if let Some(n) = wb.lines.iter().find(|l| l.source_line_id == id) {
-                let want: Value = n
-                    .erp_line_number
-                    .parse::<i64>()
-                    .map(Value::from)
-                    .unwrap_or_else(|_| Value::from(n.erp_line_number.clone()));
-                if line["erp_line_number"] != want {
-                    line["erp_line_number"] = want;
-                    changed = true;
-                }
+    for line in &mut lines {
+        let id = match field(line, "id") {
+            Some(Value::Number(n)) => n.to_string(),
+            Some(Value::String(s)) => s,
+            _ => continue,
+        };
+        if let Some(n) = wb.lines.iter().find(|l| l.source_line_id == id) {
+            let want: Value = n
+                .erp_line_number
+                .parse::<i64>()
+                .map(Value::from)
+                .unwrap_or_else(|_| Value::from(n.erp_line_number.clone()));
+            if field(line, "erp_line_number").as_ref() != Some(&want) {
+                let Ok(raw) = serde_json::value::to_raw_value(&want) else {
+                    continue;
+                };
+                line.insert("erp_line_number".into(), raw);
+                changed = true;
             }
+        }
+    }
+    if changed {
+        match serde_json::value::to_raw_value(&lines) {
+            Ok(raw) => {
+                order.insert("order_lines".into(), raw);
+            }
+            Err(_) => return false,
         }
     }
     changed
@@ -868,6 +901,20 @@ fn urlencode(s: &str) -> String {
         .collect()
 }
 
+/// An order given as a JSON value, as a [`RawOrder`] (tests).
+#[cfg(test)]
+fn raw_order(v: &Value) -> RawOrder {
+    serde_json::from_str(&v.to_string()).expect("an object")
+}
+
+/// A [`RawOrder`] read back as a JSON value (tests).
+#[cfg(test)]
+fn order_value(order: &RawOrder) -> Value {
+    serde_json::to_string(order)
+        .and_then(|s| serde_json::from_str(&s))
+        .expect("valid JSON")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -880,10 +927,8 @@ mod tests {
         );
     }
 
-    #[test]
-    fn line_numbers_are_set_once() {
-        let mut v = serde_json::json!({"order_lines": [{"id": 11, "erp_line_number": null}, {"id": 12, "erp_line_number": null}]});
-        let wb = WriteBack {
+    fn numbering_line_11() -> WriteBack {
+        WriteBack {
             order_key: "s:1".into(),
             external_id: "1".into(),
             erp_order_number: "SO1".into(),
@@ -895,14 +940,66 @@ mod tests {
                 source_line_id: "11".into(),
                 erp_line_number: "10".into(),
             }],
-        };
-        assert!(set_line_numbers(&mut v, &wb));
+        }
+    }
+
+    #[test]
+    fn line_numbers_are_set_once() {
+        let mut order = raw_order(&serde_json::json!({"order_lines": [
+            {"id": 11, "erp_line_number": null}, {"id": 12, "erp_line_number": null}
+        ]}));
+        let wb = numbering_line_11();
+        assert!(set_line_numbers(&mut order, &wb));
+        let v = order_value(&order);
         assert_eq!(v["order_lines"][0]["erp_line_number"], 10);
         assert!(v["order_lines"][1]["erp_line_number"].is_null());
         assert!(
-            !set_line_numbers(&mut v, &wb),
+            !set_line_numbers(&mut order, &wb),
             "a second pass changes nothing"
         );
+    }
+
+    /// The PUT sends back what it does not change as CloudSuite wrote it:
+    /// decimals keep their digits, and numbers past what an `f64` holds
+    /// (which a tree of JSON values refuses to read at all) go back as
+    /// they came, in the order and in its lines.
+    #[test]
+    fn the_put_keeps_every_other_field_to_the_letter() {
+        let answer = r#"{"id": 7, "total": 19.990, "big": 123456789012345678901234567890,
+            "tiny": 1e400, "note": "caf\u00e9",
+            "order_lines": [{"id": 11, "price": 1.10, "erp_line_number": null, "x": -0.0}]}"#;
+        assert!(serde_json::from_str::<Value>(answer).is_err(), "1e400");
+        let mut order: RawOrder = serde_json::from_str(answer).unwrap();
+        assert!(set_line_numbers(&mut order, &numbering_line_11()));
+        let put = serde_json::to_string(&order).unwrap();
+        for kept in [
+            r#""total":19.990"#,
+            r#""big":123456789012345678901234567890"#,
+            r#""tiny":1e400"#,
+            r#""note":"caf\u00e9""#,
+            r#""price":1.10"#,
+            r#""x":-0.0"#,
+            r#""erp_line_number":10"#,
+        ] {
+            assert!(put.contains(kept), "{kept} in {put}");
+        }
+    }
+
+    #[test]
+    fn lines_that_are_not_a_list_of_objects_are_left_alone() {
+        for lines in [
+            serde_json::json!(null),
+            serde_json::json!("11"),
+            serde_json::json!([11]),
+        ] {
+            let mut order = raw_order(&serde_json::json!({"order_lines": lines}));
+            assert!(!set_line_numbers(&mut order, &numbering_line_11()));
+            assert_eq!(order_value(&order)["order_lines"], lines);
+        }
+        assert!(!set_line_numbers(
+            &mut raw_order(&serde_json::json!({})),
+            &numbering_line_11()
+        ));
     }
 
     #[test]
