@@ -161,6 +161,40 @@ async fn a_sale_cancelled_in_the_erp_is_cancelled_at_cloudsuite_once() {
     assert_eq!(app.sandbox.erp.cancel_requests(&key(ids[0])), 0);
 }
 
+/// A write-back that reads first looks only at the fields it needs: after
+/// the push, CloudSuite starts serving the order with a byte that is not
+/// UTF-8 in one field and a number no `f64` holds in another, and a cancel
+/// in the ERP still reaches it (before, the read of the whole order failed
+/// on every attempt and the cancel never went out).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_cloudsuite_cannot_serialize_does_not_stop_a_cancel_from_the_erp() {
+    let mut opts = AppOptions::default();
+    opts.sandbox.erp.ship_after = None;
+    let app = spawn_app(opts).await;
+    let cs = &app.sandbox.cloudsuite;
+    let id = cs.add_order(OrderSpec {
+        customer_order_number: Some("ZZ-BROKEN-PO".into()),
+        ..OrderSpec::default()
+    });
+    let engine = app.engine();
+    rounds(&engine, SOURCE, 2).await;
+    assert_eq!(state(&engine, &key(id)), "accepted");
+    cs.set_faults(ordersync::sandbox::Faults {
+        corrupt: vec![(
+            b"\"ZZ-BROKEN-PO\"".to_vec(),
+            b"\"PO M\xfcller\", \"weight\": 1e400".to_vec(),
+        )],
+        ..Default::default()
+    });
+    assert!(app.sandbox.erp.cancel_by_hand(&key(id), "customer called"));
+    // Bounded: a write-back that cannot read the order retries, backing
+    // off, and the rounds would wait for it for a long time.
+    let done = tokio::time::timeout(Duration::from_secs(60), rounds(&engine, SOURCE, 3)).await;
+    assert!(done.is_ok(), "the cancel's write-back kept failing");
+    assert_eq!(cs.order(id).unwrap()["state"], "cancel");
+    assert_eq!(state(&engine, &key(id)), "cancelled_in_erp");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_sale_cancelled_in_the_erp_is_cancelled_at_the_till_once() {
     let mut o = till_options();

@@ -250,6 +250,21 @@ impl CloudSuite {
         Ok((reply, value))
     }
 
+    /// One order's fields as CloudSuite sent them, for a write-back that
+    /// reads before it writes: a field it does not look at cannot stop it
+    /// (a number no `f64` holds, bytes that are not UTF-8 in a name).
+    async fn get_fields(&self, id: &str) -> Result<(Reply, RawOrder), Failure> {
+        let url = self.order_url(id)?;
+        let reply = self.send(|| self.endpoint.client().get(&url)).await?;
+        let fields = serde_json::from_str(&Body::decode(&reply.body).text).map_err(|e| {
+            Failure::retry(format!(
+                "{}: the order detail is not a JSON object: {e}",
+                reply.what
+            ))
+        })?;
+        Ok((reply, fields))
+    }
+
     /// Maps one order detail (listed or re-read as `id`), a panic in it
     /// contained by [`list::isolated`]: that order is parked.
     fn map(
@@ -621,8 +636,8 @@ impl CloudSuite {
                 Err(f) => return Err(f),
             }
         }
-        let (read, detail) = self.get_detail(&wb.external_id).await?;
-        let state = detail["state"].as_str().unwrap_or_default().to_string();
+        let (read, fields) = self.get_fields(&wb.external_id).await?;
+        let state = text(&fields, "state").unwrap_or_default();
         if state == "cancel" {
             return Err(Failure::permanent(format!(
                 "order was cancelled at CloudSuite after the push: cancel ERP order {} by hand",
@@ -630,9 +645,10 @@ impl CloudSuite {
             )));
         }
         let mut done = Vec::new();
-        let number_ok = detail["erp_order_number"].as_str() == Some(wb.erp_order_number.as_str());
+        let number_ok = text(&fields, "erp_order_number").as_ref() == Some(&wb.erp_order_number);
         let state_ok = matches!(state.as_str(), "processing" | "done");
         let mut current: RawOrder = if number_ok && state_ok {
+            // The PUT's copy, read strictly: never bytes we had to escape.
             read.json()?
         } else {
             let mut body = serde_json::json!({ "erp_order_number": wb.erp_order_number });
@@ -673,18 +689,19 @@ impl CloudSuite {
     /// and after the push (`confirmed`, `processing`) and not once its
     /// shipment is `sent`. Always read first: the state decides.
     pub async fn write_cancelled(&self, wb: &WriteBack) -> Result<String, Failure> {
-        let (_, current) = self.get_detail(&wb.external_id).await?;
-        let state = current["state"].as_str().unwrap_or_default().to_string();
+        let (_, fields) = self.get_fields(&wb.external_id).await?;
+        let state = text(&fields, "state").unwrap_or_default();
+        let shipment_state = text(&fields, "shipment_state");
         if state == "cancel" {
             return Ok("already cancelled at CloudSuite".into());
         }
         if !matches!(state.as_str(), "confirmed" | "processing")
-            || current["shipment_state"].as_str() == Some("sent")
+            || shipment_state.as_deref() == Some("sent")
         {
             return Err(Failure::permanent(format!(
                 "order {} is in state {state:?} (shipment_state {}) at CloudSuite: state=cancel is written only from confirmed or processing before it is sent; ERP order {} was cancelled, settle it by hand",
                 wb.external_id,
-                current["shipment_state"].as_str().unwrap_or("none"),
+                shipment_state.as_deref().unwrap_or("none"),
                 wb.erp_order_number
             )));
         }
@@ -739,15 +756,16 @@ impl CloudSuite {
                 Err(f) => return Err(f),
             }
         }
-        let (_, current) = self.get_detail(&wb.external_id).await?;
         if let Some(target) = &self.desadv {
+            let (_, current) = self.get_detail(&wb.external_id).await?;
             return self.send_desadv(target, wb, shipment, &current).await;
         }
-        if current["shipment_state"].as_str() == Some("sent") {
+        let (_, fields) = self.get_fields(&wb.external_id).await?;
+        if text(&fields, "shipment_state").as_deref() == Some("sent") {
             return Ok("already sent".into());
         }
-        let state = current["state"].as_str().unwrap_or_default();
-        if !matches!(state, "processing" | "done") {
+        let state = text(&fields, "state").unwrap_or_default();
+        if !matches!(state.as_str(), "processing" | "done") {
             return Err(Failure::retry(format!(
                 "order is in state {state:?}; shipment_state can only be set once it is processing"
             )));
@@ -825,6 +843,14 @@ type RawOrder = BTreeMap<String, Box<RawValue>>;
 /// A field's JSON value, `None` when it is missing or not valid JSON.
 fn field(object: &RawOrder, name: &str) -> Option<Value> {
     serde_json::from_str(object.get(name)?.get()).ok()
+}
+
+/// A text field's value, `None` when it is missing or not text.
+fn text(object: &RawOrder, name: &str) -> Option<String> {
+    match field(object, name)? {
+        Value::String(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// Sets `erp_line_number` on each line of `order` that `wb` numbers,
