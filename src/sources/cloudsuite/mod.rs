@@ -250,19 +250,22 @@ impl CloudSuite {
         Ok((reply, value))
     }
 
-    /// One order's fields as CloudSuite sent them, for a write-back that
-    /// reads before it writes: a field it does not look at cannot stop it
-    /// (a number no `f64` holds, bytes that are not UTF-8 in a name).
-    async fn get_fields(&self, id: &str) -> Result<(Reply, RawOrder), Failure> {
+    /// One order for a write-back that reads before it writes, read like a
+    /// list item but not refused for a field that cannot be read: its
+    /// fields that read on their own are there (a number no `f64` holds,
+    /// bytes that are not UTF-8 in a name elsewhere cannot stop it). The
+    /// fields a write-back decides by are safe when missing: no `state`
+    /// is no state it writes from.
+    async fn get_fields(&self, id: &str) -> Result<(Reply, Value), Failure> {
         let url = self.order_url(id)?;
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        let fields = serde_json::from_str(&Body::decode(&reply.body).text).map_err(|e| {
-            Failure::retry(format!(
-                "{}: the order detail is not a JSON object: {e}",
+        match Body::decode(&reply.body).whole().value {
+            fields @ Value::Object(_) => Ok((reply, fields)),
+            _ => Err(Failure::retry(format!(
+                "{}: the order detail is not a JSON object",
                 reply.what
-            ))
-        })?;
-        Ok((reply, fields))
+            ))),
+        }
     }
 
     /// Maps one order detail (listed or re-read as `id`), a panic in it
@@ -637,7 +640,7 @@ impl CloudSuite {
             }
         }
         let (read, fields) = self.get_fields(&wb.external_id).await?;
-        let state = text(&fields, "state").unwrap_or_default();
+        let state = fields["state"].as_str().unwrap_or_default().to_string();
         if state == "cancel" {
             return Err(Failure::permanent(format!(
                 "order was cancelled at CloudSuite after the push: cancel ERP order {} by hand",
@@ -645,7 +648,7 @@ impl CloudSuite {
             )));
         }
         let mut done = Vec::new();
-        let number_ok = text(&fields, "erp_order_number").as_ref() == Some(&wb.erp_order_number);
+        let number_ok = fields["erp_order_number"].as_str() == Some(wb.erp_order_number.as_str());
         let state_ok = matches!(state.as_str(), "processing" | "done");
         let mut current: RawOrder = if number_ok && state_ok {
             // The PUT's copy, read strictly: never bytes we had to escape.
@@ -690,18 +693,16 @@ impl CloudSuite {
     /// shipment is `sent`. Always read first: the state decides.
     pub async fn write_cancelled(&self, wb: &WriteBack) -> Result<String, Failure> {
         let (_, fields) = self.get_fields(&wb.external_id).await?;
-        let state = text(&fields, "state").unwrap_or_default();
-        let shipment_state = text(&fields, "shipment_state");
+        let state = fields["state"].as_str().unwrap_or_default().to_string();
+        let shipment_state = fields["shipment_state"].as_str();
         if state == "cancel" {
             return Ok("already cancelled at CloudSuite".into());
         }
-        if !matches!(state.as_str(), "confirmed" | "processing")
-            || shipment_state.as_deref() == Some("sent")
-        {
+        if !matches!(state.as_str(), "confirmed" | "processing") || shipment_state == Some("sent") {
             return Err(Failure::permanent(format!(
                 "order {} is in state {state:?} (shipment_state {}) at CloudSuite: state=cancel is written only from confirmed or processing before it is sent; ERP order {} was cancelled, settle it by hand",
                 wb.external_id,
-                shipment_state.as_deref().unwrap_or("none"),
+                shipment_state.unwrap_or("none"),
                 wb.erp_order_number
             )));
         }
@@ -761,11 +762,11 @@ impl CloudSuite {
             return self.send_desadv(target, wb, shipment, &current).await;
         }
         let (_, fields) = self.get_fields(&wb.external_id).await?;
-        if text(&fields, "shipment_state").as_deref() == Some("sent") {
+        if fields["shipment_state"].as_str() == Some("sent") {
             return Ok("already sent".into());
         }
-        let state = text(&fields, "state").unwrap_or_default();
-        if !matches!(state.as_str(), "processing" | "done") {
+        let state = fields["state"].as_str().unwrap_or_default();
+        if !matches!(state, "processing" | "done") {
             return Err(Failure::retry(format!(
                 "order is in state {state:?}; shipment_state can only be set once it is processing"
             )));
@@ -843,14 +844,6 @@ type RawOrder = BTreeMap<String, Box<RawValue>>;
 /// A field's JSON value, `None` when it is missing or not valid JSON.
 fn field(object: &RawOrder, name: &str) -> Option<Value> {
     serde_json::from_str(object.get(name)?.get()).ok()
-}
-
-/// A text field's value, `None` when it is missing or not text.
-fn text(object: &RawOrder, name: &str) -> Option<String> {
-    match field(object, name)? {
-        Value::String(s) => Some(s),
-        _ => None,
-    }
 }
 
 /// Sets `erp_line_number` on each line of `order` that `wb` numbers,
