@@ -787,3 +787,66 @@ async fn a_sale_cancelled_in_the_erp_gets_the_cancelled_status_once() {
         assert_eq!(crate::cancel::state(&engine, &rkey(ids[1])), "accepted");
     }
 }
+
+/// A write-back reads the order first and looks at the fields it decides
+/// by: after the push, the shop's API starts spoiling the order's name (a
+/// Latin-1 byte), and a cancel from the ERP still gets its status (before, the read failed on every attempt). A spoiled
+/// field it decides by (`sent`) still stops it: missing, it would read as
+/// "not sent".
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_the_shop_cannot_serialize_stops_only_the_write_backs_that_decide_by_it() {
+    let mut opts = RtOptions::default();
+    opts.sandbox.erp.ship_after = None;
+    opts.source_keys
+        .push_str("\ncancelled_status = \"Cancelled\"");
+    let app = spawn_retailys(opts).await;
+    let rt = &app.sandbox.retailys;
+    let ids: Vec<i64> = (0..2)
+        .map(|_| rt.add_order(RetailysOrderSpec::default()))
+        .collect();
+    rt.edit_order(ids[0], |o| o["name"] = serde_json::json!("ZZ-LATIN1-NAME"));
+    let engine = engine_of(&app);
+    crate::cancel::rounds(&engine, RT, 2).await;
+    for id in &ids {
+        assert_eq!(crate::cancel::state(&engine, &rkey(*id)), "accepted");
+    }
+    // A marker in a field the mapper reads: planted once pushed.
+    rt.edit_order(ids[1], |o| o["sent"] = serde_json::json!("ZZ-SENT"));
+    rt.set_faults(Faults {
+        corrupt: vec![
+            (b"ZZ-LATIN1-NAME".to_vec(), b"M\xfcller".to_vec()),
+            (b"\"ZZ-SENT\"".to_vec(), b"1e400".to_vec()),
+        ],
+        ..rt.faults()
+    });
+    for id in &ids {
+        assert!(app.sandbox.erp.cancel_by_hand(&rkey(*id), "no stock"));
+    }
+    // Bounded: the write-back that cannot decide retries, backing off.
+    let _ = tokio::time::timeout(
+        Duration::from_secs(20),
+        crate::cancel::rounds(&engine, RT, 3),
+    )
+    .await;
+    let cancelled = rt.status_id("Cancelled").unwrap();
+    let cancels = |id: i64| {
+        rt.writes(id)
+            .into_iter()
+            .filter(|w| w.what == "PATCH status" && w.body["status_id"] == cancelled)
+            .count()
+    };
+    assert_eq!(cancels(ids[0]), 1, "{:?}", rt.writes(ids[0]));
+    assert_eq!(
+        crate::cancel::state(&engine, &rkey(ids[0])),
+        "cancelled_in_erp"
+    );
+    assert_eq!(cancels(ids[1]), 0, "{:?}", rt.writes(ids[1]));
+    let detail = engine.store.order_detail(&rkey(ids[1])).unwrap().unwrap();
+    let job = detail
+        .jobs
+        .iter()
+        .find(|j| j.kind == "write_cancelled")
+        .expect("a cancel write-back");
+    let error = job.last_error.as_deref().unwrap_or_default();
+    assert!(error.contains("sent: "), "{error}");
+}
