@@ -97,6 +97,23 @@ impl Body {
 }
 
 impl Item {
+    /// The item for a write-back that reads before it writes and decides by
+    /// the top-level fields `decided_by`: a field that cannot be read
+    /// elsewhere (a byte that is not UTF-8 in a name, `1e400` in a price)
+    /// does not stop it; one it decides by does (missing, it would read as
+    /// "not cancelled", "no state"), and so does an item that is not an
+    /// object. `Err` is the reason, naming the field.
+    pub fn readable_for(&self, decided_by: &[&str]) -> Result<&Value, &str> {
+        match &self.broken {
+            Some(reason)
+                if !self.value.is_object() || decided_by.contains(&top_level_field(reason)) =>
+            {
+                Err(reason)
+            }
+            _ => Ok(&self.value),
+        }
+    }
+
     /// A broken item as an order recorded and parked with the reason, so
     /// `status` shows it (SPEC §5.1, §5.5); `None` for a whole one.
     /// `system` names the source's product in the reason.
@@ -256,6 +273,16 @@ pub fn item(text: &str, lossy: bool) -> Item {
             }
         }
     }
+}
+
+/// The top-level field a broken item's reason names first (`trackings` of
+/// `trackings[0].number: invalid type`).
+fn top_level_field(reason: &str) -> &str {
+    reason
+        .split(['.', '[', ':'])
+        .next()
+        .unwrap_or_default()
+        .trim()
 }
 
 /// Every top-level field of an object that parses on its own.
@@ -460,5 +487,37 @@ mod tests {
         assert!(got[1].broken.is_none(), "{:?}", got[1].broken);
         let clean = items("{\"orders\":[{\"id\":2,\"name\":\"ok \u{FFFD}\"}]}".as_bytes());
         assert!(clean[0].broken.is_none(), "a valid body's U+FFFD is data");
+    }
+
+    /// A write-back's read: a field that cannot be read stops it only when
+    /// it is one it decides by, named by the reasons the one reader gives.
+    #[test]
+    fn a_broken_field_stops_only_the_write_backs_that_decide_by_it() {
+        for (text, lossy, field) in [
+            (r#"{"id": 1, "sent": 1e400, "name": "x"}"#, false, "sent"),
+            (
+                r#"{"id": 1, "trackings": [{"number": 1e400}]}"#,
+                false,
+                "trackings",
+            ),
+            (
+                r#"{"id": 1, "customer": {"name": 1e400}}"#,
+                false,
+                "customer",
+            ),
+            ("{\"id\": 1, \"name\": \"M\u{f7fc}ller\"}", true, "name"),
+        ] {
+            let got = item(text, lossy);
+            assert!(got.broken.is_some(), "{text}");
+            let reason = got.readable_for(&[field]).expect_err(text);
+            assert!(reason.starts_with(field), "{reason}");
+            let order = got.readable_for(&["state", "status"]).expect(text);
+            assert_eq!(order["id"], 1, "{text}");
+            assert!(order.get(field).is_none() || lossy, "{text}");
+        }
+        // Not an object at all: nothing to decide by.
+        assert!(item("[1, 1e400]", false).readable_for(&[]).is_err());
+        // A whole item reads whatever is asked.
+        assert!(item(r#"{"id": 1}"#, false).readable_for(&["id"]).is_ok());
     }
 }

@@ -250,19 +250,16 @@ impl CloudSuite {
         Ok((reply, value))
     }
 
-    /// One order for a write-back that reads before it writes, read like a
-    /// list item but not refused for a field that cannot be read: its
-    /// fields that read on their own are there (a number no `f64` holds,
-    /// bytes that are not UTF-8 in a name elsewhere cannot stop it). The
-    /// fields a write-back decides by are safe when missing: no `state`
-    /// is no state it writes from.
+    /// One order for a write-back that reads before it writes, as
+    /// [`list::Item::readable_for`] the fields the write-backs decide by.
     async fn get_fields(&self, id: &str) -> Result<(Reply, Value), Failure> {
         let url = self.order_url(id)?;
         let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        match Body::decode(&reply.body).whole().value {
-            fields @ Value::Object(_) => Ok((reply, fields)),
-            _ => Err(Failure::retry(format!(
-                "{}: the order detail is not a JSON object",
+        let item = Body::decode(&reply.body).whole();
+        match item.readable_for(&["state", "erp_order_number", "shipment_state"]) {
+            Ok(fields) => Ok((reply, fields.clone())),
+            Err(reason) => Err(Failure::retry(format!(
+                "{}: the order detail cannot be read: {reason}",
                 reply.what
             ))),
         }

@@ -478,22 +478,15 @@ impl Retailys {
         Ok(Body::decode(&reply.body).whole())
     }
 
-    /// One order for a write-back (which reads before it writes). A field
-    /// that cannot be read (a byte that is not UTF-8 in a name, `1e400` in
-    /// a price) does not stop it, unless it is one the write-backs decide
-    /// by ([`DECIDED_BY`]): missing, those would read as "not cancelled",
-    /// "no tracking yet".
+    /// One order for a write-back (which reads before it writes), as
+    /// [`list::Item::readable_for`] the fields the write-backs decide by.
     async fn get_order(&self, id: &str) -> Result<Value, Failure> {
         let item = self.read_order(id).await?;
-        match item.broken {
-            Some(reason)
-                if !item.value.is_object() || DECIDED_BY.contains(&top_level_field(&reason)) =>
-            {
-                Err(Failure::retry(format!(
-                    "Retailys order {id} cannot be read: {reason}"
-                )))
-            }
-            _ => Ok(item.value),
+        match item.readable_for(&DECIDED_BY) {
+            Ok(order) => Ok(order.clone()),
+            Err(reason) => Err(Failure::retry(format!(
+                "Retailys order {id} cannot be read: {reason}"
+            ))),
         }
     }
 
@@ -552,44 +545,3 @@ impl Retailys {
 
 /// The fields of an order the write-backs decide by.
 const DECIDED_BY: [&str; 5] = ["canceled", "status_id", "status", "sent", "trackings"];
-
-/// The top-level field a broken item's reason names first (`trackings` of
-/// `trackings[0].number: invalid type`).
-fn top_level_field(reason: &str) -> &str {
-    reason
-        .split(['.', '[', ':'])
-        .next()
-        .unwrap_or_default()
-        .trim()
-}
-
-#[cfg(test)]
-mod read_tests {
-    use super::top_level_field;
-    use crate::sources::list::item;
-
-    /// The field a write-back's read names as broken, from the reasons the
-    /// one reader of list items gives.
-    #[test]
-    fn a_broken_reason_names_its_top_level_field() {
-        for (text, lossy, field) in [
-            (r#"{"id": 1, "sent": 1e400, "name": "x"}"#, false, "sent"),
-            (
-                r#"{"id": 1, "trackings": [{"number": 1e400}]}"#,
-                false,
-                "trackings",
-            ),
-            (
-                r#"{"id": 1, "customer": {"name": 1e400}}"#,
-                false,
-                "customer",
-            ),
-            ("{\"id\": 1, \"name\": \"M\u{f7fc}ller\"}", true, "name"),
-        ] {
-            let got = item(text, lossy);
-            let reason = got.broken.expect(text);
-            assert_eq!(top_level_field(&reason), field, "{reason}");
-            assert!(got.value.is_object(), "{text}");
-        }
-    }
-}
