@@ -830,7 +830,6 @@ pub fn canonical_json(
     )
 }
 
-/// Sets `erp_line_number` on the lines we have numbers for; true if any changed.
 /// An order (or one of its lines) as CloudSuite answered it, each field
 /// kept as the exact JSON text it came in. The PUT of the line numbers
 /// sends back what it does not change to the letter (a number an `f64`
