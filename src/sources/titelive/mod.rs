@@ -259,15 +259,22 @@ impl Titelive {
         }
     }
 
-    /// One order as a whole, for a write-back (which reads before it
-    /// writes); `None`: it does not exist (code 10).
+    /// One order for a write-back (which reads before it writes and
+    /// decides by its `status`), as [`list::Item::readable_for`]: a field
+    /// that cannot be read elsewhere does not stop it. `None`: it does not
+    /// exist (code 10).
     async fn get_order(&self, id: &str) -> Result<Option<Value>, Failure> {
         match self.read_order(id).await? {
             Read::Order(order) => Ok(Some(order)),
             Read::Gone => Ok(None),
-            Read::Unreadable { reason, .. } => Err(Failure::retry(format!(
-                "order {id} cannot be read: {reason}"
-            ))),
+            Read::Unreadable { raw, reason } => {
+                match list::item(&raw, false).readable_for(&["status"]) {
+                    Ok(order) => Ok(Some(order.clone())),
+                    Err(_) => Err(Failure::retry(format!(
+                        "order {id} cannot be read: {reason}"
+                    ))),
+                }
+            }
         }
     }
 

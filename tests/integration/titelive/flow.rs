@@ -247,3 +247,36 @@ async fn a_sale_cancelled_in_the_erp_is_set_to_status_99_once() {
     assert_eq!(app.sandbox.erp.cancel_requests(&tl_key(ids[0])), 0);
     assert_eq!(tl.status(ids[1]), Some(7));
 }
+
+/// A write-back reads the order's status first: after the push, Titelive
+/// starts serving the order's delivery city with a Latin-1 byte, and a
+/// cancel from the ERP still sets status 99 (before, the read failed on
+/// every attempt).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_field_titelive_cannot_serialize_does_not_stop_a_cancel_from_the_erp() {
+    let mut opts = TlOptions::default();
+    opts.sandbox.erp.ship_after = None;
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    let id = tl.add_order(OrderSpec::default());
+    tl.set_delivery_city(id, "ZZ-LATIN1-CITY");
+    let engine = app.engine();
+    crate::cancel::rounds(&engine, TL, 2).await;
+    assert_eq!(tl.status(id), Some(7));
+    tl.set_faults(ordersync::sandbox::Faults {
+        corrupt: vec![(b"ZZ-LATIN1-CITY".to_vec(), b"Li\xe8ge".to_vec())],
+        ..Default::default()
+    });
+    assert!(app.sandbox.erp.cancel_by_hand(&tl_key(id), "no stock"));
+    let done = tokio::time::timeout(
+        Duration::from_secs(60),
+        crate::cancel::rounds(&engine, TL, 3),
+    )
+    .await;
+    assert!(done.is_ok(), "the cancel's write-back kept failing");
+    assert_eq!(tl.status(id), Some(99));
+    assert_eq!(
+        crate::cancel::state(&engine, &tl_key(id)),
+        "cancelled_in_erp"
+    );
+}
