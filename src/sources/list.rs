@@ -103,14 +103,14 @@ impl Item {
     /// does not stop it; one it decides by does (missing, it would read as
     /// "not cancelled", "no state"), and so does an item that is not an
     /// object. `Err` is the reason, naming the field.
-    pub fn readable_for(&self, decided_by: &[&str]) -> Result<&Value, &str> {
-        match &self.broken {
+    pub fn readable_for(self, decided_by: &[&str]) -> Result<Value, String> {
+        match self.broken {
             Some(reason)
-                if !self.value.is_object() || decided_by.contains(&top_level_field(reason)) =>
+                if !self.value.is_object() || decided_by.contains(&top_level_field(&reason)) =>
             {
                 Err(reason)
             }
-            _ => Ok(&self.value),
+            _ => Ok(self.value),
         }
     }
 
@@ -509,7 +509,7 @@ mod tests {
         ] {
             let got = item(text, lossy);
             assert!(got.broken.is_some(), "{text}");
-            let reason = got.readable_for(&[field]).expect_err(text);
+            let reason = item(text, lossy).readable_for(&[field]).expect_err(text);
             assert!(reason.starts_with(field), "{reason}");
             let order = got.readable_for(&["state", "status"]).expect(text);
             assert_eq!(order["id"], 1, "{text}");

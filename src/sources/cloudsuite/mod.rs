@@ -226,10 +226,7 @@ impl CloudSuite {
     /// The detail of one order: a transport failure is the `Err`; an answer
     /// that is not an order (not JSON, not an object) is the inner `Err`.
     async fn get_detail_body(&self, id: &str) -> Result<(Reply, Result<Value, String>), Failure> {
-        let url = self.order_url(id)?;
-        let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        // Read like a list item, so a bad value is named by its field.
-        let detail = Body::decode(&reply.body).whole();
+        let (reply, detail) = self.fetch_detail(id).await?;
         let value = match detail.broken {
             Some(reason) => Err(format!(
                 "{}: the order detail cannot be read: {reason}",
@@ -250,14 +247,21 @@ impl CloudSuite {
         Ok((reply, value))
     }
 
+    /// One order's detail, read like a list item, so a bad value is named
+    /// by its field.
+    async fn fetch_detail(&self, id: &str) -> Result<(Reply, list::Item), Failure> {
+        let url = self.order_url(id)?;
+        let reply = self.send(|| self.endpoint.client().get(&url)).await?;
+        let detail = Body::decode(&reply.body).whole();
+        Ok((reply, detail))
+    }
+
     /// One order for a write-back that reads before it writes, as
     /// [`list::Item::readable_for`] the fields the write-backs decide by.
     async fn get_fields(&self, id: &str) -> Result<(Reply, Value), Failure> {
-        let url = self.order_url(id)?;
-        let reply = self.send(|| self.endpoint.client().get(&url)).await?;
-        let item = Body::decode(&reply.body).whole();
-        match item.readable_for(&["state", "erp_order_number", "shipment_state"]) {
-            Ok(fields) => Ok((reply, fields.clone())),
+        let (reply, detail) = self.fetch_detail(id).await?;
+        match detail.readable_for(&["state", "erp_order_number", "shipment_state"]) {
+            Ok(fields) => Ok((reply, fields)),
             Err(reason) => Err(Failure::retry(format!(
                 "{}: the order detail cannot be read: {reason}",
                 reply.what

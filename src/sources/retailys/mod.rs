@@ -483,7 +483,7 @@ impl Retailys {
     async fn get_order(&self, id: &str) -> Result<Value, Failure> {
         let item = self.read_order(id).await?;
         match item.readable_for(&DECIDED_BY) {
-            Ok(order) => Ok(order.clone()),
+            Ok(order) => Ok(order),
             Err(reason) => Err(Failure::retry(format!(
                 "Retailys order {id} cannot be read: {reason}"
             ))),

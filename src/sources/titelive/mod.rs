@@ -269,7 +269,7 @@ impl Titelive {
             Read::Gone => Ok(None),
             Read::Unreadable { raw, reason } => {
                 match list::item(&raw, false).readable_for(&["status"]) {
-                    Ok(order) => Ok(Some(order.clone())),
+                    Ok(order) => Ok(Some(order)),
                     Err(_) => Err(Failure::retry(format!(
                         "order {id} cannot be read: {reason}"
                     ))),
