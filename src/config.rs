@@ -98,8 +98,8 @@ pub struct DaemonConfig {
     pub retry_max: Duration,
     /// Where `/metrics` and `/healthz` are served; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
-    /// Completed orders older than this lose their raw payload, attempts
-    /// and events ([`crate::store::Store::prune_completed`]); off when unset.
+    /// Orders that ended (completed, cancelled, skipped) longer ago than
+    /// this lose their raw payload, attempts and events ([`crate::store::Store::prune_ended`]); off when unset.
     pub retain: Option<Duration>,
 }
 

@@ -185,8 +185,8 @@ fn spawn_watchdog(
 /// free for the workers between batches.
 const PRUNE_BATCH: usize = 200;
 
-/// Prunes completed orders older than `retain` (`daemon.retain`), at start
-/// and then once an hour, in small batches.
+/// Prunes orders that ended longer ago than `retain` (`daemon.retain`), at
+/// start and then once an hour, in small batches.
 fn spawn_retention(
     engine: Arc<Engine>,
     retain: Duration,
@@ -205,10 +205,8 @@ fn spawn_retention(
             let mut pruned = 0;
             while !shutdown.is_cancelled() {
                 let store = Arc::clone(&engine.store);
-                match tokio::task::spawn_blocking(move || {
-                    store.prune_completed(cutoff, PRUNE_BATCH)
-                })
-                .await
+                match tokio::task::spawn_blocking(move || store.prune_ended(cutoff, PRUNE_BATCH))
+                    .await
                 {
                     Ok(Ok(n)) => {
                         pruned += n;
@@ -218,17 +216,17 @@ fn spawn_retention(
                         tokio::time::sleep(Duration::from_millis(20)).await;
                     }
                     Ok(Err(e)) => {
-                        tracing::warn!(error = %format!("{e:#}"), "pruning old completed orders failed; next hour tries again");
+                        tracing::warn!(error = %format!("{e:#}"), "pruning old ended orders failed; next hour tries again");
                         break;
                     }
                     Err(e) => {
-                        tracing::warn!(error = %e, "pruning old completed orders failed; next hour tries again");
+                        tracing::warn!(error = %e, "pruning old ended orders failed; next hour tries again");
                         break;
                     }
                 }
             }
             if pruned > 0 {
-                tracing::info!(orders = pruned, retain = %crate::config::format_duration(retain), "pruned the raw payload, attempts and events of completed orders older than daemon.retain");
+                tracing::info!(orders = pruned, retain = %crate::config::format_duration(retain), "pruned the raw payload, attempts and events of orders that ended longer ago than daemon.retain");
             }
         }
     })

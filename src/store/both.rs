@@ -258,7 +258,7 @@ pub(crate) fn seeded_life(store: &Store) {
         assert_eq!(store.next_due_ms("shop", ClaimFilter::All).unwrap(), None);
 
         // Retention keeps what dedupes.
-        assert_eq!(store.prune_completed(i64::MAX, 10).unwrap(), 1);
+        assert_eq!(store.prune_ended(i64::MAX, 10).unwrap(), 1);
         assert_eq!(
             store.order_state("shop:1").unwrap(),
             Some(OrderState::Completed)
@@ -392,6 +392,20 @@ fn operators_and_failures_work_the_same_on_both_ledgers() {
         assert_eq!(notes.len(), 1, "{notes:?}");
         assert_eq!(store.release_leases("node-a").unwrap(), 0);
         assert_eq!(store.release_dead_leases().unwrap(), 0);
+
+        // Retention: order 3, cancelled in the ERP with nothing left to do,
+        // is pruned; order 1's cancel is still to be written back, and
+        // order 2 is held.
+        assert_eq!(store.prune_ended(i64::MAX, 10).unwrap(), 1);
+        for (key, pruned) in [("shop:1", false), ("shop:2", false), ("shop:3", true)] {
+            let events = store.order_detail(key).unwrap().unwrap().events;
+            let kinds: Vec<&str> = events.iter().map(|e| e.kind.as_str()).collect();
+            assert_eq!(kinds == ["pruned"], pruned, "{key}: {kinds:?}");
+        }
+        assert_eq!(
+            store.order_state("shop:3").unwrap(),
+            Some(OrderState::CancelledInErp)
+        );
     });
 }
 

@@ -155,6 +155,13 @@ ALTER TABLE orders DROP COLUMN raw_payload;
     r#"
 CREATE INDEX orders_pushed ON orders(source) WHERE pushed_at IS NOT NULL;
 "#,
+    // 9: retention (daemon.retain) also prunes orders that ended without
+    // completing (cancelled, cancelled in the ERP, skipped), counted from
+    // their last change; the index finds the next batch.
+    r#"
+CREATE INDEX orders_ended_to_prune ON orders(updated_at)
+    WHERE state IN ('cancelled', 'skipped', 'cancelled_in_erp') AND pruned_at IS NULL;
+"#,
 ];
 
 pub fn latest() -> i64 {

@@ -1,27 +1,43 @@
-//! Retention (`daemon.retain`): a completed order older than that loses
-//! what only an investigation needs (its raw payload, its job attempts and
-//! its events), in small batches, each its own short transaction. What keeps
-//! an order from being pushed twice stays: the key, the state, the content
-//! hash, the ERP number and line mapping, the job rows.
+//! Retention (`daemon.retain`): an order that has ended (completed, or
+//! cancelled, cancelled in the ERP or skipped with no job left open) longer
+//! ago than that loses what only an investigation needs (its raw payload,
+//! its job attempts and its events), in small batches, each its own short
+//! transaction. What keeps an order from being pushed twice stays: the key,
+//! the state, the content hash, the ERP number and line mapping, the job
+//! rows.
 
+use super::sql::Tx;
 use super::{Store, event, now_ms};
 
 impl Store {
-    /// Prunes at most `batch` completed orders whose completion is older
-    /// than `cutoff_ms`; returns how many. Call it until it returns less
-    /// than `batch`.
-    pub fn prune_completed(&self, cutoff_ms: i64, batch: usize) -> anyhow::Result<usize> {
+    /// Prunes at most `batch` ended orders older than `cutoff_ms`; returns
+    /// how many. Call it until it returns less than `batch`. A completed
+    /// order counts from its completion; a cancelled or skipped one from
+    /// its last change, and only once none of its jobs is pending, waiting
+    /// or parked (a cancel still to be written back keeps its history).
+    pub fn prune_ended(&self, cutoff_ms: i64, batch: usize) -> anyhow::Result<usize> {
         self.lock().write(|tx| {
-            let keys: Vec<String> = tx
-                .query(
-                    "SELECT order_key FROM orders
-                     WHERE state = 'completed' AND pruned_at IS NULL AND completed_at < ?1
-                     ORDER BY completed_at LIMIT ?2",
-                    &[&cutoff_ms, &batch],
-                )?
-                .iter()
-                .map(|r| r.get(0))
-                .collect::<anyhow::Result<_>>()?;
+            let mut keys = ended_keys(
+                tx,
+                "SELECT order_key FROM orders
+                 WHERE state = 'completed' AND pruned_at IS NULL AND completed_at < ?1
+                 ORDER BY completed_at LIMIT ?2",
+                cutoff_ms,
+                batch,
+            )?;
+            if keys.len() < batch {
+                keys.extend(ended_keys(
+                    tx,
+                    "SELECT o.order_key FROM orders o
+                     WHERE o.state IN ('cancelled', 'skipped', 'cancelled_in_erp')
+                       AND o.pruned_at IS NULL AND o.updated_at < ?1
+                       AND NOT EXISTS (SELECT 1 FROM jobs j WHERE j.order_key = o.order_key
+                                       AND j.state IN ('pending', 'waiting', 'parked'))
+                     ORDER BY o.updated_at LIMIT ?2",
+                    cutoff_ms,
+                    batch - keys.len(),
+                )?);
+            }
             let now = now_ms();
             for key in &keys {
                 tx.exec(
@@ -48,6 +64,19 @@ impl Store {
             Ok(keys.len())
         })
     }
+}
+
+/// The order keys `sql` selects (bound: the cutoff, then the limit).
+fn ended_keys(
+    tx: &mut Tx<'_>,
+    sql: &str,
+    cutoff_ms: i64,
+    limit: usize,
+) -> anyhow::Result<Vec<String>> {
+    tx.query(sql, &[&cutoff_ms, &limit])?
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
 }
 
 #[cfg(test)]
@@ -118,8 +147,8 @@ mod tests {
                 .unwrap();
             }
         }
-        assert_eq!(store.prune_completed(10_000, 100).unwrap(), 1);
-        assert_eq!(store.prune_completed(10_000, 100).unwrap(), 0, "once");
+        assert_eq!(store.prune_ended(10_000, 100).unwrap(), 1);
+        assert_eq!(store.prune_ended(10_000, 100).unwrap(), 0, "once");
 
         let old = store.order_detail("shop:old").unwrap().unwrap();
         assert_eq!(old.row.state, "completed");
@@ -156,6 +185,84 @@ mod tests {
         assert_eq!(
             store.order_state("shop:old").unwrap(),
             Some(crate::outbox::state::OrderState::Completed)
+        );
+    }
+
+    /// Orders that ended without completing are pruned too, counted from
+    /// their last change, once none of their jobs is open; a re-read of one
+    /// queues nothing.
+    #[test]
+    fn cancelled_and_skipped_orders_are_pruned_once_nothing_is_left_to_do() {
+        let (_dir, store) = temp_store();
+        // (order, state, last change, its push job's state)
+        let orders = [
+            ("cancelled", "cancelled", 1_000, "cancelled"),
+            ("skipped", "skipped", 1_000, "cancelled"),
+            ("in-erp", "cancelled_in_erp", 1_000, "done"),
+            ("young", "cancelled", i64::MAX / 2, "cancelled"),
+            ("refused", "cancel_refused", 1_000, "done"),
+            ("to-write", "cancelled_in_erp", 1_000, "pending"),
+            ("parked", "cancelled_in_erp", 1_000, "parked"),
+            ("waiting", "cancelled_in_erp", 1_000, "waiting"),
+            ("held", "held", 1_000, "cancelled"),
+        ];
+        for (ext, ..) in orders {
+            store
+                .ingest("shop", "live", &[incoming(ext)], None)
+                .unwrap();
+        }
+        {
+            let conn = store.lock_for_tests();
+            for (ext, state, changed, job) in orders {
+                let key = format!("shop:{ext}");
+                conn.execute(
+                    "UPDATE orders SET state = ?2, updated_at = ?3 WHERE order_key = ?1",
+                    params![key, state, changed],
+                )
+                .unwrap();
+                conn.execute(
+                    "UPDATE jobs SET state = ?2 WHERE order_key = ?1",
+                    params![key, job],
+                )
+                .unwrap();
+                conn.execute(
+                    "INSERT INTO job_attempts (job_id, attempt, at, outcome) SELECT id, 1, 0, 'retry' FROM jobs WHERE order_key = ?1",
+                    [&key],
+                )
+                .unwrap();
+            }
+        }
+        // A batch of two takes two, and the next batch the rest.
+        assert_eq!(store.prune_ended(10_000, 2).unwrap(), 2);
+        assert_eq!(store.prune_ended(10_000, 2).unwrap(), 1);
+        assert_eq!(store.prune_ended(10_000, 2).unwrap(), 0, "once");
+
+        let pruned = |ext: &str| {
+            let d = store.order_detail(&format!("shop:{ext}")).unwrap().unwrap();
+            let kinds: Vec<&str> = d.events.iter().map(|e| e.kind.as_str()).collect();
+            if kinds == ["pruned"] {
+                assert!(d.jobs.iter().all(|j| j.history.is_empty()), "{ext}");
+                assert!(d.canonical.is_some(), "{ext}: the canonical order stays");
+                true
+            } else {
+                assert!(!kinds.contains(&"pruned"), "{ext}: {kinds:?}");
+                assert!(d.jobs.iter().all(|j| !j.history.is_empty()), "{ext}");
+                false
+            }
+        };
+        for (ext, _, _, _) in orders {
+            let expected = matches!(ext, "cancelled" | "skipped" | "in-erp");
+            assert_eq!(pruned(ext), expected, "{ext}");
+        }
+
+        // Read again from the source, unchanged: nothing is queued.
+        let report = store
+            .ingest("shop", "live", &[incoming("in-erp")], None)
+            .unwrap();
+        assert_eq!(report.queued(), 0);
+        assert_eq!(
+            store.order_state("shop:in-erp").unwrap(),
+            Some(crate::outbox::state::OrderState::CancelledInErp)
         );
     }
 

@@ -626,18 +626,20 @@ async fn skip_stops_an_order_and_backup_copies_the_ledger() {
     assert_eq!(again.status.code(), Some(2), "never overwrites a file");
 }
 
-/// Issue 16.5: with `daemon.retain`, the running daemon prunes completed
-/// orders older than that (raw payload, attempts, events) and keeps what
-/// prevents a second push: reading them again pushes nothing.
+/// Issue 16.5: with `daemon.retain`, the running daemon prunes orders that
+/// ended longer ago than that (raw payload, attempts, events): completed
+/// ones, and one cancelled in the ERP with nothing left to do. It keeps
+/// what prevents a second push: reading them again pushes nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_daemon_prunes_old_completed_orders_and_pushes_nothing_again() {
+async fn the_daemon_prunes_old_ended_orders_and_pushes_nothing_again() {
     let app = spawn_app(AppOptions::default()).await;
     let cs = &app.sandbox.cloudsuite;
-    let ids: Vec<i64> = (0..3).map(|_| cs.add_order(OrderSpec::default())).collect();
+    let ids: Vec<i64> = (0..4).map(|_| cs.add_order(OrderSpec::default())).collect();
     let engine = app.engine();
     app.sync(&engine).await;
     assert_converged(&app, &ids);
-    // The first two completed 100 days ago, the third just now.
+    // The first two completed 100 days ago, the third just now; the fourth
+    // was cancelled in the ERP 100 days ago, its jobs all done.
     {
         let conn = rusqlite::Connection::open(app.db_path()).unwrap();
         let old = ordersync::store::now_ms() - 100 * 24 * 3600 * 1000;
@@ -648,6 +650,13 @@ async fn the_daemon_prunes_old_completed_orders_and_pushes_nothing_again() {
             )
             .unwrap();
         }
+        let changed = conn
+            .execute(
+                "UPDATE orders SET state = 'cancelled_in_erp', updated_at = ?2 WHERE order_key = ?1 AND state = 'completed'",
+                rusqlite::params![key(ids[3]), old],
+            )
+            .unwrap();
+        assert_eq!(changed, 1);
     }
     let pruned = |id: i64| {
         let store = ordersync::store::Store::open_read_only(&app.db_path()).unwrap();
@@ -656,12 +665,15 @@ async fn the_daemon_prunes_old_completed_orders_and_pushes_nothing_again() {
     };
     let (status, log) = tokio::task::block_in_place(|| {
         crate::binary::run_daemon_until(&app, &[("ORDERSYNC__DAEMON__RETAIN", "90d")], || {
-            pruned(ids[0]) && pruned(ids[1])
+            pruned(ids[0]) && pruned(ids[1]) && pruned(ids[3])
         })
     });
     assert_eq!(status, Some(0), "{log}");
     assert!(log.contains("pruned the raw payload"), "{log}");
-    assert!(pruned(ids[0]) && pruned(ids[1]) && !pruned(ids[2]), "{log}");
+    assert!(
+        pruned(ids[0]) && pruned(ids[1]) && !pruned(ids[2]) && pruned(ids[3]),
+        "{log}"
+    );
     let store = ordersync::store::Store::open_read_only(&app.db_path()).unwrap();
     let d = store.order_detail(&key(ids[0])).unwrap().unwrap();
     assert_eq!(d.row.state, "completed");

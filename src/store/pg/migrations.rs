@@ -166,6 +166,12 @@ ALTER TABLE orders DROP COLUMN canonical_json, DROP COLUMN raw_payload;
     r#"
 CREATE INDEX orders_pushed ON orders(source) WHERE pushed_at IS NOT NULL;
 "#,
+    // 6: retention of orders that ended without completing (SQLite's
+    // version 9).
+    r#"
+CREATE INDEX orders_ended_to_prune ON orders(updated_at)
+    WHERE state IN ('cancelled', 'skipped', 'cancelled_in_erp') AND pruned_at IS NULL;
+"#,
 ];
 
 pub fn latest() -> i64 {
