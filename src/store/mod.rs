@@ -188,12 +188,14 @@ impl Store {
     }
 
     /// Connects to a PostgreSQL ledger that must already be at this
-    /// build's schema version (reports: they never migrate).
+    /// build's schema version (reports: they never migrate). One writer and
+    /// the reader: a report asks one thing at a time, and each connection
+    /// is a login and a schema check (`status` opened five).
     pub fn connect_existing(
         url: &str,
         password: Option<&crate::secret::Secret>,
     ) -> anyhow::Result<Store> {
-        Store::connect_with(url, password, false, PG_CONNECTIONS)
+        Store::connect_with(url, password, false, 1)
     }
 
     /// `count` writer connections and a reader; the first migrates if asked.

@@ -232,4 +232,30 @@ mod tests {
         let e = Store::connect(&db.url, None).unwrap_err();
         assert!(format!("{e:#}").contains("password"), "{e:#}");
     }
+
+    /// A report (`status`, `orders`) logs in twice, one writer and the
+    /// reader, not as often as the daemon's pool of writers.
+    #[test]
+    fn a_report_opens_one_writer_and_the_reader() {
+        let db = TestDb::new();
+        let sessions = || -> i64 {
+            db.raw()
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity
+                     WHERE datname = current_database() AND application_name = 'ordersync'",
+                    &[],
+                )
+                .unwrap()
+                .get(0)
+        };
+        let daemon = db.store();
+        assert_eq!(sessions(), PG_CONNECTIONS_OF_A_NODE);
+        let report = Store::connect_existing(&db.url, Some(&db.password)).unwrap();
+        assert_eq!(report.writers(), 1);
+        assert_eq!(sessions(), PG_CONNECTIONS_OF_A_NODE + 2);
+        drop((daemon, report));
+    }
+
+    /// The daemon's writers and its reader.
+    const PG_CONNECTIONS_OF_A_NODE: i64 = crate::store::PG_CONNECTIONS as i64 + 1;
 }
