@@ -529,11 +529,14 @@ impl Config {
             )
             .build()
             .map_err(|e| {
-                ConfigError(format!(
-                    "{}: {}",
-                    path.display(),
-                    without_quoted_source(&e.to_string())
-                ))
+                // The message starts with the file; the config crate ends it
+                // with "in <the file, relative to the working directory>".
+                let text = without_quoted_source(&e.to_string());
+                let text = match text.rsplit_once("; in ") {
+                    Some((reason, file)) if !file.contains("; ") => reason,
+                    _ => &text,
+                };
+                ConfigError(format!("{}: {text}", path.display()))
             })?;
         let value: serde_json::Value = merged
             .try_deserialize()
@@ -1303,6 +1306,7 @@ mod tests {
             assert!(!err.contains("Hunter2"), "{err}");
             assert!(err.contains(&format!("line {line}")), "{err}");
             assert!(err.contains("c.toml"), "{err}");
+            assert_eq!(err.matches("c.toml").count(), 1, "named once: {err}");
             assert!(!err.contains('\n'), "one line for the journal: {err}");
         }
     }
