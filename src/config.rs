@@ -99,7 +99,8 @@ pub struct DaemonConfig {
     /// Where `/metrics` and `/healthz` are served; off when unset.
     pub metrics_listen: Option<std::net::SocketAddr>,
     /// Orders that ended (completed, cancelled, skipped) longer ago than
-    /// this lose their raw payload, attempts and events ([`crate::store::Store::prune_ended`]); off when unset.
+    /// this lose their raw payload, attempts and events
+    /// ([`crate::store::Store::prune_ended`]); off when unset.
     pub retain: Option<Duration>,
 }
 

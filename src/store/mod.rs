@@ -189,8 +189,8 @@ impl Store {
 
     /// Connects to a PostgreSQL ledger that must already be at this
     /// build's schema version (reports: they never migrate). One writer and
-    /// the reader: a report asks one thing at a time, and each connection
-    /// is a login and a schema check (`status` opened five).
+    /// the reader, not the daemon's pool: a report asks one thing at a
+    /// time, and each connection is a login and a schema check.
     pub fn connect_existing(
         url: &str,
         password: Option<&crate::secret::Secret>,
