@@ -387,7 +387,15 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     {
         tracing::warn!("some tasks did not stop within the grace period");
     }
-    let released = store.release_leases(&engine.owner)?;
-    tracing::info!(released_leases = released, "ordersync stopped");
+    // The work stopped cleanly either way: leases the ledger cannot take
+    // back now end on their own, and their jobs run again then.
+    match store.release_leases(&engine.owner) {
+        Ok(released) => tracing::info!(released_leases = released, "ordersync stopped"),
+        Err(e) => tracing::warn!(
+            error = %format!("{e:#}"),
+            lease_s = engine.lease.as_secs(),
+            "ordersync stopped; cannot give its job leases back to the ledger, so they end on their own"
+        ),
+    }
     Ok(())
 }

@@ -25,6 +25,7 @@
 
 use std::collections::HashMap;
 use std::error::Error as StdError;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
@@ -354,21 +355,60 @@ fn is_closed(e: &anyhow::Error) -> bool {
     })
 }
 
+/// How many times a connection of this process was found closed by the
+/// server. A connection that has not been checked since the last such find
+/// is checked before its next use ([`PgConn::check`]): a restart or failover
+/// ends every session at once, and each connection finds out only when it
+/// is next used.
+static CLOSED_SEEN: AtomicU64 = AtomicU64::new(0);
+
+/// How long a connection under suspicion has to answer a trivial query.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// After an error on a PostgreSQL connection: a connection the server
-/// closed is opened again (the error still goes to the caller, whose work
-/// runs again as it would after any ledger error).
-pub(crate) fn heal(pg: &mut PgConn, e: &anyhow::Error) {
+/// closed is opened again, and every other connection of the process is
+/// checked before its next use. Whether a new connection was opened (the
+/// error itself still goes to the caller, unless [`on_pg`] runs the call
+/// again).
+fn heal(pg: &mut PgConn, e: &anyhow::Error) -> bool {
     if !is_closed(e) {
-        return;
+        return false;
     }
-    match off_runtime(|| (pg.reconnect)()) {
-        Ok(client) => {
-            pg.client = OwnClient(Some(client));
-            pg.stmts.clear();
-            tracing::warn!("the PostgreSQL ledger closed a connection; opened it again");
-        }
-        Err(again) => {
-            tracing::warn!(error = %format!("{again:#}"), "the PostgreSQL ledger closed a connection and cannot be reached again yet")
+    pg.checked = CLOSED_SEEN.fetch_add(1, Ordering::Relaxed) + 1;
+    pg.reopen().is_ok()
+}
+
+/// A call on a PostgreSQL connection that failed, and whether the server
+/// may have carried out part of it: a transaction's COMMIT was sent, or a
+/// statement outside a transaction was.
+pub(crate) struct PgCallError {
+    pub error: anyhow::Error,
+    pub may_have_taken_effect: bool,
+}
+
+/// Runs one ledger call on a PostgreSQL connection by the one connection
+/// policy: a connection under suspicion is checked first; a connection the
+/// server closed is opened again ([`heal`]); and a call the server closed
+/// the connection under without it having taken effect runs once more, on
+/// the new connection. A call that may have taken effect is never run again
+/// here: its caller decides, as after any ledger error.
+pub(crate) fn on_pg<R>(
+    pg: &mut PgConn,
+    mut call: impl FnMut(&mut PgConn) -> Result<R, PgCallError>,
+) -> anyhow::Result<R> {
+    pg.check()?;
+    let mut again = true;
+    loop {
+        match call(pg) {
+            Ok(r) => return Ok(r),
+            Err(f) => {
+                let reopened = heal(pg, &f.error);
+                if reopened && again && !f.may_have_taken_effect {
+                    again = false;
+                    continue;
+                }
+                return Err(f.error);
+            }
         }
     }
 }
@@ -394,6 +434,8 @@ pub(crate) struct PgConn {
     stmts: HashMap<String, postgres::Statement>,
     /// Opens the same connection again (see [`heal`]).
     reconnect: Reconnect,
+    /// [`CLOSED_SEEN`] when this connection was last known to work.
+    checked: u64,
 }
 
 pub(crate) type Reconnect = Box<dyn Fn() -> anyhow::Result<postgres::Client> + Send + Sync>;
@@ -404,6 +446,47 @@ impl PgConn {
             client: OwnClient(Some(client)),
             stmts: HashMap::new(),
             reconnect,
+            checked: CLOSED_SEEN.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Before a call: if some connection of this process was found closed
+    /// since this one was last known to work, asks the server a trivial
+    /// query, and opens this connection again if it does not answer. The
+    /// call then runs on a live connection instead of failing on a dead
+    /// one; if it cannot be opened again, the call fails without running.
+    /// (Reading what the server sent while the connection idled, without a
+    /// round trip, finds nothing: the client's runtime learns that its
+    /// socket is readable only while it waits.)
+    fn check(&mut self) -> anyhow::Result<()> {
+        let seen = CLOSED_SEEN.load(Ordering::Relaxed);
+        if self.checked >= seen {
+            return Ok(());
+        }
+        self.checked = seen;
+        let client = &mut self.client;
+        match off_runtime(move || client.is_valid(CHECK_TIMEOUT)) {
+            Ok(()) => Ok(()),
+            Err(_) => self.reopen(),
+        }
+    }
+
+    /// Opens this connection again.
+    fn reopen(&mut self) -> anyhow::Result<()> {
+        let reconnect = &self.reconnect;
+        match off_runtime(reconnect) {
+            Ok(client) => {
+                self.client = OwnClient(Some(client));
+                self.stmts.clear();
+                tracing::warn!("the PostgreSQL ledger closed a connection; opened it again");
+                Ok(())
+            }
+            Err(again) => {
+                tracing::warn!(error = %format!("{again:#}"), "the PostgreSQL ledger closed a connection and cannot be reached again yet");
+                Err(again.context(
+                    "the PostgreSQL ledger closed this connection and cannot be reached again yet",
+                ))
+            }
         }
     }
 }
@@ -473,11 +556,7 @@ impl Conn {
             Conn::Postgres(pg) => off_runtime(move || {
                 let mut tries = 0;
                 loop {
-                    let attempt = pg_transaction(pg, false, &mut work);
-                    if let Err(e) = &attempt {
-                        heal(pg, e);
-                    }
-                    match attempt {
+                    match on_pg(pg, |pg| pg_transaction(pg, false, &mut work)) {
                         Err(e) if tries < CONFLICT_RETRIES && is_conflict(&e) => {
                             tries += 1;
                             let jitter = u64::from(rand::random::<u8>() % 20);
@@ -504,13 +583,9 @@ impl Conn {
                 tx.commit()?;
                 Ok(r)
             }
-            Conn::Postgres(pg) => off_runtime(move || {
-                let result = pg_transaction(pg, true, &mut work);
-                if let Err(e) = &result {
-                    heal(pg, e);
-                }
-                result
-            }),
+            Conn::Postgres(pg) => {
+                off_runtime(move || on_pg(pg, |pg| pg_transaction(pg, true, &mut work)))
+            }
         }
     }
 
@@ -518,19 +593,24 @@ impl Conn {
     /// explicit transaction: each commits on its own.
     pub fn auto<R: Send>(
         &mut self,
-        work: impl FnOnce(&mut Tx<'_>) -> anyhow::Result<R> + Send,
+        mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         match self {
             Conn::Sqlite(conn) => work(&mut Tx::Sqlite(conn)),
             Conn::Postgres(pg) => off_runtime(move || {
-                let result = work(&mut Tx::PgAuto {
-                    client: &mut pg.client,
-                    stmts: &mut pg.stmts,
-                });
-                if let Err(e) = &result {
-                    heal(pg, e);
-                }
-                result
+                on_pg(pg, |pg| {
+                    let mut tx = Tx::PgAuto {
+                        client: &mut pg.client,
+                        stmts: &mut pg.stmts,
+                        sent: false,
+                    };
+                    work(&mut tx).map_err(|error| PgCallError {
+                        error,
+                        // Preparing a statement changes nothing; running one
+                        // outside a transaction may have committed it.
+                        may_have_taken_effect: matches!(tx, Tx::PgAuto { sent: true, .. }),
+                    })
+                })
             }),
         }
     }
@@ -542,21 +622,29 @@ fn pg_transaction<R>(
     pg: &mut PgConn,
     read_only: bool,
     work: &mut impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
-) -> anyhow::Result<R> {
+) -> Result<R, PgCallError> {
+    // Until COMMIT is sent, nothing of the transaction can take effect.
+    let before_commit = |error| PgCallError {
+        error,
+        may_have_taken_effect: false,
+    };
     let tx = pg
         .client
         .build_transaction()
         .isolation_level(postgres::IsolationLevel::RepeatableRead)
         .read_only(read_only)
         .start()
-        .map_err(pg_error)?;
+        .map_err(|e| before_commit(pg_error(e)))?;
     let mut tx = Tx::Postgres {
         tx,
         stmts: &mut pg.stmts,
     };
-    let r = work(&mut tx)?;
+    let r = work(&mut tx).map_err(before_commit)?;
     if let Tx::Postgres { tx, .. } = tx {
-        tx.commit().map_err(pg_error)?;
+        tx.commit().map_err(|e| PgCallError {
+            error: pg_error(e),
+            may_have_taken_effect: true,
+        })?;
     }
     Ok(r)
 }
@@ -571,6 +659,8 @@ pub(crate) enum Tx<'c> {
     PgAuto {
         client: &'c mut postgres::Client,
         stmts: &'c mut HashMap<String, postgres::Statement>,
+        /// Whether a statement was sent to run (see [`PgCallError`]).
+        sent: bool,
     },
 }
 
@@ -638,7 +728,7 @@ impl Tx<'_> {
                 let prepared = tx.prepare(&to_pg_placeholders(sql));
                 (stmts, prepared)
             }
-            Tx::PgAuto { client, stmts } => {
+            Tx::PgAuto { client, stmts, .. } => {
                 if let Some(s) = stmts.get(sql) {
                     return Ok(s.clone());
                 }
@@ -665,7 +755,10 @@ impl Tx<'_> {
                 let args = pg_params(&params);
                 let n = match self {
                     Tx::Postgres { tx, .. } => tx.execute(&stmt, &args),
-                    Tx::PgAuto { client, .. } => client.execute(&stmt, &args),
+                    Tx::PgAuto { client, sent, .. } => {
+                        *sent = true;
+                        client.execute(&stmt, &args)
+                    }
                     Tx::Sqlite(_) => unreachable!(),
                 }
                 .map_err(pg_error)?;
@@ -688,7 +781,10 @@ impl Tx<'_> {
                 let args = pg_params(&params);
                 let rows = match self {
                     Tx::Postgres { tx, .. } => tx.query(&stmt, &args),
-                    Tx::PgAuto { client, .. } => client.query(&stmt, &args),
+                    Tx::PgAuto { client, sent, .. } => {
+                        *sent = true;
+                        client.query(&stmt, &args)
+                    }
                     Tx::Sqlite(_) => unreachable!(),
                 }
                 .map_err(pg_error)?;

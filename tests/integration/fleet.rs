@@ -728,3 +728,69 @@ fn unfinished(fleet: &Fleet) -> String {
         shown.unwrap_or_default()
     )
 }
+
+/// A restart or failover of PostgreSQL ends every session of an idle node,
+/// which is stopped right after. It stops cleanly: what it does as it stops
+/// (leave the fleet, give its leases back) finds its connections closed and
+/// runs on new ones. Seen in CI: the node's stop found its connection
+/// closed, and it exited 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_whose_ledger_sessions_ended_while_it_idled_stops_cleanly() {
+    let app = crate::common::spawn_app(crate::common::AppOptions::default()).await;
+    let db = TestDb::new();
+    std::fs::write(app.dir.path().join("pg-password"), db.password.expose()).unwrap();
+    // Nothing to poll until next year: the node only beats and idles.
+    let config = std::fs::read_to_string(&app.config_path)
+        .unwrap()
+        .replace("\"*/1 * * * * *\"", "\"0 0 0 1 1 *\"");
+    let config = format!(
+        "{config}\n[ledger]\nurl = \"{}\"\npassword_file = \"pg-password\"\nheartbeat = \"1s\"\n",
+        db.url
+    );
+    std::fs::write(&app.config_path, config).unwrap();
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    // Ends the sessions after 3 s, then asks the node to stop at once.
+    let run = |end: &str| {
+        let started = Instant::now();
+        let mut ended = false;
+        crate::binary::run_daemon_until(&app, &[], || {
+            if !ended && started.elapsed() > Duration::from_secs(3) {
+                ended = true;
+                db.raw_admin()
+                    .batch_execute(&format!(
+                        "{end} SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+                         WHERE datname = '{name}'"
+                    ))
+                    .unwrap();
+            }
+            ended
+        })
+    };
+    let (status, log) = tokio::task::block_in_place(|| run(""));
+    assert!(log.contains("ordersync running"), "{log}");
+    assert_eq!(status, Some(0), "{log}");
+    assert!(log.contains("opened it again"), "{log}");
+    assert!(log.contains("left the fleet"), "{log}");
+    assert!(log.contains("ordersync stopped"), "{log}");
+
+    // The same while the database lets no one in (a failover in progress):
+    // the node cannot give its leases back, says so, and still stops
+    // cleanly.
+    let (status, log) = tokio::task::block_in_place(|| {
+        let stopped = run(&format!(
+            "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false;"
+        ));
+        db.raw_admin()
+            .batch_execute(&format!(
+                "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS true"
+            ))
+            .unwrap();
+        stopped
+    });
+    assert_eq!(status, Some(0), "{log}");
+    assert!(
+        log.contains("cannot give its job leases back to the ledger"),
+        "{log}"
+    );
+    assert!(!log.contains(db.password.expose()));
+}

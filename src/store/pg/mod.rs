@@ -146,14 +146,20 @@ impl Store {
         f: impl FnOnce(&mut Client) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         let mut guard = self.pg()?;
-        let result = {
-            let client: &mut Client = &mut guard;
-            super::sql::off_runtime(move || f(client))
+        let Conn::Postgres(pg) = &mut *guard.0 else {
+            unreachable!("pg() hands out PostgreSQL connections only")
         };
-        if let (Err(e), Conn::Postgres(pg)) = (&result, &mut *guard.0) {
-            super::sql::heal(pg, e);
-        }
-        result
+        // `f` may do anything, so it never runs twice (see `on_pg`).
+        let mut f = Some(f);
+        super::sql::off_runtime(move || {
+            super::sql::on_pg(pg, |pg| match f.take() {
+                Some(f) => f(&mut pg.client).map_err(|error| super::sql::PgCallError {
+                    error,
+                    may_have_taken_effect: true,
+                }),
+                None => unreachable!("a call that may have taken effect is not run again"),
+            })
+        })
     }
 
     /// Whether this ledger is the PostgreSQL one (then `pg()` succeeds).
@@ -193,7 +199,7 @@ fn describe(config: &postgres::Config) -> String {
 ///
 /// The `postgres::Error` stays in the chain: a connection the server
 /// closed (a restart, a failover) is told apart by it and opened again
-/// (`sql::heal`). Without it the fleet heartbeat went on failing with
+/// (`sql::on_pg`). Without it the fleet heartbeat went on failing with
 /// "connection closed" after the ledger came back, and every job stopped
 /// at the fence.
 pub(crate) fn sql(what: &'static str) -> impl Fn(postgres::Error) -> anyhow::Error {
@@ -254,6 +260,106 @@ mod tests {
         assert_eq!(report.writers(), 1);
         assert_eq!(sessions(), PG_CONNECTIONS_OF_A_NODE + 2);
         drop((daemon, report));
+    }
+
+    /// Ends every session of the store's database but the caller's, as a
+    /// restart or failover does.
+    fn end_sessions(raw: &mut postgres::Client) {
+        raw.batch_execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity
+             WHERE datname = current_database() AND pid <> pg_backend_pid()",
+        )
+        .unwrap();
+    }
+
+    /// The server ends every session at once. Each connection works on its
+    /// next use: the call that finds its connection closed runs again on a
+    /// new one (nothing of it took effect), and the connections of the same
+    /// process are checked before their next use, even a statement they had
+    /// prepared before, which would otherwise fail once each.
+    #[test]
+    fn after_the_server_ends_every_session_each_connection_works_on_its_next_use() {
+        let db = TestDb::new();
+        let store = db.store();
+        let count = "SELECT count(*) FROM jobs";
+        for c in store.conns.iter().chain([&store.reader]) {
+            let mut c = c.lock().unwrap();
+            assert_eq!(c.auto(|tx| tx.value::<i64>(count, &[])).unwrap(), 0);
+        }
+        end_sessions(&mut db.raw());
+        let mut conns = store.conns.iter().map(|c| c.lock().unwrap());
+        let (mut first, mut second, mut third) = (
+            conns.next().unwrap(),
+            conns.next().unwrap(),
+            conns.next().unwrap(),
+        );
+        // A transaction finds its connection closed: run again.
+        let n = first.write(|tx| tx.value::<i64>(count, &[]));
+        assert_eq!(n.map_err(|e| format!("{e:#}")), Ok(0));
+        // A statement prepared before the sessions ended: checked first.
+        let n = second.auto(|tx| tx.value::<i64>(count, &[]));
+        assert_eq!(n.map_err(|e| format!("{e:#}")), Ok(0));
+        // What the daemon runs as it stops.
+        let n = third.auto(|tx| {
+            tx.exec(
+                "UPDATE jobs SET lease_owner = NULL WHERE lease_owner = ?1",
+                &[&"gone"],
+            )
+        });
+        assert_eq!(n.map_err(|e| format!("{e:#}")), Ok(0));
+        let n = store
+            .reader
+            .lock()
+            .unwrap()
+            .read(|tx| tx.value::<i64>(count, &[]));
+        assert_eq!(n.map_err(|e| format!("{e:#}")), Ok(0));
+    }
+
+    /// A call is run again only when nothing of it can have taken effect:
+    /// a transaction whose session ended before its COMMIT runs again once;
+    /// statements outside a transaction, of which one ran, do not.
+    #[test]
+    fn a_call_runs_again_only_if_nothing_of_it_took_effect() {
+        let db = TestDb::new();
+        let store = db.store();
+        let mut raw = db.raw();
+        raw.batch_execute("CREATE TABLE calls (n int)").unwrap();
+        let rows = |raw: &mut postgres::Client| -> i64 {
+            raw.query_one("SELECT count(*) FROM calls", &[])
+                .unwrap()
+                .get(0)
+        };
+        let mut conn = store.conns[0].lock().unwrap();
+        let end_own = "SELECT pg_terminate_backend(pg_backend_pid())";
+
+        let mut runs = 0;
+        let done = conn.write(|tx| {
+            runs += 1;
+            tx.exec("INSERT INTO calls VALUES (1)", &[])?;
+            if runs == 1 {
+                tx.query(end_own, &[])?;
+            }
+            Ok(())
+        });
+        assert!(done.is_ok(), "{done:?}");
+        assert_eq!((runs, rows(&mut raw)), (2, 1), "the first run rolled back");
+
+        let mut runs = 0;
+        let done = conn.auto(|tx| {
+            runs += 1;
+            tx.exec("INSERT INTO calls VALUES (2)", &[])?;
+            tx.query(end_own, &[])?;
+            Ok(())
+        });
+        let e = format!("{:#}", done.unwrap_err());
+        assert!(e.contains("57P01"), "{e}");
+        assert_eq!((runs, rows(&mut raw)), (1, 2), "the insert committed once");
+        // The connection was opened again for the next call.
+        assert_eq!(
+            conn.auto(|tx| tx.value::<i64>("SELECT count(*) FROM calls", &[]))
+                .map_err(|e| format!("{e:#}")),
+            Ok(2)
+        );
     }
 
     /// The daemon's writers and its reader.

@@ -126,4 +126,16 @@ impl TestDb {
             .connect(postgres::NoTls)
             .unwrap_or_else(|e| panic!("cannot connect: {}", super::error_text(&e)))
     }
+
+    /// A plain client on the cluster's `postgres` database, for what is
+    /// done to this database from outside it (let no one in, and back).
+    pub fn raw_admin(&self) -> postgres::Client {
+        let base = self.url.rsplit_once('/').map_or("", |(base, _)| base);
+        let mut config: postgres::Config =
+            format!("{base}/postgres").parse().expect("test URL parses");
+        config.password(self.password.expose());
+        config
+            .connect(postgres::NoTls)
+            .unwrap_or_else(|e| panic!("cannot connect: {}", super::error_text(&e)))
+    }
 }
