@@ -351,8 +351,12 @@ mod tests {
             tx.query(end_own, &[])?;
             Ok(())
         });
+        // The server's word, or (if the socket closed first) the client's.
         let e = format!("{:#}", done.unwrap_err());
-        assert!(e.contains("57P01"), "{e}");
+        assert!(
+            e.contains("57P01") || e.contains("connection closed"),
+            "{e}"
+        );
         assert_eq!((runs, rows(&mut raw)), (1, 2), "the insert committed once");
         // The connection was opened again for the next call.
         assert_eq!(
