@@ -164,7 +164,10 @@ fn render_with(
 ) -> anyhow::Result<String> {
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let numbers = engine.store.source_numbers()?;
-    let status = engine.store.status(&names)?;
+    // The sources' rows only: `status` also counts every order by state and
+    // lists the parked jobs, which grows with the ledger (about 100 ms a
+    // scrape at 100,000 orders); `source_numbers` has the counts from indexes.
+    let sources = engine.store.source_rows(&names)?;
     let now = now_ms();
     let mut registry = Registry::default();
 
@@ -253,7 +256,7 @@ fn render_with(
 
     let last_success = Family::<SourceLabel, Gauge>::default();
     let lag = Family::<SourceLabel, Gauge<f64, AtomicU64>>::default();
-    for row in &status.sources {
+    for row in &sources {
         let source = SourceLabel {
             source: row.name.clone(),
         };
