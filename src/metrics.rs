@@ -165,8 +165,9 @@ fn render_with(
     let names: Vec<String> = config.sources.iter().map(|s| s.name.clone()).collect();
     let numbers = engine.store.source_numbers()?;
     // The sources' rows only: `status` also counts every order by state and
-    // lists the parked jobs, which grows with the ledger (about 100 ms a
-    // scrape at 100,000 orders); `source_numbers` has the counts from indexes.
+    // lists the parked jobs, which grows with the ledger (a scrape of 100,000
+    // orders took 60-86 ms with it, 27-28 ms without: docs/BENCHMARKS.md);
+    // `source_numbers` has the counts from indexes.
     let sources = engine.store.source_rows(&names)?;
     let now = now_ms();
     let mut registry = Registry::default();

@@ -599,20 +599,7 @@ async fn the_ledger_cut_off_and_back_three_times_loses_and_doubles_nothing() {
     let fleet = start_fleet_with(&db, "request_timeout = \"5s\"").await;
     let total = fleet.expected().len();
     let name = db.url.rsplit('/').next().unwrap().to_string();
-    let admin_url = format!("{}postgres", db.url.strip_suffix(&name).unwrap());
-    let password = db.password.expose().to_string();
-    // The synchronous client runs its own runtime: on a thread of its own.
-    let admin = move |sql: String| {
-        let (url, pw) = (admin_url.clone(), password.clone());
-        std::thread::spawn(move || {
-            let mut config: postgres::Config = url.parse().unwrap();
-            config.password(&pw);
-            let mut client = config.connect(postgres::NoTls).unwrap();
-            client.batch_execute(&sql).unwrap();
-        })
-        .join()
-        .unwrap();
-    };
+    let admin = |sql: String| db.raw_admin().batch_execute(&sql).unwrap();
     let cut = format!(
         "ALTER DATABASE {name} WITH ALLOW_CONNECTIONS false; \
          SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}';"
