@@ -471,6 +471,13 @@ impl PgConn {
         }
     }
 
+    /// Tests: this connection is not checked before its calls until it
+    /// is found closed, so what a call does on a closed one shows.
+    #[cfg(test)]
+    pub(crate) fn skip_checks(&mut self) {
+        self.checked = u64::MAX;
+    }
+
     /// Opens this connection again.
     fn reopen(&mut self) -> anyhow::Result<()> {
         let reconnect = &self.reconnect;

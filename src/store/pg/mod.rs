@@ -316,8 +316,9 @@ mod tests {
     }
 
     /// A call is run again only when nothing of it can have taken effect:
-    /// a transaction whose session ended before its COMMIT runs again once;
-    /// statements outside a transaction, of which one ran, do not.
+    /// a transaction whose session ended before its COMMIT runs again once,
+    /// and so does a statement outside a transaction that was only being
+    /// prepared; statements outside a transaction, of which one ran, do not.
     #[test]
     fn a_call_runs_again_only_if_nothing_of_it_took_effect() {
         let db = TestDb::new();
@@ -364,6 +365,22 @@ mod tests {
                 .map_err(|e| format!("{e:#}")),
             Ok(2)
         );
+
+        // The session ends while idle; the next call's first statement is
+        // new to this connection, so it fails while being prepared (no
+        // check first: that would open the connection again before it).
+        let Conn::Postgres(pg) = &mut *conn else {
+            unreachable!()
+        };
+        pg.skip_checks();
+        end_sessions(&mut raw);
+        let mut runs = 0;
+        let done = conn.auto(|tx| {
+            runs += 1;
+            tx.exec("INSERT INTO calls VALUES (3)", &[])
+        });
+        assert_eq!(done.map_err(|e| format!("{e:#}")), Ok(1));
+        assert_eq!((runs, rows(&mut raw)), (2, 3), "prepared, then run once");
     }
 
     /// The daemon's writers and its reader.
