@@ -31,7 +31,7 @@ fn main() -> ExitCode {
 /// was kernel time, much of it these page faults and the TLB flushes that
 /// `madvise` sends to the other core. Keep up to 64 MiB free per arena
 /// instead: at 20k CloudSuite orders and no added latency, CPU per order fell
-/// from 491-594 to 412-459 µs and kernel time by a third, with the same peak
+/// from 479-594 to 412-459 µs and kernel time by a third, with the same peak
 /// RSS (docs/BENCHMARKS.md, "Freed heap kept"). Allocations of 128 KiB and
 /// more are still their own mappings and go back when freed. An operator's
 /// own `GLIBC_TUNABLES` malloc settings win.
