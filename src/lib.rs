@@ -29,7 +29,7 @@
 //! [`metrics`] (`/metrics` and `/healthz`), `sandbox` (simulators of every API,
 //! for tests, `demo` and benchmarks; only with the cargo feature `sandbox`,
 //! on by default, which also brings axum),
-//! [`telemetry`] (logs), [`progress`] (`backfill`'s bar or progress lines),
+//! [`runtime`] (the async runtime and its thread count), [`telemetry`] (logs), [`progress`] (`backfill`'s bar or progress lines),
 //! [`throttle`] (backoff and log throttling for loops that fail over and over).
 
 pub mod cli;
@@ -45,6 +45,7 @@ pub mod model;
 pub mod outbox;
 pub mod poll;
 pub mod progress;
+pub mod runtime;
 #[cfg(feature = "sandbox")]
 pub mod sandbox;
 pub mod secret;

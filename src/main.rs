@@ -14,7 +14,19 @@ use ordersync::{daemon, shutdown, telemetry};
 fn main() -> ExitCode {
     keep_freed_heap();
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Runtime::new() {
+    // The simulators stand in for many remotes at once: a worker per core.
+    #[cfg(feature = "sandbox")]
+    let per_core = matches!(cli.command, Command::Sandbox(_));
+    #[cfg(not(feature = "sandbox"))]
+    let per_core = false;
+    let workers = match ordersync::runtime::workers_from_env(per_core) {
+        Ok(n) => n,
+        Err(e) => {
+            eprintln!("ordersync: configuration error: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let runtime = match ordersync::runtime::build(workers) {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("ordersync: cannot start the async runtime: {e}");

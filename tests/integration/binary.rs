@@ -126,6 +126,28 @@ fn env_overrides_are_checked_too() {
     assert!(err.contains("log_format") && err.contains("xml"), "{err}");
 }
 
+#[test]
+fn a_bad_runtime_thread_count_exits_2_naming_the_variable_and_value() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(dir.path(), "", "client_secret_env = \"X\"");
+    for bad in ["0", "many", "1e400"] {
+        let out = ordersync()
+            .arg("--config")
+            .arg(&cfg)
+            .arg("status")
+            .env("TOKIO_WORKER_THREADS", bad)
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "TOKIO_WORKER_THREADS={bad}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("TOKIO_WORKER_THREADS") && err.contains(&format!("{bad:?}")),
+            "{err}"
+        );
+        assert!(!err.contains("panicked"), "{err}");
+    }
+}
+
 /// Runs the daemon against the sandbox until `done` or a deadline, then
 /// SIGTERM; returns its exit status and everything it logged.
 pub fn run_daemon_until(
