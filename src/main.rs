@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 
 /// glibc gives a thread arena's free top back to the kernel as soon as it
 /// passes 128 KiB (`madvise`), and the next allocation faults the pages in
-/// again. Every runtime worker has its own arena and a job's task is about
+/// again. Each thread that allocates has its own arena and a job's task is about
 /// 14 KB, so under load the daemon did this all the time: a fifth of its CPU
 /// was kernel time, much of it these page faults and the TLB flushes that
 /// `madvise` sends to the other core. Keep up to 64 MiB free per arena
