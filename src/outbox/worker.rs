@@ -317,7 +317,9 @@ impl Engine {
         let (src, owner, lease) = (source.to_string(), self.owner.clone(), self.lease);
         self.store
             .call(move |s| {
-                let mut jobs = s.claim_each(
+                // With their orders (`claim_each` reads them): a job then
+                // goes to its remote without waiting on the ledger again.
+                let jobs = s.claim_each(
                     &src,
                     &owner,
                     lease,
@@ -326,12 +328,6 @@ impl Engine {
                         (ClaimFilter::Talking(Remote::Source), free_source),
                     ],
                 )?;
-                // Their orders in the same ledger call: a job then goes to
-                // its remote without waiting on the ledger again. If the read
-                // fails, each job reads its own (and reports what fails).
-                if let Err(e) = s.read_orders(&mut jobs) {
-                    tracing::debug!(source = %src, error = %format!("{e:#}"), "could not read the claimed jobs' orders together; each job reads its own");
-                }
                 // Slots this claim could not fill stay free: when is work
                 // for them next due? Asked in the same ledger call, so an
                 // idle worker does not come back for it (nor claim again

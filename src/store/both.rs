@@ -55,6 +55,15 @@ fn one_job(store: &Store, kind: JobKind) -> super::Job {
         .unwrap();
     assert_eq!(jobs.len(), 1, "{jobs:?}");
     assert_eq!(jobs[0].kind, kind);
+    let order = jobs[0]
+        .order
+        .as_deref()
+        .expect("a claimed job comes with its order");
+    assert_eq!(
+        order.canonical_json.is_some(),
+        kind == JobKind::Push,
+        "the mapped payload for a push only"
+    );
     jobs.into_iter().next().unwrap()
 }
 

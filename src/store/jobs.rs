@@ -383,25 +383,37 @@ fn finish_job_in(tx: &mut Tx<'_>, job: &Job, owner: &str, detail: &str) -> anyho
     match job.kind {
         JobKind::Push => {}
         JobKind::WriteAccepted => {
-            // A 'done' write_shipped row without a write-back is only a
-            // marker (see record_shipments_with): nothing left to send.
-            let shipped = release_waiting(tx, &job.order_key, now)? > 0
-                || tx.value::<i64>(
-                    "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                             AND state != 'done'",
-                    &[&job.order_key],
-                )? > 0;
-            let next = if shipped {
-                OrderState::Shipped
+            release_waiting(tx, &job.order_key, now)?;
+            // Shipments to write back now (those just released among them;
+            // a 'done' write_shipped row without a write-back is only a
+            // marker, see record_shipments_with: nothing left to send).
+            let shipped = tx.value::<i64>(
+                "SELECT count(*) FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                         AND state != 'done'",
+                &[&job.order_key],
+            )? > 0;
+            if shipped {
+                tx.exec(
+                    "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN 'shipped' ELSE state END,
+                                       accepted_at = ?2, updated_at = ?2 WHERE order_key = ?1",
+                    &[&job.order_key, &now],
+                )?;
             } else {
-                OrderState::Accepted
-            };
-            tx.exec(
-                "UPDATE orders SET state = CASE WHEN state = 'pushed' THEN ?2 ELSE state END,
-                                           accepted_at = ?3, updated_at = ?3 WHERE order_key = ?1",
-                &[&job.order_key, &next, &now],
-            )?;
-            complete_if_shipped_without_write_back(tx, &job.order_key, now)?;
+                // Accepted; and complete at once when the ERP shipped it
+                // already and the source takes no "shipped" write-back (none
+                // is left to send): what `complete_if_shipped_without_write_back`
+                // does, in the same statement.
+                tx.exec(
+                    "UPDATE orders SET
+                        state = CASE WHEN state IN ('pushed', 'accepted') AND shipped_at IS NOT NULL THEN 'completed'
+                                     WHEN state = 'pushed' THEN 'accepted' ELSE state END,
+                        completed_at = CASE WHEN state IN ('pushed', 'accepted') AND shipped_at IS NOT NULL
+                                            THEN ?2 ELSE completed_at END,
+                        accepted_at = ?2, updated_at = ?2
+                     WHERE order_key = ?1",
+                    &[&job.order_key, &now],
+                )?;
+            }
         }
         JobKind::CancelInErp => super::cancel::erp_cancel_done(tx, &job.order_key, now)?,
         JobKind::WriteCancelled => {}
@@ -445,20 +457,16 @@ fn settle(
     Ok(tx.exec(&sql, &all)? == 1)
 }
 
-/// Makes shipment write-backs runnable once the accepted write-back is done
-/// (and a cancel write-back that waited for it: see `record_cancellations`;
-/// the count is of shipments only).
-fn release_waiting(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<usize> {
+/// Makes the write-backs that waited for the accepted one runnable: its
+/// order's shipments, and a cancel write-back (see `record_cancellations`).
+/// One statement: they are found by the order's key and kind.
+fn release_waiting(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<()> {
     tx.exec(
         "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
-         WHERE order_key = ?1 AND kind = 'write_cancelled' AND state = 'waiting'",
+         WHERE order_key = ?1 AND kind IN ('write_cancelled', 'write_shipped') AND state = 'waiting'",
         &[&key, &now],
     )?;
-    tx.exec(
-        "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, updated_at = ?2
-         WHERE order_key = ?1 AND kind = 'write_shipped' AND state = 'waiting'",
-        &[&key, &now],
-    )
+    Ok(())
 }
 
 /// For sources that take no "shipped" write-back: an order the ERP already
@@ -665,7 +673,8 @@ impl Store {
     }
 
     /// Claims for several filters at once (the worker's pushes and
-    /// write-backs, each up to its free slots): on SQLite in one
+    /// write-backs, each up to its free slots), each job with its order
+    /// read ([`Job::order`]; see [`job_order_in`]): on SQLite all in one
     /// transaction. At most one of them may be `ClaimFilter::Orders`.
     pub fn claim_each(
         &self,
@@ -694,6 +703,9 @@ impl Store {
                 for (filter, limit) in wanted {
                     jobs.extend(self.pg_claim(source, owner, lease, *limit, *filter)?);
                 }
+                if let Err(e) = self.read_orders(&mut jobs) {
+                    tracing::debug!(source, error = %format!("{e:#}"), "could not read the claimed jobs' orders together; each job reads its own");
+                }
                 return Ok(jobs);
             }
         };
@@ -718,6 +730,17 @@ impl Store {
                 *filter,
             )?);
         }
+        // Their orders in the same transaction: a job then goes to its
+        // remote without waiting on the ledger again. One that cannot be
+        // read here is read by its job (which reports what fails).
+        for job in &mut jobs {
+            match job_order_in(&mut Tx::Sqlite(&tx), Dialect::Sqlite, job) {
+                Ok(order) => job.order = order.map(Arc::new),
+                Err(e) => {
+                    tracing::debug!(source, order = %job.order_key, error = %format!("{e:#}"), "could not read a claimed job's order with its claim; the job reads it")
+                }
+            }
+        }
         tx.commit()?;
         Ok(jobs)
     }
@@ -733,12 +756,12 @@ impl Store {
     pub fn order_for(&self, order_key: &str, payload: bool) -> anyhow::Result<Option<OrderForJob>> {
         let mut conn = self.lock();
         let dialect = conn.dialect();
-        conn.read(|tx| order_in(tx, dialect, order_key, payload))
+        conn.read(|tx| order_in(tx, dialect, order_key, payload, true))
     }
 
     /// Reads each job's order into [`Job::order`], all in one read
-    /// transaction (a push's with its mapped payload). A job whose order is
-    /// not in the ledger keeps `None` and finds that out itself.
+    /// transaction. A job whose order is not in the ledger keeps `None` and
+    /// finds that out itself.
     pub fn read_orders(&self, jobs: &mut [Job]) -> anyhow::Result<()> {
         if jobs.is_empty() {
             return Ok(());
@@ -747,7 +770,7 @@ impl Store {
         let dialect = conn.dialect();
         let orders = conn.read(|tx| {
             jobs.iter()
-                .map(|j| order_in(tx, dialect, &j.order_key, j.kind == JobKind::Push))
+                .map(|j| job_order_in(tx, dialect, j))
                 .collect::<anyhow::Result<Vec<_>>>()
         })?;
         for (job, order) in jobs.iter_mut().zip(orders) {
@@ -1408,12 +1431,25 @@ impl Store {
     }
 }
 
-/// An order as a job sees it ([`Store::order_for`]), inside `tx`.
+/// What `job` needs of its order, inside `tx`: a push its mapped payload,
+/// a write-back the ERP's line numbers (neither needs the other's).
+fn job_order_in(
+    tx: &mut Tx<'_>,
+    dialect: Dialect,
+    job: &Job,
+) -> anyhow::Result<Option<OrderForJob>> {
+    let push = job.kind == JobKind::Push;
+    order_in(tx, dialect, &job.order_key, push, !job.kind.talks_to_erp())
+}
+
+/// An order as a job sees it ([`Store::order_for`]), inside `tx`: with its
+/// mapped payload when `payload`, with its line numbers when `lines`.
 fn order_in(
     tx: &mut Tx<'_>,
     dialect: Dialect,
     order_key: &str,
     payload: bool,
+    lines: bool,
 ) -> anyhow::Result<Option<OrderForJob>> {
     const ORDER: [&str; 2] = [
         "SELECT o.state, NULL, o.content_hash, o.external_id, o.erp_order_number, o.note
@@ -1442,6 +1478,9 @@ fn order_in(
         note: r.get(5)?,
         lines: Vec::new(),
     };
+    if !lines {
+        return Ok(Some(order));
+    }
     for r in tx.query(lines_sql, &[&order_key])? {
         order.lines.push(LineNumber {
             source_line_id: r.get(0)?,
@@ -1504,18 +1543,19 @@ mod tests {
         }
     }
 
-    /// The worker reads its claimed jobs' orders together: a push gets its
-    /// mapped payload, a write-back its ERP number and line numbers without
-    /// the payload, a job whose order is missing gets none and the rest are
-    /// read all the same.
+    /// A claim hands out each job with its order, read in the claim's own
+    /// transaction: a push with its mapped payload (not the line numbers it
+    /// has no use for), a write-back with the ERP's number and line numbers
+    /// (not the payload). `read_orders` reads the same for jobs that lack
+    /// theirs, and a job whose order is missing gets none while the rest
+    /// are read all the same.
     #[test]
-    fn claimed_jobs_read_their_orders_together() {
+    fn claimed_jobs_come_with_their_orders() {
         let (_d, store) = temp_store();
         seed(&store, "1");
         seed(&store, "2");
-        let mut pushes = runnable(&store);
+        let pushes = runnable(&store);
         assert_eq!(pushes.len(), 2);
-        store.read_orders(&mut pushes).unwrap();
         for (job, ext) in pushes.iter().zip(["1", "2"]) {
             let order = job.order.as_deref().expect("read with the claim");
             assert_eq!(order.external_id, ext);
@@ -1528,19 +1568,30 @@ mod tests {
         let mut jobs = runnable(&store);
         assert_eq!(jobs.len(), 1);
         assert_eq!(jobs[0].kind, JobKind::WriteAccepted);
+        let check = |order: &OrderForJob| {
+            assert!(
+                order.canonical_json.is_none(),
+                "a write-back needs no payload"
+            );
+            assert_eq!(order.erp_order_number.as_deref(), Some("SO1"));
+            assert_eq!(order.lines.len(), 1);
+            assert_eq!(order.lines[0].erp_line_number, "10");
+        };
+        check(jobs[0].order.as_deref().expect("read with the claim"));
+        // The push of order 1 is done; a push of it read now gets no lines.
+        let mut push = pushes[0].clone();
+        push.order = None;
+        store.read_orders(std::slice::from_mut(&mut push)).unwrap();
+        let pushed = push.order.as_deref().expect("read");
+        assert!(pushed.canonical_json.is_some());
+        assert!(pushed.lines.is_empty(), "a push reads no line numbers");
         let mut lost = jobs[0].clone();
         lost.order_key = "shop:not-in-the-ledger".into();
+        jobs[0].order = None;
         jobs.insert(0, lost);
         store.read_orders(&mut jobs).unwrap();
         assert!(jobs[0].order.is_none(), "no such order");
-        let order = jobs[1].order.as_deref().expect("read with the claim");
-        assert!(
-            order.canonical_json.is_none(),
-            "a write-back needs no payload"
-        );
-        assert_eq!(order.erp_order_number.as_deref(), Some("SO1"));
-        assert_eq!(order.lines.len(), 1);
-        assert_eq!(order.lines[0].erp_line_number, "10");
+        check(jobs[1].order.as_deref().expect("read by read_orders"));
     }
 
     /// Issue 13: a claim of write-backs walks the write-backs' own index,
