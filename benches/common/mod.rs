@@ -134,15 +134,9 @@ pub fn proc_usage(pid: u32) -> Usage {
         .find_map(|l| l.strip_prefix("VmHWM:"))
         .and_then(|v| v.split_whitespace().next()?.parse().ok())
         .unwrap_or(0);
-    let ledger = std::fs::read_dir(format!("/proc/{pid}/task"))
-        .map(|dir| {
-            dir.flatten()
-                .filter_map(|t| stat_cpu(&t.path().join("stat")))
-                .filter(|(name, _, _)| "ordersync-ledger".starts_with(name.as_str()))
-                .map(|(_, cpu, _)| cpu)
-                .sum()
-        })
-        .unwrap_or(0.0);
+    // Linux keeps a thread's name to 15 bytes: "ordersync-ledge".
+    let ledger_name = &LEDGER_THREAD[..LEDGER_THREAD.len().min(15)];
+    let ledger = tasks_cpu(&format!("/proc/{pid}/task"), |name| name == ledger_name);
     Usage {
         cpu,
         rss_kb,
@@ -151,17 +145,26 @@ pub fn proc_usage(pid: u32) -> Usage {
     }
 }
 
-/// CPU seconds (user + system) of this process's live threads whose name
-/// starts with `prefix` (a runtime's `thread_name`).
-pub fn threads_cpu(prefix: &str) -> f64 {
-    let Ok(dir) = std::fs::read_dir("/proc/self/task") else {
+/// The daemon's ledger thread (`src/store/thread.rs`).
+const LEDGER_THREAD: &str = "ordersync-ledger";
+
+/// CPU seconds (user + system) of the live threads in `task_dir` (a
+/// process's `/proc/<pid>/task`) whose name `wanted` accepts.
+fn tasks_cpu(task_dir: &str, wanted: impl Fn(&str) -> bool) -> f64 {
+    let Ok(dir) = std::fs::read_dir(task_dir) else {
         return 0.0;
     };
     dir.flatten()
         .filter_map(|t| stat_cpu(&t.path().join("stat")))
-        .filter(|(name, _, _)| name.starts_with(prefix))
+        .filter(|(name, _, _)| wanted(name))
         .map(|(_, cpu, _)| cpu)
         .sum()
+}
+
+/// CPU seconds (user + system) of this process's live threads whose name
+/// starts with `prefix` (a runtime's `thread_name`).
+pub fn threads_cpu(prefix: &str) -> f64 {
+    tasks_cpu("/proc/self/task", |name| name.starts_with(prefix))
 }
 
 /// CPU seconds (user + system) of this whole process so far.
