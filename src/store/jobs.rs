@@ -375,6 +375,18 @@ fn settle_done(tx: &mut Tx<'_>, job: &Job, owner: &str, now: i64) -> anyhow::Res
     )
 }
 
+/// When an accepted order (`?1` its key) is complete at once: the ERP
+/// shipped it already and no "shipped" write-back is left to send (a source
+/// that takes none; a 'done' write_shipped row is only a marker). The one
+/// statement of this rule, in SQL, for each UPDATE that applies it.
+macro_rules! shipped_nothing_to_send {
+    () => {
+        "shipped_at IS NOT NULL
+           AND NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
+                           AND state != 'done')"
+    };
+}
+
 fn finish_job_in(tx: &mut Tx<'_>, job: &Job, owner: &str, detail: &str) -> anyhow::Result<bool> {
     let now = now_ms();
     if !settle_done(tx, job, owner, now)? {
@@ -399,18 +411,22 @@ fn finish_job_in(tx: &mut Tx<'_>, job: &Job, owner: &str, detail: &str) -> anyho
                     &[&job.order_key, &now],
                 )?;
             } else {
-                // Accepted; and complete at once when the ERP shipped it
-                // already and the source takes no "shipped" write-back (none
-                // is left to send): what `complete_if_shipped_without_write_back`
-                // does, in the same statement.
+                // Accepted, and complete at once by the rule of
+                // `complete_if_shipped_without_write_back`, in the same
+                // statement (one fewer per order).
                 tx.exec(
-                    "UPDATE orders SET
-                        state = CASE WHEN state IN ('pushed', 'accepted') AND shipped_at IS NOT NULL THEN 'completed'
+                    concat!(
+                        "UPDATE orders SET
+                        state = CASE WHEN state IN ('pushed', 'accepted') AND ",
+                        shipped_nothing_to_send!(),
+                        " THEN 'completed'
                                      WHEN state = 'pushed' THEN 'accepted' ELSE state END,
-                        completed_at = CASE WHEN state IN ('pushed', 'accepted') AND shipped_at IS NOT NULL
-                                            THEN ?2 ELSE completed_at END,
+                        completed_at = CASE WHEN state IN ('pushed', 'accepted') AND ",
+                        shipped_nothing_to_send!(),
+                        " THEN ?2 ELSE completed_at END,
                         accepted_at = ?2, updated_at = ?2
-                     WHERE order_key = ?1",
+                     WHERE order_key = ?1"
+                    ),
                     &[&job.order_key, &now],
                 )?;
             }
@@ -477,10 +493,11 @@ fn complete_if_shipped_without_write_back(
     now: i64,
 ) -> anyhow::Result<usize> {
     tx.exec(
-        "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2
-         WHERE order_key = ?1 AND state = 'accepted' AND shipped_at IS NOT NULL
-           AND NOT EXISTS (SELECT 1 FROM jobs WHERE order_key = ?1 AND kind = 'write_shipped'
-                           AND state != 'done')",
+        concat!(
+            "UPDATE orders SET state = 'completed', completed_at = ?2, updated_at = ?2
+         WHERE order_key = ?1 AND state = 'accepted' AND ",
+            shipped_nothing_to_send!()
+        ),
         &[&key, &now],
     )
 }
