@@ -411,6 +411,22 @@ fn media_type(headers: &HeaderMap) -> Option<String> {
     (!media.is_empty()).then_some(media)
 }
 
+/// `value` with every byte but the unreserved characters of RFC 3986
+/// (letters, digits, `-._~`) and those `keep` also allows percent-encoded,
+/// as UTF-8. The one percent-encoder of the connectors: path segments,
+/// query values and header values all go through it.
+fn percent_encode(value: &str, keep: impl Fn(u8) -> bool) -> String {
+    let mut out = String::with_capacity(value.len());
+    for b in value.bytes() {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') || keep(b) {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 /// A remote's id as ONE URL path segment: everything but the unreserved
 /// characters is percent-encoded, so an id like `../Orders/90006` cannot
 /// steer a request to another order. `.` and `..` cannot be one segment at
@@ -421,15 +437,14 @@ pub fn path_segment(id: &str) -> Result<String, Failure> {
             "order id {id:?} cannot be put into a URL path"
         )));
     }
-    let mut out = String::with_capacity(id.len());
-    for b in id.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    Ok(out)
+    Ok(percent_encode(id, |_| false))
+}
+
+/// A value for a URL's query string (`?k=<value>`): everything but the
+/// unreserved characters percent-encoded, so `&`, `=`, `+`, `#` and spaces
+/// in it stay part of the value.
+pub fn query_value(value: &str) -> String {
+    percent_encode(value, |_| false)
 }
 
 /// A value that is always a valid HTTP header: printable ASCII is kept as it
@@ -440,15 +455,7 @@ pub fn header_safe(value: &str) -> String {
     if value.bytes().all(|b| (0x20..0x7f).contains(&b)) {
         return value.to_string();
     }
-    let mut out = String::with_capacity(value.len() * 3);
-    for b in value.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~' | b':') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
+    percent_encode(value, |b| b == b':')
 }
 
 /// `Retry-After` in seconds or as an HTTP date.
@@ -496,6 +503,15 @@ mod tests {
         for v in [a, b, header_safe("x\ny")] {
             assert!(reqwest::header::HeaderValue::from_str(&v).is_ok(), "{v}");
         }
+    }
+
+    #[test]
+    fn a_query_value_keeps_its_separators_inside() {
+        assert_eq!(
+            query_value("2024-06-29T10:15:00.000000"),
+            "2024-06-29T10%3A15%3A00.000000"
+        );
+        assert_eq!(query_value("a&b=c+d #é"), "a%26b%3Dc%2Bd%20%23%C3%A9");
     }
 
     #[test]
