@@ -12,7 +12,8 @@ use ordersync::config::{Config, choose_path};
 use ordersync::{daemon, shutdown, telemetry};
 
 fn main() -> ExitCode {
-    keep_freed_heap();
+    // Before any other thread exists (see the function).
+    ordersync::runtime::keep_freed_heap();
     let cli = Cli::parse();
     // The simulators stand in for many remotes at once: a worker per core.
     #[cfg(feature = "sandbox")]
@@ -34,33 +35,6 @@ fn main() -> ExitCode {
         }
     };
     runtime.block_on(dispatch(cli))
-}
-
-/// glibc gives a thread arena's free top back to the kernel as soon as it
-/// passes 128 KiB (`madvise`), and the next allocation faults the pages in
-/// again. Each thread that allocates has its own arena and a job's task is about
-/// 14 KB, so under load the daemon did this all the time: a fifth of its CPU
-/// was kernel time, much of it these page faults and the TLB flushes that
-/// `madvise` sends to the other core. Keep up to 64 MiB free per arena
-/// instead: at 20k CloudSuite orders and no added latency, CPU per order fell
-/// from 479-594 to 412-459 µs and kernel time by a third, with the same peak
-/// RSS (docs/BENCHMARKS.md, "Freed heap kept"). Allocations of 128 KiB and
-/// more are still their own mappings and go back when freed. An operator's
-/// own `GLIBC_TUNABLES` malloc settings win.
-fn keep_freed_heap() {
-    #[cfg(all(target_os = "linux", target_env = "gnu"))]
-    {
-        let operator_tuned = std::env::var_os("GLIBC_TUNABLES")
-            .is_some_and(|v| v.to_string_lossy().contains("glibc.malloc."));
-        if !operator_tuned {
-            // SAFETY: mallopt only sets a parameter of the allocator; it is
-            // called before any other thread exists.
-            unsafe {
-                libc::mallopt(libc::M_TRIM_THRESHOLD, 64 << 20);
-                libc::mallopt(libc::M_MMAP_THRESHOLD, 128 << 10);
-            }
-        }
-    }
 }
 
 async fn dispatch(cli: Cli) -> ExitCode {
