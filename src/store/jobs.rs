@@ -1510,7 +1510,7 @@ fn order_in(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::store::testutil::{incoming_with_qty, seed, temp_store};
+    use crate::store::testutil::{claim_as, incoming_with_qty, seed, temp_store};
 
     /// The claim statements list the kinds that talk to the ERP as SQL;
     /// they must be exactly the kinds `talks_to_erp` names.
@@ -1691,24 +1691,8 @@ mod tests {
     fn a_leased_job_is_not_claimed_twice() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let a = store
-            .claim(
-                "shop",
-                "a/1/x",
-                Duration::from_secs(60),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
-        let b = store
-            .claim(
-                "shop",
-                "b/2/y",
-                Duration::from_secs(60),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
+        let a = claim_as(&store, "a/1/x", Duration::from_secs(60));
+        let b = claim_as(&store, "b/2/y", Duration::from_secs(60));
         assert_eq!(a.len(), 1);
         assert!(b.is_empty(), "a second worker must not get a leased job");
         // The other worker cannot settle a job it does not hold.
@@ -1722,15 +1706,7 @@ mod tests {
                 .finish_push(&a[0], "a/1/x", &accepted(), "h", true)
                 .unwrap()
         );
-        let next = store
-            .claim(
-                "shop",
-                "b/2/y",
-                Duration::from_secs(60),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
+        let next = claim_as(&store, "b/2/y", Duration::from_secs(60));
         assert_eq!(next.len(), 1);
         assert_eq!(next[0].kind, JobKind::WriteAccepted);
     }
@@ -1799,25 +1775,9 @@ mod tests {
     fn an_expired_lease_can_be_taken_over() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let a = store
-            .claim(
-                "shop",
-                "a/1/x",
-                Duration::from_millis(0),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
+        let a = claim_as(&store, "a/1/x", Duration::from_millis(0));
         std::thread::sleep(Duration::from_millis(5));
-        let b = store
-            .claim(
-                "shop",
-                "b/2/y",
-                Duration::from_secs(60),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
+        let b = claim_as(&store, "b/2/y", Duration::from_secs(60));
         assert_eq!(b.len(), 1);
         assert_eq!(b[0].attempts, 2);
         assert!(
@@ -1842,29 +1802,16 @@ mod tests {
                 ClaimFilter::All,
             )
             .unwrap();
-        assert!(
-            store
-                .claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(claim_as(&store, "x", Duration::from_secs(60)).is_empty());
         assert_eq!(store.release_dead_leases().unwrap(), 1);
-        assert_eq!(
-            store
-                .claim("shop", "x", Duration::from_secs(60), 10, ClaimFilter::All)
-                .unwrap()
-                .len(),
-            1
-        );
+        assert_eq!(claim_as(&store, "x", Duration::from_secs(60)).len(), 1);
     }
 
     #[test]
     fn shipment_waits_for_the_accepted_write_back() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         store
             .finish_push(&j[0], "o", &accepted(), "h", true)
             .unwrap();
@@ -1887,15 +1834,11 @@ mod tests {
         );
         // Seen again: nothing new.
         assert!(store.record_shipments(&[ship], "5").unwrap().is_empty());
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         assert_eq!(j.len(), 1, "only the accepted write-back is runnable");
         assert_eq!(j[0].kind, JobKind::WriteAccepted);
         store.finish_job(&j[0], "o", "ok").unwrap();
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         assert_eq!(j[0].kind, JobKind::WriteShipped);
         store.finish_job(&j[0], "o", "ok").unwrap();
         assert_eq!(
@@ -1918,9 +1861,7 @@ mod tests {
     }
 
     fn runnable(store: &Store) -> Vec<Job> {
-        store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap()
+        claim_as(&store, "o", Duration::from_secs(60))
     }
 
     #[test]
@@ -1997,15 +1938,11 @@ mod tests {
     fn shipments_of_one_order_are_written_back_one_at_a_time() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         store
             .finish_push(&j[0], "o", &accepted(), "h", true)
             .unwrap();
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         store.finish_job(&j[0], "o", "accepted").unwrap();
         let ship = |tracking: &str, qty: i64| ErpShipment {
             order_key: "shop:1".into(),
@@ -2024,9 +1961,7 @@ mod tests {
         store
             .record_shipments(&[ship("A", 2), ship("B", 1)], "2")
             .unwrap();
-        let first = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let first = claim_as(&store, "o", Duration::from_secs(60));
         assert_eq!(first.len(), 1, "the second shipment waits for the first");
         assert_eq!(first[0].job_ref, "A");
         assert!(
@@ -2036,9 +1971,7 @@ mod tests {
                 .is_empty()
         );
         store.finish_job(&first[0], "o", "delivered").unwrap();
-        let second = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let second = claim_as(&store, "o", Duration::from_secs(60));
         assert_eq!(second.len(), 1);
         assert_eq!(second[0].job_ref, "B");
         let before = store.shipped_before("shop:1", second[0].id).unwrap();
@@ -2056,20 +1989,11 @@ mod tests {
     fn parked_jobs_come_back_with_retry() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         store.park(&j[0], "o", "422 unknown product").unwrap();
-        assert!(
-            store
-                .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-                .unwrap()
-                .is_empty()
-        );
+        assert!(claim_as(&store, "o", Duration::from_secs(60)).is_empty());
         assert_eq!(store.requeue_order("shop:1").unwrap(), 1);
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         assert_eq!(j[0].attempts, 1);
     }
 
@@ -2080,26 +2004,14 @@ mod tests {
     fn only_a_jobs_first_attempt_is_free_of_doubt() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let j = store
-            .claim(
-                "shop",
-                "dead",
-                Duration::from_millis(1),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
+        let j = claim_as(&store, "dead", Duration::from_millis(1));
         assert!(!j[0].in_doubt);
         std::thread::sleep(Duration::from_millis(5));
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         assert!(j[0].in_doubt, "claimed again after the lease ran out");
         store.park(&j[0], "o", "422").unwrap();
         assert_eq!(store.requeue_order("shop:1").unwrap(), 1);
-        let j = store
-            .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", Duration::from_secs(60));
         assert_eq!(j[0].attempts, 1, "the operator's retry resets the count");
         assert!(j[0].in_doubt, "but not what may have been written");
     }
@@ -2110,11 +2022,7 @@ mod tests {
     fn the_first_failure_is_remembered_until_an_operator_retries() {
         let (_d, store) = temp_store();
         seed(&store, "1");
-        let claim = || {
-            store
-                .claim("shop", "o", Duration::from_secs(60), 10, ClaimFilter::All)
-                .unwrap()
-        };
+        let claim = || claim_as(&store, "o", Duration::from_secs(60));
         let j = claim();
         assert_eq!(j[0].first_failed_at, None);
         store.retry_later(&j[0], "o", "503", 0).unwrap();

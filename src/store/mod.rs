@@ -416,6 +416,13 @@ pub(crate) mod testutil {
             .unwrap();
     }
 
+    /// Every due job of `shop` (up to 10), leased to `owner` for `lease`.
+    pub fn claim_as(store: &Store, owner: &str, lease: std::time::Duration) -> Vec<Job> {
+        store
+            .claim("shop", owner, lease, 10, ClaimFilter::All)
+            .unwrap()
+    }
+
     pub fn incoming_with_qty(ext: &str, qty: &str) -> IncomingOrder {
         super::ingest::tests::incoming(ext, Disposition::Push, qty)
     }
