@@ -28,13 +28,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::naive_mplus::{self, Peer};
 use common::{
-    Daemon, MAX_IN_FLIGHT, Pending, Side, Usage, latency, load, on, on_own_runtime, orders_wanted,
-    print_comparison, print_daemon_total, print_start, self_cpu, source_rate, wait_until,
-    watch_daemon, write_config,
+    Daemon, MAX_IN_FLIGHT, Pending, Shipped, Side, Usage, daemon_side, latency, load, on,
+    on_own_runtime, orders_wanted, print_comparison, print_shipped, print_start, self_cpu,
+    source_rate, time_shipped, watch_daemon, write_config,
 };
 
 use ordersync::sandbox::{Sandbox, SandboxOptions};
@@ -201,13 +201,7 @@ async fn naive_side(n: usize) -> (Side, f64) {
     (side, sims_cpu)
 }
 
-struct Delivered {
-    elapsed: Duration,
-    source_requests: u64,
-    erp_requests: u64,
-}
-
-async fn ordersync_side(n: usize) -> (Side, Option<Delivered>, Usage, f64) {
+async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
     let (sb, opts, pushable) = sandbox(n).await;
     let source = format!(
         "kind = \"mplus\"\nbase_url = \"{}\"\nident = \"{}\"\nsecret_file = \"mplus\"\n",
@@ -247,34 +241,28 @@ async fn ordersync_side(n: usize) -> (Side, Option<Delivered>, Usage, f64) {
         sb.mplus.conflicts(),
         sb.mplus.get_orders_calls() as f64 / pushable.len().max(1) as f64
     );
-    let accepted = Side {
-        elapsed: timeline.finished - timeline.first_request,
-        orders: pushable.len(),
-        source_requests: till1 - till0,
-        erp_requests: erp1 - erp0,
-        cpu: usage.cpu,
-    };
+    let accepted = daemon_side(
+        &timeline,
+        &usage,
+        pushable.len(),
+        till1 - till0,
+        erp1 - erp0,
+    );
     if !on("BENCH_SHIPPED") {
         daemon.stop();
         sb.shutdown().await;
         return (accepted, None, usage, sims_cpu);
     }
     // The deliveries, timed on their own: the ERP ships everything now.
-    sb.erp.set_ship_after(Some(Duration::ZERO));
-    let ship_started = Instant::now();
-    let mut pending = Pending::new(&pushable);
-    let delivered_at = wait_until(
-        || pending.all(|id| sb.mplus.deliveries(id) >= 1),
-        Duration::from_millis(50),
+    let delivered = time_shipped(
+        &sb,
+        &pushable,
+        |id| sb.mplus.deliveries(id) >= 1,
+        || (sb.mplus.request_count(), sb.erp.request_count()),
     )
     .await;
     let total = daemon.usage();
     daemon.stop();
-    let delivered = Delivered {
-        elapsed: delivered_at - ship_started,
-        source_requests: sb.mplus.request_count() - till1,
-        erp_requests: sb.erp.request_count() - erp1,
-    };
     sb.shutdown().await;
     (accepted, Some(delivered), total, sims_cpu)
 }
@@ -296,26 +284,12 @@ async fn sync_bench() {
     println!("load average after ordersync: {}", load());
     print_comparison(&naive, &ours, (naive_sims, ours_sims), None);
     println!();
-    match delivered {
-        Some(d) => {
-            println!(
-                "then, timed separately (ordersync only): the ERP ships all {} orders",
-                ours.orders
-            );
-            println!(
-                "delivered at the till:             {:.1} s = {:.1} orders/s, {:.2} till requests per order (ERP {:.2})",
-                d.elapsed.as_secs_f64(),
-                ours.orders as f64 / d.elapsed.as_secs_f64(),
-                d.source_requests as f64 / ours.orders as f64,
-                d.erp_requests as f64 / ours.orders as f64
-            );
-            print_daemon_total("daemon over both parts:", &total, ours.orders);
-        }
-        None => {
-            println!("BENCH_SHIPPED=0: no delivery part");
-            print_daemon_total("daemon up to the last write-back:", &total, ours.orders);
-        }
-    }
+    print_shipped(
+        delivered.as_ref(),
+        "delivered at the till",
+        ours.orders,
+        &total,
+    );
 }
 
 #[tokio::main(flavor = "multi_thread")]

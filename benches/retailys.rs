@@ -31,13 +31,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::naive_retailys::{self, Peer};
 use common::{
-    Daemon, MAX_IN_FLIGHT, Pending, Side, Usage, latency, load, on, on_own_runtime,
-    orders_wanted_or, print_comparison, print_daemon_total, print_start, schedule, self_cpu,
-    source_rate, wait_until, watch_daemon, write_config,
+    Daemon, MAX_IN_FLIGHT, Pending, Shipped, Side, Usage, daemon_side, latency, load, on,
+    on_own_runtime, orders_wanted_or, print_comparison, print_shipped, print_start, schedule,
+    self_cpu, source_rate, time_shipped, watch_daemon, write_config,
 };
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 
@@ -176,12 +176,6 @@ async fn naive_side(n: usize) -> (Side, f64) {
     (side, sims_cpu)
 }
 
-struct Shipped {
-    elapsed: Duration,
-    source_requests: u64,
-    erp_requests: u64,
-}
-
 async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
     let (sb, opts, pushable) = sandbox(n).await;
     let processing = sb.retailys.status_id(PROCESSING).expect("Processing");
@@ -225,40 +219,32 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
         sb.retailys.peak_requests_per_sec()
     );
     source_breakdown(&sb, "ordersync", shop1 - shop0, pushable.len());
-    let accepted = Side {
-        elapsed: timeline.finished - timeline.first_request,
-        orders: pushable.len(),
-        source_requests: shop1 - shop0,
-        erp_requests: erp1 - erp0,
-        cpu: usage.cpu,
-    };
+    let accepted = daemon_side(
+        &timeline,
+        &usage,
+        pushable.len(),
+        shop1 - shop0,
+        erp1 - erp0,
+    );
     if !on("BENCH_SHIPPED") {
         daemon.stop();
         sb.shutdown().await;
         return (accepted, None, usage, sims_cpu);
     }
     // The "shipped" write-back, timed on its own: the ERP ships everything now.
-    sb.erp.set_ship_after(Some(Duration::ZERO));
-    let ship_started = Instant::now();
-    let mut pending = Pending::new(&pushable);
-    let shipped_at = wait_until(
-        || {
-            pending.all(|id| {
-                sb.retailys
-                    .order(*id)
-                    .is_some_and(|o| o["sent"] == true && o["status_id"] == shipped_id)
-            })
+    let shipped = time_shipped(
+        &sb,
+        &pushable,
+        |id| {
+            sb.retailys
+                .order(*id)
+                .is_some_and(|o| o["sent"] == true && o["status_id"] == shipped_id)
         },
-        Duration::from_millis(50),
+        || (sb.retailys.request_count(), sb.erp.request_count()),
     )
     .await;
     let total = daemon.usage();
     daemon.stop();
-    let shipped = Shipped {
-        elapsed: shipped_at - ship_started,
-        source_requests: sb.retailys.request_count() - shop1,
-        erp_requests: sb.erp.request_count() - erp1,
-    };
     sb.shutdown().await;
     (accepted, Some(shipped), total, sims_cpu)
 }
@@ -283,24 +269,10 @@ async fn main() {
     println!("load average after ordersync: {}", load());
     print_comparison(&naive, &ours, (naive_sims, ours_sims), Some(rate()));
     println!();
-    match shipped {
-        Some(s) => {
-            println!(
-                "then, timed separately (ordersync only): the ERP ships all {} orders",
-                ours.orders
-            );
-            println!(
-                "shipped written back:              {:.1} s = {:.1} orders/s, {:.2} source requests per order (ERP {:.2})",
-                s.elapsed.as_secs_f64(),
-                ours.orders as f64 / s.elapsed.as_secs_f64(),
-                s.source_requests as f64 / ours.orders as f64,
-                s.erp_requests as f64 / ours.orders as f64
-            );
-            print_daemon_total("daemon over both parts:", &total, ours.orders);
-        }
-        None => {
-            println!("BENCH_SHIPPED=0: no shipped part");
-            print_daemon_total("daemon up to the last write-back:", &total, ours.orders);
-        }
-    }
+    print_shipped(
+        shipped.as_ref(),
+        "shipped written back",
+        ours.orders,
+        &total,
+    );
 }

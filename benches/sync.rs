@@ -31,13 +31,13 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::naive::{self, Peer};
 use common::{
-    Daemon, MAX_IN_FLIGHT, Pending, Side, Usage, latency, load, on, on_own_runtime, orders_wanted,
-    print_comparison, print_daemon_total, print_start, self_cpu, source_rate, wait_until,
-    watch_daemon, write_config,
+    Daemon, MAX_IN_FLIGHT, Pending, Shipped, Side, Usage, daemon_side, latency, load, on,
+    on_own_runtime, orders_wanted, print_comparison, print_shipped, print_start, self_cpu,
+    source_rate, time_shipped, watch_daemon, write_config,
 };
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
@@ -182,12 +182,6 @@ async fn naive_side(n: usize) -> (Side, f64) {
     (side, sims_cpu)
 }
 
-struct Shipped {
-    elapsed: Duration,
-    source_requests: u64,
-    erp_requests: u64,
-}
-
 async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
     let (sb, opts, pushable) = sandbox(n).await;
     let source = format!(
@@ -227,13 +221,7 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
         "ordersync: ERP orders"
     );
     source_breakdown(&sb, "ordersync", cs1 - cs0, pushable.len());
-    let accepted_side = Side {
-        elapsed: timeline.finished - timeline.first_request,
-        orders: pushable.len(),
-        source_requests: cs1 - cs0,
-        erp_requests: erp1 - erp0,
-        cpu: usage.cpu,
-    };
+    let accepted_side = daemon_side(&timeline, &usage, pushable.len(), cs1 - cs0, erp1 - erp0);
 
     if !on("BENCH_SHIPPED") {
         daemon.stop();
@@ -241,27 +229,20 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
         return (accepted_side, None, usage, sims_cpu);
     }
     // The "shipped" write-back, timed on its own: the ERP ships everything now.
-    sb.erp.set_ship_after(Some(Duration::ZERO));
-    let ship_started = Instant::now();
-    let mut pending = Pending::new(&pushable);
-    let shipped_at = wait_until(
-        || {
-            pending.all(|id| {
-                sb.cloudsuite
-                    .order(*id)
-                    .is_some_and(|o| o["shipment_state"] == "sent")
-            })
+    let shipped = time_shipped(
+        &sb,
+        &pushable,
+        |id| {
+            sb.cloudsuite
+                .order(*id)
+                .is_some_and(|o| o["shipment_state"] == "sent")
         },
-        Duration::from_millis(50),
+        || (sb.cloudsuite.request_count(), sb.erp.request_count()),
     )
     .await;
     let total = daemon.usage();
     daemon.stop();
-    let shipped = Some(Shipped {
-        elapsed: shipped_at - ship_started,
-        source_requests: sb.cloudsuite.request_count() - cs1,
-        erp_requests: sb.erp.request_count() - erp1,
-    });
+    let shipped = Some(shipped);
     sb.shutdown().await;
     (accepted_side, shipped, total, sims_cpu)
 }
@@ -355,25 +336,10 @@ async fn main() {
             "BENCH_SHIP_DURING=1: the ERP shipped each order at once; shipped write-backs ran during the timed part"
         );
     }
-    if let Some(shipped) = shipped {
-        println!(
-            "then, timed separately (ordersync only): the ERP ships all {} orders",
-            ours.orders
-        );
-        println!(
-            "shipped written back:              {:.1} s = {:.1} orders/s, {:.2} source requests per order (ERP {:.2})",
-            shipped.elapsed.as_secs_f64(),
-            ours.orders as f64 / shipped.elapsed.as_secs_f64(),
-            shipped.source_requests as f64 / ours.orders as f64,
-            shipped.erp_requests as f64 / ours.orders as f64
-        );
-        print_daemon_total("daemon over both parts:", &total, ours.orders);
-    } else {
-        println!("BENCH_SHIPPED=0: no shipped part");
-        print_daemon_total(
-            "daemon up to the last accepted write-back:",
-            &total,
-            ours.orders,
-        );
-    }
+    print_shipped(
+        shipped.as_ref(),
+        "shipped written back",
+        ours.orders,
+        &total,
+    );
 }

@@ -16,6 +16,8 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+use ordersync::sandbox::Sandbox;
+
 pub const MAX_IN_FLIGHT: usize = 8;
 
 /// Added to every request at each simulator: `BENCH_LATENCY_MS`, default 20.
@@ -524,6 +526,75 @@ pub fn print_comparison(naive: &Side, ours: &Side, sims: (f64, f64), source_rate
         "ordersync / naive peer:            {:.2} (orders per second)",
         ours.rate() / naive.rate()
     );
+}
+
+/// ordersync's side of the table: from its first request until the last
+/// order had its accepted write-back (`timeline.finished`).
+pub fn daemon_side(
+    timeline: &Timeline,
+    usage: &Usage,
+    orders: usize,
+    source_requests: u64,
+    erp_requests: u64,
+) -> Side {
+    Side {
+        elapsed: timeline.finished - timeline.first_request,
+        orders,
+        source_requests,
+        erp_requests,
+        cpu: usage.cpu,
+    }
+}
+
+/// The part timed after the table, ordersync alone: the ERP ships every
+/// order at once, until the source shows each one shipped.
+pub struct Shipped {
+    pub elapsed: Duration,
+    pub source_requests: u64,
+    pub erp_requests: u64,
+}
+
+/// Times the shipped part ([`Shipped`]): has the ERP ship everything now
+/// and waits until `shown` holds for every one of `ids`. `requests`: the
+/// source's and the ERP's request counters now.
+pub async fn time_shipped<T: Clone>(
+    sb: &Sandbox,
+    ids: &[T],
+    shown: impl Fn(&T) -> bool,
+    requests: impl Fn() -> (u64, u64),
+) -> Shipped {
+    let (source0, erp0) = requests();
+    sb.erp.set_ship_after(Some(Duration::ZERO));
+    let started = Instant::now();
+    let mut pending = Pending::new(ids);
+    let done = wait_until(|| pending.all(&shown), Duration::from_millis(50)).await;
+    let (source1, erp1) = requests();
+    Shipped {
+        elapsed: done - started,
+        source_requests: source1 - source0,
+        erp_requests: erp1 - erp0,
+    }
+}
+
+/// The shipped part's line (`shown`: what the source shows, such as
+/// "delivered at the till"), or that `BENCH_SHIPPED=0` left it out, then
+/// the daemon's memory and CPU over what ran.
+pub fn print_shipped(shipped: Option<&Shipped>, shown: &str, orders: usize, total: &Usage) {
+    let Some(s) = shipped else {
+        println!("BENCH_SHIPPED=0: no shipped part");
+        print_daemon_total("daemon up to the last accepted write-back:", total, orders);
+        return;
+    };
+    println!("then, timed separately (ordersync only): the ERP ships all {orders} orders");
+    println!(
+        "{:<34} {:.1} s = {:.1} orders/s, {:.2} source requests per order (ERP {:.2})",
+        format!("{shown}:"),
+        s.elapsed.as_secs_f64(),
+        orders as f64 / s.elapsed.as_secs_f64(),
+        s.source_requests as f64 / orders as f64,
+        s.erp_requests as f64 / orders as f64
+    );
+    print_daemon_total("daemon over both parts:", total, orders);
 }
 
 /// The daemon's memory and CPU, `what` naming the span.

@@ -1861,7 +1861,7 @@ mod tests {
     }
 
     fn runnable(store: &Store) -> Vec<Job> {
-        claim_as(&store, "o", Duration::from_secs(60))
+        claim_as(store, "o", Duration::from_secs(60))
     }
 
     #[test]
