@@ -72,6 +72,7 @@ const MALLOC_SETTINGS: [(i32, i32); 2] = [
 
 /// Whether the operator set glibc's malloc tunables (`GLIBC_TUNABLES`,
 /// its value given): theirs win over [`keep_freed_heap`]'s.
+#[cfg_attr(not(all(target_os = "linux", target_env = "gnu")), allow(dead_code))]
 fn operator_tunes_malloc(value: Option<&std::ffi::OsStr>) -> bool {
     value.is_some_and(|v| v.to_string_lossy().contains("glibc.malloc."))
 }
