@@ -1742,9 +1742,7 @@ mod tests {
             .unwrap();
         assert_eq!(done, vec![true, false, true]);
         // Their write-backs are next; the fenced one is still b's push.
-        let next = store
-            .claim("shop", "a/1/x", lease, 10, ClaimFilter::All)
-            .unwrap();
+        let next = claim_as(&store, "a/1/x", lease);
         assert_eq!(next.len(), 2, "{next:?}");
         assert!(next.iter().all(|j| j.kind == JobKind::WriteAccepted));
         let finished: Vec<Finish> = next
@@ -1793,15 +1791,7 @@ mod tests {
         let host = lease_owner().split('/').next().unwrap().to_string();
         // PID 0 never names a live process in /proc.
         let dead = format!("{host}/999999999/dead");
-        store
-            .claim(
-                "shop",
-                &dead,
-                Duration::from_secs(600),
-                10,
-                ClaimFilter::All,
-            )
-            .unwrap();
+        claim_as(&store, &dead, Duration::from_secs(600));
         assert!(claim_as(&store, "x", Duration::from_secs(60)).is_empty());
         assert_eq!(store.release_dead_leases().unwrap(), 1);
         assert_eq!(claim_as(&store, "x", Duration::from_secs(60)).len(), 1);
@@ -2075,9 +2065,7 @@ mod tests {
         let lease = Duration::from_secs(60);
         seed(&store, "1");
         let v1 = hash_of(&store);
-        let j = store
-            .claim("shop", "o", lease, 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", lease);
         store.remember_sent(&j[0], "o", &v1).unwrap();
         store.retry_later(&j[0], "o", "timed out", 0).unwrap();
         // The shop changes the order before the retry.
@@ -2086,9 +2074,7 @@ mod tests {
         store.ingest("shop", "live", &[changed], None).unwrap();
         let v2 = hash_of(&store);
         assert_ne!(v1, v2);
-        let j = store
-            .claim("shop", "o", lease, 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&store, "o", lease);
         assert_eq!(j[0].sent_hash.as_deref(), Some(v1.as_str()));
         let mut repeat = accepted();
         repeat.created = false;
@@ -2102,14 +2088,10 @@ mod tests {
         // Had the retry created the ERP order, it holds version 2: no flag.
         let (_d2, other) = temp_store();
         seed(&other, "1");
-        let j = other
-            .claim("shop", "o", lease, 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&other, "o", lease);
         other.remember_sent(&j[0], "o", "an-earlier-hash").unwrap();
         other.retry_later(&j[0], "o", "timed out", 0).unwrap();
-        let j = other
-            .claim("shop", "o", lease, 10, ClaimFilter::All)
-            .unwrap();
+        let j = claim_as(&other, "o", lease);
         let now_hash = hash_of(&other);
         assert!(
             other
