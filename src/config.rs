@@ -929,13 +929,14 @@ fn build_source(
         .partition(|(k, _)| COMMON_SOURCE_KEYS.contains(&k.as_str()));
     let c: RawCommonSource = typed(&prefix, serde_json::Value::Object(common))?;
     if c.name.is_empty()
+        || c.name.starts_with('_')
         || !c
             .name
             .chars()
             .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_' || ch == '.')
     {
         return Err(ConfigError(format!(
-            "{prefix}.name: {:?} must be non-empty and use only letters, digits, '-', '_' or '.' (it is part of every order key)",
+            "{prefix}.name: {:?} must be non-empty, use only letters, digits, '-', '_' or '.' (it is part of every order key) and not start with '_' (kept for the ERP's feeds)",
             c.name
         )));
     }
@@ -1432,5 +1433,22 @@ mod tests {
             .unwrap_err()
             .0;
         assert!(err.contains("sources[1].name"), "{err}");
+    }
+
+    /// `_erp` names the ERP's feeds in the ledger (their poll lease on a
+    /// fleet): a source of that name would share it.
+    #[test]
+    fn a_source_name_may_not_start_with_an_underscore() {
+        let name = MINIMAL.lines().find(|l| l.starts_with("name = ")).unwrap();
+        for bad in ["_erp", "_shop", "shop/1", ""] {
+            let err = parse(&MINIMAL.replace(name, &format!("name = {bad:?}")))
+                .unwrap_err()
+                .0;
+            assert!(
+                err.contains("sources[0].name") && err.contains(&format!("{bad:?}")),
+                "{err}"
+            );
+        }
+        parse(&MINIMAL.replace(name, "name = \"shop_1.nl\"")).unwrap();
     }
 }
