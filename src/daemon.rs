@@ -19,7 +19,7 @@ use crate::outbox::Engine;
 use crate::outbox::policy::RetryPolicy;
 pub use crate::poll::{
     PollSummary, poll_cancellations, poll_live, poll_shipments, poll_source, poll_source_with,
-    read_page,
+    poll_trouble, read_page,
 };
 use crate::sources::{Connector, PrepareError};
 use crate::store::{Store, lease_owner};
@@ -315,11 +315,19 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 if !crate::fleet::may_poll(&e.store, crate::store::fence::ERP_FEED) {
                     return;
                 }
-                if let Err(err) = poll_shipments(&e, &sd).await {
-                    tracing::warn!(error = %err, "reading ERP shipments failed; the next scheduled poll tries again");
+                // Logged as a source's failing polls are: when the trouble
+                // starts, then once a minute with the count.
+                let shipments = poll_shipments(&e, &sd).await;
+                if let Some(n) = poll_trouble(&e, "_erp:shipments", shipments.is_err()).filter(|n| n.log)
+                    && let Err(error) = &shipments
+                {
+                    tracing::warn!(error = %error, failures = n.failures, suppressed = n.suppressed, "reading ERP shipments failed; the next scheduled poll tries again");
                 }
-                if let Err(err) = poll_cancellations(&e, &sd).await {
-                    tracing::warn!(error = %err, "reading ERP cancellations failed; the next scheduled poll tries again");
+                let cancellations = poll_cancellations(&e, &sd).await;
+                if let Some(n) = poll_trouble(&e, "_erp:cancellations", cancellations.is_err()).filter(|n| n.log)
+                    && let Err(error) = &cancellations
+                {
+                    tracing::warn!(error = %error, failures = n.failures, suppressed = n.suppressed, "reading ERP cancellations failed; the next scheduled poll tries again");
                 }
             }
         }));

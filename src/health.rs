@@ -67,8 +67,9 @@ pub fn stale_sources(
     Ok(stale)
 }
 
-/// Sources whose polls keep failing: the last one failed and none has
-/// succeeded within three schedule periods. They still poll, so they are not
+/// Sources whose polls keep failing: the last one failed, none has
+/// succeeded within three schedule periods, and no poll under way has got
+/// further than the failed one. They still poll, so they are not
 /// stale, yet nothing of theirs is recorded (one bad order in a list used to
 /// do this, issue 12.12).
 pub fn failing_sources(store: &Store, config: &Config) -> anyhow::Result<Vec<String>> {
@@ -84,6 +85,11 @@ pub fn failing_sources(store: &Store, config: &Config) -> anyhow::Result<Vec<Str
             continue;
         };
         let allowed = allowed_gap(s);
+        if row.past_last_failure() && row.last_poll_ms.is_some_and(|t| now - t <= allowed) {
+            // A poll under way got further than the failed one: a long
+            // walk after a full disk or an outage is draining, not failing.
+            continue;
+        }
         let since = match row.last_success_ms {
             Some(t) if now - t <= allowed => continue,
             Some(t) => format!("last success {}s ago", (now - t) / 1000),

@@ -168,6 +168,7 @@ fn status_json(config: &Config, r: &StatusReport) -> serde_json::Value {
                 "name": s.name, "kind": kind, "enabled": config.source(&s.name).map(|c| c.enabled),
                 "cursor": shown_cursor(config, &s.name, s.cursor.as_deref()), "last_poll_at": s.last_poll_at,
                 "last_success_at": s.last_success_at, "last_error": s.last_error,
+                "past_last_error": s.past_last_failure(),
             })
         })
         .collect();
@@ -227,7 +228,10 @@ fn print_status(config: &Config, r: &StatusReport) {
             kind,
             dash(&s.last_poll_at),
             dash(&shown_cursor(config, &s.name, s.cursor.as_deref())),
-            dash(&s.last_error)
+            match (&s.last_error, s.past_last_failure()) {
+                (Some(e), true) => format!("(the poll under way got past it) {e}"),
+                (e, _) => dash(e).to_string(),
+            }
         );
     }
     for (source, states) in &r.orders_by_source {

@@ -136,6 +136,15 @@ pub async fn poll_source_with(
     let mut walk = connector.begin(window);
     let mut summary = PollSummary::default();
     let ledger = |e: anyhow::Error| Failure::retry(format!("ledger: {e:#}"));
+    if live {
+        // Under way, with no page yet: the pages a failed poll got through
+        // are counted against this one's (`SourceStatusRow::past_last_failure`).
+        let src = source.to_string();
+        store
+            .call(move |s| s.note_polling(&src, 0))
+            .await
+            .map_err(ledger)?;
+    }
     loop {
         // A failed page is read again a few times before the poll gives up;
         // the walk does not move until a page has been read.
@@ -207,9 +216,9 @@ pub async fn poll_source_with(
             walk.at_head() && read > 0 && report.notes.is_empty() && report.unchanged == read;
         if live {
             // Under way: health must not take a long walk for a stopped one.
-            let src = source.to_string();
+            let (src, pages) = (source.to_string(), summary.pages as u64);
             store
-                .call(move |s| s.note_polling(&src))
+                .call(move |s| s.note_polling(&src, pages))
                 .await
                 .map_err(ledger)?;
         }
@@ -252,6 +261,11 @@ pub async fn read_page(
 
 /// Orders a poll reads again one by one, at most.
 const RECHECK_BATCH: usize = 200;
+
+/// How often a recheck round notes that its poll is still under way: well
+/// inside the shortest gap health allows (three periods of a one-second
+/// schedule, plus 30 s).
+const NOTE_RECHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// Looks again at orders the list will not show us again (held ones, and
 /// at some sources every order not yet final), leaving out those a walk has
@@ -303,9 +317,21 @@ async fn recheck(
     let known = Known::new(std::sync::Arc::clone(&engine.store), source);
     let ids = leave_out_unchanged(total, ids, unchanged, &known).await;
     let mut batch = Vec::new();
+    let mut noted = std::time::Instant::now();
     for id in ids {
         if shutdown.is_cancelled() {
             break;
+        }
+        if noted.elapsed() >= NOTE_RECHECK_EVERY {
+            // Up to 200 reads one by one, behind the write-backs' share of
+            // the source's rate limit: still under way, as a long walk is.
+            let (src, pages) = (source.to_string(), summary.pages as u64);
+            engine
+                .store
+                .call(move |s| s.note_polling(&src, pages))
+                .await
+                .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+            noted = std::time::Instant::now();
         }
         match connector.recheck(&id, &known).await {
             Ok(order) => batch.push(order),
@@ -361,26 +387,31 @@ async fn leave_out_unchanged(
     ids
 }
 
+/// Notes a poll's outcome (a source's, or one of the ERP's feeds) in its
+/// failure streak: a poll that keeps failing is logged when the trouble
+/// starts, then once a minute with the count, not at every schedule tick.
+/// Returns what to do about a failure (`Next::log`), None after a success
+/// (logging "polling works again" if a streak just ended).
+pub fn poll_trouble(engine: &Engine, name: &str, failed: bool) -> Option<crate::throttle::Next> {
+    let mut all = engine
+        .poll_trouble
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    let streak = all.entry(name.to_string()).or_default();
+    if failed {
+        Some(streak.failure())
+    } else {
+        if let Some(failures) = streak.success() {
+            tracing::info!(source = name, failures, "polling works again");
+        }
+        None
+    }
+}
+
 /// One live poll of a source, with its outcome noted for `status`.
 pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &CancellationToken) {
     let source = connector.name();
-    // A source (or the ledger) that keeps failing is logged when the trouble
-    // starts, then once a minute with the count, not at every schedule tick.
-    let trouble = |failed: bool| -> Option<crate::throttle::Next> {
-        let mut all = engine
-            .poll_trouble
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        let streak = all.entry(source.to_string()).or_default();
-        if failed {
-            Some(streak.failure())
-        } else {
-            if let Some(failures) = streak.success() {
-                tracing::info!(source, failures, "polling works again");
-            }
-            None
-        }
-    };
+    let trouble = |failed: bool| poll_trouble(engine, source, failed);
     let src = source.to_string();
     let cursor = match engine.store.call(move |s| s.cursor(&src, "live")).await {
         Ok(c) => c,

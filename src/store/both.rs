@@ -226,7 +226,7 @@ pub(crate) fn seeded_life(store: &Store) {
             .record_poll("shop", Some("HTTP 500 token=secret"))
             .unwrap();
         store.record_poll("shop", None).unwrap();
-        store.note_polling("shop").unwrap();
+        store.note_polling("shop", 1).unwrap();
         store.write_heartbeat().unwrap();
         let status = store.status(&["shop".into()]).unwrap();
         assert_eq!(status.orders.get("completed"), Some(&1));
@@ -554,4 +554,62 @@ fn push_one(store: &Store, owner: &str, key: &str, erp_number: &str) {
             .finish_push(&jobs[0], owner, &accepted(erp_number), "h", true)
             .unwrap()
     );
+}
+
+/// A poll under way is noted with the pages it has recorded: it keeps its
+/// source from looking stopped without claiming a success or clearing an
+/// error, and once it has recorded more pages than the last failed poll,
+/// that failure is behind it (health does not call the source failing
+/// while a long walk after a full disk drains the backlog). A poll that
+/// fails at the same page every time never gets past its failure.
+#[test]
+fn a_poll_under_way_gets_past_a_failure_only_by_going_further() {
+    on_both(|store| {
+        let row = |store: &Store| store.source_rows(&["shop".into()]).unwrap().remove(0);
+        store.note_polling("shop", 0).unwrap();
+        let r = row(store);
+        assert!(r.last_poll_ms.is_some() && r.last_success_ms.is_none());
+        assert!(r.last_error.is_none() && !r.past_last_failure());
+
+        // Failed after two pages.
+        store.note_polling("shop", 2).unwrap();
+        store
+            .record_poll("shop", Some("ledger: disk full"))
+            .unwrap();
+        let r = row(store);
+        assert_eq!((r.failed_after_pages, r.pages_under_way), (Some(2), None));
+        assert!(!r.past_last_failure());
+
+        // The next poll: as far as the failed one is not past it...
+        for pages in [0, 1, 2] {
+            store.note_polling("shop", pages).unwrap();
+            let r = row(store);
+            assert!(!r.past_last_failure(), "{pages} page(s)");
+            assert_eq!(r.last_error.as_deref(), Some("ledger: disk full"));
+            assert!(r.last_success_ms.is_none());
+        }
+        // ...one page further is.
+        store.note_polling("shop", 3).unwrap();
+        assert!(row(store).past_last_failure());
+
+        // It fails at page 3 too: the next one must get to 4.
+        store.record_poll("shop", Some("HTTP 503")).unwrap();
+        store.note_polling("shop", 3).unwrap();
+        let r = row(store);
+        assert_eq!(r.failed_after_pages, Some(3));
+        assert!(!r.past_last_failure());
+
+        // A success clears both.
+        store.record_poll("shop", None).unwrap();
+        let r = row(store);
+        assert!(r.last_error.is_none() && r.last_success_ms.is_some());
+        assert_eq!((r.failed_after_pages, r.pages_under_way), (None, None));
+        assert!(!r.past_last_failure());
+
+        // A poll that fails before its first page counts 0 pages.
+        store.record_poll("shop", Some("HTTP 401")).unwrap();
+        assert_eq!(row(store).failed_after_pages, Some(0));
+        store.note_polling("shop", 1).unwrap();
+        assert!(row(store).past_last_failure());
+    });
 }

@@ -56,7 +56,14 @@ const TABLES: &[(&str, &[&str], &str)] = &[
     ),
     (
         "source_status",
-        &["source", "last_poll_at", "last_success_at", "last_error"],
+        &[
+            "source",
+            "last_poll_at",
+            "last_success_at",
+            "last_error",
+            "pages_under_way",
+            "failed_after_pages",
+        ],
         "source",
     ),
     (

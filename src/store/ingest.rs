@@ -189,34 +189,43 @@ impl Store {
         })
     }
 
-    /// Notes that a poll of `source` is under way (at its start and after
-    /// every page): a first walk through a long backlog takes many schedule
-    /// periods, and health must not take it for a source that stopped
-    /// polling (the watchdog would restart the daemon mid-walk). The last
-    /// error and last success are left as they are.
-    pub fn note_polling(&self, source: &str) -> anyhow::Result<()> {
+    /// Notes that a poll of `source` is under way, with the pages it has
+    /// recorded so far (0 at its start): a first walk through a long
+    /// backlog takes many schedule periods, and health must not take it
+    /// for a source that stopped polling (the watchdog would restart the
+    /// daemon mid-walk). The last error and last success are left as they
+    /// are; a poll that gets further than the last failed one is past that
+    /// failure ([`super::status::SourceStatusRow::past_last_failure`]).
+    pub fn note_polling(&self, source: &str, pages: u64) -> anyhow::Result<()> {
+        let pages = i64::try_from(pages).unwrap_or(i64::MAX);
         self.lock().auto(|tx| {
             tx.exec(
-                "INSERT INTO source_status (source, last_poll_at) VALUES (?1, ?2)
-                 ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at",
-                &[&source, &now_ms()],
+                "INSERT INTO source_status (source, last_poll_at, pages_under_way) VALUES (?1, ?2, ?3)
+                 ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at,
+                   pages_under_way = excluded.pages_under_way",
+                &[&source, &now_ms(), &pages],
             )
         })?;
         Ok(())
     }
 
-    /// Notes the outcome of a poll for `status` (last poll, last error).
+    /// Notes the outcome of a poll for `status` (last poll, last error). A
+    /// failed poll keeps how many pages it recorded before it failed.
     pub fn record_poll(&self, source: &str, error: Option<&str>) -> anyhow::Result<()> {
         let error = error.map(crate::secret::redact);
         let error = error.as_deref();
         let now = now_ms();
         self.lock().auto(|tx| {
             tx.exec(
-                "INSERT INTO source_status (source, last_poll_at, last_success_at, last_error)
-                 VALUES (?1, ?2, CASE WHEN CAST(?3 AS TEXT) IS NULL THEN CAST(?2 AS BIGINT) END, ?3)
+                "INSERT INTO source_status (source, last_poll_at, last_success_at, last_error, failed_after_pages)
+                 VALUES (?1, ?2, CASE WHEN CAST(?3 AS TEXT) IS NULL THEN CAST(?2 AS BIGINT) END, ?3,
+                   CASE WHEN CAST(?3 AS TEXT) IS NULL THEN NULL ELSE 0 END)
                  ON CONFLICT(source) DO UPDATE SET last_poll_at = excluded.last_poll_at,
                    last_success_at = COALESCE(excluded.last_success_at, source_status.last_success_at),
-                   last_error = excluded.last_error",
+                   last_error = excluded.last_error,
+                   failed_after_pages = CASE WHEN excluded.last_error IS NULL THEN NULL
+                     ELSE COALESCE(source_status.pages_under_way, 0) END,
+                   pages_under_way = NULL",
                 &[&source, &now, &error],
             )
         })?;
@@ -697,28 +706,59 @@ pub(crate) mod tests {
         assert_eq!(push_jobs(&store, "shop:5"), vec!["pending"]);
     }
 
-    /// A long first walk keeps its source from looking stopped, without
-    /// claiming a success or clearing an error.
+    /// A full disk (SQLite's `max_page_count` gives the same SQLITE_FULL a
+    /// full file system does): the error names the ledger file and what to
+    /// do, not SQLite's words twice over; the page that did not fit left
+    /// nothing behind, what was recorded before is kept, and the same page
+    /// records once there is room again.
     #[test]
-    fn a_poll_under_way_counts_as_polling_but_not_as_success() {
+    fn a_full_disk_names_the_ledger_and_loses_nothing() {
         let (_d, store) = temp_store();
-        store.note_polling("shop").unwrap();
-        let row = |store: &Store| -> (Option<i64>, Option<i64>, Option<String>) {
-            store
-                .lock_for_tests()
-                .query_row(
-                    "SELECT last_poll_at, last_success_at, last_error FROM source_status WHERE source = 'shop'",
-                    [],
-                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-                )
-                .unwrap()
-        };
-        let (poll, success, error) = row(&store);
-        assert!(poll.is_some() && success.is_none() && error.is_none());
-        store.record_poll("shop", Some("503")).unwrap();
-        store.note_polling("shop").unwrap();
-        let (_, success, error) = row(&store);
-        assert_eq!((success, error.as_deref()), (None, Some("503")));
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("1", Disposition::Push, "1")],
+                None,
+            )
+            .unwrap();
+        {
+            let conn = store.lock_for_tests();
+            let pages: i64 = conn
+                .query_row("PRAGMA page_count", [], |r| r.get(0))
+                .unwrap();
+            conn.execute_batch(&format!("PRAGMA max_page_count = {pages}"))
+                .unwrap();
+        }
+        let page: Vec<IncomingOrder> = (2..40)
+            .map(|i| IncomingOrder {
+                raw: "x".repeat(8_000),
+                ..incoming(&i.to_string(), Disposition::Push, "1")
+            })
+            .collect();
+        let err = store.ingest("shop", "live", &page, None).unwrap_err();
+        let msg = format!("{err:#}");
+        let path = store.path().unwrap().display().to_string();
+        assert!(
+            msg.contains(&format!("the disk holding {path} is full")),
+            "{msg}"
+        );
+        assert!(
+            msg.contains("The disk is full") && !msg.contains("Error code"),
+            "{msg}"
+        );
+        assert_eq!(state_of(&store, "shop:1"), "queued");
+        assert_eq!(store.order_state("shop:2").unwrap(), None);
+
+        store
+            .lock_for_tests()
+            .execute_batch("PRAGMA max_page_count = 1073741823")
+            .unwrap();
+        store.ingest("shop", "live", &page, None).unwrap();
+        for i in 1..40 {
+            assert_eq!(state_of(&store, &format!("shop:{i}")), "queued");
+        }
+        assert_eq!(push_jobs(&store, "shop:39"), vec!["pending"]);
     }
 
     #[test]

@@ -162,6 +162,16 @@ CREATE INDEX orders_pushed ON orders(source) WHERE pushed_at IS NOT NULL;
 CREATE INDEX orders_ended_to_prune ON orders(updated_at)
     WHERE state IN ('cancelled', 'skipped', 'cancelled_in_erp') AND pruned_at IS NULL;
 "#,
+    // 10: how far the poll under way got (pages recorded) and how far the
+    // last failed poll got before it failed. A poll that has recorded more
+    // pages than the failed one is past that failure: health does not call
+    // its source failing while a long walk after a failed poll drains a
+    // backlog (a full disk, an outage), and `status` says the error is
+    // behind it.
+    r#"
+ALTER TABLE source_status ADD COLUMN pages_under_way INTEGER;
+ALTER TABLE source_status ADD COLUMN failed_after_pages INTEGER;
+"#,
 ];
 
 pub fn latest() -> i64 {

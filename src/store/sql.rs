@@ -554,11 +554,8 @@ impl Conn {
     ) -> anyhow::Result<R> {
         match self {
             Conn::Sqlite(conn) => {
-                let tx =
-                    conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                let r = work(&mut Tx::Sqlite(&tx))?;
-                tx.commit()?;
-                Ok(r)
+                let r = sqlite_write(conn, &mut work);
+                r.map_err(|e| explain_full(conn, e))
             }
             Conn::Postgres(pg) => off_runtime(move || {
                 let mut tries = 0;
@@ -603,7 +600,10 @@ impl Conn {
         mut work: impl FnMut(&mut Tx<'_>) -> anyhow::Result<R> + Send,
     ) -> anyhow::Result<R> {
         match self {
-            Conn::Sqlite(conn) => work(&mut Tx::Sqlite(conn)),
+            Conn::Sqlite(conn) => {
+                let r = work(&mut Tx::Sqlite(conn));
+                r.map_err(|e| explain_full(conn, e))
+            }
             Conn::Postgres(pg) => off_runtime(move || {
                 on_pg(pg, |pg| {
                     let mut tx = Tx::PgAuto {
@@ -621,6 +621,39 @@ impl Conn {
             }),
         }
     }
+}
+
+/// `work` in one SQLite write transaction, committed.
+fn sqlite_write<R>(
+    conn: &mut rusqlite::Connection,
+    work: &mut impl FnMut(&mut Tx<'_>) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    let r = work(&mut Tx::Sqlite(&tx))?;
+    tx.commit()?;
+    Ok(r)
+}
+
+/// SQLite's own words for a full disk ("database or disk is full", twice
+/// over through rusqlite) name neither the file nor what to do; this does
+/// both. Other errors pass as they are.
+pub(crate) fn explain_full(conn: &rusqlite::Connection, e: anyhow::Error) -> anyhow::Error {
+    let full = e.chain().any(|c| {
+        matches!(
+            c.downcast_ref::<rusqlite::Error>(),
+            Some(rusqlite::Error::SqliteFailure(f, _)) if f.code == rusqlite::ErrorCode::DiskFull
+        )
+    });
+    if !full {
+        return e;
+    }
+    let path = conn
+        .path()
+        .filter(|p| !p.is_empty())
+        .unwrap_or("(in memory)");
+    anyhow::anyhow!(
+        "the disk holding {path} is full (SQLITE_FULL): nothing was written, nothing committed is lost; free space there (docs/OPERATIONS.md, \"The disk is full\")"
+    )
 }
 
 /// One PostgreSQL transaction around `work`, committed: `REPEATABLE READ`

@@ -18,6 +18,25 @@ pub struct SourceStatusRow {
     pub last_success_ms: Option<i64>,
     pub last_success_at: Option<String>,
     pub last_error: Option<String>,
+    /// Pages the poll under way has recorded (none between polls).
+    #[serde(skip)]
+    pub pages_under_way: Option<i64>,
+    /// Pages the last poll recorded before it failed (none after a success).
+    #[serde(skip)]
+    pub failed_after_pages: Option<i64>,
+}
+
+impl SourceStatusRow {
+    /// The last poll failed, and the poll under way has recorded more pages
+    /// than that one did: whatever stopped it (a full disk, an outage) no
+    /// longer does. A poll that fails at the same page every time never
+    /// gets past it.
+    pub fn past_last_failure(&self) -> bool {
+        self.last_error.is_some()
+            && self
+                .pages_under_way
+                .is_some_and(|p| p > self.failed_after_pages.unwrap_or(0))
+    }
 }
 
 #[derive(Clone, Debug, Serialize)]
@@ -418,12 +437,13 @@ fn source_rows(tx: &mut Tx<'_>, sources: &[String]) -> anyhow::Result<Vec<Source
             .map(|r| r.get(0))
             .transpose()?;
         let st = tx.query_opt(
-            "SELECT last_poll_at, last_success_at, last_error FROM source_status WHERE source = ?1",
+            "SELECT last_poll_at, last_success_at, last_error, pages_under_way, failed_after_pages
+             FROM source_status WHERE source = ?1",
             &[name],
         )?;
-        let (poll, success, error) = match st {
-            Some(r) => (r.get(0)?, r.get(1)?, r.get(2)?),
-            None => (None, None, None),
+        let (poll, success, error, under_way, failed_after) = match st {
+            Some(r) => (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?),
+            None => (None, None, None, None, None),
         };
         rows.push(SourceStatusRow {
             name: name.clone(),
@@ -433,6 +453,8 @@ fn source_rows(tx: &mut Tx<'_>, sources: &[String]) -> anyhow::Result<Vec<Source
             last_success_ms: success,
             last_success_at: opt_time(success),
             last_error: error,
+            pages_under_way: under_way,
+            failed_after_pages: failed_after,
         });
     }
     Ok(rows)

@@ -146,7 +146,10 @@ mod tests {
         };
         for i in 0..20_000 {
             let source = format!("shop-{}", i % 50);
-            store.call(move |s| s.note_polling(&source)).await.unwrap();
+            store
+                .call(move |s| s.note_polling(&source, 1))
+                .await
+                .unwrap();
         }
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         reader.join().unwrap();
@@ -178,7 +181,7 @@ mod tests {
                     .call(move |s| {
                         let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
                         most.fetch_max(now, Ordering::SeqCst);
-                        let r = s.note_polling(&format!("shop-{i}"));
+                        let r = s.note_polling(&format!("shop-{i}"), 1);
                         std::thread::sleep(std::time::Duration::from_millis(100));
                         inside.fetch_sub(1, Ordering::SeqCst);
                         r

@@ -519,6 +519,21 @@ async fn a_source_whose_polls_keep_failing_shows_in_status_check_and_healthz() {
     // The watchdog does not restart the daemon for it: that cannot heal a remote.
     assert!(ordersync::health::check(&engine.heartbeat, &engine.store, &app.config, 0).is_ok());
 
+    // The next poll is under way (as after an outage, a long walk through
+    // the backlog) and has recorded a page, which the failed one never
+    // did: not failing, and `status` says the error is behind it.
+    engine.store.note_polling(SOURCE, 0).unwrap();
+    let (code, body) = health().await;
+    assert_eq!(code, 503, "not past it before its first page: {body}");
+    engine.store.note_polling(SOURCE, 1).unwrap();
+    let (code, body) = health().await;
+    assert_eq!(code, 200, "{body}");
+    let out = check();
+    assert_eq!(out.status.code(), Some(0));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("(the poll under way got past it) "), "{text}");
+    assert_eq!(status_json(&app)["sources"][0]["past_last_error"], true);
+
     cs.set_faults(ordersync::sandbox::Faults::default());
     ordersync::daemon::poll_live(&engine, &connector, &stop).await;
     let (code, body) = health().await;

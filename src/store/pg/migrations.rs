@@ -172,6 +172,12 @@ CREATE INDEX orders_pushed ON orders(source) WHERE pushed_at IS NOT NULL;
 CREATE INDEX orders_ended_to_prune ON orders(updated_at)
     WHERE state IN ('cancelled', 'skipped', 'cancelled_in_erp') AND pruned_at IS NULL;
 "#,
+    // 7: how far the poll under way and the last failed poll got (SQLite's
+    // version 10).
+    r#"
+ALTER TABLE source_status ADD COLUMN pages_under_way BIGINT,
+    ADD COLUMN failed_after_pages BIGINT;
+"#,
 ];
 
 pub fn latest() -> i64 {

@@ -280,3 +280,65 @@ async fn a_field_titelive_cannot_serialize_does_not_stop_a_cancel_from_the_erp()
         "cancelled_in_erp"
     );
 }
+
+/// A recheck round reads its orders one by one (up to 200 a poll, behind
+/// the source's rate limit): its poll notes every 5 s that it is still
+/// under way, so health does not take a long round for a stopped source.
+/// Seen on the demo: a Titelive poll's round took over a minute at 20
+/// requests/s shared with the write-backs, and the source showed as not
+/// polling (the watchdog would have restarted the daemon).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_long_recheck_round_keeps_its_poll_noted_as_under_way() {
+    let opts = TlOptions {
+        source_extra: "recheck_every = \"0s\"\n".into(),
+        ..TlOptions::default()
+    };
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    tl.seed_orders(30, 5, Duration::from_secs(3600));
+    let engine = app.engine();
+    let stop = CancellationToken::new();
+    let connector = engine.connectors.get(TL).unwrap().clone();
+    poll_live(&engine, &connector, &stop).await;
+    engine.drain(TL, None, 8, &stop).await.unwrap();
+    let accepted = engine.store.status(&[TL.to_string()]).unwrap().orders["accepted"];
+    assert!(accepted >= 20, "{accepted} accepted orders to read again");
+
+    // Each read now takes half a second: the round takes over 10 s.
+    tl.set_faults(ordersync::sandbox::Faults {
+        latency: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let poll = {
+        let (engine, connector, stop) = (engine.clone(), connector.clone(), stop.clone());
+        tokio::spawn(async move { poll_live(&engine, &connector, &stop).await })
+    };
+    let started = Instant::now();
+    let mut oldest_note = 0;
+    while !poll.is_finished() {
+        let row = engine
+            .store
+            .source_rows(&[TL.to_string()])
+            .unwrap()
+            .remove(0);
+        let age = ordersync::store::now_ms() - row.last_poll_ms.unwrap();
+        oldest_note = oldest_note.max(age);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = started.elapsed();
+    poll.await.unwrap();
+    assert!(
+        took > Duration::from_secs(10),
+        "the round must span two notes to prove anything: {took:?}"
+    );
+    assert!(
+        oldest_note < 7_000,
+        "the poll went {oldest_note} ms without a note in a {took:?} poll"
+    );
+    let row = engine
+        .store
+        .source_rows(&[TL.to_string()])
+        .unwrap()
+        .remove(0);
+    assert!(row.last_error.is_none(), "{:?}", row.last_error);
+}
