@@ -18,8 +18,8 @@ use crate::health;
 use crate::outbox::Engine;
 use crate::outbox::policy::RetryPolicy;
 pub use crate::poll::{
-    PollSummary, poll_cancellations, poll_live, poll_shipments, poll_source, poll_source_with,
-    poll_trouble, read_page,
+    PollSummary, Polled, poll_cancellations, poll_live, poll_shipments, poll_source,
+    poll_source_with, poll_trouble, read_page,
 };
 use crate::sources::{Connector, PrepareError};
 use crate::store::{Store, lease_owner};
@@ -318,13 +318,13 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
                 // Logged as a source's failing polls are: when the trouble
                 // starts, then once a minute with the count.
                 let shipments = poll_shipments(&e, &sd).await;
-                if let Some(n) = poll_trouble(&e, "_erp:shipments", shipments.is_err()).filter(|n| n.log)
+                if let Some(n) = poll_trouble(&e, Polled::ErpFeed("shipments"), shipments.is_err()).filter(|n| n.log)
                     && let Err(error) = &shipments
                 {
                     tracing::warn!(error = %error, failures = n.failures, suppressed = n.suppressed, "reading ERP shipments failed; the next scheduled poll tries again");
                 }
                 let cancellations = poll_cancellations(&e, &sd).await;
-                if let Some(n) = poll_trouble(&e, "_erp:cancellations", cancellations.is_err()).filter(|n| n.log)
+                if let Some(n) = poll_trouble(&e, Polled::ErpFeed("cancellations"), cancellations.is_err()).filter(|n| n.log)
                     && let Err(error) = &cancellations
                 {
                     tracing::warn!(error = %error, failures = n.failures, suppressed = n.suppressed, "reading ERP cancellations failed; the next scheduled poll tries again");

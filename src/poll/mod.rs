@@ -387,31 +387,52 @@ async fn leave_out_unchanged(
     ids
 }
 
-/// Notes a poll's outcome (a source's, or one of the ERP's feeds) in its
-/// failure streak: a poll that keeps failing is logged when the trouble
-/// starts, then once a minute with the count, not at every schedule tick.
-/// Returns what to do about a failure (`Next::log`), None after a success
-/// (logging "polling works again" if a streak just ended).
-pub fn poll_trouble(engine: &Engine, name: &str, failed: bool) -> Option<crate::throttle::Next> {
+/// What a poll reads: a source's orders, or one of the ERP's feeds
+/// (`"shipments"`, `"cancellations"`).
+#[derive(Debug, Clone, Copy)]
+pub enum Polled<'a> {
+    Source(&'a str),
+    ErpFeed(&'static str),
+}
+
+/// Notes a poll's outcome in its failure streak: a poll that keeps failing
+/// is logged when the trouble starts, then once a minute with the count,
+/// not at every schedule tick. Returns what to do about a failure
+/// (`Next::log`), None after a success (logging that polling works again
+/// if a streak just ended).
+pub fn poll_trouble(
+    engine: &Engine,
+    polled: Polled<'_>,
+    failed: bool,
+) -> Option<crate::throttle::Next> {
+    let key = match polled {
+        Polled::Source(name) => name.to_string(),
+        // Not a source name: those never start with '_' (config).
+        Polled::ErpFeed(feed) => format!("{}:{feed}", crate::store::fence::ERP_FEED),
+    };
     let mut all = engine
         .poll_trouble
         .lock()
         .unwrap_or_else(|p| p.into_inner());
-    let streak = all.entry(name.to_string()).or_default();
+    let streak = all.entry(key).or_default();
     if failed {
-        Some(streak.failure())
-    } else {
-        if let Some(failures) = streak.success() {
-            tracing::info!(source = name, failures, "polling works again");
-        }
-        None
+        return Some(streak.failure());
     }
+    if let Some(failures) = streak.success() {
+        match polled {
+            Polled::Source(source) => tracing::info!(source, failures, "polling works again"),
+            Polled::ErpFeed(feed) => {
+                tracing::info!(feed, failures, "reading the ERP's {feed} works again")
+            }
+        }
+    }
+    None
 }
 
 /// One live poll of a source, with its outcome noted for `status`.
 pub async fn poll_live(engine: &Engine, connector: &Connector, shutdown: &CancellationToken) {
     let source = connector.name();
-    let trouble = |failed: bool| poll_trouble(engine, source, failed);
+    let trouble = |failed: bool| poll_trouble(engine, Polled::Source(source), failed);
     let src = source.to_string();
     let cursor = match engine.store.call(move |s| s.cursor(&src, "live")).await {
         Ok(c) => c,
