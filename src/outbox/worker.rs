@@ -167,10 +167,11 @@ impl Engine {
             }
             JobKind::Push => {
                 // An earlier attempt may have reached the ERP before the
-                // source cancelled the order: then the ERP holds it, and the
-                // push below (idempotent) records it so its cancel follows.
+                // source cancelled the order (it ended without an answer, or
+                // its runner died): then the ERP holds it, and the push
+                // below (idempotent) records it so its cancel follows.
                 let maybe_in_erp = order.state == OrderState::Cancelled
-                    && job.sent_hash.is_some()
+                    && (job.sent_hash.is_some() || job.in_doubt)
                     && !Box::pin(self.erp.orders_for_key(&job.order_key))
                         .await
                         .map_err(|f| f.context("ERP look-up"))?

@@ -345,7 +345,7 @@ impl Connector {
             Connector::Titelive(c) => c.recheck(external_id).await,
             Connector::Retailys(c) => c.recheck(external_id, known).await,
             Connector::Mplus(c) => c.recheck(external_id).await,
-            Connector::Vinou(c) => c.recheck(external_id).await,
+            Connector::Vinou(c) => c.recheck(external_id, known).await,
         }
     }
 
@@ -367,8 +367,9 @@ impl Connector {
             // brings it back by itself.
             Connector::Mplus(_) => &[],
             // Vinou's list is newest first: an order waiting for payment
-            // sinks out of the pages we read, so only `get` sees it again.
-            Connector::Vinou(_) => &[Held, Invalid],
+            // sinks out of the pages we read, so only `get` sees it again;
+            // so does a cancel at Vinou after the push.
+            Connector::Vinou(_) => &[Held, Invalid, Pushed, Accepted],
         }
     }
 

@@ -276,10 +276,38 @@ fn park_push(
 }
 
 /// Stops a push that has not happened (held again, or cancelled).
-fn cancel_push(tx: &mut Tx<'_>, key: &str, now: i64) -> anyhow::Result<()> {
+///
+/// A cancelled order's push that may have reached the ERP is not stopped:
+/// an attempt was started (a runner that died, or is still under way,
+/// never told the ledger how it ended) or one ended without an answer
+/// (`sent_hash`). Its next attempt asks the ERP first; if the ERP has the
+/// order, the push records it and the cancel follows it there
+/// (`finish_push`), else it ends "not pushed". Stopping it would leave
+/// the ERP with an order the source cancelled.
+fn cancel_push(tx: &mut Tx<'_>, key: &str, now: i64, cancelled: bool) -> anyhow::Result<()> {
+    if !cancelled {
+        tx.exec(
+            "UPDATE jobs SET state = 'cancelled', updated_at = ?2
+             WHERE order_key = ?1 AND kind = 'push' AND state IN ('pending', 'parked')",
+            &[&key, &now],
+        )?;
+        return Ok(());
+    }
     tx.exec(
         "UPDATE jobs SET state = 'cancelled', updated_at = ?2
-         WHERE order_key = ?1 AND kind = 'push' AND state IN ('pending', 'parked')",
+         WHERE order_key = ?1 AND kind = 'push'
+           AND ((state = 'pending' AND started_at IS NULL)
+                OR (state = 'parked' AND sent_hash IS NULL))",
+        &[&key, &now],
+    )?;
+    // The rest look at the ERP now: a parked one is due again, a pending
+    // one waiting out a backoff (and not leased to a runner) is due at once.
+    tx.exec(
+        "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, parked_reason = NULL,
+                         parked_at = NULL, first_failed_at = NULL, updated_at = ?2
+         WHERE order_key = ?1 AND kind = 'push'
+           AND (state = 'parked'
+                OR (state = 'pending' AND (lease_until IS NULL OR lease_until < ?2)))",
         &[&key, &now],
     )?;
     Ok(())
@@ -554,7 +582,8 @@ fn apply_pre_push_jobs(
     match note {
         OrderNote::Queued(_) => queue_push(tx, source, key, now),
         OrderNote::Invalid { reason, .. } => park_push(tx, source, key, reason, now),
-        OrderNote::Held { .. } | OrderNote::Cancelled { .. } => cancel_push(tx, key, now),
+        OrderNote::Held { .. } => cancel_push(tx, key, now, false),
+        OrderNote::Cancelled { .. } => cancel_push(tx, key, now, true),
         OrderNote::ChangedAfterPush { .. } | OrderNote::CancelledAfterPush { .. } => Ok(()),
     }
 }

@@ -345,3 +345,124 @@ async fn a_sale_cancelled_in_the_erp_is_cancelled_at_vinou_once() {
     assert_eq!(app.sandbox.vinou.cancel_requests(ids[1]), 0);
     assert_eq!(state(&engine, &vkey(ids[1])), "accepted");
 }
+
+/// SPEC: Vinou's open orders are re-checked with `get`. An order cancelled
+/// at Vinou long after its push, far below where a walk with a cursor
+/// stops, is cancelled in the ERP once; one that moved on to `in_delivery`
+/// stays as it is (a status past the import point is no cancel for an
+/// order already in the ERP).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_at_vinou_long_after_the_push_cancels_the_erp_order_once() {
+    use crate::vinou::{Setup, VINOU, key as vkey, spawn_vinou};
+    let mut setup = Setup {
+        page_size: 5,
+        // Every poll begins a recheck round; the walks stop on page 1.
+        source_extra: "lookback = \"1s\"\nrecheck_every = \"0s\"",
+        ..Default::default()
+    };
+    setup.sandbox.erp.ship_after = None;
+    let app = spawn_vinou(setup).await;
+    let vinou = &app.sandbox.vinou;
+    let old = vinou.now_local() - chrono::Duration::hours(5);
+    let (cancelled, delivered) = (
+        vinou.add_order("payed", Some(old)),
+        vinou.add_order("payed", Some(old)),
+    );
+    vinou.seed_orders(40, 4, Duration::from_secs(3600));
+    let engine = app.engine();
+    rounds(&engine, VINOU, 2).await;
+    for id in [cancelled, delivered] {
+        assert_eq!(state(&engine, &vkey(id)), "accepted", "{id}");
+    }
+    let lists = vinou.list_requests();
+    assert!(vinou.set_status(cancelled, "cancelled"));
+    assert!(vinou.set_status(delivered, "in_delivery"));
+    rounds(&engine, VINOU, 3).await;
+    assert!(
+        vinou.list_requests() - lists <= 3,
+        "each walk stopped on page 1, above both orders"
+    );
+    assert_eq!(state(&engine, &vkey(cancelled)), "cancelled_in_erp");
+    assert!(app.sandbox.erp.is_cancelled(&vkey(cancelled)));
+    assert_eq!(
+        app.sandbox.erp.cancel_requests(&vkey(cancelled)),
+        1,
+        "asked once"
+    );
+    assert_eq!(
+        vinou.cancel_requests(cancelled),
+        0,
+        "Vinou cancelled it itself"
+    );
+    assert_eq!(state(&engine, &vkey(delivered)), "accepted");
+    assert!(!app.sandbox.erp.is_cancelled(&vkey(delivered)));
+    assert_eq!(
+        app.sandbox.erp.erp_orders_for(&vkey(cancelled)).len(),
+        1,
+        "never pushed again"
+    );
+}
+
+/// A push whose outcome nobody learned (its runner died after the ERP took
+/// the order, before the ledger heard of it), then a cancel at the till
+/// before the push is tried again: the next attempt finds the ERP's order
+/// and the cancel follows it there, once. A never-started push of another
+/// cancelled order is stopped without asking the ERP. (Before, the cancel
+/// stopped both push jobs, and the ERP kept an order the till cancelled.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancel_after_a_push_of_unknown_outcome_cancels_the_erp_order() {
+    use ordersync::store::{ClaimFilter, JobKind};
+    let mut o = till_options();
+    o.erp.ship_after = None;
+    let app = spawn_mplus(o, "", 10).await;
+    let ids = app.sandbox.mplus.seed_orders(3);
+    let (landed, never_tried, other) = (till_key(&ids[0]), till_key(&ids[1]), till_key(&ids[2]));
+    let engine = app.engine();
+    let connector = engine.connectors.get(TILL).unwrap().clone();
+    let stop = CancellationToken::new();
+    poll_live(&engine, &connector, &stop).await;
+    // A runner claims the first push, the ERP takes the order, and the
+    // runner dies before it tells the ledger.
+    let claimed = engine
+        .store
+        .claim(
+            TILL,
+            "dead-node/1/x",
+            Duration::from_millis(1),
+            8,
+            ClaimFilter::Orders(std::slice::from_ref(&landed)),
+        )
+        .unwrap();
+    assert_eq!(claimed.len(), 1);
+    assert_eq!(claimed[0].kind, JobKind::Push);
+    let order = engine.store.order_for_job(&landed).unwrap().unwrap();
+    engine
+        .erp
+        .push(&landed, order.canonical_json.as_deref().unwrap())
+        .await
+        .unwrap();
+    // The till cancels both before anything else runs.
+    for id in &ids[..2] {
+        assert!(app.sandbox.mplus.cancel(id));
+    }
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    rounds(&engine, TILL, 3).await;
+    assert_eq!(state(&engine, &landed), "cancelled_in_erp");
+    assert!(app.sandbox.erp.is_cancelled(&landed));
+    assert_eq!(app.sandbox.erp.cancel_requests(&landed), 1, "asked once");
+    assert_eq!(
+        app.sandbox.erp.erp_orders_for(&landed).len(),
+        1,
+        "never doubled"
+    );
+    assert_eq!(state(&engine, &never_tried), "cancelled");
+    assert!(app.sandbox.erp.erp_orders_for(&never_tried).is_empty());
+    assert_eq!(app.sandbox.erp.cancel_requests(&never_tried), 0);
+    assert_ne!(state(&engine, &other), "cancelled");
+    assert_eq!(app.sandbox.erp.orders().len(), 2);
+    assert_eq!(
+        app.sandbox.mplus.cancel_requests(),
+        0,
+        "the till cancelled them itself"
+    );
+}

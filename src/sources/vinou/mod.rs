@@ -349,20 +349,30 @@ impl Vinou {
         )
     }
 
-    /// Reads a held or unmappable order again (`orders/get`); the ledger
-    /// compares it (content, `chstamp` + `status` as version) and pushes it
-    /// once it reaches an import status.
-    pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
+    /// Reads an open order again (`orders/get`); the ledger compares it
+    /// (content, `chstamp` + `status` as version): a held one is pushed once
+    /// it reaches an import status, a pushed one cancelled at Vinou is
+    /// cancelled in the ERP (SPEC: "re-check open orders with `get`").
+    pub async fn recheck(
+        &self,
+        external_id: &str,
+        known: &Known,
+    ) -> Result<IncomingOrder, Failure> {
         let item = self.get(external_id).await?;
         if let Some(parked) = item.unreadable("Vinou", external_id) {
             return Ok(parked);
         }
-        // Only held/invalid orders are re-checked: not in the ERP, and known.
+        // Rechecked orders are in the ledger; whether they are in the ERP
+        // decides how a status past the import point reads.
+        let ledger_state = known
+            .one(external_id)
+            .await
+            .map_or(OrderState::Held, |r| r.state);
         self.map(
             external_id,
             &item.raw,
             &item.value,
-            Some(OrderState::Held),
+            Some(ledger_state),
             true,
         )
         .map_err(Failure::retry)
