@@ -30,7 +30,10 @@ use axum::Router;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-pub use cloudsuite::{LineSpec as CloudSuiteLineSpec, OrderSpec as CloudSuiteOrderSpec};
+pub use cloudsuite::{
+    LineSpec as CloudSuiteLineSpec, OrderSpec as CloudSuiteOrderSpec,
+    PatchAnswer as CloudSuitePatchAnswer,
+};
 pub use faults::Faults;
 pub use retailys::{RetailysOrderSpec, Write as RetailysWrite};
 pub use titelive::OrderSpec as TiteliveOrderSpec;

@@ -228,7 +228,8 @@ pub fn pushable(o: &Value) -> bool {
     let ok = ["closed_success", "paid", "account", "none"];
     let state = o["state"].as_str().unwrap_or_default();
     matches!(state, "confirmed" | "processing" | "done")
-        && ok.contains(&o["payment_status"].as_str().unwrap_or_default())
+        && o["offline"] != true
+        && ok.contains(&o["payment_status"].as_str().unwrap_or("none"))
 }
 
 /// Every pushable order is in the ERP exactly once, with the source showing

@@ -87,6 +87,28 @@ fn storm() -> Faults {
     }
 }
 
+/// CloudSuite's pages show what a PATCH sends, never what it answers. With
+/// the whole order, only the fields it set, or 204 and no body, every line
+/// still gets its ERP line number, each field written once (before, an
+/// answer without `order_lines` ended the write-back with no PUT).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn line_numbers_reach_cloudsuite_whatever_a_patch_answers() {
+    use ordersync::sandbox::CloudSuitePatchAnswer as Answer;
+    for answer in [Answer::Whole, Answer::FieldsSet, Answer::NoContent] {
+        let mut opts = AppOptions::default();
+        opts.sandbox.cloudsuite.patch_answer = answer;
+        let app = spawn_app(opts).await;
+        app.sandbox
+            .cloudsuite
+            .seed_orders(12, 5, Duration::from_secs(3600));
+        let ids = app.pushable_ids();
+        assert!(ids.len() >= 5, "{answer:?}: {} pushable", ids.len());
+        let engine = app.engine();
+        app.sync(&engine).await;
+        assert_converged(&app, &ids);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_converge_without_doubles_and_the_rate_limit_holds() {
     let mut opts = AppOptions {
@@ -300,9 +322,28 @@ async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
         payment_status: "closed_canceled".into(),
         ..Default::default()
     });
+    // An offline order (the ERP posted it, with its own number) is never
+    // read, let alone pushed back into the ERP.
+    let offline = cs.add_order(OrderSpec {
+        offline: true,
+        ..Default::default()
+    });
+    // A site with no payment option sends no payment_status: `none`.
+    let no_payment_option = cs.add_order(OrderSpec {
+        payment_status: String::new(),
+        ..Default::default()
+    });
+    assert!(
+        cs.order(no_payment_option)
+            .unwrap()
+            .get("payment_status")
+            .is_none()
+    );
     let engine = app.engine();
     app.sync(&engine).await;
-    assert_converged(&app, &[paid]);
+    assert_converged(&app, &[paid, no_payment_option]);
+    assert!(engine.store.order_detail(&key(offline)).unwrap().is_none());
+    assert_eq!(cs.detail_reads(offline), 0);
     let detail = engine.store.order_detail(&key(started)).unwrap().unwrap();
     assert_eq!(detail.row.state, "held");
     assert!(detail.row.note.unwrap().contains("started"));
@@ -320,7 +361,7 @@ async fn held_orders_wait_for_payment_and_cancelled_ones_never_go() {
     cs.set_payment_status(started, "paid");
     tokio::time::sleep(Duration::from_secs(1)).await;
     app.sync(&engine).await;
-    assert_converged(&app, &[paid, started]);
+    assert_converged(&app, &[paid, no_payment_option, started]);
 }
 
 /// Issue 13: the recheck round after a walk does not read again what that

@@ -17,7 +17,7 @@ use rand::distr::Alphanumeric;
 use serde_json::{Map, Value, json};
 
 use super::model::Order;
-use super::{CloudSuiteSim, TOKEN_PATH, writes};
+use super::{CloudSuiteSim, PatchAnswer, TOKEN_PATH, writes};
 use crate::sandbox::faults::inject;
 
 const DEFAULT_LIMIT: usize = 100;
@@ -255,6 +255,7 @@ struct Filters {
     state: Option<String>,
     reference: Option<String>,
     webshop: Option<i64>,
+    offline: Option<bool>,
     confirm_gte: Option<NaiveDateTime>,
     confirm_lte: Option<NaiveDateTime>,
 }
@@ -299,6 +300,21 @@ fn parse_filters(params: &[(String, String)]) -> Result<Filters, Value> {
             Ok(n) => f.webshop = Some(n),
             Err(_) => {
                 errors.insert("webshop".into(), json!(["Enter a number."]));
+            }
+        }
+    }
+    // django-filter's BooleanFilter: true/false (any case) or 1/0.
+    if let Some(v) = get("offline") {
+        match v.to_ascii_lowercase().as_str() {
+            "true" | "1" => f.offline = Some(true),
+            "false" | "0" => f.offline = Some(false),
+            _ => {
+                errors.insert(
+                    "offline".into(),
+                    json!([format!(
+                        "Select a valid choice. {v} is not one of the available choices."
+                    )]),
+                );
             }
         }
     }
@@ -369,6 +385,7 @@ async fn list(
                     .confirm_lte
                     .is_none_or(|t| o.confirm_date.is_some_and(|c| c <= t))
                 && filters.webshop.is_none_or(|w| w == o.webshop)
+                && filters.offline.is_none_or(|off| off == o.offline)
                 && filters.state.as_ref().is_none_or(|s| *s == o.state)
                 && filters
                     .reference
@@ -467,6 +484,20 @@ async fn detail(
         Err(resp) => return *resp,
     };
     match write(order, &data, now) {
+        Ok(()) if method == Method::PATCH => match sim.options().patch_answer {
+            PatchAnswer::Whole => json_response(StatusCode::OK, order.detail_json()),
+            PatchAnswer::FieldsSet => {
+                let whole = order.detail_json();
+                let mut set = Map::new();
+                for k in std::iter::once("id").chain(data.keys().map(String::as_str)) {
+                    if let Some(v) = whole.get(k) {
+                        set.insert(k.to_string(), v.clone());
+                    }
+                }
+                json_response(StatusCode::OK, Value::Object(set))
+            }
+            PatchAnswer::NoContent => StatusCode::NO_CONTENT.into_response(),
+        },
         Ok(()) => json_response(StatusCode::OK, order.detail_json()),
         Err(errors) => json_response(StatusCode::BAD_REQUEST, errors),
     }

@@ -59,6 +59,21 @@ pub struct CloudSuiteOptions {
     /// demand.
     pub proxy_shop: u64,
     pub proxy_user: u64,
+    /// What a PATCH that took effect answers. CloudSuite's pages show the
+    /// PATCH bodies, never the answer; DRF's default is the whole order.
+    pub patch_answer: PatchAnswer,
+}
+
+/// The shapes a PATCH's answer may plausibly take (the documents show none).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum PatchAnswer {
+    /// 200 with the whole order as it now stands (DRF's `UpdateModelMixin`).
+    #[default]
+    Whole,
+    /// 200 with `id` and the fields the PATCH set.
+    FieldsSet,
+    /// 204 with no body.
+    NoContent,
 }
 
 impl Default for CloudSuiteOptions {
@@ -77,6 +92,7 @@ impl Default for CloudSuiteOptions {
             first_order_id: 48001,
             proxy_shop: 1,
             proxy_user: 1260,
+            patch_answer: PatchAnswer::Whole,
         }
     }
 }
@@ -112,6 +128,8 @@ pub struct OrderSpec {
     /// such a shape unless `shape` says otherwise.
     pub shipping_costs: Option<Decimal>,
     pub webshop: i64,
+    /// An offline order (entered outside the webshop, e.g. posted by the ERP).
+    pub offline: bool,
     pub customer_order_number: Option<String>,
     /// None: the order's id decides (`Shape::for_order`).
     pub shape: Option<Shape>,
@@ -128,6 +146,7 @@ impl Default for OrderSpec {
             discount: None,
             shipping_costs: None,
             webshop: 1,
+            offline: false,
             customer_order_number: None,
             shape: None,
         }

@@ -165,6 +165,10 @@ pub(super) struct Order {
     pub currency: String,
     pub description: String,
     pub webshop: i64,
+    /// An offline order: entered outside the webshop (the ERP posts them,
+    /// "Orders POST offline orders"); the list filter `offline=false`
+    /// leaves them out.
+    pub offline: bool,
     pub shape: Shape,
     pub customer: Customer,
     pub invoice_address: Address,
@@ -368,8 +372,17 @@ impl Order {
             "currency": self.currency,
             "description": self.description,
             "webshop": self.webshop,
+            "offline": self.offline,
             "order_lines": lines,
         });
+        // A site with no payment option: CloudSuite's page says to check the
+        // field only "if there is a payment option in the site". Served
+        // without it.
+        if self.payment_status.is_empty()
+            && let Some(map) = d.as_object_mut()
+        {
+            map.remove("payment_status");
+        }
         d["customer"] = match shape.customer {
             CustomerShape::Id => json!(self.customer.id),
             CustomerShape::Object => self.customer.to_json(),

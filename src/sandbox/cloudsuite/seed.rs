@@ -340,6 +340,7 @@ fn bare_order(
         currency: "EUR".into(),
         description: "Webshop order".into(),
         webshop: 1,
+        offline: false,
         shape: Shape::for_order(id),
         customer,
         invoice_address,
@@ -420,6 +421,11 @@ pub(super) fn order_from_spec(
     order.payment_status = spec.payment_status.clone();
     order.payment_method = spec.payment_method.clone();
     order.webshop = spec.webshop;
+    order.offline = spec.offline;
+    if spec.offline {
+        // The ERP posted it, with its own number.
+        order.erp_order_number = Some(format!("ERP-OFF-{}", order.id));
+    }
     order.shape = match spec.shape {
         Some(shape) => shape,
         // A test that names shipping costs gets the shape that shows them.

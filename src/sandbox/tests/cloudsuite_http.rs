@@ -260,6 +260,20 @@ async fn filters_on_state_and_confirm_date() {
         ids("?unknown_param=1&state=confirmed").await,
         vec![early, mid]
     );
+    // Offline orders (entered outside the webshop): `offline=false` leaves
+    // them out, `offline=true` lists only them.
+    let offline = cs.add_order(OrderSpec {
+        confirm_date: Some(at(29, 9, 0)),
+        offline: true,
+        ..Default::default()
+    });
+    assert_eq!(ids("?state=confirmed").await, vec![early, mid, offline]);
+    assert_eq!(
+        ids("?state=confirmed&offline=false").await,
+        vec![early, mid]
+    );
+    assert_eq!(ids("?offline=True").await, vec![offline]);
+    assert_eq!(cs.order(offline).unwrap()["offline"], true);
 
     let bad = c
         .get(format!(

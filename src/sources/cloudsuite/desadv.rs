@@ -288,11 +288,7 @@ impl CloudSuite {
             }
             // A refusal of the number an earlier attempt may already have
             // delivered: CloudSuite has it.
-            Err(f)
-                if earlier_unknown
-                    && f.status()
-                        .is_some_and(|s| (400..500).contains(&s) && s != 408 && s != 429) =>
-            {
+            Err(f) if earlier_unknown && f.status().is_some_and(refuses_a_repeat) => {
                 let _ = wb.step.set(Some(SENT)).await;
                 tracing::warn!(source = %self.name, order_key = %wb.order_key, desadv = %number, answer = %f,
                     "DESADV refused after an attempt whose answer was lost; taken as already received");
@@ -315,6 +311,15 @@ impl CloudSuite {
             Err(f) => Err(f.context(&format!("DESADV {number}"))),
         }
     }
+}
+
+/// Whether an answer to a DESADV can be CloudSuite refusing a number it has
+/// already received (how it refuses a repeat is not documented): a
+/// validation or conflict answer. Not one about the request's way in
+/// (401/403: the token or the IP allow-list; 404/405: the path; 413/415:
+/// the body) nor 408/429: after those nothing says the earlier one arrived.
+fn refuses_a_repeat(status: u16) -> bool {
+    matches!(status, 400 | 409 | 422)
 }
 
 #[cfg(test)]
@@ -367,6 +372,16 @@ mod tests {
             {"id": 11, "type": "line", "quantity": "2.0000", "product": {"key": "124_STUK", "origin": "x"}},
             {"id": 12, "type": "line", "quantity": 3.0, "product": {"key": "123_KG"}},
             {"id": 13, "type": "discount", "quantity": "1"}]})
+    }
+
+    #[test]
+    fn only_a_validation_or_conflict_answer_reads_as_already_received() {
+        for s in [400, 409, 422] {
+            assert!(refuses_a_repeat(s), "{s}");
+        }
+        for s in [401, 403, 404, 405, 408, 413, 415, 429, 500, 503] {
+            assert!(!refuses_a_repeat(s), "{s}");
+        }
     }
 
     #[test]

@@ -202,7 +202,10 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         tax: optional_decimal(&v["total_tax"], "total_tax")?,
         gross: optional_decimal(&v["total_incl"], "total_incl")?,
     };
-    let payment_status = text(&v["payment_status"]);
+    // "Check the payment status if there is a payment option in the site":
+    // a site without one need not send the field; missing or null then
+    // reads as `none` ("no payment"), which `payment_ok` decides on.
+    let payment_status = text(&v["payment_status"]).or_else(|| Some("none".into()));
     let order = Order {
         order_key: order_key(ctx.source, id),
         source: ctx.source.to_string(),
@@ -227,7 +230,12 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
     order.check_totals("total_excl")?;
     cross_check_paid_amount(&order, v);
     let state = text(&v["state"]).unwrap_or_default();
-    let disposition = if state == "cancel" {
+    let disposition = if v["offline"] == Value::Bool(true) {
+        Disposition::Cancel(
+            "an offline order (entered outside the webshop, e.g. posted by the ERP): not imported"
+                .into(),
+        )
+    } else if state == "cancel" {
         Disposition::Cancel("cancelled at CloudSuite (state cancel)".into())
     } else if payment_status.as_deref() == Some("closed_canceled") {
         Disposition::Cancel("payment closed_canceled: no payment will come".into())
@@ -241,7 +249,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
     } else {
         Disposition::Hold(format!(
             "payment_status is {}; waiting for one of {}",
-            payment_status.as_deref().unwrap_or("missing"),
+            payment_status.as_deref().unwrap_or("none"),
             ctx.payment_ok.join(", ")
         ))
     };
@@ -361,6 +369,18 @@ mod tests {
     }
 
     #[test]
+    fn an_offline_order_is_never_imported() {
+        let mut v = detail();
+        v["offline"] = json!(false);
+        assert_eq!(map(&v).mapped.unwrap().disposition, Disposition::Push);
+        v["offline"] = json!(true);
+        assert!(matches!(
+            map(&v).mapped.unwrap().disposition,
+            Disposition::Cancel(r) if r.contains("offline")
+        ));
+    }
+
+    #[test]
     fn payment_gate() {
         let mut v = detail();
         v["payment_status"] = json!("started");
@@ -372,6 +392,24 @@ mod tests {
             map(&v).mapped.unwrap().disposition,
             Disposition::Cancel(_)
         ));
+        // No payment option in the site: no field, or null, reads as `none`.
+        for absent in [None, Some(Value::Null)] {
+            match absent {
+                None => drop(v.as_object_mut().unwrap().remove("payment_status")),
+                Some(null) => v["payment_status"] = null,
+            }
+            // This context's `payment_ok` leaves `none` out: held as `none`.
+            let mapped = map(&v).mapped.unwrap();
+            assert!(
+                matches!(&mapped.disposition, Disposition::Hold(r) if r.starts_with("payment_status is none;")),
+                "{:?}",
+                mapped.disposition
+            );
+            assert_eq!(
+                mapped.order.payment.unwrap().status.as_deref(),
+                Some("none")
+            );
+        }
         v["payment_status"] = json!("paid");
         v["state"] = json!("cancel");
         assert!(matches!(

@@ -96,21 +96,16 @@ fn put_3c_with_its_urls_id_parks_naming_the_date_fields() {
 /// With the documented fields the body leaves out (ids, `order_date`,
 /// `unit_price`; the values are this test's), the rest of 3c maps as it
 /// stands: `customer` as an id, both addresses as ids, no totals (net from
-/// the lines). It is held: the body has no `payment_status`.
+/// the lines). The body has no `payment_status`: read as `none` (no
+/// payment option in the site), which the default `payment_ok` pushes.
 #[test]
-fn put_3c_completed_with_documented_fields_maps_and_waits_for_payment_status() {
+fn put_3c_completed_with_documented_fields_maps_and_reads_no_payment_status_as_none() {
     let mut v = with_readonly_ids();
     v["order_date"] = json!("2021-06-29");
     v["order_lines"][0]["unit_price"] = json!("10.00");
     v["order_lines"][1]["unit_price"] = json!("4.50");
     let m = incoming(&v).unwrap().mapped.unwrap();
-    assert_eq!(
-        m.disposition,
-        Disposition::Hold(
-            "payment_status is missing; waiting for one of closed_success, paid, account, none"
-                .into()
-        )
-    );
+    assert_eq!(m.disposition, Disposition::Push);
     let o = &m.order;
     assert_eq!(o.order_key, "webshop-nl:12345");
     assert_eq!(o.reference.as_deref(), Some("CS48193"));
@@ -163,7 +158,10 @@ fn put_3c_completed_with_documented_fields_maps_and_waits_for_payment_status() {
         "net from the lines; tax and gross are not stated"
     );
     let pay = o.payment.as_ref().unwrap();
-    assert_eq!((pay.method.as_deref(), pay.status.as_deref()), (None, None));
+    assert_eq!(
+        (pay.method.as_deref(), pay.status.as_deref()),
+        (None, Some("none"))
+    );
 }
 
 /// SOURCES.md's list envelope is a schematic (`N`, `<url …>`, `[ … ]`), not
