@@ -59,12 +59,16 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
         .filter(|k| !k.is_empty());
-    let Some(key) = key else {
+    let Some(header_key) = key else {
         return error(
             StatusCode::BAD_REQUEST,
             "Idempotency-Key header is required",
         );
     };
+    // The contract: a key that is not printable ASCII arrives percent-encoded
+    // (UTF-8); the order is known by the decoded key, the body's `order_key`.
+    let decoded = percent_decode(header_key);
+    let key = decoded.as_str();
 
     let mut st = sim.state();
     *st.posts.entry(key.to_string()).or_default() += 1;
@@ -84,7 +88,7 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
             );
         }
     };
-    if let Err(msg) = validate::validate(&order, key, &st.unknown_skus) {
+    if let Err(msg) = validate::validate(&order, header_key, &st.unknown_skus) {
         return error(StatusCode::UNPROCESSABLE_ENTITY, msg);
     }
 
@@ -119,6 +123,32 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
     });
     st.by_key.insert(key.to_string(), index);
     (StatusCode::CREATED, axum::Json(response)).into_response()
+}
+
+/// `%XX` sequences as UTF-8 bytes; a key that does not decode to UTF-8 is
+/// kept as sent (validation then names the mismatch).
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (
+            bytes[i],
+            bytes.get(i + 1).copied().and_then(hex),
+            bytes.get(i + 2).copied().and_then(hex),
+        ) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 async fn find_orders(

@@ -62,6 +62,61 @@ async fn post_is_idempotent_per_key() {
     sb.shutdown().await;
 }
 
+/// An order key a header cannot carry as is arrives percent-encoded: the
+/// ERP knows the order by its decoded key everywhere (a repeat, the look-up,
+/// the shipments feed, a cancel), as the body's `order_key` says.
+#[tokio::test]
+async fn an_encoded_key_is_known_by_its_decoded_form() {
+    let sb = start(
+        CloudSuiteOptions::default(),
+        ErpOptions {
+            ship_after: None,
+            ..Default::default()
+        },
+    )
+    .await;
+    let c = client();
+    let key = "till:ORD-é";
+    let header = crate::http::header_safe(key);
+    assert_eq!(header, "till:ORD-%C3%A9");
+    for expected in [201, 200] {
+        let r = c
+            .post(format!("{}/orders", sb.erp_url))
+            .bearer_auth(TOKEN)
+            .header("Idempotency-Key", &header)
+            .json(&canonical_order(key))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), expected);
+    }
+    assert_eq!(sb.erp.orders().len(), 1);
+    assert_eq!(sb.erp.orders()[0].order_key, key);
+    let found: Value = c
+        .get(format!("{}/orders", sb.erp_url))
+        .bearer_auth(TOKEN)
+        .query(&[("order_key", key)])
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(found["orders"][0]["order_key"], key);
+    assert!(sb.erp.ship_now(key));
+    let feed: Value = c
+        .get(format!("{}/shipments", sb.erp_url))
+        .bearer_auth(TOKEN)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(feed["shipments"][0]["order_key"], key);
+    sb.shutdown().await;
+}
+
 #[tokio::test]
 async fn post_rejects_contract_violations() {
     let sb = start(

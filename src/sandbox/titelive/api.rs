@@ -34,8 +34,36 @@ pub(super) fn router(sim: TiteliveSim) -> Router {
             any(set_status),
         )
         .fallback(not_found)
+        .layer(from_fn_with_state(sim.clone(), error_status))
         .layer(from_fn_with_state(faults, inject))
         .with_state(sim)
+}
+
+/// With `error_statuses`, a failure envelope gets an HTTP status to match
+/// its code (see [`super::TiteliveOptions::error_statuses`]).
+async fn error_status(
+    State(sim): State<TiteliveSim>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let response = next.run(request).await;
+    if !sim.inner.opts.error_statuses || response.status() != StatusCode::OK {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, usize::MAX).await else {
+        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    };
+    let answer: Value = serde_json::from_slice(&bytes).unwrap_or(Value::Null);
+    if answer["response"]["success"] == Value::Bool(false) {
+        parts.status = match answer["response"]["code"].as_i64() {
+            Some(3..=5) => StatusCode::UNAUTHORIZED,
+            Some(10) => StatusCode::NOT_FOUND,
+            Some(2 | 99) => StatusCode::INTERNAL_SERVER_ERROR,
+            _ => StatusCode::BAD_REQUEST,
+        };
+    }
+    Response::from_parts(parts, axum::body::Body::from(bytes))
 }
 
 fn envelope(body: Value) -> Response {

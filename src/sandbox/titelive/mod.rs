@@ -50,6 +50,11 @@ pub struct TiteliveOptions {
     /// handling (nothing applied).
     pub code_fault_rate: f64,
     pub first_order_id: i64,
+    /// Titelive documents its answers by the envelope's `success`/`code`,
+    /// not by HTTP status. Off: every envelope comes with 200. On: a failure
+    /// envelope comes with a status to match (codes 3–5: 401, 10: 404, 2 and
+    /// 99: 500, any other: 400).
+    pub error_statuses: bool,
 }
 
 impl Default for TiteliveOptions {
@@ -66,6 +71,7 @@ impl Default for TiteliveOptions {
             faults: Faults::default(),
             code_fault_rate: 0.0,
             first_order_id: 70001,
+            error_statuses: false,
         }
     }
 }

@@ -24,7 +24,7 @@ use super::list;
 use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
-use crate::http::session::{Issued, Session};
+use crate::http::session::{Issued, Session, refused_401};
 use crate::http::{Endpoint, Failure, path_segment};
 use crate::model::convert::naive_local_to_utc;
 use crate::poll::Known;
@@ -207,7 +207,10 @@ impl Titelive {
             .call(
                 || self.obtain_token(),
                 |token| async move { self.send_once(build, &token).await },
-                |r| matches!(r, Ok(a) if a.class() == Some(CodeClass::TokenRejected)),
+                |r| {
+                    matches!(r, Ok(a) if a.class() == Some(CodeClass::TokenRejected))
+                        || refused_401(r)
+                },
             )
             .await?;
         if answer.class() == Some(CodeClass::TokenRejected) {
@@ -230,9 +233,26 @@ impl Titelive {
     ) -> Result<Answer, Failure> {
         let reply = self
             .endpoint
-            .send(build().header("token", token.expose()))
+            .exchange(build().header("token", token.expose()))
             .await?;
-        wire::unwrap(&reply)
+        if (200..300).contains(&reply.status) {
+            return wire::unwrap(&reply);
+        }
+        // Titelive documents its answers by the envelope, not by HTTP status:
+        // a refusal (4xx) that carries one is read by its code like any
+        // other (401 + code 5: a new token; 404 + code 10: no such order).
+        // 408, 429 and 5xx go by their status (retried, `Retry-After`
+        // honoured), as does an answer without the envelope.
+        let by_status = crate::http::status_failure(&reply);
+        if (400..500).contains(&reply.status)
+            && reply.status != 408
+            && reply.status != 429
+            && let Ok(answer) = wire::unwrap(&reply)
+            && !answer.success
+        {
+            return Ok(answer);
+        }
+        Err(by_status)
     }
 
     fn order_url(&self, id: &str) -> Result<String, Failure> {

@@ -77,9 +77,19 @@ async fn two_hundred_orders_reach_the_erp_once_with_status_written_back() {
     assert_converged(&app, &ids);
 }
 
+/// Titelive documents its answers by the envelope, not by HTTP status: with
+/// every answer 200, and with failure envelopes sent as 401/404/400/500.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_revoked_tokens_are_replaced_mid_run() {
-    let app = spawn_titelive(TlOptions::default()).await;
+    for error_statuses in [false, true] {
+        tokens_are_replaced_mid_run(error_statuses).await;
+    }
+}
+
+async fn tokens_are_replaced_mid_run(error_statuses: bool) {
+    let mut opts = TlOptions::default();
+    opts.sandbox.titelive.error_statuses = error_statuses;
+    let app = spawn_titelive(opts).await;
     let tl = &app.sandbox.titelive;
     tl.seed_orders(60, 3, Duration::from_secs(3600));
     let ids = pushable(&app);

@@ -31,13 +31,22 @@ async fn an_unmapped_country_parks_only_that_order() {
     );
 }
 
+/// With every answer 200, and with failure envelopes sent as 404/400
+/// (Titelive documents the envelope's code, not the HTTP status).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn codes_10_and_12_and_a_late_cancellation_park_the_write_back_naming_the_cause() {
+    for error_statuses in [false, true] {
+        codes_park_naming_the_cause(error_statuses).await;
+    }
+}
+
+async fn codes_park_naming_the_cause(error_statuses: bool) {
     // 6 is not a Titelive status: code 12 is a configuration error.
-    let opts = TlOptions {
+    let mut opts = TlOptions {
         source_extra: "processing_status = 6".into(),
         ..Default::default()
     };
+    opts.sandbox.titelive.error_statuses = error_statuses;
     let app = spawn_titelive(opts).await;
     let tl = &app.sandbox.titelive;
     let a = tl.add_order(OrderSpec::default());
