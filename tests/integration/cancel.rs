@@ -466,3 +466,30 @@ async fn a_cancel_after_a_push_of_unknown_outcome_cancels_the_erp_order() {
         "the till cancelled them itself"
     );
 }
+
+/// An ERP middleware built from SPEC §3 alone serves no cancellations feed
+/// and answers 404: orders flow as before, each feed poll succeeds with
+/// nothing to record, and no warning repeats for it. Current-thread: the
+/// warnings land in this test.
+#[tokio::test]
+async fn an_erp_without_a_cancellations_feed_is_no_failure() {
+    let warnings = capture_warnings();
+    let mut opts = AppOptions::default();
+    opts.sandbox.erp.cancellations_feed = false;
+    opts.sandbox.erp.ship_after = None;
+    let app = spawn_app(opts).await;
+    let ids: Vec<i64> = (0..2)
+        .map(|_| app.sandbox.cloudsuite.add_order(OrderSpec::default()))
+        .collect();
+    let engine = app.engine();
+    rounds(&engine, SOURCE, 3).await;
+    for id in &ids {
+        assert_eq!(state(&engine, &key(*id)), "accepted");
+    }
+    let stop = CancellationToken::new();
+    for _ in 0..3 {
+        assert_eq!(poll_cancellations(&engine, &stop).await.unwrap(), 0);
+    }
+    let text = warnings.text();
+    assert!(!text.contains("cancellations"), "{text}");
+}

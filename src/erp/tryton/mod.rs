@@ -50,6 +50,9 @@ pub struct TrytonErp {
     master_data: Mutex<()>,
     /// Which optional shipment fields this server has (module-dependent).
     shipment_fields: Mutex<Option<Vec<String>>>,
+    /// The company's time zone (`company.company.timezone`), read once: a
+    /// sale's date is the order's date there, not in UTC.
+    company_tz: Mutex<Option<chrono_tz::Tz>>,
     /// `erp.batch_size` > 1: pushes go out together.
     batcher: Option<batch::Batcher>,
 }
@@ -75,6 +78,7 @@ impl TrytonErp {
             sale_taxes: Mutex::new(None),
             ids: Mutex::new(HashMap::new()),
             master_data: Mutex::new(()),
+            company_tz: Mutex::new(None),
             shipment_fields: Mutex::new(None),
             batcher: (config.erp.batch_size > 1)
                 .then(|| batch::Batcher::new(config.erp.batch_size, config.erp.max_in_flight)),
@@ -262,6 +266,38 @@ impl TrytonErp {
         let table = Arc::new(taxes::TaxTable::from_rows(&rows));
         *cached = Some(Arc::clone(&table));
         Ok(table)
+    }
+
+    /// The company's time zone, read once; UTC when it has none or one this
+    /// build does not know (said at WARN).
+    async fn company_tz(&self) -> Result<chrono_tz::Tz, Failure> {
+        let mut cached = self.company_tz.lock().await;
+        if let Some(tz) = *cached {
+            return Ok(tz);
+        }
+        let company = self.rpc.context().await?["company"].clone();
+        let rows = self
+            .search_read(
+                "company.company",
+                json!([["id", "=", company]]),
+                &["timezone"],
+                Some(1),
+            )
+            .await?;
+        let named = rows
+            .first()
+            .and_then(|r| r["timezone"].as_str())
+            .filter(|t| !t.is_empty());
+        let tz = match named.map(|t| (t, t.parse::<chrono_tz::Tz>())) {
+            Some((_, Ok(tz))) => tz,
+            Some((t, Err(_))) => {
+                tracing::warn!(erp = %self.rpc.base, timezone = t, "the Tryton company's time zone is unknown to ordersync; sale dates are UTC dates");
+                chrono_tz::UTC
+            }
+            None => chrono_tz::UTC,
+        };
+        *cached = Some(tz);
+        Ok(tz)
     }
 
     /// Id of the record whose `code` is `code` (countries, currencies), cached.

@@ -329,7 +329,10 @@ pub(super) async fn sale_values(
     };
     let party = party.0;
     let shown = order.reference.as_deref().unwrap_or(&order.external_id);
-    let sale_date: NaiveDate = order.ordered_at.date_naive();
+    // The day the order was placed where the company is (a sale at 00:30
+    // in Amsterdam is that day's, not the day before in UTC).
+    let tz = erp.company_tz().await?;
+    let sale_date: NaiveDate = order.ordered_at.with_timezone(&tz).date_naive();
     Ok(json!({
             "party": party, "reference": key, "currency": currency,
             "invoice_address": invoice_address, "shipment_address": shipment_address,

@@ -318,6 +318,9 @@ async fn cancellations(
         Err(denied) => return *denied,
     };
     let st = sim.state();
+    if !st.cancellations_feed {
+        return error(StatusCode::NOT_FOUND, "not found");
+    }
     let from = after.unwrap_or(0);
     let page: Vec<_> = st
         .cancellations

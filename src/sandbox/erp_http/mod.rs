@@ -29,6 +29,9 @@ pub struct ErpOptions {
     /// SKUs the ERP does not know: POSTing a line with one gives 422.
     pub unknown_skus: Vec<String>,
     pub faults: Faults,
+    /// Serve `GET /cancellations` (beyond SPEC §3's four endpoints); off:
+    /// 404, as an ERP middleware built from SPEC alone answers.
+    pub cancellations_feed: bool,
 }
 
 impl Default for ErpOptions {
@@ -38,6 +41,7 @@ impl Default for ErpOptions {
             ship_after: None,
             unknown_skus: Vec::new(),
             faults: Faults::default(),
+            cancellations_feed: true,
         }
     }
 }
@@ -109,6 +113,7 @@ struct State {
     token: String,
     ship_after: Option<Duration>,
     unknown_skus: Vec<String>,
+    cancellations_feed: bool,
     orders: Vec<Stored>,
     by_key: HashMap<String, usize>,
     posts: HashMap<String, u64>,
@@ -236,6 +241,7 @@ impl ErpSim {
                     token: opts.token,
                     ship_after: opts.ship_after,
                     unknown_skus: opts.unknown_skus,
+                    cancellations_feed: opts.cancellations_feed,
                     orders: Vec::new(),
                     by_key: HashMap::new(),
                     posts: HashMap::new(),

@@ -322,6 +322,56 @@ async fn a_customer_known_only_by_id_is_one_party_found_by_its_identifier() {
     assert_eq!(named[0]["name"], "Bakkerij De Korf BV");
 }
 
+/// A sale's date is the day the order was placed where the company is
+/// (the fixture's company: Europe/Amsterdam): an order at 22:30 UTC on a
+/// summer evening is the next day's sale there. (Before, the UTC date.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sale_date_is_the_order_day_in_the_company_time_zone() {
+    let server = TrytonServer::start().await;
+    let rpc = server.rpc();
+    let app = spawn_tryton_app(&server, "confirm = false").await;
+    let engine = engine(&app);
+    for (id, at) in [
+        ("9101", "2024-06-29T22:30:00Z"),
+        ("9102", "2024-06-29T08:15:00Z"),
+    ] {
+        let order = json!({
+            "order_key": format!("{SOURCE}:{id}"), "source": SOURCE, "source_kind": "cloudsuite",
+            "external_id": id, "ordered_at": at, "currency": "EUR",
+            "prices_include_tax": false, "customer": {"source_customer_id": "4801"},
+            "lines": [{"source_line_id": "1", "sku": "124_STUK", "quantity": "1",
+                       "unit_price": "19.99", "line_total": "19.99"}],
+            "totals": {"net": "19.99"}
+        });
+        engine
+            .erp
+            .push(&format!("{SOURCE}:{id}"), &order.to_string())
+            .await
+            .unwrap_or_else(|e| panic!("order {id} refused: {e}"));
+    }
+    for (id, day) in [("9101", 30), ("9102", 29)] {
+        let sale = rpc
+            .model(
+                "sale.sale",
+                "search_read",
+                vec![
+                    json!([["reference", "=", format!("{SOURCE}:{id}")]]),
+                    json!(0),
+                    json!(null),
+                    json!(null),
+                    json!(["sale_date"]),
+                ],
+            )
+            .await
+            .unwrap();
+        assert_eq!(
+            ordersync::erp::tryton::rpc::parse_date(&sale[0]["sale_date"]),
+            chrono::NaiveDate::from_ymd_opt(2024, 6, day),
+            "order {id}: {sale}"
+        );
+    }
+}
+
 async fn parties_by_identifier(rpc: &Rpc, code: &str) -> Vec<Value> {
     rpc.model(
         "party.party",
