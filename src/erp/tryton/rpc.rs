@@ -133,6 +133,22 @@ impl Rpc {
                     status: Some(s),
                 });
             }
+            // Tryton answers 429 to a login after too many failed ones
+            // (TRYTON.md §6): say what usually causes that, keep the wait.
+            Err(Failure::Retryable {
+                status: Some(429),
+                retry_after,
+                message,
+            }) => {
+                return Err(Failure::Retryable {
+                    message: format!(
+                        "Tryton at {} refuses logins for now (HTTP 429: too many failed logins of user {:?}; check erp.password_file / erp.password_env): {message}",
+                        self.base, self.user
+                    ),
+                    retry_after,
+                    status: Some(429),
+                });
+            }
             Err(e) => return Err(e.context(&format!("Tryton at {}: login", self.base))),
             Ok(v) => v,
         };
@@ -379,7 +395,6 @@ mod tests {
     /// the client logs in again and repeats the refused call once.
     #[tokio::test]
     async fn a_401_logs_in_again_and_repeats_the_call() {
-        use http_body_util::{BodyExt as _, Full};
         use hyper::{HeaderMap, StatusCode};
         use std::sync::Arc;
         use std::sync::atomic::AtomicUsize;
@@ -417,7 +432,42 @@ mod tests {
                 json!({"id": req["id"], "result": result}).to_string(),
             )
         });
-        // A bare hyper server: POST /db/rpc/ answers, anything else is 404.
+        let addr = stand_in(answer).await;
+        let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
+        let rpc = Rpc::new(
+            &format!("http://{addr}/db/"),
+            "admin",
+            Secret::new("pw"),
+            ep,
+        );
+        let ids = rpc
+            .model("sale.sale", "search", vec![json!([])])
+            .await
+            .unwrap();
+        assert_eq!(ids, json!([42]));
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            2,
+            "one fresh login after the 401"
+        );
+        rpc.model("sale.sale", "search", vec![json!([])])
+            .await
+            .unwrap();
+        assert_eq!(
+            logins.load(Ordering::SeqCst),
+            2,
+            "the fresh session is kept"
+        );
+    }
+
+    type Answer = dyn Fn(&hyper::HeaderMap, &str) -> (hyper::StatusCode, String) + Send + Sync;
+
+    /// A bare hyper server: POST /db/rpc/ answers with `answer`, anything
+    /// else is 404.
+    async fn stand_in(answer: std::sync::Arc<Answer>) -> std::net::SocketAddr {
+        use http_body_util::{BodyExt as _, Full};
+        use hyper::StatusCode;
+        use std::sync::Arc;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         tokio::spawn(async move {
@@ -447,30 +497,43 @@ mod tests {
                 );
             }
         });
+        addr
+    }
+
+    /// TRYTON.md §6: after too many failed logins Tryton answers 429. The
+    /// error says what usually causes that, names the password's config
+    /// key (never the password) and keeps the wait Tryton asks for.
+    #[tokio::test]
+    async fn a_login_refused_with_429_points_at_the_password() {
+        let answer: std::sync::Arc<Answer> =
+            std::sync::Arc::new(|_: &hyper::HeaderMap, _: &str| {
+                (hyper::StatusCode::TOO_MANY_REQUESTS, String::new())
+            });
+        let addr = stand_in(answer).await;
         let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
         let rpc = Rpc::new(
             &format!("http://{addr}/db/"),
             "admin",
-            Secret::new("pw"),
+            Secret::new("s3cret-pw"),
             ep,
         );
-        let ids = rpc
+        let err = rpc
             .model("sale.sale", "search", vec![json!([])])
             .await
-            .unwrap();
-        assert_eq!(ids, json!([42]));
-        assert_eq!(
-            logins.load(Ordering::SeqCst),
-            2,
-            "one fresh login after the 401"
+            .unwrap_err();
+        let text = err.message().to_string();
+        assert!(
+            matches!(
+                err,
+                Failure::Retryable {
+                    status: Some(429),
+                    ..
+                }
+            ),
+            "{err:?}"
         );
-        rpc.model("sale.sale", "search", vec![json!([])])
-            .await
-            .unwrap();
-        assert_eq!(
-            logins.load(Ordering::SeqCst),
-            2,
-            "the fresh session is kept"
-        );
+        assert!(text.contains("too many failed logins"), "{text}");
+        assert!(text.contains("erp.password_file"), "{text}");
+        assert!(!text.contains("s3cret-pw"), "{text}");
     }
 }
