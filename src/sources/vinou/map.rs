@@ -173,20 +173,46 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
     let mut shipping: Option<Shipping> = None;
     let mut seen = std::collections::HashSet::new();
     // `package` and `rebates` may come beside the positions or among them;
-    // a position id is counted once either way.
+    // a position id is counted once either way. Beside them they need no id
+    // (no document shows one: `orders/add`'s rebate item has none) and
+    // their kind is where they came from unless they say.
     let extra = v["package"]
         .as_object()
-        .map(|_| &v["package"])
+        .map(|_| (&v["package"], "package"))
         .into_iter()
-        .chain(v["rebates"].as_array().into_iter().flatten());
-    for p in positions.iter().chain(extra) {
-        let pid = text(&p["id"]).ok_or("a position has no id")?;
-        if !seen.insert(pid.clone()) {
+        .chain(
+            v["rebates"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|r| (r, "rebate")),
+        );
+    let all = positions
+        .iter()
+        .map(|p| (p, None))
+        .chain(extra.map(|(p, kind)| (p, Some(kind))));
+    for (n, (p, beside)) in all.enumerate() {
+        let pid = text(&p["id"]);
+        if let Some(id) = &pid
+            && !seen.insert(id.clone())
+        {
             continue;
         }
-        let what = format!("position {pid}");
+        let kind = p["item_type"]
+            .as_str()
+            .filter(|t| !t.is_empty())
+            .or(beside)
+            .unwrap_or_default();
+        let what = match (&pid, beside) {
+            (Some(id), _) => format!("position {id}"),
+            (None, Some(_)) if matches!(kind, "package" | "rebate") => {
+                format!("{kind} #{n} (no id)")
+            }
+            _ => return Err("a position has no id".into()),
+        };
+        let pid = pid.unwrap_or_default();
         let amount = decimal(&p[basis], &format!("{what}: {basis}"))?;
-        match p["item_type"].as_str().unwrap_or_default() {
+        match kind {
             "wine" | "product" | "bundle" => {
                 let qty = p["quantity"]
                     .as_i64()
@@ -228,6 +254,19 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
                 amount: -amount,
             }),
             other => return Err(format!("{what}: unknown item_type {other:?}")),
+        }
+    }
+    // A rebate stated only in the header (`rebate_net` / `rebate_gross`,
+    // in the `get` sample beside `rebates: []`): one discount of that size.
+    if discounts.is_empty()
+        && let Some(header) = v.get(format!("rebate_{basis}")).filter(|r| !r.is_null())
+    {
+        let amount = decimal(header, &format!("rebate_{basis}"))?.abs();
+        if !amount.is_zero() {
+            discounts.push(Discount {
+                description: Some("rebate".into()),
+                amount,
+            });
         }
     }
     let (net, tax, gross) = (

@@ -20,6 +20,7 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
     );
 
     let (mut packages, mut package_as_position, mut rebates, mut net_invoices) = (0, 0, 0, 0);
+    let (mut rebates_in_header, mut rebates_without_id) = (0, 0);
     for &id in &ids {
         let v = vinou.order(id).unwrap();
         let sent = &app.sandbox.erp.erp_orders_for(&key(id))[0].body;
@@ -62,12 +63,21 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
                 "order {id}: no package, no shipping"
             );
         }
-        let rebate: Decimal = v["rebates"]
+        // A rebate as a position (with or without an id), or in the header
+        // only (`rebate_net` / `rebate_gross`).
+        let mut rebate: Decimal = v["rebates"]
             .as_array()
             .unwrap()
             .iter()
             .map(|r| -dec(&r[basis]))
             .sum();
+        if rebate.is_zero() && v.get(format!("rebate_{basis}")).is_some() {
+            rebate = dec(&v[format!("rebate_{basis}")]);
+            rebates_in_header += 1;
+        }
+        if v["rebates"].get(0).is_some_and(|r| r.get("id").is_none()) {
+            rebates_without_id += 1;
+        }
         let discounts: Decimal = sent["discounts"]
             .as_array()
             .map(|d| d.iter().map(|x| dec(&x["amount"])).sum())
@@ -80,6 +90,10 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
     assert!(
         packages > 50 && package_as_position > 20 && rebates > 10 && net_invoices > 10,
         "{packages} {package_as_position} {rebates} {net_invoices}"
+    );
+    assert!(
+        rebates_in_header > 2 && rebates_without_id > 2,
+        "every rebate shape served: {rebates_in_header} {rebates_without_id}"
     );
 
     let status = engine.store.status(&[VINOU.to_string()]).unwrap();

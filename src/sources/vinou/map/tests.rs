@@ -122,6 +122,44 @@ fn net_invoices_rebates_and_quantities() {
     assert!(o.shipping_address.is_none(), "delivery_type none");
 }
 
+/// No document shows an id on a rebate beside the positions (`orders/add`'s
+/// rebate item has none), nor says whether a rebate is only stated in the
+/// header (`rebate_gross`): both shapes map to one discount.
+#[test]
+fn a_rebate_without_an_id_or_only_in_the_header_is_a_discount() {
+    let mut v = sample();
+    // 7.00 + 2.14 + 5.50 - 5.89 = 8.75 gross
+    v["gross"] = json!("8.75");
+    v["net"] = json!("7.55");
+    v["tax"] = json!("1.20");
+    v["taxrates"] = json!({"19": {"net": "5.55", "tax": "1.06", "gross": "6.61"},
+                          "7": {"net": "2.00", "tax": "0.14", "gross": "2.14"}});
+    let st = statuses();
+    let mut beside = v.clone();
+    beside["rebates"] = json!([{"item_type": "rebate", "name": "Pauschaler Rabatt",
+                                "net": "-4.95", "tax": "-0.94", "gross": "-5.89", "quantity": 1}]);
+    let mut header = v.clone();
+    header["rebate_net"] = json!("4.95");
+    header["rebate_tax"] = json!("0.94");
+    header["rebate_gross"] = json!("5.89");
+    for v in [beside, header] {
+        let o = incoming(&ctx(&st), &v).unwrap().mapped.unwrap().order;
+        assert_eq!(o.discounts.len(), 1, "{v}");
+        assert_eq!(o.discounts[0].amount.to_string(), "5.89");
+        assert_eq!(o.lines.len(), 2);
+    }
+    // A line position still needs its id (its ERP line number is keyed by it).
+    let mut v = sample();
+    v["positions"][0].as_object_mut().unwrap().remove("id");
+    assert!(
+        incoming(&ctx(&st), &v)
+            .unwrap()
+            .mapped
+            .unwrap_err()
+            .contains("has no id")
+    );
+}
+
 #[test]
 fn the_status_decides() {
     let st = statuses();
