@@ -120,13 +120,14 @@ fn date(v: &Value) -> Result<NaiveDate, String> {
         })
 }
 
-/// A related record as CloudSuite serves it: its primary key (the documented
-/// shape, DRF's `PrimaryKeyRelatedField` also takes it as a string) or the
-/// embedded record. The pk itself is not resolved: the simulator keeps no
-/// customer or address tables, and a PUT does not change the relation.
+/// A related record on a write: its primary key, as CloudSuite documents the
+/// PUT body (3c: `"customer": 1324`); DRF's `PrimaryKeyRelatedField` also
+/// takes it as a string, and refuses the embedded record a detail may serve
+/// (a nested serializer for reading, the pk for writing). The pk itself is
+/// not resolved: the simulator keeps no customer or address tables, and a
+/// PUT does not change the relation.
 fn relation(v: &Value) -> Result<(), Value> {
     let pk = match v {
-        Value::Object(_) => return Ok(()),
         Value::Null => return Err(json!(["This field may not be null."])),
         Value::Number(n) => n.as_i64(),
         Value::String(s) => s.trim().parse::<i64>().ok(),
@@ -559,10 +560,13 @@ mod tests {
     }
 
     #[test]
-    fn relations_are_pks_or_records() {
+    fn relations_are_pks_not_records() {
         assert!(relation(&json!(1324)).is_ok());
         assert!(relation(&json!("1324")).is_ok());
-        assert!(relation(&json!({"id": 1324, "name": "Jan"})).is_ok());
+        assert_eq!(
+            relation(&json!({"id": 1324, "name": "Jan"})),
+            Err(json!(["Incorrect type. Expected pk value, received dict."]))
+        );
         assert_eq!(
             relation(&json!(true)),
             Err(json!(["Incorrect type. Expected pk value, received bool."]))

@@ -819,8 +819,11 @@ async fn put_requires_fields_and_a_stale_put_moves_state_back() {
     sb.shutdown().await;
 }
 
+/// A PUT takes the order as served with its related records named by pk,
+/// as CloudSuite's 3c body does; an embedded record where a pk belongs is
+/// refused as DRF's `PrimaryKeyRelatedField` refuses it.
 #[tokio::test]
-async fn put_accepts_the_order_as_served_in_every_shape() {
+async fn put_accepts_the_order_as_served_with_related_records_by_pk() {
     let sb = start(
         CloudSuiteOptions {
             seed_orders: 10,
@@ -850,14 +853,32 @@ async fn put_accepts_the_order_as_served_in_every_shape() {
         {
             line["erp_line_number"] = json!(10 * (i + 1));
         }
+        let served = body.clone();
+        let embedded: Vec<&str> = ["customer", "invoice_address", "shipment_address"]
+            .into_iter()
+            .filter(|f| body[*f].is_object())
+            .collect();
+        if !embedded.is_empty() {
+            let r = put(id, body.clone()).await.unwrap();
+            assert_eq!(r.status(), 400, "{id}");
+            let errors: Value = r.json().await.unwrap();
+            for f in &embedded {
+                assert_eq!(
+                    errors[*f],
+                    json!(["Incorrect type. Expected pk value, received dict."]),
+                    "{id}"
+                );
+                body[*f] = body[*f]["id"].clone();
+            }
+        }
         let r = put(id, body.clone()).await.unwrap();
         assert_eq!(r.status(), 200, "{id}: {}", r.text().await.unwrap());
         let d = cs.order(id).unwrap();
         assert_eq!(d["erp_order_number"], format!("SO{id}"));
         assert_eq!(d["order_lines"][0]["erp_line_number"], 10);
         assert_eq!(
-            d["customer"], body["customer"],
-            "{id}: a PUT keeps the shape"
+            d["customer"], served["customer"],
+            "{id}: a PUT keeps the shape the detail serves"
         );
     }
 

@@ -644,6 +644,7 @@ impl CloudSuite {
                         // copy over what the job's new runner wrote since.
                         // That fence is the HTTP layer's, checked right
                         // before the request goes out (`outbox::lease`).
+                        relations_as_pks(&mut current);
                         let body = current;
                         self.send(|| self.endpoint.client().put(&url).json(&body))
                             .await?;
@@ -696,6 +697,7 @@ impl CloudSuite {
         if set_line_numbers(&mut current, wb) {
             // Only while the job is still ours (see above).
             let url = self.order_url(&wb.external_id)?;
+            relations_as_pks(&mut current);
             let body = current;
             self.send(|| self.endpoint.client().put(&url).json(&body))
                 .await?;
@@ -869,6 +871,32 @@ fn field(object: &RawOrder, name: &str) -> Option<Value> {
 /// Sets `erp_line_number` on each line of `order` that `wb` numbers,
 /// matched by the line's `id`; whether anything changed. Lines that are not
 /// a list of objects, or have no `id`, are left as they are.
+/// Related records the detail may embed whole: the PUT names them by their
+/// pk, as CloudSuite documents it (3c: `"customer": 1324`,
+/// `"shipment_address": 1695`, `"webshop": 1`, `"user": 1260`). DRF's
+/// nested read serializers commonly take only the pk on writes.
+const RELATIONS: [&str; 5] = [
+    "customer",
+    "invoice_address",
+    "shipment_address",
+    "webshop",
+    "user",
+];
+
+/// Replaces each embedded related record in the PUT's copy by its pk, as
+/// the text CloudSuite sent it; one without an `id` stays as it is.
+fn relations_as_pks(order: &mut RawOrder) {
+    for name in RELATIONS {
+        let Some(raw) = order.get(name) else { continue };
+        let Ok(record) = serde_json::from_str::<RawOrder>(raw.get()) else {
+            continue;
+        };
+        if let Some(pk) = record.get("id").cloned() {
+            order.insert(name.into(), pk);
+        }
+    }
+}
+
 fn set_line_numbers(order: &mut RawOrder, wb: &WriteBack) -> bool {
     let Some(Ok(mut lines)) = order
         .get("order_lines")
@@ -1010,6 +1038,30 @@ mod tests {
             r#""erp_line_number":10"#,
         ] {
             assert!(put.contains(kept), "{kept} in {put}");
+        }
+    }
+
+    /// The detail may embed the customer and addresses whole; the PUT names
+    /// them by pk, digit for digit, as CloudSuite's 3c body does. A pk as it
+    /// is, or a record without an id, stays.
+    #[test]
+    fn the_put_names_embedded_records_by_their_pk() {
+        let answer = r#"{"id": 7, "customer": {"id": 1324, "name": "Jan"},
+            "invoice_address": {"id": "0077", "city": "Amsterdam"}, "shipment_address": 1695,
+            "webshop": {"name": "no id"}, "user": {"id": 1260},
+            "order_lines": [{"id": 11, "product": {"key": "124_STUK", "origin": "x"}}]}"#;
+        let mut order: RawOrder = serde_json::from_str(answer).unwrap();
+        relations_as_pks(&mut order);
+        let put = serde_json::to_string(&order).unwrap();
+        for sent in [
+            r#""customer":1324"#,
+            r#""invoice_address":"0077""#,
+            r#""shipment_address":1695"#,
+            r#""webshop":{"name": "no id"}"#,
+            r#""user":1260"#,
+            r#""product": {"key": "124_STUK", "origin": "x"}"#,
+        ] {
+            assert!(put.contains(sent), "{sent} in {put}");
         }
     }
 
