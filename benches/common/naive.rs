@@ -13,7 +13,8 @@
 //! 3. the accepted write-back exactly as `CloudSuite::write_accepted` sends
 //!    it on a first attempt: PATCH `erp_order_number` + `state=processing`,
 //!    then PUT the order as the PATCH returned it with `erp_line_number` set
-//!    on each line the ERP numbered.
+//!    on each line the ERP numbered (related records the detail embeds
+//!    named by their pk, as the documented 3c body does).
 //!
 //! Until commit 902dece the connector (and so this peer) read the order
 //! before the PATCH; since then only an attempt after one that started and
@@ -236,6 +237,18 @@ async fn one_order(
         }
     }
     if changed {
+        // Related records by pk, as CloudSuite's documented PUT (3c) names them.
+        for field in [
+            "customer",
+            "invoice_address",
+            "shipment_address",
+            "webshop",
+            "user",
+        ] {
+            if let Some(pk) = current[field].get("id").cloned() {
+                current[field] = pk;
+            }
+        }
         send(cs, || c.put(&url).bearer_auth(bearer).json(&current)).await?;
     }
     Ok(Done::WrittenBack)
