@@ -286,3 +286,42 @@ schedule = "*/1 * * * * *"
         config,
     }
 }
+
+/// `%XX` decoding, lossy UTF-8 (a `%` not followed by two hex digits stays
+/// as it is). `plus_as_space` for form and query text
+/// (`application/x-www-form-urlencoded`), not for a header's value, where
+/// `+` is itself.
+pub(crate) fn percent_decode(s: &str, plus_as_space: bool) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |at: usize| bytes.get(at).and_then(|b| (*b as char).to_digit(16));
+        match bytes[i] {
+            b'+' if plus_as_space => out.push(b' '),
+            b'%' => match (hex(i + 1), hex(i + 2)) {
+                (Some(h), Some(l)) => {
+                    out.push((h * 16 + l) as u8);
+                    i += 2;
+                }
+                _ => out.push(b'%'),
+            },
+            b => out.push(b),
+        }
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `a=1&b=&c` -> decoded pairs, keeping blanks and order (Python's
+/// `parse_qsl` with `keep_blank_values=True`; a form body reads the same).
+pub(crate) fn form_pairs(raw: &[u8]) -> Vec<(String, String)> {
+    String::from_utf8_lossy(raw)
+        .split('&')
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            let (k, v) = p.split_once('=').unwrap_or((p, ""));
+            (percent_decode(k, true), percent_decode(v, true))
+        })
+        .collect()
+}

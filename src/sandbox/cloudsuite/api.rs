@@ -19,6 +19,7 @@ use serde_json::{Map, Value, json};
 use super::model::Order;
 use super::{CloudSuiteSim, PatchAnswer, TOKEN_PATH, writes};
 use crate::sandbox::faults::inject;
+use crate::sandbox::{form_pairs, percent_decode};
 
 const DEFAULT_LIMIT: usize = 100;
 const MAX_LIMIT: usize = 1000;
@@ -91,7 +92,7 @@ async fn token(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let form = if is_form {
-        parse_query(&body)
+        form_pairs(&body)
     } else {
         Vec::new()
     };
@@ -165,7 +166,7 @@ fn basic_credentials(headers: &HeaderMap) -> Option<(String, String)> {
     }
     let decoded = String::from_utf8(base64_decode(b64.trim())?).ok()?;
     let (id, secret) = decoded.split_once(':')?;
-    Some((percent_decode(id), percent_decode(secret)))
+    Some((percent_decode(id, true), percent_decode(secret, true)))
 }
 
 fn base64_decode(s: &str) -> Option<Vec<u8>> {
@@ -362,7 +363,7 @@ async fn list(
     if method != Method::GET {
         return method_not_allowed(&method);
     }
-    let params = parse_query(query.unwrap_or_default().as_bytes());
+    let params = form_pairs(query.unwrap_or_default().as_bytes());
     let filters = match parse_filters(&params) {
         Ok(f) => f,
         Err(errors) => return json_response(StatusCode::BAD_REQUEST, errors),
@@ -544,43 +545,6 @@ fn parse_json_body(headers: &HeaderMap, body: &[u8]) -> Result<Map<String, Value
 
 // ---------------------------------------------------------------- url encoding
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok();
-                match hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-/// `a=1&b=&c` -> pairs, keeping blanks and order (Python's parse_qsl with
-/// keep_blank_values=True).
-pub(super) fn parse_query(raw: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(raw)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
 /// Python's `quote_plus`.
 fn encode_query(pairs: &[(String, String)]) -> String {
     let enc = |s: &str| {
@@ -610,7 +574,7 @@ mod tests {
     #[test]
     fn query_round_trip() {
         let pairs =
-            parse_query(b"confirm_date__gte=2024-06-29T10%3A15%3A00&state=confirmed&x&y=a+b");
+            form_pairs(b"confirm_date__gte=2024-06-29T10%3A15%3A00&state=confirmed&x&y=a+b");
         assert_eq!(pairs[0].1, "2024-06-29T10:15:00");
         assert_eq!(pairs[2], ("x".to_string(), String::new()));
         assert_eq!(pairs[3].1, "a b");
@@ -618,8 +582,8 @@ mod tests {
             encode_query(&pairs[..1]),
             "confirm_date__gte=2024-06-29T10%3A15%3A00"
         );
-        assert_eq!(percent_decode("100%"), "100%");
-        assert_eq!(percent_decode("%e2%82%ac"), "€");
+        assert_eq!(percent_decode("100%", true), "100%");
+        assert_eq!(percent_decode("%e2%82%ac", true), "€");
     }
 
     #[test]

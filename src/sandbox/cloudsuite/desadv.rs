@@ -214,7 +214,7 @@ pub(super) async fn delivery(
     if let Some(denied) = super::api::unauthenticated(&sim, &headers) {
         return denied;
     }
-    let params = super::api::parse_query(query.as_deref().unwrap_or("").as_bytes());
+    let params = crate::sandbox::form_pairs(query.as_deref().unwrap_or("").as_bytes());
     let param = |k: &str| {
         params
             .iter()

@@ -67,7 +67,7 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
     };
     // The contract: a key that is not printable ASCII arrives percent-encoded
     // (UTF-8); the order is known by the decoded key, the body's `order_key`.
-    let decoded = percent_decode(header_key);
+    let decoded = crate::sandbox::percent_decode(header_key, false);
     let key = decoded.as_str();
 
     let mut st = sim.state();
@@ -123,32 +123,6 @@ async fn create_order(State(sim): State<ErpSim>, headers: HeaderMap, body: Bytes
     });
     st.by_key.insert(key.to_string(), index);
     (StatusCode::CREATED, axum::Json(response)).into_response()
-}
-
-/// `%XX` sequences as UTF-8 bytes; a key that does not decode to UTF-8 is
-/// kept as sent (validation then names the mismatch).
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (
-            bytes[i],
-            bytes.get(i + 1).copied().and_then(hex),
-            bytes.get(i + 2).copied().and_then(hex),
-        ) {
-            (b'%', Some(h), Some(l)) => {
-                out.push((h * 16 + l) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
 }
 
 async fn find_orders(

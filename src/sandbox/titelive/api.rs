@@ -187,11 +187,13 @@ fn form_or_query(headers: &HeaderMap, body: &[u8], query: Option<&str>) -> Vec<(
         .and_then(|v| v.to_str().ok())
         .is_some_and(|ct| ct.starts_with("application/x-www-form-urlencoded"));
     let mut pairs = if is_form {
-        parse_form(body)
+        crate::sandbox::form_pairs(body)
     } else {
         Vec::new()
     };
-    pairs.extend(parse_form(query.unwrap_or_default().as_bytes()));
+    pairs.extend(crate::sandbox::form_pairs(
+        query.unwrap_or_default().as_bytes(),
+    ));
     pairs
 }
 
@@ -348,50 +350,13 @@ async fn set_status(
     )
 }
 
-fn percent_decode(s: &str) -> String {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                match std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok())
-                {
-                    Some(b) => {
-                        out.push(b);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            b => out.push(b),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
-}
-
-fn parse_form(raw: &[u8]) -> Vec<(String, String)> {
-    String::from_utf8_lossy(raw)
-        .split('&')
-        .filter(|p| !p.is_empty())
-        .map(|p| {
-            let (k, v) = p.split_once('=').unwrap_or((p, ""));
-            (percent_decode(k), percent_decode(v))
-        })
-        .collect()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
     fn forms_decode() {
-        let p = parse_form(b"status=7&message=ERP+order+SO%2D1%25&x");
+        let p = crate::sandbox::form_pairs(b"status=7&message=ERP+order+SO%2D1%25&x");
         assert_eq!(field(&p, "status"), Some("7"));
         assert_eq!(field(&p, "message"), Some("ERP order SO-1%"));
         assert_eq!(field(&p, "x"), Some(""));
