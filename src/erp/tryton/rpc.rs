@@ -432,14 +432,7 @@ mod tests {
                 json!({"id": req["id"], "result": result}).to_string(),
             )
         });
-        let addr = stand_in(answer).await;
-        let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
-        let rpc = Rpc::new(
-            &format!("http://{addr}/db/"),
-            "admin",
-            Secret::new("pw"),
-            ep,
-        );
+        let rpc = rpc_at(stand_in(answer).await, "pw");
         let ids = rpc
             .model("sale.sale", "search", vec![json!([])])
             .await
@@ -500,6 +493,17 @@ mod tests {
         addr
     }
 
+    /// A client of the stand-in at `addr`, logging in as admin.
+    fn rpc_at(addr: std::net::SocketAddr, password: &str) -> Rpc {
+        let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
+        Rpc::new(
+            &format!("http://{addr}/db/"),
+            "admin",
+            Secret::new(password),
+            ep,
+        )
+    }
+
     /// TRYTON.md §6: after too many failed logins Tryton answers 429. The
     /// error says what usually causes that, names the password's config
     /// key (never the password) and keeps the wait Tryton asks for.
@@ -509,14 +513,7 @@ mod tests {
             std::sync::Arc::new(|_: &hyper::HeaderMap, _: &str| {
                 (hyper::StatusCode::TOO_MANY_REQUESTS, String::new())
             });
-        let addr = stand_in(answer).await;
-        let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
-        let rpc = Rpc::new(
-            &format!("http://{addr}/db/"),
-            "admin",
-            Secret::new("s3cret-pw"),
-            ep,
-        );
+        let rpc = rpc_at(stand_in(answer).await, "s3cret-pw");
         let err = rpc
             .model("sale.sale", "search", vec![json!([])])
             .await

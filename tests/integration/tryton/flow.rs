@@ -301,20 +301,7 @@ async fn a_customer_known_only_by_id_is_one_party_found_by_its_identifier() {
     assert_eq!(parties[0]["name"], "webshop-nl customer 4711");
     let party = parties[0]["id"].clone();
     for id in ["9001", "9002"] {
-        let sale = rpc
-            .model(
-                "sale.sale",
-                "search_read",
-                vec![
-                    json!([["reference", "=", format!("{SOURCE}:{id}")]]),
-                    json!(0),
-                    json!(null),
-                    json!(null),
-                    json!(["party"]),
-                ],
-            )
-            .await
-            .unwrap();
+        let sale = sales_of(&rpc, id, "party").await;
         assert_eq!(sale[0]["party"], party, "order {id}: {sale}");
     }
     let named = parties_by_identifier(&rpc, "webshop-nl:4712").await;
@@ -350,26 +337,30 @@ async fn the_sale_date_is_the_order_day_in_the_company_time_zone() {
             .unwrap_or_else(|e| panic!("order {id} refused: {e}"));
     }
     for (id, day) in [("9101", 30), ("9102", 29)] {
-        let sale = rpc
-            .model(
-                "sale.sale",
-                "search_read",
-                vec![
-                    json!([["reference", "=", format!("{SOURCE}:{id}")]]),
-                    json!(0),
-                    json!(null),
-                    json!(null),
-                    json!(["sale_date"]),
-                ],
-            )
-            .await
-            .unwrap();
+        let sale = sales_of(&rpc, id, "sale_date").await;
         assert_eq!(
             ordersync::erp::tryton::rpc::parse_date(&sale[0]["sale_date"]),
             chrono::NaiveDate::from_ymd_opt(2024, 6, day),
             "order {id}: {sale}"
         );
     }
+}
+
+/// The sales of order `id` of `SOURCE`, with one field read.
+async fn sales_of(rpc: &Rpc, id: &str, field: &str) -> Value {
+    rpc.model(
+        "sale.sale",
+        "search_read",
+        vec![
+            json!([["reference", "=", format!("{SOURCE}:{id}")]]),
+            json!(0),
+            json!(null),
+            json!(null),
+            json!([field]),
+        ],
+    )
+    .await
+    .unwrap()
 }
 
 async fn parties_by_identifier(rpc: &Rpc, code: &str) -> Vec<Value> {
