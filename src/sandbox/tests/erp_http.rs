@@ -92,11 +92,13 @@ async fn an_encoded_key_is_known_by_its_decoded_form() {
     }
     assert_eq!(sb.erp.orders().len(), 1);
     assert_eq!(sb.erp.orders()[0].order_key, key);
-    let found: Value = c
-        .get(format!("{}/orders", sb.erp_url))
-        .bearer_auth(TOKEN)
-        .query(&[("order_key", key)])
-        .send()
+    let get = |path: &str, query: &[(&str, &str)]| {
+        c.get(format!("{}{path}", sb.erp_url))
+            .bearer_auth(TOKEN)
+            .query(query)
+            .send()
+    };
+    let found: Value = get("/orders", &[("order_key", key)])
         .await
         .unwrap()
         .json()
@@ -104,15 +106,7 @@ async fn an_encoded_key_is_known_by_its_decoded_form() {
         .unwrap();
     assert_eq!(found["orders"][0]["order_key"], key);
     assert!(sb.erp.ship_now(key));
-    let feed: Value = c
-        .get(format!("{}/shipments", sb.erp_url))
-        .bearer_auth(TOKEN)
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let feed: Value = get("/shipments", &[]).await.unwrap().json().await.unwrap();
     assert_eq!(feed["shipments"][0]["order_key"], key);
     sb.shutdown().await;
 }
