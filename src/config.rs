@@ -207,8 +207,8 @@ pub struct SourceConfig {
     /// polls in between read from the cursor on ([`crate::poll::overlap`]).
     pub lookback_every: Duration,
     /// Orders the list no longer shows (held, unmappable, not final) are
-    /// read again one by one; a new round through them begins at most this
-    /// often.
+    /// read again each on its own, `max_in_flight` at a time; a new round
+    /// through them begins at most this often.
     pub recheck_every: Duration,
     pub page_size: u32,
     pub max_in_flight: usize,

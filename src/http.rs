@@ -144,6 +144,8 @@ pub struct Endpoint {
     pub name: String,
     client: reqwest::Client,
     permits: Arc<Semaphore>,
+    /// How many requests may be under way at once (`permits`' size).
+    max_in_flight: usize,
     limiter: Option<Arc<DefaultDirectRateLimiter>>,
     max_body: usize,
     /// Until when this remote asked us to stay away (429/503, `Retry-After`).
@@ -194,6 +196,7 @@ impl Endpoint {
             name: name.to_string(),
             client,
             permits: Arc::new(Semaphore::new(max_in_flight.max(1))),
+            max_in_flight: max_in_flight.max(1),
             limiter,
             max_body,
             paused_until: Arc::new(std::sync::Mutex::new(None)),
@@ -224,6 +227,12 @@ impl Endpoint {
     pub fn paused_for(&self) -> Option<Duration> {
         let until = (*self.paused_until.lock().unwrap_or_else(|e| e.into_inner()))?;
         until.checked_duration_since(tokio::time::Instant::now())
+    }
+
+    /// How many requests to this remote may be under way at once: callers
+    /// that read several things at a time read this many, no more.
+    pub fn max_in_flight(&self) -> usize {
+        self.max_in_flight
     }
 
     pub fn client(&self) -> &reqwest::Client {

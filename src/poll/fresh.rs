@@ -1,7 +1,7 @@
 //! What a source's live walks have already looked at since its last recheck
 //! round, so that the round does not read those orders again (issue 13).
 //!
-//! A recheck round reads ledger orders one by one to see changes the list
+//! A recheck round reads ledger orders each on its own to see changes the list
 //! will not show: held orders that aged out of the list's window, orders not
 //! yet final at a source without a "changed since" filter (Retailys). An
 //! order a live walk has just read whole, as the recheck would read it, is
@@ -17,7 +17,7 @@
 //!
 //! The round still takes its batch as before (the rotation through the
 //! ledger moves past the orders it leaves out), so every order the list no
-//! longer shows is read one by one at most two rounds after a walk last
+//! longer shows is read again at most two rounds after a walk last
 //! read it. Only connectors whose
 //! walk reads an order as whole as their recheck does take part
 //! ([`crate::sources::Connector::walk_reads_as_recheck`]).

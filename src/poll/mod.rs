@@ -20,6 +20,7 @@ pub mod known;
 pub mod overlap;
 pub mod walk;
 
+use futures_util::{StreamExt, stream};
 use tokio_util::sync::CancellationToken;
 
 use crate::http::Failure;
@@ -259,7 +260,7 @@ pub async fn read_page(
     }
 }
 
-/// Orders a poll reads again one by one, at most.
+/// Orders a poll reads again, at most (`max_in_flight` of them at a time).
 const RECHECK_BATCH: usize = 200;
 
 /// How often a recheck round notes that its poll is still under way: well
@@ -316,30 +317,49 @@ async fn recheck(
     };
     let known = Known::new(std::sync::Arc::clone(&engine.store), source);
     let ids = leave_out_unchanged(total, ids, unchanged, &known).await;
+    // As many reads at a time as the source allows requests (its endpoint's
+    // permits bound them, shared with the write-backs, as a walk's detail
+    // reads are): 200 held orders at 100 ms are 2.5 s, not 20 s.
+    let at_once = connector.max_in_flight();
+    let mut reads = stream::iter(ids)
+        .map(|id| {
+            let known = &known;
+            async move {
+                let read = connector.recheck(&id, known).await;
+                (id, read)
+            }
+        })
+        .buffered(at_once);
     let mut batch = Vec::new();
-    let mut noted = std::time::Instant::now();
-    for id in ids {
-        if shutdown.is_cancelled() {
-            break;
-        }
-        if noted.elapsed() >= NOTE_RECHECK_EVERY {
-            // Up to 200 reads one by one, behind the write-backs' share of
-            // the source's rate limit: still under way, as a long walk is.
-            let (src, pages) = (source.to_string(), summary.pages as u64);
-            engine
-                .store
-                .call(move |s| s.note_polling(&src, pages))
-                .await
-                .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
-            noted = std::time::Instant::now();
-        }
-        match connector.recheck(&id, &known).await {
+    let mut noted = tokio::time::Instant::now();
+    loop {
+        let next = tokio::select! {
+            // Reads under way are dropped: each is only a read.
+            _ = shutdown.cancelled() => break,
+            // Up to 200 reads, behind the write-backs' share of the
+            // source's rate limit, or held by a pause the source asked
+            // for: still under way, as a long walk is.
+            _ = tokio::time::sleep_until(noted + NOTE_RECHECK_EVERY) => {
+                let (src, pages) = (source.to_string(), summary.pages as u64);
+                engine
+                    .store
+                    .call(move |s| s.note_polling(&src, pages))
+                    .await
+                    .map_err(|e| Failure::retry(format!("ledger: {e:#}")))?;
+                noted = tokio::time::Instant::now();
+                continue;
+            }
+            next = reads.next() => next,
+        };
+        let Some((id, read)) = next else { break };
+        match read {
             Ok(order) => batch.push(order),
             Err(e) => {
-                tracing::warn!(source, external_id = %id, error = %e, "re-reading a held order failed; next poll tries again")
+                tracing::warn!(source, external_id = %id, error = %e, "re-reading an order failed; its next recheck round tries again")
             }
         }
     }
+    drop(reads);
     if !batch.is_empty() {
         let src = source.to_string();
         let report = engine

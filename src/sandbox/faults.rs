@@ -166,6 +166,12 @@ impl FaultState {
         self.peak_in_flight.load(Ordering::SeqCst)
     }
 
+    /// Counts the peak from now on (from the requests under way now).
+    pub(crate) fn restart_peak_in_flight(&self) {
+        let now = self.in_flight.load(Ordering::SeqCst);
+        self.peak_in_flight.store(now, Ordering::SeqCst);
+    }
+
     /// Requests that arrived while a `Retry-After` this server gave was
     /// still running (beyond [`IN_FLIGHT_GRACE`] after it was given).
     pub(crate) fn early_count(&self) -> u64 {

@@ -349,6 +349,18 @@ impl Connector {
         }
     }
 
+    /// How many requests to the source may be under way at once
+    /// (`max_in_flight`): a recheck round reads this many orders at a time.
+    pub fn max_in_flight(&self) -> usize {
+        match self {
+            Connector::CloudSuite(c) => c.endpoint.max_in_flight(),
+            Connector::Titelive(c) => c.endpoint.max_in_flight(),
+            Connector::Retailys(c) => c.endpoint.max_in_flight(),
+            Connector::Mplus(c) => c.endpoint.max_in_flight(),
+            Connector::Vinou(c) => c.endpoint.max_in_flight(),
+        }
+    }
+
     /// States of ledger orders this source wants looked at again in recheck
     /// rounds (`recheck_every`):
     /// held ones (CloudSuite's list no longer shows them once they age out of

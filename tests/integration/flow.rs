@@ -487,6 +487,61 @@ async fn a_new_recheck_round_begins_at_most_once_per_recheck_every() {
     assert_converged(&app, &[recent, held_old]);
 }
 
+/// Issue 13 ("no per-order stalls"): a recheck round reads its orders as
+/// many at a time as the source takes requests (`max_in_flight`), never
+/// more. It read them one by one: 200 held orders at 100 ms were a 20 s
+/// poll.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recheck_round_reads_max_in_flight_orders_at_a_time() {
+    let app = spawn_app(AppOptions {
+        source_extra: "recheck_every = \"0s\"".into(),
+        max_in_flight: 4,
+        ..Default::default()
+    })
+    .await;
+    let cs = &app.sandbox.cloudsuite;
+    // Held and older than the window: only the recheck reads them again.
+    let held: Vec<i64> = (0..12)
+        .map(|_| {
+            cs.add_order(OrderSpec {
+                payment_status: "started".into(),
+                confirm_date: Some(cs.now_local() - chrono::Duration::hours(5)),
+                ..Default::default()
+            })
+        })
+        .collect();
+    let recent = cs.add_order(OrderSpec::default());
+    let engine = app.engine();
+    let connector = engine.connectors.get(SOURCE).unwrap().clone();
+    let stop = CancellationToken::new();
+    poll_live(&engine, &connector, &stop).await;
+    engine.drain(SOURCE, None, 8, &stop).await.unwrap();
+
+    // Every request now takes 100 ms: reads that overlap show as a peak.
+    cs.set_faults(Faults {
+        latency: Duration::from_millis(100),
+        ..Default::default()
+    });
+    cs.restart_peak_in_flight();
+    poll_live(&engine, &connector, &stop).await;
+    for id in &held {
+        assert_eq!(cs.detail_reads(*id), 2, "held order {id}: read again once");
+    }
+    assert_eq!(
+        cs.peak_in_flight(),
+        4,
+        "the round reads max_in_flight orders at a time"
+    );
+    cs.set_faults(Faults::default());
+    for id in &held {
+        cs.set_payment_status(*id, "paid");
+    }
+    app.sync(&engine).await;
+    let mut all = held.clone();
+    all.push(recent);
+    assert_converged(&app, &all);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_change_after_the_push_is_recorded_and_never_pushed_again() {
     let app = spawn_app(AppOptions::default()).await;

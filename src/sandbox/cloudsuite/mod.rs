@@ -262,6 +262,16 @@ impl CloudSuiteSim {
         self.inner.faults.request_count()
     }
 
+    /// The most requests the shop was answering at one time (since
+    /// [`CloudSuiteSim::restart_peak_in_flight`]).
+    pub fn peak_in_flight(&self) -> u64 {
+        self.inner.faults.peak_in_flight()
+    }
+
+    pub fn restart_peak_in_flight(&self) {
+        self.inner.faults.restart_peak_in_flight()
+    }
+
     pub fn fault_count(&self) -> u64 {
         self.inner.faults.fault_count()
     }

@@ -49,7 +49,7 @@ enum Auth {
 pub struct CloudSuite {
     name: String,
     base: String,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     auth: Auth,
     session: Session,
     webshop: Option<i64>,
@@ -57,7 +57,6 @@ pub struct CloudSuite {
     timezone: chrono_tz::Tz,
     page_size: u32,
     lookback: Duration,
-    max_in_flight: usize,
     /// Shipments go out as DESADV messages (else `shipment_state=sent`).
     desadv: Option<crate::config::DesadvTarget>,
 }
@@ -148,7 +147,6 @@ impl CloudSuite {
             timezone: settings.timezone,
             page_size: source.page_size,
             lookback: source.lookback,
-            max_in_flight: source.max_in_flight,
             desadv: settings.desadv.clone(),
         })
     }
@@ -462,7 +460,7 @@ impl CloudSuite {
                 let r = self.detail_with_retry(&id).await;
                 (id, r)
             })
-            .buffered(self.max_in_flight)
+            .buffered(self.endpoint.max_in_flight())
             .collect()
             .await;
         if walk.listing

@@ -44,7 +44,7 @@ pub struct Mplus {
     base: String,
     ident: String,
     secret: Secret,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     start: MplusStart,
     write_reference: bool,
     page_size: u32,

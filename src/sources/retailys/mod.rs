@@ -6,7 +6,7 @@
 //! at the end of a walk in which every order could be keyed. Each order of
 //! a page is read on its own: a bad one is parked, the others flow.
 //! Retailys has no "changed since" filter, so ledger orders that are not final
-//! are read again one by one in recheck rounds (`recheck_every`, default ten
+//! are read again each on its own in recheck rounds (`recheck_every`, default ten
 //! minutes here), except those a walk listed since the last such round
 //! ([`crate::poll::fresh`]).
 //! Write-back: status, then the ERP number as a history record (at most
@@ -59,7 +59,7 @@ pub struct Retailys {
     /// Config key prefix for messages (`sources[2]`).
     key: String,
     base: String,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     token: Secret,
     channel_id: Option<i64>,
     import_statuses: Option<Vec<StatusRef>>,

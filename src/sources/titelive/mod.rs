@@ -49,7 +49,7 @@ pub struct Titelive {
     name: String,
     /// `{base_url}/api/json/{domain_code}`.
     api: String,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     auth: Auth,
     session: Session,
     processing_status: i64,

@@ -60,7 +60,7 @@ const CURSOR_FORMAT: &str = "%Y-%m-%d %H:%M:%S";
 pub struct Vinou {
     name: String,
     base: String,
-    endpoint: Endpoint,
+    pub(super) endpoint: Endpoint,
     login: auth::Login,
     session: Session,
     import_statuses: Vec<String>,

@@ -291,12 +291,13 @@ async fn a_field_titelive_cannot_serialize_does_not_stop_a_cancel_from_the_erp()
     );
 }
 
-/// A recheck round reads its orders one by one (up to 200 a poll, behind
-/// the source's rate limit): its poll notes every 5 s that it is still
-/// under way, so health does not take a long round for a stopped source.
-/// Seen on the demo: a Titelive poll's round took over a minute at 20
-/// requests/s shared with the write-backs, and the source showed as not
-/// polling (the watchdog would have restarted the daemon).
+/// A recheck round can be long (up to 200 reads a poll, behind the
+/// source's rate limit, each as slow as the source is): its poll notes
+/// every 5 s that it is still under way, even while no read ends, so health
+/// does not take a long round for a stopped source. Seen on the demo: a
+/// Titelive poll's round took over a minute at 20 requests/s shared with
+/// the write-backs, and the source showed as not polling (the watchdog
+/// would have restarted the daemon).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_long_recheck_round_keeps_its_poll_noted_as_under_way() {
     let opts = TlOptions {
@@ -314,9 +315,10 @@ async fn a_long_recheck_round_keeps_its_poll_noted_as_under_way() {
     let accepted = engine.store.status(&[TL.to_string()]).unwrap().orders["accepted"];
     assert!(accepted >= 20, "{accepted} accepted orders to read again");
 
-    // Each read now takes half a second: the round takes over 10 s.
+    // Each request now takes 3 s: the round (8 reads at a time, 20 or
+    // more of them) takes over 10 s, with gaps of 3 s where no read ends.
     tl.set_faults(ordersync::sandbox::Faults {
-        latency: Duration::from_millis(500),
+        latency: Duration::from_secs(3),
         ..Default::default()
     });
     let poll = {
