@@ -35,27 +35,14 @@ use std::time::Duration;
 
 use common::naive::{self, Peer};
 use common::{
-    Daemon, MAX_IN_FLIGHT, Pending, Shipped, Side, Usage, daemon_side, latency, load, on,
-    on_own_runtime, orders_wanted, print_comparison, print_shipped, print_start, self_cpu,
-    source_rate, time_shipped, watch_daemon, write_config,
+    Daemon, MAX_IN_FLIGHT, Pending, Shipped, Side, Usage, cloudsuite_accepted, cloudsuite_source,
+    daemon_side, latency, load, on, on_own_runtime, orders_wanted, print_comparison, print_shipped,
+    print_start, self_cpu, source_rate, time_shipped, watch_daemon, write_config,
 };
 use ordersync::sandbox::{Sandbox, SandboxOptions};
 use serde_json::Value;
 
 const SOURCE: &str = "bench";
-
-/// In the ERP and written back as accepted: `state=processing`, the ERP
-/// order number, and an `erp_line_number` on every goods line.
-fn accepted(o: &Value) -> bool {
-    o["state"] == "processing"
-        && o["erp_order_number"].is_string()
-        && o["order_lines"].as_array().is_some_and(|lines| {
-            lines
-                .iter()
-                .filter(|l| l["type"] == "line")
-                .all(|l| !l["erp_line_number"].is_null())
-        })
-}
 
 /// A sandbox with `n` seeded CloudSuite orders (same seed every time) and
 /// the ids that pass the payment gate.
@@ -152,7 +139,11 @@ async fn naive_side(n: usize) -> (Side, f64) {
     let (run, cpu) = on_own_runtime(move || naive::run(peer)).await;
     let sims_cpu = self_cpu() - cpu0 - cpu;
     let mut pending = Pending::new(&pushable);
-    let all_done = pending.all(|id| sb.cloudsuite.order(*id).is_some_and(|o| accepted(&o)));
+    let all_done = pending.all(|id| {
+        sb.cloudsuite
+            .order(*id)
+            .is_some_and(|o| cloudsuite_accepted(&o))
+    });
     let in_erp = sb.erp.orders().len();
     assert!(
         all_done && in_erp == pushable.len() && run.failed == 0,
@@ -184,10 +175,7 @@ async fn naive_side(n: usize) -> (Side, f64) {
 
 async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
     let (sb, opts, pushable) = sandbox(n).await;
-    let source = format!(
-        "kind = \"cloudsuite\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"ordersync\"\nclient_secret_file = \"cs\"\n",
-        sb.cloudsuite_url, sb.token_url
-    );
+    let source = cloudsuite_source(&sb.cloudsuite_url, &sb.token_url);
     let (_dir, cfg) = write_config(
         &sb.erp_url,
         &opts.erp.token,
@@ -208,7 +196,13 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
         requests,
         cs0 + erp0,
         || !sb.erp.orders().is_empty(),
-        || pending.all(|id| sb.cloudsuite.order(*id).is_some_and(|o| accepted(&o))),
+        || {
+            pending.all(|id| {
+                sb.cloudsuite
+                    .order(*id)
+                    .is_some_and(|o| cloudsuite_accepted(&o))
+            })
+        },
     )
     .await;
     let usage = daemon.usage();
@@ -256,10 +250,7 @@ async fn first_push_only(n: usize) {
         pushable.len(),
         load()
     );
-    let source = format!(
-        "kind = \"cloudsuite\"\nbase_url = \"{}\"\ntoken_url = \"{}\"\nclient_id = \"ordersync\"\nclient_secret_file = \"cs\"\n",
-        sb.cloudsuite_url, sb.token_url
-    );
+    let source = cloudsuite_source(&sb.cloudsuite_url, &sb.token_url);
     let (_dir, cfg) = write_config(
         &sb.erp_url,
         &opts.erp.token,

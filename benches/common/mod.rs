@@ -103,6 +103,27 @@ rate_limit_per_sec = {rate}
     (dir, path)
 }
 
+/// The `[[sources]]` keys of the sandbox's CloudSuite (secret in file `cs`).
+pub fn cloudsuite_source(base_url: &str, token_url: &str) -> String {
+    format!(
+        "kind = \"cloudsuite\"\nbase_url = \"{base_url}\"\ntoken_url = \"{token_url}\"\nclient_id = \"ordersync\"\nclient_secret_file = \"cs\"\n"
+    )
+}
+
+/// A CloudSuite order in the ERP and written back as accepted:
+/// `state=processing`, the ERP order number, and an `erp_line_number` on
+/// every goods line.
+pub fn cloudsuite_accepted(o: &serde_json::Value) -> bool {
+    o["state"] == "processing"
+        && o["erp_order_number"].is_string()
+        && o["order_lines"].as_array().is_some_and(|lines| {
+            lines
+                .iter()
+                .filter(|l| l["type"] == "line")
+                .all(|l| !l["erp_line_number"].is_null())
+        })
+}
+
 /// What the daemon used: CPU seconds (user + system), peak RSS in kB, the
 /// system part of the CPU, and the part of its ledger thread (SQLite's one
 /// writer, `ordersync-ledger`; its name in /proc is cut to 15 bytes).
