@@ -40,7 +40,6 @@ use common::{
     print_start, self_cpu, source_rate, time_shipped, watch_daemon, write_config,
 };
 use ordersync::sandbox::{Sandbox, SandboxOptions};
-use serde_json::Value;
 
 const SOURCE: &str = "bench";
 
