@@ -16,9 +16,11 @@
 //!   `recheck_every = "0s"`: the list's window no longer shows these
 //!   orders, so only its recheck rounds (200 orders a poll) see the payment.
 //!
-//!     cargo bench --bench held                    # 1,000 held orders, 20 ms
-//!     BENCH_ORDERS=200 BENCH_LATENCY_MS=100 cargo bench --bench held
-//!     BENCH_ORDERSYNC_BIN=<path> ...              # another build of the daemon
+//! ```text
+//! cargo bench --bench held                    # 1,000 held orders, 20 ms
+//! BENCH_ORDERS=200 BENCH_LATENCY_MS=100 cargo bench --bench held
+//! BENCH_ORDERSYNC_BIN=<path> ...              # another build of the daemon
+//! ```
 //!
 //! Not a test: nothing here asserts a speed. Results go to docs/BENCHMARKS.md.
 
