@@ -330,7 +330,7 @@ async fn set_status(
     if order.status < 5 && status != 5 {
         return fail(11, "not an order but still a cart");
     }
-    if status == 5 && order.status >= 5 {
+    if order.status >= 5 && (status == 5 || sim.inner.opts.closed_status_writes) {
         return fail(13, "order already confirmed");
     }
     if !allowed(order.status, status) {

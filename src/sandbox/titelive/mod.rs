@@ -55,6 +55,12 @@ pub struct TiteliveOptions {
     /// envelope comes with a status to match (codes 3–5: 401, 10: 404, 2 and
     /// 99: 500, any other: 400).
     pub error_statuses: bool,
+    /// Code 13 is documented only as "order already confirmed", and the
+    /// status write as reserved for shops that manage payment themselves.
+    /// Off: code 13 answers a write of status 5 to an order already
+    /// confirmed. On (the other reading): every status write to an order
+    /// past the cart answers code 13 and changes nothing.
+    pub closed_status_writes: bool,
 }
 
 impl Default for TiteliveOptions {
@@ -72,6 +78,7 @@ impl Default for TiteliveOptions {
             code_fault_rate: 0.0,
             first_order_id: 70001,
             error_statuses: false,
+            closed_status_writes: false,
         }
     }
 }

@@ -389,7 +389,15 @@ impl Titelive {
         })
     }
 
-    async fn set_status(&self, id: &str, status: i64, message: &str) -> Result<String, Failure> {
+    /// Writes `status`; `reached`: the statuses that show the write took
+    /// effect (the status itself, or one past it).
+    async fn set_status(
+        &self,
+        id: &str,
+        status: i64,
+        message: &str,
+        reached: &[i64],
+    ) -> Result<String, Failure> {
         let url = format!("{}/admin/order/{}/status", self.api, path_segment(id)?);
         let form = [
             ("status", status.to_string()),
@@ -400,9 +408,22 @@ impl Titelive {
             .await?;
         match answer.class() {
             None => Ok(format!("status {status} ({message})")),
-            Some(CodeClass::AlreadyConfirmed) => Ok(format!(
-                "status {status}: Titelive says the order is already confirmed (code 13)"
-            )),
+            // Documented only as "order already confirmed", and we never
+            // write 5: for 7, 8 or 99 it may mean the write was refused (a
+            // shop whose status writes are closed to integrators) or that it
+            // has nothing left to do. The order's status tells which.
+            Some(CodeClass::AlreadyConfirmed) => {
+                let now = self.status_now(id).await?;
+                if reached.contains(&now) {
+                    Ok(format!(
+                        "status {status}: Titelive answered code 13 (order already confirmed); the order shows status {now}"
+                    ))
+                } else {
+                    Err(Failure::permanent(format!(
+                        "Titelive refused status {status} for order {id} with code 13 (order already confirmed); the order stays in status {now} there. Ask Titelive whether this shop's status writes are open to integrators (its documents reserve them for shops that manage payment themselves)"
+                    )))
+                }
+            }
             Some(_) => Err(answer.failure(&format!("setting order {id} to status {status}"))),
         }
     }
@@ -429,6 +450,7 @@ impl Titelive {
             id,
             self.processing_status,
             &format!("ERP order {}", wb.erp_order_number),
+            &[self.processing_status, self.shipped_status, map::DONE],
         )
         .await
     }
@@ -457,7 +479,8 @@ impl Titelive {
         if let Some(r) = &cancellation.reason {
             message.push_str(&format!(": {r}"));
         }
-        self.set_status(id, map::CANCELLED, &message).await
+        self.set_status(id, map::CANCELLED, &message, &[map::CANCELLED])
+            .await
     }
 
     /// `shipped_status` (8) with carrier and tracking in `message`. Titelive
@@ -510,7 +533,13 @@ impl Titelive {
         if let Some(u) = &shipment.tracking_url {
             message.push_str(&format!(" {u}"));
         }
-        self.set_status(id, self.shipped_status, &message).await
+        self.set_status(
+            id,
+            self.shipped_status,
+            &message,
+            &[self.shipped_status, map::DONE],
+        )
+        .await
     }
 
     pub async fn check(&self) -> Result<String, Failure> {

@@ -1,6 +1,6 @@
 //! What parks, and only that: an unmapped country id, codes 10 and 12, a
-//! cancellation between poll and write-back, an order in the list that the
-//! API could not serialize.
+//! code 13 that changed nothing, a cancellation between poll and
+//! write-back, an order in the list that the API could not serialize.
 
 use super::*;
 use ordersync::sandbox::Faults;
@@ -170,4 +170,39 @@ async fn an_order_the_api_cannot_serialize_parks_only_that_order() {
     for bad in [latin1, surrogate] {
         assert_eq!(crate::common::changes_noted(&engine, &tl_key(bad)), 0);
     }
+}
+
+/// Code 13 is documented only as "order already confirmed", and Titelive
+/// reserves its status write for shops that manage payment themselves. A
+/// shop that answers every status write with code 13 and changes nothing
+/// must not have its write-backs counted as done: the order is read again,
+/// and a status that did not move parks the write-back, naming code 13 and
+/// the status the order stays in. (It was recorded as done.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_status_write_answered_with_code_13_that_changed_nothing_is_parked() {
+    let mut opts = TlOptions::default();
+    opts.sandbox.titelive.closed_status_writes = true;
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    let id = tl.add_order(OrderSpec::default());
+    let engine = app.engine();
+    let stop = CancellationToken::new();
+    let connector = engine.connectors.get(TL).unwrap().clone();
+    poll_live(&engine, &connector, &stop).await;
+    engine.drain(TL, None, 4, &stop).await.unwrap();
+    assert_eq!(app.sandbox.erp.orders().len(), 1, "pushed once");
+    assert_eq!(tl.status_posts(id), 1, "one status write, refused");
+    assert_eq!(tl.status(id), Some(5));
+    let status = engine.store.status(&[TL.to_string()]).unwrap();
+    let parked: Vec<_> = status
+        .parked
+        .iter()
+        .filter(|p| p.order_key == tl_key(id))
+        .collect();
+    assert_eq!(parked.len(), 1, "{:?}", status.parked);
+    assert!(
+        parked[0].reason.contains("code 13") && parked[0].reason.contains("status 5"),
+        "{:?}",
+        parked[0]
+    );
 }
