@@ -208,7 +208,8 @@ pub struct SourceConfig {
     pub lookback_every: Duration,
     /// Orders the list no longer shows (held, unmappable, not final) are
     /// read again each on its own, `max_in_flight` at a time; a new round
-    /// through them begins at most this often.
+    /// through them (and at Retailys the sweep of open orders) begins at
+    /// most this often.
     pub recheck_every: Duration,
     pub page_size: u32,
     pub max_in_flight: usize,

@@ -5,10 +5,13 @@
 //! does not end); the cursor is the newest `date_order` seen, written only
 //! at the end of a walk in which every order could be keyed. Each order of
 //! a page is read on its own: a bad one is parked, the others flow.
-//! Retailys has no "changed since" filter, so ledger orders that are not final
-//! are read again each on its own in recheck rounds (`recheck_every`, default ten
-//! minutes here), except those a walk listed since the last such round
-//! ([`crate::poll::fresh`]).
+//! Retailys has no "changed since" filter, and `from` filters on the order's
+//! date. So a live walk ends, at most once per `recheck_every` (default ten
+//! minutes here), with a sweep of every open order
+//! (`done=false&canceled=false`, as the API notes recommend): an open order
+//! dated before the window is recorded too. Ledger orders that are not
+//! final are read again each on its own in recheck rounds, except those a
+//! walk (or sweep) listed since the last such round ([`crate::poll::fresh`]).
 //! Write-back: status, then the ERP number as a history record (at most
 //! once) when the ERP accepts;
 //! tracking (read first), `sent` and the shipped status when it ships.
@@ -69,13 +72,19 @@ pub struct Retailys {
     shipper_id: Option<i64>,
     page_size: u32,
     lookback: Duration,
+    /// A live walk ends with a sweep of the shop's open orders at most
+    /// this often (`recheck_every`, the one pacing rule for looking again).
+    recheck_every: Duration,
+    /// When this process last swept the open orders to the end.
+    last_sweep: std::sync::Mutex<Option<std::time::Instant>>,
     statuses: Mutex<Option<Arc<StatusTable>>>,
     /// `(id, name)` of the shop's shippings, read once when a carrier must
     /// be matched by name.
     shippings: Mutex<Option<Vec<(i64, String)>>>,
 }
 
-/// Where a walk is: page numbers of one `from`/`to` query.
+/// Where a walk is: page numbers of one `from`/`to` query, then (a live
+/// walk, at most once per `recheck_every`) of the sweep of open orders.
 pub struct Walk {
     /// A complete listing (`reconcile`): orders finished at the shop before
     /// ordersync saw them are listed too.
@@ -88,6 +97,24 @@ pub struct Walk {
     /// be keyed (either keeps the cursor where it was).
     pub(super) guard: WalkGuard,
     done: bool,
+    sweep: Sweep,
+}
+
+/// Retailys has no "changed since" filter, and `from` filters on the
+/// order's date: an open order dated before the window (entered late, or
+/// backdated) is never listed by a live walk. The API notes recommend
+/// polling `done=false&canceled=false` separately at a slower cadence; a
+/// live walk does that after its window, at most once per `recheck_every`.
+/// Its pages move no cursor.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Sweep {
+    /// Not this walk (a backfill, a listing, not due, or a first walk,
+    /// which has no `from` and so reads every order anyway).
+    No,
+    /// After the window's last page.
+    Next,
+    /// The walk is in it.
+    Running,
 }
 
 #[derive(Deserialize)]
@@ -210,6 +237,8 @@ impl Retailys {
             shipper_id: settings.shipper_id,
             page_size: source.page_size,
             lookback: source.lookback,
+            recheck_every: source.recheck_every,
+            last_sweep: std::sync::Mutex::new(None),
             statuses: Mutex::new(None),
             shippings: Mutex::new(None),
         })
@@ -319,6 +348,7 @@ impl Retailys {
         let lookback = chrono::Duration::from_std(self.lookback).unwrap_or_default();
         let stamp = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::Secs, false);
         let mut query = Vec::new();
+        let mut sweep = Sweep::No;
         let old_cursor = match &window {
             Window::Live {
                 cursor,
@@ -330,6 +360,9 @@ impl Retailys {
                 if let Some(c) = cursor {
                     let reread = chrono::Duration::from_std(*reread).unwrap_or_default();
                     query.push(("from", stamp(c - reread)));
+                    if self.sweep_due() {
+                        sweep = Sweep::Next;
+                    }
                 }
                 cursor
             }
@@ -359,11 +392,7 @@ impl Retailys {
                 resume
             }
         };
-        if let Some(ch) = self.channel_id {
-            query.push(("channel_id", ch.to_string()));
-        }
-        query.push(("per_page", self.page_size.to_string()));
-        query.push(("expanded", "true".into()));
+        query.extend(self.common_query());
         Walk {
             listing: window.is_listing(),
             query,
@@ -372,7 +401,25 @@ impl Retailys {
             newest: None,
             guard: WalkGuard::new(&self.name, self.page_size),
             done: false,
+            sweep,
         }
+    }
+
+    /// What every list query of a walk carries: the channel, the page size,
+    /// whole orders.
+    fn common_query(&self) -> Vec<(&'static str, String)> {
+        let mut query = Vec::new();
+        if let Some(ch) = self.channel_id {
+            query.push(("channel_id", ch.to_string()));
+        }
+        query.push(("per_page", self.page_size.to_string()));
+        query.push(("expanded", "true".into()));
+        query
+    }
+
+    fn sweep_due(&self) -> bool {
+        let last = *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner());
+        last.is_none_or(|t| t.elapsed() >= self.recheck_every)
     }
 
     pub async fn next_page(&self, walk: &mut Walk, known: &Known) -> Result<Option<Page>, Failure> {
@@ -443,8 +490,13 @@ impl Retailys {
             }
         }
         let mut cursor = None;
-        if walk.page >= answer.paginator.pages {
+        if walk.page < answer.paginator.pages {
+            walk.page += 1;
+        } else if walk.sweep == Sweep::Running {
             walk.done = true;
+            *self.last_sweep.lock().unwrap_or_else(|p| p.into_inner()) =
+                Some(std::time::Instant::now());
+        } else {
             if !walk.guard.complete() {
                 tracing::debug!(source = %self.name, "an order could not be keyed; the cursor stays where it was");
             } else {
@@ -453,8 +505,18 @@ impl Retailys {
                     .max(walk.newest)
                     .map(|t| t.to_rfc3339_opts(SecondsFormat::Secs, true));
             }
-        } else {
-            walk.page += 1;
+            if walk.sweep == Sweep::Next {
+                // The window is through (its cursor goes with this page):
+                // on to every open order, from the first page.
+                walk.sweep = Sweep::Running;
+                walk.query = vec![("done", "false".into()), ("canceled", "false".into())];
+                walk.query.extend(self.common_query());
+                walk.page = 1;
+                walk.guard.finish();
+                walk.guard = WalkGuard::new(&self.name, self.page_size);
+            } else {
+                walk.done = true;
+            }
         }
         Ok(Some(Page {
             orders,

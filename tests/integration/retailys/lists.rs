@@ -217,7 +217,8 @@ async fn a_round_over_several_polls_does_not_read_what_the_walk_read_before_it()
 /// whole order). The first poll's round reads none of the orders its walk
 /// just listed; the next poll's round (`recheck_every = "0s"`) does not read
 /// again the orders the walks keep listing (inside the lookback) either,
-/// while a held order the list no longer shows is read.
+/// while a held order no list shows any more (done at the shop, so the
+/// sweep of open orders leaves it out too) is read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_recheck_round_does_not_read_again_what_the_walks_listed() {
     let app = spawn_retailys(RtOptions::default()).await;
@@ -243,7 +244,9 @@ async fn a_recheck_round_does_not_read_again_what_the_walks_listed() {
     );
     // The write-backs (which read each order before writing), then poll 2
     // with the next round. The recent orders are listed again (lookback 15
-    // minutes), the old held one is not.
+    // minutes), the old held one is not: it is older than the window, and
+    // done at the shop now.
+    assert!(rt.edit_order(old_held, |o| o["done"] = json!(true)));
     engine.drain(RT, None, 8, &stop).await.unwrap();
     let status = engine.store.status(&[RT.to_string()]).unwrap();
     assert!(
@@ -255,4 +258,58 @@ async fn a_recheck_round_does_not_read_again_what_the_walks_listed() {
     poll_once(&engine).await;
     assert_eq!(reads(&recent) - before, 0, "listed since the last round");
     assert_eq!(rt.detail_reads(old_held), 1, "held, no longer listed: read");
+}
+
+/// Retailys' `from` filters on the order's date, and there is no "changed
+/// since" filter: an open order dated before the window (entered late, or
+/// backdated) was never listed by a live walk, so it never reached the ERP.
+/// A live walk now ends with a sweep of the open orders
+/// (`done=false&canceled=false`, as the API notes recommend), at most once
+/// per `recheck_every`; the order is pushed once, and the sweep moves no
+/// cursor. Orders done or cancelled at the shop are not swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_order_dated_before_the_window_is_found_by_the_sweep() {
+    let app = spawn_retailys(RtOptions::default()).await;
+    let rt = &app.sandbox.retailys;
+    let recent = new_orders(&app, 3);
+    let engine = app.engine();
+    // Poll 1 has no cursor: it reads every order, and sweeps nothing.
+    poll_once(&engine).await;
+    assert_eq!(recorded(&engine, &recent), recent.len());
+    let cursor = engine.store.cursor(RT, "live").unwrap();
+    assert!(cursor.is_some());
+
+    // Entered at the shop now, dated three days ago: outside the window.
+    let three_days_ago = chrono::Utc::now() - chrono::Duration::days(3);
+    let old = |app: &App| {
+        app.sandbox.retailys.add_order(RetailysOrderSpec {
+            date_order: Some(three_days_ago),
+            ..Default::default()
+        })
+    };
+    let late = old(&app);
+    let done_late = old(&app);
+    assert!(rt.edit_order(done_late, |o| o["done"] = json!(true)));
+    let cancelled_late = old(&app);
+    assert!(rt.edit_order(cancelled_late, |o| o["canceled"] = json!(true)));
+    poll_once(&engine).await;
+    assert_eq!(recorded(&engine, &[late]), 1, "the sweep records it");
+    assert_eq!(
+        recorded(&engine, &[done_late, cancelled_late]),
+        0,
+        "finished orders are not swept"
+    );
+    assert_eq!(
+        engine.store.cursor(RT, "live").unwrap(),
+        cursor,
+        "the sweep moves no cursor"
+    );
+    let mut all = recent.clone();
+    all.push(late);
+    sync_until_sent(&app, &engine, &all).await;
+    let erp = &app.sandbox.erp;
+    for id in &all {
+        assert_eq!(erp.erp_orders_for(&rkey(*id)).len(), 1, "order {id}");
+    }
+    assert_eq!(erp.orders().len(), all.len(), "nothing else pushed");
 }
