@@ -39,6 +39,11 @@ pub struct VinouOptions {
     pub arrivals_per_page: usize,
     pub faults: Faults,
     pub first_order_id: i64,
+    /// The documents' only order sample has quantity 1, so whether a
+    /// position's `net`/`tax`/`gross` are the line's total or one unit's
+    /// price is open. Off: line totals. On: one unit's amounts (the order's
+    /// totals are the same either way).
+    pub position_amounts_per_unit: bool,
 }
 
 impl Default for VinouOptions {
@@ -53,6 +58,7 @@ impl Default for VinouOptions {
             spread: Duration::from_secs(2 * 24 * 3600),
             arrivals_per_page: 0,
             faults: Faults::default(),
+            position_amounts_per_unit: false,
             first_order_id: 6901,
         }
     }
@@ -94,6 +100,8 @@ struct State {
     ids: seed::Ids,
     rng: StdRng,
     arrivals_per_page: usize,
+    /// [`VinouOptions::position_amounts_per_unit`].
+    per_unit: bool,
     /// `getAll` answers 500 for this page (a walk cut in the middle).
     failing_list_page: Option<u64>,
     /// JWT -> (expiry, uses).
@@ -116,6 +124,7 @@ impl VinouSim {
             },
             rng: StdRng::seed_from_u64(opts.seed ^ 0x0f1e_e0a5),
             arrivals_per_page: opts.arrivals_per_page,
+            per_unit: opts.position_amounts_per_unit,
             failing_list_page: None,
             tokens: HashMap::new(),
             issued: Vec::new(),
@@ -342,7 +351,10 @@ impl VinouSim {
     }
 }
 
-fn insert(st: &mut State, json: Value) -> i64 {
+fn insert(st: &mut State, mut json: Value) -> i64 {
+    if st.per_unit {
+        seed::amounts_per_unit(&mut json);
+    }
     let id = json["id"].as_i64().unwrap_or_default();
     st.orders.insert(
         id,

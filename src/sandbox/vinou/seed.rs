@@ -152,6 +152,31 @@ fn amounts(
     }
 }
 
+/// Rewrites the goods positions of a generated order (line totals) to one
+/// unit's amounts, computed as a unit's line would be; the order's totals
+/// stay as they are (`VinouOptions::position_amounts_per_unit`).
+pub(super) fn amounts_per_unit(order: &mut Value) {
+    let gross_invoice = order["invoice_type"] == "gross";
+    for p in order["positions"].as_array_mut().into_iter().flatten() {
+        if !matches!(p["item_type"].as_str(), Some("wine" | "product" | "bundle")) {
+            continue;
+        }
+        let unit_gross = p["item"]["gross"]
+            .as_str()
+            .and_then(|g| g.parse::<Decimal>().ok())
+            .unwrap_or_default();
+        let cents = rust_decimal::prelude::ToPrimitive::to_i64(
+            &(unit_gross * Decimal::ONE_HUNDRED).round(),
+        )
+        .unwrap_or_default();
+        let taxrate = p["taxrate"].as_i64().unwrap_or_default();
+        let (net, tax, gross) = amounts(cents, 1, taxrate, gross_invoice);
+        p["net"] = json!(money(net));
+        p["tax"] = json!(money(tax));
+        p["gross"] = json!(money(gross));
+    }
+}
+
 /// Where an order's packaging (shipping) position is served. The documented
 /// `get` sample has a top-level `package {…}` beside `positions[]`, and lists
 /// `package` among the `item_type`s a position can have; which one a real

@@ -1,8 +1,10 @@
 //! Vinou order (as `getAll`/`get` return it with `include` client, billing,
 //! delivery, items) → canonical order. Money comes as decimal strings;
-//! `invoice_type` says whether prices include tax. Position amounts are read
-//! as line totals (the docs' sample has quantity 1 only, so this is not
-//! confirmed); the unit price is the line total divided by the quantity.
+//! `invoice_type` says whether prices include tax. Whether a position's
+//! amounts are the line's total or one unit's price is open (the docs'
+//! only sample has quantity 1): they are read as line totals, and as unit
+//! prices only when the order's totals add up that way and not the other
+//! ([`unit_amounts_if_they_add_up`]).
 
 use rust_decimal::Decimal;
 use serde_json::Value;
@@ -314,11 +316,36 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
             status: Some(if paid { "paid" } else { "open" }.into()),
         }),
     };
-    order.check_totals(if prices_include_tax { "gross" } else { "net" })?;
+    let order = unit_amounts_if_they_add_up(order, basis)?;
     Ok(MappedOrder {
         order,
         disposition: disposition(ctx, v),
     })
+}
+
+/// The order as read (position amounts as line totals) if its totals add
+/// up; else, if some line has more than one unit and the amounts read as
+/// one unit's price add up, the order read that way; else the line-total
+/// reading's error.
+fn unit_amounts_if_they_add_up(order: Order, basis: &str) -> Result<Order, String> {
+    let as_totals = match order.check_totals(basis) {
+        Ok(()) => return Ok(order),
+        Err(e) => e,
+    };
+    if !order.lines.iter().any(|l| l.quantity > Decimal::ONE) {
+        return Err(as_totals);
+    }
+    let mut per_unit = order;
+    for line in &mut per_unit.lines {
+        let amount = line.line_total;
+        let what = format!("position {}", line.source_line_id);
+        line.line_total = arith::line_total(line.quantity, amount, &what)?;
+        line.unit_price = amount;
+    }
+    match per_unit.check_totals(basis) {
+        Ok(()) => Ok(per_unit),
+        Err(_) => Err(as_totals),
+    }
 }
 
 /// `taxrates` must add up to the order's totals: a sanity check on what

@@ -3,9 +3,20 @@
 
 use super::*;
 
+/// Both readings of a position's amounts the documents leave open: the
+/// line's total, and one unit's price (the simulator's
+/// `position_amounts_per_unit`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vinou_orders_reach_the_erp_once_to_the_cent() {
-    let app = spawn_vinou(Setup::default()).await;
+    for per_unit in [false, true] {
+        orders_reach_the_erp_once_to_the_cent(per_unit).await;
+    }
+}
+
+async fn orders_reach_the_erp_once_to_the_cent(per_unit: bool) {
+    let mut setup = Setup::default();
+    setup.sandbox.vinou.position_amounts_per_unit = per_unit;
+    let app = spawn_vinou(setup).await;
     let vinou = &app.sandbox.vinou;
     vinou.seed_orders(280, 5, Duration::from_secs(6 * 3600));
     let ids = pushable(&app);
@@ -21,6 +32,7 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
 
     let (mut packages, mut package_as_position, mut rebates, mut net_invoices) = (0, 0, 0, 0);
     let (mut rebates_in_header, mut rebates_without_id) = (0, 0);
+    let mut several_units = 0;
     for &id in &ids {
         let v = vinou.order(id).unwrap();
         let sent = &app.sandbox.erp.erp_orders_for(&key(id))[0].body;
@@ -40,7 +52,20 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
             .partition(|p| p["item_type"] == "package");
         assert_eq!(sent["lines"].as_array().unwrap().len(), goods.len());
         for (line, p) in sent["lines"].as_array().unwrap().iter().zip(goods) {
-            assert_eq!(dec(&line["line_total"]), dec(&p[basis]), "order {id} line");
+            let quantity = p["quantity"].as_i64().unwrap();
+            if quantity > 1 {
+                several_units += 1;
+            }
+            let units = if per_unit {
+                Decimal::from(quantity)
+            } else {
+                Decimal::ONE
+            };
+            assert_eq!(
+                dec(&line["line_total"]),
+                dec(&p[basis]) * units,
+                "order {id} line"
+            );
             assert_eq!(line["sku"], p["item"]["articlenumber"]);
         }
         let package = v
@@ -94,6 +119,10 @@ async fn vinou_orders_reach_the_erp_once_to_the_cent() {
     assert!(
         rebates_in_header > 2 && rebates_without_id > 2,
         "every rebate shape served: {rebates_in_header} {rebates_without_id}"
+    );
+    assert!(
+        several_units > 50,
+        "{several_units} lines of more than one unit"
     );
 
     let status = engine.store.status(&[VINOU.to_string()]).unwrap();

@@ -122,6 +122,50 @@ fn net_invoices_rebates_and_quantities() {
     assert!(o.shipping_address.is_none(), "delivery_type none");
 }
 
+/// The docs' only sample has quantity 1: a position's amounts may be one
+/// unit's price rather than the line's total. Read as line totals first;
+/// as unit prices only when the order's totals add up that way; neither:
+/// the line-total reading's error, naming the difference.
+#[test]
+fn position_amounts_per_unit_are_read_when_only_they_add_up() {
+    let st = statuses();
+    // Three bottles at 7.00 gross: the order's totals count 21.00.
+    let mut v = sample();
+    v["positions"][0]["quantity"] = json!(3);
+    v["net"] = json!("24.26");
+    v["tax"] = json!("4.38");
+    v["gross"] = json!("28.64");
+    v["taxrates"] = json!({"19": {"net": "22.26", "tax": "4.24", "gross": "26.50"},
+                          "7": {"net": "2.00", "tax": "0.14", "gross": "2.14"}});
+    let three_bottles = v.clone();
+    let o = incoming(&ctx(&st), &v).unwrap().mapped.unwrap().order;
+    assert_eq!(o.lines[0].quantity.to_string(), "3");
+    assert_eq!(o.lines[0].unit_price.to_string(), "7.00");
+    assert_eq!(o.lines[0].line_total.to_string(), "21.00");
+    assert_eq!(
+        o.lines[1].line_total.to_string(),
+        "2.14",
+        "quantity 1: as read"
+    );
+
+    // The same position as a line total (7.00 for three): read as such.
+    let mut v = sample();
+    v["positions"][0]["quantity"] = json!(3);
+    let o = incoming(&ctx(&st), &v).unwrap().mapped.unwrap().order;
+    assert_eq!(o.lines[0].line_total.to_string(), "7.00");
+    assert_eq!(o.lines[0].unit_price.to_string(), "2.3333");
+
+    // Neither reading adds up (totals for three, two on the line): parked
+    // with the line-total reading's numbers.
+    v = three_bottles;
+    v["positions"][0]["quantity"] = json!(2);
+    let err = incoming(&ctx(&st), &v).unwrap().mapped.unwrap_err();
+    assert!(
+        err.contains("totals do not add up") && err.contains("lines 9.14"),
+        "{err}"
+    );
+}
+
 /// No document shows an id on a rebate beside the positions (`orders/add`'s
 /// rebate item has none), nor says whether a rebate is only stated in the
 /// header (`rebate_gross`): both shapes map to one discount.
