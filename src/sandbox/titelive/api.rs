@@ -214,11 +214,13 @@ async fn login(
     if let Some(r) = preamble(&sim, &domain) {
         return r;
     }
+    sim.state().login_requests += 1;
     if let Err((code, message)) = token_user(&sim, &headers) {
         return fail(code, message);
     }
-    let params = form_or_query(&headers, &body, query.as_deref());
     let opts = &sim.inner.opts;
+    let body: &[u8] = if opts.login_query_only { b"" } else { &body };
+    let params = form_or_query(&headers, body, query.as_deref());
     let (Some(login), Some(password)) = (field(&params, "login"), field(&params, "password"))
     else {
         return fail(9, "login not string (or undefined)");

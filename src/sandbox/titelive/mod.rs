@@ -61,6 +61,11 @@ pub struct TiteliveOptions {
     /// confirmed. On (the other reading): every status write to an order
     /// past the cart answers code 13 and changes nothing.
     pub closed_status_writes: bool,
+    /// The login's documented shape is a query string
+    /// (`customer/login?login=…&password=…`). Off: the login is read from a
+    /// form body or the query. On: from the query only (a form body is not
+    /// read, so a form login answers code 9, a parameter missing).
+    pub login_query_only: bool,
 }
 
 impl Default for TiteliveOptions {
@@ -79,6 +84,7 @@ impl Default for TiteliveOptions {
             first_order_id: 70001,
             error_statuses: false,
             closed_status_writes: false,
+            login_query_only: false,
         }
     }
 }
@@ -137,6 +143,8 @@ struct State {
     issued: Vec<String>,
     token_requests: u64,
     logins: u64,
+    /// Every login request, answered or refused.
+    login_requests: u64,
     code_faults: u64,
 }
 
@@ -164,6 +172,7 @@ impl TiteliveSim {
             issued: Vec::new(),
             token_requests: 0,
             logins: 0,
+            login_requests: 0,
             code_faults: 0,
         };
         let sim = TiteliveSim {
@@ -226,8 +235,14 @@ impl TiteliveSim {
         self.state().token_requests
     }
 
+    /// Successful SYSTEM logins.
     pub fn logins(&self) -> u64 {
         self.state().logins
+    }
+
+    /// Login requests, successful or not.
+    pub fn login_requests(&self) -> u64 {
+        self.state().login_requests
     }
 
     /// Forgets every issued token (answers then say code 4).

@@ -8,6 +8,28 @@
 //! The list's orders are read one by one: a bad one is parked, not the list.
 
 pub(crate) mod config;
+
+/// An answer read by its envelope. Titelive documents its answers by the
+/// envelope, not by HTTP status: a refusal (4xx) that carries one is read by
+/// its code like any other (401 + code 5: a new token; 404 + code 10: no
+/// such order). 408, 429 and 5xx go by their status (retried, `Retry-After`
+/// honoured), as does an answer without the envelope.
+fn read_answer(reply: &Reply) -> Result<Answer, Failure> {
+    if (200..300).contains(&reply.status) {
+        return wire::unwrap(reply);
+    }
+    let by_status = crate::http::status_failure(reply);
+    if (400..500).contains(&reply.status)
+        && reply.status != 408
+        && reply.status != 429
+        && let Ok(answer) = wire::unwrap(reply)
+        && !answer.success
+    {
+        return Ok(answer);
+    }
+    Err(by_status)
+}
+
 #[cfg(test)]
 mod fuzz_tests;
 mod map;
@@ -25,7 +47,7 @@ use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
 use crate::http::session::{Issued, Session, refused_401};
-use crate::http::{Endpoint, Failure, path_segment};
+use crate::http::{Endpoint, Failure, Reply, path_segment};
 use crate::model::convert::naive_local_to_utc;
 use crate::poll::Known;
 use crate::secret::{Secret, SecretRef};
@@ -56,6 +78,9 @@ pub struct Titelive {
     shipped_status: i64,
     country_map: BTreeMap<String, String>,
     country_map_key: String,
+    /// The shop did not read the SYSTEM login as a form: it goes as the
+    /// documented query string ([`Titelive::log_in`]).
+    login_by_query: std::sync::atomic::AtomicBool,
 }
 
 /// An order read by id.
@@ -123,6 +148,7 @@ impl Titelive {
             shipped_status: settings.shipped_status,
             country_map: settings.country_map.clone(),
             country_map_key: format!("sources[{index}].country_map"),
+            login_by_query: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -172,20 +198,11 @@ impl Titelive {
                 self.name
             ))
         })?;
-        // 2. Bound to the SYSTEM user. The password is never in a URL.
-        let url = format!("{}/customer/login", self.api);
-        let req = self
-            .endpoint
-            .client()
-            .post(&url)
-            .header("token", token.token.expose())
-            .form(&[("login", login.as_str()), ("password", password.expose())]);
-        let reply = self
-            .endpoint
-            .send(req)
+        // 2. Bound to the SYSTEM user.
+        let answer = self
+            .log_in(&token.token, login, password)
             .await
             .map_err(|f| f.context("SYSTEM login failed"))?;
-        let answer = wire::unwrap(&reply)?;
         if !answer.success {
             // Wrong credentials are fixed by an operator, not per order: the
             // daemon keeps going with backoff, like a 401.
@@ -235,24 +252,50 @@ impl Titelive {
             .endpoint
             .exchange(build().header("token", token.expose()))
             .await?;
-        if (200..300).contains(&reply.status) {
-            return wire::unwrap(&reply);
+        read_answer(&reply)
+    }
+
+    /// Binds `token` to the SYSTEM user. The documents show the login as a
+    /// query string (`customer/login?login=…&password=…`). A form POST keeps
+    /// the password out of URLs (and out of every proxy's access log), so it
+    /// goes first; a shop that does not read it as a form (code 9: a
+    /// parameter missing; or 405) gets the documented GET with the query
+    /// string, from then on. Our own messages never show a query string.
+    async fn log_in(
+        &self,
+        token: &Secret,
+        login: &str,
+        password: &Secret,
+    ) -> Result<Answer, Failure> {
+        use std::sync::atomic::Ordering::Relaxed;
+        let url = format!("{}/customer/login", self.api);
+        let exchange = |req: reqwest::RequestBuilder| async {
+            let reply = self
+                .endpoint
+                .exchange(req.header("token", token.expose()))
+                .await?;
+            read_answer(&reply)
+        };
+        if !self.login_by_query.load(Relaxed) {
+            let form = self
+                .endpoint
+                .client()
+                .post(&url)
+                .form(&[("login", login), ("password", password.expose())]);
+            match exchange(form).await {
+                Ok(answer) if answer.success || answer.code != Some(9) => return Ok(answer),
+                Err(f) if f.status() != Some(405) => return Err(f),
+                _ => {}
+            }
+            tracing::info!(source = %self.name, "Titelive did not read the SYSTEM login as a form; logging in with the documented query string from now on");
+            self.login_by_query.store(true, Relaxed);
         }
-        // Titelive documents its answers by the envelope, not by HTTP status:
-        // a refusal (4xx) that carries one is read by its code like any
-        // other (401 + code 5: a new token; 404 + code 10: no such order).
-        // 408, 429 and 5xx go by their status (retried, `Retry-After`
-        // honoured), as does an answer without the envelope.
-        let by_status = crate::http::status_failure(&reply);
-        if (400..500).contains(&reply.status)
-            && reply.status != 408
-            && reply.status != 429
-            && let Ok(answer) = wire::unwrap(&reply)
-            && !answer.success
-        {
-            return Ok(answer);
-        }
-        Err(by_status)
+        let query = self
+            .endpoint
+            .client()
+            .get(&url)
+            .query(&[("login", login), ("password", password.expose())]);
+        exchange(query).await
     }
 
     fn order_url(&self, id: &str) -> Result<String, Failure> {

@@ -78,7 +78,7 @@ pub enum CodeClass {
 /// | 2, 99, none | Retry            | retried with backoff |
 /// | 10          | NotFound         | that order (or write-back) is parked; an empty list |
 /// | 12          | UnknownStatus    | parked as a configuration error (processing_status / shipped_status) |
-/// | 13          | AlreadyConfirmed | a write-back is already done |
+/// | 13          | AlreadyConfirmed | a status write: the order is read again; done if it shows the status, else parked |
 /// | other       | Refused          | parked |
 pub fn classify(code: Option<i64>) -> CodeClass {
     match code {

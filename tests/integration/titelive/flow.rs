@@ -79,16 +79,22 @@ async fn two_hundred_orders_reach_the_erp_once_with_status_written_back() {
 
 /// Titelive documents its answers by the envelope, not by HTTP status: with
 /// every answer 200, and with failure envelopes sent as 401/404/400/500.
+/// And the login both ways: a shop that reads it as a form, and one that
+/// reads only the documented query string (the form gets code 9 once; every
+/// login after that goes as the query string).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expired_and_revoked_tokens_are_replaced_mid_run() {
     for error_statuses in [false, true] {
-        tokens_are_replaced_mid_run(error_statuses).await;
+        for login_query_only in [false, true] {
+            tokens_are_replaced_mid_run(error_statuses, login_query_only).await;
+        }
     }
 }
 
-async fn tokens_are_replaced_mid_run(error_statuses: bool) {
+async fn tokens_are_replaced_mid_run(error_statuses: bool, login_query_only: bool) {
     let mut opts = TlOptions::default();
     opts.sandbox.titelive.error_statuses = error_statuses;
+    opts.sandbox.titelive.login_query_only = login_query_only;
     let app = spawn_titelive(opts).await;
     let tl = &app.sandbox.titelive;
     tl.seed_orders(60, 3, Duration::from_secs(3600));
@@ -107,6 +113,11 @@ async fn tokens_are_replaced_mid_run(error_statuses: bool) {
     sync(&engine, &ids).await;
     assert_converged(&app, &ids);
     assert_eq!(tl.logins(), 3, "each rejected token was replaced once");
+    assert_eq!(
+        tl.login_requests(),
+        3 + u64::from(login_query_only),
+        "one form login refused, then the query string only"
+    );
     assert_eq!(
         tl.token_requests(),
         3,

@@ -78,6 +78,9 @@ async fn titelive_secrets_never_reach_logs_or_status() {
     // Short-lived tokens: several are issued during the run, all stay hidden.
     opts.sandbox.titelive.token_ttl = Duration::from_secs(1);
     opts.sandbox.titelive.system_password = "7c4a8d09ca3762af61e59520943dc26494f8941b".into();
+    // The shop reads the login only as the documented query string: the
+    // password goes in a URL, which no log line may show.
+    opts.sandbox.titelive.login_query_only = true;
     opts.sandbox.titelive.faults.latency = Duration::from_millis(20);
     opts.sandbox.titelive.code_fault_rate = 0.1;
     opts.sandbox.erp.token = "erp-token-9e1f-do-not-print".into();
@@ -93,6 +96,10 @@ async fn titelive_secrets_never_reach_logs_or_status() {
     assert!(
         log.contains("order pushed to ERP"),
         "the run did work:\n{log}"
+    );
+    assert!(
+        log.contains("documented query string"),
+        "the login went as a query string:\n{log}"
     );
     let status_text = {
         let out = app.run_binary().arg("status").output().unwrap();
