@@ -28,8 +28,11 @@ use crate::outbox::state::OrderState;
 use crate::sources::{Connector, Window};
 use crate::store::Disposition;
 
-/// ERP look-ups in flight at once.
-const ERP_LOOKUPS: usize = 4;
+/// ERP look-ups under way at once, per request the ERP may have in flight
+/// (`erp.max_in_flight`): the endpoint's permits bound the requests, and a
+/// look-up waiting out a retry's backoff holds none, so under faults the
+/// others keep the ERP busy.
+const LOOKUPS_PER_REQUEST_SLOT: usize = 4;
 
 #[derive(Debug, Default, Serialize)]
 struct SourceReport {
@@ -115,7 +118,10 @@ pub async fn reconcile(
             kind: connector.kind(),
             ..Default::default()
         };
-        if let Err(e) = reconcile_source(&engine, connector, since, &mut report, &shutdown).await {
+        let lookups = config.erp.max_in_flight.max(1) * LOOKUPS_PER_REQUEST_SLOT;
+        if let Err(e) =
+            reconcile_source(&engine, connector, since, lookups, &mut report, &shutdown).await
+        {
             report.error = Some(e);
         }
         reports.push(report);
@@ -143,6 +149,7 @@ async fn reconcile_source(
     engine: &Arc<Engine>,
     connector: &Connector,
     since: DateTime<Utc>,
+    lookups: usize,
     report: &mut SourceReport,
     shutdown: &CancellationToken,
 ) -> Result<(), String> {
@@ -213,7 +220,7 @@ async fn reconcile_source(
             let answer = erp_orders_for(engine, source, key, shutdown).await;
             (key.clone(), answer)
         })
-        .buffered(ERP_LOOKUPS)
+        .buffered(lookups)
         .collect()
         .await;
     for (key, answer) in answers {
