@@ -27,6 +27,10 @@ pub struct MplusOptions {
     pub seed_orders: usize,
     pub seed: u64,
     pub faults: Faults,
+    /// `SoapMplusDateTime.timezone`'s unit is community inference (minutes
+    /// east of UTC). Off: minutes (120 for Amsterdam in summer). On:
+    /// seconds (7200), as C's `tm_gmtoff` counts them.
+    pub timezone_in_seconds: bool,
 }
 
 impl Default for MplusOptions {
@@ -37,6 +41,7 @@ impl Default for MplusOptions {
             seed_orders: 0,
             seed: 7,
             faults: Faults::default(),
+            timezone_in_seconds: false,
         }
     }
 }
@@ -69,6 +74,8 @@ pub(crate) struct State {
     pub(crate) marker: i64,
     pub(crate) rng: StdRng,
     pub(crate) next_number: i64,
+    /// [`MplusOptions::timezone_in_seconds`].
+    pub(crate) timezone_in_seconds: bool,
     /// The next N updateOrder calls find the order edited at the till just
     /// before they arrive (between the client's read and its write).
     pub(crate) edits_before_update: u32,
@@ -112,6 +119,7 @@ impl MplusSim {
             marker: 0,
             rng: StdRng::seed_from_u64(opts.seed),
             next_number: 1,
+            timezone_in_seconds: opts.timezone_in_seconds,
             edits_before_update: 0,
             conflicts: 0,
             get_orders_calls: 0,

@@ -113,7 +113,11 @@ pub(crate) fn add_random_order(st: &mut State) -> String {
             mon: now.month(),
             year: now.year(),
             isdst: Some(offset_minutes == 120),
-            timezone: Some(offset_minutes),
+            timezone: Some(if st.timezone_in_seconds {
+                offset_minutes * 60
+            } else {
+                offset_minutes
+            }),
         }),
         relation_number: Some(relation_number),
         relation_name: Some(name.into()),

@@ -333,8 +333,9 @@ fn address(a: &wire::Address) -> Result<Address, String> {
     })
 }
 
-/// `SoapMplusDateTime` → UTC. `timezone` is minutes east of UTC when given;
-/// without it the till's wall clock is read as Europe/Amsterdam.
+/// `SoapMplusDateTime` → UTC. `timezone` is the offset east of UTC when
+/// given, in minutes or in seconds ([`offset_seconds`]); without it the
+/// till's wall clock is read as Europe/Amsterdam.
 pub fn date_time(t: &wire::SoapDateTime) -> Result<DateTime<Utc>, String> {
     let naive = NaiveDate::from_ymd_opt(t.year, t.mon, t.day)
         .and_then(|d| d.and_hms_opt(t.hour, t.min, t.sec))
@@ -345,11 +346,10 @@ pub fn date_time(t: &wire::SoapDateTime) -> Result<DateTime<Utc>, String> {
             )
         })?;
     match t.timezone {
-        Some(minutes) => {
-            let offset = minutes
-                .checked_mul(60)
+        Some(zone) => {
+            let offset = offset_seconds(zone)
                 .and_then(chrono::FixedOffset::east_opt)
-                .ok_or_else(|| format!("entryTimestamp timezone {minutes} is out of range"))?;
+                .ok_or_else(|| format!("entryTimestamp timezone {zone} is out of range"))?;
             offset
                 .from_local_datetime(&naive)
                 .single()
@@ -360,6 +360,21 @@ pub fn date_time(t: &wire::SoapDateTime) -> Result<DateTime<Utc>, String> {
             &naive.format("%Y-%m-%dT%H:%M:%S").to_string(),
             chrono_tz::Europe::Amsterdam,
         ),
+    }
+}
+
+/// `timezone` in seconds east of UTC. Its unit is community inference: the
+/// community client reads minutes, C's `tm_gmtoff` counts seconds. No
+/// offset on Earth is more than 14 hours (840 minutes) from UTC, and every
+/// one in seconds other than 0 is at least 15 minutes (900): a value up to
+/// 840 either way is minutes, a larger one whole minutes in seconds.
+fn offset_seconds(zone: i32) -> Option<i32> {
+    if zone.unsigned_abs() <= 840 {
+        zone.checked_mul(60)
+    } else if zone % 60 == 0 {
+        Some(zone)
+    } else {
+        None
     }
 }
 

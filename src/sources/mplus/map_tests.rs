@@ -132,7 +132,7 @@ fn a_timezone_beyond_any_offset_is_an_error() {
         mon: 12,
         year: 262142,
         isdst: None,
-        timezone: Some(-1439),
+        timezone: Some(-840),
     };
     assert!(date_time(&end).is_err());
     let start = wire::SoapDateTime {
@@ -143,9 +143,43 @@ fn a_timezone_beyond_any_offset_is_an_error() {
         mon: 1,
         year: -262143,
         isdst: None,
-        timezone: Some(1439),
+        timezone: Some(840),
     };
     assert!(date_time(&start).is_err());
+}
+
+/// `timezone`'s unit is inference: minutes east of UTC (the community
+/// client) or seconds (C's `tm_gmtoff`). Up to 840 either way is minutes,
+/// a larger whole minute count in seconds is seconds; anything else is an
+/// error naming the value. (Seconds parked every order: "out of range".)
+#[test]
+fn a_timezone_in_minutes_or_in_seconds_places_the_same_time() {
+    let at = |zone: i32| {
+        date_time(&wire::SoapDateTime {
+            sec: 5,
+            min: 15,
+            hour: 10,
+            day: 29,
+            mon: 6,
+            year: 2024,
+            isdst: Some(true),
+            timezone: Some(zone),
+        })
+    };
+    let summer = "2024-06-29T08:15:05+00:00";
+    assert_eq!(at(120).unwrap().to_rfc3339(), summer);
+    assert_eq!(at(7200).unwrap().to_rfc3339(), summer);
+    assert_eq!(at(-300).unwrap().to_rfc3339(), "2024-06-29T15:15:05+00:00");
+    assert_eq!(
+        at(-18000).unwrap().to_rfc3339(),
+        "2024-06-29T15:15:05+00:00"
+    );
+    assert_eq!(at(0).unwrap().to_rfc3339(), "2024-06-29T10:15:05+00:00");
+    assert!(at(7201).unwrap_err().contains("timezone 7201"));
+    assert!(
+        at(90_000).unwrap_err().contains("timezone 90000"),
+        "past a day"
+    );
 }
 
 #[test]

@@ -99,3 +99,34 @@ async fn the_simulator_behaves_like_the_documented_api() {
     assert!(!sorted_every_time, "the simulator always answered sorted");
     sb.shutdown().await;
 }
+
+/// `SoapMplusDateTime.timezone`'s unit is inference (minutes in the
+/// community client, seconds in C's `tm_gmtoff`). A till that counts
+/// seconds had every order parked ("timezone 7200 is out of range"); both
+/// units now place the order at the same moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_till_giving_its_timezone_in_seconds_places_orders_right() {
+    for in_seconds in [false, true] {
+        let mut o = options();
+        o.mplus.timezone_in_seconds = in_seconds;
+        let app = spawn_mplus(o, "", 25).await;
+        let before = chrono::Utc::now();
+        let ids = app.sandbox.mplus.seed_orders(5);
+        let after = chrono::Utc::now();
+        let engine = app.engine();
+        app.sync(&engine).await;
+        assert_till_converged(&app, &ids);
+        for id in &ids {
+            let sent = &app.sandbox.erp.erp_orders_for(&key(id))[0].body;
+            let at: chrono::DateTime<chrono::Utc> = sent["ordered_at"]
+                .as_str()
+                .and_then(|t| t.parse().ok())
+                .unwrap_or_else(|| panic!("order {id}: ordered_at {}", sent["ordered_at"]));
+            // The till's clock has whole seconds.
+            assert!(
+                at >= before - chrono::Duration::seconds(1) && at <= after,
+                "order {id} (timezone in seconds: {in_seconds}): {at} not in {before}..{after}"
+            );
+        }
+    }
+}
