@@ -165,16 +165,9 @@ async fn naive_run(sources: usize, per_source: usize) -> Outcome {
         .iter()
         .enumerate()
         .map(|(i, sb)| Peer {
-            cloudsuite_url: sb.cloudsuite_url.clone(),
-            token_url: sb.token_url.clone(),
-            client_id: fleet.opts.cloudsuite.client_id.clone(),
-            client_secret: fleet.opts.cloudsuite.client_secret.clone(),
+            // One ERP for the whole fleet: the first sandbox's.
             erp_url: fleet.sandboxes[0].erp_url.clone(),
-            erp_token: fleet.opts.erp.token.clone(),
-            source: format!("s{i}"),
-            workers: MAX_IN_FLIGHT,
-            page_size: 100,
-            source_rate: None,
+            ..Peer::for_sandbox(sb, &fleet.opts, &format!("s{i}"), None)
         })
         .collect();
     let started = Instant::now();

@@ -78,18 +78,7 @@ fn all_accepted(sb: &Sandbox, pending: &mut Pending<i64>) -> bool {
 
 async fn naive_side(n: usize) -> (Side, f64) {
     let (sb, opts, held, _recent) = sandbox(n).await;
-    let peer = Peer {
-        cloudsuite_url: sb.cloudsuite_url.clone(),
-        token_url: sb.token_url.clone(),
-        client_id: opts.cloudsuite.client_id.clone(),
-        client_secret: opts.cloudsuite.client_secret.clone(),
-        erp_url: sb.erp_url.clone(),
-        erp_token: opts.erp.token.clone(),
-        source: SOURCE.into(),
-        workers: MAX_IN_FLIGHT,
-        page_size: 100,
-        source_rate: None,
-    };
+    let peer = Peer::for_sandbox(&sb, &opts, SOURCE, None);
     // Its first run pushes the recent order and skips the held ones.
     let first = peer.clone();
     let (run, _) = on_own_runtime(move || naive::run(first)).await;

@@ -123,18 +123,7 @@ async fn naive_side(n: usize) -> (Side, f64) {
         sb.erp.request_count(),
         self_cpu(),
     );
-    let peer = Peer {
-        cloudsuite_url: sb.cloudsuite_url.clone(),
-        token_url: sb.token_url.clone(),
-        client_id: opts.cloudsuite.client_id.clone(),
-        client_secret: opts.cloudsuite.client_secret.clone(),
-        erp_url: sb.erp_url.clone(),
-        erp_token: opts.erp.token.clone(),
-        source: SOURCE.into(),
-        workers: MAX_IN_FLIGHT,
-        page_size: 100,
-        source_rate: source_rate(),
-    };
+    let peer = Peer::for_sandbox(&sb, &opts, SOURCE, source_rate());
     let (run, cpu) = on_own_runtime(move || naive::run(peer)).await;
     let sims_cpu = self_cpu() - cpu0 - cpu;
     let mut pending = Pending::new(&pushable);

@@ -55,6 +55,30 @@ pub struct Peer {
     pub source_rate: Option<u32>,
 }
 
+impl Peer {
+    /// The peer for a sandbox's CloudSuite and its ERP: ordersync's
+    /// `max_in_flight` workers, pages of 100, `source` in the order keys.
+    pub fn for_sandbox(
+        sb: &ordersync::sandbox::Sandbox,
+        opts: &ordersync::sandbox::SandboxOptions,
+        source: &str,
+        source_rate: Option<u32>,
+    ) -> Peer {
+        Peer {
+            cloudsuite_url: sb.cloudsuite_url.clone(),
+            token_url: sb.token_url.clone(),
+            client_id: opts.cloudsuite.client_id.clone(),
+            client_secret: opts.cloudsuite.client_secret.clone(),
+            erp_url: sb.erp_url.clone(),
+            erp_token: opts.erp.token.clone(),
+            source: source.into(),
+            workers: super::MAX_IN_FLIGHT,
+            page_size: 100,
+            source_rate,
+        }
+    }
+}
+
 /// What a request waits for before it goes out: the source's rate limit,
 /// or nothing (the ERP).
 pub type Gate = Option<Arc<DefaultDirectRateLimiter>>;
