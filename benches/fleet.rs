@@ -346,7 +346,9 @@ async fn ordersync_run(sources: usize, per_source: usize, nodes: usize, postgres
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() {
-    ordersync::http::install_crypto();
+    if !common::start() {
+        return;
+    }
     let sources = env_or("BENCH_SOURCES", 20);
     let per_source = env_or("BENCH_ORDERS", 500);
     let nodes = env_or("BENCH_NODES", 3);

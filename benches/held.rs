@@ -170,10 +170,9 @@ async fn ordersync_side(n: usize) -> (Side, f64) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for the list of tests
+    if !common::start() {
+        return;
     }
-    ordersync::http::install_crypto();
     let n = orders_wanted_or(1000);
     println!(
         "{n} held CloudSuite orders paid at once, {} ms per request at each simulator, max_in_flight = {MAX_IN_FLIGHT}, load average before: {}",

@@ -294,10 +294,10 @@ async fn sync_bench() {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    if args.iter().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for the list of tests
+    if !common::start() {
+        return;
     }
+    let args: Vec<String> = std::env::args().collect();
     let only = |name: &str| {
         !args.iter().any(|a| a == "parse" || a == "sync") || args.iter().any(|a| a == name)
     };

@@ -251,10 +251,9 @@ async fn ordersync_side(n: usize) -> (Side, Option<Shipped>, Usage, f64) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for the list of tests
+    if !common::start() {
+        return;
     }
-    ordersync::http::install_crypto();
     let n = orders_wanted_or(1000);
     println!(
         "{n} seeded Retailys orders, {} ms per request at each simulator, max_in_flight = {MAX_IN_FLIGHT}, both clients at most {} requests/s to the shop, poll schedule {:?}, load average before: {}",

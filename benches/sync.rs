@@ -274,10 +274,9 @@ async fn first_push_only(n: usize) {
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    if std::env::args().any(|a| a == "--list") {
-        return; // `cargo test --benches` asks for the list of tests
+    if !common::start() {
+        return;
     }
-    ordersync::http::install_crypto();
     let n = orders_wanted();
     let ms = latency().as_millis();
     println!(

@@ -20,6 +20,17 @@ use ordersync::sandbox::Sandbox;
 
 pub const MAX_IN_FLIGHT: usize = 8;
 
+/// What every bench does first: false when `cargo test --benches` only asks
+/// for the list of tests (then nothing runs); otherwise installs the crypto
+/// provider the HTTP clients need.
+pub fn start() -> bool {
+    if std::env::args().any(|a| a == "--list") {
+        return false;
+    }
+    ordersync::http::install_crypto();
+    true
+}
+
 /// Added to every request at each simulator: `BENCH_LATENCY_MS`, default 20.
 pub fn latency() -> Duration {
     Duration::from_millis(
