@@ -11,12 +11,14 @@
 //! re-exported here, so `crate::config::CloudSuiteSettings` and the like
 //! stay the names the rest of the code uses.
 
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
+use crate::model::CountryMap;
 use crate::secret::{SecretRef, resolve_path};
 use crate::sources;
 
@@ -215,6 +217,9 @@ pub struct SourceConfig {
     pub max_in_flight: usize,
     pub rate_limit_per_sec: u32,
     pub enabled: bool,
+    /// The source's country values (names, ids, codes that are not ISO)
+    /// → ISO 3166-1 alpha-2; two-letter values need no entry.
+    pub country_map: CountryMap,
     pub settings: SourceSettings,
 }
 
@@ -238,6 +243,8 @@ pub(crate) struct SourceContext<'a> {
     /// Some APIs cap these two; their builders check them.
     pub page_size: u32,
     pub rate_limit_per_sec: u32,
+    /// Titelive needs one (its countries are numeric ids).
+    pub country_map: &'a CountryMap,
 }
 
 // ---------------------------------------------------------------------------
@@ -358,6 +365,7 @@ const COMMON_SOURCE_KEYS: &[&str] = &[
     "max_in_flight",
     "rate_limit_per_sec",
     "enabled",
+    "country_map",
 ];
 
 #[derive(Deserialize)]
@@ -384,6 +392,8 @@ struct RawCommonSource {
     rate_limit_per_sec: u32,
     #[serde(default = "default_true")]
     enabled: bool,
+    #[serde(default)]
+    country_map: BTreeMap<String, String>,
 }
 
 fn default_schedule() -> String {
@@ -969,11 +979,14 @@ fn build_source(
             format_duration(lookback)
         )));
     }
+    let country_map =
+        CountryMap::new(format!("{prefix}.country_map"), c.country_map).map_err(ConfigError)?;
     let context = SourceContext {
         prefix: &prefix,
         base_dir,
         page_size: c.page_size,
         rate_limit_per_sec: c.rate_limit_per_sec,
+        country_map: &country_map,
     };
     let keys = serde_json::Value::Object(specific);
     let settings = match c.kind {
@@ -1003,6 +1016,7 @@ fn build_source(
         max_in_flight: c.max_in_flight,
         rate_limit_per_sec: c.rate_limit_per_sec,
         enabled: c.enabled,
+        country_map,
         settings,
     })
 }

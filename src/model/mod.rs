@@ -4,8 +4,10 @@
 
 pub mod arith;
 pub mod convert;
+pub mod country;
 pub mod order;
 
+pub use country::CountryMap;
 pub use order::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };

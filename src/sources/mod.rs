@@ -376,8 +376,9 @@ impl Connector {
             Connector::Titelive(_) => &[Held, Invalid, Pushed, Accepted, Shipped],
             Connector::Retailys(c) => c.recheck_states(),
             // A fix at the till bumps the order's sync marker: the list
-            // brings it back by itself.
-            Connector::Mplus(_) => &[],
+            // brings it back by itself. An unmappable order is read again
+            // all the same: the fix may be ours (a `country_map` entry).
+            Connector::Mplus(_) => &[Invalid],
             // Vinou's list is newest first: an order waiting for payment
             // sinks out of the pages we read, so only `get` sees it again;
             // so does a cancel at Vinou after the push.
@@ -390,11 +391,15 @@ impl Connector {
     /// leave out orders a walk read since the last round
     /// ([`crate::poll::fresh`]). CloudSuite reads the same detail; Retailys'
     /// list with `expanded=true` carries the same order as
-    /// `GET /System/Orders/{id}?expanded=true`. Titelive's list is not its
-    /// detail (packages come with the detail only); Vinou's and MplusKASSA's
-    /// rechecks are left as they were.
+    /// `GET /System/Orders/{id}?expanded=true`; MplusKASSA's `getOrders`
+    /// (with `includeLineList`) carries the same `Order` as `getOrder`.
+    /// Titelive's list is not its detail (packages come with the detail
+    /// only); Vinou's recheck is left as it was.
     pub fn walk_reads_as_recheck(&self) -> bool {
-        matches!(self, Connector::CloudSuite(_) | Connector::Retailys(_))
+        matches!(
+            self,
+            Connector::CloudSuite(_) | Connector::Retailys(_) | Connector::Mplus(_)
+        )
     }
 
     /// Whether the source takes an "accepted" write-back at all. Without

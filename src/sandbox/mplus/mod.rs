@@ -31,6 +31,10 @@ pub struct MplusOptions {
     /// east of UTC). Off: minutes (120 for Amsterdam in summer). On:
     /// seconds (7200), as C's `tm_gmtoff` counts them.
     pub timezone_in_seconds: bool,
+    /// `Address.country` is a free string in the WSDL, and nothing says it
+    /// holds a code. Off: "NL". On: the name a Dutch till's user types,
+    /// "Nederland".
+    pub country_names: bool,
 }
 
 impl Default for MplusOptions {
@@ -42,6 +46,7 @@ impl Default for MplusOptions {
             seed: 7,
             faults: Faults::default(),
             timezone_in_seconds: false,
+            country_names: false,
         }
     }
 }
@@ -76,6 +81,8 @@ pub(crate) struct State {
     pub(crate) next_number: i64,
     /// [`MplusOptions::timezone_in_seconds`].
     pub(crate) timezone_in_seconds: bool,
+    /// [`MplusOptions::country_names`].
+    pub(crate) country_names: bool,
     /// The next N updateOrder calls find the order edited at the till just
     /// before they arrive (between the client's read and its write).
     pub(crate) edits_before_update: u32,
@@ -120,6 +127,7 @@ impl MplusSim {
             rng: StdRng::seed_from_u64(opts.seed),
             next_number: 1,
             timezone_in_seconds: opts.timezone_in_seconds,
+            country_names: opts.country_names,
             edits_before_update: 0,
             conflicts: 0,
             get_orders_calls: 0,

@@ -126,7 +126,7 @@ pub(crate) fn add_random_order(st: &mut State) -> String {
             address: Some(street.into()),
             zipcode: Some(zip.into()),
             city: Some(city.into()),
-            country: Some("NL".into()),
+            country: Some(if st.country_names { "Nederland" } else { "NL" }.into()),
             ..Default::default()
         }),
         financial_date: Some(wire::SoapDate {

@@ -7,6 +7,7 @@ use serde_json::Value;
 
 use super::map::{self, MapContext};
 use super::{path_of, read_list};
+use crate::model::CountryMap;
 use crate::model::convert::naive_local_to_utc;
 use crate::sources::fuzz_tests::{self as fuzz, Node, Syntax};
 use crate::sources::list::Body;
@@ -82,6 +83,7 @@ fn read_unbounded(bytes: &[u8]) -> Result<(), TestCaseError> {
         source: "webshop-nl",
         timezone: chrono_tz::Europe::Amsterdam,
         payment_ok: &payment_ok,
+        countries: &CountryMap::default(),
     };
     if let Ok(listing) = read_list(bytes, "GET shop.example/api/order/") {
         let mut guard = WalkGuard::new(ctx.source, 100);
@@ -164,6 +166,7 @@ fn the_templates_map() {
         source: "s",
         timezone: chrono_tz::Europe::Amsterdam,
         payment_ok: &payment_ok,
+        countries: &CountryMap::default(),
     };
     for t in templates() {
         let v: Value = serde_json::from_str(&t.json()).unwrap();

@@ -5,17 +5,19 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::model::arith;
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
+use crate::model::{CountryMap, arith};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 pub struct MapContext<'a> {
     pub source: &'a str,
     pub timezone: chrono_tz::Tz,
     pub payment_ok: &'a [String],
+    /// The source's `country_map`.
+    pub countries: &'a CountryMap,
 }
 
 /// Maps one detail answer. `Err` only when the order cannot even be keyed
@@ -62,7 +64,7 @@ fn id_text(v: &Value) -> Option<String> {
 /// `*_key {origin, key}` beside it); a tenant may also embed the object.
 /// Only an embedded object says anything about the address: an id or a key
 /// leaves it absent in the canonical order, never invented or `""`.
-fn map_address(v: &Value, what: &str) -> Result<Option<Address>, String> {
+fn map_address(countries: &CountryMap, v: &Value, what: &str) -> Result<Option<Address>, String> {
     let a = &v[what];
     match a {
         Value::Null | Value::Number(_) | Value::String(_) => return Ok(None),
@@ -78,17 +80,7 @@ fn map_address(v: &Value, what: &str) -> Result<Option<Address>, String> {
         (Some(s), true) => Some(s),
         (None, _) => None,
     };
-    let country = match text(&a["country"]) {
-        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
-            Some(c.to_ascii_uppercase())
-        }
-        Some(c) => {
-            return Err(format!(
-                "{what}.country {c:?} is not an ISO 3166-1 alpha-2 code"
-            ));
-        }
-        None => None,
-    };
+    let country = countries.iso(&format!("{what}.country"), text(&a["country"]).as_deref())?;
     let address = Address {
         name: text(&a["name"]),
         street,
@@ -216,8 +208,8 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         currency,
         prices_include_tax: false,
         customer,
-        billing_address: map_address(v, "invoice_address")?,
-        shipping_address: map_address(v, "shipment_address")?,
+        billing_address: map_address(ctx.countries, v, "invoice_address")?,
+        shipping_address: map_address(ctx.countries, v, "shipment_address")?,
         lines,
         shipping,
         discounts,
@@ -331,6 +323,7 @@ mod tests {
             source: "webshop-nl",
             timezone: tz,
             payment_ok: &ok,
+            countries: &CountryMap::default(),
         };
         incoming(&c, &v.to_string(), v).unwrap()
     }
@@ -562,6 +555,7 @@ mod tests {
             source: "s",
             timezone: tz,
             payment_ok: &ok,
+            countries: &CountryMap::default(),
         };
         assert!(incoming(&c, "{}", &json!({})).is_err());
     }

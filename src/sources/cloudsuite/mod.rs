@@ -32,6 +32,7 @@ use super::{Page, Window, WriteBack};
 use crate::config::{CloudSuiteAuth, CloudSuiteSettings, Config, ConfigError, SourceConfig};
 use crate::http::session::{Issued, Session, refused_401};
 use crate::http::{Endpoint, Failure, Reply, path_segment, query_value};
+use crate::model::CountryMap;
 use crate::model::convert::{naive_local_to_utc, utc_to_naive_local};
 use crate::poll::Known;
 use crate::secret::Secret;
@@ -54,6 +55,7 @@ pub struct CloudSuite {
     session: Session,
     webshop: Option<i64>,
     payment_ok: Vec<String>,
+    countries: CountryMap,
     timezone: chrono_tz::Tz,
     page_size: u32,
     lookback: Duration,
@@ -144,6 +146,7 @@ impl CloudSuite {
             session: Session::new(),
             webshop: settings.webshop,
             payment_ok: settings.payment_ok.clone(),
+            countries: source.country_map.clone(),
             timezone: settings.timezone,
             page_size: source.page_size,
             lookback: source.lookback,
@@ -160,6 +163,7 @@ impl CloudSuite {
             source: &self.name,
             timezone: self.timezone,
             payment_ok: &self.payment_ok,
+            countries: &self.countries,
         }
     }
 
@@ -846,6 +850,7 @@ pub fn canonical_json(
         source,
         timezone,
         payment_ok,
+        countries: &CountryMap::default(),
     };
     let mapped = map::incoming(&ctx, raw, &value)?.mapped?;
     Ok(

@@ -44,6 +44,7 @@ fn incoming(v: &Value) -> Result<IncomingOrder, String> {
         source: "webshop-nl",
         timezone: chrono_tz::Europe::Amsterdam,
         payment_ok: &payment_ok,
+        countries: crate::model::CountryMap::none(),
     };
     map::incoming(&ctx, &v.to_string(), v)
 }

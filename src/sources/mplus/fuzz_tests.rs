@@ -82,7 +82,10 @@ fn read(bytes: &[u8]) -> Result<(), TestCaseError> {
 
 fn read_unbounded(bytes: &[u8]) -> Result<(), TestCaseError> {
     let body = String::from_utf8_lossy(bytes);
-    let ctx = MapContext { source: "till" };
+    let ctx = MapContext {
+        source: "till",
+        countries: crate::model::CountryMap::none(),
+    };
     if let Ok(Batch {
         orders, unkeyed, ..
     }) = parse_orders("till", &body)

@@ -24,13 +24,15 @@ use chrono::{DateTime, NaiveDate, TimeZone, Utc};
 use rust_decimal::Decimal;
 
 use super::{soap, wire};
-use crate::model::arith;
 use crate::model::convert::{from_cents, from_scaled};
 use crate::model::{Address, Customer, Discount, Order, OrderLine, Payment, Totals, order_key};
+use crate::model::{CountryMap, arith};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 pub struct MapContext<'a> {
     pub source: &'a str,
+    /// The source's `country_map`: a till's country is free text.
+    pub countries: &'a CountryMap,
 }
 
 /// One `<order>` element as received. `Ok((marker, order))`, or `Err` when
@@ -156,8 +158,16 @@ pub fn map_order(ctx: &MapContext<'_>, id: &str, o: &wire::Order) -> Result<Mapp
             "the order's {field} is {expected}, but its lines' {field} add up to {till_lines} (difference {difference})"
         ));
     }
-    let invoice = o.invoice_address.as_ref().map(address).transpose()?;
-    let delivery = o.delivery_address.as_ref().map(address).transpose()?;
+    let invoice = o
+        .invoice_address
+        .as_ref()
+        .map(|a| address(ctx.countries, a, "invoiceAddress"))
+        .transpose()?;
+    let delivery = o
+        .delivery_address
+        .as_ref()
+        .map(|a| address(ctx.countries, a, "deliveryAddress"))
+        .transpose()?;
     let customer = Customer {
         name: text(&o.relation_name),
         company: o
@@ -312,18 +322,8 @@ fn preparation_lines(list: &wire::LineList) -> Vec<wire::Line> {
         .collect()
 }
 
-fn address(a: &wire::Address) -> Result<Address, String> {
-    let country = match text(&a.country) {
-        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
-            Some(c.to_ascii_uppercase())
-        }
-        Some(c) => {
-            return Err(format!(
-                "address country {c:?} is not an ISO 3166-1 alpha-2 code"
-            ));
-        }
-        None => None,
-    };
+fn address(countries: &CountryMap, a: &wire::Address, what: &str) -> Result<Address, String> {
+    let country = countries.iso(&format!("{what}.country"), text(&a.country).as_deref())?;
     Ok(Address {
         name: text(&a.name).or_else(|| text(&a.contact)),
         street: text(&a.address),

@@ -28,6 +28,7 @@ use super::walk::WalkGuard;
 use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, MplusSettings, MplusStart, SourceConfig};
 use crate::http::{Endpoint, Failure};
+use crate::model::CountryMap;
 use crate::model::convert::from_scaled;
 use crate::poll::Known;
 use crate::secret::Secret;
@@ -48,6 +49,7 @@ pub struct Mplus {
     start: MplusStart,
     write_reference: bool,
     page_size: u32,
+    countries: CountryMap,
 }
 
 /// Where a walk is: the marker of the last order recorded (or to be
@@ -119,6 +121,7 @@ impl Mplus {
             start: settings.start,
             write_reference: settings.write_reference,
             page_size: source.page_size,
+            countries: source.country_map.clone(),
         })
     }
 
@@ -332,7 +335,14 @@ impl Mplus {
     }
 
     pub fn parse_orders(&self, body: &str) -> Result<Batch, Failure> {
-        parse_orders(&self.name, body)
+        read_orders(&self.map_context(), body)
+    }
+
+    fn map_context(&self) -> MapContext<'_> {
+        MapContext {
+            source: &self.name,
+            countries: &self.countries,
+        }
     }
 
     pub async fn recheck(&self, external_id: &str) -> Result<IncomingOrder, Failure> {
@@ -342,7 +352,7 @@ impl Mplus {
         let raw = slices
             .first()
             .ok_or_else(|| Failure::retry(format!("getOrder {external_id} holds no order")))?;
-        map_one(&MapContext { source: &self.name }, raw)
+        map_one(&self.map_context(), raw)
             .map(|(_, o)| o)
             .map_err(|(_, why)| Failure::retry(why))
     }
@@ -509,21 +519,31 @@ fn get_orders_envelope(cursor: i64, page_size: u32, walk: &Walk) -> Result<Strin
     soap::envelope("getOrders", &op)
 }
 
-/// The orders of a getOrders answer, each `<order>` read on its own.
+/// The orders of a getOrders answer, each `<order>` read on its own, with
+/// two-letter countries only (no `country_map`; clients outside the engine).
 pub fn parse_orders(source: &str, body: &str) -> Result<Batch, Failure> {
+    read_orders(
+        &MapContext {
+            source,
+            countries: CountryMap::none(),
+        },
+        body,
+    )
+}
+
+fn read_orders(ctx: &MapContext<'_>, body: &str) -> Result<Batch, Failure> {
     if let Some(fault) = soap::parse_fault(body) {
-        return Err(soap::fault_failure("getOrders", &fault).context(source));
+        return Err(soap::fault_failure("getOrders", &fault).context(ctx.source));
     }
     let slices = soap::order_elements(body, "getOrdersResponse")
         .map_err(|e| Failure::retry(format!("MplusKASSA getOrders: {e}")))?;
-    let ctx = MapContext { source };
     let mut batch = Batch {
         orders: Vec::with_capacity(slices.len()),
         max: 0,
         unkeyed: Vec::new(),
     };
     for raw in slices {
-        match map_one(&ctx, raw) {
+        match map_one(ctx, raw) {
             Ok((marker, order)) => {
                 batch.max = batch.max.max(marker);
                 batch.orders.push(order);

@@ -8,6 +8,7 @@ use super::map;
 use super::read_list;
 use super::statuses::{Status, StatusTable, Wanted};
 use crate::config::StatusRef;
+use crate::model::CountryMap;
 use crate::sources::fuzz_tests::{self as fuzz, Node, Syntax};
 use crate::sources::list::Body;
 use crate::sources::walk::WalkGuard;
@@ -115,7 +116,14 @@ fn read_unbounded(bytes: &[u8], ours: bool) -> Result<(), TestCaseError> {
         // As `next_page` and `recheck` do, without the panic isolation.
         let order = match item.unreadable("Retailys", &id) {
             Some(parked) => parked,
-            None => match map::incoming("eshop-cz", &table, &item.raw, &item.value, ours) {
+            None => match map::incoming(
+                "eshop-cz",
+                &table,
+                CountryMap::none(),
+                &item.raw,
+                &item.value,
+                ours,
+            ) {
                 Ok(o) => o,
                 Err(_) => continue,
             },
@@ -161,7 +169,7 @@ fn the_seed_files() {
 fn the_templates_map() {
     for t in templates() {
         let v: serde_json::Value = serde_json::from_str(&t.json()).unwrap();
-        let o = map::incoming("s", &table(), &t.json(), &v, false).unwrap();
+        let o = map::incoming("s", &table(), CountryMap::none(), &t.json(), &v, false).unwrap();
         assert!(o.mapped.is_ok(), "{:?}", o.mapped);
     }
 }

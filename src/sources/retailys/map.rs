@@ -9,11 +9,11 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::statuses::StatusTable;
-use crate::model::arith;
 use crate::model::convert::decimal_from_json;
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
+use crate::model::{CountryMap, arith};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 /// The id of an order (or of anything with an `id`), as text.
@@ -39,6 +39,7 @@ pub fn status_id(v: &Value) -> Option<i64> {
 pub fn incoming(
     source: &str,
     statuses: &StatusTable,
+    countries: &CountryMap,
     raw: &str,
     v: &Value,
     ours: bool,
@@ -49,7 +50,7 @@ pub fn incoming(
         raw: raw.to_string(),
         // No modification stamp in the API; the status is what changes.
         version: status_id(v).map(|s| format!("status {s}")),
-        mapped: map_order(source, statuses, &id, v, ours)
+        mapped: map_order(source, statuses, countries, &id, v, ours)
             .map_err(|e| format!("cannot map Retailys order {id}: {e}")),
     })
 }
@@ -67,27 +68,17 @@ fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
     decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
 }
 
-fn country(v: &Value, what: &str) -> Result<Option<String>, String> {
-    match text(v) {
-        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
-            Ok(Some(c.to_ascii_uppercase()))
-        }
-        Some(c) => Err(format!("{what} {c:?} is not an ISO 3166-1 alpha-2 code")),
-        None => Ok(None),
-    }
-}
-
 /// Invoice (`prefix = ""`) or delivery (`prefix = "delivery_"`) address.
-fn address(v: &Value, prefix: &str) -> Result<Option<Address>, String> {
+fn address(countries: &CountryMap, v: &Value, prefix: &str) -> Result<Option<Address>, String> {
     let f = |k: &str| text(&v[format!("{prefix}{k}")]);
     let a = Address {
         name: f("name"),
         street: f("street"),
         postcode: f("zip"),
         city: f("city"),
-        country: country(
-            &v[format!("{prefix}state_code")],
+        country: countries.iso(
             &format!("{prefix}state_code"),
+            text(&v[format!("{prefix}state_code")]).as_deref(),
         )?,
     };
     Ok((a != Address::default()).then_some(a))
@@ -96,6 +87,7 @@ fn address(v: &Value, prefix: &str) -> Result<Option<Address>, String> {
 fn map_order(
     source: &str,
     st: &StatusTable,
+    countries: &CountryMap,
     id: &str,
     v: &Value,
     ours: bool,
@@ -213,8 +205,8 @@ fn map_order(
         currency,
         prices_include_tax: true,
         customer,
-        billing_address: address(v, "")?,
-        shipping_address: address(v, "delivery_")?,
+        billing_address: address(countries, v, "")?,
+        shipping_address: address(countries, v, "delivery_")?,
         lines,
         shipping,
         discounts,
@@ -321,7 +313,15 @@ mod tests {
     }
 
     fn map(v: &Value) -> IncomingOrder {
-        incoming("eshop-cz", &table(), &v.to_string(), v, true).unwrap()
+        incoming(
+            "eshop-cz",
+            &table(),
+            CountryMap::none(),
+            &v.to_string(),
+            v,
+            true,
+        )
+        .unwrap()
     }
 
     #[test]
@@ -419,6 +419,6 @@ mod tests {
         let mut v = order();
         v["items"][0]["count"] = json!(1.5);
         assert!(map(&v).mapped.unwrap_err().contains("count"));
-        assert!(incoming("s", &table(), "{}", &json!({}), false).is_err());
+        assert!(incoming("s", &table(), CountryMap::none(), "{}", &json!({}), false).is_err());
     }
 }

@@ -40,6 +40,7 @@ use super::walk::WalkGuard;
 use super::{Page, PrepareError, Window};
 use crate::config::{Config, ConfigError, RetailysSettings, SourceConfig, StatusRef};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
+use crate::model::CountryMap;
 use crate::outbox::state::OrderState;
 use crate::poll::Known;
 use crate::secret::Secret;
@@ -66,6 +67,7 @@ pub struct Retailys {
     token: Secret,
     channel_id: Option<i64>,
     import_statuses: Option<Vec<StatusRef>>,
+    countries: CountryMap,
     processing_status: StatusRef,
     shipped_status: Option<StatusRef>,
     cancelled_status: Option<StatusRef>,
@@ -147,13 +149,14 @@ fn read_list(body: &[u8], what: &str) -> Result<Listing<OrdersPage>, Failure> {
 fn map_one(
     source: &str,
     table: &StatusTable,
+    countries: &CountryMap,
     id: &str,
     raw: &str,
     v: &Value,
     ours: bool,
 ) -> Result<IncomingOrder, String> {
     list::isolated(
-        || map::incoming(source, table, raw, v, ours),
+        || map::incoming(source, table, countries, raw, v, ours),
         |why| Ok(list::parked(id, raw, why)),
     )
 }
@@ -180,7 +183,7 @@ pub fn canonical_json(
     };
     let table = StatusTable::resolve(all, &wanted, source)?;
     let value: Value = serde_json::from_str(raw).map_err(|e| e.to_string())?;
-    let mapped = map::incoming(source, &table, raw, &value, false)?.mapped?;
+    let mapped = map::incoming(source, &table, CountryMap::none(), raw, &value, false)?.mapped?;
     Ok(
         matches!(mapped.disposition, crate::store::Disposition::Push)
             .then(|| mapped.order.to_json()),
@@ -231,6 +234,7 @@ impl Retailys {
             token,
             channel_id: settings.channel_id,
             import_statuses: settings.import_statuses.clone(),
+            countries: source.country_map.clone(),
             processing_status: settings.processing_status.clone(),
             shipped_status: settings.shipped_status.clone(),
             cancelled_status: settings.cancelled_status.clone(),
@@ -484,7 +488,7 @@ impl Retailys {
             // Only an order ordersync pushed may be followed through the
             // processing and shipped statuses; a held one is not ours.
             let ours = seen.ours(&id);
-            match map_one(&self.name, &table, &id, &item.raw, v, ours) {
+            match map_one(&self.name, &table, &self.countries, &id, &item.raw, v, ours) {
                 Ok(o) => orders.push(o),
                 Err(e) => walk.guard.unkeyed(format!("page {}: {e}", walk.page)),
             }
@@ -570,6 +574,7 @@ impl Retailys {
         map_one(
             &self.name,
             &table,
+            &self.countries,
             external_id,
             &item.raw,
             &item.value,

@@ -23,6 +23,7 @@ use super::map;
 use super::statuses::{Status, StatusTable, Wanted};
 use crate::config::StatusRef;
 use crate::http::{Failure, Reply};
+use crate::model::CountryMap;
 use crate::store::{Disposition, IncomingOrder};
 
 const ORDER_MODEL: &str = include_str!("../../../tests/fixtures/vendor/retailys/order-model.json");
@@ -118,7 +119,15 @@ fn table() -> StatusTable {
 }
 
 fn incoming(v: &Value) -> IncomingOrder {
-    map::incoming("eshop-cz", &table(), &v.to_string(), v, false).unwrap()
+    map::incoming(
+        "eshop-cz",
+        &table(),
+        CountryMap::none(),
+        &v.to_string(),
+        v,
+        false,
+    )
+    .unwrap()
 }
 
 /// The key fields every mapping of the documented order must give.

@@ -2,7 +2,6 @@
 //! user's token (given, or obtained by logging in), the status ids written
 //! back, and the map from Titelive's numeric country ids to ISO codes.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use serde::Deserialize;
@@ -23,8 +22,6 @@ struct RawTitelive {
     processing_status: i64,
     #[serde(default = "default_shipped")]
     shipped_status: i64,
-    #[serde(default)]
-    country_map: BTreeMap<String, String>,
 }
 
 fn default_processing() -> i64 {
@@ -49,8 +46,6 @@ pub struct TiteliveSettings {
     pub auth: TiteliveAuth,
     pub processing_status: i64,
     pub shipped_status: i64,
-    /// Titelive country id (as text) -> ISO 3166-1 alpha-2.
-    pub country_map: BTreeMap<String, String>,
 }
 
 /// Checks the source's own keys (those not common to every kind).
@@ -126,31 +121,27 @@ pub(crate) fn build(
             raw.processing_status
         )));
     }
-    if raw.country_map.is_empty() {
+    // The orders give countries as Titelive's numeric ids only: the map
+    // (the common `country_map` key) is what makes them ISO codes.
+    if source.country_map.is_empty() {
         return Err(ConfigError(format!(
             "{prefix}.country_map: map Titelive's country ids to ISO codes, e.g. country_map = {{ \"1\" = \"FR\" }}"
         )));
     }
-    let mut country_map = BTreeMap::new();
-    for (id, code) in raw.country_map {
-        if id.parse::<u32>().is_err() {
-            return Err(ConfigError(format!(
-                "{prefix}.country_map: key {id:?} is not a Titelive country id (a number)"
-            )));
-        }
-        if code.len() != 2 || !code.chars().all(|c| c.is_ascii_alphabetic()) {
-            return Err(ConfigError(format!(
-                "{prefix}.country_map.{id}: {code:?} is not an ISO 3166-1 alpha-2 code"
-            )));
-        }
-        country_map.insert(id, code.to_ascii_uppercase());
+    if let Some(id) = source
+        .country_map
+        .values()
+        .find(|id| id.parse::<u32>().is_err())
+    {
+        return Err(ConfigError(format!(
+            "{prefix}.country_map: key {id:?} is not a Titelive country id (a number)"
+        )));
     }
     Ok(TiteliveSettings {
         domain_code,
         auth,
         processing_status: raw.processing_status,
         shipped_status: raw.shipped_status,
-        country_map,
     })
 }
 
@@ -194,7 +185,15 @@ country_map = { "1" = "fr", "231" = "US" }
             panic!("not titelive");
         };
         assert_eq!((t.processing_status, t.shipped_status), (7, 8));
-        assert_eq!(t.country_map["1"], "FR", "codes are upper-cased");
+        assert_eq!(
+            c.sources[0]
+                .country_map
+                .iso("c", Some("1"))
+                .unwrap()
+                .as_deref(),
+            Some("FR"),
+            "codes are upper-cased"
+        );
         assert!(matches!(&t.auth, TiteliveAuth::Login { login, .. } if login == "SYSTEM"));
     }
 
@@ -212,7 +211,7 @@ country_map = { "1" = "fr", "231" = "US" }
             (format!("{LOGIN}token_env = \"T\""), "sources[0].token_file"),
             (
                 LOGIN.replace("\"231\" = \"US\"", "\"231\" = \"USA\""),
-                "sources[0].country_map.231",
+                "sources[0].country_map.\"231\"",
             ),
             (LOGIN.replace("\"231\"", "\"us\""), "sources[0].country_map"),
             (

@@ -12,6 +12,7 @@ use super::map::{self, MapContext};
 use super::wire::{self, CodeClass};
 use super::{select, token_of};
 use crate::http::Reply;
+use crate::model::CountryMap;
 use crate::sources::fuzz_tests::{self as fuzz, Node, Syntax};
 use crate::sources::walk::WalkGuard;
 
@@ -76,11 +77,15 @@ const FIELDS: &[&str] = &[
     "-",
 ];
 
-fn countries() -> BTreeMap<String, String> {
-    BTreeMap::from([
-        ("231".to_string(), "US".to_string()),
-        ("1".to_string(), "FR".to_string()),
-    ])
+fn countries() -> CountryMap {
+    CountryMap::new(
+        "sources[0].country_map".into(),
+        BTreeMap::from([
+            ("231".to_string(), "US".to_string()),
+            ("1".to_string(), "FR".to_string()),
+        ]),
+    )
+    .unwrap()
 }
 
 fn reply(bytes: &[u8]) -> Reply {
@@ -103,8 +108,7 @@ fn read_unbounded(bytes: &[u8], backfill: bool) -> Result<(), TestCaseError> {
     let countries = countries();
     let ctx = MapContext {
         source: "books",
-        country_map_key: "sources[0].country_map",
-        country_map: &countries,
+        countries: &countries,
     };
     let reply = reply(bytes);
     // The list, as `next_page` reads it.
@@ -180,8 +184,7 @@ fn the_templates_map() {
     let countries = countries();
     let ctx = MapContext {
         source: "books",
-        country_map_key: "k",
-        country_map: &countries,
+        countries: &countries,
     };
     for t in templates() {
         let v: Value = serde_json::from_str(&t.json()).unwrap();

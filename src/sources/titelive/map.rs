@@ -4,17 +4,15 @@
 //! address key is sometimes spelled `deliveryAdressLine1`, and countries are
 //! numeric ids mapped through the configured `country_map`.
 
-use std::collections::BTreeMap;
-
 use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::wire::collection;
-use crate::model::arith;
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
+use crate::model::{CountryMap, arith};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 /// Titelive is a French company and its samples carry no zone: creation
@@ -29,9 +27,8 @@ pub const CANCELLED: i64 = 99;
 
 pub struct MapContext<'a> {
     pub source: &'a str,
-    /// Where the map is configured, for messages (`sources[1].country_map`).
-    pub country_map_key: &'a str,
-    pub country_map: &'a BTreeMap<String, String>,
+    /// The source's `country_map`: Titelive's country ids → ISO codes.
+    pub countries: &'a CountryMap,
 }
 
 /// The order's id as text, if it has one.
@@ -152,18 +149,9 @@ fn address(ctx: &MapContext<'_>, v: &Value, prefix: &str) -> Result<Option<Addre
         s
     });
     let country_key = format!("{prefix}Country");
-    let country = match text(&v[&country_key]) {
-        None => None,
-        Some(id) => match ctx.country_map.get(&id) {
-            Some(iso) => Some(iso.clone()),
-            None => {
-                return Err(format!(
-                    "{country_key} {id} is not in {key}; add \"{id}\" = \"<ISO code>\" there",
-                    key = ctx.country_map_key
-                ));
-            }
-        },
-    };
+    let country = ctx
+        .countries
+        .iso(&country_key, text(&v[&country_key]).as_deref())?;
     let a = Address {
         name: (!name.is_empty()).then_some(name),
         street,
@@ -306,6 +294,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
 mod tests {
     use super::*;
     use serde_json::json;
+    use std::collections::BTreeMap;
 
     /// The seed's "Get order" sample, made into valid JSON, with a voucher line.
     pub(crate) fn sample() -> Value {
@@ -331,14 +320,17 @@ mod tests {
     }
 
     fn map(v: &Value) -> IncomingOrder {
-        let countries = BTreeMap::from([
-            ("231".to_string(), "US".to_string()),
-            ("1".to_string(), "FR".to_string()),
-        ]);
+        let countries = CountryMap::new(
+            "sources[0].country_map".into(),
+            BTreeMap::from([
+                ("231".to_string(), "US".to_string()),
+                ("1".to_string(), "FR".to_string()),
+            ]),
+        )
+        .unwrap();
         let ctx = MapContext {
             source: "books",
-            country_map_key: "sources[0].country_map",
-            country_map: &countries,
+            countries: &countries,
         };
         incoming(&ctx, v).unwrap()
     }
@@ -415,7 +407,7 @@ mod tests {
         v["deliveryCountry"] = json!(44);
         let err = map(&v).mapped.unwrap_err();
         assert!(
-            err.contains("deliveryCountry 44") && err.contains("sources[0].country_map"),
+            err.contains("deliveryCountry \"44\"") && err.contains("sources[0].country_map"),
             "{err}"
         );
         assert!(err.contains("order 5"), "{err}");

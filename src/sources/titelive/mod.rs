@@ -48,6 +48,7 @@ use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, TiteliveAuth, TiteliveSettings};
 use crate::http::session::{Issued, Session, refused_401};
 use crate::http::{Endpoint, Failure, Reply, path_segment};
+use crate::model::CountryMap;
 use crate::model::convert::naive_local_to_utc;
 use crate::poll::Known;
 use crate::secret::{Secret, SecretRef};
@@ -76,8 +77,7 @@ pub struct Titelive {
     session: Session,
     processing_status: i64,
     shipped_status: i64,
-    country_map: BTreeMap<String, String>,
-    country_map_key: String,
+    countries: CountryMap,
     /// The shop did not read the SYSTEM login as a form: it goes as the
     /// documented query string ([`Titelive::log_in`]).
     login_by_query: std::sync::atomic::AtomicBool,
@@ -110,11 +110,6 @@ impl Titelive {
         settings: &TiteliveSettings,
     ) -> Result<Titelive, ConfigError> {
         let prefix = format!("source {}", source.name);
-        let index = config
-            .sources
-            .iter()
-            .position(|s| s.name == source.name)
-            .unwrap_or_default();
         let auth = match &settings.auth {
             TiteliveAuth::Token(r) => {
                 let key = format!("{prefix}: token");
@@ -146,8 +141,7 @@ impl Titelive {
             session: Session::new(),
             processing_status: settings.processing_status,
             shipped_status: settings.shipped_status,
-            country_map: settings.country_map.clone(),
-            country_map_key: format!("sources[{index}].country_map"),
+            countries: source.country_map.clone(),
             login_by_query: std::sync::atomic::AtomicBool::new(false),
         })
     }
@@ -159,8 +153,7 @@ impl Titelive {
     fn map_context(&self) -> map::MapContext<'_> {
         map::MapContext {
             source: &self.name,
-            country_map_key: &self.country_map_key,
-            country_map: &self.country_map,
+            countries: &self.countries,
         }
     }
 

@@ -23,6 +23,7 @@ use serde_json::Value;
 use super::map::{self, MapContext};
 use super::wire::{self, CodeClass};
 use crate::http::{Failure, Reply};
+use crate::model::CountryMap;
 use crate::store::{Disposition, IncomingOrder};
 
 const STATUS_UPDATE: &str =
@@ -77,10 +78,10 @@ fn countries() -> BTreeMap<String, String> {
 }
 
 fn map_with(countries: &BTreeMap<String, String>, order: &Value) -> IncomingOrder {
+    let countries = CountryMap::new("sources[0].country_map".into(), countries.clone()).unwrap();
     let ctx = MapContext {
         source: "books",
-        country_map_key: "sources[0].country_map",
-        country_map: countries,
+        countries: &countries,
     };
     map::incoming(&ctx, order).unwrap()
 }
@@ -325,7 +326,7 @@ fn order_list_answer_without_a_country_mapping_parks_naming_the_field() {
     let err = map_with(&BTreeMap::new(), &order).mapped.unwrap_err();
     assert_eq!(
         err,
-        "cannot map Titelive order 5: invoiceCountry 231 is not in sources[0].country_map; add \"231\" = \"<ISO code>\" there"
+        "cannot map Titelive order 5: invoiceCountry \"231\" is not an ISO 3166-1 alpha-2 code; add \"231\" = \"<ISO code>\" to sources[0].country_map"
     );
 }
 

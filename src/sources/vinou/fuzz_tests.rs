@@ -6,6 +6,7 @@ use proptest::test_runner::TestCaseError;
 
 use super::map::{self, MapContext};
 use super::read_list;
+use crate::model::CountryMap;
 use crate::model::convert::parse_naive;
 use crate::sources::fuzz_tests::{self as fuzz, Node, Syntax};
 use crate::sources::list::Body;
@@ -129,7 +130,7 @@ proptest! {
         watching in any::<bool>(),
     ) {
         let st = statuses();
-        let ctx = MapContext { source: "weingut", import_statuses: &st, already_pushed, watching };
+        let ctx = MapContext { countries: CountryMap::none(), source: "weingut", import_statuses: &st, already_pushed, watching };
         read(order.as_bytes(), &ctx)?;
         let page = format!(r#"{{"data":[{order},{order}],"pages":1}}"#);
         read(page.as_bytes(), &ctx)?;
@@ -138,7 +139,7 @@ proptest! {
     #[test]
     fn mutated_and_arbitrary_bytes(bytes in fuzz::mutated(fuzz::bases(KIND), Syntax::Json)) {
         let st = statuses();
-        let ctx = MapContext { source: "weingut", import_statuses: &st, already_pushed: false, watching: true };
+        let ctx = MapContext { countries: CountryMap::none(), source: "weingut", import_statuses: &st, already_pushed: false, watching: true };
         read(&bytes, &ctx)?;
     }
 }
@@ -147,6 +148,7 @@ proptest! {
 fn the_seed_files() {
     let st = statuses();
     let ctx = MapContext {
+        countries: CountryMap::none(),
         source: "weingut",
         import_statuses: &st,
         already_pushed: false,
@@ -162,6 +164,7 @@ fn the_seed_files() {
 fn the_templates_map() {
     let st = statuses();
     let ctx = MapContext {
+        countries: CountryMap::none(),
         source: "weingut",
         import_statuses: &st,
         already_pushed: false,

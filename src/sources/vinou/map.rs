@@ -9,11 +9,11 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::model::arith;
 use crate::model::convert::{decimal_from_json, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
+use crate::model::{CountryMap, arith};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 /// Vinou is a German service; its naive timestamps are read as Berlin time
@@ -35,6 +35,8 @@ pub struct MapContext<'a> {
     /// it (the very first poll), such an order is history the merchant
     /// handled without the ERP.
     pub watching: bool,
+    /// The source's `country_map`.
+    pub countries: &'a CountryMap,
 }
 
 /// The order's id as text, if it has one.
@@ -82,21 +84,14 @@ fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
 }
 
 /// A client or address record (Vinou uses the same field names for both).
-fn address(v: &Value, what: &str) -> Result<Option<Address>, String> {
+fn address(countries: &CountryMap, v: &Value, what: &str) -> Result<Option<Address>, String> {
     if !v.is_object() {
         return Ok(None);
     }
-    let country = match text(&v["countrycode"]) {
-        Some(c) if c.len() == 2 && c.chars().all(|ch| ch.is_ascii_alphabetic()) => {
-            Some(c.to_ascii_uppercase())
-        }
-        Some(c) => {
-            return Err(format!(
-                "{what}.countrycode {c:?} is not an ISO 3166-1 alpha-2 code"
-            ));
-        }
-        None => None,
-    };
+    let country = countries.iso(
+        &format!("{what}.countrycode"),
+        text(&v["countrycode"]).as_deref(),
+    )?;
     let street = match (text(&v["address"]), text(&v["address_supplement"])) {
         (Some(a), Some(s)) => Some(format!("{a}, {s}")),
         (a, _) => a,
@@ -291,7 +286,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
     let shipping_address = match v["delivery_type"].as_str() {
         // No separate delivery: the goods go to the billing address.
         Some("none") | None => None,
-        _ => address(party(v, "delivery"), "delivery")?,
+        _ => address(ctx.countries, party(v, "delivery"), "delivery")?,
     };
     let paid = v["paid"].as_bool().unwrap_or(false);
     let order = Order {
@@ -305,7 +300,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         currency: "EUR".into(),
         prices_include_tax,
         customer,
-        billing_address: address(billing, "billing")?,
+        billing_address: address(ctx.countries, billing, "billing")?,
         shipping_address,
         lines,
         shipping,

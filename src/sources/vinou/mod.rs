@@ -47,6 +47,7 @@ use super::{Page, Window, WriteBack};
 use crate::config::{Config, ConfigError, SourceConfig, VinouSettings};
 use crate::http::session::{Session, refused_401};
 use crate::http::{Endpoint, Failure, Reply};
+use crate::model::CountryMap;
 use crate::model::convert::{parse_naive, utc_to_naive_local};
 use crate::outbox::state::OrderState;
 use crate::poll::Known;
@@ -64,6 +65,7 @@ pub struct Vinou {
     login: auth::Login,
     session: Session,
     import_statuses: Vec<String>,
+    countries: CountryMap,
     touch_on_import: bool,
     page_size: u32,
 }
@@ -144,6 +146,7 @@ impl Vinou {
             base: source.base_url.clone(),
             endpoint,
             import_statuses: settings.import_statuses.clone(),
+            countries: source.country_map.clone(),
             touch_on_import: settings.touch_on_import,
             page_size: source.page_size.min(MAX_PAGE_SIZE),
         })
@@ -340,6 +343,7 @@ impl Vinou {
         let ctx = map::MapContext {
             source: &self.name,
             import_statuses: &self.import_statuses,
+            countries: &self.countries,
             already_pushed: ledger_state.is_some_and(OrderState::in_erp),
             watching: watching || ledger_state.is_some(),
         };

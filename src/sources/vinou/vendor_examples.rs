@@ -18,6 +18,7 @@ use serde_json::{Value, json};
 use super::OneRaw;
 use super::map::{self, MapContext};
 use crate::http::{Failure, Reply};
+use crate::model::CountryMap;
 use crate::sources::list::Body;
 use crate::store::{Disposition, IncomingOrder};
 
@@ -45,6 +46,7 @@ fn reply(body: &str) -> Reply {
 fn map(order: &Value) -> IncomingOrder {
     let statuses = vec!["payed".to_string(), "need_package".to_string()];
     let ctx = MapContext {
+        countries: CountryMap::none(),
         source: "weingut",
         import_statuses: &statuses,
         already_pushed: false,
@@ -178,6 +180,7 @@ fn add_request_with_ids_is_no_order_vinou_sends() {
     assert_eq!(v["data"]["items"].as_array().unwrap().len(), 3);
     let ctx_statuses = vec!["payed".to_string()];
     let ctx = MapContext {
+        countries: CountryMap::none(),
         source: "weingut",
         import_statuses: &ctx_statuses,
         already_pushed: false,

@@ -30,6 +30,9 @@ fn the_example_mplus_source_parses_when_uncommented() {
     };
     assert!(m.write_reference);
     assert_eq!(m.start, ordersync::config::MplusStart::Beginning);
+    let country = |v| till.country_map.iso("country", Some(v)).unwrap();
+    assert_eq!(country(" nederland").as_deref(), Some("NL"));
+    assert_eq!(country("FR").as_deref(), Some("FR"));
 }
 
 /// The simulator itself, over plain HTTP: the quirks the connector relies on.
@@ -128,5 +131,51 @@ async fn a_till_giving_its_timezone_in_seconds_places_orders_right() {
                 "order {id} (timezone in seconds: {in_seconds}): {at} not in {before}..{after}"
             );
         }
+    }
+}
+
+/// `Address.country` is a free string: a Dutch till may hold "Nederland".
+/// Without a `country_map` entry the order is parked naming the value and
+/// the key to add; once the entry is there (a restart with the new config),
+/// the recheck round reads the parked orders again and each is pushed once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_country_name_parks_until_the_country_map_has_it_then_pushes_once() {
+    let mut o = options();
+    o.mplus.country_names = true;
+    let app = spawn_mplus(o, "recheck_every = \"0s\"", 25).await;
+    let ids = app.sandbox.mplus.seed_orders(4);
+    let engine = app.engine();
+    app.sync_until(&engine, &ids, false).await;
+    for id in &ids {
+        assert_eq!(app.state(id), "invalid", "{id}");
+        assert!(app.sandbox.erp.erp_orders_for(&key(id)).is_empty(), "{id}");
+        let d = engine.store.order_detail(&key(id)).unwrap().unwrap();
+        let reason = d.jobs[0].parked_reason.clone().unwrap_or_default();
+        assert!(
+            reason.contains("invoiceAddress.country \"Nederland\"")
+                && reason.contains("sources[0].country_map"),
+            "{id}: {reason}"
+        );
+    }
+    drop(engine);
+    // The operator adds the entry and restarts.
+    let mut config = app.config.clone();
+    config.sources[0].country_map = ordersync::model::CountryMap::new(
+        "sources[0].country_map".into(),
+        [("nederland".to_string(), "NL".to_string())].into(),
+    )
+    .unwrap();
+    let store = Arc::new(Store::open(&app.db_path()).unwrap());
+    let engine = ordersync::daemon::build_engine(&config, store).unwrap();
+    app.sync(&engine).await;
+    assert_till_converged(&app, &ids);
+    for id in &ids {
+        let sent = &app.sandbox.erp.erp_orders_for(&key(id))[0].body;
+        assert_eq!(sent["billing_address"]["country"], "NL", "{id}");
+    }
+    // Another round reads nothing new into the ERP.
+    app.sync(&engine).await;
+    for id in &ids {
+        assert_eq!(app.sandbox.erp.post_requests(&key(id)), 1, "{id}");
     }
 }

@@ -26,7 +26,7 @@ async fn an_unmapped_country_parks_only_that_order() {
     assert_eq!(parked[0]["order_key"], tl_key(odd));
     let reason = parked[0]["reason"].as_str().unwrap();
     assert!(
-        reason.contains("Country 999") && reason.contains("sources[0].country_map"),
+        reason.contains("Country \"999\"") && reason.contains("sources[0].country_map"),
         "{reason}"
     );
 }

@@ -34,6 +34,7 @@ fn sample() -> Value {
 
 fn ctx(statuses: &[String]) -> MapContext<'_> {
     MapContext {
+        countries: CountryMap::none(),
         source: "weingut",
         import_statuses: statuses,
         already_pushed: false,
