@@ -17,6 +17,32 @@ pub fn decimal_from_json(v: &serde_json::Value) -> Result<Decimal, String> {
     }
 }
 
+/// A JSON field as text, one rule for every JSON source: a string (without
+/// blanks around it) or a number's own text; `null`, a missing field, `""`
+/// and blanks are absent.
+pub fn json_text(v: &serde_json::Value) -> Option<String> {
+    match v {
+        serde_json::Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
+        serde_json::Value::Number(n) => Some(n.to_string()),
+        _ => None,
+    }
+}
+
+/// [`decimal_from_json`] with the field named in the error.
+pub fn json_decimal(v: &serde_json::Value, what: &str) -> Result<Decimal, String> {
+    decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
+}
+
+/// An ISO 4217 currency code as the canonical order carries it (three
+/// capital letters).
+pub fn currency_code(code: &str) -> Result<String, String> {
+    if code.len() == 3 && code.chars().all(|c| c.is_ascii_uppercase()) {
+        Ok(code.to_string())
+    } else {
+        Err(format!("currency {code:?} is not an ISO 4217 code"))
+    }
+}
+
 /// A decimal from text, plain (`"2.000"`) or scientific (`"1e-7"`).
 pub fn parse_decimal(s: &str) -> Result<Decimal, String> {
     let t = s.trim();
@@ -96,6 +122,29 @@ pub fn utc_to_naive_local(t: DateTime<Utc>, tz: chrono_tz::Tz) -> String {
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn json_text_is_absent_for_null_missing_and_blank() {
+        let v = json!({"a": null, "b": "", "c": "  ", "d": " Keizersgracht 12 ", "e": 150});
+        for k in ["a", "b", "c", "missing"] {
+            assert_eq!(json_text(&v[k]), None, "{k}");
+        }
+        assert_eq!(json_text(&v["d"]).as_deref(), Some("Keizersgracht 12"));
+        assert_eq!(json_text(&v["e"]).as_deref(), Some("150"));
+        assert_eq!(
+            json_decimal(&v["d"], "price").unwrap_err(),
+            "price: \" Keizersgracht 12 \" is not a decimal number"
+        );
+    }
+
+    #[test]
+    fn currency_codes_are_three_capitals() {
+        assert_eq!(currency_code("EUR").unwrap(), "EUR");
+        for bad in ["eur", "EURO", "€", "E1R"] {
+            let err = currency_code(bad).unwrap_err();
+            assert!(err.contains(&format!("{bad:?}")), "{err}");
+        }
+    }
 
     #[test]
     fn floats_convert_exactly_from_their_text() {

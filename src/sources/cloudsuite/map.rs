@@ -5,7 +5,9 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::model::convert::{decimal_from_json, naive_local_to_utc};
+use crate::model::convert::{
+    currency_code, json_decimal as decimal, json_text as text, naive_local_to_utc,
+};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
@@ -36,19 +38,6 @@ pub fn incoming(ctx: &MapContext<'_>, raw: &str, v: &Value) -> Result<IncomingOr
         mapped: map_order(ctx, &id, v)
             .map_err(|e| format!("cannot map CloudSuite order {id}: {e}")),
     })
-}
-
-/// A string field, with `null` and `""` both meaning absent.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
-    decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
 }
 
 /// An id as CloudSuite writes it: a number or a non-empty string.
@@ -125,10 +114,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         .or_else(|| text(&v["order_date"]))
         .ok_or("none of confirm_date, create_date or order_date is set")?;
     let ordered_at = naive_local_to_utc(&when, ctx.timezone)?;
-    let currency = text(&v["currency"]).ok_or("currency is missing")?;
-    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(format!("currency {currency:?} is not an ISO 4217 code"));
-    }
+    let currency = currency_code(&text(&v["currency"]).ok_or("currency is missing")?)?;
     let customer = map_customer(v);
     let mut lines = Vec::new();
     let mut discounts = Vec::new();

@@ -9,7 +9,7 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::statuses::StatusTable;
-use crate::model::convert::decimal_from_json;
+use crate::model::convert::{currency_code, json_decimal as decimal, json_text as text};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
@@ -55,19 +55,6 @@ pub fn incoming(
     })
 }
 
-/// A string field, with `null` and `""` both meaning absent.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
-    decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
-}
-
 /// Invoice (`prefix = ""`) or delivery (`prefix = "delivery_"`) address.
 fn address(countries: &CountryMap, v: &Value, prefix: &str) -> Result<Option<Address>, String> {
     let f = |k: &str| text(&v[format!("{prefix}{k}")]);
@@ -99,9 +86,7 @@ fn map_order(
     let currency = text(&v["order_currency_code"])
         .or_else(|| text(&v["main_currency_code"]))
         .ok_or("order_currency_code is missing")?;
-    if currency.len() != 3 || !currency.chars().all(|c| c.is_ascii_uppercase()) {
-        return Err(format!("currency {currency:?} is not an ISO 4217 code"));
-    }
+    let currency = currency_code(&currency)?;
     let company = &v["company"];
     let customer = Customer {
         name: text(&v["name"]),

@@ -8,7 +8,9 @@ use rust_decimal::Decimal;
 use serde_json::Value;
 
 use super::wire::collection;
-use crate::model::convert::{decimal_from_json, naive_local_to_utc};
+use crate::model::convert::{
+    decimal_from_json, json_decimal as decimal, json_text, naive_local_to_utc,
+};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
@@ -87,15 +89,7 @@ fn version(v: &Value) -> String {
 
 /// A text field; `null`, `""` and the samples' `"-"` placeholder are absent.
 fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !matches!(s.trim(), "" | "-") => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
-    decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
+    json_text(v).filter(|s| s != "-")
 }
 
 fn optional_decimal(v: &Value, what: &str) -> Result<Option<Decimal>, String> {

@@ -9,7 +9,7 @@
 use rust_decimal::Decimal;
 use serde_json::Value;
 
-use crate::model::convert::{decimal_from_json, naive_local_to_utc};
+use crate::model::convert::{json_decimal as decimal, json_text as text, naive_local_to_utc};
 use crate::model::{
     Address, Customer, Discount, Order, OrderLine, Payment, Shipping, Totals, order_key,
 };
@@ -68,19 +68,6 @@ pub fn version(v: &Value) -> String {
         text(&v["chstamp"]).unwrap_or_default(),
         text(&v["status"]).unwrap_or_default()
     )
-}
-
-/// A string field, with `null` and `""` both meaning absent.
-fn text(v: &Value) -> Option<String> {
-    match v {
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        Value::Number(n) => Some(n.to_string()),
-        _ => None,
-    }
-}
-
-fn decimal(v: &Value, what: &str) -> Result<Decimal, String> {
-    decimal_from_json(v).map_err(|e| format!("{what}: {e}"))
 }
 
 /// A client or address record (Vinou uses the same field names for both).
