@@ -8,20 +8,17 @@
 //! workflow; that is a refusal, parked and flagged for an operator. A sale
 //! already cancelled is done (a repeat after a crash).
 //! Cancelled sales ([`cancellations`]): `sale.sale` in state `cancelled` by
-//! `write_date`, read with the shipments' overlap; repeats are harmless (the
-//! ledger dedupes them).
+//! `write_date`, the feed walk shipments use too ([`super::feed`]); repeats
+//! are harmless (the ledger dedupes them).
 
 use serde_json::json;
 
 use super::TrytonErp;
-use super::rpc::{datetime, parse_datetime};
-use super::shipments::{CURSOR_FORMAT, OVERLAP};
+use super::feed::Feed;
+use super::rpc::parse_datetime;
 use crate::erp::CancellationPage;
 use crate::http::Failure;
 use crate::store::ErpCancellation;
-
-const PAGE: u32 = 1000;
-const MAX_PAGES: u32 = 100;
 
 pub async fn cancel(erp: &TrytonErp, order_key: &str) -> Result<String, Failure> {
     let sales = erp
@@ -71,35 +68,19 @@ pub async fn cancellations(
     after: Option<&str>,
     limit: u32,
 ) -> Result<CancellationPage, Failure> {
-    let cursor = super::shipments::parse_cursor(after, "cancellations")?;
-    let mut domain = vec![json!(["state", "=", "cancelled"])];
-    if let Some(c) = cursor {
-        domain.push(json!(["write_date", ">=", datetime(c - OVERLAP)]));
-    }
-    let page = PAGE.max(limit);
-    let mut next = cursor;
+    let mut feed = Feed::new(
+        &erp.rpc,
+        "cancellations",
+        "sale.sale",
+        json!(["state", "=", "cancelled"]),
+        vec!["number", "reference", "write_date"],
+        after,
+        limit,
+    )?;
     let mut cancellations = Vec::new();
-    for page_no in 0..MAX_PAGES {
-        let rows = erp
-            .rpc
-            .model(
-                "sale.sale",
-                "search_read",
-                vec![
-                    json!(domain),
-                    json!(page_no * page),
-                    json!(page),
-                    json!([["write_date", "ASC"], ["id", "ASC"]]),
-                    json!(["number", "reference", "write_date"]),
-                ],
-            )
-            .await?;
-        let rows = rows.as_array().cloned().unwrap_or_default();
+    while let Some(rows) = feed.next_page().await? {
         for r in &rows {
             let written = parse_datetime(&r["write_date"]);
-            if let Some(t) = written {
-                next = next.max(Some(t));
-            }
             // Only sales that carry an order key can be ours.
             let Some(reference) = r["reference"].as_str().filter(|s| s.contains(':')) else {
                 continue;
@@ -114,14 +95,9 @@ pub async fn cancellations(
                 reason: Some(format!("sale {} cancelled in Tryton", super::sale_label(r))),
             });
         }
-        if (rows.len() as u32) < page {
-            break;
-        }
     }
     Ok(CancellationPage {
         cancellations,
-        next: next
-            .map(|t| t.format(CURSOR_FORMAT).to_string())
-            .unwrap_or_default(),
+        next: feed.cursor(),
     })
 }

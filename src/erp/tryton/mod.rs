@@ -16,6 +16,7 @@
 
 mod batch;
 mod cancel;
+mod feed;
 mod parties;
 mod push;
 pub mod rpc;

@@ -329,7 +329,7 @@ pub fn parse_datetime(v: &Value) -> Option<NaiveDateTime> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(super) mod tests {
     use super::*;
 
     #[test]
@@ -453,11 +453,14 @@ mod tests {
         );
     }
 
-    type Answer = dyn Fn(&hyper::HeaderMap, &str) -> (hyper::StatusCode, String) + Send + Sync;
+    pub(in crate::erp::tryton) type Answer =
+        dyn Fn(&hyper::HeaderMap, &str) -> (hyper::StatusCode, String) + Send + Sync;
 
     /// A bare hyper server: POST /db/rpc/ answers with `answer`, anything
     /// else is 404.
-    async fn stand_in(answer: std::sync::Arc<Answer>) -> std::net::SocketAddr {
+    pub(in crate::erp::tryton) async fn stand_in(
+        answer: std::sync::Arc<Answer>,
+    ) -> std::net::SocketAddr {
         use http_body_util::{BodyExt as _, Full};
         use hyper::StatusCode;
         use std::sync::Arc;
@@ -494,7 +497,7 @@ mod tests {
     }
 
     /// A client of the stand-in at `addr`, logging in as admin.
-    fn rpc_at(addr: std::net::SocketAddr, password: &str) -> Rpc {
+    pub(in crate::erp::tryton) fn rpc_at(addr: std::net::SocketAddr, password: &str) -> Rpc {
         let ep = Endpoint::new("erp", std::time::Duration::from_secs(5), 2, None, 1 << 20).unwrap();
         Rpc::new(
             &format!("http://{addr}/db/"),

@@ -1,61 +1,25 @@
-//! Shipments: `stock.shipment.out` in state `done`, read by `write_date`.
-//!
-//! The cursor is the latest `write_date` seen (naive UTC, microseconds).
-//! Each read starts [`OVERLAP`] before it: Tryton takes `write_date` when the
-//! writing transaction starts, so a shipment committed late can carry a time
-//! before the cursor. Shipments read twice are harmless: the ledger keys
-//! shipment write-backs by order and the shipment's own id. Each shipment
-//! carries the quantities of its outgoing moves per sale line.
+//! Shipments: `stock.shipment.out` in state `done`, read by `write_date`
+//! ([`super::feed`]). Each shipment carries the quantities of its outgoing
+//! moves per sale line.
 
-use chrono::{NaiveDateTime, TimeDelta};
 use serde_json::{Value, json};
 
 use super::TrytonErp;
-use super::rpc::{datetime, parse_date, parse_datetime};
+use super::feed::Feed;
+use super::rpc::parse_date;
 use crate::erp::ShipmentPage;
 use crate::http::Failure;
 use crate::store::{ErpShipment, ShippedLine};
 use rust_decimal::Decimal;
 
-/// Longer than any Tryton transaction that marks shipments done.
-pub(super) const OVERLAP: TimeDelta = TimeDelta::seconds(120);
-/// Shipments read per call. The overlap window is re-read every poll, so a
-/// page must hold more than one window's worth (Tryton on SQLite finishes
-/// far fewer than this in two minutes).
-const PAGE: u32 = 1000;
-/// Pages read per poll at most (a bound, not an expectation).
-const MAX_PAGES: u32 = 100;
-pub(super) const CURSOR_FORMAT: &str = "%Y-%m-%dT%H:%M:%S%.6f";
 /// Fields only some module sets have: asked for only when present.
 const OPTIONAL: &[&str] = &["shipping_reference", "carrier"];
-
-/// A stored feed cursor (`write_date` of the last record read), if any.
-pub(super) fn parse_cursor(
-    after: Option<&str>,
-    feed: &str,
-) -> Result<Option<NaiveDateTime>, Failure> {
-    after
-        .filter(|a| !a.is_empty())
-        .map(|text| {
-            NaiveDateTime::parse_from_str(text, CURSOR_FORMAT).map_err(|e| {
-                Failure::permanent(format!(
-                    "stored Tryton {feed} cursor {text:?} is not a timestamp: {e}"
-                ))
-            })
-        })
-        .transpose()
-}
 
 pub async fn shipments(
     erp: &TrytonErp,
     after: Option<&str>,
     limit: u32,
 ) -> Result<ShipmentPage, Failure> {
-    let cursor = parse_cursor(after, "shipments")?;
-    let mut domain = vec![json!(["state", "=", "done"])];
-    if let Some(c) = cursor {
-        domain.push(json!(["write_date", ">=", datetime(c - OVERLAP)]));
-    }
     let mut fields = vec![
         "number",
         "effective_date",
@@ -70,49 +34,22 @@ pub async fn shipments(
     if optional.iter().any(|f| f == "carrier") {
         fields.push("carrier.rec_name");
     }
-    // Every page of the window in one call: a page cut by a limit would
-    // leave the cursor where it was when more than a page of shipments share
-    // one write date, and the same page would be read again for good.
-    let page = PAGE.max(limit);
-    let mut next = cursor;
+    let mut feed = Feed::new(
+        &erp.rpc,
+        "shipments",
+        "stock.shipment.out",
+        json!(["state", "=", "done"]),
+        fields,
+        after,
+        limit,
+    )?;
     let mut shipments = Vec::new();
-    for page_no in 0..MAX_PAGES {
-        let rows = erp
-            .rpc
-            .model(
-                "stock.shipment.out",
-                "search_read",
-                vec![
-                    json!(domain),
-                    json!(page_no * page),
-                    json!(page),
-                    json!([["write_date", "ASC"], ["id", "ASC"]]),
-                    json!(fields),
-                ],
-            )
-            .await?;
-        let rows = rows.as_array().cloned().unwrap_or_default();
-        for r in &rows {
-            if let Some(t) = parse_datetime(&r["write_date"]) {
-                next = next.max(Some(t));
-            }
-        }
+    while let Some(rows) = feed.next_page().await? {
         shipments.extend(shipments_of(erp, &rows).await?);
-        if (rows.len() as u32) < page {
-            break;
-        }
-        if page_no + 1 == MAX_PAGES {
-            tracing::warn!(
-                pages = MAX_PAGES,
-                "Tryton shipments: more done shipments in the window than one poll reads; the rest come next poll"
-            );
-        }
     }
     Ok(ShipmentPage {
         shipments,
-        next: next
-            .map(|t| t.format(CURSOR_FORMAT).to_string())
-            .unwrap_or_default(),
+        next: feed.cursor(),
     })
 }
 
