@@ -69,6 +69,28 @@ impl Window {
     pub fn is_listing(&self) -> bool {
         matches!(self, Window::Listing { .. })
     }
+
+    /// Where a backfill that walks by date reads from, and its own cursor
+    /// (a UTC time) if it has one: `since`, or, once that cursor has passed
+    /// `since`, the cursor less `lookback` (an interrupted run resumes,
+    /// reading again what may have been saved late). `None` for a live poll
+    /// or a listing.
+    pub fn backfill_from(
+        &self,
+        lookback: chrono::Duration,
+    ) -> Option<(DateTime<Utc>, Option<DateTime<Utc>>)> {
+        let Window::Backfill { since, cursor, .. } = self else {
+            return None;
+        };
+        let resume = cursor
+            .as_deref()
+            .and_then(|c| c.parse::<DateTime<Utc>>().ok());
+        let from = match resume {
+            Some(c) if c - lookback > *since => c - lookback,
+            _ => *since,
+        };
+        Some((from, resume))
+    }
 }
 
 /// One page of a walk: its orders, and the cursor to store with them when
@@ -479,5 +501,40 @@ impl Connector {
             Connector::Mplus(c) => c.check().await,
             Connector::Vinou(c) => c.check().await,
         }
+    }
+}
+
+#[cfg(test)]
+mod window_tests {
+    use super::*;
+
+    #[test]
+    fn a_backfill_resumes_from_its_cursor_less_the_lookback_never_before_since() {
+        let t = |s: &str| s.parse::<DateTime<Utc>>().unwrap();
+        let since = t("2026-11-01T00:00:00Z");
+        let w = |cursor: Option<&str>| Window::Backfill {
+            since,
+            until: None,
+            cursor: cursor.map(str::to_string),
+        };
+        let hour = chrono::Duration::hours(1);
+        assert_eq!(w(None).backfill_from(hour), Some((since, None)));
+        let c = t("2026-11-03T12:00:00Z");
+        assert_eq!(
+            w(Some("2026-11-03T12:00:00Z")).backfill_from(hour),
+            Some((t("2026-11-03T11:00:00Z"), Some(c)))
+        );
+        // Within the lookback of `since`, and a cursor that is no time: `since`.
+        let near = t("2026-11-01T00:30:00Z");
+        assert_eq!(
+            w(Some("2026-11-01T00:30:00Z")).backfill_from(hour),
+            Some((since, Some(near)))
+        );
+        assert_eq!(w(Some("page 3")).backfill_from(hour), Some((since, None)));
+        let live = Window::Live {
+            cursor: None,
+            lookback: std::time::Duration::ZERO,
+        };
+        assert_eq!(live.backfill_from(hour), None);
     }
 }

@@ -342,20 +342,10 @@ impl CloudSuite {
                 }
                 (false, cursor)
             }
-            Window::Backfill {
-                since,
-                until,
-                cursor,
-            } => {
+            Window::Backfill { since, until, .. } => {
                 // Backfill replays history: every state, within the window;
                 // its own cursor lets an interrupted run resume.
-                let resume = cursor
-                    .as_deref()
-                    .and_then(|c| c.parse::<DateTime<Utc>>().ok());
-                let from = match resume {
-                    Some(c) if c - lookback > *since => c - lookback,
-                    _ => *since,
-                };
+                let (from, resume) = window.backfill_from(lookback).unwrap_or((*since, None));
                 query.push(("confirm_date__gte", self.local(from)));
                 if let Some(u) = until {
                     query.push(("confirm_date__lte", self.local(*u)));

@@ -377,18 +377,8 @@ impl Retailys {
                 }
                 None
             }
-            Window::Backfill {
-                since,
-                until,
-                cursor,
-            } => {
-                let resume = cursor
-                    .as_deref()
-                    .and_then(|c| c.parse::<DateTime<Utc>>().ok());
-                let from = match resume {
-                    Some(c) if c - lookback > *since => c - lookback,
-                    _ => *since,
-                };
+            Window::Backfill { since, until, .. } => {
+                let (from, resume) = window.backfill_from(lookback).unwrap_or((*since, None));
                 query.push(("from", stamp(from)));
                 if let Some(u) = until {
                     query.push(("to", stamp(*u)));
