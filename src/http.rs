@@ -166,6 +166,39 @@ pub fn install_crypto() {
 }
 
 impl Endpoint {
+    /// A source's endpoint: its `max_in_flight` and `rate_limit_per_sec`,
+    /// the daemon's request timeout and body cap.
+    pub fn for_source(
+        config: &crate::config::Config,
+        source: &crate::config::SourceConfig,
+    ) -> Result<Endpoint, crate::config::ConfigError> {
+        Endpoint::new(
+            &source.name,
+            config.daemon.request_timeout,
+            source.max_in_flight,
+            Some(source.rate_limit_per_sec),
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| {
+            crate::config::ConfigError(format!(
+                "source {}: cannot build HTTP client: {e}",
+                source.name
+            ))
+        })
+    }
+
+    /// The ERP's endpoint (`erp.max_in_flight`, no rate limit of ours).
+    pub fn for_erp(config: &crate::config::Config) -> Result<Endpoint, crate::config::ConfigError> {
+        Endpoint::new(
+            "erp",
+            config.daemon.request_timeout,
+            config.erp.max_in_flight,
+            None,
+            config.daemon.max_body_bytes,
+        )
+        .map_err(|e| crate::config::ConfigError(format!("erp: cannot build HTTP client: {e}")))
+    }
+
     pub fn new(
         name: &str,
         timeout: Duration,

@@ -68,14 +68,7 @@ struct ErrorAnswer {
 impl HttpErp {
     pub fn new(config: &Config) -> Result<HttpErp, ConfigError> {
         let token = config.erp.credential.load("erp.token")?;
-        let endpoint = Endpoint::new(
-            "erp",
-            config.daemon.request_timeout,
-            config.erp.max_in_flight,
-            None,
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| ConfigError(format!("erp: cannot build HTTP client: {e}")))?;
+        let endpoint = Endpoint::for_erp(config)?;
         Ok(HttpErp {
             base: config.erp.url.trim_end_matches('/').to_string(),
             token,

@@ -61,14 +61,7 @@ pub struct TrytonErp {
 impl TrytonErp {
     pub fn new(config: &Config) -> Result<TrytonErp, ConfigError> {
         let password = config.erp.credential.load("erp.password")?;
-        let endpoint = Endpoint::new(
-            "erp",
-            config.daemon.request_timeout,
-            config.erp.max_in_flight,
-            None,
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| ConfigError(format!("erp: cannot build HTTP client: {e}")))?;
+        let endpoint = Endpoint::for_erp(config)?;
         let user = config.erp.user.clone().unwrap_or_default();
         Ok(TrytonErp {
             rpc: Rpc::new(&config.erp.url, &user, password, endpoint),

@@ -130,14 +130,7 @@ impl CloudSuite {
                 Auth::Legacy(r.load(&format!("{prefix}: api_token"))?)
             }
         };
-        let endpoint = Endpoint::new(
-            &source.name,
-            config.daemon.request_timeout,
-            source.max_in_flight,
-            Some(source.rate_limit_per_sec),
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        let endpoint = Endpoint::for_source(config, source)?;
         Ok(CloudSuite {
             name: source.name.clone(),
             base: source.base_url.clone(),

@@ -104,14 +104,7 @@ impl Mplus {
     ) -> Result<Mplus, ConfigError> {
         let prefix = format!("source {}", source.name);
         let secret = settings.secret.load(&format!("{prefix}: secret"))?;
-        let endpoint = Endpoint::new(
-            &source.name,
-            config.daemon.request_timeout,
-            source.max_in_flight,
-            Some(source.rate_limit_per_sec),
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        let endpoint = Endpoint::for_source(config, source)?;
         Ok(Mplus {
             name: source.name.clone(),
             base: source.base_url.clone(),

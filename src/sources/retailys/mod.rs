@@ -213,19 +213,7 @@ impl Retailys {
             .token
             .load(&format!("{key}.token"))
             .map_err(|e| ConfigError(format!("source {}: {e}", source.name)))?;
-        let endpoint = Endpoint::new(
-            &source.name,
-            config.daemon.request_timeout,
-            source.max_in_flight,
-            Some(source.rate_limit_per_sec),
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| {
-            ConfigError(format!(
-                "source {}: cannot build HTTP client: {e}",
-                source.name
-            ))
-        })?;
+        let endpoint = Endpoint::for_source(config, source)?;
         Ok(Retailys {
             name: source.name.clone(),
             key,

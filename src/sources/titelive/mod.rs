@@ -125,14 +125,7 @@ impl Titelive {
                 password: password.load(&format!("{prefix}: system_password"))?,
             },
         };
-        let endpoint = Endpoint::new(
-            &source.name,
-            config.daemon.request_timeout,
-            source.max_in_flight,
-            Some(source.rate_limit_per_sec),
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        let endpoint = Endpoint::for_source(config, source)?;
         Ok(Titelive {
             name: source.name.clone(),
             api: format!("{}/api/json/{}", source.base_url, settings.domain_code),

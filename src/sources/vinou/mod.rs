@@ -127,14 +127,7 @@ impl Vinou {
     ) -> Result<Vinou, ConfigError> {
         let prefix = format!("source {}", source.name);
         let api_token = settings.api_token.load(&format!("{prefix}: api_token"))?;
-        let endpoint = Endpoint::new(
-            &source.name,
-            config.daemon.request_timeout,
-            source.max_in_flight,
-            Some(source.rate_limit_per_sec),
-            config.daemon.max_body_bytes,
-        )
-        .map_err(|e| ConfigError(format!("{prefix}: cannot build HTTP client: {e}")))?;
+        let endpoint = Endpoint::for_source(config, source)?;
         Ok(Vinou {
             name: source.name.clone(),
             session: Session::new(),
