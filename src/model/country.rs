@@ -77,7 +77,9 @@ impl CountryMap {
         let Some(value) = value.map(str::trim).filter(|v| !v.is_empty()) else {
             return Ok(None);
         };
-        if let Some(code) = self.map.get(&fold(value)) {
+        if !self.map.is_empty()
+            && let Some(code) = self.map.get(&fold(value))
+        {
             return Ok(Some(code.clone()));
         }
         if is_alpha2(value) {

@@ -22,6 +22,7 @@ use sha2::Digest;
 use super::CloudSuite;
 use crate::config::DesadvTarget;
 use crate::http::Failure;
+use crate::model::convert::json_text;
 use crate::sources::WriteBack;
 use crate::store::ErpShipment;
 
@@ -62,7 +63,7 @@ pub fn items(
     let line_of = |source_line_id: &str| {
         lines
             .iter()
-            .find(|l| id_text(&l["id"]).as_deref() == Some(source_line_id))
+            .find(|l| json_text(&l["id"]).as_deref() == Some(source_line_id))
             .copied()
     };
     let number_of = |source_line_id: &str, erp: Option<&str>| -> Result<String, Failure> {
@@ -97,7 +98,7 @@ pub fn items(
         .iter()
         .filter(|l| l["type"].as_str().unwrap_or("line") == "line")
     {
-        let Some(id) = id_text(&line["id"]) else {
+        let Some(id) = json_text(&line["id"]) else {
             continue;
         };
         let ordered = decimal_of(&line["quantity"]).ok_or_else(|| {
@@ -122,14 +123,6 @@ pub fn items(
         }
     }
     Ok(items)
-}
-
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) => Some(s.clone()),
-        _ => None,
-    }
 }
 
 fn decimal_of(v: &Value) -> Option<Decimal> {
@@ -234,7 +227,7 @@ impl CloudSuite {
             .as_array()
             .map(|a| {
                 a.iter()
-                    .filter_map(|l| id_text(&l["erp_line_number"]))
+                    .filter_map(|l| json_text(&l["erp_line_number"]))
                     .collect()
             })
             .unwrap_or_default();

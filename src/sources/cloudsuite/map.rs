@@ -26,11 +26,7 @@ pub struct MapContext<'a> {
 /// (no id); any other problem makes an `IncomingOrder` whose mapping failed,
 /// so the order is recorded and parked with the reason.
 pub fn incoming(ctx: &MapContext<'_>, raw: &str, v: &Value) -> Result<IncomingOrder, String> {
-    let id = match &v["id"] {
-        Value::Number(n) => n.to_string(),
-        Value::String(s) if !s.is_empty() => s.clone(),
-        _ => return Err("order detail has no id".into()),
-    };
+    let id = text(&v["id"]).ok_or("order detail has no id")?;
     Ok(IncomingOrder {
         external_id: id.clone(),
         raw: raw.to_string(),
@@ -38,15 +34,6 @@ pub fn incoming(ctx: &MapContext<'_>, raw: &str, v: &Value) -> Result<IncomingOr
         mapped: map_order(ctx, &id, v)
             .map_err(|e| format!("cannot map CloudSuite order {id}: {e}")),
     })
-}
-
-/// An id as CloudSuite writes it: a number or a non-empty string.
-fn id_text(v: &Value) -> Option<String> {
-    match v {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
-    }
 }
 
 /// `shipment_address` / `invoice_address`: the documents show an id (or a
@@ -91,10 +78,10 @@ fn map_customer(v: &Value) -> Customer {
             phone: text(&c["phone"]),
             company: text(&c["company_name"]).or_else(|| text(&c["company"])),
             vat_number: text(&c["vat_number"]),
-            source_customer_id: id_text(&c["id"]),
+            source_customer_id: text(&c["id"]),
         },
         other => Customer {
-            source_customer_id: id_text(other),
+            source_customer_id: text(other),
             ..Customer::default()
         },
     }
@@ -122,7 +109,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         return Err("order_lines is missing".into());
     };
     for (i, line) in order_lines.iter().enumerate() {
-        let line_id = id_text(&line["id"]).ok_or_else(|| format!("order_lines[{i}] has no id"))?;
+        let line_id = text(&line["id"]).ok_or_else(|| format!("order_lines[{i}] has no id"))?;
         let what = format!("order line {line_id}");
         let quantity = decimal(&line["quantity"], &format!("{what}: quantity"))?;
         let unit_price = decimal(&line["unit_price"], &format!("{what}: unit_price"))?;

@@ -18,11 +18,7 @@ use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
 /// The id of an order (or of anything with an `id`), as text.
 pub fn id_of(v: &Value) -> Option<String> {
-    match &v["id"] {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
-    }
+    text(&v["id"])
 }
 
 /// The order's status id: `status_id`, or `status.id` when the status is

@@ -35,11 +35,7 @@ pub struct MapContext<'a> {
 
 /// The order's id as text, if it has one.
 pub fn order_id(v: &Value) -> Option<String> {
-    match &v["id"] {
-        Value::Number(n) => Some(n.to_string()),
-        Value::String(s) if !s.trim().is_empty() => Some(s.trim().to_string()),
-        _ => None,
-    }
+    json_text(&v["id"])
 }
 
 pub fn status(v: &Value) -> Option<i64> {
