@@ -110,11 +110,19 @@ fn flag(q: &HashMap<String, String>, key: &str) -> Result<Option<bool>, Response
 }
 
 /// `expanded=false` shows related objects as `{id, api_link}` stubs.
-fn shown(order: &Value, expanded: bool) -> Value {
-    if expanded {
-        return order.clone();
-    }
+/// An order as an answer shows it: stubs for related records unless
+/// `expanded`, and no status where the options say orders carry none.
+fn shown(sim: &RetailysSim, order: &Value, expanded: bool) -> Value {
     let mut v = order.clone();
+    if sim.inner.opts.orders_without_status
+        && let Some(o) = v.as_object_mut()
+    {
+        o.remove("status_id");
+        o.remove("status");
+    }
+    if expanded {
+        return v;
+    }
     for (field, path) in [
         ("customer", "System/Customers"),
         ("company", "System/Companies"),
@@ -182,7 +190,10 @@ async fn list(State(sim): State<RetailysSim>, headers: HeaderMap, Query(q): Para
     if repeat {
         paginator["pages"] = json!(u32::MAX);
     }
-    let orders: Vec<Value> = orders.into_iter().map(|o| shown(o, expanded)).collect();
+    let orders: Vec<Value> = orders
+        .into_iter()
+        .map(|o| shown(&sim, o, expanded))
+        .collect();
     axum::Json(json!({"paginator": paginator, "orders": orders})).into_response()
 }
 
@@ -268,7 +279,7 @@ async fn detail(
     match sim.state().orders.get_mut(&id) {
         Some(o) => {
             o.detail_reads += 1;
-            axum::Json(shown(&o.json, expanded)).into_response()
+            axum::Json(shown(&sim, &o.json, expanded)).into_response()
         }
         None => not_found(id),
     }
@@ -326,7 +337,7 @@ async fn set_status(
         what: "PATCH status".into(),
         body,
     });
-    axum::Json(order.json.clone()).into_response()
+    axum::Json(shown(&sim, &order.json, true)).into_response()
 }
 
 async fn set_flag(
@@ -357,7 +368,7 @@ async fn set_flag(
         what: format!("PATCH {which}"),
         body: Value::Null,
     });
-    axum::Json(order.json.clone()).into_response()
+    axum::Json(shown(&sim, &order.json, true)).into_response()
 }
 
 async fn add_tracking(

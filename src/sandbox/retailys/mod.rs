@@ -56,6 +56,10 @@ pub struct RetailysOptions {
     pub statuses: Vec<SimStatus>,
     /// `(id, name)` of the shop's shippings (carriers) for tracking numbers.
     pub shippings: Vec<(i64, String)>,
+    /// The SDK's `OrderModel` has no status field (the seed says an order
+    /// carries its status). Off: orders carry `status_id` and `status`. On:
+    /// every order answer leaves both out, as that model reads.
+    pub orders_without_status: bool,
 }
 
 /// A shop's statuses: ids are the tenant's own, and there are more than the
@@ -96,6 +100,7 @@ impl Default for RetailysOptions {
                 (12, "PostNL".into()),
                 (14, "DPD".into()),
             ],
+            orders_without_status: false,
         }
     }
 }

@@ -16,6 +16,10 @@ use crate::model::{
 use crate::model::{CountryMap, arith};
 use crate::store::{Disposition, IncomingOrder, MappedOrder};
 
+/// Why an open order without a status is held while `import_statuses` is
+/// configured (the connector says it once at WARN too).
+pub const NO_STATUS: &str = "the order carries no status_id, so import_statuses cannot tell whether to push it; remove import_statuses to push every open order";
+
 /// The id of an order (or of anything with an `id`), as text.
 pub fn id_of(v: &Value) -> Option<String> {
     text(&v["id"])
@@ -201,7 +205,8 @@ fn map_order(
     let flag = |f: &str| v[f].as_bool() == Some(true);
     // The documented `OrderModel` carries no status (the list filter and the
     // PATCH body do): without one, the order's own flags decide. An open
-    // order (not cancelled, done, sent or delivered) is importable.
+    // order (not cancelled, done, sent or delivered) is importable, unless
+    // `import_statuses` is configured: a gate we cannot read stays shut.
     let Some(status) = status_id(v) else {
         let finished = ["done", "sent", "delivered"].into_iter().find(|f| flag(f));
         let disposition = match finished {
@@ -211,7 +216,11 @@ fn map_order(
             Some(f) => Disposition::Hold(format!(
                 "no status_id, and `{f}` is set: handled at Retailys without ordersync"
             )),
-            None => Disposition::Push,
+            None if ours || !st.import_given => Disposition::Push,
+            None => Disposition::Hold(format!(
+                "{NO_STATUS} (import_statuses: {})",
+                st.import_names()
+            )),
         };
         return Ok(MappedOrder { order, disposition });
     };

@@ -83,6 +83,9 @@ pub struct Retailys {
     /// `(id, name)` of the shop's shippings, read once when a carrier must
     /// be matched by name.
     shippings: Mutex<Option<Vec<(i64, String)>>>,
+    /// Said once at WARN: orders come without a status while
+    /// `import_statuses` is configured, so open orders are held.
+    statusless_said: std::sync::atomic::AtomicBool,
 }
 
 /// Where a walk is: page numbers of one `from`/`to` query, then (a live
@@ -233,6 +236,7 @@ impl Retailys {
             last_sweep: std::sync::Mutex::new(None),
             statuses: Mutex::new(None),
             shippings: Mutex::new(None),
+            statusless_said: std::sync::atomic::AtomicBool::new(false),
         })
     }
 
@@ -466,6 +470,7 @@ impl Retailys {
             // Only an order ordersync pushed may be followed through the
             // processing and shipped statuses; a held one is not ours.
             let ours = seen.ours(&id);
+            self.note_statusless(&table, v, ours);
             match map_one(&self.name, &table, &self.countries, &id, &item.raw, v, ours) {
                 Ok(o) => orders.push(o),
                 Err(e) => walk.guard.unkeyed(format!("page {}: {e}", walk.page)),
@@ -549,6 +554,7 @@ impl Retailys {
             .one(external_id)
             .await
             .is_some_and(|r| r.state.in_erp());
+        self.note_statusless(&table, &item.value, ours);
         map_one(
             &self.name,
             &table,
@@ -559,6 +565,20 @@ impl Retailys {
             ours,
         )
         .map_err(Failure::retry)
+    }
+
+    /// Says once, at WARN, that the shop sends orders without a status while
+    /// `import_statuses` is configured: open orders are then held
+    /// ([`map::NO_STATUS`]), which an operator must hear about.
+    fn note_statusless(&self, table: &StatusTable, v: &Value, ours: bool) {
+        use std::sync::atomic::Ordering;
+        if table.import_given
+            && !ours
+            && map::status_id(v).is_none()
+            && !self.statusless_said.swap(true, Ordering::Relaxed)
+        {
+            tracing::warn!(source = %self.name, key = %format!("{}.import_statuses", self.key), "Retailys orders arrive without a status_id: open orders are held, since import_statuses cannot be checked; remove import_statuses to push every open order");
+        }
     }
 
     /// How often a round begins is `recheck_every`'s alone

@@ -23,6 +23,9 @@ pub struct Status {
 pub struct StatusTable {
     pub all: Vec<Status>,
     pub import: BTreeSet<i64>,
+    /// `import_statuses` was configured (not the default of every status
+    /// that neither completes nor cancels).
+    pub import_given: bool,
     pub processing: i64,
     pub shipped: Option<i64>,
     /// `cancelled_status`: what a sale cancelled in the ERP is set to.
@@ -96,6 +99,7 @@ impl StatusTable {
             shipped: shipped.flatten(),
             cancelled: cancelled.flatten(),
             import,
+            import_given: wanted.import.is_some(),
             all,
         })
     }

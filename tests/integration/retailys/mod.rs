@@ -294,6 +294,74 @@ async fn two_hundred_retailys_orders_reach_the_erp_once_with_every_write_back() 
     assert_eq!(before, after);
 }
 
+/// The SDK's `OrderModel` has no status field. While `import_statuses` is
+/// set, an open order that comes without a status is held (a gate we
+/// cannot read stays shut) and the operator is told; none reaches the ERP.
+/// With the key removed and a restart, the recheck round pushes every open
+/// one, each once; cancelled and finished ones never.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_orders_without_a_status_are_held_while_import_statuses_is_set() {
+    let mut o = RtOptions::default();
+    o.sandbox.retailys.orders_without_status = true;
+    let app = spawn_retailys(o).await;
+    let rt = &app.sandbox.retailys;
+    let order_in = |status: &str| {
+        rt.add_order(RetailysOrderSpec {
+            status: status.into(),
+            ..Default::default()
+        })
+    };
+    let open: Vec<i64> = ["Paid", "New", "Awaiting payment"]
+        .into_iter()
+        .map(order_in)
+        .collect();
+    let (cancelled, delivered) = (order_in("Cancelled"), order_in("Delivered"));
+    assert!(rt.orders().iter().all(|o| o.get("status_id").is_some()));
+    let engine = engine_of(&app);
+    prepare_connectors(&engine).await.unwrap();
+    let stop = CancellationToken::new();
+    let connector = engine.connectors.get(RT).unwrap().clone();
+    for _ in 0..2 {
+        poll_live(&engine, &connector, &stop).await;
+        engine.drain(RT, None, 8, &stop).await.unwrap();
+    }
+    assert!(app.sandbox.erp.orders().is_empty(), "nothing is pushed");
+    for id in &open {
+        let d = engine.store.order_detail(&rkey(*id)).unwrap().unwrap();
+        assert_eq!(d.row.state, "held", "order {id}");
+        let note = d.row.note.unwrap_or_default();
+        assert!(
+            note.contains("no status_id") && note.contains("import_statuses: New, Paid"),
+            "order {id}: {note}"
+        );
+    }
+    drop(engine);
+    // The operator removes import_statuses and restarts.
+    let mut config = app.config.clone();
+    let ordersync::config::SourceSettings::Retailys(r) = &mut config.sources[0].settings else {
+        panic!("not retailys");
+    };
+    r.import_statuses = None;
+    let store = Arc::new(ordersync::store::Store::open(&app.db_path()).unwrap());
+    let engine = ordersync::daemon::build_engine(&config, store).unwrap();
+    prepare_connectors(&engine).await.unwrap();
+    sync_until_sent(&app, &engine, &open).await;
+    for id in &open {
+        assert_eq!(
+            app.sandbox.erp.erp_orders_for(&rkey(*id)).len(),
+            1,
+            "order {id}"
+        );
+        assert_eq!(app.sandbox.erp.post_requests(&rkey(*id)), 1, "order {id}");
+    }
+    for id in [cancelled, delivered] {
+        assert!(
+            app.sandbox.erp.erp_orders_for(&rkey(id)).is_empty(),
+            "order {id}"
+        );
+    }
+}
+
 /// Issue 11, SPEC §5.11: only what we imported is ours. Orders first seen
 /// in the processing, shipped, done, a non-imported or a newly added status
 /// were handled by someone else: re-read many times and moved between
