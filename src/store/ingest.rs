@@ -25,6 +25,22 @@ pub enum Disposition {
 pub struct MappedOrder {
     pub order: Order,
     pub disposition: Disposition,
+    /// What the source shows that the canonical order cannot carry and an
+    /// operator must act on once the ERP has the order (Titelive: quantities
+    /// cancelled inside its packages). Part of the content: a new one after
+    /// the push is recorded and logged as a change after the push. Empty for
+    /// most orders, and then no part of the content hash.
+    pub beyond_canonical: Vec<String>,
+}
+
+impl MappedOrder {
+    pub fn new(order: Order, disposition: Disposition) -> MappedOrder {
+        MappedOrder {
+            order,
+            disposition,
+            beyond_canonical: Vec::new(),
+        }
+    }
 }
 
 /// One order as a poll saw it.
@@ -327,10 +343,14 @@ fn ingest_one(
         // nothing in the canonical order but the source's state.
         Ok(m) => {
             let (json, hash) = m.order.json_and_hash();
-            (
-                format!("{}:{hash}", disposition_tag(&m.disposition)),
-                Some(json),
-            )
+            let tag = disposition_tag(&m.disposition);
+            let hash = if m.beyond_canonical.is_empty() {
+                format!("{tag}:{hash}")
+            } else {
+                let beyond = sha256_hex(&m.beyond_canonical.join("\n"));
+                format!("{tag}:{hash}:{beyond}")
+            };
+            (hash, Some(json))
         }
         Err(_) => (format!("raw:{}", sha256_hex(&incoming.raw)), None),
     };
@@ -614,6 +634,12 @@ fn describe_change(old_canonical: Option<&str>, new: &Result<MappedOrder, String
             new.order.totals.headline()
         ));
     }
+    if parts.is_empty() && !new.beyond_canonical.is_empty() {
+        parts.push(format!(
+            "{} (not in the canonical order: adjust the ERP's sale by hand)",
+            new.beyond_canonical.join("; ")
+        ));
+    }
     if parts.is_empty() {
         parts.push("other fields changed".into());
     }
@@ -642,7 +668,7 @@ pub(crate) mod tests {
             external_id: ext.into(),
             raw: format!("{{\"id\":{ext},\"q\":\"{qty}\"}}"),
             version: Some("v1".into()),
-            mapped: Ok(MappedOrder { order, disposition }),
+            mapped: Ok(MappedOrder::new(order, disposition)),
         }
     }
 

@@ -138,10 +138,10 @@ mod tests {
             external_id: ext.into(),
             raw: format!("{{\"id\":{ext}}}"),
             version: None,
-            mapped: Ok(MappedOrder {
+            mapped: Ok(MappedOrder::new(
                 order,
-                disposition: Disposition::Hold("need_payment".into()),
-            }),
+                Disposition::Hold("need_payment".into()),
+            )),
         }
     }
 

@@ -99,10 +99,7 @@ mod tests {
             external_id: ext.into(),
             raw: format!("{{\"id\": \"{ext}\", \"big\": \"payload\"}}"),
             version: Some("v1".into()),
-            mapped: Ok(MappedOrder {
-                order,
-                disposition: Disposition::Push,
-            }),
+            mapped: Ok(MappedOrder::new(order, Disposition::Push)),
         }
     }
 

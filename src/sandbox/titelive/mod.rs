@@ -354,9 +354,24 @@ impl TiteliveSim {
                     carrier: 1,
                     tracking: tracking.into(),
                     line_ids,
+                    cancels: Vec::new(),
                 });
             })
             .is_some()
+    }
+
+    /// The shop cancels `quantity` of line `line_id` in the order's last
+    /// package; false if there is no such order, package or line.
+    pub fn cancel_in_package(&self, id: i64, line_id: i64, quantity: i64) -> bool {
+        let at = self.now_local().format("%Y-%m-%d %H:%M:%S").to_string();
+        self.with_order(id, |o| match o.packages.last_mut() {
+            Some(p) if p.line_ids.contains(&line_id) => {
+                p.cancels.push((line_id, quantity, at));
+                true
+            }
+            _ => false,
+        })
+        .unwrap_or(false)
     }
 
     /// The back office changes the delivery city (tests plant values a

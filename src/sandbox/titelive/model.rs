@@ -46,6 +46,10 @@ pub(super) struct Package {
     pub carrier: i64,
     pub tracking: String,
     pub line_ids: Vec<i64>,
+    /// `(line id, quantity, date)`: quantities the shop cancelled in this
+    /// package (`cancels.cancel[]` of the package line, as the seed's
+    /// sample shows; the order's own line keeps its quantity).
+    pub cancels: Vec<(i64, i64, String)>,
 }
 
 /// One status change, as the simulator's history shows it.
@@ -171,7 +175,19 @@ impl Order {
                         .lines
                         .iter()
                         .filter(|l| p.line_ids.contains(&l.id))
-                        .map(Self::line_json)
+                        .map(|l| {
+                            let mut v = Self::line_json(l);
+                            let cancels: Vec<Value> = p
+                                .cancels
+                                .iter()
+                                .filter(|(line, _, _)| *line == l.id)
+                                .map(|(_, q, at)| json!({"quantity": q, "date": at}))
+                                .collect();
+                            if !cancels.is_empty() {
+                                v["cancels"] = wrapped("cancel", cancels);
+                            }
+                            v
+                        })
                         .collect();
                     json!({"id": p.id, "processType": 2, "deliveryType": self.delivery_type, "status": 4,
                            "carrier": p.carrier, "tracking": p.tracking,

@@ -218,7 +218,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
             ctx.payment_ok.join(", ")
         ))
     };
-    Ok(MappedOrder { order, disposition })
+    Ok(MappedOrder::new(order, disposition))
 }
 
 /// `paid_amount` is only a cross-check: it may include tax the order does

@@ -211,7 +211,7 @@ pub fn map_order(ctx: &MapContext<'_>, id: &str, o: &wire::Order) -> Result<Mapp
     } else {
         Disposition::Push
     };
-    Ok(MappedOrder { order, disposition })
+    Ok(MappedOrder::new(order, disposition))
 }
 
 /// Adds one line (and its preparations); returns the index of the canonical

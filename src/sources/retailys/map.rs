@@ -222,7 +222,7 @@ fn map_order(
                 st.import_names()
             )),
         };
-        return Ok(MappedOrder { order, disposition });
+        return Ok(MappedOrder::new(order, disposition));
     };
     let name = st.name(status);
     let disposition = if flag("canceled") {
@@ -237,7 +237,7 @@ fn map_order(
             st.import_names()
         ))
     };
-    Ok(MappedOrder { order, disposition })
+    Ok(MappedOrder::new(order, disposition))
 }
 
 #[cfg(test)]

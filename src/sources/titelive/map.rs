@@ -277,7 +277,40 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         s if s <= DONE => Disposition::Push,
         s => Disposition::Hold(format!("unknown Titelive status {s}")),
     };
-    Ok(MappedOrder { order, disposition })
+    Ok(MappedOrder {
+        order,
+        disposition,
+        beyond_canonical: package_cancels(v),
+    })
+}
+
+/// Quantities the shop cancelled inside its packages (`cancels.cancel[]`
+/// of a package line), one entry per package line. The order's own lines
+/// and totals keep the ordered quantities (the seed's sample: line 116
+/// still 3 with 1 of them cancelled in package 22), so the canonical order
+/// cannot show them; the ERP has no partial cancel either. They are part of
+/// the order's content, so one that comes after the push is recorded and
+/// logged for an operator.
+fn package_cancels(v: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    for p in collection(v, "packages", "package") {
+        let package = text(&p["id"]).unwrap_or_else(|| "?".into());
+        for line in collection(p, "lines", "line") {
+            let cancelled = collection(line, "cancels", "cancel")
+                .iter()
+                .filter_map(|c| decimal_from_json(&c["quantity"]).ok())
+                .fold(Decimal::ZERO, Decimal::saturating_add);
+            if cancelled > Decimal::ZERO {
+                let id = text(&line["id"]).unwrap_or_else(|| "?".into());
+                found.push(format!(
+                    "line {id}: {} cancelled at Titelive in package {package}",
+                    cancelled.normalize()
+                ));
+            }
+        }
+    }
+    found.sort();
+    found
 }
 
 #[cfg(test)]
@@ -369,6 +402,13 @@ mod tests {
         );
         assert_eq!(o.totals.gross.unwrap().to_string(), "99.87");
         assert!(!o.to_json().contains("null"));
+        // The package's cancel leaves the line at 3 (as the sample's totals
+        // do) and is kept beside the canonical order.
+        assert_eq!(o.lines[1].quantity.to_string(), "3");
+        assert_eq!(
+            m.beyond_canonical,
+            vec!["line 116: 1 cancelled at Titelive in package 22".to_string()]
+        );
     }
 
     #[test]

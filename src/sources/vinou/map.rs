@@ -295,10 +295,7 @@ fn map_order(ctx: &MapContext<'_>, id: &str, v: &Value) -> Result<MappedOrder, S
         }),
     };
     let order = unit_amounts_if_they_add_up(order, basis)?;
-    Ok(MappedOrder {
-        order,
-        disposition: disposition(ctx, v),
-    })
+    Ok(MappedOrder::new(order, disposition(ctx, v)))
 }
 
 /// The order as read (position amounts as line totals) if its totals add

@@ -365,3 +365,52 @@ async fn a_long_recheck_round_keeps_its_poll_noted_as_under_way() {
         .remove(0);
     assert!(row.last_error.is_none(), "{:?}", row.last_error);
 }
+
+/// A quantity the shop cancels inside a package after the push is not in
+/// the canonical order (the line and the totals keep the ordered quantity,
+/// as the seed's sample shows) and the ERP contract has no partial cancel:
+/// it is recorded as a change after the push, naming the line, the
+/// quantity and the package, for an operator; nothing new reaches the ERP,
+/// and reading the order again records nothing more.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quantity_cancelled_in_a_package_after_the_push_is_recorded_for_an_operator() {
+    let mut opts = TlOptions::default();
+    opts.sandbox.erp.ship_after = None;
+    opts.source_extra = "recheck_every = \"0s\"".into();
+    let app = spawn_titelive(opts).await;
+    let tl = &app.sandbox.titelive;
+    let id = tl.add_order(OrderSpec::default());
+    let engine = app.engine();
+    crate::cancel::rounds(&engine, TL, 2).await;
+    assert_eq!(tl.status(id), Some(7), "pushed and accepted");
+    let order = tl.orders().into_iter().find(|o| o["id"] == id).unwrap();
+    let first = &order["lines"]["line"];
+    let line = first[0]["id"]
+        .as_i64()
+        .or_else(|| first["id"].as_i64())
+        .unwrap();
+    assert!(tl.add_package(id, "3SPACKAGE01"));
+    crate::cancel::rounds(&engine, TL, 2).await;
+    let changes = |engine: &Arc<Engine>| {
+        let d = engine.store.order_detail(&tl_key(id)).unwrap().unwrap();
+        d.events
+            .into_iter()
+            .filter(|e| e.kind == "changed_after_push")
+            .map(|e| e.detail.unwrap_or_default())
+            .collect::<Vec<_>>()
+    };
+    assert!(changes(&engine).is_empty(), "a package alone is no change");
+    assert!(tl.cancel_in_package(id, line, 1));
+    crate::cancel::rounds(&engine, TL, 2).await;
+    let recorded = changes(&engine);
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert!(
+        recorded[0].contains(&format!("line {line}: 1 cancelled at Titelive in package"))
+            && recorded[0].contains("adjust the ERP's sale by hand"),
+        "{recorded:?}"
+    );
+    crate::cancel::rounds(&engine, TL, 2).await;
+    assert_eq!(changes(&engine).len(), 1, "recorded once");
+    assert_eq!(app.sandbox.erp.post_requests(&tl_key(id)), 1);
+    assert_eq!(app.sandbox.erp.erp_orders_for(&tl_key(id)).len(), 1);
+}
