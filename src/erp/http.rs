@@ -32,6 +32,38 @@ struct PushLine {
     erp_line_number: serde_json::Value,
 }
 
+/// The order's source line ids that an answer's `lines` leave out, `None`
+/// when it has them all. The common case (an answer with every line) is
+/// decided on the text: as many of the answer's ids found in the order as
+/// it has lines. Anything else reads the order's lines to name them.
+fn missing_lines(canonical_json: &str, lines: &[LineNumber]) -> Option<Vec<String>> {
+    let listed = canonical_json.matches("\"source_line_id\"").count();
+    let found: std::collections::HashSet<&str> = lines
+        .iter()
+        .map(|l| l.source_line_id.as_str())
+        .filter(|id| canonical_json.contains(&format!("\"source_line_id\":\"{id}\"")))
+        .collect();
+    if found.len() >= listed {
+        return None;
+    }
+    #[derive(Deserialize)]
+    struct Lines {
+        lines: Vec<LineId>,
+    }
+    #[derive(Deserialize)]
+    struct LineId {
+        source_line_id: String,
+    }
+    let order: Lines = serde_json::from_str(canonical_json).ok()?;
+    let missing: Vec<String> = order
+        .lines
+        .into_iter()
+        .map(|l| l.source_line_id)
+        .filter(|id| !lines.iter().any(|l| &l.source_line_id == id))
+        .collect();
+    (!missing.is_empty()).then_some(missing)
+}
+
 #[derive(Deserialize)]
 struct ShipmentsAnswer {
     shipments: Vec<ErpShipment>,
@@ -117,7 +149,7 @@ impl HttpErp {
                 reply.what
             )));
         }
-        Ok(ErpAccepted {
+        let accepted = ErpAccepted {
             // 201: created now; 200: the ERP had this key already.
             created: reply.status == 201,
             erp_order_number: answer.erp_order_number,
@@ -132,7 +164,19 @@ impl HttpErp {
                     },
                 })
                 .collect(),
-        })
+        };
+        // The contract gives every line its number. The order is in the
+        // ERP either way; an answer short of lines is said at once, not
+        // first found when a DESADV for the missing lines is parked.
+        if let Some(missing) = missing_lines(canonical_json, &accepted.lines) {
+            tracing::warn!(
+                order_key,
+                erp_order_number = %accepted.erp_order_number,
+                missing = %missing.join(", "),
+                "the ERP's answer gives no erp_line_number for these source lines; the http contract wants one per line, and write-backs that need them (CloudSuite's line numbers, DESADV) will lack them"
+            );
+        }
+        Ok(accepted)
     }
 
     pub async fn shipments(
@@ -263,4 +307,55 @@ fn refusal_text(message: &str) -> String {
         .and_then(|(_, body)| serde_json::from_str::<ErrorAnswer>(body).ok())
         .map(|e| e.error)
         .unwrap_or_else(|| message.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn numbers(ids: &[&str]) -> Vec<LineNumber> {
+        ids.iter()
+            .enumerate()
+            .map(|(i, id)| LineNumber {
+                source_line_id: id.to_string(),
+                erp_line_number: ((i + 1) * 10).to_string(),
+            })
+            .collect()
+    }
+
+    #[test]
+    fn an_answer_short_of_lines_names_the_ones_it_leaves_out() {
+        let canonical = serde_json::json!({
+            "order_key": "shop:1",
+            "lines": [
+                {"source_line_id": "11", "description": "says \"source_line_id\" in its text"},
+                {"source_line_id": "12"},
+                {"source_line_id": "13"}
+            ]
+        })
+        .to_string();
+        assert_eq!(
+            missing_lines(&canonical, &numbers(&["11"])),
+            Some(vec!["12".to_string(), "13".to_string()])
+        );
+        assert_eq!(
+            missing_lines(&canonical, &numbers(&["13", "11", "12"])),
+            None
+        );
+        // Every line, under other numbers: nothing is missing.
+        assert_eq!(
+            missing_lines(&canonical, &numbers(&["11", "12", "13", "14"])),
+            None
+        );
+        // As many numbers as lines, but one for no line of the order, or
+        // one line twice: the line left out is still named.
+        assert_eq!(
+            missing_lines(&canonical, &numbers(&["11", "12", "99"])),
+            Some(vec!["13".to_string()])
+        );
+        assert_eq!(
+            missing_lines(&canonical, &numbers(&["11", "11", "12"])),
+            Some(vec!["13".to_string()])
+        );
+    }
 }
