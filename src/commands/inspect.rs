@@ -323,6 +323,9 @@ pub fn orders(config: &Config, cmd: &crate::cli::OrdersCommand) -> anyhow::Resul
             println!("state        {}", d.row.state);
             println!("erp order    {}", dash(&d.row.erp_order_number));
             println!("recorded     {} by {}", d.row.first_seen_at, d.recorded_by);
+            if let Some(v) = &d.source_version {
+                println!("at source    {v}");
+            }
             if let Some(n) = &d.row.note {
                 println!("note         {n}");
             }

@@ -135,6 +135,10 @@ pub struct OrderDetail {
     pub source: String,
     pub external_id: String,
     pub recorded_by: String,
+    /// The source's own change marker as last read (CloudSuite's modified
+    /// date, MplusKASSA's sync marker, Titelive's status, packages and
+    /// cancelled / returned quantities…).
+    pub source_version: Option<String>,
     pub changed_after_push_at: Option<String>,
     pub canonical: Option<serde_json::Value>,
     pub erp_lines: Vec<super::LineNumber>,
@@ -354,7 +358,8 @@ impl Store {
         self.read().read(|tx| {
             let Some(r) = tx.query_opt(
                 "SELECT o.order_key, o.state, o.erp_order_number, o.first_seen_at, o.updated_at, o.note,
-                        o.source, o.external_id, o.recorded_by, o.changed_after_push_at, p.canonical_json
+                        o.source, o.external_id, o.recorded_by, o.changed_after_push_at, p.canonical_json,
+                        o.source_version
                  FROM orders o LEFT JOIN order_payloads p ON p.order_key = o.order_key
                  WHERE o.order_key = ?1",
                 &[&order_key],
@@ -375,6 +380,7 @@ impl Store {
                 source: r.get(6)?,
                 external_id: r.get(7)?,
                 recorded_by: r.get(8)?,
+                source_version: r.get(11)?,
                 changed_after_push_at: opt_time(r.get(9)?),
                 canonical: canonical.and_then(|t| serde_json::from_str(&t).ok()),
                 erp_lines: lines.clone(),

@@ -411,6 +411,12 @@ async fn a_quantity_cancelled_in_a_package_after_the_push_is_recorded_for_an_ope
     );
     crate::cancel::rounds(&engine, TL, 2).await;
     assert_eq!(changes(&engine).len(), 1, "recorded once");
+    let d = engine.store.order_detail(&tl_key(id)).unwrap().unwrap();
+    assert_eq!(
+        d.source_version.as_deref(),
+        Some("status 7; packages 1; cancelled 1; returned 0"),
+        "what orders show prints as `at source`"
+    );
     assert_eq!(app.sandbox.erp.post_requests(&tl_key(id)), 1);
     assert_eq!(app.sandbox.erp.erp_orders_for(&tl_key(id)).len(), 1);
 }
