@@ -121,7 +121,7 @@ pub enum OrdersCommand {
         #[arg(long)]
         json: bool,
     },
-    /// One order: its canonical form, ERP numbers, jobs and their attempts, events
+    /// One order: its version at the source, canonical form, ERP numbers, jobs and their attempts, events
     Show {
         order_key: String,
         #[arg(long)]
