@@ -713,13 +713,9 @@ pub fn check_ledger_url(key: &str, raw: &str) -> Result<String, ConfigError> {
     if url.path().trim_start_matches('/').is_empty() {
         return Err(err("names no database (like postgres://user@host:5432/db)"));
     }
-    for (k, v) in url.query_pairs() {
-        if k == "sslmode" && !matches!(v.as_ref(), "disable" | "prefer") {
-            return Err(err(
-                "asks for TLS (sslmode), which the PostgreSQL ledger does not speak yet",
-            ));
-        }
-    }
+    // TLS (`sslmode`, `sslrootcert`): checked here so that a wrong value
+    // stops the config, not the first connect.
+    crate::store::pg::tls::Tls::split(raw).map_err(|e| err(&e))?;
     Ok(raw.trim().to_string())
 }
 
@@ -1418,7 +1414,12 @@ mod tests {
             ("postgres://u@/d", "host"),
             ("postgres://h:5432/d", "user"),
             ("postgres://u@h:5432", "database"),
-            ("postgres://u@h/d?sslmode=require", "TLS"),
+            ("postgres://u@h/d?sslmode=verify-full", "sslrootcert"),
+            ("postgres://u@h/d?sslmode=on", "sslmode must be one of"),
+            (
+                "postgres://u@h/d?sslcert=/etc/c.pem",
+                "sslcert is not supported",
+            ),
             ("not a url Hunter2-secret", "not a valid URL"),
         ] {
             let e = parse(&format!("{MINIMAL}\n[ledger]\nurl = \"{url}\"\n"))

@@ -83,6 +83,15 @@ pub async fn check_config(config: &Config, args: &CheckConfigArgs) -> anyhow::Re
         config.sources.len()
     );
     let mut failed = false;
+    if let Some(reached) = crate::store::reach_ledger(&config) {
+        match reached {
+            Ok(msg) => println!("ledger: {msg}"),
+            Err(e) => {
+                failed = true;
+                println!("ledger: FAILED: {e:#}");
+            }
+        }
+    }
     match engine.erp.check().await {
         Ok(msg) => println!("erp: {msg}"),
         Err(e) => {

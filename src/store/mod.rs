@@ -14,6 +14,7 @@ mod ingest;
 mod jobs;
 mod migrations;
 mod open;
+pub use open::reach_ledger;
 mod recheck;
 mod retention;
 mod sql;

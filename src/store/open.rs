@@ -44,6 +44,16 @@ impl Store {
     }
 }
 
+/// `check-config`: whether the shared ledger `config` names can be
+/// reached (login, TLS, schema version), changing nothing. `None` on the
+/// embedded SQLite ledger.
+pub fn reach_ledger(config: &Config) -> Option<anyhow::Result<String>> {
+    let ledger = config.ledger.as_ref()?;
+    Some(ledger_password(config).and_then(|password| {
+        super::sql::off_runtime(|| super::pg::reach(&ledger.url, password.as_ref()))
+    }))
+}
+
 fn ledger_password(config: &Config) -> anyhow::Result<Option<crate::secret::Secret>> {
     let Some(reference) = config.ledger.as_ref().and_then(|l| l.password.as_ref()) else {
         return Ok(None);

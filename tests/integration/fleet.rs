@@ -180,7 +180,9 @@ heartbeat = "1s"
         token_url = sandbox.token_url,
         vinou = sandbox.vinou_url,
         mplus = sandbox.mplus_url,
-        url = db.url,
+        // TLS, the server's certificate checked (verify-full): the whole
+        // fleet's ledger traffic, kills and reconnects included.
+        url = db.verified_url(),
     );
     let erp = format!(
         "kind = \"http\"\nurl = \"{}\"\ntoken_file = \"erp-token\"\n",
@@ -261,6 +263,10 @@ async fn three_nodes_under_sigkill_push_every_order_once_and_write_back_once() {
             );
             std::thread::sleep(Duration::from_millis(200));
         }
+        // Every session the nodes hold is encrypted.
+        let (encrypted, plain) = db.ordersync_sessions();
+        assert_eq!(plain, 0, "{plain} ledger sessions without TLS");
+        assert!(encrypted >= NODES as i64, "{encrypted} encrypted sessions");
         // Let the last settles commit, then SIGTERM every node.
         std::thread::sleep(Duration::from_secs(2));
         for node in &mut nodes.0 {
@@ -382,8 +388,14 @@ async fn an_sqlite_ledger_moves_into_postgresql_and_the_daemon_goes_on_there() {
     std::fs::write(&pw, db.password.expose()).unwrap();
     let migrate = |force: bool| {
         let mut cmd = app.run_binary();
-        cmd.args(["db", "migrate", "--to", &db.url, "--password-file"])
-            .arg(&pw);
+        cmd.args([
+            "db",
+            "migrate",
+            "--to",
+            &db.verified_url(),
+            "--password-file",
+        ])
+        .arg(&pw);
         if force {
             cmd.arg("--force");
         }
@@ -780,4 +792,64 @@ async fn a_node_whose_ledger_sessions_ended_while_it_idled_stops_cleanly() {
         "{log}"
     );
     assert!(!log.contains(db.password.expose()));
+}
+
+/// `check-config` logs in to the shared ledger too: where, how the session
+/// is protected and the schema, or why it cannot (a server certificate our
+/// CA did not sign), never with the password.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_reaches_the_ledger_over_verified_tls_and_names_a_certificate_it_refuses() {
+    let app = crate::common::spawn_app(crate::common::AppOptions::default()).await;
+    let db = TestDb::new();
+    std::fs::write(app.dir.path().join("pg-password"), db.password.expose()).unwrap();
+    let base = std::fs::read_to_string(&app.config_path).unwrap();
+    let name = db.url.rsplit('/').next().unwrap().to_string();
+    let check = |url: &str| {
+        std::fs::write(
+            &app.config_path,
+            format!("{base}\n[ledger]\nurl = \"{url}\"\npassword_file = \"pg-password\"\n"),
+        )
+        .unwrap();
+        let out = app.run_binary().arg("check-config").output().unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            !text.contains(db.password.expose()),
+            "the password leaked: {text}"
+        );
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("ledger: "))
+            .unwrap_or_else(|| panic!("no ledger line: {text}"))
+            .to_string();
+        (out.status.code(), line)
+    };
+    let (code, line) = tokio::task::block_in_place(|| check(&db.verified_url()));
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.contains(&format!("/{name} (TLS, verify-full): reached; empty")),
+        "{line}"
+    );
+    // The first run creates it; then check-config finds this build's schema.
+    db.store();
+    let (code, line) = tokio::task::block_in_place(|| check(&db.verified_url()));
+    assert_eq!(code, Some(0), "{line}");
+    assert!(
+        line.contains("reached; schema") && line.contains("this ordersync's"),
+        "{line}"
+    );
+
+    let wrong_ca = db.verified_url().replace(
+        &db.ca_file.display().to_string(),
+        &db.other_ca_file.display().to_string(),
+    );
+    let (code, line) = tokio::task::block_in_place(|| check(&wrong_ca));
+    assert_eq!(code, Some(1), "{line}");
+    assert!(
+        line.contains("FAILED") && line.contains("UnknownIssuer") && line.contains("sslrootcert"),
+        "{line}"
+    );
 }

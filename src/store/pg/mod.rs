@@ -1,19 +1,11 @@
-//! The ledger in PostgreSQL (issue 14, in progress): the foundation several
-//! `ordersync run` nodes will share work on. What is here: the schema
-//! (versioned migrations, [`migrations`]), job claims under leases with
-//! `FOR UPDATE SKIP LOCKED` ([`jobs`]), and the fleet primitives
-//! ([`fleet`]): a nodes table with heartbeats, a poll lease per source with
-//! a fencing token (`epoch`) that every cursor commit checks in its own
-//! transaction, and the rescue of what dead nodes held. What is not here
-//! yet: order ingest, the status reports, and the engine on top (the daemon
-//! refuses `[ledger] url` until then, see `Config::sqlite_ledger_only`).
-//!
-//! The methods are shaped like the SQLite [`Store`](super::Store)'s where
-//! they overlap (`claim`, `renew_lease`, `retry_later`, `park`,
-//! `finish_job`, `release_leases`), with the same [`Job`](super::Job) and
-//! [`ClaimFilter`](super::ClaimFilter), so one storage trait can cover both.
-//! Not here yet: ingest (orders, pages), `finish_push`, shipments, status
-//! and the other reports.
+//! The ledger in PostgreSQL (issue 14): the one several `ordersync run`
+//! nodes share. Here: the schema (versioned migrations, [`migrations`]), job
+//! claims under leases with `FOR UPDATE SKIP LOCKED` ([`jobs`]), the fleet
+//! primitives ([`fleet`]: a nodes table with heartbeats, a poll lease per
+//! source with a fencing token (`epoch`) that every cursor commit checks in
+//! its own transaction, and the rescue of what dead nodes held), and TLS to
+//! the server ([`tls`]). The statements both ledgers share are in
+//! `super::sql`; the engine above does not know which ledger it runs on.
 //!
 //! Times are milliseconds since the epoch in `BIGINT` columns, as in SQLite;
 //! every lease deadline is computed from the database's clock (never a
@@ -31,12 +23,13 @@ pub mod migrations;
 /// too, hence the `sandbox` feature that carries the simulators).
 #[cfg(any(test, feature = "sandbox"))]
 pub mod testing;
+pub(crate) mod tls;
 
 use std::sync::MutexGuard;
 use std::time::Duration;
 
 use anyhow::Context;
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use super::Store;
 use super::sql::{Conn, Dialect};
@@ -57,35 +50,15 @@ pub(crate) use now_ms;
 
 /// Opens one connection to `url` (`postgres://user@host:5432/db`, no
 /// password in it: the config refuses one) with `password`; `migrate` runs
-/// pending migrations first. Errors name the server, never the password.
-/// Returns the client and `host:port/db` for messages.
+/// pending migrations first, else the schema must be this build's. Errors
+/// name the server, never the password. Returns the client and
+/// `host:port/db (TLS state)` for messages.
 pub(crate) fn connect_client(
     url: &str,
     password: Option<&Secret>,
     migrate: bool,
 ) -> anyhow::Result<(Client, String)> {
-    let mut config: postgres::Config = url
-        .parse()
-        .map_err(|e| anyhow::anyhow!("ledger.url: not a PostgreSQL URL ({e})"))?;
-    if let Some(p) = password {
-        config.password(p.expose());
-    }
-    // A node frozen mid-transaction (SIGSTOP, a stalled VM) must not hold
-    // its row locks, the lease rows above all, until it wakes: the server
-    // ends a session idle inside a transaction after 5 s (the node
-    // reconnects when it wakes), and no statement waits more than 5 s for
-    // a lock (it fails and is run again).
-    config
-        .application_name("ordersync")
-        .options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=5000")
-        .connect_timeout(Duration::from_secs(10));
-    let target = describe(&config);
-    let mut client = config.connect(NoTls).map_err(|e| {
-        anyhow::anyhow!(
-            "cannot connect to the PostgreSQL ledger at {target}: {}",
-            crate::secret::redact(&error_text(&e))
-        )
-    })?;
+    let (mut client, target) = open(url, password)?;
     if migrate {
         migrations::migrate(&mut client)
             .with_context(|| format!("cannot migrate the PostgreSQL ledger at {target}"))?;
@@ -99,6 +72,83 @@ pub(crate) fn connect_client(
         }
     }
     Ok((client, target))
+}
+
+/// `check-config`: logs in to the ledger `url` names and reads its schema
+/// version, changing nothing. Says where it is, how the session is
+/// protected and what the schema is.
+pub(crate) fn reach(url: &str, password: Option<&Secret>) -> anyhow::Result<String> {
+    let (mut client, target) = open(url, password)?;
+    let version = migrations::current(&mut client)?;
+    let latest = migrations::latest();
+    Ok(match version {
+        0 => format!(
+            "postgres://{target}: reached; empty (the first `ordersync run` creates the ledger)"
+        ),
+        v if v == latest => format!("postgres://{target}: reached; schema {v}, this ordersync's"),
+        v if v < latest => format!(
+            "postgres://{target}: reached; schema {v} (the next `ordersync run` migrates it to {latest})"
+        ),
+        v => anyhow::bail!(
+            "postgres://{target}: schema version {v} is newer than this ordersync's ({latest}); upgrade ordersync"
+        ),
+    })
+}
+
+/// One session on the ledger, nothing read yet but its TLS state.
+fn open(url: &str, password: Option<&Secret>) -> anyhow::Result<(Client, String)> {
+    let (url, tls) = tls::Tls::split(url).map_err(|e| anyhow::anyhow!("ledger.url: {e}"))?;
+    let mut config: postgres::Config = url
+        .parse()
+        .map_err(|e| anyhow::anyhow!("ledger.url: not a PostgreSQL URL ({e})"))?;
+    config.ssl_mode(tls.ssl_mode());
+    if let Some(p) = password {
+        config.password(p.expose());
+    }
+    // A node frozen mid-transaction (SIGSTOP, a stalled VM) must not hold
+    // its row locks, the lease rows above all, until it wakes: the server
+    // ends a session idle inside a transaction after 5 s (the node
+    // reconnects when it wakes), and no statement waits more than 5 s for
+    // a lock (it fails and is run again).
+    config
+        .application_name("ordersync")
+        .options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=5000")
+        .connect_timeout(Duration::from_secs(10));
+    let target = describe(&config);
+    let connector = tls
+        .connector()
+        .map_err(|e| anyhow::anyhow!("ledger.url: {e}"))?;
+    if tls.unverified_require() {
+        static SAID: std::sync::Once = std::sync::Once::new();
+        SAID.call_once(|| {
+            tracing::warn!(
+                ledger = %target,
+                "the PostgreSQL ledger's connections are encrypted, but the server's certificate is not checked (sslmode=require without sslrootcert); use sslmode=verify-full with sslrootcert"
+            )
+        });
+    }
+    let mut client = config.connect(connector).map_err(|e| {
+        let text = error_text(&e);
+        let hint = if text.contains("invalid peer certificate") {
+            " (the server's certificate must be signed by a CA in the URL's sslrootcert, and for sslmode=verify-full be made out to the URL's host)"
+        } else {
+            ""
+        };
+        anyhow::anyhow!(
+            "cannot connect to the PostgreSQL ledger at {target}: {}{hint}",
+            crate::secret::redact(&text)
+        )
+    })?;
+    // For people (`status`, the start-up line): whether this session is
+    // encrypted, as the server sees it (`prefer` may have gone without).
+    let encrypted: bool = client
+        .query_one(
+            "SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()",
+            &[],
+        )
+        .map_err(sql("reading the session's TLS state"))?
+        .get(0);
+    Ok((client, format!("{target} ({})", tls.describe(encrypted))))
 }
 
 /// The writer connection of a PostgreSQL ledger, for the statements only
@@ -227,7 +277,9 @@ mod tests {
         let shown = store.describe();
         assert!(shown.starts_with("postgres://127.0.0.1:"), "{shown}");
         assert!(!shown.contains(db.password.expose()), "{shown}");
+        // `host:port/db`, without the TLS state (" (TLS, …)") after it.
         let target = shown.trim_start_matches("postgres://");
+        let target = target.split(" (").next().unwrap_or(target);
 
         let wrong = Secret::new("wrong-password-for-the-test");
         let e = Store::connect(&db.url, Some(&wrong)).unwrap_err();

@@ -20,6 +20,9 @@ struct Cluster {
     /// `postgres://ordersync@127.0.0.1:PORT/` (no database).
     base: String,
     password: String,
+    /// The cluster's directory: `ca.crt` (signed the server's certificate,
+    /// made out to `localhost`) and `other-ca.crt` (signed nothing here).
+    dir: std::path::PathBuf,
     /// Held open until the process ends: closing it stops the cluster.
     _keep: Mutex<ChildStdin>,
 }
@@ -58,9 +61,14 @@ fn start() -> Result<Cluster, String> {
         .strip_suffix("postgres")
         .ok_or_else(|| format!("unexpected URL from the script: {url}"))?
         .to_string();
+    let dir = std::path::Path::new(password_file)
+        .parent()
+        .ok_or_else(|| format!("unexpected password file from the script: {password_file}"))?
+        .to_path_buf();
     Ok(Cluster {
         base,
         password,
+        dir,
         _keep: Mutex::new(stdin),
     })
 }
@@ -80,6 +88,10 @@ pub struct TestDb {
     /// `postgres://ordersync@127.0.0.1:PORT/t_N`: no password, as the config has it.
     pub url: String,
     pub password: Secret,
+    /// The CA that signed the server's certificate (made out to
+    /// `localhost` only), and one that signed nothing the server has.
+    pub ca_file: std::path::PathBuf,
+    pub other_ca_file: std::path::PathBuf,
 }
 
 impl TestDb {
@@ -108,7 +120,35 @@ impl TestDb {
         TestDb {
             url: format!("{}{name}", c.base),
             password: Secret::new(c.password.clone()),
+            ca_file: c.dir.join("ca.crt"),
+            other_ca_file: c.dir.join("other-ca.crt"),
         }
+    }
+
+    /// [`TestDb::url`] as a careful deployment writes it: TLS with the
+    /// server's certificate checked against the cluster's CA, and the host
+    /// by the name on that certificate (`localhost`).
+    pub fn verified_url(&self) -> String {
+        format!(
+            "{}?sslmode=verify-full&sslrootcert={}",
+            self.url.replace("@127.0.0.1:", "@localhost:"),
+            self.ca_file.display()
+        )
+    }
+
+    /// Sessions of this database opened by ordersync (`application_name`):
+    /// (encrypted, not encrypted), as the server sees them.
+    pub fn ordersync_sessions(&self) -> (i64, i64) {
+        let row = self
+            .raw()
+            .query_one(
+                "SELECT count(*) FILTER (WHERE s.ssl), count(*) FILTER (WHERE NOT s.ssl) \
+                 FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+                 WHERE a.datname = current_database() AND a.application_name = 'ordersync'",
+                &[],
+            )
+            .unwrap_or_else(|e| panic!("pg_stat_ssl: {}", super::error_text(&e)));
+        (row.get(0), row.get(1))
     }
 
     /// A new connection (a node of its own), migrated.
