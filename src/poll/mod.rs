@@ -571,14 +571,14 @@ pub async fn poll_shipments(
     engine: &Engine,
     shutdown: &CancellationToken,
 ) -> Result<usize, Failure> {
-    let silent: std::sync::Arc<std::collections::HashSet<String>> = std::sync::Arc::new(
-        engine
-            .connectors
-            .iter()
-            .filter(|(_, c)| !c.writes_shipped())
-            .map(|(name, _)| name.clone())
-            .collect(),
-    );
+    let uptake: std::sync::Arc<std::collections::HashMap<String, crate::store::Uptake>> =
+        std::sync::Arc::new(
+            engine
+                .connectors
+                .iter()
+                .map(|(name, c)| (name.clone(), c.shipment_uptake()))
+                .collect(),
+        );
     let mut total = 0;
     let answered = walk_erp_feed(
         engine,
@@ -589,7 +589,11 @@ pub async fn poll_shipments(
             Ok((page.shipments, page.next))
         },
         move |s, shipments, next| {
-            s.record_shipments_with(shipments, next, |source| !silent.contains(source))
+            s.record_shipments_with(shipments, next, |source| {
+                // A source not configured here (disabled): as before, a
+                // write-back that waits for it.
+                uptake.get(source).copied().unwrap_or(crate::store::Uptake::ALL)
+            })
         },
         |queued: Vec<(String, String)>| {
             for (source, key) in &queued {

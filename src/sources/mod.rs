@@ -447,6 +447,23 @@ impl Connector {
         }
     }
 
+    /// What the source takes of an ERP shipment: a "shipped" write-back
+    /// ([`Connector::writes_shipped`]) and whether a tracking number goes
+    /// with it (Retailys' tracking, Titelive's message, CloudSuite's
+    /// DESADV; MplusKASSA's delivery and CloudSuite's `shipment_state` carry
+    /// none).
+    pub fn shipment_uptake(&self) -> crate::store::Uptake {
+        let tracking = match self {
+            Connector::Titelive(_) | Connector::Retailys(_) => true,
+            Connector::CloudSuite(c) => c.sends_desadv(),
+            Connector::Mplus(_) | Connector::Vinou(_) => false,
+        };
+        crate::store::Uptake {
+            shipped: self.writes_shipped(),
+            tracking: self.writes_shipped() && tracking,
+        }
+    }
+
     pub async fn write_accepted(&self, wb: &WriteBack) -> Result<String, Failure> {
         match self {
             Connector::CloudSuite(c) => c.write_accepted(wb).await,

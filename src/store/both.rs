@@ -613,3 +613,135 @@ fn a_poll_under_way_gets_past_a_failure_only_by_going_further() {
         assert!(row(store).past_last_failure());
     });
 }
+
+/// A tracking number that comes after the ERP's shipment was recorded
+/// (Tryton: a label made on a done shipment): the shipped write-back that
+/// has not run carries it; once it ran, the number is recorded and an
+/// operator is told, and nothing is written back a second time.
+#[test]
+fn a_tracking_number_that_comes_later_rides_along_or_is_reported_never_written_twice() {
+    on_both(|store| {
+        store
+            .ingest(
+                "shop",
+                "live",
+                &[incoming("1", Disposition::Push, "2")],
+                Some(("live", "c1")),
+            )
+            .unwrap();
+        let push = one_job(store, JobKind::Push);
+        store.remember_sent(&push, "node-a", "h1").unwrap();
+        assert!(
+            store
+                .finish_push(&push, "node-a", &accepted("SO1"), "h1", true)
+                .unwrap()
+        );
+        let write = one_job(store, JobKind::WriteAccepted);
+        assert!(store.finish_job(&write, "node-a", "accepted").unwrap());
+        let shipment = |tracking: Option<&str>| ErpShipment {
+            order_key: "shop:1".into(),
+            erp_order_number: Some("SO1".into()),
+            shipped_at: None,
+            carrier: None,
+            tracking_number: tracking.map(str::to_string),
+            tracking_url: None,
+            lines: Vec::new(),
+            erp_shipment_id: Some("stock.shipment.out,7".into()),
+        };
+        let tracking_of = |job: &super::Job| -> Option<String> {
+            serde_json::from_str::<ErpShipment>(job.payload.as_deref().unwrap())
+                .unwrap()
+                .tracking_number
+        };
+        // Done in the ERP without a number; the number comes before the
+        // write-back runs: it rides along.
+        assert_eq!(
+            store
+                .record_shipments(&[shipment(None)], "s1")
+                .unwrap()
+                .len(),
+            1
+        );
+        assert!(
+            store
+                .record_shipments(&[shipment(Some("3S1"))], "s2")
+                .unwrap()
+                .is_empty()
+        );
+        let job = one_job(store, JobKind::WriteShipped);
+        assert_eq!(tracking_of(&job).as_deref(), Some("3S1"));
+        // A number that comes while the write-back runs, and after: recorded
+        // and reported, never queued again; seen again, nothing new.
+        assert!(
+            store
+                .record_shipments(&[shipment(Some("3S2"))], "s3")
+                .unwrap()
+                .is_empty()
+        );
+        assert!(store.finish_job(&job, "node-a", "shipped").unwrap());
+        for cursor in ["s4", "s5"] {
+            assert!(
+                store
+                    .record_shipments(&[shipment(Some("3S2"))], cursor)
+                    .unwrap()
+                    .is_empty()
+            );
+        }
+        assert!(
+            store
+                .claim("shop", "node-a", LEASE, 10, ClaimFilter::All)
+                .unwrap()
+                .is_empty(),
+            "a second shipped write-back was queued"
+        );
+        let detail = store.order_detail("shop:1").unwrap().unwrap();
+        let late: Vec<&str> = detail
+            .events
+            .iter()
+            .filter_map(|e| e.detail.as_deref())
+            .filter(|d| d.contains("stock.shipment.out,7") && d.contains("tracking 3S"))
+            .collect();
+        assert_eq!(late.len(), 2, "{:?}", detail.events);
+        assert!(
+            late[0].contains("tracking 3S1 came later") && late[0].contains("carries it"),
+            "{}",
+            late[0]
+        );
+        assert!(
+            late[1].contains("got tracking 3S2")
+                && late[1].contains("with tracking 3S1")
+                && late[1].contains("was not told"),
+            "{}",
+            late[1]
+        );
+        assert_eq!(
+            detail
+                .jobs
+                .iter()
+                .filter(|j| j.kind == "write_shipped")
+                .count(),
+            1
+        );
+        // A source whose write-back carries no tracking number (MplusKASSA,
+        // CloudSuite without DESADV): recorded, nobody to tell.
+        let no_tracking = super::Uptake {
+            shipped: true,
+            tracking: false,
+        };
+        assert!(
+            store
+                .record_shipments_with(&[shipment(Some("3S3"))], "s6", |_| no_tracking)
+                .unwrap()
+                .is_empty()
+        );
+        let detail = store.order_detail("shop:1").unwrap().unwrap();
+        let last = detail.events.last().and_then(|e| e.detail.clone());
+        assert!(
+            last.as_deref()
+                .is_some_and(|d| d.contains("tracking 3S3 came later")
+                    && d.contains("was tracking 3S2")
+                    && d.contains("takes no tracking number")),
+            "{last:?}"
+        );
+    });
+}

@@ -186,6 +186,121 @@ impl ErpShipment {
     }
 }
 
+/// What a source takes of an ERP shipment, as its connector says: a
+/// "shipped" write-back at all, and a tracking number with it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Uptake {
+    pub shipped: bool,
+    pub tracking: bool,
+}
+
+impl Uptake {
+    pub const ALL: Uptake = Uptake {
+        shipped: true,
+        tracking: true,
+    };
+    pub const NOTHING: Uptake = Uptake {
+        shipped: false,
+        tracking: false,
+    };
+}
+
+/// A tracking number the source was not told, for the WARN
+/// [`Store::record_shipments_with`] logs after its commit.
+struct Untold {
+    order_key: String,
+    source: String,
+    tracking: String,
+    text: String,
+}
+
+/// A shipment the ledger already has (same ERP shipment id), seen again
+/// with a tracking number it did not have: the ERP's carrier label came
+/// after the shipment was done (Tryton allows `create_shipping` and a
+/// hand-written `shipping_reference` on a done shipment), or was changed.
+/// The recorded shipment takes the number (its quantities stay as first
+/// recorded). While its "shipped" write-back has not run, that write-back
+/// carries it; once it ran (or runs now), the source was told without it,
+/// and an operator is told (event and WARN): nothing is written back a
+/// second time, which could repeat a shipment at the source. Returns that
+/// WARN's content, or `None`.
+fn late_tracking(
+    tx: &mut super::sql::Tx<'_>,
+    source: &str,
+    seen: &ErpShipment,
+    takes: Uptake,
+    now: i64,
+) -> anyhow::Result<Option<Untold>> {
+    let (Some(shipment_id), Some(number)) = (&seen.erp_shipment_id, &seen.tracking_number) else {
+        return Ok(None);
+    };
+    let Some(r) = tx.query_opt(
+        "SELECT id, state, payload, COALESCE(lease_until, 0) FROM jobs
+         WHERE order_key = ?1 AND kind = 'write_shipped' AND ref = ?2",
+        &[&seen.order_key, &seen.job_ref()],
+    )?
+    else {
+        return Ok(None);
+    };
+    let (id, state, payload, lease_until): (i64, JobState, Option<String>, i64) =
+        (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
+    let Some(mut recorded) = payload.and_then(|p| serde_json::from_str::<ErpShipment>(&p).ok())
+    else {
+        return Ok(None);
+    };
+    if recorded.tracking_number.as_deref() == Some(number.as_str()) {
+        return Ok(None);
+    }
+    let before = recorded.tracking_number.replace(number.clone());
+    if seen.tracking_url.is_some() {
+        recorded.tracking_url = seen.tracking_url.clone();
+    }
+    if recorded.carrier.is_none() {
+        recorded.carrier = seen.carrier.clone();
+    }
+    tx.exec(
+        "UPDATE jobs SET payload = ?2, updated_at = ?3 WHERE id = ?1",
+        &[&id, &serde_json::to_string(&recorded)?, &now],
+    )?;
+    let was = match &before {
+        Some(b) => format!("tracking {b}"),
+        None => "no tracking number".to_string(),
+    };
+    let not_run = match state {
+        JobState::Waiting | JobState::Parked => true,
+        JobState::Pending => lease_until <= now,
+        JobState::Done | JobState::Cancelled => false,
+    };
+    let (detail, untold) = if !takes.shipped || !takes.tracking {
+        (
+            format!(
+                "{shipment_id}: tracking {number} came later (was {was}; the source takes no tracking number: recorded here only)"
+            ),
+            None,
+        )
+    } else if not_run {
+        (
+            format!(
+                "{shipment_id}: tracking {number} came later (was {was}); the shipped write-back, not run yet, carries it"
+            ),
+            None,
+        )
+    } else {
+        let text = format!(
+            "the ERP's shipment {shipment_id} of order {} got tracking {number} after {source} was told it shipped with {was}; {source} was not told the new number (a second shipped write-back could repeat the shipment there): give it to the shop by hand",
+            seen.order_key
+        );
+        (text.clone(), Some(text))
+    };
+    super::event(tx, &seen.order_key, now, "shipment", &detail)?;
+    Ok(untold.map(|text| Untold {
+        order_key: seen.order_key.clone(),
+        source: source.to_string(),
+        tracking: number.clone(),
+        text,
+    }))
+}
+
 /// What a job needs to know about its order.
 #[derive(Clone, Debug)]
 pub struct OrderForJob {
@@ -997,10 +1112,10 @@ impl Store {
         shipments: &[ErpShipment],
         cursor: &str,
     ) -> anyhow::Result<Vec<(String, String)>> {
-        self.record_shipments_with(shipments, cursor, |_| true)
+        self.record_shipments_with(shipments, cursor, |_| Uptake::ALL)
     }
 
-    /// Like [`Store::record_shipments`]; `takes_write_back(source)` says
+    /// Like [`Store::record_shipments`]; `uptake(source).shipped` says
     /// whether that source takes a "shipped" write-back at all. For one that
     /// does not (Vinou), the shipment is recorded as an event, the job row is
     /// written already `done` (it dedupes repeats of the same shipment) and
@@ -1009,7 +1124,7 @@ impl Store {
         &self,
         shipments: &[ErpShipment],
         cursor: &str,
-        takes_write_back: impl Fn(&str) -> bool + Sync,
+        uptake: impl Fn(&str) -> Uptake + Sync,
     ) -> anyhow::Result<Vec<(String, String)>> {
         let fence = self.fence_for(super::fence::ERP_FEED, Some("live"))?;
         let result = self.lock().write(|tx| {
@@ -1018,6 +1133,7 @@ impl Store {
             }
             let now = now_ms();
             let mut queued = Vec::new();
+            let mut untold = Vec::new();
             for s in shipments {
                 let Some(r) = tx.query_opt(
                     "SELECT source, state FROM orders WHERE order_key = ?1",
@@ -1057,7 +1173,8 @@ impl Store {
                     state,
                     OrderState::Accepted | OrderState::Shipped | OrderState::Completed
                 );
-                let writes = takes_write_back(&source);
+                let takes = uptake(&source);
+                let writes = takes.shipped;
                 let job_state = match (writes, ready) {
                     (false, _) => JobState::Done,
                     (true, true) => JobState::Pending,
@@ -1101,6 +1218,8 @@ impl Store {
                     if writes {
                         queued.push((source, s.order_key.clone()));
                     }
+                } else if let Some(said) = late_tracking(tx, &source, s, takes, now)? {
+                    untold.push(said);
                 }
             }
             tx.exec(
@@ -1108,9 +1227,19 @@ impl Store {
                  ON CONFLICT(source, scope) DO UPDATE SET value = excluded.value, updated_at = excluded.updated_at",
                 &[&cursor, &now],
             )?;
-            Ok(queued)
+            Ok((queued, untold))
         });
-        self.forget_lost(super::fence::ERP_FEED, result)
+        let (queued, untold) = self.forget_lost(super::fence::ERP_FEED, result)?;
+        for said in untold {
+            tracing::warn!(
+                order_key = %said.order_key,
+                source = %said.source,
+                tracking = %said.tracking,
+                "{}",
+                said.text
+            );
+        }
+        Ok(queued)
     }
 
     /// `retry KEY`: parked jobs of one order go back in the queue. A skipped
@@ -1870,7 +1999,7 @@ mod tests {
         assert!(runnable(&store).is_empty(), "no write-back job was queued");
         let ship = shipment("shop:1");
         let queued = store
-            .record_shipments_with(std::slice::from_ref(&ship), "5", |_| false)
+            .record_shipments_with(std::slice::from_ref(&ship), "5", |_| Uptake::NOTHING)
             .unwrap();
         assert!(queued.is_empty(), "nothing to write back");
         assert!(
@@ -1883,7 +2012,7 @@ mod tests {
         );
         // The same shipment again records nothing new (one event, not two).
         store
-            .record_shipments_with(&[ship], "5", |_| false)
+            .record_shipments_with(&[ship], "5", |_| Uptake::NOTHING)
             .unwrap();
         let conn = store.lock_for_tests();
         let events: i64 = conn
@@ -1906,7 +2035,7 @@ mod tests {
             .finish_push(&j[0], "o", &accepted(), "h", true)
             .unwrap();
         store
-            .record_shipments_with(&[shipment("shop:1")], "5", |_| false)
+            .record_shipments_with(&[shipment("shop:1")], "5", |_| Uptake::NOTHING)
             .unwrap();
         assert_eq!(
             store.order_for_job("shop:1").unwrap().unwrap().state,

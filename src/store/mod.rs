@@ -37,7 +37,7 @@ pub use cancel::{CancellationNote, ErpCancellation};
 pub use ingest::{Disposition, IncomingOrder, IngestReport, MappedOrder, OrderNote, in_erp};
 pub use jobs::{
     ClaimFilter, ErpAccepted, ErpShipment, Finish, Job, JobKind, LineNumber, OrderForJob, Remote,
-    ShipmentProgress, ShippedLine, lease_owner,
+    ShipmentProgress, ShippedLine, Uptake, lease_owner,
 };
 pub use recheck::RecheckBatch;
 pub use status::{

@@ -110,6 +110,12 @@ struct TokenAnswer {
 type DetailResult = Result<(Reply, Result<Value, String>), Failure>;
 
 impl CloudSuite {
+    /// Whether shipments go out as DESADV messages (which carry the
+    /// tracking number); without, only `shipment_state=sent` is written.
+    pub fn sends_desadv(&self) -> bool {
+        self.desadv.is_some()
+    }
+
     pub fn new(
         config: &Config,
         source: &SourceConfig,

@@ -211,6 +211,54 @@ async fn orders_become_sales_and_tryton_shipments_come_back() {
     expected.sort();
     got.sort();
     assert_eq!(got, expected, "shipped quantities per source line");
+
+    // A new label on the done shipment (Tryton lets the warehouse write
+    // shipping_reference then): the feed sees the shipment again and the
+    // ledger records the number. CloudSuite without DESADV takes no
+    // tracking number, so nobody needs telling, and it is not written to a
+    // second time.
+    let shipment = sale["shipments"][0].as_i64().unwrap();
+    rpc.model(
+        "stock.shipment.out",
+        "write",
+        vec![
+            json!([shipment]),
+            json!({"shipping_reference": "3SNEW7654321"}),
+        ],
+    )
+    .await
+    .unwrap();
+    sync(&engine).await;
+    let detail = engine.store.order_detail(&key(mixed)).unwrap().unwrap();
+    assert!(
+        detail
+            .events
+            .iter()
+            .any(|e| e.detail.as_deref().is_some_and(|d| {
+                d.contains("tracking 3SNEW7654321 came later")
+                    && d.contains("was tracking 3SABCD1234567")
+                    && d.contains("takes no tracking number")
+            })),
+        "{:?}",
+        detail.events
+    );
+    assert_eq!(
+        detail
+            .jobs
+            .iter()
+            .filter(|j| j.kind == "write_shipped")
+            .count(),
+        1,
+        "{:?}",
+        detail.jobs
+    );
+    assert_eq!(
+        cs.history(mixed)
+            .iter()
+            .filter(|c| c.field == "shipment_state")
+            .count(),
+        1
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
