@@ -280,10 +280,7 @@ pub fn parse_decimal(v: &Value) -> Option<Decimal> {
         Value::String(s) => s.clone(),
         _ => return None,
     };
-    text.trim()
-        .parse::<Decimal>()
-        .ok()
-        .or_else(|| Decimal::from_scientific(text.trim()).ok())
+    crate::model::convert::parse_decimal(&text).ok()
 }
 
 pub fn date(d: NaiveDate) -> Value {

@@ -6,11 +6,10 @@ use serde_json::{Value, json};
 
 use super::TrytonErp;
 use super::feed::Feed;
-use super::rpc::parse_date;
+use super::rpc::{parse_date, parse_decimal};
 use crate::erp::ShipmentPage;
 use crate::http::Failure;
 use crate::store::{ErpShipment, ShippedLine};
-use rust_decimal::Decimal;
 
 /// Fields only some module sets have: asked for only when present.
 const OPTIONAL: &[&str] = &["shipping_reference", "carrier"];
@@ -117,10 +116,8 @@ fn to_shipment(row: &Value, sales: &[Value], moves: &[Value]) -> Option<ErpShipm
         else {
             continue;
         };
-        let Some(quantity) = m["quantity"]
-            .as_f64()
-            .and_then(|q| Decimal::try_from(q).ok())
-        else {
+        // A Float field: its number's own text, never through f64.
+        let Some(quantity) = parse_decimal(&m["quantity"]) else {
             continue;
         };
         match lines
@@ -213,5 +210,34 @@ mod tests {
         // A shipment of a sale made by hand in Tryton: not ours.
         let manual = vec![json!({"id": 3, "number": "9", "reference": null, "shipments": [7]})];
         assert!(to_shipment(&row, &manual, &moves).is_none());
+    }
+
+    /// Quantities are read from the numbers' text and added as decimals: two
+    /// moves of one sale line of 0.1 and 0.2 ship 0.3, not
+    /// 0.3000000000000000444 (the line's quantity, or it never completes);
+    /// a tagged Decimal counts too, and a number no decimal holds is left out.
+    #[test]
+    fn move_quantities_add_up_exactly() {
+        let row = json!({"id": 7, "outgoing_moves": [1, 2, 3, 4]});
+        let sales = vec![json!({"id": 2, "number": "2", "reference": "shop:1", "shipments": [7]})];
+        let moves = vec![
+            json!({"id": 1, "origin": "sale.line,12", "quantity": 0.1}),
+            json!({"id": 2, "origin": "sale.line,12", "quantity": 0.2}),
+            json!({"id": 3, "origin": "sale.line,13", "quantity": {"__class__": "Decimal", "decimal": "1.25"}}),
+            json!({"id": 4, "origin": "sale.line,14", "quantity": 1e300}),
+        ];
+        let s = to_shipment(&row, &sales, &moves).unwrap();
+        let lines: Vec<(Option<&str>, String)> = s
+            .lines
+            .iter()
+            .map(|l| (l.erp_line_number.as_deref(), l.quantity.to_string()))
+            .collect();
+        assert_eq!(
+            lines,
+            vec![
+                (Some("12"), "0.3".to_string()),
+                (Some("13"), "1.25".to_string())
+            ]
+        );
     }
 }
