@@ -13,6 +13,9 @@
 //! - ordersync on SQLite, 1 node; on PostgreSQL, 1 node; on PostgreSQL,
 //!   `BENCH_NODES` nodes (default 3).
 //!
+//! The nodes reach PostgreSQL over TLS with the certificate checked
+//! (`verify-full`); `BENCH_LEDGER_TLS=disable` (or `prefer`) compares.
+//!
 //! Printed per setup: orders/s until every order is in the ERP with its
 //! "accepted" write-back; on PostgreSQL, ledger transactions (commits) per
 //! order from `pg_stat_database`; then, with the backlog done, 200 new
@@ -121,12 +124,23 @@ impl Fleet {
             std::fs::write(dir.path().join("pg"), db.password.expose()).unwrap();
             text.push_str(&format!(
                 "\n[ledger]\nurl = \"{}\"\npassword_file = \"pg\"\n",
-                db.url
+                ledger_url(db)
             ));
         }
         let path = dir.path().join("ordersync.toml");
         std::fs::write(&path, text).unwrap();
         (dir, path)
+    }
+}
+
+/// The nodes' ledger URL: `BENCH_LEDGER_TLS` = `verify-full` (the
+/// default: what a careful deployment runs), `prefer` (the URL without
+/// `sslmode`: encrypted, certificate not checked) or `disable`.
+fn ledger_url(db: &TestDb) -> String {
+    match std::env::var("BENCH_LEDGER_TLS").as_deref() {
+        Ok("disable") => format!("{}?sslmode=disable", db.url),
+        Ok("prefer") => db.url.clone(),
+        _ => db.verified_url(),
     }
 }
 
@@ -276,7 +290,7 @@ async fn ordersync_run(sources: usize, per_source: usize, nodes: usize, postgres
     let mut takeover_s = None;
     let mut failover_push_s = None;
     if let (Some(db), true) = (&db, nodes > 1) {
-        let (url, pw) = (db.url.clone(), db.password.clone());
+        let (url, pw) = (ledger_url(db), db.password.clone());
         let store = tokio::task::spawn_blocking(move || Store::connect(&url, Some(&pw)))
             .await
             .unwrap()
@@ -331,7 +345,12 @@ async fn ordersync_run(sources: usize, per_source: usize, nodes: usize, postgres
     for d in daemons {
         d.stop();
     }
-    let ledger = if postgres { "PostgreSQL" } else { "SQLite" };
+    let ledger = if postgres {
+        let tls = std::env::var("BENCH_LEDGER_TLS").unwrap_or_else(|_| "verify-full".into());
+        format!("PostgreSQL (sslmode {tls})")
+    } else {
+        "SQLite".to_string()
+    };
     Outcome {
         name: format!("ordersync, {nodes} node(s) on {ledger}"),
         orders,
