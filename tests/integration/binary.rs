@@ -569,6 +569,69 @@ async fn logs_parse_as_logfmt_and_json_and_name_the_source_once() {
     assert_eq!(line.matches(SOURCE).count(), 1, "{line}");
 }
 
+/// A ledger address that takes connections and never says a word (a load
+/// balancer without a live server, a wrong port): `status` and `run` stop
+/// with the address named, instead of waiting for good. (They hung: the
+/// client's connect timeout covers only the TCP connect.)
+#[test]
+fn a_ledger_that_takes_the_connection_and_says_nothing_is_named_not_waited_for() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Accepts every connection and holds it, silent, until the test ends.
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for conn in listener.incoming() {
+            held.push(conn);
+        }
+    });
+    let dir = tempfile::tempdir().unwrap();
+    let pg = format!(
+        "[ledger]\nurl = \"postgres://ordersync@127.0.0.1:{port}/ledger\"\npassword_env = \"ORDERSYNC_TEST_PG_PW\"\n"
+    );
+    let cfg = write_config(dir.path(), "", &format!("client_secret_env = \"X\"\n{pg}"));
+    for command in ["status", "run"] {
+        let mut child = ordersync()
+            .arg("--config")
+            .arg(&cfg)
+            .arg(command)
+            .env("ORDERSYNC_TEST_ERP_TOKEN", "erp-token-value")
+            .env("X", "client-secret-value")
+            .env("ORDERSYNC_TEST_PG_PW", "pg-password-value")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Not a speed check: a liveness one. Without the fix it never ends.
+        let deadline = Instant::now() + Duration::from_secs(120);
+        let status = loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                break status;
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                panic!("`{command}` still waits for a ledger that never answers");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        assert_eq!(status.code(), Some(1), "{command}: {err}");
+        assert!(
+            err.contains(&format!(
+                "127.0.0.1:{port} took the connection but gave no answer"
+            )),
+            "{command}: {err}"
+        );
+        assert!(!err.contains("pg-password-value"), "{err}");
+    }
+}
+
 /// `[ledger] url` puts the ledger in PostgreSQL: a server that cannot be
 /// reached stops `run` and `status` with a message naming the server (never
 /// the password), and nothing falls back to a SQLite ledger in state_dir. A

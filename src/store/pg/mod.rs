@@ -95,6 +95,62 @@ pub(crate) fn reach(url: &str, password: Option<&Secret>) -> anyhow::Result<Stri
     })
 }
 
+/// How long a connection to the ledger may take to open, and the server to
+/// give its first answer.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Whether the server answers at all: the client's `connect_timeout` bounds
+/// only the TCP connect, and its handshake then waits for the server
+/// without end. Something that accepts connections and says nothing (a
+/// load balancer without a live backend, a wrong port, a stopped server
+/// behind a proxy) hung `status` and `run` for good. So before the real
+/// connect, one connection of ours asks for GSS encryption, the first
+/// message of PostgreSQL's own negotiation, and waits `timeout` for any
+/// byte back: PostgreSQL answers `N` (or `G`), a pooler an answer or an
+/// error, and the connection is closed unused, which the server does not
+/// log. A connect that fails here is left to the real connect to report.
+fn answers_within(config: &postgres::Config, timeout: Duration) -> Result<(), String> {
+    use std::io::{Read, Write};
+    use std::net::ToSocketAddrs;
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    for host in config.get_hosts() {
+        let postgres::config::Host::Tcp(name) = host else {
+            continue; // a Unix socket: a local server, nothing in between
+        };
+        let Ok(addrs) = (name.as_str(), port).to_socket_addrs() else {
+            continue;
+        };
+        for addr in addrs {
+            let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, timeout) else {
+                continue;
+            };
+            // GSSENCRequest: length 8, code 80877104.
+            let request = [0u8, 0, 0, 8, 0x04, 0xd2, 0x16, 0x30];
+            let mut first = [0u8; 1];
+            let answered = stream
+                .set_read_timeout(Some(timeout))
+                .and_then(|()| stream.set_write_timeout(Some(timeout)))
+                .and_then(|()| stream.write_all(&request))
+                .and_then(|()| stream.read(&mut first));
+            match answered {
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return Err(format!(
+                        "{addr} took the connection but gave no answer within {} s (is PostgreSQL there, or a proxy with no server behind it?)",
+                        timeout.as_secs()
+                    ));
+                }
+                _ => return Ok(()),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// One session on the ledger, nothing read yet but its TLS state.
 fn open(url: &str, password: Option<&Secret>) -> anyhow::Result<(Client, String)> {
     let (url, tls) = tls::Tls::split(url).map_err(|e| anyhow::anyhow!("ledger.url: {e}"))?;
@@ -113,8 +169,10 @@ fn open(url: &str, password: Option<&Secret>) -> anyhow::Result<(Client, String)
     config
         .application_name("ordersync")
         .options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=5000")
-        .connect_timeout(Duration::from_secs(10));
+        .connect_timeout(CONNECT_TIMEOUT);
     let target = describe(&config);
+    answers_within(&config, CONNECT_TIMEOUT)
+        .map_err(|e| anyhow::anyhow!("cannot connect to the PostgreSQL ledger at {target}: {e}"))?;
     let connector = tls
         .connector()
         .map_err(|e| anyhow::anyhow!("ledger.url: {e}"))?;
