@@ -151,8 +151,11 @@ fn answers_within(config: &postgres::Config, timeout: Duration) -> Result<(), St
     Ok(())
 }
 
-/// One session on the ledger, nothing read yet but its TLS state.
-fn open(url: &str, password: Option<&Secret>) -> anyhow::Result<(Client, String)> {
+/// The client's settings for a session on the ledger `url` names.
+fn client_config(
+    url: &str,
+    password: Option<&Secret>,
+) -> anyhow::Result<(postgres::Config, tls::Tls)> {
     let (url, tls) = tls::Tls::split(url).map_err(|e| anyhow::anyhow!("ledger.url: {e}"))?;
     let mut config: postgres::Config = url
         .parse()
@@ -170,6 +173,33 @@ fn open(url: &str, password: Option<&Secret>) -> anyhow::Result<(Client, String)
         .application_name("ordersync")
         .options("-c idle_in_transaction_session_timeout=5000 -c lock_timeout=5000")
         .connect_timeout(CONNECT_TIMEOUT);
+    // A server gone without a word (its machine died, a failover moved its
+    // address elsewhere): with the kernel's defaults a session notices
+    // after two hours idle, or some 15 minutes of unanswered retransmits,
+    // and a ledger call hangs that long. Here: data unacknowledged for
+    // 30 s, or an idle session unanswered for 30 s + 3 x 10 s, ends the
+    // session, and the next call opens a new one (to wherever the address
+    // now leads). A URL that sets these (`tcp_user_timeout`,
+    // `keepalives_idle`, `keepalives_interval`, `keepalives_retries`)
+    // keeps its own.
+    if config.get_tcp_user_timeout().is_none() {
+        config.tcp_user_timeout(Duration::from_secs(30));
+    }
+    if config.get_keepalives_idle() == Duration::from_secs(2 * 60 * 60)
+        && config.get_keepalives_interval().is_none()
+        && config.get_keepalives_retries().is_none()
+    {
+        config
+            .keepalives_idle(Duration::from_secs(30))
+            .keepalives_interval(Duration::from_secs(10))
+            .keepalives_retries(3);
+    }
+    Ok((config, tls))
+}
+
+/// One session on the ledger, nothing read yet but its TLS state.
+fn open(url: &str, password: Option<&Secret>) -> anyhow::Result<(Client, String)> {
+    let (config, tls) = client_config(url, password)?;
     let target = describe(&config);
     answers_within(&config, CONNECT_TIMEOUT)
         .map_err(|e| anyhow::anyhow!("cannot connect to the PostgreSQL ledger at {target}: {e}"))?;
@@ -327,6 +357,29 @@ fn millis(d: Duration) -> i64 {
 mod tests {
     use super::testing::TestDb;
     use super::*;
+
+    /// A dead server is noticed in about a minute, not two hours; what the
+    /// URL says of it wins.
+    #[test]
+    fn a_dead_server_is_noticed_unless_the_url_says_otherwise() {
+        let (c, _) = client_config("postgres://u@db.internal/ledger", None).unwrap();
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(30)));
+        assert!(c.get_keepalives());
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(30));
+        assert_eq!(c.get_keepalives_interval(), Some(Duration::from_secs(10)));
+        assert_eq!(c.get_keepalives_retries(), Some(3));
+        assert_eq!(c.get_connect_timeout(), Some(&CONNECT_TIMEOUT));
+
+        let (c, _) = client_config(
+            "postgres://u@db.internal/ledger?tcp_user_timeout=5&keepalives_idle=300&sslmode=disable",
+            None,
+        )
+        .unwrap();
+        assert_eq!(c.get_tcp_user_timeout(), Some(&Duration::from_secs(5)));
+        assert_eq!(c.get_keepalives_idle(), Duration::from_secs(300));
+        assert_eq!(c.get_keepalives_interval(), None);
+        assert_eq!(c.get_ssl_mode(), postgres::config::SslMode::Disable);
+    }
 
     #[test]
     fn connects_with_the_password_and_never_shows_it() {
