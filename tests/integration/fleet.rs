@@ -830,9 +830,14 @@ async fn check_config_reaches_the_ledger_over_verified_tls_and_names_a_certifica
     let (code, line) = tokio::task::block_in_place(|| check(&db.verified_url()));
     assert_eq!(code, Some(0), "{line}");
     assert!(
-        line.contains(&format!("/{name} (TLS, verify-full): reached; empty")),
+        line.contains(&format!("/{name} (TLS, verify-full): reached; it is empty")),
         "{line}"
     );
+    // Reports never create it: `status` says so.
+    let out = tokio::task::block_in_place(|| app.run_binary().arg("status").output().unwrap());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("is empty: no node has run on it yet"), "{err}");
     // The first run creates it; then check-config finds this build's schema.
     db.store();
     let (code, line) = tokio::task::block_in_place(|| check(&db.verified_url()));

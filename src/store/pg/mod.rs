@@ -65,13 +65,25 @@ pub(crate) fn connect_client(
     } else {
         let version = migrations::current(&mut client)?;
         if version != migrations::latest() {
-            anyhow::bail!(
-                "the PostgreSQL ledger at {target} has schema version {version}, this ordersync expects {}",
-                migrations::latest()
-            );
+            anyhow::bail!("the PostgreSQL ledger at {target} {}", schema_says(version));
         }
     }
     Ok((client, target))
+}
+
+/// What a schema version other than this build's means, for people.
+fn schema_says(version: i64) -> String {
+    let latest = migrations::latest();
+    match version {
+        0 => "is empty: no node has run on it yet (the first `ordersync run` creates the ledger)"
+            .to_string(),
+        v if v < latest => format!(
+            "has schema version {v}, this ordersync expects {latest}: the next `ordersync run` migrates it"
+        ),
+        v => format!(
+            "has schema version {v}, newer than this ordersync's ({latest}): upgrade ordersync on this machine"
+        ),
+    }
 }
 
 /// `check-config`: logs in to the ledger `url` names and reads its schema
@@ -81,18 +93,16 @@ pub(crate) fn reach(url: &str, password: Option<&Secret>) -> anyhow::Result<Stri
     let (mut client, target) = open(url, password)?;
     let version = migrations::current(&mut client)?;
     let latest = migrations::latest();
-    Ok(match version {
-        0 => format!(
-            "postgres://{target}: reached; empty (the first `ordersync run` creates the ledger)"
-        ),
-        v if v == latest => format!("postgres://{target}: reached; schema {v}, this ordersync's"),
-        v if v < latest => format!(
-            "postgres://{target}: reached; schema {v} (the next `ordersync run` migrates it to {latest})"
-        ),
-        v => anyhow::bail!(
-            "postgres://{target}: schema version {v} is newer than this ordersync's ({latest}); upgrade ordersync"
-        ),
-    })
+    match version {
+        v if v == latest => Ok(format!(
+            "postgres://{target}: reached; schema {v}, this ordersync's"
+        )),
+        v if v > latest => anyhow::bail!("postgres://{target} {}", schema_says(v)),
+        v => Ok(format!(
+            "postgres://{target}: reached; it {}",
+            schema_says(v)
+        )),
+    }
 }
 
 /// How long a connection to the ledger may take to open, and the server to
