@@ -44,8 +44,15 @@ pub async fn check_config(config: &Config, args: &CheckConfigArgs) -> anyhow::Re
             }
         }
     }
+    // The ledger's CA file is no secret, but like one it is read here, so
+    // a missing or broken file is named before anything is contacted.
+    match crate::store::check_ledger_tls(&config) {
+        Some(Ok(said)) => println!("ledger.url: {said}"),
+        Some(Err(e)) => problems.push(format!("ledger.url: {e}")),
+        None => {}
+    }
     if !problems.is_empty() {
-        let mut text = format!("{} problem(s) with secrets:", problems.len());
+        let mut text = format!("{} problem(s) with secrets and files:", problems.len());
         for p in &problems {
             text.push_str("\n  ");
             text.push_str(p);

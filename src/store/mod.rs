@@ -14,7 +14,7 @@ mod ingest;
 mod jobs;
 mod migrations;
 mod open;
-pub use open::reach_ledger;
+pub use open::{check_ledger_tls, reach_ledger};
 mod recheck;
 mod retention;
 mod sql;

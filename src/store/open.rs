@@ -54,6 +54,13 @@ pub fn reach_ledger(config: &Config) -> Option<anyhow::Result<String>> {
     }))
 }
 
+/// `check-config`, offline too: the shared ledger's TLS settings with its
+/// CA file read (`None` on the embedded SQLite ledger).
+pub fn check_ledger_tls(config: &Config) -> Option<Result<String, String>> {
+    let ledger = config.ledger.as_ref()?;
+    Some(super::pg::tls::check(&ledger.url))
+}
+
 fn ledger_password(config: &Config) -> anyhow::Result<Option<crate::secret::Secret>> {
     let Some(reference) = config.ledger.as_ref().and_then(|l| l.password.as_ref()) else {
         return Ok(None);

@@ -847,6 +847,29 @@ async fn check_config_reaches_the_ledger_over_verified_tls_and_names_a_certifica
         "{line}"
     );
 
+    // Offline too, the CA file is read: a missing one is named (exit 2),
+    // before anything is contacted.
+    let missing = db
+        .verified_url()
+        .replace(&db.ca_file.display().to_string(), "/nonexistent/db-ca.pem");
+    std::fs::write(
+        &app.config_path,
+        format!("{base}\n[ledger]\nurl = \"{missing}\"\npassword_file = \"pg-password\"\n"),
+    )
+    .unwrap();
+    let out = tokio::task::block_in_place(|| {
+        app.run_binary()
+            .args(["check-config", "--offline"])
+            .output()
+            .unwrap()
+    });
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert!(
+        err.contains("ledger.url: sslrootcert: cannot read /nonexistent/db-ca.pem"),
+        "{err}"
+    );
+
     let wrong_ca = db.verified_url().replace(
         &db.ca_file.display().to_string(),
         &db.other_ca_file.display().to_string(),

@@ -204,6 +204,31 @@ impl Tls {
     }
 }
 
+/// `check-config`, also offline: the URL's TLS settings, with the CA file
+/// read and parsed as a connect would, for people.
+pub(crate) fn check(url: &str) -> Result<String, String> {
+    let (_, tls) = Tls::split(url)?;
+    tls.connector()?;
+    let mode = match tls.mode {
+        Mode::Disable => "disable",
+        Mode::Prefer => "prefer",
+        Mode::Require => "require",
+        Mode::VerifyCa => "verify-ca",
+        Mode::VerifyFull => "verify-full",
+    };
+    Ok(match &tls.roots {
+        None if tls.mode == Mode::Disable => "sslmode=disable: no TLS".to_string(),
+        None => format!("sslmode={mode}: encrypted, the server's certificate not checked"),
+        Some(Roots::System) => {
+            format!("sslmode={mode}: certificate checked against the machine's CA store")
+        }
+        Some(Roots::File(path)) => format!(
+            "sslmode={mode}: certificate checked against {} (read)",
+            path.display()
+        ),
+    })
+}
+
 fn load_roots(roots: &Roots) -> Result<rustls::RootCertStore, String> {
     let mut store = rustls::RootCertStore::empty();
     match roots {
@@ -406,7 +431,16 @@ mod tests {
                 e.contains(said) && e.contains(&path.display().to_string()),
                 "{e}"
             );
+            let url = format!(
+                "postgres://u@h/d?sslmode=verify-full&sslrootcert={}",
+                path.display()
+            );
+            assert_eq!(check(&url).unwrap_err(), e);
         }
+        assert_eq!(
+            check("postgres://u@h/d").unwrap(),
+            "sslmode=prefer: encrypted, the server's certificate not checked"
+        );
     }
 
     /// `system` reads the machine's store (Debian's ca-certificates, which
