@@ -448,10 +448,11 @@ impl Connector {
     }
 
     /// What the source takes of an ERP shipment: a "shipped" write-back
-    /// ([`Connector::writes_shipped`]) and whether a tracking number goes
-    /// with it (Retailys' tracking, Titelive's message, CloudSuite's
-    /// DESADV; MplusKASSA's delivery and CloudSuite's `shipment_state` carry
-    /// none).
+    /// ([`Connector::writes_shipped`]), whether a tracking number goes with
+    /// it (Retailys' tracking, Titelive's message, CloudSuite's DESADV;
+    /// MplusKASSA's delivery and CloudSuite's `shipment_state` carry none),
+    /// and whether a number that came later can be added by running it
+    /// again ([`crate::store::Uptake`]).
     pub fn shipment_uptake(&self) -> crate::store::Uptake {
         let tracking = match self {
             Connector::Titelive(_) | Connector::Retailys(_) => true,
@@ -461,6 +462,11 @@ impl Connector {
         crate::store::Uptake {
             shipped: self.writes_shipped(),
             tracking: self.writes_shipped() && tracking,
+            // Retailys' write-back reads the order and adds only a
+            // tracking number it does not list; `sent` and the status are
+            // written only when missing. Titelive's number goes with the
+            // status change, CloudSuite's DESADV goes once.
+            tracking_later: matches!(self, Connector::Retailys(_)),
         }
     }
 

@@ -727,6 +727,7 @@ fn a_tracking_number_that_comes_later_rides_along_or_is_reported_never_written_t
         let no_tracking = super::Uptake {
             shipped: true,
             tracking: false,
+            tracking_later: false,
         };
         assert!(
             store
@@ -742,6 +743,26 @@ fn a_tracking_number_that_comes_later_rides_along_or_is_reported_never_written_t
                     && d.contains("was tracking 3S2")
                     && d.contains("takes no tracking number")),
             "{last:?}"
+        );
+        // A source whose write-back adds only what the order lacks
+        // (Retailys): the same job runs again with the new number.
+        let again = super::Uptake {
+            tracking_later: true,
+            ..super::Uptake::ALL
+        };
+        assert_eq!(
+            store
+                .record_shipments_with(&[shipment(Some("3S4"))], "s7", |_| again)
+                .unwrap(),
+            [("shop".to_string(), "shop:1".to_string())]
+        );
+        let rerun = one_job(store, JobKind::WriteShipped);
+        assert_eq!(tracking_of(&rerun).as_deref(), Some("3S4"));
+        assert_eq!(rerun.job_ref, "erp:stock.shipment.out,7");
+        assert!(store.finish_job(&rerun, "node-a", "tracking 3S4").unwrap());
+        assert_eq!(
+            store.order_state("shop:1").unwrap(),
+            Some(OrderState::Completed)
         );
     });
 }

@@ -187,22 +187,37 @@ impl ErpShipment {
 }
 
 /// What a source takes of an ERP shipment, as its connector says: a
-/// "shipped" write-back at all, and a tracking number with it.
+/// "shipped" write-back at all, a tracking number with it, and whether
+/// that write-back, run again once done, adds a number that came later and
+/// repeats nothing else (it reads the order first and writes only what the
+/// order lacks).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Uptake {
     pub shipped: bool,
     pub tracking: bool,
+    pub tracking_later: bool,
 }
 
 impl Uptake {
     pub const ALL: Uptake = Uptake {
         shipped: true,
         tracking: true,
+        tracking_later: false,
     };
     pub const NOTHING: Uptake = Uptake {
         shipped: false,
         tracking: false,
+        tracking_later: false,
     };
+}
+
+/// What a shipment seen again with a new tracking number led to.
+enum Late {
+    Nothing,
+    /// Its done write-back runs again to add the number: wake the source.
+    Requeued,
+    /// The source was told without it: WARN after the commit.
+    Untold(Untold),
 }
 
 /// A tracking number the source was not told, for the WARN
@@ -220,19 +235,21 @@ struct Untold {
 /// hand-written `shipping_reference` on a done shipment), or was changed.
 /// The recorded shipment takes the number (its quantities stay as first
 /// recorded). While its "shipped" write-back has not run, that write-back
-/// carries it; once it ran (or runs now), the source was told without it,
-/// and an operator is told (event and WARN): nothing is written back a
-/// second time, which could repeat a shipment at the source. Returns that
-/// WARN's content, or `None`.
+/// carries it. Once it ran, a source whose write-back adds a number without
+/// repeating the rest (`tracking_later`: Retailys) gets the same job run
+/// again, never a second job: `shipment_progress` would count a second
+/// job's lines twice. For any other source (or while the write-back runs)
+/// the source was told without it, and an operator is told (event and
+/// WARN): a second "shipped" could repeat the shipment there.
 fn late_tracking(
     tx: &mut super::sql::Tx<'_>,
     source: &str,
     seen: &ErpShipment,
     takes: Uptake,
     now: i64,
-) -> anyhow::Result<Option<Untold>> {
+) -> anyhow::Result<Late> {
     let (Some(shipment_id), Some(number)) = (&seen.erp_shipment_id, &seen.tracking_number) else {
-        return Ok(None);
+        return Ok(Late::Nothing);
     };
     let Some(r) = tx.query_opt(
         "SELECT id, state, payload, COALESCE(lease_until, 0) FROM jobs
@@ -240,16 +257,16 @@ fn late_tracking(
         &[&seen.order_key, &seen.job_ref()],
     )?
     else {
-        return Ok(None);
+        return Ok(Late::Nothing);
     };
     let (id, state, payload, lease_until): (i64, JobState, Option<String>, i64) =
         (r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?);
     let Some(mut recorded) = payload.and_then(|p| serde_json::from_str::<ErpShipment>(&p).ok())
     else {
-        return Ok(None);
+        return Ok(Late::Nothing);
     };
     if recorded.tracking_number.as_deref() == Some(number.as_str()) {
-        return Ok(None);
+        return Ok(Late::Nothing);
     }
     let before = recorded.tracking_number.replace(number.clone());
     if seen.tracking_url.is_some() {
@@ -271,34 +288,49 @@ fn late_tracking(
         JobState::Pending => lease_until <= now,
         JobState::Done | JobState::Cancelled => false,
     };
-    let (detail, untold) = if !takes.shipped || !takes.tracking {
+    let (detail, late) = if !takes.shipped || !takes.tracking {
         (
             format!(
                 "{shipment_id}: tracking {number} came later (was {was}; the source takes no tracking number: recorded here only)"
             ),
-            None,
+            Late::Nothing,
         )
     } else if not_run {
         (
             format!(
                 "{shipment_id}: tracking {number} came later (was {was}); the shipped write-back, not run yet, carries it"
             ),
-            None,
+            Late::Nothing,
+        )
+    } else if takes.tracking_later && state == JobState::Done {
+        tx.exec(
+            "UPDATE jobs SET state = 'pending', next_attempt_at = ?2, last_error = NULL, updated_at = ?2
+             WHERE id = ?1 AND state = 'done'",
+            &[&id, &now],
+        )?;
+        (
+            format!(
+                "{shipment_id}: tracking {number} came later (was {was}); the shipped write-back runs again to add it (it writes only what the order lacks)"
+            ),
+            Late::Requeued,
         )
     } else {
         let text = format!(
             "the ERP's shipment {shipment_id} of order {} got tracking {number} after {source} was told it shipped with {was}; {source} was not told the new number (a second shipped write-back could repeat the shipment there): give it to the shop by hand",
             seen.order_key
         );
-        (text.clone(), Some(text))
+        (
+            text.clone(),
+            Late::Untold(Untold {
+                order_key: seen.order_key.clone(),
+                source: source.to_string(),
+                tracking: number.clone(),
+                text,
+            }),
+        )
     };
     super::event(tx, &seen.order_key, now, "shipment", &detail)?;
-    Ok(untold.map(|text| Untold {
-        order_key: seen.order_key.clone(),
-        source: source.to_string(),
-        tracking: number.clone(),
-        text,
-    }))
+    Ok(late)
 }
 
 /// What a job needs to know about its order.
@@ -1218,8 +1250,12 @@ impl Store {
                     if writes {
                         queued.push((source, s.order_key.clone()));
                     }
-                } else if let Some(said) = late_tracking(tx, &source, s, takes, now)? {
-                    untold.push(said);
+                } else {
+                    match late_tracking(tx, &source, s, takes, now)? {
+                        Late::Nothing => {}
+                        Late::Requeued => queued.push((source, s.order_key.clone())),
+                        Late::Untold(said) => untold.push(said),
+                    }
                 }
             }
             tx.exec(

@@ -200,15 +200,22 @@ async fn shipments(
         .filter(|s| s.seq > from)
         .take(limit)
         .map(|s| {
-            json!({
+            let mut v = json!({
                 "order_key": s.order_key,
                 "erp_order_number": s.erp_order_number,
                 "shipped_at": s.shipped_at.to_rfc3339_opts(SecondsFormat::Secs, true),
                 "carrier": s.carrier,
-                "tracking_number": s.tracking_number,
-                "tracking_url": s.tracking_url,
                 "lines": s.lines,
-            })
+            });
+            // Optional fields: left out when the ERP has none.
+            if !s.tracking_number.is_empty() {
+                v["tracking_number"] = json!(s.tracking_number);
+                v["tracking_url"] = json!(s.tracking_url);
+            }
+            if let Some(id) = &s.erp_shipment_id {
+                v["erp_shipment_id"] = json!(id);
+            }
+            v
         })
         .collect();
     let last_seq = st

@@ -32,6 +32,11 @@ pub struct ErpOptions {
     /// Serve `GET /cancellations` (beyond SPEC §3's four endpoints); off:
     /// 404, as an ERP middleware built from SPEC alone answers.
     pub cancellations_feed: bool,
+    /// Shipments carry the contract's optional `erp_shipment_id`.
+    pub shipment_ids: bool,
+    /// Shipments are reported without a tracking number (the field left
+    /// out); [`ErpSim::label`] reports one later for the same shipment.
+    pub tracking_later: bool,
 }
 
 impl Default for ErpOptions {
@@ -42,6 +47,8 @@ impl Default for ErpOptions {
             unknown_skus: Vec::new(),
             faults: Faults::default(),
             cancellations_feed: true,
+            shipment_ids: false,
+            tracking_later: false,
         }
     }
 }
@@ -72,9 +79,12 @@ pub struct Shipment {
     pub erp_order_number: String,
     pub shipped_at: DateTime<Utc>,
     pub carrier: String,
+    /// Empty: not reported (`tracking_later`).
     pub tracking_number: String,
     pub tracking_url: String,
     pub lines: Vec<ShipmentLine>,
+    /// The contract's optional `erp_shipment_id` (`shipment_ids`).
+    pub erp_shipment_id: Option<String>,
 }
 
 /// Cheap handle to one simulator instance.
@@ -114,6 +124,8 @@ struct State {
     ship_after: Option<Duration>,
     unknown_skus: Vec<String>,
     cancellations_feed: bool,
+    shipment_ids: bool,
+    tracking_later: bool,
     orders: Vec<Stored>,
     by_key: HashMap<String, usize>,
     posts: HashMap<String, u64>,
@@ -209,19 +221,31 @@ impl State {
             .shipped_lines
             .extend(lines.iter().map(|l| l.source_line_id.clone()));
         let order = &stored.order;
-        // Deterministic but scattered, like real barcodes.
-        let tracking_number = format!("3SORD{:09}", (seq * 7_919_113 + 104_729) % 1_000_000_000);
+        let (tracking_number, tracking_url) = if self.tracking_later {
+            (String::new(), String::new())
+        } else {
+            tracking(seq)
+        };
         self.shipments.push(Shipment {
             seq,
             order_key: order.order_key.clone(),
             erp_order_number: order.erp_order_number.clone(),
             shipped_at: at,
             carrier: "PostNL".into(),
-            tracking_url: format!("https://jouw.postnl.nl/track-and-trace/{tracking_number}"),
+            tracking_url,
             tracking_number,
             lines,
+            erp_shipment_id: self.shipment_ids.then(|| format!("SHP-{seq}")),
         });
     }
+}
+
+/// A tracking number and its URL: deterministic but scattered, like real
+/// barcodes.
+fn tracking(seq: u64) -> (String, String) {
+    let number = format!("3SORD{:09}", (seq * 7_919_113 + 104_729) % 1_000_000_000);
+    let url = format!("https://jouw.postnl.nl/track-and-trace/{number}");
+    (number, url)
 }
 
 fn text(v: Option<&Value>) -> String {
@@ -242,6 +266,8 @@ impl ErpSim {
                     ship_after: opts.ship_after,
                     unknown_skus: opts.unknown_skus,
                     cancellations_feed: opts.cancellations_feed,
+                    shipment_ids: opts.shipment_ids,
+                    tracking_later: opts.tracking_later,
                     orders: Vec::new(),
                     by_key: HashMap::new(),
                     posts: HashMap::new(),
@@ -410,6 +436,34 @@ impl ErpSim {
             }
             None => false,
         }
+    }
+
+    /// The warehouse prints the label of the order's last shipment after it
+    /// was reported: the same shipment (its `erp_shipment_id`) is reported
+    /// again, now with a tracking number, at the end of the feed. Returns
+    /// the number; `None` without `shipment_ids` (the contract then reads a
+    /// new number as another shipment) or without a shipment.
+    pub fn label(&self, order_key: &str) -> Option<String> {
+        let mut st = self.state();
+        st.release_due_shipments();
+        if !st.shipment_ids {
+            return None;
+        }
+        let last = st
+            .shipments
+            .iter()
+            .rev()
+            .find(|s| s.order_key == order_key)?
+            .clone();
+        let seq = st.shipments.len() as u64 + 1;
+        let (tracking_number, tracking_url) = tracking(seq);
+        st.shipments.push(Shipment {
+            seq,
+            tracking_number: tracking_number.clone(),
+            tracking_url,
+            ..last
+        });
+        Some(tracking_number)
     }
 
     /// Every visible shipment, in feed order.

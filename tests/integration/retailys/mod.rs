@@ -918,3 +918,74 @@ async fn a_field_the_shop_cannot_serialize_stops_only_the_write_backs_that_decid
     let error = job.last_error.as_deref().unwrap_or_default();
     assert!(error.contains("sent: "), "{error}");
 }
+
+/// The ERP reports a shipment without a tracking number; the label comes
+/// after the shop was told "sent" (the same shipment, by its
+/// `erp_shipment_id`, reported again with a number). Retailys' shipped
+/// write-back adds only what the order lacks, so the same job runs again:
+/// the number reaches the order once, and `sent` and the shipped status are
+/// not written a second time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tracking_number_that_comes_after_sent_is_added_once() {
+    let mut opts = RtOptions::default();
+    opts.sandbox.erp.ship_after = None;
+    opts.sandbox.erp.shipment_ids = true;
+    opts.sandbox.erp.tracking_later = true;
+    let app = spawn_retailys(opts).await;
+    let id = app.sandbox.retailys.add_order(RetailysOrderSpec::default());
+    let k = rkey(id);
+    let engine = engine_of(&app);
+    crate::cancel::rounds(&engine, RT, 2).await;
+    assert_eq!(crate::cancel::state(&engine, &k), "accepted");
+    assert!(app.sandbox.erp.ship_now(&k));
+    sync_until_sent(&app, &engine, &[id]).await;
+    let order = app.sandbox.retailys.order(id).unwrap();
+    assert_eq!(order["sent"], true);
+    assert_eq!(
+        order["trackings"].as_array().map_or(0, Vec::len),
+        0,
+        "no number yet: {order}"
+    );
+
+    let number = app.sandbox.erp.label(&k).expect("a shipment to label");
+    crate::cancel::rounds(&engine, RT, 3).await;
+    let order = app.sandbox.retailys.order(id).unwrap();
+    let trackings = order["trackings"].as_array().unwrap();
+    assert_eq!(trackings.len(), 1, "{trackings:?}");
+    assert_eq!(trackings[0]["tracking_number"], number.as_str());
+    let writes = app.sandbox.retailys.writes(id);
+    assert_eq!(count(&writes, "PATCH sent"), 1, "{writes:?}");
+    assert_eq!(count(&writes, "POST tracking"), 1, "{writes:?}");
+    let shipped = app.sandbox.retailys.status_id("Shipped").unwrap();
+    assert_eq!(
+        writes
+            .iter()
+            .filter(|w| w.what == "PATCH status" && w.body["status_id"] == shipped)
+            .count(),
+        1,
+        "{writes:?}"
+    );
+    // One shipment, one job, run twice; the order ends completed.
+    let detail = engine.store.order_detail(&k).unwrap().unwrap();
+    let jobs: Vec<_> = detail
+        .jobs
+        .iter()
+        .filter(|j| j.kind == "write_shipped")
+        .collect();
+    assert_eq!(jobs.len(), 1, "{:?}", detail.jobs);
+    assert_eq!(jobs[0].state, "done", "{:?}", jobs[0]);
+    assert_eq!(crate::cancel::state(&engine, &k), "completed");
+    assert!(
+        detail.events.iter().any(|e| e
+            .detail
+            .as_deref()
+            .is_some_and(|d| d.contains(&format!("tracking {number} came later"))
+                && d.contains("runs again"))),
+        "{:?}",
+        detail.events
+    );
+    // Seen again (the feed's overlap): nothing new.
+    crate::cancel::rounds(&engine, RT, 2).await;
+    let writes = app.sandbox.retailys.writes(id);
+    assert_eq!(count(&writes, "POST tracking"), 1, "{writes:?}");
+}
