@@ -169,6 +169,14 @@ async fn optional_fields(erp: &TrytonErp) -> Result<Vec<String>, Failure> {
 mod tests {
     use super::*;
 
+    /// A shipment's lines as (sale line, quantity text).
+    fn lines_of(s: &ErpShipment) -> Vec<(Option<&str>, String)> {
+        s.lines
+            .iter()
+            .map(|l| (l.erp_line_number.as_deref(), l.quantity.to_string()))
+            .collect()
+    }
+
     #[test]
     fn a_shipment_maps_to_its_sales_reference() {
         let row = json!({"id": 7, "number": "3", "shipping_reference": "3SABC", "outgoing_moves": [41, 42, 43],
@@ -186,11 +194,7 @@ mod tests {
         ];
         let s = to_shipment(&row, &sales, &moves).unwrap();
         assert_eq!(s.erp_shipment_id.as_deref(), Some("stock.shipment.out,7"));
-        let lines: Vec<(Option<&str>, String)> = s
-            .lines
-            .iter()
-            .map(|l| (l.erp_line_number.as_deref(), l.quantity.to_string()))
-            .collect();
+        let lines = lines_of(&s);
         assert_eq!(
             lines,
             vec![
@@ -227,11 +231,7 @@ mod tests {
             json!({"id": 4, "origin": "sale.line,14", "quantity": 1e300}),
         ];
         let s = to_shipment(&row, &sales, &moves).unwrap();
-        let lines: Vec<(Option<&str>, String)> = s
-            .lines
-            .iter()
-            .map(|l| (l.erp_line_number.as_deref(), l.quantity.to_string()))
-            .collect();
+        let lines = lines_of(&s);
         assert_eq!(
             lines,
             vec![
