@@ -248,8 +248,21 @@ fn load_roots(roots: &Roots) -> Result<rustls::RootCertStore, String> {
         }
         Roots::File(path) => {
             let shown = path.display();
-            let bytes = std::fs::read(path)
+            // A CA bundle is kilobytes (the whole Mozilla store is about
+            // 250 KB); a path to something endless (`/dev/zero`) must not
+            // eat the memory.
+            const MOST: u64 = 16 << 20;
+            let mut bytes = Vec::new();
+            std::fs::File::open(path)
+                .and_then(|f| {
+                    std::io::Read::read_to_end(&mut std::io::Read::take(f, MOST + 1), &mut bytes)
+                })
                 .map_err(|e| format!("sslrootcert: cannot read {shown} ({e})"))?;
+            if bytes.len() as u64 > MOST {
+                return Err(format!(
+                    "sslrootcert: {shown} is larger than 16 MiB: not a CA file"
+                ));
+            }
             let mut found = 0;
             for cert in CertificateDer::pem_slice_iter(&bytes) {
                 let cert =
@@ -414,7 +427,9 @@ mod tests {
             "-----BEGIN CERTIFICATE-----\naGVsbG8=\n-----END CERTIFICATE-----\n",
         )
         .unwrap();
+        let endless = std::path::PathBuf::from("/dev/zero");
         for (path, said) in [
+            (&endless, "larger than 16 MiB"),
             (&missing, "cannot read"),
             (&empty, "holds no certificate"),
             (&junk, "is not a PEM file"),
