@@ -202,6 +202,23 @@ pub fn wait_with_timeout(child: &mut std::process::Child, limit: Duration) -> Op
     }
 }
 
+/// Runs `cmd` (no stdin, stdout dropped) until it ends, at most `limit`;
+/// its exit code and what it wrote on stderr.
+fn exit_and_stderr(cmd: &mut Command, limit: Duration) -> (Option<i32>, String) {
+    let mut child = cmd
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let code = wait_with_timeout(&mut child, limit);
+    let mut err = String::new();
+    if let Some(mut stderr) = child.stderr.take() {
+        stderr.read_to_string(&mut err).unwrap();
+    }
+    (code, err)
+}
+
 fn all_done(app: &App, ids: &[i64]) -> bool {
     ids.iter().all(|id| {
         app.sandbox
@@ -366,24 +383,15 @@ fn a_corrupt_ledger_exits_1_naming_the_file_and_the_way_out() {
     let garbage: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 13) as u8).collect();
     std::fs::write(&ledger, &garbage).unwrap();
     for command in [&["status"][..], &["status", "--json"], &["run"]] {
-        let mut child = ordersync()
-            .arg("--config")
-            .arg(&cfg)
-            .args(command)
-            .env("X", "x")
-            .env("ORDERSYNC_TEST_ERP_TOKEN", "t")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let code = wait_with_timeout(&mut child, Duration::from_secs(20));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (code, err) = exit_and_stderr(
+            ordersync()
+                .arg("--config")
+                .arg(&cfg)
+                .args(command)
+                .env("X", "x")
+                .env("ORDERSYNC_TEST_ERP_TOKEN", "t"),
+            Duration::from_secs(20),
+        );
         assert_eq!(code, Some(1), "{command:?}: {err}");
         assert!(
             err.contains(&format!(
@@ -590,27 +598,17 @@ fn a_ledger_that_takes_the_connection_and_says_nothing_is_named_not_waited_for()
     );
     let cfg = write_config(dir.path(), "", &format!("client_secret_env = \"X\"\n{pg}"));
     for command in ["status", "run"] {
-        let mut child = ordersync()
-            .arg("--config")
-            .arg(&cfg)
-            .arg(command)
-            .env("ORDERSYNC_TEST_ERP_TOKEN", "erp-token-value")
-            .env("X", "client-secret-value")
-            .env("ORDERSYNC_TEST_PG_PW", "pg-password-value")
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
         // Not a speed check: a liveness one. Without the fix it never ends.
-        let code = wait_with_timeout(&mut child, Duration::from_secs(120));
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
+        let (code, err) = exit_and_stderr(
+            ordersync()
+                .arg("--config")
+                .arg(&cfg)
+                .arg(command)
+                .env("ORDERSYNC_TEST_ERP_TOKEN", "erp-token-value")
+                .env("X", "client-secret-value")
+                .env("ORDERSYNC_TEST_PG_PW", "pg-password-value"),
+            Duration::from_secs(120),
+        );
         assert_eq!(code, Some(1), "{command}: {err}");
         assert!(
             err.contains(&format!(
